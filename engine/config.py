@@ -1,0 +1,163 @@
+"""Configuration: one pydantic-settings class per concern, each with its own env prefix.
+
+The defaults are the embedded setup: a SQLite file and a SQLite-backed Celery broker in the data
+folder, images on the local disk, the built-in model. PostgreSQL, Redis and RabbitMQ are chosen
+by URL. Nothing is read at import time: `get_settings()` builds (and caches) everything.
+Every variable is documented in deploy/env.example.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, env_file=None, extra="ignore")
+
+
+class PathSettings(BaseSettings):
+    model_config = _env("IMAGINE_")
+
+    data_dir: Path = Path("data")
+
+
+class DatabaseSettings(BaseSettings):
+    """IMAGINE_DB_URL picks the database; either the async or the sync driver name works."""
+
+    model_config = _env("IMAGINE_DB_")
+
+    url: str = ""  # empty: SQLite file in the data folder
+    pool_size: int = 10
+    max_overflow: int = 20
+    echo: bool = False
+    # Upgrade the schema at start-up. On by default for SQLite (the embedded demo); production runs
+    # the one-shot `imagine-bot migrate` job instead.
+    auto_migrate: bool | None = None
+
+
+class BrokerSettings(BaseSettings):
+    """The Celery broker; wake-ups go over Redis pub/sub when a Redis URL is known."""
+
+    model_config = _env("IMAGINE_BROKER_")
+
+    url: str = ""  # empty: kombu's SQLAlchemy transport on a SQLite file (no server)
+    notify_url: str = ""  # empty: the broker URL if it is Redis, else poll the database
+    poll_interval_s: float = 0.2
+    # Seconds a published task may wait for a reachable broker before the user is told it is down.
+    publish_timeout_s: float = 3.0
+    heartbeat_s: int = 60
+
+
+class StorageSettings(BaseSettings):
+    model_config = _env("IMAGINE_STORAGE_")
+
+    images_dir: Path | None = None  # default: <data_dir>/images
+
+
+class RenderSettings(BaseSettings):
+    """What the worker renders with. `model` is a local folder or a cached Hugging Face id."""
+
+    model_config = _env("IMAGINE_RENDER_")
+
+    model: str = "builtin"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    torch_threads: int = 0  # 0: torch's default
+    compile: bool = False
+    cpu_offload: bool = False
+    max_batch_images: int = 8
+    batch_wait_ms: int = 50
+    # A no-op renderer exists only for benchmarks that measure the system without the model.
+    backend: str = "unclip"  # unclip | noop
+
+
+class WorkerSettings(BaseSettings):
+    model_config = _env("IMAGINE_WORKER_")
+
+    # Run a Celery worker inside the console process (solo pool in a thread): the embedded demo.
+    embedded: bool | None = None  # None: on when the broker is the embedded one
+    soft_time_limit_s: int = 600
+    time_limit_s: int = 660
+    concurrency: int = 1
+
+
+class QuotaSettings(BaseSettings):
+    model_config = _env("IMAGINE_QUOTA_")
+
+    # Images per UTC day for teams that set no default of their own.
+    default_daily_images: int = 200
+
+
+class LimitSettings(BaseSettings):
+    """Bounds on what one request may ask for; checked in the domain, shown in usage errors."""
+
+    model_config = _env("IMAGINE_LIMIT_")
+
+    max_prompt_chars: int = 1000
+    max_steps: int = 100
+    max_guidance: float = 30.0
+    history_page_size: int = 10
+
+
+class Settings:
+    """All settings, grouped by concern."""
+
+    def __init__(self) -> None:
+        self.paths = PathSettings()
+        self.database = DatabaseSettings()
+        self.broker = BrokerSettings()
+        self.storage = StorageSettings()
+        self.render = RenderSettings()
+        self.worker = WorkerSettings()
+        self.quota = QuotaSettings()
+        self.limits = LimitSettings()
+
+    @property
+    def data_dir(self) -> Path:
+        return self.paths.data_dir
+
+    @property
+    def images_dir(self) -> Path:
+        return self.storage.images_dir or self.data_dir / "images"
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'imagine.db'}"
+
+    @property
+    def broker_url(self) -> str:
+        return self.broker.url or f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def broker_is_embedded(self) -> bool:
+        return self.broker_url.startswith(("sqla+", "sqlalchemy+", "filesystem:", "memory:"))
+
+    @property
+    def notify_url(self) -> str | None:
+        if self.broker.notify_url:
+            return self.broker.notify_url
+        if self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return None
+
+    @property
+    def auto_migrate(self) -> bool:
+        if self.database.auto_migrate is not None:
+            return self.database.auto_migrate
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def embedded_worker(self) -> bool:
+        if self.worker.embedded is not None:
+            return self.worker.embedded
+        return self.broker_is_embedded
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Build the settings from the environment once per process."""
+    return Settings()

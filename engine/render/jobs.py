@@ -1,0 +1,63 @@
+"""What the worker asks a renderer for, and what it gets back: plain data, no torch."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.domain.types import MAX_SEED
+
+#: progress(fraction 0..1, stage name); may raise to abort the render (a cancelled job).
+ProgressFn = Callable[[float, str], None]
+
+
+class RenderAborted(Exception):
+    """Raised from a progress callback to stop a render (the job was cancelled)."""
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    generation_id: int
+    operation: str  # text2image | variation | upscale | blend
+    prompt: str
+    negative_prompt: str | None
+    seed: int
+    n: int
+    params: dict[str, Any] = field(default_factory=dict)
+    #: CLIP image embeddings of the source image(s), float32 little-endian bytes.
+    source_embeddings: tuple[bytes, ...] = ()
+    #: PNG bytes of the source image(s) (variation strength, upscale, uploads).
+    source_images: tuple[bytes, ...] = ()
+    weights: tuple[float, ...] = ()
+
+    def image_seeds(self) -> list[int]:
+        """Image k of a job is rendered from seed + k - 1, so each image is reproducible alone."""
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.n)]
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    index: int
+    png: bytes
+    width: int
+    height: int
+    seed: int
+    embedding: bytes | None  # float32 little-endian CLIP image embedding
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.png).hexdigest()
+
+    @property
+    def embedding_dim(self) -> int | None:
+        return None if self.embedding is None else len(self.embedding) // 4
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    images: list[RenderedImage]
+    grid_png: bytes | None
+    #: The reproducibility record stored with the job and written into every PNG.
+    info: dict[str, Any]

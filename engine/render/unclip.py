@@ -1,0 +1,403 @@
+"""imagine-bot's own unCLIP pipeline: CLIP text encoder → prior → decoder → super-resolution.
+
+Why our own file instead of diffusers' `UnCLIPPipeline`: that pipeline lives in diffusers'
+deprecated folder (frozen at 0.33.1, and its `from_pretrained` cannot find `UnCLIPTextProjModel`
+in 0.42), and it lacks what the bot needs: a generator *per image* (so jobs can be batched and
+still match their solo render), image embeddings in (variations, blends, text diffs), a decoder
+that can start from a noised source image (variation strength), a prior bypass (the paper's
+no-prior ablation), negative prompts and a per-step progress callback. It is built only from
+diffusers' maintained components (PriorTransformer, UNet2DConditionModel, UNet2DModel,
+UnCLIPScheduler) plus `UnCLIPTextProjModel`, and reads top to bottom like a diffusers pipeline.
+
+The folder layout is Karlo's (kakaobrain/karlo-v1-alpha), optionally with `image_encoder/` and
+`feature_extractor/` as in karlo-v1-alpha-image-variations; the built-in model uses it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, PriorTransformer, UNet2DConditionModel, UNet2DModel
+from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
+from diffusers.schedulers import UnCLIPScheduler
+from diffusers.utils.torch_utils import randn_tensor
+from torch.nn import functional as F
+from transformers import (
+    CLIPImageProcessor,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+    CLIPVisionModelWithProjection,
+)
+
+#: callback(stage, steps done over all stages, total steps over all stages)
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass
+class TextConditioning:
+    """CLIP text outputs for a batch: pooled embedding, token states and their mask."""
+
+    embeds: torch.Tensor  # (B, D)
+    hidden_states: torch.Tensor  # (B, L, H)
+    mask: torch.Tensor  # (B, L) bool
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+
+@dataclass
+class UnCLIPOutput:
+    images: np.ndarray  # (B, H, W, 3) float in [0, 1]
+    image_embeds: torch.Tensor  # (B, D): the CLIP image embedding each image was decoded from
+
+
+class ImagineUnCLIPPipeline(DiffusionPipeline):
+    """Text → image, embedding → image, and image → embedding with an unCLIP stack."""
+
+    model_cpu_offload_seq = (
+        "text_encoder->image_encoder->prior->text_proj->decoder->super_res_first->super_res_last"
+    )
+    _optional_components = [
+        "prior",
+        "prior_scheduler",
+        "image_encoder",
+        "feature_extractor",
+        "super_res_first",
+        "super_res_last",
+        "super_res_scheduler",
+    ]
+
+    def __init__(
+        self,
+        tokenizer: CLIPTokenizer,
+        text_encoder: CLIPTextModelWithProjection,
+        text_proj: UnCLIPTextProjModel,
+        decoder: UNet2DConditionModel,
+        decoder_scheduler: UnCLIPScheduler,
+        prior: PriorTransformer | None = None,
+        prior_scheduler: UnCLIPScheduler | None = None,
+        super_res_first: UNet2DModel | None = None,
+        super_res_last: UNet2DModel | None = None,
+        super_res_scheduler: UnCLIPScheduler | None = None,
+        image_encoder: CLIPVisionModelWithProjection | None = None,
+        feature_extractor: CLIPImageProcessor | None = None,
+    ):
+        super().__init__()
+        self.register_modules(
+            tokenizer=tokenizer,
+            text_encoder=text_encoder,
+            text_proj=text_proj,
+            decoder=decoder,
+            decoder_scheduler=decoder_scheduler,
+            prior=prior,
+            prior_scheduler=prior_scheduler,
+            super_res_first=super_res_first,
+            super_res_last=super_res_last,
+            super_res_scheduler=super_res_scheduler,
+            image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
+        )
+
+    # --- sizes -------------------------------------------------------------------------------
+
+    @property
+    def decoder_size(self) -> int:
+        return int(self.decoder.config.sample_size)
+
+    @property
+    def output_size(self) -> int:
+        if self.super_res_first is None:
+            return self.decoder_size
+        return int(self.super_res_first.config.sample_size)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.text_encoder.config.projection_dim)
+
+    @property
+    def has_upsampler(self) -> bool:
+        return self.super_res_first is not None
+
+    # --- 1. encode text and images -----------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_text(self, prompts: list[str]) -> TextConditioning:
+        """CLIP text embeddings for each prompt (truncated to the tokenizer's length)."""
+        inputs = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        device = self._execution_device
+        output = self.text_encoder(inputs.input_ids.to(device))
+        return TextConditioning(
+            embeds=output.text_embeds,
+            hidden_states=output.last_hidden_state,
+            mask=inputs.attention_mask.bool().to(device),
+        )
+
+    @torch.no_grad()
+    def encode_images(self, images) -> torch.Tensor:
+        """CLIP image embeddings of PIL images (needs `image_encoder` and `feature_extractor`)."""
+        if self.image_encoder is None or self.feature_extractor is None:
+            raise ValueError("this model has no CLIP image encoder: it cannot encode images")
+        pixels = self.feature_extractor(images=images, return_tensors="pt").pixel_values
+        dtype = next(self.image_encoder.parameters()).dtype
+        pixels = pixels.to(device=self._execution_device, dtype=dtype)
+        return self.image_encoder(pixels).image_embeds
+
+    # --- 2. prior: text embedding → image embedding ------------------------------------------
+
+    @torch.no_grad()
+    def sample_prior(
+        self,
+        text: TextConditioning,
+        uncond: TextConditioning,
+        generators: list[torch.Generator],
+        *,
+        num_inference_steps: int,
+        guidance_scale: float,
+        on_step: Callable[[], None] | None = None,
+    ) -> torch.Tensor:
+        if self.prior is None:
+            raise ValueError("this model has no prior: it can only decode image embeddings")
+        device = self._execution_device
+        guided = guidance_scale > 1.0
+        proj = torch.cat([uncond.embeds, text.embeds]) if guided else text.embeds
+        states = torch.cat([uncond.hidden_states, text.hidden_states]) if guided else text.hidden_states
+        mask = torch.cat([uncond.mask, text.mask]) if guided else text.mask
+
+        self.prior_scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.prior_scheduler.timesteps
+        latents = randn_tensor(
+            (len(text), self.prior.config.embedding_dim), generator=generators, device=device,
+            dtype=text.embeds.dtype,
+        ) * self.prior_scheduler.init_noise_sigma
+
+        for i, t in enumerate(timesteps):
+            model_input = torch.cat([latents] * 2) if guided else latents
+            predicted = self.prior(
+                model_input, timestep=t, proj_embedding=proj, encoder_hidden_states=states,
+                attention_mask=mask,
+            ).predicted_image_embedding
+            if guided:
+                uncond_pred, text_pred = predicted.chunk(2)
+                predicted = uncond_pred + guidance_scale * (text_pred - uncond_pred)
+            prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
+            latents = self.prior_scheduler.step(
+                predicted, timestep=t, sample=latents, generator=generators, prev_timestep=prev_t
+            ).prev_sample
+            if on_step:
+                on_step()
+        return self.prior.post_process_latents(latents)
+
+    # --- 3. decoder: image embedding (+ text) → small image ----------------------------------
+
+    def decoder_steps(self, num_inference_steps: int, strength: float) -> int:
+        """How many decoder steps run for a given strength (1.0: all of them)."""
+        return max(1, min(num_inference_steps, round(num_inference_steps * strength)))
+
+    @torch.no_grad()
+    def decode(
+        self,
+        image_embeds: torch.Tensor,
+        text: TextConditioning,
+        uncond: TextConditioning,
+        generators: list[torch.Generator],
+        *,
+        num_inference_steps: int,
+        guidance_scale: float,
+        init_images: torch.Tensor | None = None,
+        strength: float = 1.0,
+        on_step: Callable[[], None] | None = None,
+    ) -> torch.Tensor:
+        device = self._execution_device
+        guided = guidance_scale > 1.0
+        prompt_embeds = torch.cat([uncond.embeds, text.embeds]) if guided else text.embeds
+        states = torch.cat([uncond.hidden_states, text.hidden_states]) if guided else text.hidden_states
+        mask = torch.cat([uncond.mask, text.mask]) if guided else text.mask
+        dtype = self.decoder.dtype
+
+        # unCLIP's decoder conditioning: the image embedding is added to the timestep embedding
+        # and projected into extra context tokens in front of the text tokens.
+        states, time_embeds = self.text_proj(
+            image_embeddings=image_embeds.to(dtype),
+            prompt_embeds=prompt_embeds.to(dtype),
+            text_encoder_hidden_states=states.to(dtype),
+            do_classifier_free_guidance=guided,
+        )
+        mask = F.pad(mask, (self.text_proj.clip_extra_context_tokens, 0), value=True)
+
+        self.decoder_scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.decoder_scheduler.timesteps
+        size = self.decoder_size
+        shape = (image_embeds.shape[0], self.decoder.config.in_channels, size, size)
+        noise = randn_tensor(shape, generator=generators, device=device, dtype=dtype)
+        if init_images is not None and strength < 1.0:
+            # Variation strength: start part-way down the noise schedule from the source image.
+            start = num_inference_steps - self.decoder_steps(num_inference_steps, strength)
+            timesteps = timesteps[start:]
+            source = F.interpolate(init_images.to(device, dtype), size=(size, size), mode="area")
+            latents = self.decoder_scheduler.add_noise(source, noise, timesteps[:1].repeat(len(noise)))
+        else:
+            latents = noise * self.decoder_scheduler.init_noise_sigma
+
+        for i, t in enumerate(timesteps):
+            model_input = torch.cat([latents] * 2) if guided else latents
+            noise_pred = self.decoder(
+                sample=model_input, timestep=t, encoder_hidden_states=states,
+                class_labels=time_embeds, attention_mask=mask,
+            ).sample
+            if guided:
+                uncond_pred, text_pred = noise_pred.chunk(2)
+                uncond_pred, _ = uncond_pred.split(latents.shape[1], dim=1)
+                text_pred, variance = text_pred.split(latents.shape[1], dim=1)
+                noise_pred = torch.cat(
+                    [uncond_pred + guidance_scale * (text_pred - uncond_pred), variance], dim=1
+                )
+            prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
+            latents = self.decoder_scheduler.step(
+                noise_pred, t, latents, prev_timestep=prev_t, generator=generators
+            ).prev_sample
+            if on_step:
+                on_step()
+        return latents.clamp(-1, 1)
+
+    # --- 4. super-resolution -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def super_resolve(
+        self,
+        small: torch.Tensor,
+        generators: list[torch.Generator],
+        *,
+        num_inference_steps: int,
+        on_step: Callable[[], None] | None = None,
+    ) -> torch.Tensor:
+        device = self._execution_device
+        self.super_res_scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.super_res_scheduler.timesteps
+        size = self.output_size
+        dtype = self.super_res_first.dtype
+        channels = self.super_res_first.config.in_channels // 2
+        latents = randn_tensor(
+            (small.shape[0], channels, size, size), generator=generators, device=device, dtype=dtype
+        ) * self.super_res_scheduler.init_noise_sigma
+        upscaled = F.interpolate(
+            small.to(dtype), size=(size, size), mode="bicubic", align_corners=False, antialias=True
+        )
+        for i, t in enumerate(timesteps):
+            # Karlo uses a second UNet for the last step only; a model may ship the same one twice.
+            unet = self.super_res_last if i == len(timesteps) - 1 else self.super_res_first
+            noise_pred = unet(sample=torch.cat([latents, upscaled], dim=1), timestep=t).sample
+            prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
+            latents = self.super_res_scheduler.step(
+                noise_pred, t, latents, prev_timestep=prev_t, generator=generators
+            ).prev_sample
+            if on_step:
+                on_step()
+        return latents.clamp(-1, 1)
+
+    # --- the whole stack ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompts: list[str],
+        generators: list[torch.Generator],
+        *,
+        negative_prompts: list[str | None] | None = None,
+        image_embeds: torch.Tensor | None = None,
+        use_prior: bool = True,
+        init_images: torch.Tensor | None = None,
+        strength: float = 1.0,
+        prior_num_inference_steps: int = 25,
+        decoder_num_inference_steps: int = 25,
+        super_res_num_inference_steps: int = 7,
+        prior_guidance_scale: float = 4.0,
+        decoder_guidance_scale: float = 8.0,
+        callback: ProgressCallback | None = None,
+    ) -> UnCLIPOutput:
+        """Render one image per prompt, each with its own generator.
+
+        Args:
+            prompts: one per image ("" for a pure variation of `image_embeds`).
+            generators: one per image; an image depends only on its own generator and inputs,
+                so a batch of jobs renders the same images as each job alone.
+            negative_prompts: replace the empty unconditional text in classifier-free guidance.
+            image_embeds: skip the prior and decode these CLIP image embeddings (variations,
+                blends, text diffs).
+            use_prior: False feeds the CLIP *text* embedding to the decoder directly (the unCLIP
+                paper's no-prior baseline).
+            init_images: (B, 3, H, W) in [-1, 1]; with strength < 1 the decoder starts from them.
+            callback: called after every denoising step of every stage.
+        """
+        batch = len(prompts)
+        if len(generators) != batch:
+            raise ValueError(f"generators: need one per prompt ({batch}), got {len(generators)}")
+        if image_embeds is not None and image_embeds.shape[0] != batch:
+            raise ValueError(f"image_embeds: need {batch} rows, got {image_embeds.shape[0]}")
+        negatives = negative_prompts or [None] * batch
+        if len(negatives) != batch:
+            raise ValueError(f"negative_prompts: need one per prompt ({batch}), got {len(negatives)}")
+
+        run_prior = image_embeds is None and use_prior
+        decoder_steps = (
+            self.decoder_steps(decoder_num_inference_steps, strength)
+            if init_images is not None else decoder_num_inference_steps
+        )
+        total = (
+            (prior_num_inference_steps if run_prior else 0)
+            + decoder_steps
+            + (super_res_num_inference_steps if self.has_upsampler else 0)
+        )
+        done = 0
+
+        def stepper(stage: str) -> Callable[[], None]:
+            def on_step() -> None:
+                nonlocal done
+                done += 1
+                if callback:
+                    callback(stage, done, total)
+
+            return on_step
+
+        # 1. encode the prompts, and the unconditional (negative) text for guidance
+        text = self.encode_text(prompts)
+        uncond = self.encode_text([n or "" for n in negatives])
+
+        # 2. prior: sample a CLIP image embedding for each prompt
+        if image_embeds is None:
+            if run_prior:
+                image_embeds = self.sample_prior(
+                    text, uncond, generators, num_inference_steps=prior_num_inference_steps,
+                    guidance_scale=prior_guidance_scale, on_step=stepper("prior"),
+                )
+            else:
+                image_embeds = text.embeds
+        image_embeds = image_embeds.to(self._execution_device)
+
+        # 3. decoder: draw each embedding at the decoder's size
+        small = self.decode(
+            image_embeds, text, uncond, generators,
+            num_inference_steps=decoder_num_inference_steps, guidance_scale=decoder_guidance_scale,
+            init_images=init_images, strength=strength, on_step=stepper("decoder"),
+        )
+
+        # 4. super-resolution to the output size
+        images = small
+        if self.has_upsampler:
+            images = self.super_resolve(
+                small, generators, num_inference_steps=super_res_num_inference_steps,
+                on_step=stepper("upsampler"),
+            )
+
+        images = (images.float() * 0.5 + 0.5).clamp(0, 1)
+        return UnCLIPOutput(
+            images=images.cpu().permute(0, 2, 3, 1).numpy(), image_embeds=image_embeds.float().cpu()
+        )

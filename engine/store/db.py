@@ -1,0 +1,163 @@
+"""Engines and sessions for SQLite and PostgreSQL, async (bots) and sync (worker, migrations).
+
+Repository functions take a sync `Session`. The bots run them through `Database.run`, which
+uses `AsyncSession.run_sync` (the queries run on the async driver without blocking the event
+loop); the worker calls them inside `Database.sync_session()`. One copy of every query.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from engine.domain.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+_SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
+
+
+def _backend(url: str) -> str:
+    return make_url(url).get_backend_name()
+
+
+def async_url(url: str) -> str:
+    """The same database, named with its asyncio driver."""
+    parsed = make_url(url)
+    return parsed.set(drivername=_ASYNC_DRIVERS[parsed.get_backend_name()]).render_as_string(
+        hide_password=False
+    )
+
+
+def sync_url(url: str) -> str:
+    """The same database, named with its blocking driver."""
+    parsed = make_url(url)
+    return parsed.set(drivername=_SYNC_DRIVERS[parsed.get_backend_name()]).render_as_string(
+        hide_password=False
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """Make SQLite transactions real: WAL, a busy timeout, and BEGIN IMMEDIATE.
+
+    pysqlite delays BEGIN until the first write and SQLite ignores SELECT ... FOR UPDATE, so two
+    concurrent read-then-write transactions would both succeed and lose an update. BEGIN
+    IMMEDIATE takes the write lock up front: concurrent writers queue on busy_timeout instead.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether an exception means "the database cannot be reached" (not a bug in a query)."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    if isinstance(error, (OperationalError, InterfaceError)):
+        text = str(error.orig if getattr(error, "orig", None) else error).lower()
+        return any(
+            phrase in text
+            for phrase in (
+                "connect",
+                "connection",
+                "unable to open database",
+                "server closed",
+                "terminating",
+                "could not translate host",
+                "timeout",
+            )
+        )
+    return isinstance(error, (ConnectionError, TimeoutError)) or (
+        isinstance(error, OSError) and error.errno is not None
+    )
+
+
+class Database:
+    """One database: an async engine for the bots, a sync engine for the worker and alembic."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 20, echo: bool = False):
+        self.url = url
+        self.backend = _backend(url)
+        self._pool = {} if self.backend == "sqlite" else {
+            "pool_size": pool_size,
+            "max_overflow": max_overflow,
+            "pool_pre_ping": True,
+        }
+        self._echo = echo
+        self._async_engine: AsyncEngine | None = None
+        self._sync_engine: Engine | None = None
+
+    @property
+    def async_engine(self) -> AsyncEngine:
+        if self._async_engine is None:
+            connect_args = {"timeout": 5} if self.backend == "postgresql" else {}
+            self._async_engine = create_async_engine(
+                async_url(self.url), echo=self._echo, connect_args=connect_args, **self._pool
+            )
+            if self.backend == "sqlite":
+                _configure_sqlite(self._async_engine.sync_engine)
+            self._async_sessions = async_sessionmaker(self._async_engine, expire_on_commit=False)
+        return self._async_engine
+
+    @property
+    def sync_engine(self) -> Engine:
+        if self._sync_engine is None:
+            connect_args = {"connect_timeout": 5} if self.backend == "postgresql" else {}
+            self._sync_engine = create_engine(
+                sync_url(self.url), echo=self._echo, connect_args=connect_args, **self._pool
+            )
+            if self.backend == "sqlite":
+                _configure_sqlite(self._sync_engine)
+            self._sync_sessions = sessionmaker(self._sync_engine, expire_on_commit=False)
+        return self._sync_engine
+
+    async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run `fn(session, *args, **kwargs)` in one transaction from async code.
+
+        Raises StoreUnavailable (a user-facing error) when the database cannot be reached;
+        anything else `fn` raises propagates after the transaction is rolled back.
+        """
+        self.async_engine  # noqa: B018 - builds the session factory on first use
+        try:
+            async with self._async_sessions() as session, session.begin():
+                return await session.run_sync(fn, *args, **kwargs)
+        except Exception as error:
+            if is_unavailable(error):
+                log.warning("database unreachable: %s", error)
+                raise StoreUnavailable() from error
+            raise
+
+    @contextmanager
+    def sync_session(self) -> Iterator[Session]:
+        """A session in one transaction, committed on success (the worker's way in)."""
+        self.sync_engine  # noqa: B018
+        with self._sync_sessions() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        if self._async_engine is not None:
+            await self._async_engine.dispose()
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()

@@ -1,0 +1,445 @@
+"""Repository functions: every query imagine-bot runs, each taking a sync Session.
+
+The service calls these through `Database.run` (async bots); the worker calls them directly.
+They never commit: the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from engine.domain.quota import PolicyRule, effective_limit, period_end, period_start
+from engine.domain.types import Actor, GenerationKind, GenerationStatus, Platform
+from engine.domain.views import GenerationView, ImageView, QuotaStatus
+from engine.store.models import (
+    Ban,
+    BlockedTerm,
+    ChatMessage,
+    Generation,
+    Image,
+    QuotaLedgerEntry,
+    QuotaPolicy,
+    QuotaUsage,
+    Team,
+    User,
+    utcnow,
+)
+
+
+def _insert_ignore(session: Session, model: type, values: dict[str, Any], keys: list[str]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING: safe when many requests create the same row at once."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=keys))
+
+
+# --- teams and users -------------------------------------------------------------------------
+
+
+def ensure_team(session: Session, platform: str, external_id: str, name: str = "") -> Team:
+    team = session.scalar(
+        select(Team).where(Team.platform == platform, Team.external_id == external_id)
+    )
+    if team is None:
+        _insert_ignore(
+            session,
+            Team,
+            {"platform": platform, "external_id": external_id, "name": name,
+             "moderator_role_ids": [], "created_at": utcnow()},
+            ["platform", "external_id"],
+        )
+        team = session.scalars(
+            select(Team).where(Team.platform == platform, Team.external_id == external_id)
+        ).one()
+    elif name and team.name != name:
+        team.name = name
+    return team
+
+
+def ensure_user(session: Session, team: Team, external_id: str, name: str = "") -> User:
+    user = session.scalar(
+        select(User).where(User.team_id == team.id, User.external_id == external_id)
+    )
+    if user is None:
+        _insert_ignore(
+            session,
+            User,
+            {"team_id": team.id, "external_id": external_id, "display_name": name,
+             "created_at": utcnow()},
+            ["team_id", "external_id"],
+        )
+        user = session.scalars(
+            select(User).where(User.team_id == team.id, User.external_id == external_id)
+        ).one()
+    elif name and user.display_name != name:
+        user.display_name = name
+    return user
+
+
+def ensure_actor(session: Session, actor: Actor) -> tuple[Team, User]:
+    team = ensure_team(session, str(actor.platform), actor.team_id, actor.team_name)
+    user = ensure_user(session, team, actor.user_id, actor.user_name)
+    return team, user
+
+
+def find_user(session: Session, team: Team, external_id: str) -> User | None:
+    return session.scalar(
+        select(User).where(User.team_id == team.id, User.external_id == external_id)
+    )
+
+
+# --- moderation lookups ----------------------------------------------------------------------
+
+
+def find_ban(session: Session, team: Team, user_external_id: str) -> Ban | None:
+    return session.scalar(
+        select(Ban).where(Ban.team_id == team.id, Ban.user_external_id == user_external_id)
+    )
+
+
+def blocked_terms(session: Session, team: Team) -> list[str]:
+    return list(
+        session.scalars(
+            select(BlockedTerm.term).where(BlockedTerm.team_id == team.id).order_by(BlockedTerm.term)
+        )
+    )
+
+
+# --- quota -----------------------------------------------------------------------------------
+
+
+def policy_rules(session: Session, team: Team) -> list[PolicyRule]:
+    rows = session.scalars(select(QuotaPolicy).where(QuotaPolicy.team_id == team.id))
+    return [
+        PolicyRule(r.scope, r.subject, r.daily_limit, r.unlimited, r.bonus, r.bonus_day, r.reset_at)
+        for r in rows
+    ]
+
+
+def find_policy(session: Session, team: Team, scope: str, subject: str) -> QuotaPolicy | None:
+    return session.scalar(
+        select(QuotaPolicy).where(
+            QuotaPolicy.team_id == team.id, QuotaPolicy.scope == scope, QuotaPolicy.subject == subject
+        )
+    )
+
+
+def lock_usage(session: Session, team: Team, user: User, now: datetime) -> QuotaUsage:
+    """The user's usage row for the current period, created if needed and locked for update."""
+    start = period_start(now)
+    _insert_ignore(
+        session,
+        QuotaUsage,
+        {"team_id": team.id, "user_id": user.id, "period_start": start, "used": 0, "granted": 0},
+        ["user_id", "period_start"],
+    )
+    # FOR UPDATE serialises concurrent debits by one user on PostgreSQL; on SQLite the
+    # transaction already holds the write lock (BEGIN IMMEDIATE).
+    return session.scalars(
+        select(QuotaUsage)
+        .where(QuotaUsage.user_id == user.id, QuotaUsage.period_start == start)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def _ledger(
+    session: Session,
+    usage: QuotaUsage,
+    kind: str,
+    amount: int,
+    reason: str,
+    *,
+    generation_id: int | None = None,
+    actor_id: int | None = None,
+) -> None:
+    session.add(
+        QuotaLedgerEntry(
+            team_id=usage.team_id,
+            user_id=usage.user_id,
+            generation_id=generation_id,
+            period_start=usage.period_start,
+            kind=kind,
+            amount=amount,
+            reason=reason,
+            actor_id=actor_id,
+        )
+    )
+
+
+def apply_role_reset(session: Session, usage: QuotaUsage, reset_at: datetime | None) -> None:
+    """Apply a role-wide reset a moderator made since this row last looked."""
+    if reset_at is None or (usage.reset_applied_at and usage.reset_applied_at >= reset_at):
+        return
+    if usage.used:
+        _ledger(session, usage, "reset", usage.used, "role quota reset by a moderator")
+    usage.used = 0
+    usage.reset_applied_at = reset_at
+
+
+def quota_status(
+    session: Session, team: Team, user: User, role_ids: tuple[str, ...], default_limit: int,
+    now: datetime, *, lock: bool = False,
+) -> tuple[QuotaStatus, QuotaUsage | None]:
+    limit = effective_limit(
+        policy_rules(session, team),
+        user_id=user.external_id,
+        role_ids=role_ids,
+        default_limit=default_limit,
+        now=now,
+    )
+    if lock:
+        usage = lock_usage(session, team, user, now)
+        apply_role_reset(session, usage, limit.reset_at)
+        used, granted = usage.used, usage.granted
+    else:
+        usage = session.scalar(
+            select(QuotaUsage).where(
+                QuotaUsage.user_id == user.id, QuotaUsage.period_start == period_start(now)
+            )
+        )
+        used = usage.used if usage else 0
+        granted = usage.granted if usage else 0
+        if usage and limit.reset_at and (
+            usage.reset_applied_at is None or usage.reset_applied_at < limit.reset_at
+        ):
+            used = 0  # a role reset not yet applied to this row
+    remaining = None
+    if limit.limit is not None:
+        remaining = max(0, limit.limit + limit.bonus + granted - used)
+    status = QuotaStatus(
+        limit=limit.limit,
+        used=used,
+        granted=granted + limit.bonus,
+        remaining=remaining,
+        period_start=period_start(now),
+        resets_at=period_end(now),
+        source=limit.source,
+    )
+    return status, usage
+
+
+def debit(
+    session: Session, usage: QuotaUsage, generation: Generation, cost: int, reason: str
+) -> None:
+    usage.used += cost
+    _ledger(session, usage, "debit", cost, reason, generation_id=generation.id)
+
+
+def refund(session: Session, generation: Generation, reason: str) -> int:
+    """Give back what a job was charged; returns the images refunded (0 if already refunded)."""
+    entries = session.scalars(
+        select(QuotaLedgerEntry).where(QuotaLedgerEntry.generation_id == generation.id)
+    ).all()
+    charged = next((e for e in entries if e.kind == "debit"), None)
+    if charged is None or any(e.kind == "refund" for e in entries):
+        return 0
+    usage = session.scalars(
+        select(QuotaUsage)
+        .where(QuotaUsage.user_id == charged.user_id, QuotaUsage.period_start == charged.period_start)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+    # A moderator reset after the debit may already have zeroed the usage: never go below 0.
+    amount = min(charged.amount, usage.used)
+    usage.used -= amount
+    _ledger(session, usage, "refund", amount, reason, generation_id=generation.id)
+    return amount
+
+
+# --- generations -----------------------------------------------------------------------------
+
+
+def get_generation(session: Session, generation_id: int, *, lock: bool = False) -> Generation | None:
+    query = select(Generation).where(Generation.id == generation_id)
+    if lock:
+        query = query.with_for_update(of=Generation).execution_options(populate_existing=True)
+    return session.scalars(query).unique().one_or_none()
+
+
+def latest_generation(session: Session, user: User, *, done_only: bool = False) -> Generation | None:
+    query = select(Generation).where(Generation.requester_id == user.id)
+    if done_only:
+        query = query.where(Generation.status == str(GenerationStatus.DONE))
+    return session.scalars(query.order_by(Generation.id.desc()).limit(1)).unique().one_or_none()
+
+
+def queue_position(session: Session, generation: Generation) -> int:
+    """1 + the number of queued or running jobs ahead of this one."""
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(Generation)
+        .where(
+            Generation.status.in_([GenerationStatus.QUEUED, GenerationStatus.RUNNING]),
+            Generation.id < generation.id,
+        )
+    )
+    return int(ahead or 0) + 1
+
+
+def user_generations(
+    session: Session, user: User, *, offset: int, limit: int
+) -> tuple[Sequence[Generation], int]:
+    total = session.scalar(
+        select(func.count()).select_from(Generation).where(Generation.requester_id == user.id)
+    )
+    rows = session.scalars(
+        select(Generation)
+        .where(Generation.requester_id == user.id)
+        .order_by(Generation.id.desc())
+        .offset(offset)
+        .limit(limit)
+    ).unique().all()
+    return rows, int(total or 0)
+
+
+def thread_members(session: Session, root_id: int) -> Sequence[Generation]:
+    return session.scalars(
+        select(Generation)
+        .where((Generation.id == root_id) | (Generation.thread_root_id == root_id))
+        .order_by(Generation.id)
+    ).unique().all()
+
+
+def undelivered(session: Session, platform: Platform, *, limit: int = 100) -> Sequence[Generation]:
+    """Jobs of one platform whose result (or progress) the bot still has to show."""
+    return session.scalars(
+        select(Generation)
+        .where(Generation.platform == str(platform), Generation.delivered_at.is_(None))
+        .order_by(Generation.id)
+        .limit(limit)
+    ).unique().all()
+
+
+def claim_delivery(session: Session, generation_id: int, now: datetime, lease_s: int) -> bool:
+    """Claim a finished job for delivery; False if another bot replica holds a live claim."""
+    from datetime import timedelta
+
+    stale = now - timedelta(seconds=lease_s)
+    result = session.execute(
+        update(Generation)
+        .where(
+            Generation.id == generation_id,
+            Generation.delivered_at.is_(None),
+            (Generation.delivery_claimed_at.is_(None)) | (Generation.delivery_claimed_at < stale),
+        )
+        .values(delivery_claimed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def mark_delivered(session: Session, generation_id: int, now: datetime) -> None:
+    session.execute(
+        update(Generation)
+        .where(Generation.id == generation_id)
+        .values(delivered_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def release_delivery(session: Session, generation_id: int) -> None:
+    session.execute(
+        update(Generation)
+        .where(Generation.id == generation_id, Generation.delivered_at.is_(None))
+        .values(delivery_claimed_at=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def find_image(session: Session, generation_id: int, index: int) -> Image | None:
+    return session.scalar(
+        select(Image).where(Image.generation_id == generation_id, Image.index == index)
+    )
+
+
+def record_chat_message(
+    session: Session,
+    platform: Platform,
+    channel_id: str,
+    message_id: str,
+    generation_id: int,
+    image_index: int | None,
+    role: str,
+) -> None:
+    _insert_ignore(
+        session,
+        ChatMessage,
+        {
+            "platform": str(platform), "channel_id": channel_id, "message_id": message_id,
+            "generation_id": generation_id, "image_index": image_index, "role": role,
+            "created_at": utcnow(),
+        },
+        ["platform", "channel_id", "message_id"],
+    )
+
+
+def find_chat_message(
+    session: Session, platform: Platform, channel_id: str, message_id: str
+) -> ChatMessage | None:
+    return session.scalar(
+        select(ChatMessage).where(
+            ChatMessage.platform == str(platform),
+            ChatMessage.channel_id == channel_id,
+            ChatMessage.message_id == message_id,
+        )
+    )
+
+
+def chat_messages_for(session: Session, generation_id: int) -> Sequence[ChatMessage]:
+    return session.scalars(
+        select(ChatMessage).where(ChatMessage.generation_id == generation_id).order_by(ChatMessage.id)
+    ).all()
+
+
+# --- views -----------------------------------------------------------------------------------
+
+
+def image_view(image: Image) -> ImageView:
+    return ImageView(
+        id=image.id,
+        generation_id=image.generation_id,
+        index=image.index,
+        storage_key=image.storage_key,
+        width=image.width,
+        height=image.height,
+        seed=image.seed,
+    )
+
+
+def generation_view(generation: Generation) -> GenerationView:
+    parent = generation.parent_image
+    return GenerationView(
+        id=generation.id,
+        kind=GenerationKind(generation.kind),
+        status=GenerationStatus(generation.status),
+        platform=Platform(generation.platform),
+        team_external_id=generation.team.external_id,
+        requester_external_id=generation.requester.external_id,
+        requester_name=generation.requester.display_name,
+        prompt=generation.prompt,
+        negative_prompt=generation.negative_prompt,
+        params=dict(generation.params or {}),
+        seed=generation.seed,
+        model_id=generation.model_id,
+        parent_generation_id=parent.generation_id if parent else None,
+        parent_image_index=parent.index if parent else None,
+        thread_root_id=generation.thread_root_id,
+        reply_target=dict(generation.reply_target or {}),
+        progress=generation.progress,
+        stage=generation.stage,
+        error=generation.error,
+        cost=generation.cost,
+        created_at=generation.created_at,
+        started_at=generation.started_at,
+        finished_at=generation.finished_at,
+        delivered_at=generation.delivered_at,
+        grid_key=generation.grid_key,
+        images=tuple(image_view(i) for i in generation.images),
+    )
