@@ -394,6 +394,27 @@ class ImagineService:
 
         return await self.db.run(find)
 
+    # --- delivery ----------------------------------------------------------------------------
+
+    async def pending_deliveries(self, platform: Platform) -> list[GenerationView]:
+        """Jobs of a platform the bot has not finished showing (active or undelivered)."""
+
+        def read(session: Session) -> list[GenerationView]:
+            return [repo.generation_view(g) for g in repo.undelivered(session, platform)]
+
+        return await self.db.run(read)
+
+    async def claim_delivery(self, generation_id: int, lease_s: int = 120) -> bool:
+        """Take a finished job for delivery; False if another replica is delivering it."""
+        return await self.db.run(repo.claim_delivery, generation_id, self.clock(), lease_s)
+
+    async def mark_delivered(self, generation_id: int) -> None:
+        await self.db.run(repo.mark_delivered, generation_id, self.clock())
+
+    async def release_delivery(self, generation_id: int) -> None:
+        """Give a claim back after a failed delivery, so the next sweep retries it."""
+        await self.db.run(repo.release_delivery, generation_id)
+
     # --- moderation --------------------------------------------------------------------------
 
     async def set_quota(self, actor: Actor, target: QuotaTarget, limit: int | None) -> ModerationResult:

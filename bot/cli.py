@@ -1,0 +1,151 @@
+"""`imagine-bot`: one entry point, a subcommand per process kind.
+
+    imagine-bot console [--script FILE]   the local front-end (and the embedded demo)
+    imagine-bot worker                    a Celery render worker (one per GPU)
+    imagine-bot migrate                   bring the database schema up to date
+    imagine-bot train-builtin             retrain the built-in model from scratch
+
+Imports are per subcommand, so `imagine-bot console` never loads what `worker` needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def _settings():
+    from engine.config import get_settings
+
+    return get_settings()
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # discord.py and the webhook logger put interaction tokens in URLs at DEBUG: never below INFO.
+    for noisy in ("discord.http", "discord.webhook", "discord.gateway"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    from bot.console.adapter import ConsoleAdapter
+    from bot.runtime import build_bot_runtime
+
+    settings = _settings()
+    runtime = build_bot_runtime(settings)
+    worker = None
+    if settings.embedded_worker:
+        from engine.worker.embedded import EmbeddedWorker
+
+        worker = EmbeddedWorker(runtime.celery_app)
+        worker.start()
+
+    async def main() -> int:
+        adapter = ConsoleAdapter(runtime, user=args.user, out_dir=Path(args.out))
+        try:
+            if args.script:
+                lines = Path(args.script).read_text().splitlines()
+                return await adapter.run_script(lines)
+            return await adapter.run_interactive()
+        finally:
+            await runtime.close()
+
+    try:
+        failures = asyncio.run(main())
+    finally:
+        if worker is not None:
+            worker.stop()
+    return 1 if failures else 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from engine.render.loader import ModelUnavailable, resolve_model
+    from engine.worker.app import GPU_QUEUE, build_app
+
+    settings = _settings()
+    if settings.render.backend != "noop":
+        try:
+            spec = resolve_model(settings.render.model, settings.data_dir)
+        except ModelUnavailable as error:
+            print(f"imagine-bot worker: cannot start: {error}", file=sys.stderr)
+            return 2
+        print(f"imagine-bot worker: model {spec.name} ({spec.family}) at {spec.path}", file=sys.stderr)
+    app = build_app(settings)
+    if args.pool == "solo":
+        # One process per GPU: load the model now so a broken model fails before any job, and
+        # the first job does not pay for the load. (Never before a fork: see PLATFORM_NOTES.)
+        task = app.tasks["imagine.render"]
+        try:
+            task.runtime.renderer  # noqa: B018
+        except Exception as error:  # noqa: BLE001
+            print(f"imagine-bot worker: cannot load the model: {error}", file=sys.stderr)
+            return 2
+    argv = ["worker", f"--pool={args.pool}", f"--concurrency={args.concurrency}",
+            f"--queues={args.queues or GPU_QUEUE}", f"--loglevel={args.loglevel}",
+            "--without-gossip", "--without-mingle"]
+    if args.hostname:
+        argv.append(f"--hostname={args.hostname}")
+    app.worker_main(argv)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from engine.store.migrate import downgrade, upgrade
+
+    url = _settings().database_url
+    if args.downgrade:
+        downgrade(url, args.downgrade)
+    else:
+        upgrade(url, args.revision)
+    print(f"database schema at {args.downgrade or args.revision}")
+    return 0
+
+
+def cmd_train_builtin(args: argparse.Namespace) -> int:
+    from engine.builtin.train import main as train_main
+
+    return train_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagine-bot", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--log-level", default=os.environ.get("IMAGINE_LOG_LEVEL", "WARNING"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    console = sub.add_parser("console", help="the local front-end (interactive, or --script FILE)")
+    console.add_argument("--script", help="run the commands in FILE, one per line, then exit")
+    console.add_argument("--user", default=os.environ.get("USER", "local"), help="who you are")
+    console.add_argument("--out", default="imagine-out", help="folder for delivered PNGs")
+    console.set_defaults(func=cmd_console)
+
+    worker = sub.add_parser("worker", help="a Celery render worker (run one per GPU)")
+    worker.add_argument("--pool", default="solo", choices=["solo", "prefork", "threads"])
+    worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument("--queues", default=None)
+    worker.add_argument("--hostname", default=None)
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(func=cmd_worker)
+
+    migrate = sub.add_parser("migrate", help="upgrade (or downgrade) the database schema")
+    migrate.add_argument("--revision", default="head")
+    migrate.add_argument("--downgrade", metavar="REVISION", default=None)
+    migrate.set_defaults(func=cmd_migrate)
+
+    train = sub.add_parser("train-builtin", help="retrain the built-in model (see --help)",
+                           add_help=False)
+    train.add_argument("rest", nargs=argparse.REMAINDER)
+    train.set_defaults(func=cmd_train_builtin)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.log_level)
+    return args.func(args)

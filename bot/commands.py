@@ -1,0 +1,472 @@
+"""Parse command text (`/imagine a red star --seed 4 --n 2`) into typed commands.
+
+One parser for every text front-end (console, Slack); Discord's typed options build the same
+command objects. Every mistake gets its own message saying what was wrong and what is accepted.
+
+Grammar (options may come in any order after the prompt; `—` is accepted for `--` because
+phones "correct" the double dash):
+
+    /imagine <prompt> [--seed N] [--n 1-4] [--ar W:H] [--no TEXT] [--steps N]
+                      [--prior-steps N] [--decoder-steps N] [--upscale-steps N]
+                      [--guidance X] [--prior-guidance X] [--model NAME]
+    /vary <image> [--strength 0.05-1] [--n 1-4] [--seed N]     image: 12:3, 12, or last:3
+    /reroll [job]    /cancel [job]    /history [page]    /thread [job]    /quota    /help
+    /imagine-admin quota set|grant|reset <target> [N|unlimited]
+    /imagine-admin ban <user> [reason]    /imagine-admin unban <user>
+    /imagine-admin block-term <term>      /imagine-admin unblock-term <term>
+    /imagine-admin audit [N]              /imagine-admin mod-role add|remove <role>
+
+Slack sends everything after `/imagine`: `history`, `quota`, `thread 12` ... are read as
+sub-commands only when the whole text fits them (so "history of rome" is still a prompt).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from engine.domain.errors import UsageError
+from engine.domain.types import (
+    ASPECTS,
+    MAX_SEED,
+    ImageRef,
+    ImagineRequest,
+    QuotaTarget,
+    RenderParams,
+    VariationRequest,
+)
+
+# --- command types ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Imagine:
+    request: ImagineRequest
+
+
+@dataclass(frozen=True)
+class Vary:
+    request: VariationRequest
+
+
+@dataclass(frozen=True)
+class Reroll:
+    generation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Cancel:
+    generation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class History:
+    page: int = 1
+
+
+@dataclass(frozen=True)
+class Thread:
+    generation_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Quota:
+    pass
+
+
+@dataclass(frozen=True)
+class Help:
+    pass
+
+
+@dataclass(frozen=True)
+class AdminQuota:
+    action: str  # set | grant | reset
+    target: QuotaTarget
+    amount: int | None = None  # set: None means unlimited
+
+
+@dataclass(frozen=True)
+class AdminBan:
+    user_id: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class AdminUnban:
+    user_id: str
+
+
+@dataclass(frozen=True)
+class AdminBlockTerm:
+    term: str
+
+
+@dataclass(frozen=True)
+class AdminUnblockTerm:
+    term: str
+
+
+@dataclass(frozen=True)
+class AdminAudit:
+    limit: int = 20
+
+
+@dataclass(frozen=True)
+class AdminModRole:
+    role_id: str
+    add: bool
+
+
+Command = (
+    Imagine | Vary | Reroll | Cancel | History | Thread | Quota | Help | AdminQuota | AdminBan
+    | AdminUnban | AdminBlockTerm | AdminUnblockTerm | AdminAudit | AdminModRole
+)
+
+USAGE = """\
+/imagine <prompt> [--seed N] [--n 1-4] [--ar W:H] [--no TEXT] [--steps N] [--guidance X]
+/vary <image> [--strength 0.05-1] [--n 1-4] [--seed N]    (image: 12:3, 12, or last:3)
+/reroll [job]   /cancel [job]   /history [page]   /thread [job]   /quota   /help
+/imagine-admin quota set|grant|reset <@user|@&role|team> [N|unlimited]
+/imagine-admin ban|unban <@user> [reason]   block-term|unblock-term <term>
+/imagine-admin audit [N]   mod-role add|remove <@&role>"""
+
+MAX_COMMAND_CHARS = 4000
+
+# --- options ---------------------------------------------------------------------------------
+
+_IMAGINE_OPTIONS = {
+    "seed", "n", "ar", "no", "steps", "prior-steps", "decoder-steps", "upscale-steps",
+    "guidance", "prior-guidance", "model",
+}
+_VARY_OPTIONS = {"strength", "n", "seed"}
+_FLAG = re.compile(r"^(?:--|—|–)([a-z][a-z-]*)$")
+
+
+def _split_options(words: list[str], allowed: set[str], command: str) -> tuple[list[str], dict[str, str]]:
+    """Split words into the leading free text and `--name value...` options."""
+    head: list[str] = []
+    options: dict[str, list[str]] = {}
+    current: str | None = None
+    for word in words:
+        match = _FLAG.match(word.lower())
+        if match:
+            name = match.group(1)
+            if name not in allowed:
+                raise UsageError(
+                    f"Unknown option --{name} for {command}; options are "
+                    + ", ".join(f"--{o}" for o in sorted(allowed)) + "."
+                )
+            if name in options:
+                raise UsageError(f"--{name} is given twice; give it once.")
+            options[name] = []
+            current = name
+        elif current is None:
+            head.append(word)
+        else:
+            options[current].append(word)
+    values = {}
+    for name, parts in options.items():
+        if not parts:
+            raise UsageError(f"--{name} needs a value.")
+        values[name] = " ".join(parts)
+    return head, values
+
+
+def _int(name: str, text: str, low: int, high: int) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise UsageError(f"--{name} must be a whole number, got {text!r}.") from None
+    if not low <= value <= high:
+        raise UsageError(f"--{name} must be between {low} and {high}, got {value}.")
+    return value
+
+
+def _float(name: str, text: str, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--{name} must be a number, got {text!r}.") from None
+    if value != value or not low <= value <= high:  # NaN fails too
+        raise UsageError(f"--{name} must be between {low:g} and {high:g}, got {text}.")
+    return value
+
+
+def _aspect(text: str) -> str:
+    cleaned = text.replace(" ", "").replace("/", ":").replace("x", ":")
+    if cleaned not in ASPECTS:
+        raise UsageError(f"--ar must be one of {', '.join(ASPECTS)}, got {text!r}.")
+    return cleaned
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_steps: int = 100
+    max_guidance: float = 30.0
+
+
+def _render_params(options: dict[str, str], limits: Limits) -> RenderParams:
+    def steps(name: str) -> int | None:
+        # --steps sets the prior and decoder steps; a stage's own option overrides it.
+        given = name if name in options else ("steps" if name != "upscale-steps" else None)
+        if given is None or given not in options:
+            return None
+        return _int(given, options[given], 2, limits.max_steps)
+
+    def guidance(name: str) -> float | None:
+        return _float(name, options[name], 0, limits.max_guidance) if name in options else None
+
+    return RenderParams(
+        n=_int("n", options["n"], 1, 4) if "n" in options else 4,
+        prior_steps=steps("prior-steps"),
+        decoder_steps=steps("decoder-steps"),
+        super_res_steps=steps("upscale-steps"),
+        decoder_guidance=guidance("guidance"),
+        prior_guidance=guidance("prior-guidance"),
+        aspect=_aspect(options["ar"]) if "ar" in options else "1:1",
+        strength=_float("strength", options["strength"], 0.05, 1.0) if "strength" in options else None,
+    )
+
+
+# --- references ------------------------------------------------------------------------------
+
+_JOB = re.compile(r"^#?(\d{1,12})$")
+_IMAGE = re.compile(r"^#?(\d{1,12}|last)[:/.](\d+)$", re.IGNORECASE)
+
+
+def parse_job_ref(text: str) -> int:
+    match = _JOB.match(text.strip())
+    if not match:
+        raise UsageError(f"{text!r} is not a job number; job numbers look like 12 or #12.")
+    return int(match.group(1))
+
+
+def parse_image_ref(text: str) -> ImageRef:
+    """`12:3` (job 12, image 3), `12` (a one-image job), `last:3` (your latest grid)."""
+    text = text.strip()
+    match = _IMAGE.match(text)
+    if match:
+        job, index = match.groups()
+        index = int(index)
+        if not 1 <= index <= 4:
+            raise UsageError(f"Image numbers go from 1 to 4, got {index}.")
+        return ImageRef(None if job.lower() == "last" else int(job), index)
+    if _JOB.match(text):
+        return ImageRef(parse_job_ref(text), None)
+    raise UsageError(
+        f"{text!r} is not an image reference; use 12:3 (job 12, image 3), 12 (a one-image job) "
+        "or last:3 (image 3 of your latest job)."
+    )
+
+
+_USER_MENTION = re.compile(r"^<@!?([A-Z0-9]+)(?:\|[^>]*)?>$", re.IGNORECASE)
+_ROLE_MENTION = re.compile(r"^<(?:@&|!subteam\^)([A-Z0-9]+)(?:\|[^>]*)?>$", re.IGNORECASE)
+
+
+def parse_target(text: str) -> QuotaTarget:
+    """A user (`@alice`, `<@U123>`), a role (`@&mods`, `<@&123>`, `<!subteam^S1>`) or `team`."""
+    text = text.strip()
+    if text.lower() in ("team", "everyone", "@everyone", "default"):
+        return QuotaTarget("team")
+    if match := _ROLE_MENTION.match(text):
+        return QuotaTarget("role", match.group(1))
+    if match := _USER_MENTION.match(text):
+        return QuotaTarget("user", match.group(1))
+    for prefix, kind in (("@&", "role"), ("role:", "role"), ("user:", "user"), ("@", "user")):
+        if text.lower().startswith(prefix) and len(text) > len(prefix):
+            return QuotaTarget(kind, text[len(prefix):])
+    raise UsageError(
+        f"{text!r} is not a user, role or team; use @user, @&role (a mention works too) or team."
+    )
+
+
+def parse_user(text: str) -> str:
+    target = parse_target(text)
+    if target.kind != "user":
+        raise UsageError(f"{text!r} is not a user; mention one, e.g. @alice.")
+    return target.subject
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def parse_command(text: str, limits: Limits = Limits()) -> Command:
+    """Parse one command line; raise UsageError with a specific message when it is wrong."""
+    if text is None or not text.strip():
+        raise UsageError("Type a command, e.g. `/imagine a red star on a blue background`.")
+    if len(text) > MAX_COMMAND_CHARS:
+        raise UsageError(f"That command is {len(text)} characters long; the limit is {MAX_COMMAND_CHARS}.")
+    words = text.split()
+    head = words[0].lower()
+    if not head.startswith("/"):
+        raise UsageError(f"Commands start with /, e.g. `/imagine {text.strip()[:40]}`.")
+    name, rest = head[1:], words[1:]
+    if name == "imagine":
+        return parse_imagine_text(" ".join(rest), limits)
+    if name == "imagine-admin":
+        return parse_admin(rest)
+    sub = _parse_subcommand(name, rest, limits)
+    if sub is None:
+        raise UsageError(f"Unknown command /{name}. Commands:\n{USAGE}")
+    return sub
+
+
+def parse_imagine_text(text: str, limits: Limits = Limits()) -> Command:
+    """What follows `/imagine`: a sub-command (Slack style) or a prompt with options."""
+    words = text.split()
+    if words:
+        sub = _parse_subcommand(words[0].lower(), words[1:], limits, strict=False)
+        if sub is not None:
+            return sub
+    if not words:
+        raise UsageError("The prompt is empty: say what to imagine, e.g. `/imagine a red star`.")
+    head, options = _split_options(words, _IMAGINE_OPTIONS, "/imagine")
+    prompt = " ".join(head)
+    if not prompt:
+        raise UsageError(
+            "The prompt is missing: put it before the options, e.g. `/imagine a red star --seed 3`."
+        )
+    return Imagine(
+        ImagineRequest(
+            prompt=prompt,
+            negative_prompt=options.get("no"),
+            seed=_int("seed", options["seed"], 0, MAX_SEED) if "seed" in options else None,
+            model=options.get("model"),
+            params=_render_params(options, limits),
+        )
+    )
+
+
+def _parse_subcommand(name: str, rest: list[str], limits: Limits, *, strict: bool = True) -> Command | None:
+    """Parse a non-prompt command; None if `name` is not one (or, unless strict, does not fit)."""
+
+    def optional_number(parse, default=None):
+        if not rest:
+            return default
+        if len(rest) > 1:
+            if not strict:
+                raise _NotASubcommand
+            raise UsageError(f"/{name} takes at most one argument, got {len(rest)}.")
+        try:
+            return parse(rest[0])
+        except UsageError:
+            if not strict:
+                raise _NotASubcommand from None
+            raise
+
+    def page(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise UsageError(f"Pages are numbered from 1, got {text!r}.")
+        return int(text)
+
+    try:
+        if name == "vary":
+            if not rest:
+                if not strict:
+                    raise _NotASubcommand
+                raise UsageError("Say which image to vary, e.g. `/vary 12:3` or `/vary last:2`.")
+            try:
+                ref = parse_image_ref(rest[0])
+            except UsageError:
+                if not strict:
+                    raise _NotASubcommand from None
+                raise
+            extra, options = _split_options(rest[1:], _VARY_OPTIONS, "/vary")
+            if extra:
+                raise UsageError(f"Unexpected text after the image: {' '.join(extra)!r}.")
+            return Vary(
+                VariationRequest(
+                    image=ref,
+                    seed=_int("seed", options["seed"], 0, MAX_SEED) if "seed" in options else None,
+                    params=_render_params(options, limits),
+                )
+            )
+        if name == "reroll":
+            return Reroll(optional_number(parse_job_ref))
+        if name == "cancel":
+            return Cancel(optional_number(parse_job_ref))
+        if name == "history":
+            return History(optional_number(page, 1))
+        if name == "thread":
+            return Thread(optional_number(parse_job_ref))
+        if name == "quota":
+            if rest:
+                if not strict:
+                    raise _NotASubcommand
+                raise UsageError("/quota takes no arguments.")
+            return Quota()
+        if name == "help":
+            if rest and not strict:
+                raise _NotASubcommand
+            return Help()
+    except _NotASubcommand:
+        return None
+    return None
+
+
+class _NotASubcommand(Exception):
+    """The words look like a prompt, not like the sub-command they start with."""
+
+
+def parse_admin(words: list[str]) -> Command:
+    if not words:
+        raise UsageError(f"Say which admin command to run:\n{USAGE}")
+    action, rest = words[0].lower(), words[1:]
+    if action == "quota":
+        if not rest or rest[0].lower() not in ("set", "grant", "reset"):
+            raise UsageError("Use `quota set <target> <N|unlimited>`, `quota grant <target> <N>` "
+                             "or `quota reset <target>`.")
+        verb = rest[0].lower()
+        if len(rest) < 2:
+            raise UsageError(f"Say whose quota to {verb}: @user, @&role or team.")
+        target = parse_target(rest[1])
+        if verb == "reset":
+            if len(rest) > 2:
+                raise UsageError("`quota reset` takes only a target.")
+            return AdminQuota("reset", target)
+        if len(rest) != 3:
+            raise UsageError(f"Use `quota {verb} <target> <N{'|unlimited' if verb == 'set' else ''}>`.")
+        amount_text = rest[2].lower()
+        if verb == "set" and amount_text in ("unlimited", "none", "∞"):
+            return AdminQuota("set", target, None)
+        if not amount_text.isdigit():
+            raise UsageError(f"The number of images must be a whole number, got {rest[2]!r}.")
+        amount = int(amount_text)
+        if verb == "grant" and amount == 0:
+            raise UsageError("Grant at least 1 image.")
+        if amount > 1_000_000:
+            raise UsageError(f"{amount} images is more than the 1,000,000 a quota can hold.")
+        return AdminQuota(verb, target, amount)
+    if action in ("ban", "unban"):
+        if not rest:
+            raise UsageError(f"Say whom to {action}, e.g. `{action} @alice`.")
+        user = parse_user(rest[0])
+        if action == "unban":
+            if len(rest) > 1:
+                raise UsageError("`unban` takes only the user.")
+            return AdminUnban(user)
+        reason = " ".join(rest[1:]) or None
+        if reason and len(reason) > 500:
+            raise UsageError("The ban reason can be at most 500 characters.")
+        return AdminBan(user, reason)
+    if action in ("block-term", "unblock-term"):
+        term = " ".join(rest)
+        if not term:
+            raise UsageError(f"Say which term, e.g. `{action} gore`.")
+        return AdminBlockTerm(term) if action == "block-term" else AdminUnblockTerm(term)
+    if action == "audit":
+        if not rest:
+            return AdminAudit()
+        if len(rest) > 1 or not rest[0].isdigit() or not 1 <= int(rest[0]) <= 100:
+            raise UsageError("`audit` takes how many entries to show, 1 to 100.")
+        return AdminAudit(int(rest[0]))
+    if action == "mod-role":
+        if len(rest) != 2 or rest[0].lower() not in ("add", "remove"):
+            raise UsageError("Use `mod-role add <@&role>` or `mod-role remove <@&role>`.")
+        target = parse_target(rest[1])
+        if target.kind != "role":
+            raise UsageError(f"{rest[1]!r} is not a role; use @&role or a role mention.")
+        return AdminModRole(target.subject, rest[0].lower() == "add")
+    raise UsageError(f"Unknown admin command {action!r}. Admin commands: quota, ban, unban, "
+                     "block-term, unblock-term, audit, mod-role.")

@@ -1,0 +1,144 @@
+"""Finished jobs → the chat. The job row is the truth; wake-ups only say when to look.
+
+One loop per bot process: wait for a wake-up (Redis pub/sub) or the poll interval, then sweep
+this platform's undelivered jobs: show progress of running ones (throttled), and deliver
+finished ones exactly once across replicas (claim → deliver → mark delivered). A delivery that
+fails is released and retried on a later sweep; a restart simply sweeps again, so results
+finished while the bot was down arrive when it comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+from engine.domain.types import GenerationStatus, Platform
+from engine.domain.views import GenerationView
+from engine.notify import Wakeups
+from engine.service import ImagineService
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryTarget(Protocol):
+    """What an adapter implements to show jobs in its platform."""
+
+    platform: Platform
+
+    async def show_progress(self, job: GenerationView) -> None:
+        """Update the job's status message (queued/running, progress bar)."""
+
+    async def deliver(self, job: GenerationView) -> None:
+        """Post the final result (images, or why it failed / that it was cancelled)."""
+
+
+class Delivery:
+    def __init__(
+        self,
+        service: ImagineService,
+        target: DeliveryTarget,
+        wakeups: Wakeups,
+        *,
+        sweep_interval_s: float = 5.0,
+        progress_interval_s: float = 1.5,
+        retry_after_s: float = 10.0,
+    ) -> None:
+        self.service = service
+        self.target = target
+        self.wakeups = wakeups
+        self.sweep_interval_s = sweep_interval_s
+        self.progress_interval_s = progress_interval_s
+        self.retry_after_s = retry_after_s
+        # What each job's status message last showed, and when (progress throttling).
+        self._shown: dict[int, tuple[str, float, float]] = {}
+        self._retry_at: dict[int, float] = {}
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.wakeups.start()
+        self._task = asyncio.create_task(self.run_forever(), name=f"delivery-{self.target.platform}")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self.wakeups.close()
+
+    def kick(self) -> None:
+        """Sweep now (an adapter just submitted or changed a job)."""
+        self._kick.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep delivering whatever one sweep hit
+                log.exception("delivery sweep failed; retrying")
+                await asyncio.sleep(1)
+            await self._wait()
+
+    async def _wait(self) -> None:
+        if self._kick.is_set():
+            self._kick.clear()
+            return
+        kick = asyncio.create_task(self._kick.wait())
+        wake = asyncio.create_task(self.wakeups.wait(self.sweep_interval_s))
+        try:
+            await asyncio.wait({kick, wake}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (kick, wake):
+                task.cancel()
+            self._kick.clear()
+
+    async def sweep(self) -> int:
+        """Show progress and deliver results once; returns how many results were delivered."""
+        delivered = 0
+        now = time.monotonic()
+        for job in await self.service.pending_deliveries(self.target.platform):
+            if job.status.is_final:
+                if self._retry_at.get(job.id, 0) > now:
+                    continue
+                if await self._deliver(job):
+                    delivered += 1
+            else:
+                await self._progress(job, now)
+        return delivered
+
+    async def _progress(self, job: GenerationView, now: float) -> None:
+        shown = self._shown.get(job.id)
+        state = str(job.status)
+        if shown is not None:
+            last_state, last_progress, last_time = shown
+            if last_state == state and (
+                job.progress - last_progress < 0.01 or now - last_time < self.progress_interval_s
+            ):
+                return
+        self._shown[job.id] = (state, job.progress, now)
+        try:
+            await self.target.show_progress(job)
+        except Exception:  # noqa: BLE001 - progress is best effort; the result is what matters
+            log.warning("job %s: progress update failed", job.id, exc_info=True)
+
+    async def _deliver(self, job: GenerationView) -> bool:
+        if not await self.service.claim_delivery(job.id):
+            return False
+        try:
+            await self.target.deliver(job)
+        except Exception:  # noqa: BLE001 - never lose a result: release and retry later
+            log.exception("job %s: delivery failed; will retry in %.0f s", job.id, self.retry_after_s)
+            self._retry_at[job.id] = time.monotonic() + self.retry_after_s
+            await self.service.release_delivery(job.id)
+            return False
+        await self.service.mark_delivered(job.id)
+        self._shown.pop(job.id, None)
+        self._retry_at.pop(job.id, None)
+        log.info("job %s delivered (%s)", job.id, job.status)
+        return True

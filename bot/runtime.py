@@ -1,0 +1,60 @@
+"""Composition root for the bot side: settings → database, service, queue, wake-ups.
+
+Nothing here imports torch: the bot only publishes job ids (by task name) and reads rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from celery import Celery
+
+from engine.config import Settings
+from engine.notify import Wakeups, make_wakeups
+from engine.service import ImagineService, JobQueue, ServicePolicy
+from engine.storage import ImageStore
+from engine.store.db import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BotRuntime:
+    settings: Settings
+    db: Database
+    service: ImagineService
+    store: ImageStore
+    celery_app: Celery
+
+    def wakeups(self) -> Wakeups:
+        return make_wakeups(self.settings.notify_url, self.settings.broker.poll_interval_s)
+
+    async def close(self) -> None:
+        await self.db.dispose()
+
+
+def service_policy(settings: Settings) -> ServicePolicy:
+    return ServicePolicy(
+        default_model=settings.render.model,
+        default_daily_images=settings.quota.default_daily_images,
+        max_prompt_chars=settings.limits.max_prompt_chars,
+        max_steps=settings.limits.max_steps,
+        max_guidance=settings.limits.max_guidance,
+        history_page_size=settings.limits.history_page_size,
+    )
+
+
+def build_bot_runtime(settings: Settings, *, queue: JobQueue | None = None) -> BotRuntime:
+    from engine.worker.app import build_app
+    from engine.worker.queue import CeleryJobQueue
+
+    if settings.auto_migrate:
+        from engine.store.migrate import upgrade
+
+        upgrade(settings.database_url)
+    db = Database(settings.database_url, pool_size=settings.database.pool_size,
+                  max_overflow=settings.database.max_overflow, echo=settings.database.echo)
+    app = build_app(settings)
+    service = ImagineService(db, queue or CeleryJobQueue(app), service_policy(settings))
+    return BotRuntime(settings, db, service, ImageStore(settings.images_dir), app)

@@ -1,0 +1,751 @@
+"""Train the built-in unCLIP model from scratch on generated scenes, and export its weights.
+
+Four stages, each resumable from its last checkpoint under `--work`:
+
+1. clip      a small CLIP (text transformer + ViT), contrastive loss
+2. prior     a PriorTransformer: CLIP text embedding → CLIP image embedding (predicts x0)
+3. decoder   a UNet2DConditionModel at 32 px conditioned on the image embedding through
+             UnCLIPTextProjModel, with learned-range variance; image embedding and text dropped
+             at random so classifier-free guidance and text-free variations work
+4. upsampler a UNet2DModel 32 → 64 px
+
+Then the EMA weights are written in Karlo's folder layout (fp16 safetensors) to `--out`, which
+`engine.render.loader` loads like any other unCLIP model. `--smoke` runs the same code at toy
+sizes in about a minute.
+
+Every batch is drawn from a numpy Generator seeded with (seed, stage, step), so a resumed run
+sees the same data as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("engine.builtin.train")
+
+STAGES = ("clip", "prior", "decoder", "upsampler")
+DEFAULT_OUT = Path(__file__).resolve().parent / "weights"
+DEFAULT_WORK = Path("data/builtin-train")
+
+#: The sampling settings imagine.json ships (tuned with `bench/model_quality.py --quick`).
+SAMPLING_DEFAULTS = {
+    "prior_steps": 25, "decoder_steps": 25, "super_res_steps": 7,
+    "prior_guidance": 4.0, "decoder_guidance": 8.0,
+}
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    steps: int
+    batch: int
+    lr: float
+    warmup: int = 200
+    ema_decay: float | None = 0.999
+    checkpoint_every: int = 250
+    log_every: int = 50
+    cosine: bool = False  # decay the learning rate to 10% by the last step
+
+
+PLANS: dict[str, dict[str, StagePlan]] = {
+    "full": {
+        "clip": StagePlan(steps=2000, batch=128, lr=5e-4, ema_decay=None, cosine=True),
+        "prior": StagePlan(steps=3000, batch=128, lr=3e-4, ema_decay=0.999),
+        "decoder": StagePlan(steps=9000, batch=32, lr=3e-4, ema_decay=0.9995),
+        "upsampler": StagePlan(steps=5000, batch=16, lr=3e-4, ema_decay=0.999),
+    },
+    "smoke": {
+        "clip": StagePlan(steps=30, batch=32, lr=1e-3, warmup=5, ema_decay=None, checkpoint_every=20,
+                          log_every=10, cosine=True),
+        "prior": StagePlan(steps=30, batch=32, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20,
+                           log_every=10),
+        "decoder": StagePlan(steps=30, batch=8, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20,
+                             log_every=10),
+        "upsampler": StagePlan(steps=20, batch=8, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20,
+                               log_every=10),
+    },
+}
+
+TEXT_DROPOUT = 0.5  # decoder: drop the caption half the time (unCLIP), so "" + embedding works
+IMAGE_EMBED_DROPOUT = 0.1  # decoder: the unconditional branch of classifier-free guidance
+PRIOR_TEXT_DROPOUT = 0.1  # prior: the unconditional branch of its guidance
+PAIR_FRACTION = 0.25  # share of two-object scenes
+
+
+# --- batches -----------------------------------------------------------------------------------
+
+
+def batch_rng(seed: int, stage: str, step: int):
+    import numpy as np
+
+    return np.random.default_rng([seed, STAGES.index(stage) if stage in STAGES else 99, step])
+
+
+def torch_generator(seed: int, stage: str, step: int):
+    import torch
+
+    return torch.Generator().manual_seed(int(batch_rng(seed, stage, step).integers(2**62)))
+
+
+def clip_pixels(images, size: int):
+    """(N, H, W, 3) uint8 → (N, 3, size, size) in [-1, 1], resized as the CLIPImageProcessor does
+    (Pillow bicubic), so training sees what `encode_images` sees."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    resized = np.stack([
+        np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC)) for image in images
+    ]).astype(np.float32)
+    return torch.from_numpy(resized / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
+
+
+def to_tensor(images):
+    """(N, H, W, 3) uint8 → (N, 3, H, W) float in [-1, 1]."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.asarray(images, dtype=np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
+
+
+def area_downsample(pixels, size: int):
+    """What the pipeline does to init images (`mode="area"`); exact box filter for 2×."""
+    from torch.nn import functional as F
+
+    return F.interpolate(pixels, size=(size, size), mode="area")
+
+
+def encode_text(tokenizer, text_encoder, captions: list[str]):
+    """Exactly `ImagineUnCLIPPipeline.encode_text`: padded ids, no attention mask to the encoder."""
+    inputs = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                       truncation=True, return_tensors="pt")
+    output = text_encoder(inputs.input_ids)
+    return output.text_embeds, output.last_hidden_state, inputs.attention_mask.bool()
+
+
+def fits_matrix(examples):
+    """M[i, j] = caption i is a correct description of scene j."""
+    import torch
+
+    return torch.tensor([[e.meaning.fits(o.scene) for o in examples] for e in examples],
+                        dtype=torch.float32)
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
+def _load(path: Path) -> dict | None:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+
+def trained_state(work: Path, stage: str) -> dict[str, dict]:
+    """The finished weights of a stage, module by module (its EMA where it keeps one)."""
+    checkpoint = _load(work / stage / "checkpoint.pt")
+    if checkpoint is None or not checkpoint["done"]:
+        raise RuntimeError(f"stage {stage!r} has not finished in {work}: run it first (--stages {stage})")
+    return checkpoint["weights"]
+
+
+# --- stages ------------------------------------------------------------------------------------
+
+
+class Stage:
+    """One training stage: the modules it trains and the loss of one batch."""
+
+    name = ""
+
+    def __init__(self, ctx: TrainContext) -> None:
+        self.ctx = ctx
+
+    def trainable(self) -> dict:
+        raise NotImplementedError
+
+    def loss(self, step: int, batch: int) -> tuple[Any, dict[str, float]]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Work done once before the first step (not repeated on resume)."""
+
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+
+@dataclass
+class TrainContext:
+    arch: Any
+    work: Path
+    seed: int
+    tokenizer: Any = None
+
+    def frozen_clip(self):
+        """The trained CLIP towers, frozen, for the later stages."""
+        from engine.builtin.models import build_image_encoder, build_text_encoder
+
+        weights = trained_state(self.work, "clip")
+        text_encoder = build_text_encoder(self.arch, self.tokenizer)
+        image_encoder = build_image_encoder(self.arch)
+        text_encoder.load_state_dict(weights["text_encoder"])
+        image_encoder.load_state_dict(weights["image_encoder"])
+        for model in (text_encoder, image_encoder):
+            model.eval().requires_grad_(False)
+        return text_encoder, image_encoder
+
+
+class ClipStage(Stage):
+    """Contrastive text-image training where every caption that fits a scene counts as a match."""
+
+    name = "clip"
+
+    def __init__(self, ctx: TrainContext) -> None:
+        import math
+
+        import torch
+
+        from engine.builtin.models import build_image_encoder, build_text_encoder
+
+        super().__init__(ctx)
+        self.text_encoder = build_text_encoder(ctx.arch, ctx.tokenizer)
+        self.image_encoder = build_image_encoder(ctx.arch)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+    def trainable(self):
+        return {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder}
+
+    def extra_parameters(self):
+        return [self.logit_scale]
+
+    def extra_state(self):
+        return {"logit_scale": self.logit_scale.detach().clone()}
+
+    def load_extra_state(self, state):
+        self.logit_scale.data.copy_(state["logit_scale"])
+
+    def loss(self, step, batch):
+        import torch
+        from torch.nn import functional as F
+
+        from engine.builtin.scenes import render_batch, sample_contrastive_batch
+
+        rng = batch_rng(self.ctx.seed, self.name, step)
+        examples = sample_contrastive_batch(rng, batch, pair_fraction=PAIR_FRACTION)
+        pixels = clip_pixels(render_batch([e.scene for e in examples], self.ctx.arch.image_size),
+                             self.ctx.arch.clip_size)
+        # A little pixel noise, so decoded (slightly noisy) images embed like clean ones.
+        generator = torch_generator(self.ctx.seed, self.name, step)
+        sigma = torch.rand(batch, 1, 1, 1, generator=generator) * 0.06
+        pixels = pixels + sigma * torch.randn(pixels.shape, generator=generator)
+
+        text_embeds, _, _ = encode_text(self.ctx.tokenizer, self.text_encoder, [e.caption for e in examples])
+        image_embeds = self.image_encoder(pixel_values=pixels).image_embeds
+        text_embeds = F.normalize(text_embeds, dim=-1)
+        image_embeds = F.normalize(image_embeds, dim=-1)
+        logits = self.logit_scale.clamp(max=4.6052).exp() * text_embeds @ image_embeds.T
+        fits = fits_matrix(examples)
+        loss = 0.5 * (
+            F.cross_entropy(logits, fits / fits.sum(1, keepdim=True))
+            + F.cross_entropy(logits.T, fits.T / fits.T.sum(1, keepdim=True))
+        )
+        with torch.no_grad():
+            text_to_image = fits[torch.arange(batch), logits.argmax(1)].mean().item()
+            image_to_text = fits[logits.argmax(0), torch.arange(batch)].mean().item()
+        return loss, {"t2i": text_to_image, "i2t": image_to_text,
+                      "scale": self.logit_scale.exp().item()}
+
+
+class PriorStage(Stage):
+    """x0-predicting diffusion prior over the CLIP image embedding, normalised by its statistics."""
+
+    name = "prior"
+
+    def __init__(self, ctx: TrainContext) -> None:
+        from engine.builtin.diffusion import NoiseSchedule
+        from engine.builtin.models import build_prior
+
+        super().__init__(ctx)
+        self.text_encoder, self.image_encoder = ctx.frozen_clip()
+        self.prior = build_prior(ctx.arch)
+        # clip_mean/clip_std are data statistics, not learned: set in prepare(), kept frozen.
+        self.prior.clip_mean.requires_grad_(False)
+        self.prior.clip_std.requires_grad_(False)
+        self.schedule = NoiseSchedule()
+        self.empty = None
+
+    def trainable(self):
+        return {"prior": self.prior}
+
+    def prepare(self):
+        import torch
+
+        from engine.builtin.scenes import render_batch, sample_examples
+
+        embeds = []
+        with torch.no_grad():
+            for chunk in range(8):
+                rng = batch_rng(self.ctx.seed, "prior-stats", chunk)
+                examples = sample_examples(rng, 512, pair_fraction=PAIR_FRACTION)
+                pixels = clip_pixels(render_batch([e.scene for e in examples], self.ctx.arch.image_size),
+                                     self.ctx.arch.clip_size)
+                embeds.append(self.image_encoder(pixel_values=pixels).image_embeds)
+        embeds = torch.cat(embeds)
+        self.prior.clip_mean.data.copy_(embeds.mean(0, keepdim=True))
+        self.prior.clip_std.data.copy_(embeds.std(0, keepdim=True))
+        log.info("prior: image embedding mean norm %.3f, mean std %.3f",
+                 embeds.norm(dim=1).mean().item(), embeds.std(0).mean().item())
+
+    def loss(self, step, batch):
+        import torch
+        from torch.nn import functional as F
+
+        from engine.builtin.scenes import render_batch, sample_examples
+
+        rng = batch_rng(self.ctx.seed, self.name, step)
+        generator = torch_generator(self.ctx.seed, self.name, step)
+        examples = sample_examples(rng, batch, pair_fraction=PAIR_FRACTION)
+        captions = [e.caption if rng.random() >= PRIOR_TEXT_DROPOUT else "" for e in examples]
+        with torch.no_grad():
+            text_embeds, hidden, mask = encode_text(self.ctx.tokenizer, self.text_encoder, captions)
+            pixels = clip_pixels(render_batch([e.scene for e in examples], self.ctx.arch.image_size),
+                                 self.ctx.arch.clip_size)
+            image_embeds = self.image_encoder(pixel_values=pixels).image_embeds
+        x0 = (image_embeds - self.prior.clip_mean) / self.prior.clip_std
+        t = self.schedule.sample_timesteps(batch, generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        x_t = self.schedule.add_noise(x0, noise, t)
+        predicted = self.prior(x_t, timestep=t, proj_embedding=text_embeds, encoder_hidden_states=hidden,
+                               attention_mask=mask).predicted_image_embedding
+        loss = F.mse_loss(predicted, x0)
+        with torch.no_grad():
+            cosine = F.cosine_similarity(predicted * self.prior.clip_std + self.prior.clip_mean,
+                                         image_embeds).mean().item()
+        return loss, {"cos": cosine}
+
+
+class DecoderStage(Stage):
+    """unCLIP's decoder: noise + learned variance, conditioned on image embedding and caption."""
+
+    name = "decoder"
+
+    def __init__(self, ctx: TrainContext) -> None:
+        import torch
+
+        from engine.builtin.diffusion import NoiseSchedule
+        from engine.builtin.models import build_decoder, build_text_proj
+
+        super().__init__(ctx)
+        self.text_encoder, self.image_encoder = ctx.frozen_clip()
+        self.text_proj = build_text_proj(ctx.arch)
+        self.decoder = build_decoder(ctx.arch)
+        self.schedule = NoiseSchedule()
+        with torch.no_grad():
+            self.empty = encode_text(ctx.tokenizer, self.text_encoder, [""])
+
+    def trainable(self):
+        return {"text_proj": self.text_proj, "decoder": self.decoder}
+
+    def loss(self, step, batch):
+        import torch
+        from torch.nn import functional as F
+
+        from engine.builtin.scenes import render_batch, sample_examples
+
+        arch = self.ctx.arch
+        rng = batch_rng(self.ctx.seed, self.name, step)
+        generator = torch_generator(self.ctx.seed, self.name, step)
+        examples = sample_examples(rng, batch, pair_fraction=PAIR_FRACTION)
+        images = render_batch([e.scene for e in examples], arch.image_size)
+        drop_text = torch.from_numpy(rng.random(batch) < TEXT_DROPOUT)
+        drop_image = torch.from_numpy(rng.random(batch) < IMAGE_EMBED_DROPOUT)
+        with torch.no_grad():
+            text_embeds, hidden, mask = encode_text(self.ctx.tokenizer, self.text_encoder,
+                                                    [e.caption for e in examples])
+            empty_embeds, empty_hidden, empty_mask = self.empty
+            text_embeds = torch.where(drop_text[:, None], empty_embeds, text_embeds)
+            hidden = torch.where(drop_text[:, None, None], empty_hidden, hidden)
+            mask = torch.where(drop_text[:, None], empty_mask, mask)
+            image_embeds = self.image_encoder(pixel_values=clip_pixels(images, arch.clip_size)).image_embeds
+        # The unconditional image embedding is the one the pipeline substitutes for guidance.
+        null = self.text_proj.learned_classifier_free_guidance_embeddings[None].expand_as(image_embeds)
+        image_embeds = torch.where(drop_image[:, None], null, image_embeds)
+
+        x0 = area_downsample(to_tensor(images), arch.decoder_size)
+        t = self.schedule.sample_timesteps(batch, generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        x_t = self.schedule.add_noise(x0, noise, t)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            states, time_embeds = self.text_proj(
+                image_embeddings=image_embeds, prompt_embeds=text_embeds,
+                text_encoder_hidden_states=hidden, do_classifier_free_guidance=False,
+            )
+            full_mask = F.pad(mask, (self.text_proj.config.clip_extra_context_tokens, 0), value=True)
+            output = self.decoder(x_t, t, encoder_hidden_states=states, class_labels=time_embeds,
+                                  attention_mask=full_mask).sample
+        noise_pred, variance_pred = output.float().split(3, dim=1)
+        mse = ((noise_pred - noise) ** 2).flatten(1).mean(1)
+        vb = self.schedule.variance_bound(x_t, x0, t, noise_pred, variance_pred)
+        loss = (self.schedule.min_snr_weight(t) * mse).mean() + vb.mean()
+        return loss, {"mse": mse.mean().item(), "vb": vb.mean().item()}
+
+
+class UpsamplerStage(Stage):
+    """32 → 64 px super-resolution on degraded low-res inputs (decoder outputs are not clean)."""
+
+    name = "upsampler"
+
+    def __init__(self, ctx: TrainContext) -> None:
+        from engine.builtin.diffusion import NoiseSchedule
+        from engine.builtin.models import build_upsampler
+
+        super().__init__(ctx)
+        self.upsampler = build_upsampler(ctx.arch)
+        self.schedule = NoiseSchedule()
+
+    def trainable(self):
+        return {"super_res": self.upsampler}
+
+    def loss(self, step, batch):
+        import torch
+        from torch.nn import functional as F
+
+        from engine.builtin.scenes import render_batch, sample_examples
+
+        arch = self.ctx.arch
+        rng = batch_rng(self.ctx.seed, self.name, step)
+        generator = torch_generator(self.ctx.seed, self.name, step)
+        examples = sample_examples(rng, batch, pair_fraction=PAIR_FRACTION)
+        x0 = to_tensor(render_batch([e.scene for e in examples], arch.image_size))
+        small = area_downsample(x0, arch.decoder_size)
+        # Degrade the low-res input a little (blur, noise), as unCLIP does for its upsamplers.
+        blurred = F.avg_pool2d(F.pad(small, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        amount = torch.rand(batch, 1, 1, 1, generator=generator) * 0.5
+        small = small + amount * (blurred - small)
+        small = small + torch.rand(batch, 1, 1, 1, generator=generator) * 0.04 * torch.randn(
+            small.shape, generator=generator)
+        small = small.clamp(-1, 1)
+        upscaled = F.interpolate(small, size=(arch.image_size, arch.image_size), mode="bicubic",
+                                 align_corners=False, antialias=True)
+        t = self.schedule.sample_timesteps(batch, generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        x_t = self.schedule.add_noise(x0, noise, t)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            noise_pred = self.upsampler(torch.cat([x_t, upscaled], dim=1), t).sample
+        mse = ((noise_pred.float() - noise) ** 2).flatten(1).mean(1)
+        loss = (self.schedule.min_snr_weight(t) * mse).mean()
+        return loss, {"mse": mse.mean().item()}
+
+
+STAGE_CLASSES: dict[str, type[Stage]] = {
+    "clip": ClipStage, "prior": PriorStage, "decoder": DecoderStage, "upsampler": UpsamplerStage,
+}
+
+
+# --- the training loop -------------------------------------------------------------------------
+
+
+def run_stage(stage: Stage, plan: StagePlan) -> float:
+    """Train `stage` to `plan.steps`, resuming from its checkpoint; return its total wall time."""
+    import math
+
+    import torch
+    from tqdm import tqdm
+
+    from engine.builtin.diffusion import EMA
+
+    path = stage.ctx.work / stage.name / "checkpoint.pt"
+    checkpoint = _load(path)
+    modules = stage.trainable()
+    if checkpoint is not None and checkpoint["step"] >= plan.steps and checkpoint["done"]:
+        log.info("%s: already trained (%d steps, %.0f s); skipping", stage.name, checkpoint["step"],
+                 checkpoint["elapsed"])
+        return checkpoint["elapsed"]
+
+    parameters = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
+    parameters += getattr(stage, "extra_parameters", list)()
+    optimizer = torch.optim.AdamW(parameters, lr=plan.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    ema = EMA(modules, plan.ema_decay) if plan.ema_decay else None
+    start, elapsed = 0, 0.0
+    if checkpoint is not None:
+        for name, module in modules.items():
+            module.load_state_dict(checkpoint["modules"][name])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(checkpoint["ema"])
+        stage.load_extra_state(checkpoint["extra"])
+        start, elapsed = checkpoint["step"], checkpoint["elapsed"]
+        log.info("%s: resuming at step %d of %d (%.0f s so far)", stage.name, start, plan.steps, elapsed)
+    else:
+        log.info("%s: %s trainable parameters, %d steps of batch %d", stage.name,
+                 f"{sum(p.numel() for p in parameters):,}", plan.steps, plan.batch)
+        began = time.perf_counter()
+        stage.prepare()
+        elapsed += time.perf_counter() - began
+
+    def learning_rate(step: int) -> float:
+        rate = plan.lr * min(1.0, (step + 1) / plan.warmup)
+        if plan.cosine:
+            rate *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / plan.steps))
+        return rate
+
+    def save(step: int, done: bool) -> None:
+        weights = {name: (ema.module_state(name) if ema else module.state_dict())
+                   for name, module in modules.items()}
+        _save_atomic({
+            "step": step, "elapsed": elapsed, "done": done, "plan": asdict(plan),
+            "modules": {name: module.state_dict() for name, module in modules.items()},
+            "optimizer": optimizer.state_dict(), "ema": ema.state_dict() if ema else None,
+            "extra": stage.extra_state(), "weights": weights,
+        }, path)
+
+    for module in modules.values():
+        module.train()
+    interactive = sys.stderr.isatty()
+    bar = tqdm(total=plan.steps, initial=start, desc=stage.name, unit="step", dynamic_ncols=True,
+               mininterval=1 if interactive else 30, file=sys.stderr)
+    running: dict[str, float] = {}
+    elapsed_before = elapsed
+    last = time.perf_counter()
+    for step in range(start, plan.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step)
+        loss, metrics = stage.loss(step, plan.batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        if ema is not None:
+            ema.update(modules, step)
+        now = time.perf_counter()
+        elapsed += now - last
+        last = now
+        for key, value in {"loss": loss.item(), **metrics}.items():
+            running[key] = running.get(key, 0.0) + value
+        bar.update(1)
+        if (step + 1) % plan.log_every == 0 or step + 1 == plan.steps:
+            count = (step % plan.log_every) + 1
+            summary = " ".join(f"{k}={v / count:.4f}" for k, v in running.items())
+            bar.set_postfix_str(summary, refresh=False)
+            log.info("%s step %d/%d %s lr=%.2e (%.0f s, %.2f s/step)", stage.name, step + 1,
+                     plan.steps, summary, learning_rate(step), elapsed,
+                     (elapsed - elapsed_before) / (step + 1 - start))
+            running = {}
+        if (step + 1) % plan.checkpoint_every == 0 and step + 1 < plan.steps:
+            save(step + 1, done=False)
+    bar.close()
+    save(plan.steps, done=True)
+    log.info("%s: finished %d steps in %.0f s of wall time", stage.name, plan.steps, elapsed)
+    return elapsed
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def export_weights(ctx: TrainContext, out: Path, *, description: str, training: dict) -> Path:
+    """Write the trained stack in Karlo's layout (fp16 safetensors) with model_index.json."""
+    import shutil
+
+    import torch
+    from diffusers.schedulers import UnCLIPScheduler
+
+    from engine.builtin import models
+    from engine.render.tiny import scheduler_configs, write_model_index
+
+    arch = ctx.arch
+    clip = trained_state(ctx.work, "clip")
+    parts: dict[str, tuple[Any, tuple[str, str]]] = {}
+    text_encoder = models.build_text_encoder(arch, ctx.tokenizer)
+    text_encoder.load_state_dict(clip["text_encoder"])
+    image_encoder = models.build_image_encoder(arch)
+    image_encoder.load_state_dict(clip["image_encoder"])
+    prior = models.build_prior(arch)
+    prior.load_state_dict(trained_state(ctx.work, "prior")["prior"])
+    decoder_weights = trained_state(ctx.work, "decoder")
+    text_proj = models.build_text_proj(arch)
+    text_proj.load_state_dict(decoder_weights["text_proj"])
+    decoder = models.build_decoder(arch)
+    decoder.load_state_dict(decoder_weights["decoder"])
+    upsampler = models.build_upsampler(arch)
+    upsampler.load_state_dict(trained_state(ctx.work, "upsampler")["super_res"])
+    parts = {
+        "tokenizer": (ctx.tokenizer, ("transformers", "CLIPTokenizer")),
+        "text_encoder": (text_encoder, ("transformers", "CLIPTextModelWithProjection")),
+        "image_encoder": (image_encoder, ("transformers", "CLIPVisionModelWithProjection")),
+        "feature_extractor": (models.build_feature_extractor(arch), ("transformers", "CLIPImageProcessor")),
+        "prior": (prior, ("diffusers", "PriorTransformer")),
+        "text_proj": (text_proj, ("unclip", "UnCLIPTextProjModel")),
+        "decoder": (decoder, ("diffusers", "UNet2DConditionModel")),
+        # One upsampler for every step: the loader reuses it as super_res_last.
+        "super_res_first": (upsampler, ("diffusers", "UNet2DModel")),
+    }
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for name, (part, (library, _)) in parts.items():
+        if isinstance(part, torch.nn.Module) and library != "transformers":
+            # fp16 halves the size; diffusers loads it back as float32 unless told otherwise.
+            part.to(torch.float16).save_pretrained(out / name, safe_serialization=True)
+        else:
+            # The CLIP towers stay float32: they are small, and transformers would otherwise load
+            # them as float16 next to float32 diffusers parts when no dtype is given.
+            part.save_pretrained(out / name)
+    for name, config in scheduler_configs().items():
+        UnCLIPScheduler(**config).save_pretrained(out / name)
+    components = {name: lib_cls for name, (_, lib_cls) in parts.items()}
+    components.update({name: ("diffusers", "UnCLIPScheduler") for name in scheduler_configs()})
+    write_model_index(out, components, {
+        "name": "builtin",
+        "description": description,
+        "trained": True,
+        "defaults": dict(SAMPLING_DEFAULTS),
+        "training": training,
+        "architecture": arch.to_dict(),
+    })
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    log.info("exported to %s (%.1f MB)", out, size / 1e6)
+    return out
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+
+def _tokenizer(ctx: TrainContext, folder: Path):
+    """Build the tokenizer once per work folder (from seeded captions) and reuse it after."""
+    from transformers import CLIPTokenizer
+
+    from engine.builtin.scenes import sample_examples
+    from engine.render.tokenizer import build_clip_tokenizer, check_tokenizer
+
+    if (folder / "vocab.json").exists():
+        tokenizer = CLIPTokenizer.from_pretrained(folder)
+    else:
+        rng = batch_rng(ctx.seed, "tokenizer", 0)
+        corpus = [e.caption for e in sample_examples(rng, 20000, pair_fraction=0.3)]
+        tokenizer = build_clip_tokenizer(corpus, vocab_size=ctx.arch.vocab_size, max_length=ctx.arch.max_tokens)
+        tokenizer.save_pretrained(folder)
+    check_tokenizer(tokenizer, folder)
+    return tokenizer
+
+
+def _setup_logging(work: Path) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    file_handler = logging.FileHandler(work / "train.log")
+    file_handler.setFormatter(formatter)
+    stream_handler = logging.StreamHandler(sys.stdout)
+    stream_handler.setFormatter(formatter)
+    log.handlers[:] = [file_handler, stream_handler]
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="imagine-bot train-builtin",
+        description="Train the built-in unCLIP model on generated shapes and export its weights.",
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="weights folder to write")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="checkpoints and log")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes, about a minute")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", action="append", default=[], metavar="STAGE=N",
+                        help="train STAGE to N steps instead of the plan (continues a finished stage)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    parser.add_argument("--no-export", action="store_true", help="train only, do not write --out")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train (or resume) the selected stages, then export the weights folder."""
+    args = parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        print(f"--stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}",
+              file=sys.stderr)
+        return 2
+    mode = "smoke" if args.smoke else "full"
+    plans = dict(PLANS[mode])
+    for item in args.steps:
+        name, _, count = item.partition("=")
+        if name not in plans or not count.isdigit():
+            print(f"--steps: expected STAGE=N with STAGE in {', '.join(STAGES)}, got {item!r}", file=sys.stderr)
+            return 2
+        plans[name] = replace(plans[name], steps=int(count))
+
+    from engine.render.loader import set_offline
+
+    set_offline()
+    import torch
+
+    from engine.builtin.models import Architecture
+    from engine.render.tiny import transformers_logging_quiet
+
+    transformers_logging_quiet()
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    work = args.work
+    _setup_logging(work)
+    arch_file = work / "architecture.json"
+    arch = Architecture.smoke() if args.smoke else Architecture.full()
+    if arch_file.exists() and Architecture.from_dict(json.loads(arch_file.read_text())) != arch:
+        print(f"{work} holds a {'full' if args.smoke else 'smoke'} run: use another --work", file=sys.stderr)
+        return 2
+    arch_file.write_text(json.dumps(arch.to_dict(), indent=2) + "\n")
+    torch.manual_seed(args.seed)
+    ctx = TrainContext(arch=arch, work=work, seed=args.seed)
+    ctx.tokenizer = _tokenizer(ctx, work / "tokenizer")
+    log.info("training %s (%s mode, seed %d) in %s with %d threads", ", ".join(stages), mode, args.seed,
+             work, torch.get_num_threads())
+
+    times_file = work / "times.json"
+    times = json.loads(times_file.read_text()) if times_file.exists() else {}
+    for name in stages:
+        # Modules are built with the seed fixed per stage, so a stage trained alone starts the same.
+        torch.manual_seed(args.seed * 1000 + STAGES.index(name))
+        stage = STAGE_CLASSES[name](ctx)
+        times[name] = {"seconds": round(run_stage(stage, plans[name])),
+                       "steps": plans[name].steps, "batch": plans[name].batch}
+        times_file.write_text(json.dumps(times, indent=2) + "\n")
+        del stage
+
+    if args.no_export:
+        return 0
+    missing = [s for s in STAGES if not (work / s / "checkpoint.pt").exists()]
+    if missing:
+        log.info("not exporting: stage(s) %s not trained yet", ", ".join(missing))
+        return 0
+    total = sum(v["seconds"] for v in times.values())
+    export_weights(
+        ctx, args.out,
+        description=("imagine-bot's own small unCLIP model, trained from scratch on generated "
+                     "coloured shapes (64 px)" + (" - SMOKE RUN, not a usable model" if args.smoke else "")),
+        training={"mode": mode, "seed": args.seed, "stages": times, "total_seconds": total,
+                  "torch_threads": torch.get_num_threads()},
+    )
+    log.info("stage wall times: %s (total %.0f s)",
+             ", ".join(f"{k} {v['seconds']} s" for k, v in times.items()), total)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""Wake-ups from workers to bots: "job N changed". The job row is the truth; a wake-up only
+says when to look. Redis pub/sub where Redis is available, polling otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "imagine:jobs"
+
+
+class Publisher(Protocol):
+    def publish(self, generation_id: int, status: str, progress: float) -> None: ...
+
+
+class NullPublisher:
+    """No wake-ups: bots find changes by polling the database."""
+
+    def publish(self, generation_id: int, status: str, progress: float) -> None:
+        return None
+
+
+class RedisPublisher:
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+    def publish(self, generation_id: int, status: str, progress: float) -> None:
+        message = json.dumps({"id": generation_id, "status": status, "progress": progress})
+        try:
+            self._redis.publish(CHANNEL, message)
+        except Exception as error:  # noqa: BLE001 - a lost wake-up only delays delivery to the next sweep
+            log.warning("job %s: wake-up not published: %s", generation_id, error)
+
+
+def make_publisher(url: str | None) -> Publisher:
+    return RedisPublisher(url) if url else NullPublisher()
+
+
+class Wakeups(Protocol):
+    async def start(self) -> None: ...
+
+    async def wait(self, timeout: float) -> bool:
+        """Return True when woken by an event, False when `timeout` passed."""
+
+    async def close(self) -> None: ...
+
+
+class PollingWakeups:
+    """Wake every `interval` seconds."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+
+    async def start(self) -> None:
+        return None
+
+    async def wait(self, timeout: float) -> bool:
+        await asyncio.sleep(min(timeout, self.interval))
+        return False
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisWakeups:
+    """Subscribe to the workers' channel; subscribe before enqueueing so no event is missed."""
+
+    def __init__(self, url: str, fallback_interval: float = 5.0) -> None:
+        self.url = url
+        self.fallback_interval = fallback_interval
+        self._event = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="imagine-wakeups")
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout=5)
+        except TimeoutError:
+            log.warning("Redis wake-ups not ready: falling back to polling every %.1fs",
+                        self.fallback_interval)
+
+    async def _listen(self) -> None:
+        import redis.asyncio as aioredis
+
+        while True:
+            try:
+                client = aioredis.Redis.from_url(self.url)
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(CHANNEL)
+                    self._ready.set()
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            self._event.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - reconnect; sweeps keep delivering meanwhile
+                log.warning("Redis wake-up subscription lost (%s); retrying in 1 s", error)
+                self._event.set()  # look once now, in case something was missed
+                await asyncio.sleep(1)
+
+    async def wait(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout=min(timeout, self.fallback_interval))
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+
+
+def make_wakeups(url: str | None, poll_interval: float) -> Wakeups:
+    return RedisWakeups(url) if url else PollingWakeups(poll_interval)

@@ -1,0 +1,29 @@
+"""Build what a worker process needs from settings (database, storage, wake-ups, renderer)."""
+
+from __future__ import annotations
+
+from engine.config import Settings
+from engine.notify import make_publisher
+from engine.storage import ImageStore
+from engine.store.db import Database
+from engine.worker.jobs import WorkerRuntime
+
+
+def build_runtime(settings: Settings) -> WorkerRuntime:
+    def load():
+        # Heavy: imports torch and loads the model. Runs once per worker process, on first use.
+        from engine.render.renderer import load_renderer
+
+        render = settings.render
+        return load_renderer(
+            render.model, settings.data_dir, backend=render.backend, device=render.device,
+            dtype=render.dtype, cpu_offload=render.cpu_offload, compile=render.compile,
+            torch_threads=render.torch_threads,
+        )
+
+    return WorkerRuntime(
+        db=Database(settings.database_url, pool_size=2, max_overflow=2),
+        store=ImageStore(settings.images_dir),
+        publisher=make_publisher(settings.notify_url),
+        renderer_factory=load,
+    )
