@@ -135,12 +135,11 @@ class ShapeClassifier:
 
         def block(i: int, o: int):
             return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(),
-                                 nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(),
                                  nn.MaxPool2d(2))
 
         torch.manual_seed(0)
-        return nn.Sequential(block(1, 32), block(32, 64), block(64, 96), nn.Flatten(),
-                             nn.Dropout(0.2), nn.Linear(96 * 4 * 4, len(SHAPES)))
+        return nn.Sequential(block(1, 16), block(16, 32), block(32, 64), nn.Flatten(),
+                             nn.Dropout(0.2), nn.Linear(64 * 4 * 4, len(SHAPES)))
 
     @classmethod
     def load_or_train(cls, cache: Path | None = None, *, steps: int = 1200, seed: int = 1) -> ShapeClassifier:

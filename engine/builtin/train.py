@@ -56,7 +56,7 @@ class StagePlan:
 
 PLANS: dict[str, dict[str, StagePlan]] = {
     "full": {
-        "clip": StagePlan(steps=2000, batch=128, lr=5e-4, ema_decay=None, cosine=True),
+        "clip": StagePlan(steps=2000, batch=128, lr=8e-4, ema_decay=None, cosine=True),
         "prior": StagePlan(steps=3000, batch=128, lr=3e-4, ema_decay=0.999),
         "decoder": StagePlan(steps=9000, batch=32, lr=3e-4, ema_decay=0.9995),
         "upsampler": StagePlan(steps=5000, batch=16, lr=3e-4, ema_decay=0.999),
@@ -128,6 +128,58 @@ def encode_text(tokenizer, text_encoder, captions: list[str]):
                        truncation=True, return_tensors="pt")
     output = text_encoder(inputs.input_ids)
     return output.text_embeds, output.last_hidden_state, inputs.attention_mask.bool()
+
+
+#: Attribute heads of the CLIP stage's auxiliary loss, and how many values each has.
+ATTRIBUTE_HEADS: dict[str, int] = {
+    "background": 12, "count": 2, "colour": 12, "shape": 9, "size": 3, "position": 5,
+    "first_colour": 12, "first_shape": 9, "second_colour": 12, "second_shape": 9, "arrangement": 2,
+}
+IGNORE = -100
+
+
+def scene_labels(scene) -> dict[str, int]:
+    """The generator's labels for a scene, per attribute head (IGNORE where not applicable)."""
+    from engine.builtin.scenes import COLOUR_NAMES, POSITION_NAMES, SHAPES, SIZE_NAMES
+
+    labels = dict.fromkeys(ATTRIBUTE_HEADS, IGNORE)
+    labels["background"] = COLOUR_NAMES.index(scene.background)
+    labels["count"] = len(scene.objects) - 1
+    if len(scene.objects) == 1:
+        (obj,) = scene.objects
+        labels.update(colour=COLOUR_NAMES.index(obj.colour), shape=SHAPES.index(obj.shape),
+                      size=SIZE_NAMES.index(obj.size), position=POSITION_NAMES.index(obj.position))
+    else:
+        first, second = scene.objects
+        labels.update(first_colour=COLOUR_NAMES.index(first.colour), first_shape=SHAPES.index(first.shape),
+                      second_colour=COLOUR_NAMES.index(second.colour),
+                      second_shape=SHAPES.index(second.shape),
+                      arrangement=("horizontal", "vertical").index(scene.arrangement))
+    return labels
+
+
+def meaning_labels(meaning) -> dict[str, int]:
+    """The labels a caption pins down: what it leaves unsaid is IGNORE."""
+    from engine.builtin.scenes import COLOUR_NAMES, POSITION_NAMES, SHAPES, SIZE_NAMES
+
+    def index(values, value):
+        return IGNORE if value is None else values.index(value)
+
+    labels = dict.fromkeys(ATTRIBUTE_HEADS, IGNORE)
+    labels["background"] = index(COLOUR_NAMES, meaning.background)
+    labels["count"] = len(meaning.shapes) - 1
+    if len(meaning.shapes) == 1:
+        labels.update(colour=index(COLOUR_NAMES, meaning.colours[0]), shape=SHAPES.index(meaning.shapes[0]),
+                      size=index(SIZE_NAMES, meaning.size), position=index(POSITION_NAMES, meaning.position))
+    else:
+        if meaning.ordered:
+            labels.update(first_colour=index(COLOUR_NAMES, meaning.colours[0]),
+                          first_shape=SHAPES.index(meaning.shapes[0]),
+                          second_colour=index(COLOUR_NAMES, meaning.colours[1]),
+                          second_shape=SHAPES.index(meaning.shapes[1]))
+        if meaning.arrangement is not None:
+            labels["arrangement"] = ("horizontal", "vertical").index(meaning.arrangement)
+    return labels
 
 
 def fits_matrix(examples):
@@ -213,9 +265,18 @@ class TrainContext:
 
 
 class ClipStage(Stage):
-    """Contrastive text-image training where every caption that fits a scene counts as a match."""
+    """Contrastive text-image training where every caption that fits a scene counts as a match.
+
+    Plus an auxiliary loss: linear heads shared by both towers read every generator attribute
+    (colour, shape, size, position, ...) off the normalised embeddings. Contrastive learning alone
+    picks up colours in minutes but shapes and positions only slowly (a 500-step pilot: colour
+    0.97, shape 0.21, position 0.24 zero-shot), and the decoder can only draw what the image
+    embedding encodes.
+    """
 
     name = "clip"
+    AUX_WEIGHT = 1.0
+    AUX_SCALE = 10.0  # logits = AUX_SCALE * head(normalised embedding)
 
     def __init__(self, ctx: TrainContext) -> None:
         import math
@@ -228,18 +289,33 @@ class ClipStage(Stage):
         self.text_encoder = build_text_encoder(ctx.arch, ctx.tokenizer)
         self.image_encoder = build_image_encoder(ctx.arch)
         self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.heads = torch.nn.ModuleDict(
+            {name: torch.nn.Linear(ctx.arch.embed_dim, size) for name, size in ATTRIBUTE_HEADS.items()})
 
     def trainable(self):
         return {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder}
 
     def extra_parameters(self):
-        return [self.logit_scale]
+        return [self.logit_scale, *self.heads.parameters()]
 
     def extra_state(self):
-        return {"logit_scale": self.logit_scale.detach().clone()}
+        return {"logit_scale": self.logit_scale.detach().clone(), "heads": self.heads.state_dict()}
 
     def load_extra_state(self, state):
         self.logit_scale.data.copy_(state["logit_scale"])
+        self.heads.load_state_dict(state["heads"])
+
+    def attribute_loss(self, embeds, labels: list[dict[str, int]]):
+        """Mean cross-entropy of the heads that have labels in this batch."""
+        import torch
+        from torch.nn import functional as F
+
+        losses = []
+        for name, head in self.heads.items():
+            target = torch.tensor([row[name] for row in labels])
+            if (target != IGNORE).any():
+                losses.append(F.cross_entropy(self.AUX_SCALE * head(embeds), target, ignore_index=IGNORE))
+        return torch.stack(losses).mean()
 
     def loss(self, step, batch):
         import torch
@@ -262,15 +338,20 @@ class ClipStage(Stage):
         image_embeds = F.normalize(image_embeds, dim=-1)
         logits = self.logit_scale.clamp(max=4.6052).exp() * text_embeds @ image_embeds.T
         fits = fits_matrix(examples)
-        loss = 0.5 * (
+        contrastive = 0.5 * (
             F.cross_entropy(logits, fits / fits.sum(1, keepdim=True))
             + F.cross_entropy(logits.T, fits.T / fits.T.sum(1, keepdim=True))
+        )
+        attributes = 0.5 * (
+            self.attribute_loss(image_embeds, [scene_labels(e.scene) for e in examples])
+            + self.attribute_loss(text_embeds, [meaning_labels(e.meaning) for e in examples])
         )
         with torch.no_grad():
             text_to_image = fits[torch.arange(batch), logits.argmax(1)].mean().item()
             image_to_text = fits[logits.argmax(0), torch.arange(batch)].mean().item()
-        return loss, {"t2i": text_to_image, "i2t": image_to_text,
-                      "scale": self.logit_scale.exp().item()}
+        return contrastive + self.AUX_WEIGHT * attributes, {
+            "contrastive": contrastive.item(), "attributes": attributes.item(),
+            "t2i": text_to_image, "i2t": image_to_text, "scale": self.logit_scale.exp().item()}
 
 
 class PriorStage(Stage):

@@ -55,10 +55,19 @@ class EmbeddedWorker:
     def stop(self, timeout: float = 15.0) -> None:
         if self._controller is None:
             return
-        self._controller.stop(in_sighandler=False, exitcode=0)
-        if self._thread:
-            self._thread.join(timeout)
-        self._controller = None
+        from celery.worker import state
+
+        # Ask the consumer loop to stop from inside its own thread (as Celery's test worker
+        # does): calling WorkController.stop() from another thread blocks on the connection.
+        state.should_terminate = 0
+        try:
+            if self._thread:
+                self._thread.join(timeout)
+                if self._thread.is_alive():
+                    log.warning("the embedded worker did not stop within %.0f s", timeout)
+        finally:
+            state.should_terminate = None
+            self._controller = None
 
     def __enter__(self) -> EmbeddedWorker:
         self.start()

@@ -15,7 +15,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import update
@@ -49,7 +49,8 @@ class WorkerRuntime:
     store: ImageStore
     publisher: Publisher
     renderer_factory: Any  # () -> Renderer
-    name: str = f"{socket.gethostname()}:{os.getpid()}"
+    # Evaluated per runtime, i.e. in the worker process that renders (not at import).
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     _renderer: Renderer | None = None
 
     @property

@@ -1,0 +1,60 @@
+"""The console adapter end to end: script → parser → service → Celery (embedded) → delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from pathlib import Path
+
+from bot.console.adapter import ConsoleAdapter
+from bot.runtime import build_bot_runtime
+from engine.worker.embedded import EmbeddedWorker
+from tests.engine.worker.test_celery import make_settings
+
+
+async def run_console(tmp_path, sqlite_template, tiny_model_dir, lines: list[str]):
+    settings = make_settings(tmp_path, sqlite_template, tiny_model_dir, "")
+    runtime = build_bot_runtime(settings)
+    worker = EmbeddedWorker(runtime.celery_app)
+    await asyncio.to_thread(worker.start)
+    out = io.StringIO()
+    try:
+        adapter = ConsoleAdapter(runtime, user="tester", out_dir=tmp_path / "out", stream=out)
+        failures = await adapter.run_script(lines)
+    finally:
+        await asyncio.to_thread(worker.stop)
+        await runtime.close()
+    return failures, out.getvalue()
+
+
+async def test_demo_script(tmp_path, sqlite_template, tiny_model_dir):
+    """The demo's commands save a grid and images, vary image 2 and print the thread tree."""
+    script = Path(__file__).resolve().parents[3] / "demo" / "demo.imagine"
+    failures, output = await run_console(tmp_path, sqlite_template, tiny_model_dir,
+                                         script.read_text().splitlines())
+    assert failures == 0, output
+    paths = re.findall(r"(?:grid|image \d):\s+(\S+\.png)", output)
+    assert len(paths) == 2 + 8  # two grids, 4 + 4 images
+    assert all(Path(p).stat().st_size > 0 for p in paths)
+    assert '#1 imagine "a red star on a blue background" (4 images)\n└─ #2 variation of #1:2 (4 images)' in output
+    assert "Your jobs (page 1 of 1, 2 in all)" in output
+    assert "192 of 200 images left today" in output
+
+
+async def test_errors_are_reported_and_counted(tmp_path, sqlite_template, tiny_model_dir):
+    """Bad commands print a specific error and count as failures; good ones still run."""
+    failures, output = await run_console(tmp_path, sqlite_template, tiny_model_dir, [
+        "/imagine a cat --n 9",
+        "/vary last:2",
+        "/imagine-admin ban @tester",
+        "# a comment is ignored",
+        "/imagine a cat --n 1 --seed 1",
+        "/cancel",
+    ])
+    assert "error: --n must be between 1 and 4, got 9." in output
+    assert "error: You have no finished jobs yet" in output
+    assert "error: You cannot ban yourself." in output
+    assert "done, 1 image, seed 1." in output
+    assert "error: Job #1 is already done; there is nothing to cancel." in output
+    assert failures == 4

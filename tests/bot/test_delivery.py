@@ -1,0 +1,125 @@
+"""The delivery loop: results reach the chat once, survive restarts and failed sends."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.delivery import Delivery
+from engine.domain.types import Actor, GenerationStatus, ImagineRequest, Platform, RenderParams
+from engine.notify import PollingWakeups
+from tests.engine.test_service import finish
+
+ALICE = Actor(Platform.CONSOLE, "team-1", "alice", "Alice")
+
+
+class Target:
+    platform = Platform.CONSOLE
+
+    def __init__(self, fail_times: int = 0) -> None:
+        self.delivered: list[int] = []
+        self.progress: list[tuple[int, str, float]] = []
+        self.fail_times = fail_times
+
+    async def show_progress(self, job) -> None:
+        self.progress.append((job.id, str(job.status), job.progress))
+
+    async def deliver(self, job) -> None:
+        if self.fail_times:
+            self.fail_times -= 1
+            raise ConnectionError("chat API down")
+        self.delivered.append(job.id)
+
+
+def delivery(service, target, **kw) -> Delivery:
+    return Delivery(service, target, PollingWakeups(0.01), **kw)
+
+
+async def submit(service):
+    request = ImagineRequest("a red star", params=RenderParams(n=2))
+    return (await service.submit_imagine(ALICE, request)).generation
+
+
+async def test_finished_job_is_delivered_once(service, database):
+    """A finished job is delivered and marked; later sweeps do not deliver it again."""
+    job = await submit(service)
+    await finish(database, job.id, images=2)
+    target = Target()
+    loop = delivery(service, target)
+    assert await loop.sweep() == 1
+    assert await loop.sweep() == 0
+    assert target.delivered == [job.id]
+    assert (await service.generation(job.id)).delivered_at is not None
+
+
+async def test_results_finished_while_down_arrive_after_restart(service, database):
+    """Jobs that finished while no bot was running are delivered by the next bot's first sweep."""
+    jobs = [await submit(service) for _ in range(3)]
+    for job in jobs:
+        await finish(database, job.id, images=2)
+    target = Target()
+    assert await delivery(service, target).sweep() == 3  # a fresh process: nothing in memory
+    assert sorted(target.delivered) == [j.id for j in jobs]
+
+
+async def test_failed_delivery_is_retried_not_lost(service, database):
+    """When the chat API fails the claim is released and a later sweep delivers."""
+    job = await submit(service)
+    await finish(database, job.id, images=2)
+    target = Target(fail_times=1)
+    loop = delivery(service, target, retry_after_s=0)
+    assert await loop.sweep() == 0
+    assert (await service.generation(job.id)).delivered_at is None
+    assert await loop.sweep() == 1
+    assert target.delivered == [job.id]
+
+
+async def test_two_replicas_deliver_once(service, database):
+    """Two bot replicas sweeping the same jobs deliver each result exactly once."""
+    job = await submit(service)
+    await finish(database, job.id, images=2)
+    first, second = Target(), Target()
+    import asyncio
+
+    await asyncio.gather(delivery(service, first).sweep(), delivery(service, second).sweep())
+    assert first.delivered + second.delivered == [job.id]
+
+
+async def test_failures_and_cancellations_are_delivered_too(service, database):
+    """Users hear about cancelled jobs through the same path as results."""
+    job = await submit(service)
+    await service.cancel(ALICE, job.id)
+    target = Target()
+    assert await delivery(service, target).sweep() == 1
+    assert target.delivered == [job.id]
+
+
+async def test_progress_is_shown_and_throttled(service, database):
+    """Running jobs get progress updates, but not more often than the interval allows."""
+    job = await submit(service)
+
+    async def set_progress(value):
+        from sqlalchemy import update
+
+        from engine.store.models import Generation
+
+        await database.run(lambda s: s.execute(update(Generation).where(Generation.id == job.id)
+                                               .values(status="running", progress=value)))
+
+    target = Target()
+    loop = delivery(service, target, progress_interval_s=3600)
+    await loop.sweep()  # queued
+    await set_progress(0.2)
+    await loop.sweep()  # running: a new state is always shown
+    await set_progress(0.6)
+    await loop.sweep()  # same state within the interval: throttled
+    assert target.progress == [(job.id, "queued", 0.0), (job.id, "running", 0.2)]
+
+
+@pytest.mark.parametrize("status", [GenerationStatus.DONE])
+async def test_other_platforms_jobs_are_left_alone(service, database, status):
+    """A bot only delivers its own platform's jobs."""
+    slack_user = Actor(Platform.SLACK, "T1", "U1")
+    job = (await service.submit_imagine(slack_user, ImagineRequest("x", params=RenderParams(n=1)))).generation
+    await finish(database, job.id, images=1)
+    target = Target()
+    assert await delivery(service, target).sweep() == 0

@@ -1,0 +1,460 @@
+"""The service: every use case, on SQLite and on PostgreSQL (the `database` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+from sqlalchemy import func, select
+
+from engine.domain.errors import (
+    InvalidState,
+    NotFound,
+    NotPermitted,
+    PromptRejected,
+    QueueUnavailable,
+    QuotaExceeded,
+    StoreUnavailable,
+    UsageError,
+    UserBanned,
+)
+from engine.domain.types import (
+    Actor,
+    GenerationStatus,
+    ImageRef,
+    ImagineRequest,
+    Platform,
+    QuotaTarget,
+    RenderParams,
+    VariationRequest,
+)
+from engine.store.models import Generation, Image, QuotaLedgerEntry, QuotaUsage, utcnow
+
+ALICE = Actor(Platform.CONSOLE, "team-1", "alice", "Alice")
+BOB = Actor(Platform.CONSOLE, "team-1", "bob", "Bob")
+ADMIN = Actor(Platform.CONSOLE, "team-1", "root", "Root", is_platform_admin=True)
+MOD = Actor(Platform.CONSOLE, "team-1", "mia", "Mia", role_ids=("mods",))
+OUTSIDER = Actor(Platform.CONSOLE, "team-2", "eve", "Eve")
+
+
+def imagine(prompt="a red star on a blue background", n=4, **kw):
+    return ImagineRequest(prompt=prompt, params=RenderParams(n=n), **kw)
+
+
+async def rows(db, model, *where):
+    def count(session):
+        return session.scalar(select(func.count()).select_from(model).where(*where))
+
+    return await db.run(count)
+
+
+async def finish(db, generation_id, images=4):
+    """Play the worker: mark a job done with stored images (the worker has its own tests)."""
+
+    def done(session):
+        generation = session.get(Generation, generation_id)
+        generation.status = str(GenerationStatus.DONE)
+        generation.finished_at = utcnow()
+        for index in range(1, images + 1):
+            session.add(Image(generation_id=generation_id, index=index, storage_key=f"k/{index}",
+                              width=64, height=64, seed=index, sha256="0" * 64,
+                              embedding=b"\x00" * 128, embedding_dim=32))
+
+    await db.run(done)
+
+
+async def ledger_balances(db) -> bool:
+    """used == debits - refunds - resets for every usage row, and grants match."""
+
+    def check(session):
+        for usage in session.scalars(select(QuotaUsage)):
+            entries = session.scalars(
+                select(QuotaLedgerEntry).where(QuotaLedgerEntry.user_id == usage.user_id,
+                                               QuotaLedgerEntry.period_start == usage.period_start)
+            ).all()
+            total = sum(e.amount if e.kind == "debit" else -e.amount
+                        for e in entries if e.kind in ("debit", "refund", "reset"))
+            grants = sum(e.amount for e in entries if e.kind == "grant")
+            if total != usage.used or grants != usage.granted:
+                return False
+        return True
+
+    return await db.run(check)
+
+
+# --- submitting ------------------------------------------------------------------------------
+
+
+async def test_imagine_queues_and_charges(service, database, queue):
+    """An imagine writes a queued job, charges n images and enqueues the job id."""
+    submitted = await service.submit_imagine(ALICE, imagine(n=3, seed=42), {"channel": "c1"})
+    job = submitted.generation
+    assert (job.status, job.cost, job.seed, job.prompt) == ("queued", 3, 42, "a red star on a blue background")
+    assert job.reply_target == {"channel": "c1"}
+    assert submitted.queue_position == 1
+    assert queue.enqueued == [job.id]
+    status = await service.quota(ALICE)
+    assert (status.used, status.remaining) == (3, 97)
+    assert await ledger_balances(database)
+
+
+async def test_queue_position_counts_jobs_ahead(service):
+    """The second queued job is told it is second in line."""
+    await service.submit_imagine(ALICE, imagine())
+    second = await service.submit_imagine(BOB, imagine())
+    assert second.queue_position == 2
+
+
+async def test_banned_user_is_refused_without_charge(service, database, queue):
+    """A banned user gets the ban message; no job row, no charge, nothing enqueued."""
+    await service.ban(ADMIN, "alice", "spam")
+    with pytest.raises(UserBanned, match="banned from imagine-bot in this team: spam"):
+        await service.submit_imagine(ALICE, imagine())
+    assert await rows(database, Generation) == 0
+    assert await rows(database, QuotaLedgerEntry) == 0
+    assert queue.enqueued == []
+
+
+async def test_blocked_term_is_refused_without_charge(service, database, queue):
+    """A prompt with a blocked term (any case, whole words) is refused and not charged."""
+    await service.block_term(ADMIN, "Gore")
+    with pytest.raises(PromptRejected, match="blocked \\('gore'\\). Nothing was charged"):
+        await service.submit_imagine(ALICE, imagine("lots of GORE here"))
+    assert await rows(database, Generation) == 0
+    assert (await service.quota(ALICE)).used == 0
+    # Whole words only: "gorilla" is fine.
+    await service.submit_imagine(ALICE, imagine("a gorilla"))
+
+
+async def test_quota_exceeded_says_what_is_left(service, database, queue):
+    """A request costing more than what is left is refused with the numbers and reset time."""
+    await service.set_quota(ADMIN, QuotaTarget("user", "alice"), 5)
+    await service.submit_imagine(ALICE, imagine(n=4))
+    with pytest.raises(QuotaExceeded, match="needs 4 images of quota but you have 1 left; your quota resets in"):
+        await service.submit_imagine(ALICE, imagine(n=4))
+    assert len(queue.enqueued) == 1
+    await service.submit_imagine(ALICE, imagine(n=1))  # what is left still works
+
+
+async def test_broker_down_marks_failed_and_refunds(service, database, queue):
+    """When the queue cannot be reached the user is told, the job fails and nothing is charged."""
+    queue.down = True
+    with pytest.raises(QueueUnavailable, match="render queue is down"):
+        await service.submit_imagine(ALICE, imagine())
+    job = await service.job_for_actor(ALICE, None)
+    assert job.status == GenerationStatus.FAILED
+    assert job.delivered_at is not None  # told in the reply; nothing left for delivery
+    assert (await service.quota(ALICE)).used == 0
+    assert await ledger_balances(database)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("", "Prompt is empty"),
+        ("   ", "Prompt is empty"),
+        ("x" * 1001, "1001 characters long"),
+        ("bell\x07", "control character"),
+        ("\u202eevil", "text-direction control character"),
+    ],
+)
+async def test_bad_prompts_are_refused_before_anything_is_written(service, database, prompt, message):
+    """Bad prompts are refused with their own message; no row, no charge."""
+    with pytest.raises(UsageError, match=message):
+        await service.submit_imagine(ALICE, imagine(prompt))
+    assert await rows(database, Generation) == 0
+
+
+async def test_bad_options_are_refused(service):
+    """Out-of-range typed options (e.g. from Discord) get the option's name in the message."""
+    with pytest.raises(UsageError, match="--n must be between 1 and 4"):
+        await service.submit_imagine(ALICE, ImagineRequest("a cat", params=RenderParams(n=9)))
+    with pytest.raises(UsageError, match="Unknown model 'dall-e-3'"):
+        await service.submit_imagine(ALICE, ImagineRequest("a cat", model="dall-e-3"))
+    with pytest.raises(UsageError, match="--seed must be between 0"):
+        await service.submit_imagine(ALICE, ImagineRequest("a cat", seed=-5))
+
+
+async def test_negative_prompt_is_validated_and_kept(service):
+    """A negative prompt is cleaned like a prompt and stored with the job."""
+    job = (await service.submit_imagine(ALICE, imagine(negative_prompt="  blurry   text "))).generation
+    assert job.negative_prompt == "blurry text"
+    with pytest.raises(UsageError, match="Negative prompt contains a control character"):
+        await service.submit_imagine(ALICE, imagine(negative_prompt="x\x00"))
+
+
+# --- variations, rerolls, threads -------------------------------------------------------------
+
+
+async def test_variation_links_parent_and_thread_root(service, database):
+    """A variation of image k records its parent image and the lineage's root."""
+    root = (await service.submit_imagine(ALICE, imagine())).generation
+    await finish(database, root.id)
+    first = (await service.submit_variation(ALICE, VariationRequest(ImageRef(root.id, 2)))).generation
+    assert (first.kind, first.parent_generation_id, first.parent_image_index) == ("variation", root.id, 2)
+    assert first.thread_root_id == root.id
+    assert first.prompt == root.prompt  # shown in history; the render uses the image embedding
+    await finish(database, first.id)
+    second = (await service.submit_variation(BOB, VariationRequest(ImageRef(first.id, 1)))).generation
+    assert second.thread_root_id == root.id  # deeper variations stay in the root's thread
+    tree = await service.thread(ALICE, second.id)
+    assert tree.generation.id == root.id
+    assert [c.generation.id for c in tree.children] == [first.id]
+    assert [c.generation.id for c in tree.children[0].children] == [second.id]
+
+
+async def test_variation_of_latest_grid(service, database):
+    """`last:k` means image k of the actor's latest finished job."""
+    root = (await service.submit_imagine(ALICE, imagine())).generation
+    await finish(database, root.id)
+    await service.submit_imagine(ALICE, imagine("still queued"))  # not finished: skipped
+    job = (await service.submit_variation(ALICE, VariationRequest(ImageRef(None, 3)))).generation
+    assert (job.parent_generation_id, job.parent_image_index) == (root.id, 3)
+
+
+async def test_variation_errors(service, database):
+    """Varying a job that is not done, not there, ambiguous or another team's is refused clearly."""
+    root = (await service.submit_imagine(ALICE, imagine())).generation
+    with pytest.raises(InvalidState, match=f"Job #{root.id} is still queued"):
+        await service.submit_variation(ALICE, VariationRequest(ImageRef(root.id, 1)))
+    await finish(database, root.id)
+    with pytest.raises(UsageError, match=f"Job #{root.id} has 4 images: say which, e.g. `{root.id}:2`"):
+        await service.submit_variation(ALICE, VariationRequest(ImageRef(root.id, None)))
+    with pytest.raises(NotFound, match="There is no job #999 in this team"):
+        await service.submit_variation(ALICE, VariationRequest(ImageRef(999, 1)))
+    with pytest.raises(NotFound, match=f"There is no job #{root.id} in this team"):
+        await service.submit_variation(OUTSIDER, VariationRequest(ImageRef(root.id, 1)))
+    with pytest.raises(NotFound, match="no finished jobs yet"):
+        await service.submit_variation(BOB, VariationRequest(ImageRef(None, 1)))
+
+
+async def test_reroll_is_charged_to_whoever_asks(service, database):
+    """A reroll repeats the request with a new seed and is charged to the person rerolling."""
+    original = (await service.submit_imagine(ALICE, imagine(n=2, seed=1, negative_prompt="fog"))).generation
+    again = (await service.reroll(BOB, original.id)).generation
+    assert (again.kind, again.prompt, again.negative_prompt, again.cost) == ("reroll", original.prompt, "fog", 2)
+    assert again.params == {**original.params, "reroll_of": original.id}
+    assert (await service.quota(BOB)).used == 2
+    assert (await service.quota(ALICE)).used == 2
+
+
+# --- cancelling ------------------------------------------------------------------------------
+
+
+async def test_cancel_by_owner_refunds(service, database):
+    """The requester can cancel a queued job; it is refunded once."""
+    job = (await service.submit_imagine(ALICE, imagine())).generation
+    cancelled = await service.cancel(ALICE, job.id)
+    assert cancelled.status == GenerationStatus.CANCELLED
+    assert (await service.quota(ALICE)).used == 0
+    with pytest.raises(InvalidState, match="already cancelled; there is nothing to cancel"):
+        await service.cancel(ALICE, job.id)
+    assert await ledger_balances(database)
+
+
+async def test_cancel_permissions(service, database):
+    """Only the requester or a moderator may cancel; finished jobs cannot be cancelled."""
+    job = (await service.submit_imagine(ALICE, imagine())).generation
+    with pytest.raises(NotPermitted, match="Only the person who asked for this job, or a moderator"):
+        await service.cancel(BOB, job.id)
+    await service.set_moderator_role(ADMIN, "mods", add=True)
+    assert (await service.cancel(MOD, job.id)).status == GenerationStatus.CANCELLED
+    done = (await service.submit_imagine(ALICE, imagine())).generation
+    await finish(database, done.id)
+    with pytest.raises(InvalidState, match="already done"):
+        await service.cancel(ALICE, done.id)
+
+
+# --- history and quota ------------------------------------------------------------------------
+
+
+async def test_history_pages_newest_first(service):
+    """History is paged, newest first, and says how many pages there are."""
+    for i in range(12):
+        await service.submit_imagine(ALICE, imagine(f"prompt {i}", n=1))
+    first = await service.history(ALICE, 1)
+    assert (first.total, first.pages, len(first.items)) == (12, 2, 10)
+    assert first.items[0].prompt == "prompt 11"
+    second = await service.history(ALICE, 2)
+    assert [j.prompt for j in second.items] == ["prompt 1", "prompt 0"]
+    with pytest.raises(UsageError, match="There are only 2 page"):
+        await service.history(ALICE, 3)
+    assert (await service.history(BOB, 1)).total == 0
+
+
+# --- moderation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        lambda s: s.set_quota(BOB, QuotaTarget("user", "alice"), 1),
+        lambda s: s.grant_quota(BOB, QuotaTarget("user", "alice"), 1),
+        lambda s: s.reset_quota(BOB, QuotaTarget("user", "alice")),
+        lambda s: s.ban(BOB, "alice"),
+        lambda s: s.unban(BOB, "alice"),
+        lambda s: s.block_term(BOB, "x"),
+        lambda s: s.unblock_term(BOB, "x"),
+        lambda s: s.audit_log(BOB),
+        lambda s: s.blocked_terms(BOB),
+    ],
+)
+async def test_moderator_actions_need_a_moderator(service, action):
+    """Every moderator action refuses members without the right."""
+    with pytest.raises(NotPermitted, match="Only moderators can"):
+        await action(service)
+
+
+async def test_moderator_roles_are_chosen_by_admins(service):
+    """Admins choose moderator roles; members of such a role then moderate."""
+    with pytest.raises(NotPermitted, match="Only server/workspace admins"):
+        await service.set_moderator_role(MOD, "mods", add=True)
+    await service.set_moderator_role(ADMIN, "mods", add=True)
+    assert await service.is_moderator(MOD)
+    await service.ban(MOD, "bob", None)
+    await service.set_moderator_role(ADMIN, "mods", add=False)
+    assert not await service.is_moderator(MOD)
+
+
+async def test_quota_set_grant_reset_for_a_user(service, database):
+    """A user's limit, today's grant and today's reset all show in their quota."""
+    await service.set_quota(ADMIN, QuotaTarget("user", "alice"), 4)
+    await service.submit_imagine(ALICE, imagine(n=4))
+    with pytest.raises(QuotaExceeded):
+        await service.submit_imagine(ALICE, imagine(n=1))
+    await service.grant_quota(ADMIN, QuotaTarget("user", "alice"), 2)
+    status = await service.quota(ALICE)
+    assert (status.limit, status.granted, status.used, status.remaining) == (4, 2, 4, 2)
+    await service.submit_imagine(ALICE, imagine(n=2))
+    await service.reset_quota(ADMIN, QuotaTarget("user", "alice"))
+    assert (await service.quota(ALICE)).used == 0
+    assert await ledger_balances(database)
+
+
+async def test_quota_for_roles_and_team(service, database):
+    """Role limits apply to members; role grants and resets reach every member."""
+    artist = replace(BOB, role_ids=("artists",))
+    await service.set_quota(ADMIN, QuotaTarget("team"), 2)
+    await service.set_quota(ADMIN, QuotaTarget("role", "artists"), 6)
+    assert (await service.quota(ALICE)).limit == 2
+    assert (await service.quota(artist)).limit == 6
+    await service.submit_imagine(artist, imagine(n=4))
+    await service.submit_imagine(artist, imagine(n=2))
+    with pytest.raises(QuotaExceeded):
+        await service.submit_imagine(artist, imagine(n=1))
+    await service.grant_quota(ADMIN, QuotaTarget("role", "artists"), 3)
+    assert (await service.quota(artist)).remaining == 3
+    await service.reset_quota(ADMIN, QuotaTarget("role", "artists"))
+    assert (await service.quota(artist)).used == 0
+    await service.submit_imagine(artist, imagine(n=4))  # the reset really freed the quota
+    assert (await service.quota(artist)).used == 4
+    await service.set_quota(ADMIN, QuotaTarget("role", "artists"), None)
+    assert (await service.quota(artist)).remaining is None  # unlimited
+    assert await ledger_balances(database)
+
+
+async def test_quota_inputs_are_checked(service):
+    """Negative limits and empty grants are refused with clear messages."""
+    with pytest.raises(UsageError, match="A quota cannot be negative"):
+        await service.set_quota(ADMIN, QuotaTarget("user", "bob"), -1)
+    with pytest.raises(UsageError, match="Grant a positive number"):
+        await service.grant_quota(ADMIN, QuotaTarget("user", "bob"), 0)
+
+
+async def test_ban_unban_and_audit(service):
+    """Bans and unbans are audited, double bans and unknown unbans are refused."""
+    await service.ban(ADMIN, "bob", "spam")
+    with pytest.raises(InvalidState, match="already banned"):
+        await service.ban(ADMIN, "bob")
+    with pytest.raises(UsageError, match="cannot ban yourself"):
+        await service.ban(ADMIN, "root")
+    await service.unban(ADMIN, "bob")
+    with pytest.raises(NotFound, match="is not banned"):
+        await service.unban(ADMIN, "bob")
+    await service.submit_imagine(BOB, imagine())
+    log = await service.audit_log(ADMIN)
+    assert [(e.action, e.target) for e in log] == [("unban", "user bob"), ("ban", "user bob")]
+    assert log[1].details == {"reason": "spam"}
+
+
+async def test_block_and_unblock_terms(service):
+    """Terms are normalised, listed for moderators, and can be unblocked again."""
+    await service.block_term(ADMIN, "  Very   BAD ")
+    assert await service.blocked_terms(ADMIN) == ["very bad"]
+    with pytest.raises(InvalidState, match="already blocked"):
+        await service.block_term(ADMIN, "very bad")
+    with pytest.raises(PromptRejected):
+        await service.submit_imagine(ALICE, imagine("something very   bad"))
+    await service.unblock_term(ADMIN, "VERY BAD")
+    await service.submit_imagine(ALICE, imagine("something very bad"))
+    with pytest.raises(NotFound, match="is not blocked"):
+        await service.unblock_term(ADMIN, "very bad")
+    with pytest.raises(UsageError, match="Say which term"):
+        await service.block_term(ADMIN, "   ")
+
+
+async def test_teams_are_separate(service, database):
+    """Bans, terms and jobs of one team do not reach another."""
+    await service.ban(ADMIN, "eve")
+    await service.block_term(ADMIN, "cats")
+    job = (await service.submit_imagine(OUTSIDER, imagine("cats"))).generation
+    with pytest.raises(NotFound):
+        await service.cancel(ALICE, job.id)
+
+
+# --- concurrency and failures ------------------------------------------------------------------
+
+
+async def test_concurrent_submits_respect_the_quota(service, database, queue):
+    """Many concurrent submits by one user are charged atomically: exactly the quota passes."""
+    await service.set_quota(ADMIN, QuotaTarget("user", "alice"), 10)
+    results = await asyncio.gather(
+        *(service.submit_imagine(ALICE, imagine(n=1)) for _ in range(30)), return_exceptions=True
+    )
+    accepted = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, QuotaExceeded)]
+    assert (len(accepted), len(refused)) == (10, 20)
+    assert (await service.quota(ALICE)).used == 10
+    assert await rows(database, Generation) == 10
+    assert await ledger_balances(database)
+
+
+@pytest.mark.postgres
+async def test_200_concurrent_submits_against_50_on_postgres(postgres_url, queue):
+    """200 concurrent one-image submits by one user with a quota of 50: exactly 50 accepted."""
+    from engine.service import ImagineService, ServicePolicy
+    from engine.store.db import Database
+
+    db = Database(postgres_url, pool_size=20, max_overflow=30)
+    service = ImagineService(db, queue, ServicePolicy(default_model="tiny-random"))
+    try:
+        await service.set_quota(ADMIN, QuotaTarget("user", "alice"), 50)
+        results = await asyncio.gather(
+            *(service.submit_imagine(ALICE, imagine(n=1)) for _ in range(200)), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, Exception) and not isinstance(r, QuotaExceeded)]
+        assert errors == []
+        assert sum(not isinstance(r, Exception) for r in results) == 50
+        assert len(queue.enqueued) == 50
+        assert (await service.quota(ALICE)).used == 50
+        assert await rows(db, Generation) == 50
+        assert await ledger_balances(db)
+    finally:
+        await db.dispose()
+
+
+async def test_database_unreachable_is_a_clear_error(queue):
+    """With the database down every call raises StoreUnavailable (nothing crashes, nothing charged)."""
+    from engine.service import ImagineService, ServicePolicy
+    from engine.store.db import Database
+
+    for url in ("postgresql://postgres@127.0.0.1:1/nowhere", "sqlite:////nonexistent-dir/x/imagine.db"):
+        db = Database(url)
+        service = ImagineService(db, queue, ServicePolicy(default_model="m"))
+        with pytest.raises(StoreUnavailable, match="cannot reach its database"):
+            await service.submit_imagine(ALICE, imagine())
+        with pytest.raises(StoreUnavailable):
+            await service.history(ALICE)
+        await db.dispose()
+    assert queue.enqueued == []

@@ -1,0 +1,198 @@
+"""Celery end to end on real brokers: submit → worker renders → images stored → delivered.
+
+The worker is a real Celery worker (in-process solo pool on Redis, RabbitMQ and the embedded
+SQLite broker; a separate prefork process for the SIGKILL test) and the model is the tiny real
+unCLIP stack loaded through the real loader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.delivery import Delivery
+from bot.runtime import build_bot_runtime
+from engine.config import Settings
+from engine.domain.types import Actor, GenerationStatus, ImagineRequest, Platform, RenderParams
+from engine.store.models import Image, QuotaLedgerEntry
+from engine.worker.embedded import EmbeddedWorker
+from tests.conftest import RABBIT_URL, require
+
+ALICE = Actor(Platform.CONSOLE, "team-1", "alice", "Alice")
+REDIS_TEST_URL = "redis://127.0.0.1:6379/9"
+
+
+def make_settings(tmp_path, sqlite_template, tiny_model_dir, broker_url: str) -> Settings:
+    settings = Settings()
+    settings.paths.data_dir = tmp_path / "data"
+    settings.paths.data_dir.mkdir(parents=True, exist_ok=True)
+    db_file = settings.paths.data_dir / "imagine.db"
+    shutil.copyfile(sqlite_template, db_file)
+    settings.database.url = f"sqlite:///{db_file}"
+    settings.broker.url = broker_url
+    settings.broker.heartbeat_s = 0  # RabbitMQ: the in-process worker stops in ~1 s instead of ~10
+    settings.render.model = str(tiny_model_dir)
+    return settings
+
+
+def purge(settings: Settings, app) -> None:
+    """Drop messages a previous run may have left on a shared broker."""
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for queue in ("gpu", "default"):
+            try:
+                channel.queue_purge(queue)
+            except Exception:  # noqa: BLE001 - the queue may not exist yet
+                pass
+
+
+class RecordingTarget:
+    platform = Platform.CONSOLE
+
+    def __init__(self) -> None:
+        self.delivered: dict[int, object] = {}
+        self.progress: list[tuple[int, str, float]] = []
+        self.arrived = asyncio.Event()
+
+    async def show_progress(self, job) -> None:
+        self.progress.append((job.id, str(job.status), job.progress))
+
+    async def deliver(self, job) -> None:
+        self.delivered[job.id] = job
+        self.arrived.set()
+
+
+async def imagine_through(settings: Settings) -> None:
+    runtime = build_bot_runtime(settings)
+    purge(settings, runtime.celery_app)
+    target = RecordingTarget()
+    delivery = Delivery(runtime.service, target, runtime.wakeups(), sweep_interval_s=0.5)
+    worker = EmbeddedWorker(runtime.celery_app)
+    await asyncio.to_thread(worker.start)
+    await delivery.start()
+    try:
+        submitted = await runtime.service.submit_imagine(
+            ALICE, ImagineRequest("a blue ring", seed=3, params=RenderParams(n=2))
+        )
+        job_id = submitted.generation.id
+        await asyncio.wait_for(target.arrived.wait(), timeout=60)
+        job = target.delivered[job_id]
+        assert job.status == GenerationStatus.DONE
+        assert [i.index for i in job.images] == [1, 2]
+        for image in job.images:
+            assert runtime.store.path(image.storage_key).stat().st_size > 0
+        # The delivery loop marks the job delivered right after deliver() returns.
+        for _ in range(50):
+            if (await runtime.service.generation(job_id)).delivered_at is not None:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the job was never marked delivered")
+    finally:
+        await delivery.stop()
+        await asyncio.to_thread(worker.stop)
+        await runtime.close()
+
+
+@pytest.mark.redis
+async def test_redis_broker(tmp_path, sqlite_template, tiny_model_dir):
+    """On Redis (with pub/sub wake-ups) a job is rendered, stored and delivered."""
+    require("redis")
+    import redis
+
+    redis.Redis.from_url(REDIS_TEST_URL).flushdb()
+    await imagine_through(make_settings(tmp_path, sqlite_template, tiny_model_dir, REDIS_TEST_URL))
+
+
+@pytest.mark.rabbitmq
+async def test_rabbitmq_broker(tmp_path, sqlite_template, tiny_model_dir):
+    """On RabbitMQ (polling for wake-ups) a job is rendered, stored and delivered."""
+    require("rabbitmq")
+    await imagine_through(make_settings(tmp_path, sqlite_template, tiny_model_dir, RABBIT_URL))
+
+
+async def test_embedded_broker(tmp_path, sqlite_template, tiny_model_dir):
+    """On the embedded SQLite broker (no server at all) a job is rendered and delivered."""
+    await imagine_through(make_settings(tmp_path, sqlite_template, tiny_model_dir, ""))
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_sigkilled_worker_job_is_redelivered_and_finishes_once(tmp_path, sqlite_template, tiny_model_dir):
+    """A worker process SIGKILLed mid-render: the job is redelivered and finishes once,
+    with one set of images and one charge."""
+    require("redis")
+    import redis
+
+    redis.Redis.from_url(REDIS_TEST_URL).flushdb()
+    settings = make_settings(tmp_path, sqlite_template, tiny_model_dir, REDIS_TEST_URL)
+    settings.limits.max_steps = 2000
+    env = {
+        **os.environ,
+        "IMAGINE_DATA_DIR": str(settings.data_dir),
+        "IMAGINE_DB_URL": settings.database_url,
+        "IMAGINE_BROKER_URL": REDIS_TEST_URL,
+        "IMAGINE_RENDER_MODEL": str(tiny_model_dir),
+        "IMAGINE_RENDER_TORCH_THREADS": "1",
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "bot", "worker", "--pool", "prefork", "--concurrency", "1",
+         "--loglevel", "WARNING"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    runtime = build_bot_runtime(settings)
+    try:
+        # Enough steps that the render is certainly still going when it is killed.
+        request = ImagineRequest("a green heart", seed=9, params=RenderParams(
+            n=4, prior_steps=300, decoder_steps=600, super_res_steps=300))
+        job_id = (await runtime.service.submit_imagine(ALICE, request)).generation.id
+
+        first = await wait_for_job(runtime, job_id, lambda j: j.status == "running" and j.progress > 0.05)
+        victim = int(first.worker.rsplit(":", 1)[1])
+        os.kill(victim, signal.SIGKILL)
+
+        done = await wait_for_job(runtime, job_id, lambda j: j.status != "running" or j.worker != first.worker)
+        done = await wait_for_job(runtime, job_id, lambda j: j.status == "done", timeout=180)
+        assert done.attempts == 2
+        assert len(done.images) == 4
+
+        def counts(session):
+            images = session.scalar(select(func.count()).select_from(Image).where(Image.generation_id == job_id))
+            kinds = session.scalars(select(QuotaLedgerEntry.kind).where(QuotaLedgerEntry.generation_id == job_id)).all()
+            return images, sorted(kinds)
+
+        assert await runtime.db.run(counts) == (4, ["debit"])
+        assert (await runtime.service.quota(ALICE)).used == 4
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        await runtime.close()
+
+
+async def wait_for_job(runtime, job_id, predicate, timeout=120):
+    """Poll the job row (with the columns the view leaves out) until `predicate` holds."""
+    from engine.store.models import Generation
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        def read(session):
+            row = session.get(Generation, job_id, populate_existing=True)
+            return row, list(row.images)
+
+        row, images = await runtime.db.run(read)
+        row.images = images
+        if predicate(row):
+            return row
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not reach the expected state within {timeout} s")

@@ -1,0 +1,169 @@
+"""The worker's job body on the real tiny model: store, redeliver, fail, cancel, vary."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+from PIL import Image
+from sqlalchemy import update
+
+from engine.domain.types import (
+    Actor,
+    GenerationStatus,
+    ImageRef,
+    ImagineRequest,
+    Platform,
+    RenderParams,
+    VariationRequest,
+)
+from engine.images import png_metadata
+from engine.storage import ImageStore
+from engine.store.db import Database
+from engine.store.models import Generation
+from engine.worker import jobs
+from engine.worker.jobs import WorkerRuntime, run_generation
+
+ALICE = Actor(Platform.CONSOLE, "team-1", "alice", "Alice")
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.events: list[tuple[int, str]] = []
+
+    def publish(self, generation_id: int, status: str, progress: float) -> None:
+        self.events.append((generation_id, status))
+
+
+@pytest.fixture
+def runtime(database_url, tmp_path, tiny_renderer):
+    db = Database(database_url)
+    runtime = WorkerRuntime(db=db, store=ImageStore(tmp_path / "images"),
+                            publisher=RecordingPublisher(), renderer_factory=lambda: tiny_renderer)
+    yield runtime
+    db.sync_engine.dispose()
+
+
+async def run(runtime, generation_id) -> str:
+    return await asyncio.to_thread(run_generation, runtime, generation_id)
+
+
+async def submit(service, prompt="a red star", n=4, seed=11):
+    return (await service.submit_imagine(ALICE, ImagineRequest(prompt, seed=seed, params=RenderParams(n=n)))).generation
+
+
+async def test_job_renders_stores_and_publishes(service, runtime):
+    """A job ends done with its PNGs, grid, embeddings and metadata stored, and wake-ups sent."""
+    job = await submit(service)
+    assert await run(runtime, job.id) == "done"
+    done = await service.generation(job.id)
+    assert done.status == GenerationStatus.DONE and done.progress == 1.0
+    assert [i.index for i in done.images] == [1, 2, 3, 4]
+    assert [i.seed for i in done.images] == [11, 12, 13, 14]
+    for image in done.images:
+        data = runtime.store.get(image.storage_key)
+        meta = png_metadata(data)
+        assert meta["prompt"] == "a red star"
+        assert meta["seed"] == str(image.seed)
+        assert len(meta["weights_sha256"]) == 64
+        assert "torch" in json.loads(meta["versions"])
+    assert runtime.store.path(done.grid_key).exists()
+    assert (job.id, "running") in runtime.publisher.events
+    assert runtime.publisher.events[-1] == (job.id, "done")
+
+
+async def test_redelivered_job_renders_once(service, runtime):
+    """A second delivery of a finished job's task does nothing: one set of images."""
+    job = await submit(service)
+    await run(runtime, job.id)
+    assert await run(runtime, job.id) == "skipped"
+    assert len((await service.generation(job.id)).images) == 4
+
+
+def pixels(runtime, image) -> bytes:
+    with Image.open(io.BytesIO(runtime.store.get(image.storage_key))) as picture:
+        return picture.tobytes()
+
+
+async def test_same_request_same_seed_same_pixels(service, runtime):
+    """Rendering the same request with the same seed gives byte-identical images on the CPU."""
+    first = await submit(service, seed=5, n=2)
+    second = await submit(service, seed=5, n=2)
+    await run(runtime, first.id)
+    await run(runtime, second.id)
+    a = await service.generation(first.id)
+    b = await service.generation(second.id)
+    assert [pixels(runtime, i) for i in a.images] == [pixels(runtime, i) for i in b.images]
+
+
+async def test_render_failure_fails_and_refunds(service, runtime, database):
+    """A crashing renderer marks the job failed with a short reason and refunds it."""
+
+    class Broken:
+        model_id = "broken"
+
+        def render(self, job, progress):
+            raise RuntimeError("CUDA error: device-side assert (details only in the log)")
+
+    runtime._renderer = Broken()
+    job = await submit(service)
+    assert await run(runtime, job.id) == "failed"
+    failed = await service.generation(job.id)
+    assert (failed.status, failed.error) == ("failed", "the renderer failed (RuntimeError)")
+    assert (await service.quota(ALICE)).used == 0
+    assert runtime.publisher.events[-1] == (job.id, "failed")
+
+
+async def test_cancel_during_render_stops_it(service, runtime, monkeypatch):
+    """Cancelling a running job stops the render at the next step: no images, refunded once."""
+    monkeypatch.setattr(jobs, "PROGRESS_INTERVAL_S", 0.0)
+    loop = asyncio.get_running_loop()
+    real = runtime.renderer
+
+    class CancelsMidway:
+        model_id = real.model_id
+
+        def render(self, job, progress):
+            def on_progress(fraction, stage):
+                if fraction > 0.3:
+                    asyncio.run_coroutine_threadsafe(service.cancel(ALICE, job.generation_id), loop).result()
+                progress(fraction, stage)
+
+            return real.render(job, on_progress)
+
+    runtime._renderer = CancelsMidway()
+    job = await submit(service)
+    assert await run(runtime, job.id) == "aborted"
+    cancelled = await service.generation(job.id)
+    assert cancelled.status == GenerationStatus.CANCELLED and cancelled.images == ()
+    assert (await service.quota(ALICE)).used == 0
+
+
+async def test_worker_lost_three_times_fails_the_job(service, runtime, database):
+    """A job whose worker died on every attempt is failed and refunded instead of looping."""
+    job = await submit(service)
+
+    def crashed_thrice(session):
+        session.execute(update(Generation).where(Generation.id == job.id)
+                        .values(status="running", attempts=jobs.MAX_ATTEMPTS))
+
+    await database.run(crashed_thrice)
+    assert await run(runtime, job.id) == "skipped"
+    failed = await service.generation(job.id)
+    assert failed.status == GenerationStatus.FAILED and "stopped 3 times" in failed.error
+    assert (await service.quota(ALICE)).used == 0
+
+
+async def test_variation_renders_from_the_stored_embedding(service, runtime):
+    """A variation decodes its parent's stored CLIP image embedding (and source image)."""
+    root = await submit(service)
+    await run(runtime, root.id)
+    variation = (await service.submit_variation(
+        ALICE, VariationRequest(ImageRef(root.id, 2), params=RenderParams(n=2, strength=0.6))
+    )).generation
+    assert await run(runtime, variation.id) == "done"
+    done = await service.generation(variation.id)
+    meta = png_metadata(runtime.store.get(done.images[0].storage_key))
+    assert meta["operation"] == "variation" and meta["strength"] == "0.6"
