@@ -2,8 +2,9 @@
 
 One loop per bot process: wait for a wake-up (Redis pub/sub) or the poll interval, then sweep
 this platform's undelivered jobs: show progress of running ones (throttled), and deliver
-finished ones exactly once across replicas (claim → deliver → mark delivered). A delivery that
-fails is released and retried on a later sweep; a restart simply sweeps again, so results
+finished ones once across replicas (claim → deliver → mark delivered). A claim is a lease: if
+the delivery fails (or the bot dies mid-way) the claim goes stale after `lease_s` and a later
+sweep, of this replica or another, delivers it. A restart simply sweeps again, so results
 finished while the bot was down arrive when it comes back.
 """
 
@@ -43,17 +44,16 @@ class Delivery:
         *,
         sweep_interval_s: float = 5.0,
         progress_interval_s: float = 1.5,
-        retry_after_s: float = 10.0,
+        lease_s: float = 30.0,
     ) -> None:
         self.service = service
         self.target = target
         self.wakeups = wakeups
         self.sweep_interval_s = sweep_interval_s
         self.progress_interval_s = progress_interval_s
-        self.retry_after_s = retry_after_s
+        self.lease_s = lease_s
         # What each job's status message last showed, and when (progress throttling).
         self._shown: dict[int, tuple[str, float, float]] = {}
-        self._retry_at: dict[int, float] = {}
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -100,16 +100,13 @@ class Delivery:
 
     async def sweep(self) -> int:
         """Show progress and deliver results once; returns how many results were delivered."""
-        delivered = 0
+        claimed, active = await self.service.claim_deliveries(self.target.platform, self.lease_s)
         now = time.monotonic()
-        for job in await self.service.pending_deliveries(self.target.platform):
-            if job.status.is_final:
-                if self._retry_at.get(job.id, 0) > now:
-                    continue
-                if await self._deliver(job):
-                    delivered += 1
-            else:
-                await self._progress(job, now)
+        for job in active:
+            await self._progress(job, now)
+        delivered = 0
+        for job in claimed:
+            delivered += await self._deliver(job)
         return delivered
 
     async def _progress(self, job: GenerationView, now: float) -> None:
@@ -128,17 +125,12 @@ class Delivery:
             log.warning("job %s: progress update failed", job.id, exc_info=True)
 
     async def _deliver(self, job: GenerationView) -> bool:
-        if not await self.service.claim_delivery(job.id):
-            return False
         try:
             await self.target.deliver(job)
-        except Exception:  # noqa: BLE001 - never lose a result: release and retry later
-            log.exception("job %s: delivery failed; will retry in %.0f s", job.id, self.retry_after_s)
-            self._retry_at[job.id] = time.monotonic() + self.retry_after_s
-            await self.service.release_delivery(job.id)
+        except Exception:  # noqa: BLE001 - never lose a result: the claim expires, a sweep retries
+            log.exception("job %s: delivery failed; retrying in %.0f s", job.id, self.lease_s)
             return False
         await self.service.mark_delivered(job.id)
         self._shown.pop(job.id, None)
-        self._retry_at.pop(job.id, None)
         log.info("job %s delivered (%s)", job.id, job.status)
         return True

@@ -1,27 +1,43 @@
 """Wake-ups from workers to bots: "job N changed". The job row is the truth; a wake-up only
-says when to look. Redis pub/sub where Redis is available, polling otherwise."""
+says when to look. Redis pub/sub where Redis is available, polling otherwise — and always an
+in-process signal, so a worker embedded in the bot's process (the console) wakes it at once."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import threading
 from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "imagine:jobs"
 
+_local_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+_local_lock = threading.Lock()
+
+
+def wake_local() -> None:
+    """Wake every waiter in this process (thread-safe: workers call it from their thread)."""
+    with _local_lock:
+        waiters = list(_local_waiters)
+    for loop, event in waiters:
+        try:
+            loop.call_soon_threadsafe(event.set)
+        except RuntimeError:  # that loop is closed
+            pass
+
 
 class Publisher(Protocol):
     def publish(self, generation_id: int, status: str, progress: float) -> None: ...
 
 
-class NullPublisher:
-    """No wake-ups: bots find changes by polling the database."""
+class LocalPublisher:
+    """Wake waiters in this process only; bots elsewhere find changes by polling."""
 
     def publish(self, generation_id: int, status: str, progress: float) -> None:
-        return None
+        wake_local()
 
 
 class RedisPublisher:
@@ -31,6 +47,7 @@ class RedisPublisher:
         self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
     def publish(self, generation_id: int, status: str, progress: float) -> None:
+        wake_local()
         message = json.dumps({"id": generation_id, "status": status, "progress": progress})
         try:
             self._redis.publish(CHANNEL, message)
@@ -39,7 +56,7 @@ class RedisPublisher:
 
 
 def make_publisher(url: str | None) -> Publisher:
-    return RedisPublisher(url) if url else NullPublisher()
+    return RedisPublisher(url) if url else LocalPublisher()
 
 
 class Wakeups(Protocol):
@@ -52,20 +69,31 @@ class Wakeups(Protocol):
 
 
 class PollingWakeups:
-    """Wake every `interval` seconds."""
+    """Wake every `interval` seconds, or at once when a worker in this process publishes."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
+        self._event = asyncio.Event()
+        self._key: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     async def start(self) -> None:
-        return None
+        self._key = (asyncio.get_running_loop(), self._event)
+        with _local_lock:
+            _local_waiters.add(self._key)
 
     async def wait(self, timeout: float) -> bool:
-        await asyncio.sleep(min(timeout, self.interval))
-        return False
+        try:
+            await asyncio.wait_for(self._event.wait(), timeout=min(timeout, self.interval))
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
 
     async def close(self) -> None:
-        return None
+        if self._key is not None:
+            with _local_lock:
+                _local_waiters.discard(self._key)
+            self._key = None
 
 
 class RedisWakeups:

@@ -18,6 +18,7 @@ import math
 import re
 import secrets
 import unicodedata
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -97,9 +98,9 @@ class ServicePolicy:
     max_term_chars: int = 100
 
 
-def task_id_for(generation_id: int) -> str:
-    """Deterministic Celery task id: known before the enqueue, stored with the job."""
-    return f"imagine-{generation_id}"
+def new_task_id() -> str:
+    """The Celery task id, chosen before the row is written so one INSERT stores it."""
+    return uuid.uuid4().hex
 
 
 def _term_pattern(term: str) -> re.Pattern[str]:
@@ -181,13 +182,14 @@ class ImagineService:
         return await self._submit(actor, job, reply_target or {})
 
     async def _submit(self, actor: Actor, job: _NewJob, reply_target: dict[str, Any]) -> SubmittedJob:
-        view, position = await self.db.run(self._create_job, actor, job, reply_target)
+        task_id = new_task_id()
+        view, position = await self.db.run(self._create_job, actor, job, reply_target, task_id)
         log.info(
             "job %s queued: %s by %s/%s, %d image(s)",
             view.id, view.kind, actor.platform, actor.user_id, view.cost,
         )
         try:
-            await asyncio.to_thread(self.queue.enqueue, view.id, task_id_for(view.id))
+            await asyncio.to_thread(self.queue.enqueue, view.id, task_id)
         except Exception as error:  # noqa: BLE001 - any broker failure means "queue down"
             log.error("job %s: enqueue failed, refunding: %r", view.id, error)
             await self.db.run(self._fail_enqueue, view.id)
@@ -195,7 +197,8 @@ class ImagineService:
         return SubmittedJob(generation=view, queue_position=position)
 
     def _create_job(
-        self, session: Session, actor: Actor, job: _NewJob, reply_target: dict[str, Any]
+        self, session: Session, actor: Actor, job: _NewJob, reply_target: dict[str, Any],
+        task_id: str,
     ) -> tuple[GenerationView, int]:
         now = self.clock()
         team, user = repo.ensure_actor(session, actor)
@@ -241,14 +244,21 @@ class ImagineService:
             thread_root_id=thread_root_id,
             reply_target=reply_target,
             cost=cost,
+            task_id=task_id,
+            progress=0.0,
+            attempts=0,
+            render_info={},
             created_at=now,
+            updated_at=now,
+            # Known already: set them so building the view needs no further queries.
+            team=team,
+            requester=user,
+            parent_image=parent_image,
+            images=[],
         )
         session.add(generation)
         session.flush()
-        generation.task_id = task_id_for(generation.id)
         repo.debit(session, usage, generation, cost, f"{job.kind} #{generation.id}")
-        session.flush()
-        session.refresh(generation)
         return repo.generation_view(generation), repo.queue_position(session, generation)
 
     def _fail_enqueue(self, session: Session, generation_id: int) -> None:
@@ -396,24 +406,20 @@ class ImagineService:
 
     # --- delivery ----------------------------------------------------------------------------
 
-    async def pending_deliveries(self, platform: Platform) -> list[GenerationView]:
-        """Jobs of a platform the bot has not finished showing (active or undelivered)."""
+    async def claim_deliveries(
+        self, platform: Platform, lease_s: float = 30.0
+    ) -> tuple[list[GenerationView], list[GenerationView]]:
+        """(finished jobs now claimed for delivery by this bot, queued/running jobs)."""
 
-        def read(session: Session) -> list[GenerationView]:
-            return [repo.generation_view(g) for g in repo.undelivered(session, platform)]
+        def claim(session: Session):
+            claimed, active = repo.claim_deliveries(session, platform, self.clock(), lease_s)
+            return ([repo.generation_view(g) for g in claimed],
+                    [repo.generation_view(g) for g in active])
 
-        return await self.db.run(read)
-
-    async def claim_delivery(self, generation_id: int, lease_s: int = 120) -> bool:
-        """Take a finished job for delivery; False if another replica is delivering it."""
-        return await self.db.run(repo.claim_delivery, generation_id, self.clock(), lease_s)
+        return await self.db.run(claim)
 
     async def mark_delivered(self, generation_id: int) -> None:
         await self.db.run(repo.mark_delivered, generation_id, self.clock())
-
-    async def release_delivery(self, generation_id: int) -> None:
-        """Give a claim back after a failed delivery, so the next sweep retries it."""
-        await self.db.run(repo.release_delivery, generation_id)
 
     # --- moderation --------------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ class GenerationView:
     finished_at: datetime | None
     delivered_at: datetime | None
     grid_key: str | None
+    render_ms: int | None = None
     images: tuple[ImageView, ...] = ()
 
     @property

@@ -7,16 +7,23 @@ They never commit: the caller owns the transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from engine.domain.quota import PolicyRule, effective_limit, period_end, period_start
-from engine.domain.types import Actor, GenerationKind, GenerationStatus, Platform
+from engine.domain.types import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    Actor,
+    GenerationKind,
+    GenerationStatus,
+    Platform,
+)
 from engine.domain.views import GenerationView, ImageView, QuotaStatus
 from engine.store.models import (
     Ban,
@@ -83,9 +90,21 @@ def ensure_user(session: Session, team: Team, external_id: str, name: str = "") 
 
 
 def ensure_actor(session: Session, actor: Actor) -> tuple[Team, User]:
-    team = ensure_team(session, str(actor.platform), actor.team_id, actor.team_name)
-    user = ensure_user(session, team, actor.user_id, actor.user_name)
-    return team, user
+    """The actor's team and user rows, created on first sight (one query when both exist)."""
+    user = session.scalar(
+        select(User)
+        .join(User.team)
+        .where(Team.platform == str(actor.platform), Team.external_id == actor.team_id,
+               User.external_id == actor.user_id)
+    )
+    if user is None:
+        team = ensure_team(session, str(actor.platform), actor.team_id, actor.team_name)
+        return team, ensure_user(session, team, actor.user_id, actor.user_name)
+    if actor.team_name and user.team.name != actor.team_name:
+        user.team.name = actor.team_name
+    if actor.user_name and user.display_name != actor.user_name:
+        user.display_name = actor.user_name
+    return user.team, user
 
 
 def find_user(session: Session, team: Team, external_id: str) -> User | None:
@@ -133,19 +152,20 @@ def find_policy(session: Session, team: Team, scope: str, subject: str) -> Quota
 def lock_usage(session: Session, team: Team, user: User, now: datetime) -> QuotaUsage:
     """The user's usage row for the current period, created if needed and locked for update."""
     start = period_start(now)
-    _insert_ignore(
-        session,
-        QuotaUsage,
-        {"team_id": team.id, "user_id": user.id, "period_start": start, "used": 0, "granted": 0},
-        ["user_id", "period_start"],
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    # One statement creates the row or, if it exists, "updates" it to itself: either way the
+    # row comes back locked, which serialises concurrent debits by one user on PostgreSQL
+    # (on SQLite the transaction already holds the write lock: BEGIN IMMEDIATE).
+    statement = (
+        insert(QuotaUsage)
+        .values(team_id=team.id, user_id=user.id, period_start=start, used=0, granted=0)
+        .on_conflict_do_update(
+            index_elements=["user_id", "period_start"], set_={"used": QuotaUsage.used}
+        )
+        .returning(QuotaUsage)
     )
-    # FOR UPDATE serialises concurrent debits by one user on PostgreSQL; on SQLite the
-    # transaction already holds the write lock (BEGIN IMMEDIATE).
     return session.scalars(
-        select(QuotaUsage)
-        .where(QuotaUsage.user_id == user.id, QuotaUsage.period_start == start)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+        statement, execution_options={"populate_existing": True}
     ).one()
 
 
@@ -256,10 +276,14 @@ def refund(session: Session, generation: Generation, reason: str) -> int:
 # --- generations -----------------------------------------------------------------------------
 
 
-def get_generation(session: Session, generation_id: int, *, lock: bool = False) -> Generation | None:
+def get_generation(
+    session: Session, generation_id: int, *, lock: bool = False, images: bool = True
+) -> Generation | None:
     query = select(Generation).where(Generation.id == generation_id)
     if lock:
         query = query.with_for_update(of=Generation).execution_options(populate_existing=True)
+    if not images:
+        query = query.options(lazyload(Generation.images))
     return session.scalars(query).unique().one_or_none()
 
 
@@ -307,32 +331,42 @@ def thread_members(session: Session, root_id: int) -> Sequence[Generation]:
     ).unique().all()
 
 
-def undelivered(session: Session, platform: Platform, *, limit: int = 100) -> Sequence[Generation]:
-    """Jobs of one platform whose result (or progress) the bot still has to show."""
-    return session.scalars(
-        select(Generation)
-        .where(Generation.platform == str(platform), Generation.delivered_at.is_(None))
-        .order_by(Generation.id)
-        .limit(limit)
-    ).unique().all()
+def claim_deliveries(
+    session: Session, platform: Platform, now: datetime, lease_s: float, *, limit: int = 100
+) -> tuple[Sequence[Generation], Sequence[Generation]]:
+    """Claim this platform's finished, undelivered jobs and list its active ones, in one go.
 
-
-def claim_delivery(session: Session, generation_id: int, now: datetime, lease_s: int) -> bool:
-    """Claim a finished job for delivery; False if another bot replica holds a live claim."""
-    from datetime import timedelta
-
+    A claim is a lease: a bot replica that claims a job and dies (or whose delivery fails)
+    leaves a claim that goes stale after `lease_s`, and the next sweep of any replica takes it.
+    Returns (claimed finished jobs, queued/running jobs).
+    """
     stale = now - timedelta(seconds=lease_s)
-    result = session.execute(
+    claimed_ids = session.scalars(
         update(Generation)
         .where(
-            Generation.id == generation_id,
+            Generation.platform == str(platform),
             Generation.delivered_at.is_(None),
-            (Generation.delivery_claimed_at.is_(None)) | (Generation.delivery_claimed_at < stale),
+            Generation.status.in_([str(s) for s in FINAL_STATUSES]),
+            (Generation.delivery_claimed_at.is_(None)) | (Generation.delivery_claimed_at <= stale),
         )
         .values(delivery_claimed_at=now)
+        .returning(Generation.id)
         .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
+    ).all()[:limit]
+    rows = session.scalars(
+        select(Generation)
+        .where(
+            Generation.platform == str(platform),
+            Generation.delivered_at.is_(None),
+            Generation.id.in_(claimed_ids)
+            | Generation.status.in_([str(s) for s in ACTIVE_STATUSES]),
+        )
+        .order_by(Generation.id)
+        .limit(limit + len(claimed_ids))
+    ).unique().all()
+    claimed = [g for g in rows if g.id in set(claimed_ids)]
+    active = [g for g in rows if g.id not in set(claimed_ids)]
+    return claimed, active
 
 
 def mark_delivered(session: Session, generation_id: int, now: datetime) -> None:
@@ -340,15 +374,6 @@ def mark_delivered(session: Session, generation_id: int, now: datetime) -> None:
         update(Generation)
         .where(Generation.id == generation_id)
         .values(delivered_at=now)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def release_delivery(session: Session, generation_id: int) -> None:
-    session.execute(
-        update(Generation)
-        .where(Generation.id == generation_id, Generation.delivered_at.is_(None))
-        .values(delivery_claimed_at=None)
         .execution_options(synchronize_session=False)
     )
 
@@ -441,5 +466,6 @@ def generation_view(generation: Generation) -> GenerationView:
         finished_at=generation.finished_at,
         delivered_at=generation.delivered_at,
         grid_key=generation.grid_key,
+        render_ms=generation.render_ms,
         images=tuple(image_view(i) for i in generation.images),
     )

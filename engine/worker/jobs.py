@@ -105,7 +105,7 @@ def claim(runtime: WorkerRuntime, generation_id: int) -> RenderJob | None:
     """Lock the row and mark it running; None when there is nothing (left) to do."""
     failure: str | None = None
     with runtime.db.sync_session() as session:
-        generation = repo.get_generation(session, generation_id, lock=True)
+        generation = repo.get_generation(session, generation_id, lock=True, images=False)
         if generation is None:
             log.warning("job %s: no such row, dropping the task", generation_id)
             return None
@@ -145,7 +145,8 @@ class ProgressReporter:
 
     def __call__(self, fraction: float, stage: str) -> None:
         now = time.monotonic()
-        if now - self._last < PROGRESS_INTERVAL_S and fraction < 1.0:
+        # The end needs no write: marking the job done follows at once (and sets progress 1).
+        if fraction >= 1.0 or now - self._last < PROGRESS_INTERVAL_S:
             return
         self._last = now
         with self.runtime.db.sync_session() as session:
@@ -174,7 +175,7 @@ def _fail(session, generation: Generation, message: str) -> None:
 def fail_job(runtime: WorkerRuntime, generation_id: int, message: str) -> None:
     """Mark a job failed and refund it, unless it already finished."""
     with runtime.db.sync_session() as session:
-        generation = repo.get_generation(session, generation_id, lock=True)
+        generation = repo.get_generation(session, generation_id, lock=True, images=False)
         if generation is None or GenerationStatus(generation.status).is_final:
             return
         _fail(session, generation, message)
@@ -191,7 +192,7 @@ def store_result(runtime: WorkerRuntime, job: RenderJob, result: RenderResult, r
         grid_key = runtime.store.put(ImageStore.key_for(job.generation_id, "grid.png"), result.grid_png)
 
     with runtime.db.sync_session() as session:
-        generation = repo.get_generation(session, job.generation_id, lock=True)
+        generation = repo.get_generation(session, job.generation_id, lock=True, images=False)
         if generation is None or generation.status != str(GenerationStatus.RUNNING):
             status = "missing" if generation is None else generation.status
             log.info("job %s: %s while rendering, discarding the images", job.generation_id, status)

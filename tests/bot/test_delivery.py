@@ -62,11 +62,11 @@ async def test_results_finished_while_down_arrive_after_restart(service, databas
 
 
 async def test_failed_delivery_is_retried_not_lost(service, database):
-    """When the chat API fails the claim is released and a later sweep delivers."""
+    """When the chat API fails, the claim expires and a later sweep delivers."""
     job = await submit(service)
     await finish(database, job.id, images=2)
     target = Target(fail_times=1)
-    loop = delivery(service, target, retry_after_s=0)
+    loop = delivery(service, target, lease_s=0)
     assert await loop.sweep() == 0
     assert (await service.generation(job.id)).delivered_at is None
     assert await loop.sweep() == 1

@@ -1,0 +1,160 @@
+"""Per-job system overhead: submit → delivered, minus render time, with no model at all.
+
+Render time is taken out by the no-op renderer (IMAGINE_RENDER_BACKEND=noop: solid 8x8 PNGs),
+and what is left — validation, the quota transaction, the broker round trip, the worker's row
+updates and file writes, the wake-up, the delivery sweep — is measured per job, one job at a
+time, over N jobs after a warm-up.
+
+    python bench/overhead.py [--jobs 200] [--only embedded|postgres_redis]
+
+Prints {"embedded": {"jobs": N, "p50_ms": x, "p99_ms": y}, "postgres_redis": {...}}.
+embedded: SQLite + the SQLite broker + a worker in the same process (the demo's setup).
+postgres_redis: PostgreSQL + Redis + a separate worker process (the production shape).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bot.delivery import Delivery  # noqa: E402
+from bot.runtime import build_bot_runtime  # noqa: E402
+from engine.config import Settings  # noqa: E402
+from engine.domain.types import Actor, ImagineRequest, Platform, RenderParams  # noqa: E402
+
+PG_ADMIN = os.environ.get("IMAGINE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("IMAGINE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
+ACTOR = Actor(Platform.CONSOLE, "bench", "bench-user")
+WARMUP = 10
+
+
+class TimingTarget:
+    platform = Platform.CONSOLE
+
+    def __init__(self) -> None:
+        self.arrivals: dict[int, float] = {}
+        self.events: dict[int, asyncio.Event] = {}
+
+    async def show_progress(self, job) -> None:
+        return None
+
+    async def deliver(self, job) -> None:
+        self.arrivals[job.id] = time.perf_counter()
+        self.events.setdefault(job.id, asyncio.Event()).set()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def measure(settings: Settings, jobs: int) -> dict:
+    settings.render.backend = "noop"
+    settings.quota.default_daily_images = 10**6
+    runtime = build_bot_runtime(settings)
+    target = TimingTarget()
+    delivery = Delivery(runtime.service, target, runtime.wakeups(), sweep_interval_s=1.0)
+    await delivery.start()
+    overheads: list[float] = []
+    try:
+        for i in range(jobs + WARMUP):
+            started = time.perf_counter()
+            submitted = await runtime.service.submit_imagine(
+                ACTOR, ImagineRequest(f"bench {i}", params=RenderParams(n=1))
+            )
+            job_id = submitted.generation.id
+            await asyncio.wait_for(target.events.setdefault(job_id, asyncio.Event()).wait(), 30)
+            job = await runtime.service.generation(job_id)
+            if i >= WARMUP:
+                overheads.append((target.arrivals[job_id] - started) * 1000 - (job.render_ms or 0))
+    finally:
+        await delivery.stop()
+        await runtime.close()
+    return {
+        "jobs": len(overheads),
+        "p50_ms": round(statistics.median(overheads), 2),
+        "p99_ms": round(percentile(overheads, 0.99), 2),
+    }
+
+
+async def measure_embedded(jobs: int) -> dict:
+    from engine.worker.embedded import EmbeddedWorker
+
+    with tempfile.TemporaryDirectory() as folder:
+        settings = Settings()
+        settings.paths.data_dir = Path(folder)
+        settings.database.url = ""
+        settings.broker.url = ""
+        settings.render.backend = "noop"
+        runtime_for_worker = build_bot_runtime(settings)  # migrates; its app hosts the worker
+        worker = EmbeddedWorker(runtime_for_worker.celery_app)
+        await asyncio.to_thread(worker.start)
+        try:
+            return await measure(settings, jobs)
+        finally:
+            await asyncio.to_thread(worker.stop)
+            await runtime_for_worker.close()
+
+
+async def measure_postgres_redis(jobs: int) -> dict:
+    import psycopg
+    import redis
+
+    name = f"imagine_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    redis.Redis.from_url(REDIS).flushdb()
+    worker = None
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            settings = Settings()
+            settings.paths.data_dir = Path(folder)
+            settings.database.url = url
+            settings.database.auto_migrate = True
+            settings.broker.url = REDIS
+            env = {**os.environ, "IMAGINE_DATA_DIR": folder, "IMAGINE_DB_URL": url,
+                   "IMAGINE_BROKER_URL": REDIS, "IMAGINE_RENDER_BACKEND": "noop"}
+            from engine.store.migrate import upgrade
+
+            upgrade(url)
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "bot", "worker", "--pool", "solo", "--loglevel", "WARNING"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            return await measure(settings, jobs)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+        with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--only", choices=["embedded", "postgres_redis"])
+    args = parser.parse_args()
+    result = {}
+    if args.only in (None, "embedded"):
+        result["embedded"] = asyncio.run(measure_embedded(args.jobs))
+    if args.only in (None, "postgres_redis"):
+        result["postgres_redis"] = asyncio.run(measure_postgres_redis(args.jobs))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
