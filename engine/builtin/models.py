@@ -28,7 +28,7 @@ class Architecture:
     prior_layers: int = 6
     prior_heads: int = 4
     prior_head_dim: int = 32
-    decoder_widths: tuple[int, ...] = (64, 128, 192)
+    decoder_widths: tuple[int, ...] = (32, 96, 192)
     decoder_layers_per_block: int = 2
     decoder_head_dim: int = 32
     cross_attention_dim: int = 192

@@ -1,0 +1,320 @@
+"""How well does the built-in model draw what it is asked? Prints one JSON object.
+
+Every prompt comes from the colour × shape × background triples held out of training
+(`engine.builtin.scenes.HELD_OUT_TRIPLES`), and every image is rendered through the code users
+hit: `engine.render.renderer.UnCLIPRenderer` (text → image, variations) or, for the no-prior
+baseline, the same `ImagineUnCLIPPipeline` with `use_prior=False`. Images are judged by
+`engine.builtin.checker`: pixel statistics for colours and positions, a small CNN trained only on
+generator labels for shapes; the model's own CLIP judges nothing.
+
+    python bench/model_quality.py            # 200 prompts × 4 images, ~30 min on 2 cores
+    python bench/model_quality.py --quick    # 40 prompts, for tuning
+
+Output: {"prior": {"foreground_colour", "background_colour", "shape", "position", "binding"},
+"no_prior": {same}, "variations": {"keep_colour_and_shape", "mean_abs_pixel_diff"}}, accuracies
+as fractions; `--details FILE` also writes counts, settings and timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from engine.builtin.scenes import (  # noqa: E402
+    HELD_OUT_TRIPLES,
+    POSITION_NAMES,
+    RELATIONS,
+    caption_pair,
+    caption_single,
+    render_scene,
+    sample_pair,
+    sample_single,
+    single_object_scene,
+)
+
+IMAGES_PER_PROMPT = 4
+JOBS_PER_CALL = 8
+
+
+@dataclass(frozen=True)
+class SingleProbe:
+    prompt: str
+    colour: str
+    shape: str
+    background: str
+    position: str | None  # None: the prompt names no position
+
+
+@dataclass(frozen=True)
+class PairProbe:
+    prompt: str
+    arrangement: str
+    first: tuple[str, str]  # (colour, shape) of the left/top object
+    second: tuple[str, str]
+    background: str
+
+
+def single_probes(count: int, seed: int = 7) -> list[SingleProbe]:
+    """`count` prompts over the held-out triples; two in three name a position."""
+    rng = np.random.default_rng(seed)
+    triples = sorted(HELD_OUT_TRIPLES)
+    order = rng.permutation(len(triples))
+    probes = []
+    for i in range(count):
+        colour, shape, background = triples[order[i % len(triples)]]
+        position = None if i % 3 == 0 else POSITION_NAMES[int(rng.integers(len(POSITION_NAMES)))]
+        scene = single_object_scene(rng, colour, shape, background, "medium", position or "centre")
+        prompt, _ = caption_single(rng, scene, name_background=True, name_colour=True,
+                                   name_position=position is not None, name_size=False)
+        probes.append(SingleProbe(prompt, colour, shape, background, position))
+    return probes
+
+
+def pair_probes(count: int, seed: int = 8) -> list[PairProbe]:
+    """Two-object prompts with a direction ("left of", "above", ...), one object held out."""
+    rng = np.random.default_rng(seed)
+    probes = []
+    while len(probes) < count:
+        scene = sample_pair(rng, split="heldout")
+        fitting = [w for w, a, f in RELATIONS if a == scene.arrangement and f is not None]
+        relation = fitting[int(rng.integers(len(fitting)))]
+        prompt, _ = caption_pair(rng, scene, name_background=True, relation=relation)
+        first, second = ((o.colour, o.shape) for o in scene.objects)
+        probes.append(PairProbe(prompt, scene.arrangement, first, second, scene.background))
+    return probes
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def _decode(png: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def render_with_prior(renderer, prompts: list[str], params: dict, seed: int) -> list[list[np.ndarray]]:
+    """IMAGES_PER_PROMPT images per prompt through `UnCLIPRenderer.render_batch` (the worker path)."""
+    from engine.render.jobs import RenderJob
+
+    jobs = [RenderJob(generation_id=i, operation="text2image", prompt=p, negative_prompt=None,
+                      seed=seed + 100 * i, n=IMAGES_PER_PROMPT, params=dict(params))
+            for i, p in enumerate(prompts)]
+    images = []
+    for start in range(0, len(jobs), JOBS_PER_CALL):
+        chunk = jobs[start:start + JOBS_PER_CALL]
+        for result in renderer.render_batch(chunk, [lambda *_: None] * len(chunk)):
+            images.append([_decode(image.png) for image in result.images])
+    return images
+
+
+def render_without_prior(renderer, prompts: list[str], params: dict, seed: int) -> list[list[np.ndarray]]:
+    """The same prompts and seeds with the prior bypassed: the text embedding goes to the decoder."""
+    import torch
+
+    from engine.render.jobs import RenderJob
+
+    settings = renderer.resolved_settings(RenderJob(0, "text2image", "", None, 0, 1, dict(params)))
+    images = []
+    for start in range(0, len(prompts), JOBS_PER_CALL):
+        batch_prompts, generators = [], []
+        for i in range(start, min(start + JOBS_PER_CALL, len(prompts))):
+            for k in range(IMAGES_PER_PROMPT):
+                batch_prompts.append(prompts[i])
+                generators.append(torch.Generator("cpu").manual_seed(seed + 100 * i + k))
+        output = renderer.pipe(
+            batch_prompts, generators, use_prior=False,
+            decoder_num_inference_steps=settings["decoder_steps"],
+            super_res_num_inference_steps=settings["super_res_steps"],
+            decoder_guidance_scale=settings["decoder_guidance"],
+        )
+        pictures = (output.images * 255).round().astype(np.uint8)
+        for j in range(0, len(pictures), IMAGES_PER_PROMPT):
+            images.append(list(pictures[j:j + IMAGES_PER_PROMPT]))
+    return images
+
+
+def render_variations(renderer, sources: list[np.ndarray], params: dict, seed: int) -> list[list[np.ndarray]]:
+    """Pure variations (empty prompt + the source's CLIP image embedding) through the renderer."""
+    from PIL import Image
+
+    from engine.render.jobs import RenderJob
+    from engine.render.renderer import embedding_to_bytes
+
+    embeddings = renderer.pipe.encode_images([Image.fromarray(s) for s in sources]).float().cpu()
+    jobs = [RenderJob(generation_id=i, operation="variation", prompt="", negative_prompt=None,
+                      seed=seed + 100 * i, n=IMAGES_PER_PROMPT, params=dict(params),
+                      source_embeddings=(embedding_to_bytes(embeddings[i]),))
+            for i in range(len(sources))]
+    images = []
+    for start in range(0, len(jobs), JOBS_PER_CALL):
+        chunk = jobs[start:start + JOBS_PER_CALL]
+        for result in renderer.render_batch(chunk, [lambda *_: None] * len(chunk)):
+            images.append([_decode(image.png) for image in result.images])
+    return images
+
+
+# --- scoring -----------------------------------------------------------------------------------
+
+
+def score_singles(checker, probes: list[SingleProbe], images: list[list[np.ndarray]]) -> dict:
+    counts = {"foreground_colour": 0, "background_colour": 0, "shape": 0, "position": 0}
+    totals = {"images": 0, "positioned_images": 0}
+    for probe, group in zip(probes, images):
+        for verdict in checker.judge(group):
+            totals["images"] += 1
+            counts["foreground_colour"] += verdict.foreground == probe.colour
+            counts["background_colour"] += verdict.background == probe.background
+            counts["shape"] += verdict.shape == probe.shape
+            if probe.position is not None:
+                totals["positioned_images"] += 1
+                counts["position"] += verdict.position == probe.position
+    return {
+        "foreground_colour": counts["foreground_colour"] / totals["images"],
+        "background_colour": counts["background_colour"] / totals["images"],
+        "shape": counts["shape"] / totals["images"],
+        "position": counts["position"] / max(1, totals["positioned_images"]),
+        **{f"_{k}": v for k, v in totals.items()},
+    }
+
+
+def score_pairs(checker, probes: list[PairProbe], images: list[list[np.ndarray]]) -> dict:
+    """Binding: both objects have the right colour and shape, on the right side."""
+    correct = total = 0
+    for probe, group in zip(probes, images):
+        for first, second in checker.judge_pairs(group, probe.arrangement):
+            total += 1
+            correct += ((first.foreground, first.shape) == probe.first
+                        and (second.foreground, second.shape) == probe.second)
+    return {"binding": correct / max(1, total), "_pair_images": total}
+
+
+def score_variations(checker, scenes, sources, variations) -> dict:
+    kept = total = 0
+    differences = []
+    for scene, source, group in zip(scenes, sources, variations):
+        obj = scene.objects[0]
+        for verdict, image in zip(checker.judge(group), group):
+            total += 1
+            kept += (verdict.foreground == obj.colour and verdict.background == scene.background
+                     and verdict.shape == obj.shape)
+            differences.append(np.abs(image.astype(np.float32) - source.astype(np.float32)).mean() / 255)
+    return {"keep_colour_and_shape": kept / max(1, total),
+            "mean_abs_pixel_diff": float(np.mean(differences)), "_variations": total}
+
+
+def public(scores: dict) -> dict:
+    return {k: round(v, 4) for k, v in scores.items() if not k.startswith("_")}
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="builtin", help="model name or folder (default: builtin)")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
+    parser.add_argument("--quick", action="store_true", help="40 prompts, 16 pairs, 12 variation sources")
+    parser.add_argument("--prompts", type=int, default=None, help="single-object prompts (default 200)")
+    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="sampling override, e.g. decoder_guidance=4 or decoder_steps=20")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--details", type=Path, default=None, help="also write counts and timings here")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: no_prior,binding,variations")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from engine.builtin.checker import SceneChecker, ShapeClassifier
+    from engine.render.jobs import RenderJob
+    from engine.render.renderer import load_renderer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    params: dict = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        params[key] = float(value) if "." in value or "guidance" in key or key == "strength" else int(value)
+    prompts = args.prompts or (40 if args.quick else 200)
+    pairs = 16 if args.quick else 60
+    sources = 12 if args.quick else 50
+    skip = set(filter(None, args.skip.split(",")))
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal started
+        now = time.perf_counter()
+        timings[name] = round(now - started, 1)
+        started = now
+        print(f"[model_quality] {name}: {timings[name]} s", file=sys.stderr, flush=True)
+
+    checker = SceneChecker(ShapeClassifier.load_or_train(args.data_dir / "builtin-bench" / "shape_classifier.pt"))
+    lap("shape classifier")
+    renderer = load_renderer(args.model, args.data_dir, device="cpu")
+    lap("load model")
+
+    singles = single_probes(prompts)
+    pair_list = pair_probes(pairs)
+    single_prompts = [p.prompt for p in singles]
+    pair_prompts = [p.prompt for p in pair_list]
+    zeros = {"foreground_colour": 0.0, "background_colour": 0.0, "shape": 0.0, "position": 0.0, "binding": 0.0}
+
+    prior = score_singles(checker, singles, render_with_prior(renderer, single_prompts, params, args.seed))
+    lap("prior")
+    if "binding" not in skip:
+        prior.update(score_pairs(checker, pair_list, render_with_prior(renderer, pair_prompts, params, args.seed)))
+        lap("prior binding")
+    no_prior: dict = dict(zeros)
+    if "no_prior" not in skip:
+        no_prior = score_singles(checker, singles, render_without_prior(renderer, single_prompts, params, args.seed))
+        lap("no prior")
+        if "binding" not in skip:
+            no_prior.update(score_pairs(checker, pair_list,
+                                        render_without_prior(renderer, pair_prompts, params, args.seed)))
+            lap("no prior binding")
+    variations: dict = {"keep_colour_and_shape": 0.0, "mean_abs_pixel_diff": 0.0}
+    if "variations" not in skip:
+        rng = np.random.default_rng(9)
+        scenes = [sample_single(rng, split="heldout") for _ in range(sources)]
+        source_images = [np.asarray(render_scene(s, renderer.pipe.output_size)) for s in scenes]
+        variations = score_variations(checker, scenes, source_images,
+                                      render_variations(renderer, source_images, params, args.seed))
+        lap("variations")
+
+    result = {
+        "prior": {**dict(zeros), **public(prior)},
+        "no_prior": {**dict(zeros), **public(no_prior)},
+        "variations": public(variations),
+    }
+    print(json.dumps(result))
+    if args.details:
+        args.details.parent.mkdir(parents=True, exist_ok=True)
+        args.details.write_text(json.dumps({
+            "result": result, "counts": {"prior": prior, "no_prior": no_prior, "variations": variations},
+            "settings": renderer.resolved_settings(RenderJob(0, "text2image", "", None, 0, 1, dict(params))),
+            "model": str(renderer.spec.path), "prompts": prompts, "pairs": pairs, "sources": sources,
+            "timings_s": timings, "threads": torch.get_num_threads(),
+        }, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
