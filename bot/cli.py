@@ -1,6 +1,8 @@
 """`imagine-bot`: one entry point, a subcommand per process kind.
 
     imagine-bot console [--script FILE]   the local front-end (and the embedded demo)
+    imagine-bot discord                   the Discord bot
+    imagine-bot slack                     the Slack bot
     imagine-bot worker                    a Celery render worker (one per GPU)
     imagine-bot migrate                   bring the database schema up to date
     imagine-bot train-builtin             retrain the built-in model from scratch
@@ -108,6 +110,18 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_discord(args: argparse.Namespace) -> int:
+    from bot.discord.app import main as run_discord
+
+    return run_discord()
+
+
+def cmd_slack(args: argparse.Namespace) -> int:
+    from bot.slack.app import main as run_slack
+
+    return run_slack()
+
+
 def cmd_train_builtin(args: argparse.Namespace) -> int:
     from engine.builtin.train import main as train_main
 
@@ -132,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--hostname", default=None)
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=cmd_worker)
+
+    sub.add_parser("discord", help="the Discord bot (configured by IMAGINE_DISCORD_* variables)"
+                   ).set_defaults(func=cmd_discord)
+    sub.add_parser("slack", help="the Slack bot (configured by IMAGINE_SLACK_* variables)"
+                   ).set_defaults(func=cmd_slack)
 
     migrate = sub.add_parser("migrate", help="upgrade (or downgrade) the database schema")
     migrate.add_argument("--revision", default="head")

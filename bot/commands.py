@@ -10,11 +10,12 @@ phones "correct" the double dash):
                       [--prior-steps N] [--decoder-steps N] [--upscale-steps N]
                       [--guidance X] [--prior-guidance X] [--model NAME]
     /vary <image> [--strength 0.05-1] [--n 1-4] [--seed N]     image: 12:3, 12, or last:3
+    /blend <image> <image> [<image> <image>] [--weights 1,2,...]   /upscale <image>
     /reroll [job]    /cancel [job]    /history [page]    /thread [job]    /quota    /help
     /imagine-admin quota set|grant|reset <target> [N|unlimited]
     /imagine-admin ban <user> [reason]    /imagine-admin unban <user>
     /imagine-admin block-term <term>      /imagine-admin unblock-term <term>
-    /imagine-admin audit [N]              /imagine-admin mod-role add|remove <role>
+    /imagine-admin audit [N]   /imagine-admin stats [days]   /imagine-admin mod-role add|remove <role>
 
 Slack sends everything after `/imagine`: `history`, `quota`, `thread 12` ... are read as
 sub-commands only when the whole text fits them (so "history of rome" is still a prompt).
@@ -47,6 +48,19 @@ class Imagine:
 @dataclass(frozen=True)
 class Vary:
     request: VariationRequest
+
+
+@dataclass(frozen=True)
+class Blend:
+    images: tuple[ImageRef, ...]
+    weights: tuple[float, ...] | None = None
+    seed: int | None = None
+    params: RenderParams = RenderParams()
+
+
+@dataclass(frozen=True)
+class Upscale:
+    image: ImageRef
 
 
 @dataclass(frozen=True)
@@ -113,23 +127,30 @@ class AdminAudit:
 
 
 @dataclass(frozen=True)
+class AdminStats:
+    days: int = 7
+
+
+@dataclass(frozen=True)
 class AdminModRole:
     role_id: str
     add: bool
 
 
 Command = (
-    Imagine | Vary | Reroll | Cancel | History | Thread | Quota | Help | AdminQuota | AdminBan
-    | AdminUnban | AdminBlockTerm | AdminUnblockTerm | AdminAudit | AdminModRole
+    Imagine | Vary | Blend | Upscale | Reroll | Cancel | History | Thread | Quota | Help
+    | AdminQuota | AdminBan | AdminUnban | AdminBlockTerm | AdminUnblockTerm | AdminAudit
+    | AdminStats | AdminModRole
 )
 
 USAGE = """\
 /imagine <prompt> [--seed N] [--n 1-4] [--ar W:H] [--no TEXT] [--steps N] [--guidance X]
 /vary <image> [--strength 0.05-1] [--n 1-4] [--seed N]    (image: 12:3, 12, or last:3)
-/reroll [job]   /cancel [job]   /history [page]   /thread [job]   /quota   /help
+/blend <image> <image> [<image> <image>] [--weights 1,2,...] [--n 1-4] [--seed N]
+/upscale <image>   /reroll [job]   /cancel [job]   /history [page]   /thread [job]   /quota
 /imagine-admin quota set|grant|reset <@user|@&role|team> [N|unlimited]
 /imagine-admin ban|unban <@user> [reason]   block-term|unblock-term <term>
-/imagine-admin audit [N]   mod-role add|remove <@&role>"""
+/imagine-admin audit [N]   stats [days]   mod-role add|remove <@&role>"""
 
 MAX_COMMAND_CHARS = 4000
 
@@ -140,6 +161,7 @@ _IMAGINE_OPTIONS = {
     "guidance", "prior-guidance", "model",
 }
 _VARY_OPTIONS = {"strength", "n", "seed"}
+_BLEND_OPTIONS = {"weights", "n", "seed"}
 _FLAG = re.compile(r"^(?:--|—|–)([a-z][a-z-]*)$")
 
 
@@ -382,6 +404,43 @@ def _parse_subcommand(name: str, rest: list[str], limits: Limits, *, strict: boo
                     params=_render_params(options, limits),
                 )
             )
+        if name == "blend":
+            refs_text, options = _split_options(rest, _BLEND_OPTIONS, "/blend")
+            if not refs_text and not strict:
+                raise _NotASubcommand
+            try:
+                refs = tuple(parse_image_ref(text) for text in refs_text)
+            except UsageError:
+                if not strict:
+                    raise _NotASubcommand from None
+                raise
+            if not 2 <= len(refs) <= 4:
+                raise UsageError(f"Blend 2 to 4 images, e.g. `/blend 12:1 12:3`; got {len(refs)}.")
+            weights = None
+            if "weights" in options:
+                weights = tuple(
+                    _float("weights", w, 0, 100) for w in options["weights"].replace(",", " ").split()
+                )
+                if len(weights) != len(refs):
+                    raise UsageError(
+                        f"--weights needs one number per image ({len(refs)}), got {len(weights)}."
+                    )
+            return Blend(
+                refs, weights,
+                seed=_int("seed", options["seed"], 0, MAX_SEED) if "seed" in options else None,
+                params=_render_params(options, limits),
+            )
+        if name == "upscale":
+            if len(rest) != 1:
+                if not strict:
+                    raise _NotASubcommand
+                raise UsageError("Say which one image to upscale, e.g. `/upscale 12:3`.")
+            try:
+                return Upscale(parse_image_ref(rest[0]))
+            except UsageError:
+                if not strict:
+                    raise _NotASubcommand from None
+                raise
         if name == "reroll":
             return Reroll(optional_number(parse_job_ref))
         if name == "cancel":
@@ -461,6 +520,12 @@ def parse_admin(words: list[str]) -> Command:
         if len(rest) > 1 or not rest[0].isdigit() or not 1 <= int(rest[0]) <= 100:
             raise UsageError("`audit` takes how many entries to show, 1 to 100.")
         return AdminAudit(int(rest[0]))
+    if action == "stats":
+        if not rest:
+            return AdminStats()
+        if len(rest) > 1 or not rest[0].isdigit() or not 1 <= int(rest[0]) <= 90:
+            raise UsageError("`stats` takes how many days to cover, 1 to 90.")
+        return AdminStats(int(rest[0]))
     if action == "mod-role":
         if len(rest) != 2 or rest[0].lower() not in ("add", "remove"):
             raise UsageError("Use `mod-role add <@&role>` or `mod-role remove <@&role>`.")
@@ -469,4 +534,4 @@ def parse_admin(words: list[str]) -> Command:
             raise UsageError(f"{rest[1]!r} is not a role; use @&role or a role mention.")
         return AdminModRole(target.subject, rest[0].lower() == "add")
     raise UsageError(f"Unknown admin command {action!r}. Admin commands: quota, ban, unban, "
-                     "block-term, unblock-term, audit, mod-role.")
+                     "block-term, unblock-term, audit, stats, mod-role.")

@@ -12,7 +12,14 @@ from datetime import datetime
 
 from engine.domain.quota import describe_duration
 from engine.domain.types import GenerationKind, GenerationStatus
-from engine.domain.views import AuditEntry, GenerationView, HistoryPage, QuotaStatus, ThreadNode
+from engine.domain.views import (
+    AuditEntry,
+    GenerationView,
+    HistoryPage,
+    QuotaStatus,
+    TeamStats,
+    ThreadNode,
+)
 
 Escape = Callable[[str], str]
 
@@ -43,6 +50,8 @@ def progress_bar(fraction: float, width: int = 20) -> str:
 
 def job_title(job: GenerationView, escape: Escape = no_escape, limit: int = 120) -> str:
     """`#12 imagine "a red star"` / `#13 variation of #12:3`."""
+    if job.kind == GenerationKind.BLEND:
+        return f"#{job.id} {escape(job.prompt)}"
     if job.kind in (GenerationKind.VARIATION, GenerationKind.UPSCALE) or (
         job.kind == GenerationKind.REROLL and job.parent_label
     ):
@@ -129,4 +138,19 @@ def audit_text(entries: list[AuditEntry], escape: Escape = no_escape) -> str:
             f"{entry.created_at:%Y-%m-%d %H:%M} {escape(entry.actor)}: {entry.action} "
             f"{escape(entry.target)}" + (f" ({escape(details)})" if details else "")
         )
+    return "\n".join(lines)
+
+
+def stats_text(stats: TeamStats, escape: Escape = no_escape) -> str:
+    statuses = ", ".join(f"{count} {status}" for status, count in sorted(stats.by_status.items()))
+    lines = [f"Last {stats.days} days: {stats.jobs} jobs, {stats.images} images charged"
+             + (f" ({statuses})" if statuses else "") + "."]
+    if stats.failures:
+        lines.append("Failures: " + "; ".join(f"{escape(reason)} ×{n}" for reason, n in stats.failures))
+    if stats.by_user:
+        lines.append("By user: " + ", ".join(
+            f"{escape(row.who)} {row.images} images/{row.jobs} jobs" for row in stats.by_user))
+    if stats.by_role:
+        lines.append("By role: " + ", ".join(
+            f"{escape(row.who)} {row.images} images/{row.jobs} jobs" for row in stats.by_role))
     return "\n".join(lines)

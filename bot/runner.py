@@ -55,6 +55,13 @@ class CommandRunner:
             case c.Vary(request):
                 submitted = await service.submit_variation(actor, request, reply_target)
                 return self._queued(submitted)
+            case c.Blend(images, weights, seed, params):
+                submitted = await service.submit_blend(
+                    actor, list(images), list(weights) if weights else None, params, seed, reply_target
+                )
+                return self._queued(submitted)
+            case c.Upscale(image):
+                return self._queued(await service.submit_upscale(actor, image, reply_target))
             case c.Reroll(generation_id):
                 submitted = await service.reroll(actor, generation_id, reply_target)
                 return self._queued(submitted)
@@ -85,6 +92,8 @@ class CommandRunner:
                 return self._moderation(await service.unblock_term(actor, term))
             case c.AdminAudit(limit):
                 return Reply(replies.audit_text(await service.audit_log(actor, limit), escape), ephemeral=True)
+            case c.AdminStats(days):
+                return Reply(replies.stats_text(await service.stats(actor, days), escape), ephemeral=True)
             case c.AdminModRole(role_id, add):
                 return self._moderation(await service.set_moderator_role(actor, role_id, add=add))
         raise TypeError(f"unhandled command {command!r}")

@@ -56,5 +56,6 @@ def build_bot_runtime(settings: Settings, *, queue: JobQueue | None = None) -> B
     db = Database(settings.database_url, pool_size=settings.database.pool_size,
                   max_overflow=settings.database.max_overflow, echo=settings.database.echo)
     app = build_app(settings)
-    service = ImagineService(db, queue or CeleryJobQueue(app), service_policy(settings))
-    return BotRuntime(settings, db, service, ImageStore(settings.images_dir), app)
+    store = ImageStore(settings.images_dir)
+    service = ImagineService(db, queue or CeleryJobQueue(app), service_policy(settings), store=store)
+    return BotRuntime(settings, db, service, store, app)

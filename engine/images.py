@@ -52,7 +52,7 @@ def decode_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Imag
     """Open an uploaded image safely or raise UsageError saying what is wrong with it."""
     if len(data) > max_bytes:
         raise UsageError(
-            f"That file is {len(data) / 1e6:.1f} MB; images up to {max_bytes / 1e6:.0f} MB are accepted."
+            f"That file is {_size(len(data))}; images up to {_size(max_bytes)} are accepted."
         )
     try:
         with Image.open(io.BytesIO(data)) as probe:
@@ -71,6 +71,10 @@ def decode_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Imag
     except Exception as error:  # noqa: BLE001 - any decoder failure means "not an image we read"
         raise UsageError("That file is not an image imagine-bot can read (PNG, JPEG, WebP, GIF).") from error
     return image.convert("RGB")
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e6:.1f} MB" if count >= 1_000_000 else f"{count / 1000:.0f} KB"
 
 
 def fit_within(data: bytes, max_bytes: int) -> bytes:

@@ -19,15 +19,19 @@ import re
 import secrets
 import unicodedata
 import uuid
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from engine.domain.errors import (
+    UserFacingError,
     InvalidState,
     NotFound,
     NotPermitted,
@@ -59,8 +63,12 @@ from engine.domain.views import (
     ModerationResult,
     QuotaStatus,
     SubmittedJob,
+    TeamStats,
     ThreadNode,
+    UsageRow,
 )
+from engine.images import decode_upload, encode_png
+from engine.storage import ImageStore
 from engine.store import repo
 from engine.store.db import Database
 from engine.store.models import (
@@ -68,6 +76,7 @@ from engine.store.models import (
     Ban,
     BlockedTerm,
     Generation,
+    ProcessedEvent,
     QuotaPolicy,
     Team,
     User,
@@ -96,6 +105,8 @@ class ServicePolicy:
     max_guidance: float = 30.0
     history_page_size: int = 10
     max_term_chars: int = 100
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_upload_pixels: int = 4096 * 4096
 
 
 def new_task_id() -> str:
@@ -120,11 +131,13 @@ class ImagineService:
         queue: JobQueue,
         policy: ServicePolicy,
         *,
+        store: ImageStore | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.queue = queue
         self.policy = policy
+        self.store = store
         self.clock = clock
 
     # --- submitting jobs ---------------------------------------------------------------------
@@ -158,6 +171,68 @@ class ImagineService:
         job = _NewJob(
             kind=GenerationKind.VARIATION, prompt="", negative_prompt=None,
             params=request.params, seed=seed, model_id="", image_ref=request.image,
+        )
+        return await self._submit(actor, job, reply_target or {})
+
+    async def submit_upload_variation(
+        self, actor: Actor, data: bytes, params: RenderParams, seed: int | None = None,
+        reply_target: dict[str, Any] | None = None,
+    ) -> SubmittedJob:
+        """Queue variations of an uploaded image (the worker encodes it with CLIP).
+
+        The file is checked (size, pixel count, that it decodes at all) before anything is
+        written, and stored re-encoded as PNG, which also drops whatever metadata it carried.
+        """
+        self._validate_params(params)
+        if self.store is None:
+            raise UsageError("Uploads are not enabled on this imagine-bot.")
+        picture = decode_upload(
+            data, max_bytes=self.policy.max_upload_bytes, max_pixels=self.policy.max_upload_pixels
+        )
+        key = f"uploads/{uuid.uuid4().hex}.png"
+        await asyncio.to_thread(self.store.put, key, encode_png(picture))
+        job = _NewJob(
+            kind=GenerationKind.VARIATION, prompt="an uploaded image", negative_prompt=None,
+            params=params, seed=self._resolve_seed(seed), model_id=self.policy.default_model,
+            extra_params={"source_key": key, "source": "upload"},
+        )
+        try:
+            return await self._submit(actor, job, reply_target or {})
+        except UserFacingError as error:
+            if not isinstance(error, QueueUnavailable):
+                await asyncio.to_thread(self.store.delete, key)  # nothing refers to it
+            raise
+
+    async def submit_blend(
+        self, actor: Actor, images: list[ImageRef], weights: list[float] | None = None,
+        params: RenderParams | None = None, seed: int | None = None,
+        reply_target: dict[str, Any] | None = None,
+    ) -> SubmittedJob:
+        """Queue a blend of 2-4 stored images: their CLIP image embeddings, slerped by weight."""
+        params = params or RenderParams()
+        self._validate_params(params)
+        if not 2 <= len(images) <= 4:
+            raise UsageError(f"Blend 2 to 4 images, got {len(images)}.")
+        if weights is None:
+            weights = [1.0] * len(images)
+        if len(weights) != len(images):
+            raise UsageError(f"Give one weight per image: {len(images)} images, {len(weights)} weights.")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise UsageError("Blend weights must be zero or more, and not all zero.")
+        job = _NewJob(
+            kind=GenerationKind.BLEND, prompt="", negative_prompt=None, params=params,
+            seed=self._resolve_seed(seed), model_id="", image_ref=images[0],
+            extra_refs=tuple(images[1:]), weights=tuple(weights),
+        )
+        return await self._submit(actor, job, reply_target or {})
+
+    async def submit_upscale(
+        self, actor: Actor, image: ImageRef, reply_target: dict[str, Any] | None = None
+    ) -> SubmittedJob:
+        """Queue an upscale of one image of a grid (one image of quota)."""
+        job = _NewJob(
+            kind=GenerationKind.UPSCALE, prompt="", negative_prompt=None,
+            params=RenderParams(n=1), seed=self._resolve_seed(None), model_id="", image_ref=image,
         )
         return await self._submit(actor, job, reply_target or {})
 
@@ -208,6 +283,7 @@ class ImagineService:
 
         parent_image = None
         thread_root_id = None
+        params = {**job.params.to_dict(), **job.extra_params}
         if job.image_ref is not None:
             parent_image = self._resolve_image(session, team, user, job.image_ref)
             parent = parent_image.generation
@@ -217,6 +293,15 @@ class ImagineService:
                     job, prompt=parent.prompt, negative_prompt=parent.negative_prompt,
                     model_id=parent.model_id,
                 )
+        if job.extra_refs:
+            sources = [parent_image] + [
+                self._resolve_image(session, team, user, ref) for ref in job.extra_refs
+            ]
+            params["sources"] = [
+                {"image_id": image.id, "label": f"#{image.generation_id}:{image.index}", "weight": w}
+                for image, w in zip(sources, job.weights, strict=True)
+            ]
+            job = replace(job, prompt="blend of " + " + ".join(s["label"] for s in params["sources"]))
         self._refuse_blocked_terms(session, team, job.prompt)
 
         cost = job.params.n
@@ -226,10 +311,10 @@ class ImagineService:
         if status.remaining is not None and status.remaining < cost:
             raise QuotaExceeded(cost, status.remaining, describe_duration(status.resets_at - now))
 
-        params = job.params.to_dict()
         if job.reroll_of is not None:
             params["reroll_of"] = job.reroll_of
         generation = Generation(
+            requester_role_ids=list(actor.role_ids),
             team_id=team.id,
             requester_id=user.id,
             platform=str(actor.platform),
@@ -584,6 +669,73 @@ class ImagineService:
             for r in rows
         ]
 
+    async def stats(self, actor: Actor, days: int = 7) -> TeamStats:
+        """Jobs, failures and usage by user and by role over the last `days` days (moderators)."""
+        if not 1 <= days <= 90:
+            raise UsageError(f"Statistics cover 1 to 90 days, got {days}.")
+        return await self.db.run(self._stats, actor, days)
+
+    def _stats(self, session: Session, actor: Actor, days: int) -> TeamStats:
+        team, _ = self._moderator(session, actor, "see statistics")
+        since = self.clock() - timedelta(days=days)
+        rows = session.execute(
+            select(Generation.status, Generation.cost, Generation.error,
+                   Generation.requester_role_ids, User.display_name, User.external_id)
+            .join(User, Generation.requester_id == User.id)
+            .where(Generation.team_id == team.id, Generation.created_at >= since)
+        ).all()
+        by_status: Counter[str] = Counter()
+        failures: Counter[str] = Counter()
+        users: dict[str, list[int]] = {}
+        roles: dict[str, list[int]] = {}
+        for status, cost, error, role_ids, name, external_id in rows:
+            by_status[status] += 1
+            charged = cost if status not in ("failed", "cancelled") else 0
+            if status == "failed":
+                failures[error or "unknown"] += 1
+            for bucket, key in [(users, name or external_id)] + [(roles, r) for r in role_ids or []]:
+                totals = bucket.setdefault(key, [0, 0])
+                totals[0] += 1
+                totals[1] += charged
+
+        def ranked(bucket: dict[str, list[int]]) -> list[UsageRow]:
+            ordered = sorted(bucket.items(), key=lambda item: (-item[1][1], item[0]))
+            return [UsageRow(who, jobs, images) for who, (jobs, images) in ordered[:10]]
+
+        return TeamStats(
+            days=days, jobs=len(rows),
+            images=sum(totals[1] for totals in users.values()),
+            by_status=dict(by_status), failures=failures.most_common(5),
+            by_user=ranked(users), by_role=ranked(roles),
+        )
+
+    # --- platform events ---------------------------------------------------------------------
+
+    async def first_time(self, platform: Platform, event_id: str) -> bool:
+        """Record a platform event id; False if it was seen before (a retry: do nothing)."""
+
+        def remember(session: Session) -> bool:
+            insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+            inserted = session.execute(
+                insert(ProcessedEvent)
+                .values(platform=str(platform), event_id=event_id, created_at=self.clock())
+                .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+                .returning(ProcessedEvent.id)
+            ).first()
+            return inserted is not None
+
+        return await self.db.run(remember)
+
+    async def forget_events_before(self, cutoff: datetime) -> int:
+        """Drop remembered event ids older than any retry can be (Slack retries for minutes)."""
+
+        def prune(session: Session) -> int:
+            return session.execute(
+                delete(ProcessedEvent).where(ProcessedEvent.created_at < cutoff)
+            ).rowcount
+
+        return await self.db.run(prune)
+
     async def is_moderator(self, actor: Actor) -> bool:
         def check(session: Session) -> bool:
             team, _ = repo.ensure_actor(session, actor)
@@ -711,6 +863,9 @@ class _NewJob:
     model_id: str
     image_ref: ImageRef | None = None
     reroll_of: int | None = None
+    extra_refs: tuple[ImageRef, ...] = ()  # a blend's sources after the first
+    weights: tuple[float, ...] = ()
+    extra_params: dict[str, Any] = field(default_factory=dict)
 
 
 def build_thread_tree(root_id: int, members: list[GenerationView]) -> ThreadNode:

@@ -111,3 +111,23 @@ class ModerationResult:
     """What a moderator action did, in words fit to show them."""
 
     message: str
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    who: str  # a user's name/id or a role id
+    jobs: int
+    images: int
+
+
+@dataclass(frozen=True)
+class TeamStats:
+    """What a team's imagine-bot did over the last `days` days."""
+
+    days: int
+    jobs: int
+    images: int
+    by_status: dict[str, int]
+    failures: list[tuple[str, int]]  # (reason, count), most common first
+    by_user: list[UsageRow]
+    by_role: list[UsageRow]

@@ -17,6 +17,10 @@ class RenderAborted(Exception):
     """Raised from a progress callback to stop a render (the job was cancelled)."""
 
 
+class RenderError(Exception):
+    """A job this model cannot render (no image encoder, no upsampler, ...): shown to the user."""
+
+
 @dataclass(frozen=True)
 class RenderJob:
     generation_id: int

@@ -19,7 +19,14 @@ import torch
 from PIL import Image
 
 from engine.images import encode_png, make_grid
-from engine.render.jobs import ProgressFn, RenderAborted, RenderedImage, RenderJob, RenderResult
+from engine.render.jobs import (
+    ProgressFn,
+    RenderAborted,
+    RenderedImage,
+    RenderError,
+    RenderJob,
+    RenderResult,
+)
 from engine.render.loader import ModelSpec, load_unclip, weights_hash
 
 log = logging.getLogger(__name__)
@@ -86,6 +93,32 @@ def crop_to_aspect(image: Image.Image, aspect: str) -> Image.Image:
     return image.crop((left, 0, left + new_width, height))
 
 
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation of two embeddings (directions slerped, lengths lerped)."""
+    a_norm, b_norm = a.norm(), b.norm()
+    a_unit, b_unit = a / a_norm, b / b_norm
+    omega = torch.arccos(torch.clamp((a_unit * b_unit).sum(), -1.0, 1.0))
+    if omega.abs() < 1e-4:
+        direction = (1 - t) * a_unit + t * b_unit
+    else:
+        direction = (torch.sin((1 - t) * omega) * a_unit + torch.sin(t * omega) * b_unit) / torch.sin(omega)
+    return direction / direction.norm() * ((1 - t) * a_norm + t * b_norm)
+
+
+def weighted_slerp(vectors: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """Blend several embeddings: fold them in one by one, each by its share of the weight so far."""
+    result, total = vectors[0], weights[0]
+    for vector, weight in zip(vectors[1:], weights[1:], strict=True):
+        if weight <= 0:
+            continue
+        if total <= 0:
+            result, total = vector, weight
+            continue
+        result = slerp(result, vector, weight / (total + weight))
+        total += weight
+    return result
+
+
 def batch_key(job: RenderJob) -> tuple:
     """Jobs with the same key can share one pipeline call."""
     p = job.params
@@ -139,7 +172,54 @@ class UnCLIPRenderer:
         return settings
 
     def render(self, job: RenderJob, progress: ProgressFn) -> RenderResult:
-        return self.render_batch([job], [progress])[0]
+        if job.operation == "upscale":
+            return self._upscale(job, progress)
+        result = self.render_batch([job], [progress])[0]
+        if result is None:
+            raise RenderAborted()
+        return result
+
+    def _source_embedding(self, job: RenderJob) -> torch.Tensor:
+        """The CLIP image embedding a variation or blend decodes."""
+        if job.operation == "variation":
+            if job.source_embeddings:
+                return torch.from_numpy(embedding_from_bytes(job.source_embeddings[0]))
+            if not job.source_images:
+                raise RenderError("the variation has no source image")
+            if self.pipe.image_encoder is None:
+                raise RenderError(
+                    f"model {self.model_id} has no CLIP image encoder, so it cannot vary uploaded images"
+                )
+            with Image.open(io.BytesIO(job.source_images[0])) as picture:
+                return self.pipe.encode_images([picture.convert("RGB")])[0].float().cpu()
+        if job.operation == "blend":
+            vectors = [torch.from_numpy(embedding_from_bytes(e)) for e in job.source_embeddings]
+            return weighted_slerp(vectors, list(job.weights) or [1.0] * len(vectors))
+        raise RenderError(f"unknown operation {job.operation!r}")
+
+    def _upscale(self, job: RenderJob, progress: ProgressFn) -> RenderResult:
+        if not self.pipe.has_upsampler:
+            raise RenderError(f"model {self.model_id} has no upsampler, so it cannot upscale")
+        if not job.source_images:
+            raise RenderError("the image to upscale is missing from storage")
+        settings = self.resolved_settings(job)
+        source = png_to_tensor(job.source_images[0]).unsqueeze(0)
+        seed = job.image_seeds()[0]
+        arrays = self.pipe.upscale(
+            source, [torch.Generator("cpu").manual_seed(seed)],
+            num_inference_steps=settings["super_res_steps"],
+            callback=lambda stage, done, total: progress(done / total, stage),
+        )
+        picture = Image.fromarray((arrays[0] * 255).round().astype(np.uint8))
+        info = self._info(job, settings, "none", False)
+        png = encode_png(picture, {**info, "seed": seed, "index": 1})
+        embedding = None
+        if self.pipe.image_encoder is not None:
+            embedding = embedding_to_bytes(self.pipe.encode_images([picture])[0].float().cpu())
+        elif job.source_embeddings:
+            embedding = job.source_embeddings[0]  # the same picture, larger
+        image = RenderedImage(1, png, picture.width, picture.height, seed, embedding)
+        return RenderResult([image], None, info)
 
     def render_batch(self, jobs: list[RenderJob], progress_fns: list[ProgressFn]) -> list[RenderResult | None]:
         """Render compatible jobs in one pipeline call; None for a job aborted on the way."""
@@ -153,19 +233,19 @@ class UnCLIPRenderer:
         embeds: list[torch.Tensor] = []
         inits: list[torch.Tensor] = []
         for job in jobs:
+            source = self._source_embedding(job) if job.operation != "text2image" else None
             for seed in job.image_seeds():
                 generators.append(torch.Generator("cpu").manual_seed(seed))
                 negatives.append(job.negative_prompt)
-                if job.operation == "text2image":
+                if source is None:
                     prompts.append(job.prompt)
-                elif job.operation == "variation":
-                    # A pure unCLIP variation: the image embedding alone, no text (as in the paper).
-                    prompts.append("")
-                    embeds.append(torch.from_numpy(embedding_from_bytes(job.source_embeddings[0])))
-                    if job.source_images:
-                        inits.append(png_to_tensor(job.source_images[0]))
                 else:
-                    raise ValueError(f"unknown operation {job.operation!r}")
+                    # Variations and blends decode an image embedding alone, with no text, as
+                    # in the unCLIP paper.
+                    prompts.append("")
+                    embeds.append(source)
+                    if job.operation == "variation" and job.source_images:
+                        inits.append(png_to_tensor(job.source_images[0]))
 
         aborted = [False] * len(jobs)
 

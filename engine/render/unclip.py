@@ -277,19 +277,26 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         generators: list[torch.Generator],
         *,
         num_inference_steps: int,
+        size: tuple[int, int] | None = None,
         on_step: Callable[[], None] | None = None,
     ) -> torch.Tensor:
+        """Upsample (B, 3, h, w) images in [-1, 1] to `size` (default: the model's output size).
+
+        The upsampler is fully convolutional, so it also runs above its training size: that is
+        how a finished image is upscaled again by the same factor.
+        """
         device = self._execution_device
         self.super_res_scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.super_res_scheduler.timesteps
-        size = self.output_size
+        height, width = size or (self.output_size, self.output_size)
         dtype = self.super_res_first.dtype
         channels = self.super_res_first.config.in_channels // 2
         latents = randn_tensor(
-            (small.shape[0], channels, size, size), generator=generators, device=device, dtype=dtype
+            (small.shape[0], channels, height, width), generator=generators, device=device, dtype=dtype
         ) * self.super_res_scheduler.init_noise_sigma
         upscaled = F.interpolate(
-            small.to(dtype), size=(size, size), mode="bicubic", align_corners=False, antialias=True
+            small.to(device, dtype), size=(height, width), mode="bicubic", align_corners=False,
+            antialias=True,
         )
         for i, t in enumerate(timesteps):
             # Karlo uses a second UNet for the last step only; a model may ship the same one twice.
@@ -302,6 +309,38 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
             if on_step:
                 on_step()
         return latents.clamp(-1, 1)
+
+    @property
+    def upscale_factor(self) -> float:
+        return self.output_size / self.decoder_size
+
+    @torch.no_grad()
+    def upscale(
+        self,
+        images: torch.Tensor,
+        generators: list[torch.Generator],
+        *,
+        num_inference_steps: int = 7,
+        callback: ProgressCallback | None = None,
+    ) -> np.ndarray:
+        """Upscale finished images by the model's own factor with its upsampler."""
+        if not self.has_upsampler:
+            raise ValueError("this model has no upsampler: it cannot upscale")
+        height, width = images.shape[-2:]
+        factor = self.upscale_factor
+        done = 0
+
+        def on_step() -> None:
+            nonlocal done
+            done += 1
+            if callback:
+                callback("upscale", done, num_inference_steps)
+
+        result = self.super_resolve(
+            images, generators, num_inference_steps=num_inference_steps,
+            size=(round(height * factor), round(width * factor)), on_step=on_step,
+        )
+        return (result.float() * 0.5 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).numpy()
 
     # --- the whole stack ---------------------------------------------------------------------
 

@@ -124,6 +124,8 @@ class Generation(Base):
     thread_root_id: Mapped[int | None] = mapped_column(
         ForeignKey("generations.id", ondelete="SET NULL"), index=True
     )
+    #: The requester's roles when they asked (for usage-by-role statistics).
+    requester_role_ids: Mapped[list[str]] = mapped_column(default=list)
     #: Where the adapter should deliver the result (channel, interaction token, thread, ...).
     reply_target: Mapped[dict[str, Any]] = mapped_column(default=dict)
     cost: Mapped[int] = mapped_column(Integer, default=0)
@@ -301,3 +303,15 @@ class ChatMessage(Base):
     image_index: Mapped[int | None] = mapped_column(Integer)  # None: the whole grid
     role: Mapped[str] = mapped_column(String(16), default="result")  # result | progress | thread
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProcessedEvent(Base):
+    """A platform event already handled (Slack retries events): dedup across bot replicas."""
+
+    __tablename__ = "processed_events"
+    __table_args__ = (UniqueConstraint("platform", "event_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    platform: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from engine.domain.types import GenerationKind, GenerationStatus
 from engine.notify import Publisher
-from engine.render.jobs import RenderAborted, RenderJob, RenderResult
+from engine.render.jobs import RenderAborted, RenderError, RenderJob, RenderResult
 from engine.storage import ImageStore
 from engine.store import repo
 from engine.store.db import Database
@@ -60,6 +60,10 @@ class WorkerRuntime:
         return self._renderer
 
 
+class JobFailed(Exception):
+    """A job cannot be rendered; the message is shown to the user."""
+
+
 def operation_for(generation: Generation) -> str:
     kind = GenerationKind(generation.kind)
     if kind == GenerationKind.UPSCALE:
@@ -71,19 +75,39 @@ def operation_for(generation: Generation) -> str:
     return "text2image"
 
 
-def render_job_from_row(generation: Generation, store: ImageStore) -> RenderJob:
+def render_job_from_row(session, generation: Generation, store: ImageStore) -> RenderJob:
+    """Everything the renderer needs, read now, so the render runs outside any transaction."""
     params = dict(generation.params or {})
     sources_embeddings: tuple[bytes, ...] = ()
     sources_images: tuple[bytes, ...] = ()
-    parent = generation.parent_image
-    if parent is not None:
-        if parent.embedding is None:
-            raise JobFailed("the source image has no stored CLIP embedding")
-        sources_embeddings = (parent.embedding,)
+    weights: tuple[float, ...] = ()
+    operation = operation_for(generation)
+    if "source_key" in params:  # an uploaded image: the worker encodes it
+        try:
+            sources_images = (store.get(params["source_key"]),)
+        except FileNotFoundError as error:
+            raise JobFailed("the uploaded image is missing from storage") from error
+    elif operation == "blend":
+        rows = {i.id: i for i in session.scalars(
+            select(Image).where(Image.id.in_([s["image_id"] for s in params.get("sources", [])]))
+        )}
+        sources = [rows.get(s["image_id"]) for s in params.get("sources", [])]
+        if len(sources) < 2 or any(i is None or i.embedding is None for i in sources):
+            raise JobFailed("a source image of the blend no longer exists")
+        sources_embeddings = tuple(i.embedding for i in sources)
+        weights = tuple(float(s.get("weight", 1.0)) for s in params["sources"])
+    elif generation.parent_image is not None:
+        parent = generation.parent_image
+        if parent.embedding is not None:
+            sources_embeddings = (parent.embedding,)
         try:
             sources_images = (store.get(parent.storage_key),)
         except FileNotFoundError:
             sources_images = ()  # the embedding alone still gives a (full-strength) variation
+        if not sources_embeddings and not sources_images:
+            raise JobFailed("the source image is gone (no file and no stored embedding)")
+    elif operation != "text2image":
+        raise JobFailed("the source image no longer exists")
     return RenderJob(
         generation_id=generation.id,
         operation=operation_for(generation),
@@ -94,11 +118,8 @@ def render_job_from_row(generation: Generation, store: ImageStore) -> RenderJob:
         params=params,
         source_embeddings=sources_embeddings,
         source_images=sources_images,
+        weights=weights,
     )
-
-
-class JobFailed(Exception):
-    """A job cannot be rendered; the message is shown to the user."""
 
 
 def claim(runtime: WorkerRuntime, generation_id: int) -> RenderJob | None:
@@ -127,7 +148,7 @@ def claim(runtime: WorkerRuntime, generation_id: int) -> RenderJob | None:
             generation.stage = "starting"
             generation.progress = 0.0
             try:
-                return render_job_from_row(generation, runtime.store)
+                return render_job_from_row(session, generation, runtime.store)
             except JobFailed as error:
                 failure = str(error)
         _fail(session, generation, failure)
@@ -226,7 +247,7 @@ def run_generation(runtime: WorkerRuntime, generation_id: int) -> str:
         result = runtime.renderer.render(job, ProgressReporter(runtime, generation_id))
     except RenderAborted:
         return "aborted"
-    except JobFailed as error:
+    except (JobFailed, RenderError) as error:  # the model cannot do this: say why
         fail_job(runtime, generation_id, str(error))
         return "failed"
     except Exception as error:

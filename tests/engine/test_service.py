@@ -458,3 +458,138 @@ async def test_database_unreachable_is_a_clear_error(queue):
             await service.history(ALICE)
         await db.dispose()
     assert queue.enqueued == []
+
+
+# --- uploads, blends, upscales, statistics, events --------------------------------------------
+
+
+def png_bytes(size=(16, 16), colour=(200, 10, 10)) -> bytes:
+    import io
+
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def upload_service(database, queue, tmp_path):
+    from engine.service import ImagineService, ServicePolicy
+    from engine.storage import ImageStore
+
+    return ImagineService(
+        database, queue,
+        ServicePolicy(default_model="tiny-random", max_upload_bytes=50_000, max_upload_pixels=256 * 256),
+        store=ImageStore(tmp_path / "images"),
+    )
+
+
+async def test_upload_variation_stores_a_clean_png(upload_service, tmp_path):
+    """An uploaded image is stored re-encoded and a variation job refers to it."""
+    job = (await upload_service.submit_upload_variation(ALICE, png_bytes(), RenderParams(n=2))).generation
+    assert job.params["source"] == "upload"
+    assert (tmp_path / "images" / job.params["source_key"]).exists()
+    assert job.cost == 2
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"not an image at all", "not an image imagine-bot can read"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "not an image imagine-bot can read"),
+        (png_bytes((512, 512)), "512x512 pixels; at most 65,536 pixels"),
+        (b"x" * 60_000, "That file is 60 KB; images up to 50 KB are accepted"),
+    ],
+)
+async def test_bad_uploads_are_refused_and_nothing_is_stored(upload_service, database, tmp_path, data, message):
+    """Non-images, oversized files and too many pixels are refused before anything is written."""
+    with pytest.raises(UsageError, match=message):
+        await upload_service.submit_upload_variation(ALICE, data, RenderParams())
+    assert await rows(database, Generation) == 0
+    assert not (tmp_path / "images").exists() or not any((tmp_path / "images").rglob("*.png"))
+
+
+async def test_decompression_bomb_is_refused(upload_service):
+    """A small file that declares a huge image is refused without decoding it."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
+    with pytest.raises(UsageError, match="pixels"):
+        await upload_service.submit_upload_variation(ALICE, bomb, RenderParams())
+
+
+async def test_refused_upload_job_leaves_no_file(upload_service, tmp_path):
+    """When a banned user uploads, the stored file is removed again."""
+    await upload_service.ban(ADMIN, "alice")
+    with pytest.raises(UserBanned):
+        await upload_service.submit_upload_variation(ALICE, png_bytes(), RenderParams())
+    assert not any((tmp_path / "images").rglob("*.png"))
+
+
+async def test_blend_records_its_sources(service, database):
+    """A blend names its 2-4 sources and weights and hangs under the first source's thread."""
+    a = (await service.submit_imagine(ALICE, imagine())).generation
+    b = (await service.submit_imagine(ALICE, imagine("a green ring"))).generation
+    await finish(database, a.id)
+    await finish(database, b.id)
+    job = (await service.submit_blend(ALICE, [ImageRef(a.id, 1), ImageRef(b.id, 2)], [1, 3])).generation
+    assert job.kind == "blend" and job.thread_root_id == a.id
+    assert [s["label"] for s in job.params["sources"]] == [f"#{a.id}:1", f"#{b.id}:2"]
+    assert [s["weight"] for s in job.params["sources"]] == [1, 3]
+    assert job.prompt == f"blend of #{a.id}:1 + #{b.id}:2"
+
+
+@pytest.mark.parametrize(
+    ("count", "weights", "message"),
+    [(1, None, "Blend 2 to 4 images, got 1"), (5, None, "Blend 2 to 4 images, got 5"),
+     (2, [1.0], "one weight per image"), (2, [0.0, 0.0], "not all zero"), (2, [-1.0, 2.0], "zero or more")],
+)
+async def test_blend_errors(service, database, count, weights, message):
+    """Blends of too few or too many images, or with bad weights, are refused clearly."""
+    a = (await service.submit_imagine(ALICE, imagine())).generation
+    await finish(database, a.id)
+    with pytest.raises(UsageError, match=message):
+        await service.submit_blend(ALICE, [ImageRef(a.id, 1)] * count, weights)
+
+
+async def test_upscale_costs_one_image(service, database):
+    """An upscale of one grid image is a one-image job linked to its parent."""
+    a = (await service.submit_imagine(ALICE, imagine(n=4))).generation
+    await finish(database, a.id)
+    job = (await service.submit_upscale(BOB, ImageRef(a.id, 3))).generation
+    assert (job.kind, job.cost, job.parent_label) == ("upscale", 1, f"#{a.id}:3")
+    assert (await service.quota(BOB)).used == 1
+
+
+async def test_stats_by_status_user_and_role(service, database, queue):
+    """Moderators see jobs by status, failures, and usage by user and by role."""
+    artist = replace(BOB, role_ids=("artists",))
+    a = (await service.submit_imagine(ALICE, imagine(n=4))).generation
+    await finish(database, a.id)
+    await service.submit_imagine(artist, imagine(n=2))
+    queue.down = True
+    with pytest.raises(QueueUnavailable):
+        await service.submit_imagine(artist, imagine(n=1))
+    stats = await service.stats(ADMIN)
+    assert stats.jobs == 3 and stats.images == 6
+    assert stats.by_status == {"done": 1, "queued": 1, "failed": 1}
+    assert stats.failures == [("the render queue could not be reached", 1)]
+    assert [(r.who, r.jobs, r.images) for r in stats.by_user] == [("Alice", 1, 4), ("Bob", 2, 2)]
+    assert [(r.who, r.jobs, r.images) for r in stats.by_role] == [("artists", 2, 2)]
+    with pytest.raises(NotPermitted):
+        await service.stats(BOB)
+
+
+async def test_platform_events_are_handled_once(service):
+    """The same event id is new once and a repeat afterwards, per platform."""
+    assert await service.first_time(Platform.SLACK, "Ev1")
+    assert not await service.first_time(Platform.SLACK, "Ev1")
+    assert await service.first_time(Platform.DISCORD, "Ev1")
+    assert await service.forget_events_before(utcnow() + __import__("datetime").timedelta(seconds=1)) == 2
+    assert await service.first_time(Platform.SLACK, "Ev1")

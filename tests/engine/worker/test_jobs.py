@@ -167,3 +167,57 @@ async def test_variation_renders_from_the_stored_embedding(service, runtime):
     done = await service.generation(variation.id)
     meta = png_metadata(runtime.store.get(done.images[0].storage_key))
     assert meta["operation"] == "variation" and meta["strength"] == "0.6"
+
+
+async def test_blend_renders_from_stored_embeddings(service, runtime):
+    """A blend slerps its sources' stored embeddings and decodes the result."""
+    a = await submit(service, "a red star")
+    b = await submit(service, "a blue ring")
+    await run(runtime, a.id)
+    await run(runtime, b.id)
+    blend = (await service.submit_blend(ALICE, [ImageRef(a.id, 1), ImageRef(b.id, 1)], [1, 1],
+                                        RenderParams(n=2))).generation
+    assert await run(runtime, blend.id) == "done"
+    assert len((await service.generation(blend.id)).images) == 2
+
+
+async def test_upscale_doubles_the_size(service, runtime):
+    """An upscale runs the model's upsampler on the stored image: one image, larger by its factor."""
+    root = await submit(service, n=2)
+    await run(runtime, root.id)
+    up = (await service.submit_upscale(ALICE, ImageRef(root.id, 2))).generation
+    assert await run(runtime, up.id) == "done"
+    done = await service.generation(up.id)
+    source = (await service.generation(root.id)).images[1]
+    assert (done.images[0].width, done.images[0].height) == (source.width * 2, source.height * 2)
+
+
+async def test_upload_variation_encodes_with_clip(service, runtime):
+    """A variation of an uploaded image is encoded by the model's CLIP image encoder."""
+    from engine.images import encode_png
+
+    key = runtime.store.put("uploads/test.png", encode_png(Image.new("RGB", (40, 30), (0, 200, 0))))
+    from engine.store.models import Generation as Row
+
+    job = await submit(service, n=2)
+
+    def as_upload(session):
+        row = session.get(Row, job.id)
+        row.kind = "variation"
+        row.params = {**row.params, "source_key": key, "source": "upload"}
+
+    await service.db.run(as_upload)
+    assert await run(runtime, job.id) == "done"
+    meta = png_metadata(runtime.store.get((await service.generation(job.id)).images[0].storage_key))
+    assert meta["operation"] == "variation"
+
+
+async def test_model_without_upsampler_cannot_upscale(service, runtime, tiny_renderer, monkeypatch):
+    """Asking a model for what it cannot do fails the job with that reason, refunded."""
+    root = await submit(service, n=1)
+    await run(runtime, root.id)
+    monkeypatch.setattr(tiny_renderer.pipe, "super_res_first", None)
+    up = (await service.submit_upscale(ALICE, ImageRef(root.id, 1))).generation
+    assert await run(runtime, up.id) == "failed"
+    failed = await service.generation(up.id)
+    assert "has no upsampler, so it cannot upscale" in failed.error
