@@ -11,7 +11,6 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,13 +63,17 @@ class RenderSettings(BaseSettings):
     model_config = _env("IMAGINE_RENDER_")
 
     model: str = "builtin"
+    # Kandinsky 2.2 only: the prior folder or cached id (default: kandinsky-community's prior).
+    prior_model: str = ""
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     torch_threads: int = 0  # 0: torch's default
     compile: bool = False
     cpu_offload: bool = False
+    # Dynamic batching: a worker renders compatible queued jobs together, up to this many images,
+    # waiting up to batch_wait_ms for more to arrive (0: batch only what is already queued).
     max_batch_images: int = 8
-    batch_wait_ms: int = 50
+    batch_wait_ms: int = 0
     # A no-op renderer exists only for benchmarks that measure the system without the model.
     backend: str = "unclip"  # unclip | noop
 

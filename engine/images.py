@@ -48,6 +48,15 @@ def make_grid(images: Sequence[Image.Image], metadata: dict[str, Any] | None = N
     return encode_png(grid, metadata)
 
 
+def make_strip(images: Sequence[Image.Image], metadata: dict[str, Any] | None = None) -> bytes:
+    """Frames side by side, left to right: an interpolation strip."""
+    width, height = images[0].size
+    strip = Image.new("RGB", (len(images) * width + (len(images) - 1) * GRID_GUTTER, height), (24, 24, 24))
+    for i, image in enumerate(images):
+        strip.paste(image.convert("RGB"), (i * (width + GRID_GUTTER), 0))
+    return encode_png(strip, metadata)
+
+
 def decode_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     """Open an uploaded image safely or raise UsageError saying what is wrong with it."""
     if len(data) > max_bytes:

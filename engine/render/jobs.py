@@ -24,7 +24,7 @@ class RenderError(Exception):
 @dataclass(frozen=True)
 class RenderJob:
     generation_id: int
-    operation: str  # text2image | variation | upscale | blend
+    operation: str  # text2image | variation | textdiff | blend | strip | upscale
     prompt: str
     negative_prompt: str | None
     seed: int
@@ -39,6 +39,11 @@ class RenderJob:
     def image_seeds(self) -> list[int]:
         """Image k of a job is rendered from seed + k - 1, so each image is reproducible alone."""
         return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.n)]
+
+    def draw_seeds(self) -> list[int]:
+        """The seed of each image drawn: an interpolation strip keeps one seed for every frame,
+        so only the embedding changes from frame to frame."""
+        return [self.seed] * self.n if self.operation == "strip" else self.image_seeds()
 
 
 @dataclass(frozen=True)
@@ -65,3 +70,18 @@ class RenderResult:
     grid_png: bytes | None
     #: The reproducibility record stored with the job and written into every PNG.
     info: dict[str, Any]
+
+
+def batch_key(job: RenderJob) -> tuple:
+    """Jobs with the same key can share one pipeline call (the worker's dynamic batching)."""
+    p = job.params
+    return (
+        job.operation,
+        p.get("prior_steps"), p.get("decoder_steps"), p.get("super_res_steps"),
+        p.get("prior_guidance"), p.get("decoder_guidance"),
+        p.get("strength") if job.operation == "variation" else None,
+        p.get("aspect", "1:1"),
+        bool(job.negative_prompt),  # a negative prompt changes how the prior is batched
+        # Upscales, strips and text diffs run alone (their inputs differ in shape or kind).
+        job.generation_id if job.operation in ("upscale", "strip", "textdiff") else None,
+    )

@@ -67,6 +67,17 @@ def set_offline() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
+def quiet_libraries() -> None:
+    """No progress bars or chatter from diffusers/transformers in a worker's log."""
+    import diffusers
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    diffusers.utils.logging.set_verbosity_error()
+
+
 def resolve_model(name: str, data_dir: Path) -> ModelSpec:
     """Turn a configured model name into a folder on disk, or explain why there is none."""
     set_offline()
@@ -121,8 +132,10 @@ def _family(index: dict[str, Any], path: Path) -> str:
     cls = index.get("_class_name", "")
     if cls in ("UnCLIPPipeline", "UnCLIPImageVariationPipeline"):
         return "unclip"
-    if cls.startswith("KandinskyV22"):
+    if cls == "KandinskyV22Pipeline":
         return "kandinsky22"
+    if cls == "KandinskyV22PriorPipeline":
+        return "kandinsky22-prior"
     raise ModelUnavailable(f"{path}: pipeline class {cls!r} is not an unCLIP family imagine-bot runs")
 
 
@@ -152,9 +165,7 @@ def load_unclip(spec: ModelSpec, *, device: str = "cpu", dtype=None):
     from engine.render.tokenizer import check_tokenizer
     from engine.render.unclip import ImagineUnCLIPPipeline
 
-    transformers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.set_verbosity_error()
+    quiet_libraries()
     missing = [name for name in REQUIRED_UNCLIP if not (spec.path / name).is_dir()]
     if missing:
         raise ModelUnavailable(f"{spec.path} is missing component folder(s): {', '.join(missing)}")
@@ -172,7 +183,7 @@ def load_unclip(spec: ModelSpec, *, device: str = "cpu", dtype=None):
         kwargs: dict[str, Any] = {}
         if dtype is not None and hasattr(cls, "save_pretrained") and "Scheduler" not in class_name \
                 and class_name not in ("CLIPTokenizer", "CLIPImageProcessor"):
-            kwargs["torch_dtype" if library != "transformers" else "dtype"] = dtype
+            kwargs["dtype"] = dtype
         try:
             parts[name] = cls.from_pretrained(folder, **kwargs)
         except Exception as error:

@@ -1,8 +1,14 @@
-"""Turn RenderJobs into PNGs with an unCLIP pipeline, loaded once per worker process.
+"""Turn RenderJobs into PNGs, with the model loaded once per worker process and kept warm.
 
-A batch is a list of compatible jobs (same operation and steps: see `batch_key`); every image
-gets its own CPU generator seeded from its job, so a job renders the same images alone or in a
-batch (up to floating-point differences of batched kernels).
+`BaseRenderer` holds what every model family shares — resolving a job's settings, fanning
+progress out to the jobs of a batch (and dropping a job cancelled mid-way), cropping to the
+aspect, PNG metadata, grids, embeddings — and a family supplies `_draw` (one pipeline call
+for a batch) and `_upscale`. Families: `UnCLIPRenderer` (Karlo and the built-in model, our own
+pipeline) and `engine.render.kandinsky.KandinskyRenderer` (diffusers' Kandinsky 2.2 pipelines).
+
+A batch is a list of compatible jobs (see `batch_key`); every image gets its own CPU
+generator seeded from its job, so a job renders the same images alone or in a batch (up to the
+floating-point differences of batched kernels).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import io
 import logging
 import platform
 import time
+from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from typing import Any
 
@@ -18,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.images import encode_png, make_grid
+from engine.images import encode_png, make_grid, make_strip
 from engine.render.jobs import (
     ProgressFn,
     RenderAborted,
@@ -26,17 +33,19 @@ from engine.render.jobs import (
     RenderError,
     RenderJob,
     RenderResult,
+    batch_key,
 )
-from engine.render.loader import ModelSpec, load_unclip, weights_hash
+from engine.render.loader import ModelSpec, ModelUnavailable, load_unclip, weights_hash
 
 log = logging.getLogger(__name__)
 
-#: Karlo's defaults; a model folder's imagine.json may override them.
-DEFAULT_STEPS = {"prior_steps": 25, "decoder_steps": 25, "super_res_steps": 7}
-DEFAULT_GUIDANCE = {"prior_guidance": 4.0, "decoder_guidance": 8.0}
-DEFAULT_STRENGTH = 1.0
-
 _ASPECTS = {"1:1": 1.0, "4:3": 4 / 3, "3:4": 3 / 4, "16:9": 16 / 9, "9:16": 9 / 16, "3:2": 1.5, "2:3": 2 / 3}
+#: How far a text diff turns the image embedding toward the text direction by default (the
+#: unCLIP paper shows 0.25-0.5 keeps the picture recognisable).
+DEFAULT_EDIT_AMOUNT = 0.35
+
+
+# --- small shared helpers ----------------------------------------------------------------------
 
 
 def choose_device(name: str) -> str:
@@ -72,19 +81,24 @@ def embedding_from_bytes(data: bytes) -> np.ndarray:
 
 
 def png_to_tensor(data: bytes) -> torch.Tensor:
-    """(3, H, W) in [-1, 1], as the decoder sees images."""
+    """(3, H, W) in [-1, 1], as decoders see images."""
     with Image.open(io.BytesIO(data)) as image:
         array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
+def to_pictures(arrays: np.ndarray) -> list[Image.Image]:
+    """(B, H, W, 3) floats in [0, 1] → PIL images."""
+    return [Image.fromarray((array * 255).round().astype(np.uint8)) for array in arrays]
+
+
 def crop_to_aspect(image: Image.Image, aspect: str) -> Image.Image:
-    """unCLIP decoders draw squares: other aspects are centre crops of the square."""
+    """Square decoders draw squares: other aspects are centre crops of the square."""
     ratio = _ASPECTS.get(aspect, 1.0)
-    if ratio == 1.0:
-        return image
     width, height = image.size
-    if ratio > 1:
+    if abs(width / height - ratio) < 0.02:
+        return image
+    if ratio > width / height:
         new_height = max(1, round(width / ratio))
         top = (height - new_height) // 2
         return image.crop((0, top, width, top + new_height))
@@ -119,28 +133,215 @@ def weighted_slerp(vectors: list[torch.Tensor], weights: list[float]) -> torch.T
     return result
 
 
-def batch_key(job: RenderJob) -> tuple:
-    """Jobs with the same key can share one pipeline call."""
-    p = job.params
-    return (
-        job.operation,
-        p.get("prior_steps"), p.get("decoder_steps"), p.get("super_res_steps"),
-        p.get("prior_guidance"), p.get("decoder_guidance"),
-        p.get("strength") if job.operation == "variation" else None,
-    )
+def text_diff(image: torch.Tensor, old_text: torch.Tensor, new_text: torch.Tensor, amount: float) -> torch.Tensor:
+    """The unCLIP paper's text diff: turn an image embedding toward (new text - old text)."""
+    direction = new_text - old_text
+    direction = direction / direction.norm() * image.norm()
+    return slerp(image, direction, amount)
 
 
-class UnCLIPRenderer:
-    """One loaded unCLIP model and the operations the bot offers on it."""
+@dataclass
+class Drawn:
+    """What a family's pipeline call returns for a batch."""
 
-    def __init__(self, spec: ModelSpec, pipe, *, device: str, dtype: torch.dtype) -> None:
+    pictures: list[Image.Image]
+    embeddings: torch.Tensor  # (B, D): what each picture's stored embedding is
+    embedding_source: str  # clip_image_encoder | prior_output | source
+    used_init: bool = False
+
+
+# --- the shared renderer -----------------------------------------------------------------------
+
+
+class BaseRenderer:
+    """One loaded model and the operations the bot offers on it."""
+
+    family = "base"
+    #: Settings a job may override, with the family's defaults (a model's imagine.json wins).
+    defaults: dict[str, Any] = {}
+    step_keys: tuple[str, ...] = ()
+    guidance_keys: tuple[str, ...] = ()
+
+    def __init__(self, spec: ModelSpec, *, device: str, dtype: torch.dtype) -> None:
         self.spec = spec
-        self.pipe = pipe
         self.device = device
         self.dtype = dtype
         self.model_id = spec.name
         self.weights_sha256 = weights_hash(spec.path)
         self.versions = library_versions()
+
+    # Families implement these three.
+    def _draw(self, jobs: list[RenderJob], settings: dict[str, Any], generators, on_step) -> Drawn:
+        raise RenderError(f"{self.family} cannot draw")  # pragma: no cover - abstract
+
+    def _upscale(self, job: RenderJob, settings: dict[str, Any], progress: ProgressFn) -> Drawn:
+        raise RenderError(f"model {self.model_id} cannot upscale")  # pragma: no cover
+
+    def encode_images(self, pictures: list[Image.Image]) -> torch.Tensor:
+        raise RenderError(f"model {self.model_id} has no CLIP image encoder")  # pragma: no cover
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        raise RenderError(f"model {self.model_id} has no CLIP text encoder")  # pragma: no cover
+
+    @property
+    def scheduler_name(self) -> str:
+        return "unknown"
+
+    # --- settings of one job -----------------------------------------------------------------
+
+    def resolved_settings(self, job: RenderJob) -> dict[str, Any]:
+        """The steps, guidance and strength a job runs with (its own, else the model's)."""
+        defaults = {**self.defaults, **self.spec.defaults}
+        settings = {}
+        for key in (*self.step_keys, *self.guidance_keys, "strength"):
+            value = job.params.get(key)
+            settings[key] = defaults.get(key) if value is None else value
+        return settings
+
+    # --- source embeddings -------------------------------------------------------------------
+
+    def source_embedding(self, job: RenderJob) -> torch.Tensor:
+        """The CLIP image embedding a variation, blend or text diff decodes."""
+        if job.operation in ("variation", "textdiff"):
+            if job.source_embeddings:
+                vector = torch.from_numpy(embedding_from_bytes(job.source_embeddings[0]))
+            elif job.source_images:
+                with Image.open(io.BytesIO(job.source_images[0])) as picture:
+                    vector = self.encode_images([picture.convert("RGB")])[0].float().cpu()
+            else:
+                raise RenderError("the variation has no source image")
+            if job.operation == "textdiff":
+                old, new = self.encode_texts([job.params.get("edit_from", ""), job.params["edit_toward"]])
+                amount = float(job.params.get("edit_amount", DEFAULT_EDIT_AMOUNT))
+                vector = text_diff(vector, old.float().cpu(), new.float().cpu(), amount)
+            return vector
+        if job.operation in ("blend", "strip"):
+            vectors = [torch.from_numpy(embedding_from_bytes(e)) for e in job.source_embeddings]
+            return weighted_slerp(vectors, list(job.weights) or [1.0] * len(vectors))
+        raise RenderError(f"unknown operation {job.operation!r}")
+
+    def strip_embeddings(self, job: RenderJob) -> list[torch.Tensor]:
+        """Evenly spaced points on the slerp path from the first source to the second."""
+        a, b = (torch.from_numpy(embedding_from_bytes(e)) for e in job.source_embeddings[:2])
+        frames = job.n
+        return [slerp(a, b, i / (frames - 1)) for i in range(frames)]
+
+    # --- rendering ---------------------------------------------------------------------------
+
+    def render(self, job: RenderJob, progress: ProgressFn) -> RenderResult:
+        result = self.render_batch([job], [progress])[0]
+        if result is None:
+            raise RenderAborted()
+        return result
+
+    def render_batch(self, jobs: list[RenderJob], progress_fns: list[ProgressFn]) -> list[RenderResult | None]:
+        """Render compatible jobs in one pipeline call; None for a job aborted on the way."""
+        if len({batch_key(j) for j in jobs}) != 1:
+            raise ValueError("render_batch needs jobs with the same batch_key")
+        settings = self.resolved_settings(jobs[0])
+        aborted = [False] * len(jobs)
+
+        def on_step(stage: str, done: int, total: int) -> None:
+            for i, fn in enumerate(progress_fns):
+                if aborted[i]:
+                    continue
+                try:
+                    fn(done / total, stage)
+                except RenderAborted:
+                    aborted[i] = True
+            if all(aborted):
+                raise RenderAborted()
+
+        started = time.perf_counter()
+        if jobs[0].operation == "upscale":
+            drawn = self._upscale(jobs[0], settings, lambda f, s: on_step(s, round(f * 100), 100))
+        else:
+            generators = [
+                torch.Generator("cpu").manual_seed(seed) for job in jobs for seed in job.draw_seeds()
+            ]
+            drawn = self._draw(jobs, settings, generators, on_step)
+        log.info("rendered %d job(s), %d image(s) in %d ms", len(jobs), len(drawn.pictures),
+                 round((time.perf_counter() - started) * 1000))
+        return self._package(jobs, drawn, settings, aborted)
+
+    def _package(self, jobs: list[RenderJob], drawn: Drawn, settings: dict[str, Any],
+                 aborted: list[bool]) -> list[RenderResult | None]:
+        results: list[RenderResult | None] = []
+        offset = 0
+        for i, job in enumerate(jobs):
+            count = job.n
+            if aborted[i]:
+                results.append(None)
+                offset += count
+                continue
+            info = self._info(job, settings, drawn.embedding_source, drawn.used_init)
+            images = []
+            pictures = []
+            for k in range(count):
+                picture = drawn.pictures[offset + k]
+                if job.operation != "upscale":
+                    picture = crop_to_aspect(picture, job.params.get("aspect", "1:1"))
+                pictures.append(picture)
+                seed = job.draw_seeds()[k]
+                images.append(RenderedImage(
+                    index=k + 1, png=encode_png(picture, {**info, "seed": seed, "index": k + 1}),
+                    width=picture.width, height=picture.height, seed=seed,
+                    embedding=embedding_to_bytes(drawn.embeddings[offset + k]),
+                ))
+            grid = None
+            if job.operation == "strip":
+                grid = make_strip(pictures, info)
+            elif count > 1:
+                grid = make_grid(pictures, info)
+            results.append(RenderResult(images, grid, info))
+            offset += count
+        return results
+
+    def _info(self, job: RenderJob, settings: dict[str, Any], embedding_source: str,
+              used_init: bool) -> dict[str, Any]:
+        info = {
+            "software": "imagine-bot",
+            "job": job.generation_id,
+            "operation": job.operation,
+            "prompt": job.prompt,
+            "negative_prompt": job.negative_prompt or "",
+            "job_seed": job.seed,
+            "model": self.model_id,
+            "model_family": self.family,
+            "model_description": self.spec.description,
+            "weights_sha256": self.weights_sha256,
+            "scheduler": self.scheduler_name,
+            "steps": {k: settings[k] for k in self.step_keys},
+            "guidance": {k: settings[k] for k in self.guidance_keys},
+            "strength": settings.get("strength") if used_init else 1.0,
+            "aspect": job.params.get("aspect", "1:1"),
+            "embedding": embedding_source,
+            "device": self.device,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "versions": self.versions,
+        }
+        if job.operation == "textdiff":
+            info["edit"] = {"from": job.params.get("edit_from", ""), "toward": job.params["edit_toward"],
+                            "amount": job.params.get("edit_amount", DEFAULT_EDIT_AMOUNT)}
+        return info
+
+
+# --- the unCLIP family (Karlo, the built-in model) ---------------------------------------------
+
+
+class UnCLIPRenderer(BaseRenderer):
+    """Karlo-layout models through our own pipeline (engine/render/unclip.py)."""
+
+    family = "unclip"
+    #: Karlo's defaults; a model folder's imagine.json may override them.
+    defaults = {"prior_steps": 25, "decoder_steps": 25, "super_res_steps": 7,
+                "prior_guidance": 4.0, "decoder_guidance": 8.0, "strength": 1.0}
+    step_keys = ("prior_steps", "decoder_steps", "super_res_steps")
+    guidance_keys = ("prior_guidance", "decoder_guidance")
+
+    def __init__(self, spec: ModelSpec, pipe, *, device: str, dtype: torch.dtype) -> None:
+        super().__init__(spec, device=device, dtype=dtype)
+        self.pipe = pipe
 
     @classmethod
     def load(cls, spec: ModelSpec, *, device: str = "auto", dtype: str = "auto",
@@ -159,109 +360,44 @@ class UnCLIPRenderer:
                  (time.perf_counter() - started) * 1000)
         return cls(spec, pipe, device=device, dtype=torch_dtype)
 
-    # --- settings of one job -----------------------------------------------------------------
+    @property
+    def scheduler_name(self) -> str:
+        return type(self.pipe.decoder_scheduler).__name__
 
-    def resolved_settings(self, job: RenderJob) -> dict[str, Any]:
-        """The steps, guidance and strength a job runs with (its own, else the model's)."""
-        defaults = {**DEFAULT_STEPS, **DEFAULT_GUIDANCE, **self.spec.defaults}
-        settings = {key: job.params.get(key) or defaults[key] for key in (*DEFAULT_STEPS, *DEFAULT_GUIDANCE)}
-        for key in ("prior_guidance", "decoder_guidance"):
-            if job.params.get(key) is not None:  # 0 is a valid guidance
-                settings[key] = job.params[key]
-        settings["strength"] = job.params.get("strength") or defaults.get("strength", DEFAULT_STRENGTH)
-        return settings
+    def encode_images(self, pictures: list[Image.Image]) -> torch.Tensor:
+        if self.pipe.image_encoder is None:
+            raise RenderError(
+                f"model {self.model_id} has no CLIP image encoder, so it cannot vary uploaded images"
+            )
+        return self.pipe.encode_images(pictures)
 
-    def render(self, job: RenderJob, progress: ProgressFn) -> RenderResult:
-        if job.operation == "upscale":
-            return self._upscale(job, progress)
-        result = self.render_batch([job], [progress])[0]
-        if result is None:
-            raise RenderAborted()
-        return result
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        return self.pipe.encode_text(texts).embeds
 
-    def _source_embedding(self, job: RenderJob) -> torch.Tensor:
-        """The CLIP image embedding a variation or blend decodes."""
-        if job.operation == "variation":
-            if job.source_embeddings:
-                return torch.from_numpy(embedding_from_bytes(job.source_embeddings[0]))
-            if not job.source_images:
-                raise RenderError("the variation has no source image")
-            if self.pipe.image_encoder is None:
-                raise RenderError(
-                    f"model {self.model_id} has no CLIP image encoder, so it cannot vary uploaded images"
-                )
-            with Image.open(io.BytesIO(job.source_images[0])) as picture:
-                return self.pipe.encode_images([picture.convert("RGB")])[0].float().cpu()
-        if job.operation == "blend":
-            vectors = [torch.from_numpy(embedding_from_bytes(e)) for e in job.source_embeddings]
-            return weighted_slerp(vectors, list(job.weights) or [1.0] * len(vectors))
-        raise RenderError(f"unknown operation {job.operation!r}")
-
-    def _upscale(self, job: RenderJob, progress: ProgressFn) -> RenderResult:
-        if not self.pipe.has_upsampler:
-            raise RenderError(f"model {self.model_id} has no upsampler, so it cannot upscale")
-        if not job.source_images:
-            raise RenderError("the image to upscale is missing from storage")
-        settings = self.resolved_settings(job)
-        source = png_to_tensor(job.source_images[0]).unsqueeze(0)
-        seed = job.image_seeds()[0]
-        arrays = self.pipe.upscale(
-            source, [torch.Generator("cpu").manual_seed(seed)],
-            num_inference_steps=settings["super_res_steps"],
-            callback=lambda stage, done, total: progress(done / total, stage),
-        )
-        picture = Image.fromarray((arrays[0] * 255).round().astype(np.uint8))
-        info = self._info(job, settings, "none", False)
-        png = encode_png(picture, {**info, "seed": seed, "index": 1})
-        embedding = None
-        if self.pipe.image_encoder is not None:
-            embedding = embedding_to_bytes(self.pipe.encode_images([picture])[0].float().cpu())
-        elif job.source_embeddings:
-            embedding = job.source_embeddings[0]  # the same picture, larger
-        image = RenderedImage(1, png, picture.width, picture.height, seed, embedding)
-        return RenderResult([image], None, info)
-
-    def render_batch(self, jobs: list[RenderJob], progress_fns: list[ProgressFn]) -> list[RenderResult | None]:
-        """Render compatible jobs in one pipeline call; None for a job aborted on the way."""
-        if len({batch_key(j) for j in jobs}) != 1:
-            raise ValueError("render_batch needs jobs with the same batch_key")
-        first = jobs[0]
-        settings = self.resolved_settings(first)
+    def _draw(self, jobs, settings, generators, on_step) -> Drawn:
         prompts: list[str] = []
         negatives: list[str | None] = []
-        generators: list[torch.Generator] = []
         embeds: list[torch.Tensor] = []
         inits: list[torch.Tensor] = []
         for job in jobs:
-            source = self._source_embedding(job) if job.operation != "text2image" else None
-            for seed in job.image_seeds():
-                generators.append(torch.Generator("cpu").manual_seed(seed))
+            if job.operation == "strip":
+                sources = self.strip_embeddings(job)
+            elif job.operation == "text2image":
+                sources = [None] * job.n
+            else:
+                sources = [self.source_embedding(job)] * job.n
+            for source in sources:
                 negatives.append(job.negative_prompt)
                 if source is None:
                     prompts.append(job.prompt)
-                else:
-                    # Variations and blends decode an image embedding alone, with no text, as
-                    # in the unCLIP paper.
-                    prompts.append("")
-                    embeds.append(source)
-                    if job.operation == "variation" and job.source_images:
-                        inits.append(png_to_tensor(job.source_images[0]))
-
-        aborted = [False] * len(jobs)
-
-        def on_step(stage: str, done: int, total: int) -> None:
-            for i, fn in enumerate(progress_fns):
-                if aborted[i]:
                     continue
-                try:
-                    fn(done / total, stage)
-                except RenderAborted:
-                    aborted[i] = True
-            if all(aborted):
-                raise RenderAborted()
-
-        started = time.perf_counter()
-        use_init = bool(inits) and settings["strength"] < 1.0
+                # Variations, blends and edits decode an image embedding with no text, as in
+                # the unCLIP paper.
+                prompts.append("")
+                embeds.append(source)
+                if job.operation == "variation" and job.source_images:
+                    inits.append(png_to_tensor(job.source_images[0]))
+        use_init = len(inits) == len(prompts) and settings["strength"] < 1.0
         output = self.pipe(
             prompts,
             generators,
@@ -276,73 +412,37 @@ class UnCLIPRenderer:
             decoder_guidance_scale=settings["decoder_guidance"],
             callback=on_step,
         )
-        pictures = [
-            Image.fromarray((array * 255).round().astype(np.uint8)) for array in output.images
-        ]
+        pictures = to_pictures(output.images)
         # Keep the CLIP image embedding of what was actually drawn when the model has an image
-        # encoder (variations of it then follow the picture); else the embedding it was drawn from.
+        # encoder (variations of it then follow the picture); else the embedding it came from.
         if self.pipe.image_encoder is not None:
-            stored = self.pipe.encode_images(pictures).float().cpu()
-            embedding_source = "clip_image_encoder"
-        else:
-            stored = output.image_embeds
-            embedding_source = "prior_output" if first.operation == "text2image" else "source"
-        elapsed_ms = round((time.perf_counter() - started) * 1000)
-        log.info("rendered %d job(s), %d image(s) in %d ms", len(jobs), len(pictures), elapsed_ms)
+            return Drawn(pictures, self.pipe.encode_images(pictures).float().cpu(),
+                         "clip_image_encoder", use_init)
+        source = "prior_output" if jobs[0].operation == "text2image" else "source"
+        return Drawn(pictures, output.image_embeds, source, use_init)
 
-        results: list[RenderResult | None] = []
-        offset = 0
-        for i, job in enumerate(jobs):
-            count = job.n
-            if aborted[i]:
-                results.append(None)
-            else:
-                info = self._info(job, settings, embedding_source, use_init)
-                images = []
-                for k in range(count):
-                    picture = crop_to_aspect(pictures[offset + k], job.params.get("aspect", "1:1"))
-                    seed = job.image_seeds()[k]
-                    png = encode_png(picture, {**info, "seed": seed, "index": k + 1})
-                    images.append(RenderedImage(
-                        index=k + 1, png=png, width=picture.width, height=picture.height,
-                        seed=seed, embedding=embedding_to_bytes(stored[offset + k]),
-                    ))
-                grid = None
-                if count > 1:
-                    grid = make_grid(
-                        [Image.open(io.BytesIO(image.png)) for image in images], info
-                    )
-                results.append(RenderResult(images, grid, info))
-            offset += count
-        return results
-
-    def _info(self, job: RenderJob, settings: dict[str, Any], embedding_source: str,
-              used_init: bool) -> dict[str, Any]:
-        return {
-            "software": "imagine-bot",
-            "job": job.generation_id,
-            "operation": job.operation,
-            "prompt": job.prompt,
-            "negative_prompt": job.negative_prompt or "",
-            "job_seed": job.seed,
-            "model": self.model_id,
-            "model_description": self.spec.description,
-            "weights_sha256": self.weights_sha256,
-            "scheduler": type(self.pipe.decoder_scheduler).__name__,
-            "steps": {k: settings[k] for k in DEFAULT_STEPS},
-            "guidance": {k: settings[k] for k in DEFAULT_GUIDANCE},
-            "strength": settings["strength"] if used_init else 1.0,
-            "aspect": job.params.get("aspect", "1:1"),
-            "embedding": embedding_source,
-            "device": self.device,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "versions": self.versions,
-        }
+    def _upscale(self, job, settings, progress) -> Drawn:
+        if not self.pipe.has_upsampler:
+            raise RenderError(f"model {self.model_id} has no upsampler, so it cannot upscale")
+        if not job.source_images:
+            raise RenderError("the image to upscale is missing from storage")
+        arrays = self.pipe.upscale(
+            png_to_tensor(job.source_images[0]).unsqueeze(0),
+            [torch.Generator("cpu").manual_seed(job.draw_seeds()[0])],
+            num_inference_steps=settings["super_res_steps"],
+            callback=lambda stage, done, total: progress(done / total, stage),
+        )
+        pictures = to_pictures(arrays)
+        if self.pipe.image_encoder is not None:
+            return Drawn(pictures, self.pipe.encode_images(pictures).float().cpu(), "clip_image_encoder")
+        if job.source_embeddings:  # the same picture, larger
+            return Drawn(pictures, torch.from_numpy(embedding_from_bytes(job.source_embeddings[0]))[None], "source")
+        raise RenderError("the image to upscale has no stored embedding")
 
 
 def load_renderer(model: str, data_dir, *, backend: str = "unclip", device: str = "auto",
                   dtype: str = "auto", cpu_offload: bool = False, compile: bool = False,
-                  torch_threads: int = 0):
+                  torch_threads: int = 0, prior_model: str | None = None):
     """The renderer a worker process uses: loaded once, kept warm."""
     if backend == "noop":
         from engine.render.noop import NoopRenderer
@@ -353,9 +453,12 @@ def load_renderer(model: str, data_dir, *, backend: str = "unclip", device: str 
     from engine.render.loader import resolve_model
 
     spec = resolve_model(model, data_dir)
-    if spec.family != "unclip":
-        from engine.render.loader import ModelUnavailable
+    if spec.family == "unclip":
+        return UnCLIPRenderer.load(spec, device=device, dtype=dtype, cpu_offload=cpu_offload,
+                                   compile=compile)
+    if spec.family == "kandinsky22":
+        from engine.render.kandinsky import KandinskyRenderer
 
-        raise ModelUnavailable(f"{spec.path}: the {spec.family} family is not supported by this version")
-    return UnCLIPRenderer.load(spec, device=device, dtype=dtype, cpu_offload=cpu_offload,
-                               compile=compile)
+        return KandinskyRenderer.load(spec, data_dir, prior_model=prior_model, device=device,
+                                      dtype=dtype, cpu_offload=cpu_offload, compile=compile)
+    raise ModelUnavailable(f"{spec.path}: the {spec.family} family is not supported")

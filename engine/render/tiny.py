@@ -51,11 +51,9 @@ def write_model_index(folder: Path, components: dict[str, tuple[str, str]], meta
 
 
 def transformers_logging_quiet() -> None:
-    import diffusers
-    import transformers
+    from engine.render.loader import quiet_libraries
 
-    transformers.utils.logging.disable_progress_bar()
-    diffusers.utils.logging.disable_progress_bar()
+    quiet_libraries()
 
 
 def build_tiny_unclip(folder: Path | str, *, seed: int = 0) -> Path:
@@ -157,3 +155,80 @@ def build_tiny_unclip(folder: Path | str, *, seed: int = 0) -> Path:
         },
     )
     return folder
+
+
+def build_tiny_kandinsky(folder: Path | str, *, seed: int = 0) -> Path:
+    """Tiny random Kandinsky 2.2 prior and decoder folders (the classes and layouts of
+    kandinsky-community/kandinsky-2-2-prior and -decoder); returns the decoder folder."""
+    import torch
+    from diffusers import (
+        DDPMScheduler,
+        KandinskyV22Pipeline,
+        KandinskyV22PriorPipeline,
+        PriorTransformer,
+        UNet2DConditionModel,
+        UnCLIPScheduler,
+        VQModel,
+    )
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextConfig,
+        CLIPTextModelWithProjection,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    from engine.render.loader import set_offline
+    from engine.render.tokenizer import build_clip_tokenizer
+
+    set_offline()
+    transformers_logging_quiet()
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    tokenizer = build_clip_tokenizer(_CORPUS, vocab_size=400, max_length=MAX_TOKENS)
+    prior = PriorTransformer(num_attention_heads=2, attention_head_dim=8, num_layers=1,
+                             embedding_dim=EMBED_DIM, num_embeddings=MAX_TOKENS)
+    prior.clip_std.data.fill_(1.0)
+    prior_pipe = KandinskyV22PriorPipeline(
+        prior=prior,
+        image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=EMBED_DIM, projection_dim=EMBED_DIM, intermediate_size=64,
+            num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8)),
+        text_encoder=CLIPTextModelWithProjection(CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=EMBED_DIM, projection_dim=EMBED_DIM,
+            intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+            max_position_embeddings=MAX_TOKENS, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)),
+        tokenizer=tokenizer,
+        scheduler=UnCLIPScheduler(**scheduler_configs()["prior_scheduler"]),
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+            image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]),
+    )
+    decoder_pipe = KandinskyV22Pipeline(
+        unet=UNet2DConditionModel(
+            in_channels=4, out_channels=8, addition_embed_type="image",
+            down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+            up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+            mid_block_type="UNetMidBlock2DSimpleCrossAttn", block_out_channels=(16, 32),
+            layers_per_block=1, encoder_hid_dim=EMBED_DIM, encoder_hid_dim_type="image_proj",
+            cross_attention_dim=CROSS_ATTENTION_DIM, attention_head_dim=8,
+            resnet_time_scale_shift="scale_shift", class_embed_type=None, norm_num_groups=8),
+        scheduler=DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.00085,
+                                beta_end=0.012, clip_sample=False, steps_offset=1,
+                                prediction_type="epsilon", thresholding=False),
+        movq=VQModel(block_out_channels=[32, 64], down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
+                     in_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
+                     norm_type="spatial", num_vq_embeddings=12, out_channels=3,
+                     up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"], vq_embed_dim=4),
+    )
+    prior_pipe.save_pretrained(folder / "prior")
+    decoder_pipe.save_pretrained(folder / "decoder")
+    (folder / "decoder" / "imagine.json").write_text(json.dumps({
+        "name": "tiny-kandinsky",
+        "description": "tiny randomly initialised Kandinsky 2.2 stack (untrained: noise-like images)",
+        "trained": False,
+        "prior": "../prior",
+        "defaults": {"prior_steps": 2, "decoder_steps": 2, "size": 64},
+    }, indent=2) + "\n")
+    return folder / "decoder"

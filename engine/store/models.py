@@ -135,6 +135,11 @@ class Generation(Base):
     task_id: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     worker: Mapped[str | None] = mapped_column(String(200))
+    #: Set while this job renders in another job's batch (dynamic batching): that job's task
+    #: owns it, and if that worker dies, the redelivered task re-renders both.
+    batch_leader_id: Mapped[int | None] = mapped_column(
+        ForeignKey("generations.id", ondelete="SET NULL"), index=True
+    )
     #: Reproducibility record: weights hash, scheduler, resolved steps/guidance, library versions.
     render_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
     grid_key: Mapped[str | None] = mapped_column(String(300))

@@ -1,12 +1,19 @@
 """Run one job by id: the body of the Celery task, kept free of Celery so it reads top to bottom.
 
-1. lock the row; return if it is gone, finished or cancelled (a redelivered task does nothing
-   twice); mark it running;
-2. render outside any transaction, reporting progress (throttled) and stopping if the job is
-   cancelled meanwhile;
-3. write the PNGs (atomic renames, idempotent keys), then in one transaction insert the image
-   rows and mark the job done — or, on failure, mark it failed and refund;
-4. publish a wake-up so the bot delivers.
+1. lock the row; return if it is gone, finished, cancelled, or rendering in another job's
+   batch (a redelivered task does nothing twice); mark it running;
+2. dynamic batching: claim compatible queued jobs too (same model, operation, size, steps),
+   up to a number of images, waiting up to a window for more — they render in one pipeline
+   call, each image with its own seed, so each equals its solo render;
+3. render outside any transaction, reporting each job's progress (throttled) and dropping a
+   job that is cancelled meanwhile;
+4. write the PNGs (atomic renames, idempotent keys), then per job one transaction inserts the
+   image rows and marks it done — or, on failure, marks it failed and refunds it;
+5. publish a wake-up so the bot delivers.
+
+A job claimed into another's batch keeps its own Celery message; when that arrives, the row
+says the job is taken (`batch_leader_id`) and the task returns. If the batch's worker dies,
+the leader's message is redelivered (late ack) and its task adopts the orphaned jobs again.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from sqlalchemy import select, update
 
 from engine.domain.types import GenerationKind, GenerationStatus
 from engine.notify import Publisher
-from engine.render.jobs import RenderAborted, RenderError, RenderJob, RenderResult
+from engine.render.jobs import RenderAborted, RenderError, RenderJob, RenderResult, batch_key
 from engine.storage import ImageStore
 from engine.store import repo
 from engine.store.db import Database
@@ -38,7 +45,8 @@ MAX_ATTEMPTS = 3
 class Renderer(Protocol):
     model_id: str
 
-    def render(self, job: RenderJob, progress) -> RenderResult: ...
+    def render_batch(self, jobs: list[RenderJob], progress_fns: list) -> list[RenderResult | None]:
+        """One pipeline call for compatible jobs; None for a job dropped (cancelled) on the way."""
 
 
 @dataclass
@@ -49,6 +57,8 @@ class WorkerRuntime:
     store: ImageStore
     publisher: Publisher
     renderer_factory: Any  # () -> Renderer
+    max_batch_images: int = 8
+    batch_wait_s: float = 0.0
     # Evaluated per runtime, i.e. in the worker process that renders (not at import).
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     _renderer: Renderer | None = None
@@ -66,10 +76,13 @@ class JobFailed(Exception):
 
 def operation_for(generation: Generation) -> str:
     kind = GenerationKind(generation.kind)
+    params = generation.params or {}
     if kind == GenerationKind.UPSCALE:
         return "upscale"
     if kind == GenerationKind.BLEND:
-        return "blend"
+        return "strip" if params.get("strip") else "blend"
+    if "edit_toward" in params:
+        return "textdiff"
     if kind == GenerationKind.VARIATION or generation.parent_image_id is not None:
         return "variation"
     return "text2image"
@@ -87,7 +100,7 @@ def render_job_from_row(session, generation: Generation, store: ImageStore) -> R
             sources_images = (store.get(params["source_key"]),)
         except FileNotFoundError as error:
             raise JobFailed("the uploaded image is missing from storage") from error
-    elif operation == "blend":
+    elif operation in ("blend", "strip"):
         rows = {i.id: i for i in session.scalars(
             select(Image).where(Image.id.in_([s["image_id"] for s in params.get("sources", [])]))
         )}
@@ -122,38 +135,101 @@ def render_job_from_row(session, generation: Generation, store: ImageStore) -> R
     )
 
 
-def claim(runtime: WorkerRuntime, generation_id: int) -> RenderJob | None:
-    """Lock the row and mark it running; None when there is nothing (left) to do."""
-    failure: str | None = None
+def claim(runtime: WorkerRuntime, generation_id: int) -> list[RenderJob]:
+    """Lock the row, mark it running and adopt a crashed batch's orphans; [] if nothing to do."""
+    failed: list[int] = []
+    jobs: list[RenderJob] = []
     with runtime.db.sync_session() as session:
         generation = repo.get_generation(session, generation_id, lock=True, images=False)
         if generation is None:
             log.warning("job %s: no such row, dropping the task", generation_id)
-            return None
+            return []
         status = GenerationStatus(generation.status)
         if status.is_final:
             log.info("job %s: already %s, nothing to do", generation_id, status)
-            return None
+            return []
         if status == GenerationStatus.RUNNING:
+            if generation.batch_leader_id is not None:
+                log.info("job %s: rendering in job %s's batch", generation_id, generation.batch_leader_id)
+                return []
             # A redelivery after the worker died mid-render (late ack + reject on worker lost).
             log.warning("job %s: was running on %s (attempt %d): rendering again",
                         generation_id, generation.worker, generation.attempts)
-        if generation.attempts >= MAX_ATTEMPTS:
-            failure = f"the worker stopped {generation.attempts} times while rendering it"
-        else:
-            generation.status = str(GenerationStatus.RUNNING)
-            generation.started_at = generation.started_at or utcnow()
-            generation.attempts += 1
-            generation.worker = runtime.name
-            generation.stage = "starting"
-            generation.progress = 0.0
-            try:
-                return render_job_from_row(session, generation, runtime.store)
-            except JobFailed as error:
-                failure = str(error)
-        _fail(session, generation, failure)
-    runtime.publisher.publish(generation_id, str(GenerationStatus.FAILED), 0.0)
-    return None
+        orphans = session.scalars(
+            select(Generation).where(Generation.batch_leader_id == generation.id,
+                                     Generation.status == str(GenerationStatus.RUNNING))
+            .order_by(Generation.id).with_for_update(of=Generation)
+        ).unique().all()
+        for row in [generation, *orphans]:
+            job = _start(session, runtime, row, leader=None if row is generation else generation.id)
+            if job is None:
+                failed.append(row.id)
+            else:
+                jobs.append(job)
+    for job_id in failed:
+        runtime.publisher.publish(job_id, str(GenerationStatus.FAILED), 0.0)
+    if not jobs or jobs[0].generation_id != generation_id:
+        return jobs
+    return jobs + _gather_batch(runtime, generation_id, jobs)
+
+
+def _start(session, runtime: WorkerRuntime, row: Generation, *, leader: int | None) -> RenderJob | None:
+    """Mark one row running on this worker; None (and the row failed) if it cannot render."""
+    if row.attempts >= MAX_ATTEMPTS:
+        _fail(session, row, f"the worker stopped {row.attempts} times while rendering it")
+        return None
+    row.status = str(GenerationStatus.RUNNING)
+    row.started_at = row.started_at or utcnow()
+    row.attempts += 1
+    row.worker = runtime.name
+    row.batch_leader_id = leader
+    row.stage = "starting"
+    row.progress = 0.0
+    try:
+        return render_job_from_row(session, row, runtime.store)
+    except JobFailed as error:
+        _fail(session, row, str(error))
+        return None
+
+
+def _gather_batch(runtime: WorkerRuntime, leader_id: int, jobs: list[RenderJob]) -> list[RenderJob]:
+    """Claim compatible queued jobs into the leader's batch, up to the batch size and window."""
+    key = batch_key(jobs[0])
+    room = runtime.max_batch_images - sum(job.n for job in jobs)
+    if room <= 0 or key[-1] is not None:  # full, or an operation that renders alone
+        return []
+    gathered: list[RenderJob] = []
+    deadline = time.monotonic() + runtime.batch_wait_s
+    while True:
+        with runtime.db.sync_session() as session:
+            model_id = session.get(Generation, leader_id).model_id
+            # SKIP LOCKED: rows another worker is claiming right now are simply not offered.
+            candidates = session.scalars(
+                select(Generation)
+                .where(Generation.status == str(GenerationStatus.QUEUED), Generation.model_id == model_id)
+                .order_by(Generation.id).limit(32)
+                .with_for_update(of=Generation, skip_locked=True)
+            ).unique().all()
+            for row in candidates:
+                if int((row.params or {}).get("n", 4)) > room:
+                    continue
+                try:
+                    job = render_job_from_row(session, row, runtime.store)
+                except JobFailed:
+                    continue  # its own task will fail it properly
+                if batch_key(job) != key:
+                    continue
+                _start(session, runtime, row, leader=leader_id)
+                gathered.append(job)
+                room -= job.n
+                if room <= 0:
+                    break
+        if room <= 0 or time.monotonic() >= deadline:
+            break
+        time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+    if gathered:
+        log.info("job %s: batching jobs %s with it", leader_id, [j.generation_id for j in gathered])
+    return gathered
 
 
 class ProgressReporter:
@@ -237,28 +313,39 @@ def store_result(runtime: WorkerRuntime, job: RenderJob, result: RenderResult, r
 
 
 def run_generation(runtime: WorkerRuntime, generation_id: int) -> str:
-    """Render one job end to end; returns what happened (for logs and tests)."""
-    job = claim(runtime, generation_id)
-    if job is None:
+    """Render one job (and whatever batches with it) end to end; returns what became of it."""
+    jobs = claim(runtime, generation_id)
+    if not jobs:
         return "skipped"
-    runtime.publisher.publish(generation_id, str(GenerationStatus.RUNNING), 0.0)
+    for job in jobs:
+        runtime.publisher.publish(job.generation_id, str(GenerationStatus.RUNNING), 0.0)
     started = time.perf_counter()
     try:
-        result = runtime.renderer.render(job, ProgressReporter(runtime, generation_id))
+        reporters = [ProgressReporter(runtime, job.generation_id) for job in jobs]
+        results = runtime.renderer.render_batch(jobs, reporters)
     except RenderAborted:
         return "aborted"
     except (JobFailed, RenderError) as error:  # the model cannot do this: say why
-        fail_job(runtime, generation_id, str(error))
+        for job in jobs:
+            fail_job(runtime, job.generation_id, str(error))
         return "failed"
     except Exception as error:
-        log.exception("job %s: render crashed", generation_id)
-        fail_job(runtime, generation_id, _describe(error))
+        log.exception("jobs %s: render crashed", [job.generation_id for job in jobs])
+        for job in jobs:
+            fail_job(runtime, job.generation_id, _describe(error))
         return "failed"
     render_ms = round((time.perf_counter() - started) * 1000)
-    status = store_result(runtime, job, result, render_ms)
-    runtime.publisher.publish(generation_id, status, 1.0)
-    log.info("job %s %s: %d image(s) in %d ms", generation_id, status, len(result.images), render_ms)
-    return status
+    outcome = {}
+    for job, result in zip(jobs, results, strict=True):
+        if result is None:
+            outcome[job.generation_id] = "aborted"
+            continue
+        status = store_result(runtime, job, result, render_ms)
+        runtime.publisher.publish(job.generation_id, status, 1.0)
+        outcome[job.generation_id] = status
+        log.info("job %s %s: %d image(s) in %d ms (batch of %d)", job.generation_id, status,
+                 len(result.images), render_ms, len(jobs))
+    return outcome.get(generation_id, "skipped")
 
 
 def _describe(error: Exception) -> str:

@@ -18,7 +18,7 @@ def build_runtime(settings: Settings) -> WorkerRuntime:
         return load_renderer(
             render.model, settings.data_dir, backend=render.backend, device=render.device,
             dtype=render.dtype, cpu_offload=render.cpu_offload, compile=render.compile,
-            torch_threads=render.torch_threads,
+            torch_threads=render.torch_threads, prior_model=render.prior_model or None,
         )
 
     return WorkerRuntime(
@@ -26,4 +26,6 @@ def build_runtime(settings: Settings) -> WorkerRuntime:
         store=ImageStore(settings.images_dir),
         publisher=make_publisher(settings.notify_url),
         renderer_factory=load,
+        max_batch_images=settings.render.max_batch_images,
+        batch_wait_s=settings.render.batch_wait_ms / 1000,
     )

@@ -104,7 +104,7 @@ async def test_render_failure_fails_and_refunds(service, runtime, database):
     class Broken:
         model_id = "broken"
 
-        def render(self, job, progress):
+        def render_batch(self, jobs, progress_fns):
             raise RuntimeError("CUDA error: device-side assert (details only in the log)")
 
     runtime._renderer = Broken()
@@ -125,13 +125,15 @@ async def test_cancel_during_render_stops_it(service, runtime, monkeypatch):
     class CancelsMidway:
         model_id = real.model_id
 
-        def render(self, job, progress):
+        def render_batch(self, jobs, progress_fns):
+            (job,), (progress,) = jobs, progress_fns
+
             def on_progress(fraction, stage):
                 if fraction > 0.3:
                     asyncio.run_coroutine_threadsafe(service.cancel(ALICE, job.generation_id), loop).result()
                 progress(fraction, stage)
 
-            return real.render(job, on_progress)
+            return real.render_batch([job], [on_progress])
 
     runtime._renderer = CancelsMidway()
     job = await submit(service)

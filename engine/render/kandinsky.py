@@ -1,0 +1,233 @@
+"""The Kandinsky 2.2 family: diffusers' maintained prior (text → CLIP image embedding) and
+MoVQ-latent decoder pipelines, behind the same renderer interface as unCLIP.
+
+A model is named by its decoder folder (`KandinskyV22Pipeline`, e.g. a local copy of
+kandinsky-community/kandinsky-2-2-decoder); the prior comes from IMAGINE_RENDER_PRIOR_MODEL or,
+by default, kandinsky-community/kandinsky-2-2-prior in the local Hugging Face cache.
+
+Kandinsky draws any size that is a multiple of 64, so aspects are rendered, not cropped; an
+upscale re-draws the image's own embedding at twice the size from the enlarged picture
+(image-to-image), which is the family's "larger decoder size".
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from typing import Any
+
+import torch
+from PIL import Image
+
+from engine.render.jobs import RenderError, RenderJob
+from engine.render.loader import (
+    ModelSpec,
+    ModelUnavailable,
+    quiet_libraries,
+    resolve_model,
+    set_offline,
+)
+from engine.render.renderer import (
+    BaseRenderer,
+    Drawn,
+    choose_device,
+    choose_dtype,
+    embedding_from_bytes,
+    to_pictures,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PRIOR = "kandinsky-community/kandinsky-2-2-prior"
+_RATIOS = {"1:1": 1.0, "4:3": 4 / 3, "3:4": 3 / 4, "16:9": 16 / 9, "9:16": 9 / 16, "3:2": 1.5, "2:3": 2 / 3}
+
+
+def size_for(aspect: str, base: int) -> tuple[int, int]:
+    """(height, width), multiples of 64, with about base² pixels and the asked aspect."""
+    ratio = _RATIOS.get(aspect, 1.0)
+    width = max(64, round(base * math.sqrt(ratio) / 64) * 64)
+    height = max(64, round(base / math.sqrt(ratio) / 64) * 64)
+    return height, width
+
+
+class KandinskyRenderer(BaseRenderer):
+    family = "kandinsky22"
+    defaults = {"prior_steps": 25, "decoder_steps": 50, "prior_guidance": 4.0,
+                "decoder_guidance": 4.0, "strength": 1.0, "size": 512}
+    step_keys = ("prior_steps", "decoder_steps")
+    guidance_keys = ("prior_guidance", "decoder_guidance")
+
+    def __init__(self, spec: ModelSpec, prior_pipe, decoder_pipe, *, device: str, dtype: torch.dtype):
+        super().__init__(spec, device=device, dtype=dtype)
+        from diffusers import KandinskyV22Img2ImgPipeline
+
+        self.prior_pipe = prior_pipe
+        self.decoder_pipe = decoder_pipe
+        # Image-to-image shares the decoder's modules: no second copy in memory.
+        self.img2img_pipe = KandinskyV22Img2ImgPipeline(**decoder_pipe.components)
+        self.img2img_pipe.set_progress_bar_config(disable=True)
+        # The prior encodes a black image for every unconditional (negative) embedding it needs:
+        # the same tensor every time, so compute it once per process.
+        zero = prior_pipe.get_zero_embed(1)
+        prior_pipe.get_zero_embed = lambda batch_size=1, device=None: zero.to(
+            device or zero.device).repeat(batch_size, 1)
+        self.zero_embed = zero
+
+    @classmethod
+    def load(cls, spec: ModelSpec, data_dir, *, prior_model: str | None = None, device: str = "auto",
+             dtype: str = "auto", cpu_offload: bool = False, compile: bool = False) -> KandinskyRenderer:
+        set_offline()
+        quiet_libraries()
+        from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
+
+        device = choose_device(device)
+        torch_dtype = choose_dtype(dtype, device)
+        # The prior: configured, else named by the decoder folder's imagine.json, else the
+        # community prior from the local Hugging Face cache.
+        named = spec.meta.get("prior")
+        prior_name = prior_model or (str((spec.path / named).resolve()) if named else DEFAULT_PRIOR)
+        prior_spec = resolve_model(prior_name, data_dir)
+        started = time.perf_counter()
+        try:
+            prior_pipe = KandinskyV22PriorPipeline.from_pretrained(prior_spec.path, dtype=torch_dtype)
+            decoder_pipe = KandinskyV22Pipeline.from_pretrained(spec.path, dtype=torch_dtype)
+        except Exception as error:
+            raise ModelUnavailable(f"cannot load Kandinsky 2.2 from {spec.path} + {prior_spec.path}: {error}") from error
+        for pipe in (prior_pipe, decoder_pipe):
+            pipe.set_progress_bar_config(disable=True)
+            if cpu_offload and device.startswith("cuda"):
+                pipe.enable_model_cpu_offload()
+            else:
+                pipe.to(device)
+        if compile:
+            decoder_pipe.unet = torch.compile(decoder_pipe.unet)
+        log.info("Kandinsky 2.2 loaded on %s (%s) in %.0f ms", device, torch_dtype,
+                 (time.perf_counter() - started) * 1000)
+        return cls(spec, prior_pipe, decoder_pipe, device=device, dtype=torch_dtype)
+
+    @property
+    def scheduler_name(self) -> str:
+        return type(self.decoder_pipe.scheduler).__name__
+
+    @property
+    def base_size(self) -> int:
+        return int({**self.defaults, **self.spec.defaults}["size"])
+
+    def encode_images(self, pictures: list[Image.Image]) -> torch.Tensor:
+        prior = self.prior_pipe
+        pixels = prior.image_processor(pictures, return_tensors="pt").pixel_values
+        pixels = pixels.to(device=prior.image_encoder.device, dtype=prior.image_encoder.dtype)
+        with torch.no_grad():
+            return prior.image_encoder(pixels).image_embeds
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        prior = self.prior_pipe
+        tokens = prior.tokenizer(texts, padding="max_length", truncation=True,
+                                 max_length=prior.tokenizer.model_max_length, return_tensors="pt")
+        with torch.no_grad():
+            return prior.text_encoder(tokens.input_ids.to(prior.text_encoder.device)).text_embeds
+
+    def _draw(self, jobs: list[RenderJob], settings: dict[str, Any], generators, on_step) -> Drawn:
+        height, width = size_for(jobs[0].params.get("aspect", "1:1"), self.base_size)
+        first = jobs[0]
+        prior_steps = settings["prior_steps"] if first.operation == "text2image" else 0
+        total = prior_steps + settings["decoder_steps"]
+        done = [0]
+
+        def step(stage: str):
+            def callback(pipe, i, t, kwargs):
+                done[0] += 1
+                on_step(stage, done[0], total)
+                return kwargs
+
+            return callback
+
+        if first.operation == "text2image":
+            prompts = [job.prompt for job in jobs for _ in range(job.n)]
+            negatives = [job.negative_prompt or "" for job in jobs for _ in range(job.n)]
+            has_negative = any(job.negative_prompt for job in jobs)
+            # With a negative prompt the prior also samples the negative's embedding, doubling
+            # its batch: those draws get generators of their own (seeded apart from the images').
+            prior_generators = generators + (
+                [torch.Generator("cpu").manual_seed(g.initial_seed() ^ 0x5EED) for g in generators]
+                if has_negative else []
+            )
+            prior_out = self.prior_pipe(
+                prompt=prompts, negative_prompt=negatives if has_negative else None,
+                num_inference_steps=settings["prior_steps"], guidance_scale=settings["prior_guidance"],
+                generator=prior_generators, callback_on_step_end=step("prior"),
+            )
+            image_embeds, negative_embeds = prior_out.image_embeds, prior_out.negative_image_embeds
+            init = None
+        else:
+            vectors = []
+            for job in jobs:
+                if job.operation == "strip":
+                    vectors.extend(self.strip_embeddings(job))
+                else:
+                    vectors.extend([self.source_embedding(job)] * job.n)
+            image_embeds = torch.stack(vectors).to(self.device, self.dtype)
+            negative_embeds = self.zero_embed.to(self.device, self.dtype).repeat(len(vectors), 1)
+            init = self._init_images(jobs, settings, height, width)
+
+        common = {
+            "image_embeds": image_embeds, "negative_image_embeds": negative_embeds,
+            "height": height, "width": width, "num_inference_steps": settings["decoder_steps"],
+            "guidance_scale": settings["decoder_guidance"], "generator": generators,
+            "output_type": "np", "callback_on_step_end": step("decoder"),
+        }
+        if init is not None:
+            output = self._img2img(image=init, strength=settings["strength"], **common)
+        else:
+            output = self.decoder_pipe(**common)
+        pictures = to_pictures(output.images)
+        # The picture's own CLIP image embedding: later variations follow what was drawn.
+        return Drawn(pictures, self.encode_images(pictures).float().cpu(), "clip_image_encoder",
+                     init is not None)
+
+    def _img2img(self, *, height: int, width: int, **kwargs):
+        # diffusers 0.42's KandinskyV22Img2ImgPipeline hands (width, height) to
+        # VaeImageProcessor.preprocess(image, height, width) — swapped — and uses them nowhere
+        # else: pass them swapped so non-square images keep their orientation.
+        return self.img2img_pipe(height=width, width=height, **kwargs)
+
+    def _init_images(self, jobs, settings, height, width) -> list[Image.Image] | None:
+        """Source pictures for variations with strength < 1 (image-to-image)."""
+        if settings["strength"] >= 1.0 or any(j.operation != "variation" or not j.source_images for j in jobs):
+            return None
+        pictures = []
+        for job in jobs:
+            with Image.open(io.BytesIO(job.source_images[0])) as picture:
+                pictures.extend([picture.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)] * job.n)
+        return pictures
+
+    def _upscale(self, job: RenderJob, settings: dict[str, Any], progress) -> Drawn:
+        if not job.source_images:
+            raise RenderError("the image to upscale is missing from storage")
+        with Image.open(io.BytesIO(job.source_images[0])) as picture:
+            source = picture.convert("RGB")
+        height = max(64, round(source.height * 2 / 64) * 64)
+        width = max(64, round(source.width * 2 / 64) * 64)
+        if job.source_embeddings:
+            embeds = torch.from_numpy(embedding_from_bytes(job.source_embeddings[0]))[None]
+        else:
+            embeds = self.encode_images([source]).float().cpu()
+        # Image-to-image runs strength x steps of them: keep at least one.
+        steps = max(settings["decoder_steps"], 4)
+        output = self._img2img(
+            image=[source.resize((width, height), Image.Resampling.BICUBIC)],
+            image_embeds=embeds.to(self.device, self.dtype),
+            negative_image_embeds=self.zero_embed.to(self.device, self.dtype),
+            height=height, width=width, num_inference_steps=steps,
+            # Low strength: keep the picture, redraw its detail at the larger size.
+            strength=0.35, guidance_scale=settings["decoder_guidance"],
+            generator=[torch.Generator("cpu").manual_seed(job.draw_seeds()[0])], output_type="np",
+            callback_on_step_end=lambda pipe, i, t, kw: (
+                progress(min(1.0, (i + 1) / max(1, int(steps * 0.35))), "upscale"), kw)[1],
+        )
+        # Multiples of 64 rarely match twice the source exactly: land on exactly 2x.
+        pictures = [p.resize((source.width * 2, source.height * 2), Image.Resampling.LANCZOS)
+                    for p in to_pictures(output.images)]
+        return Drawn(pictures, self.encode_images(pictures).float().cpu(), "clip_image_encoder")
