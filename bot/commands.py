@@ -56,6 +56,7 @@ class Blend:
     weights: tuple[float, ...] | None = None
     seed: int | None = None
     params: RenderParams = RenderParams()
+    strip: int | None = None  # an interpolation strip of this many frames
 
 
 @dataclass(frozen=True)
@@ -145,8 +146,10 @@ Command = (
 
 USAGE = """\
 /imagine <prompt> [--seed N] [--n 1-4] [--ar W:H] [--no TEXT] [--steps N] [--guidance X]
-/vary <image> [--strength 0.05-1] [--n 1-4] [--seed N]    (image: 12:3, 12, or last:3)
+/vary <image> [--strength 0.05-1] [--n 1-4] [--seed N] [--toward TEXT [--amount 0.05-1]]
+      (image: 12:3, 12, or last:3; --toward turns it toward a text: "--toward in winter")
 /blend <image> <image> [<image> <image>] [--weights 1,2,...] [--n 1-4] [--seed N]
+/blend <image> <image> --strip 3-8    (an interpolation strip from one to the other)
 /upscale <image>   /reroll [job]   /cancel [job]   /history [page]   /thread [job]   /quota
 /imagine-admin quota set|grant|reset <@user|@&role|team> [N|unlimited]
 /imagine-admin ban|unban <@user> [reason]   block-term|unblock-term <term>
@@ -160,8 +163,8 @@ _IMAGINE_OPTIONS = {
     "seed", "n", "ar", "no", "steps", "prior-steps", "decoder-steps", "upscale-steps",
     "guidance", "prior-guidance", "model",
 }
-_VARY_OPTIONS = {"strength", "n", "seed"}
-_BLEND_OPTIONS = {"weights", "n", "seed"}
+_VARY_OPTIONS = {"strength", "n", "seed", "toward", "amount"}
+_BLEND_OPTIONS = {"weights", "n", "seed", "strip"}
 _FLAG = re.compile(r"^(?:--|—|–)([a-z][a-z-]*)$")
 
 
@@ -402,6 +405,8 @@ def _parse_subcommand(name: str, rest: list[str], limits: Limits, *, strict: boo
                     image=ref,
                     seed=_int("seed", options["seed"], 0, MAX_SEED) if "seed" in options else None,
                     params=_render_params(options, limits),
+                    toward=options.get("toward"),
+                    amount=_float("amount", options["amount"], 0.05, 1.0) if "amount" in options else None,
                 )
             )
         if name == "blend":
@@ -429,6 +434,7 @@ def _parse_subcommand(name: str, rest: list[str], limits: Limits, *, strict: boo
                 refs, weights,
                 seed=_int("seed", options["seed"], 0, MAX_SEED) if "seed" in options else None,
                 params=_render_params(options, limits),
+                strip=_int("strip", options["strip"], 3, 8) if "strip" in options else None,
             )
         if name == "upscale":
             if len(rest) != 1:

@@ -52,6 +52,8 @@ def job_title(job: GenerationView, escape: Escape = no_escape, limit: int = 120)
     """`#12 imagine "a red star"` / `#13 variation of #12:3`."""
     if job.kind == GenerationKind.BLEND:
         return f"#{job.id} {escape(job.prompt)}"
+    if "edit_toward" in job.params and job.parent_label:
+        return f'#{job.id} {job.parent_label} toward "{escape(shorten(job.params["edit_toward"], limit))}"'
     if job.kind in (GenerationKind.VARIATION, GenerationKind.UPSCALE) or (
         job.kind == GenerationKind.REROLL and job.parent_label
     ):

@@ -55,9 +55,10 @@ class CommandRunner:
             case c.Vary(request):
                 submitted = await service.submit_variation(actor, request, reply_target)
                 return self._queued(submitted)
-            case c.Blend(images, weights, seed, params):
+            case c.Blend(images, weights, seed, params, strip):
                 submitted = await service.submit_blend(
-                    actor, list(images), list(weights) if weights else None, params, seed, reply_target
+                    actor, list(images), list(weights) if weights else None, params, seed,
+                    reply_target, strip=strip,
                 )
                 return self._queued(submitted)
             case c.Upscale(image):

@@ -165,12 +165,25 @@ class ImagineService:
     async def submit_variation(
         self, actor: Actor, request: VariationRequest, reply_target: dict[str, Any] | None = None
     ) -> SubmittedJob:
-        """Queue variations of one stored image (from its CLIP image embedding)."""
+        """Queue variations of one stored image (from its CLIP image embedding), optionally
+        turned toward a text (the unCLIP paper's text diff: "make it winter")."""
         self._validate_params(request.params)
         seed = self._resolve_seed(request.seed)
+        extra: dict[str, Any] = {}
+        if request.toward is not None:
+            extra["edit_toward"] = normalise_prompt(
+                request.toward, max_chars=self.policy.max_prompt_chars, what="The --toward text"
+            )
+            if request.amount is not None:
+                if not 0.05 <= request.amount <= 1.0:
+                    raise UsageError(f"--amount must be between 0.05 and 1, got {request.amount:g}.")
+                extra["edit_amount"] = request.amount
+        elif request.amount is not None:
+            raise UsageError("--amount goes with --toward: say what to turn the image toward.")
         job = _NewJob(
             kind=GenerationKind.VARIATION, prompt="", negative_prompt=None,
             params=request.params, seed=seed, model_id="", image_ref=request.image,
+            extra_params=extra,
         )
         return await self._submit(actor, job, reply_target or {})
 
@@ -206,10 +219,24 @@ class ImagineService:
     async def submit_blend(
         self, actor: Actor, images: list[ImageRef], weights: list[float] | None = None,
         params: RenderParams | None = None, seed: int | None = None,
-        reply_target: dict[str, Any] | None = None,
+        reply_target: dict[str, Any] | None = None, strip: int | None = None,
     ) -> SubmittedJob:
-        """Queue a blend of 2-4 stored images: their CLIP image embeddings, slerped by weight."""
+        """Queue a blend of 2-4 stored images (their CLIP image embeddings, slerped by weight),
+        or with `strip` an interpolation strip: that many frames from one image to another."""
         params = params or RenderParams()
+        if strip is not None:
+            if len(images) != 2:
+                raise UsageError(f"An interpolation strip goes from one image to another: give 2, got {len(images)}.")
+            if not 3 <= strip <= 8:
+                raise UsageError(f"--strip must be between 3 and 8 frames, got {strip}.")
+            self._validate_params(replace(params, n=1))
+            job = _NewJob(
+                kind=GenerationKind.BLEND, prompt="", negative_prompt=None,
+                params=replace(params, n=strip), seed=self._resolve_seed(seed), model_id="",
+                image_ref=images[0], extra_refs=(images[1],), weights=(1.0, 1.0),
+                extra_params={"strip": strip},
+            )
+            return await self._submit(actor, job, reply_target or {})
         self._validate_params(params)
         if not 2 <= len(images) <= 4:
             raise UsageError(f"Blend 2 to 4 images, got {len(images)}.")
@@ -293,6 +320,11 @@ class ImagineService:
                     job, prompt=parent.prompt, negative_prompt=parent.negative_prompt,
                     model_id=parent.model_id,
                 )
+            if "edit_toward" in params:
+                # The text diff runs from what the parent was asked for, toward the new text.
+                described = parent.kind != "blend" and (parent.params or {}).get("source") != "upload"
+                params["edit_from"] = parent.prompt if described else ""
+                self._refuse_blocked_terms(session, team, params["edit_toward"])
         if job.extra_refs:
             sources = [parent_image] + [
                 self._resolve_image(session, team, user, ref) for ref in job.extra_refs
@@ -301,7 +333,9 @@ class ImagineService:
                 {"image_id": image.id, "label": f"#{image.generation_id}:{image.index}", "weight": w}
                 for image, w in zip(sources, job.weights, strict=True)
             ]
-            job = replace(job, prompt="blend of " + " + ".join(s["label"] for s in params["sources"]))
+            labels = [s["label"] for s in params["sources"]]
+            job = replace(job, prompt=(f"strip from {labels[0]} to {labels[1]}" if "strip" in params
+                                       else "blend of " + " + ".join(labels)))
         self._refuse_blocked_terms(session, team, job.prompt)
 
         cost = job.params.n
@@ -378,6 +412,19 @@ class ImagineService:
         repo.refund(session, generation, f"cancelled by {actor.user_id}")
         log.info("job %s cancelled by %s/%s", generation.id, actor.platform, actor.user_id)
         session.flush()
+        return repo.generation_view(generation)
+
+    async def authorize_removal(self, actor: Actor, generation_id: int) -> GenerationView:
+        """Allow removing a job's chat messages: its requester may, a moderator may (audited)."""
+        return await self.db.run(self._authorize_removal, actor, generation_id)
+
+    def _authorize_removal(self, session: Session, actor: Actor, generation_id: int) -> GenerationView:
+        team, user = repo.ensure_actor(session, actor)
+        generation = self._find_generation(session, team, user, generation_id)
+        if generation.requester_id != user.id:
+            if not self._is_moderator(team, actor):
+                raise NotPermitted("Only the person who asked for this job, or a moderator, can remove it.")
+            self._audit(session, team, user, "messages.remove", f"job #{generation.id}", {})
         return repo.generation_view(generation)
 
     async def generation(self, generation_id: int) -> GenerationView:

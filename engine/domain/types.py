@@ -131,6 +131,9 @@ class VariationRequest:
     image: ImageRef
     seed: int | None = None
     params: RenderParams = field(default_factory=RenderParams)
+    #: A text diff ("make it winter"): turn the image's embedding toward this text.
+    toward: str | None = None
+    amount: float | None = None  # 0..1, how far; None: the model's default
 
 
 @dataclass(frozen=True)

@@ -191,7 +191,10 @@ def load_unclip(spec: ModelSpec, *, device: str = "cpu", dtype=None):
     if "super_res_first" in parts and "super_res_last" not in parts:
         # A model may ship one upsampler for every step (the built-in one does, to stay small).
         parts["super_res_last"] = parts["super_res_first"]
-    check_tokenizer(parts["tokenizer"], spec.path / "tokenizer")
+    try:
+        check_tokenizer(parts["tokenizer"], spec.path / "tokenizer")
+    except RuntimeError as error:
+        raise ModelUnavailable(str(error)) from error
     _check_dimensions(parts, spec.path)
     pipe = ImagineUnCLIPPipeline(**parts)
     pipe.set_progress_bar_config(disable=True)

@@ -375,6 +375,11 @@ class UnCLIPRenderer(BaseRenderer):
         return self.pipe.encode_text(texts).embeds
 
     def _draw(self, jobs, settings, generators, on_step) -> Drawn:
+        if jobs[0].operation == "text2image" and self.pipe.prior is None:
+            raise RenderError(
+                f"model {self.model_id} has no prior (an image-variations model): it can vary "
+                "images but not draw from text"
+            )
         prompts: list[str] = []
         negatives: list[str | None] = []
         embeds: list[torch.Tensor] = []

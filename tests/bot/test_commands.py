@@ -12,6 +12,8 @@ from bot.commands import (
     AdminBlockTerm,
     AdminModRole,
     AdminQuota,
+    AdminStats,
+    Blend,
     AdminUnban,
     AdminUnblockTerm,
     Cancel,
@@ -21,6 +23,7 @@ from bot.commands import (
     Quota,
     Reroll,
     Thread,
+    Upscale,
     Vary,
     parse_command,
 )
@@ -44,6 +47,12 @@ PARSES = [
     ("/imagine thread 12", Thread, {"generation_id": 12}),
     ("/imagine vary 12:3", Vary, {"image": ImageRef(12, 3)}),
     ("/vary 12:3 --strength 0.5 --n 2", Vary, {"image": ImageRef(12, 3), "strength": 0.5, "n": 2}),
+    ("/vary 12:3 --toward in winter --amount 0.4", Vary, {"toward": "in winter", "amount": 0.4}),
+    ("/blend 1:1 2:2 --strip 5", Blend, {"strip": 5, "images": (ImageRef(1, 1), ImageRef(2, 2))}),
+    ("/blend 1:1 2:2 3:1 --weights 1,2,3", Blend, {"weights": (1.0, 2.0, 3.0)}),
+    ("/upscale last:2", Upscale, {"image": ImageRef(None, 2)}),
+    ("/imagine upscale 3:1", Upscale, {"image": ImageRef(3, 1)}),
+    ("/imagine-admin stats 30", AdminStats, {"days": 30}),
     ("/vary #12", Vary, {"image": ImageRef(12, None)}),
     ("/vary last:2", Vary, {"image": ImageRef(None, 2)}),
     ("/reroll", Reroll, {"generation_id": None}),
@@ -76,11 +85,10 @@ PARSES = [
 def _fields(command) -> dict:
     """Flatten a command and its nested request/params into one dict for comparison."""
     out = dict(vars(command))
-    for nested in ("request",):
-        if nested in out:
-            request = out.pop(nested)
-            out.update(vars(request))
-            out.update(vars(out.pop("params")))
+    if "request" in out:
+        out.update(vars(out.pop("request")))
+    if "params" in out:
+        out.update(vars(out.pop("params")))
     return out
 
 
@@ -150,6 +158,12 @@ ERRORS = [
     ("/imagine-admin audit 0", "`audit` takes how many entries to show, 1 to 100"),
     ("/imagine-admin mod-role add", "Use `mod-role add <@&role>`"),
     ("/imagine-admin mod-role add @bob", "'@bob' is not a role"),
+    ("/blend 1:1", "Blend 2 to 4 images, e.g. `/blend 12:1 12:3`; got 1"),
+    ("/blend 1:1 2:2 --weights 1", "--weights needs one number per image (2), got 1"),
+    ("/blend 1:1 2:2 --strip 2", "--strip must be between 3 and 8, got 2"),
+    ("/upscale", "Say which one image to upscale"),
+    ("/vary 1:1 --amount 2", "--amount must be between 0.05 and 1"),
+    ("/imagine-admin stats 0", "`stats` takes how many days to cover, 1 to 90"),
     ("/imagine " + "x" * 5000, "That command is 5009 characters long; the limit is 4000"),
 ]
 

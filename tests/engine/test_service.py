@@ -593,3 +593,32 @@ async def test_platform_events_are_handled_once(service):
     assert await service.first_time(Platform.DISCORD, "Ev1")
     assert await service.forget_events_before(utcnow() + __import__("datetime").timedelta(seconds=1)) == 2
     assert await service.first_time(Platform.SLACK, "Ev1")
+
+
+async def test_text_diff_variation(service, database):
+    """`--toward` turns a variation toward a text, starting from the parent's prompt."""
+    root = (await service.submit_imagine(ALICE, imagine("a red star"))).generation
+    await finish(database, root.id)
+    job = (await service.submit_variation(
+        ALICE, VariationRequest(ImageRef(root.id, 1), toward="  in winter ", amount=0.4))).generation
+    assert (job.params["edit_toward"], job.params["edit_from"], job.params["edit_amount"]) == (
+        "in winter", "a red star", 0.4)
+    await service.block_term(ADMIN, "gore")
+    with pytest.raises(PromptRejected):
+        await service.submit_variation(ALICE, VariationRequest(ImageRef(root.id, 1), toward="more gore"))
+    with pytest.raises(UsageError, match="--amount goes with --toward"):
+        await service.submit_variation(ALICE, VariationRequest(ImageRef(root.id, 1), amount=0.3))
+    with pytest.raises(UsageError, match="The --toward text is empty"):
+        await service.submit_variation(ALICE, VariationRequest(ImageRef(root.id, 1), toward="  "))
+
+
+async def test_interpolation_strip(service, database):
+    """A strip runs from one image to another in 3-8 frames, charged per frame."""
+    a = (await service.submit_imagine(ALICE, imagine())).generation
+    await finish(database, a.id)
+    job = (await service.submit_blend(ALICE, [ImageRef(a.id, 1), ImageRef(a.id, 4)], strip=5)).generation
+    assert (job.cost, job.params["strip"], job.prompt) == (5, 5, f"strip from #{a.id}:1 to #{a.id}:4")
+    with pytest.raises(UsageError, match="--strip must be between 3 and 8 frames, got 9"):
+        await service.submit_blend(ALICE, [ImageRef(a.id, 1), ImageRef(a.id, 4)], strip=9)
+    with pytest.raises(UsageError, match="give 2, got 3"):
+        await service.submit_blend(ALICE, [ImageRef(a.id, 1)] * 3, strip=4)

@@ -223,3 +223,21 @@ async def test_model_without_upsampler_cannot_upscale(service, runtime, tiny_ren
     assert await run(runtime, up.id) == "failed"
     failed = await service.generation(up.id)
     assert "has no upsampler, so it cannot upscale" in failed.error
+
+
+async def test_text_diff_and_strip_render(service, runtime):
+    """A text-diff variation and an interpolation strip render through the real model."""
+    root = await submit(service, "a red star")
+    await run(runtime, root.id)
+    edit = (await service.submit_variation(
+        ALICE, VariationRequest(ImageRef(root.id, 1), params=RenderParams(n=1), toward="in winter"))).generation
+    assert await run(runtime, edit.id) == "done"
+    meta = png_metadata(runtime.store.get((await service.generation(edit.id)).images[0].storage_key))
+    assert json.loads(meta["edit"]) == {"from": "a red star", "toward": "in winter", "amount": 0.35}
+    strip = (await service.submit_blend(ALICE, [ImageRef(root.id, 1), ImageRef(root.id, 2)], strip=4)).generation
+    assert await run(runtime, strip.id) == "done"
+    done = await service.generation(strip.id)
+    with Image.open(runtime.store.path(done.grid_key)) as picture:
+        frame = done.images[0]
+        assert picture.size == (4 * frame.width + 3 * 2, frame.height)
+    assert {i.seed for i in done.images} == {strip.seed}  # one seed: only the embedding moves

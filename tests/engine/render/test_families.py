@@ -1,0 +1,174 @@
+"""Model families through the real loader: tiny random components of exactly the classes each
+family uses, saved in that family's folder layout (Karlo, Kandinsky 2.2)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.render.jobs import RenderError, RenderJob
+from engine.render.loader import ModelUnavailable, load_unclip, resolve_model
+from engine.render.renderer import UnCLIPRenderer, load_renderer
+
+
+def job(op="text2image", seed=1, n=2, **kw):
+    params = kw.pop("params", {})
+    return RenderJob(kw.pop("id", 1), op, kw.pop("prompt", "a red star"), kw.pop("negative", None),
+                     seed, n, params, **kw)
+
+
+def quiet(*_):
+    return None
+
+
+@pytest.fixture(scope="module")
+def kandinsky(tmp_path_factory):
+    from engine.render.tiny import build_tiny_kandinsky
+
+    folder = build_tiny_kandinsky(tmp_path_factory.mktemp("kandinsky"))
+    return load_renderer(str(folder), folder.parent, device="cpu", dtype="float32")
+
+
+def pixels(png: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png)) as picture:
+        return np.asarray(picture).astype(int)
+
+
+# --- Kandinsky 2.2 ------------------------------------------------------------------------------
+
+
+def test_kandinsky_draws_the_asked_aspect(kandinsky):
+    """Kandinsky renders aspects natively (multiples of 64, then exact), with a negative prompt."""
+    result = kandinsky.render(job(negative="blurry", params={"aspect": "16:9"}), quiet)
+    assert [(i.width, i.height) for i in result.images] == [(64, 36), (64, 36)]
+    assert result.info["model_family"] == "kandinsky22"
+    assert result.info["scheduler"] == "DDPMScheduler"
+    assert result.images[0].embedding_dim == 32
+
+
+def test_kandinsky_batch_equals_solo(kandinsky):
+    """A Kandinsky job renders the same pixels alone and in a batch."""
+    alone = kandinsky.render(job(id=1, seed=9), quiet)
+    batch = kandinsky.render_batch([job(id=2, seed=3, n=1), job(id=1, seed=9)], [quiet, quiet])
+    for a, b in zip(alone.images, batch[1].images, strict=True):
+        assert np.abs(pixels(a.png) - pixels(b.png)).max() <= 2
+
+
+def test_kandinsky_variation_blend_strip_upscale(kandinsky):
+    """Variations (with strength), blends, strips and upscales run on Kandinsky too."""
+    source = kandinsky.render(job(), quiet).images
+    embeds = tuple(i.embedding for i in source)
+    varied = kandinsky.render(job("variation", params={"strength": 0.5}, source_embeddings=embeds[:1],
+                                  source_images=(source[0].png,)), quiet)
+    assert varied.info["strength"] == 0.5
+    blend = kandinsky.render(job("blend", n=1, source_embeddings=embeds, weights=(1.0, 2.0)), quiet)
+    assert len(blend.images) == 1
+    strip = kandinsky.render(job("strip", n=3, source_embeddings=embeds), quiet)
+    assert len(strip.images) == 3 and strip.grid_png
+    up = kandinsky.render(job("upscale", n=1, source_embeddings=embeds[:1], source_images=(source[0].png,)), quiet)
+    assert (up.images[0].width, up.images[0].height) == (2 * source[0].width, 2 * source[0].height)
+
+
+def test_kandinsky_zero_embedding_is_cached(kandinsky, monkeypatch):
+    """The prior's black-image embedding is computed once, not per job: a text job runs the
+    image encoder only to embed what it drew."""
+    calls = []
+    encoder = kandinsky.prior_pipe.image_encoder
+    original = encoder.forward
+    monkeypatch.setattr(encoder, "forward", lambda *a, **k: (calls.append(1), original(*a, **k))[1])
+    kandinsky.render(job(), quiet)
+    assert len(calls) == 1
+
+
+# --- unCLIP (Karlo layout) ------------------------------------------------------------------------
+
+
+def test_karlo_layout_with_shared_upsampler(tiny_model_dir, tmp_path):
+    """A Karlo folder that ships one upsampler (no super_res_last) loads and renders."""
+    folder = tmp_path / "karlo-like"
+    shutil.copytree(tiny_model_dir, folder)
+    shutil.rmtree(folder / "super_res_last")
+    pipe = load_unclip(resolve_model(str(folder), tmp_path))
+    assert pipe.super_res_last is pipe.super_res_first
+
+
+def test_variations_model_without_prior(tiny_model_dir, tmp_path):
+    """An image-variations folder (no prior) varies images but refuses text clearly."""
+    folder = tmp_path / "variations-only"
+    shutil.copytree(tiny_model_dir, folder)
+    shutil.rmtree(folder / "prior")
+    shutil.rmtree(folder / "prior_scheduler")
+    renderer = UnCLIPRenderer.load(resolve_model(str(folder), tmp_path), device="cpu", dtype="float32")
+    with pytest.raises(RenderError, match="has no prior"):
+        renderer.render(job(), quiet)
+    picture = Image.new("RGB", (32, 32), (255, 0, 0))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    result = renderer.render(job("variation", n=1, source_images=(buffer.getvalue(),)), quiet)
+    assert result.info["embedding"] == "clip_image_encoder"
+
+
+def test_model_without_image_encoder_cannot_vary_uploads(tiny_model_dir, tmp_path):
+    """Without a CLIP image encoder an uploaded image cannot be varied: a clear error."""
+    folder = tmp_path / "no-encoder"
+    shutil.copytree(tiny_model_dir, folder)
+    shutil.rmtree(folder / "image_encoder")
+    renderer = UnCLIPRenderer.load(resolve_model(str(folder), tmp_path), device="cpu", dtype="float32")
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(buffer, format="PNG")
+    with pytest.raises(RenderError, match="has no CLIP image encoder"):
+        renderer.render(job("variation", n=1, source_images=(buffer.getvalue(),)), quiet)
+
+
+# --- missing and broken models ---------------------------------------------------------------------
+
+
+def test_missing_models_explain_how_to_fetch(tmp_path, monkeypatch):
+    """A model that is not on this machine fails with what is missing and how to fetch it."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    with pytest.raises(ModelUnavailable, match="huggingface-cli download kakaobrain/karlo-v1-alpha"):
+        resolve_model("kakaobrain/karlo-v1-alpha", tmp_path)
+    with pytest.raises(ModelUnavailable, match="neither a folder nor a Hugging Face id"):
+        resolve_model("karlo", tmp_path)
+    (tmp_path / "not-a-model").mkdir()
+    with pytest.raises(ModelUnavailable, match="has no model_index.json"):
+        resolve_model(str(tmp_path / "not-a-model"), tmp_path)
+
+
+def test_broken_folders_fail_at_load(tiny_model_dir, tmp_path):
+    """Missing components, tokenizer files or mismatched sizes fail at load, by name."""
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, folder)
+    shutil.rmtree(folder / "decoder")
+    with pytest.raises(ModelUnavailable, match="missing component folder\\(s\\): decoder"):
+        load_unclip(resolve_model(str(folder), tmp_path))
+    shutil.rmtree(folder)
+    shutil.copytree(tiny_model_dir, folder)
+    for file in (folder / "tokenizer").iterdir():
+        file.unlink()
+    with pytest.raises(ModelUnavailable):
+        load_unclip(resolve_model(str(folder), tmp_path))
+    shutil.rmtree(folder)
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "text_proj" / "config.json").read_text())
+    config["clip_embeddings_dim"] = 16
+    (folder / "text_proj" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelUnavailable):
+        load_unclip(resolve_model(str(folder), tmp_path))
+
+
+def test_worker_refuses_to_start_without_its_model(tmp_path):
+    """`imagine-bot worker` with a missing model exits at once with the reason, before any job."""
+    env = {"IMAGINE_DATA_DIR": str(tmp_path), "IMAGINE_RENDER_MODEL": "kakaobrain/karlo-v1-alpha",
+           "HF_HOME": str(tmp_path / "empty-cache"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "bot", "worker"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    assert "cannot start" in done.stderr and "huggingface-cli download kakaobrain/karlo-v1-alpha" in done.stderr
