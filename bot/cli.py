@@ -26,14 +26,18 @@ def _settings():
     return get_settings()
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+def _configure_logging(args: argparse.Namespace) -> None:
+    from engine.logs import configure_logging, register_secrets
+
+    ops = _settings().ops
+    # The console is a terminal program: quiet unless asked. Servers log at the configured level.
+    level = args.log_level or ("WARNING" if args.command == "console" else ops.log_level)
+    configure_logging(level, ops.log_format)
+    # Whatever the configuration calls a token, secret or password never reaches a log line.
+    register_secrets(
+        value for name, value in os.environ.items()
+        if name.startswith("IMAGINE_") and any(w in name for w in ("TOKEN", "SECRET", "PASSWORD"))
     )
-    # discord.py and the webhook logger put interaction tokens in URLs at DEBUG: never below INFO.
-    for noisy in ("discord.http", "discord.webhook", "discord.gateway"):
-        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
 
 
 def cmd_console(args: argparse.Namespace) -> int:
@@ -80,15 +84,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
             return 2
         print(f"imagine-bot worker: model {spec.name} ({spec.family}) at {spec.path}", file=sys.stderr)
     app = build_app(settings)
+    task = app.tasks["imagine.render"]
     if args.pool == "solo":
         # One process per GPU: load the model now so a broken model fails before any job, and
         # the first job does not pay for the load. (Never before a fork: see PLATFORM_NOTES.)
-        task = app.tasks["imagine.render"]
         try:
             task.runtime.renderer  # noqa: B018
         except Exception as error:  # noqa: BLE001
             print(f"imagine-bot worker: cannot load the model: {error}", file=sys.stderr)
             return 2
+        from engine.metrics import WORKER_READY
+
+        WORKER_READY.set(1)
+    _start_worker_ops(settings, app, task, loaded=args.pool == "solo")
     argv = ["worker", f"--pool={args.pool}", f"--concurrency={args.concurrency}",
             f"--queues={args.queues or GPU_QUEUE}", f"--loglevel={args.loglevel}",
             "--without-gossip", "--without-mingle"]
@@ -96,6 +104,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
         argv.append(f"--hostname={args.hostname}")
     app.worker_main(argv)
     return 0
+
+
+def _start_worker_ops(settings, app, task, *, loaded: bool) -> None:
+    """/metrics, /healthz, /readyz for a worker (metrics are this process's: use the solo pool)."""
+    if not settings.ops.port:
+        return
+    from engine.ops import OpsServer, broker_check, database_check
+    from engine.store.db import Database
+
+    def model_check() -> None:
+        if loaded and task.runtime._renderer is None:
+            raise RuntimeError("the model is not loaded")
+
+    OpsServer(settings.ops.host, settings.ops.port, checks={
+        "database": database_check(Database(settings.database_url, pool_size=1, max_overflow=1)),
+        "broker": broker_check(app),
+        "model": model_check,
+    }).start()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -130,7 +156,8 @@ def cmd_train_builtin(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagine-bot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--log-level", default=os.environ.get("IMAGINE_LOG_LEVEL", "WARNING"))
+    parser.add_argument("--log-level", default=None,
+                        help="default: WARNING for the console, IMAGINE_OPS_LOG_LEVEL for servers")
     sub = parser.add_subparsers(dest="command", required=True)
 
     console = sub.add_parser("console", help="the local front-end (interactive, or --script FILE)")
@@ -166,5 +193,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(args.log_level)
+    _configure_logging(args)
     return args.func(args)

@@ -15,10 +15,13 @@ import logging
 import time
 from typing import Protocol
 
-from engine.domain.types import GenerationStatus, Platform
+from engine import metrics
+from engine.domain.types import Platform
+from engine.logs import job_context
 from engine.domain.views import GenerationView
 from engine.notify import Wakeups
 from engine.service import ImagineService
+from engine.store.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -125,12 +128,19 @@ class Delivery:
             log.warning("job %s: progress update failed", job.id, exc_info=True)
 
     async def _deliver(self, job: GenerationView) -> bool:
+        with job_context(job.id):
+            return await self._deliver_one(job)
+
+    async def _deliver_one(self, job: GenerationView) -> bool:
         try:
             await self.target.deliver(job)
         except Exception:  # noqa: BLE001 - never lose a result: the claim expires, a sweep retries
             log.exception("job %s: delivery failed; retrying in %.0f s", job.id, self.lease_s)
             return False
         await self.service.mark_delivered(job.id)
+        if job.finished_at is not None:
+            metrics.JOB_SECONDS.labels(phase="delivery").observe(
+                max(0.0, (utcnow() - job.finished_at).total_seconds()))
         self._shown.pop(job.id, None)
         log.info("job %s delivered (%s)", job.id, job.status)
         return True

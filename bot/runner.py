@@ -16,7 +16,8 @@ from typing import Any
 from bot import commands as c
 from bot import replies
 from bot.replies import Escape, Reply, no_escape
-from engine.domain.errors import UserFacingError
+from engine import metrics
+from engine.domain.errors import QuotaExceeded, UserFacingError
 from engine.domain.types import Actor
 from engine.service import ImagineService
 from engine.store.models import utcnow
@@ -40,6 +41,8 @@ class CommandRunner:
         try:
             return await self._run(actor, command, reply_target or {})
         except UserFacingError as error:
+            if isinstance(error, QuotaExceeded):
+                metrics.QUOTA_REFUSALS.inc()
             return Reply(error.message, ephemeral=True, is_error=True)
         except Exception:
             log.exception("command %s by %s/%s failed", type(command).__name__, actor.platform, actor.user_id)

@@ -27,6 +27,18 @@ class BotRuntime:
     store: ImageStore
     celery_app: Celery
 
+    def start_ops(self):
+        """Serve /metrics, /healthz, /readyz for this bot process (None if the port is 0)."""
+        from engine.ops import OpsServer, broker_check, database_check, queue_depth_hook
+
+        if not self.settings.ops.port:
+            return None
+        return OpsServer(
+            self.settings.ops.host, self.settings.ops.port,
+            checks={"database": database_check(self.db), "broker": broker_check(self.celery_app)},
+            before_scrape=[queue_depth_hook(self.db)],
+        ).start()
+
     def wakeups(self) -> Wakeups:
         return make_wakeups(self.settings.notify_url, self.settings.broker.poll_interval_s)
 

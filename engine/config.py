@@ -106,6 +106,41 @@ class LimitSettings(BaseSettings):
     history_page_size: int = 10
 
 
+class OpsSettings(BaseSettings):
+    """Metrics, health checks and logs of every process (bots and workers)."""
+
+    model_config = _env("IMAGINE_OPS_")
+
+    # /metrics, /healthz and /readyz are served on this port (0 turns the endpoint off).
+    host: str = "0.0.0.0"
+    port: int = 9100
+    log_format: str = "text"  # text | json
+    log_level: str = "INFO"
+
+
+class GallerySettings(BaseSettings):
+    """The team gallery web page (`imagine-bot gallery`)."""
+
+    model_config = _env("IMAGINE_GALLERY_")
+
+    host: str = "0.0.0.0"
+    port: int = 8080
+    # Signs gallery links; without one, no links can be made and the gallery refuses everyone.
+    secret: str = ""
+    # How members reach the gallery, e.g. https://imagine.example.com (links are built on it).
+    base_url: str = "http://localhost:8080"
+    link_ttl_hours: int = 24 * 7
+
+
+class RetentionSettings(BaseSettings):
+    """How long images and jobs are kept (`imagine-bot retention`)."""
+
+    model_config = _env("IMAGINE_RETENTION_")
+
+    # Days to keep jobs and their images for teams that set no policy; 0 keeps everything.
+    default_days: int = 0
+
+
 class Settings:
     """All settings, grouped by concern."""
 
@@ -118,6 +153,9 @@ class Settings:
         self.worker = WorkerSettings()
         self.quota = QuotaSettings()
         self.limits = LimitSettings()
+        self.ops = OpsSettings()
+        self.gallery = GallerySettings()
+        self.retention = RetentionSettings()
 
     @property
     def data_dir(self) -> Path:

@@ -187,6 +187,10 @@ class BaseRenderer:
     def scheduler_name(self) -> str:
         return "unknown"
 
+    def gpu_memory_bytes(self) -> int:
+        """Memory held by tensors on this worker's GPU (0 on the CPU)."""
+        return torch.cuda.memory_allocated() if self.device.startswith("cuda") else 0
+
     # --- settings of one job -----------------------------------------------------------------
 
     def resolved_settings(self, job: RenderJob) -> dict[str, Any]:

@@ -27,7 +27,9 @@ from typing import Any, Protocol
 
 from sqlalchemy import select, update
 
+from engine import metrics
 from engine.domain.types import GenerationKind, GenerationStatus
+from engine.logs import job_context
 from engine.notify import Publisher
 from engine.render.jobs import RenderAborted, RenderError, RenderJob, RenderResult, batch_key
 from engine.storage import ImageStore
@@ -179,7 +181,10 @@ def _start(session, runtime: WorkerRuntime, row: Generation, *, leader: int | No
         _fail(session, row, f"the worker stopped {row.attempts} times while rendering it")
         return None
     row.status = str(GenerationStatus.RUNNING)
-    row.started_at = row.started_at or utcnow()
+    if row.started_at is None:
+        row.started_at = utcnow()
+        metrics.JOB_SECONDS.labels(phase="queue_wait").observe(
+            max(0.0, (row.started_at - row.created_at).total_seconds()))
     row.attempts += 1
     row.worker = runtime.name
     row.batch_leader_id = leader
@@ -266,6 +271,8 @@ def _fail(session, generation: Generation, message: str) -> None:
     generation.finished_at = utcnow()
     generation.stage = None
     refunded = repo.refund(session, generation, f"render failed: {message}"[:200])
+    metrics.JOBS.labels(status="failed").inc()
+    metrics.FAILURES.labels(reason=metrics.failure_reason(message)).inc()
     log.warning("job %s failed (%s); refunded %d image(s)", generation.id, message, refunded)
 
 
@@ -314,16 +321,23 @@ def store_result(runtime: WorkerRuntime, job: RenderJob, result: RenderResult, r
 
 def run_generation(runtime: WorkerRuntime, generation_id: int) -> str:
     """Render one job (and whatever batches with it) end to end; returns what became of it."""
+    with job_context(generation_id):
+        return _run_generation(runtime, generation_id)
+
+
+def _run_generation(runtime: WorkerRuntime, generation_id: int) -> str:
     jobs = claim(runtime, generation_id)
     if not jobs:
         return "skipped"
     for job in jobs:
         runtime.publisher.publish(job.generation_id, str(GenerationStatus.RUNNING), 0.0)
+    metrics.BATCH_FILL.observe(min(1.0, sum(j.n for j in jobs) / max(1, runtime.max_batch_images)))
     started = time.perf_counter()
     try:
         reporters = [ProgressReporter(runtime, job.generation_id) for job in jobs]
         results = runtime.renderer.render_batch(jobs, reporters)
     except RenderAborted:
+        metrics.JOBS.labels(status="cancelled").inc(len(jobs))
         return "aborted"
     except (JobFailed, RenderError) as error:  # the model cannot do this: say why
         for job in jobs:
@@ -335,14 +349,22 @@ def run_generation(runtime: WorkerRuntime, generation_id: int) -> str:
             fail_job(runtime, job.generation_id, _describe(error))
         return "failed"
     render_ms = round((time.perf_counter() - started) * 1000)
+    metrics.JOB_SECONDS.labels(phase="render").observe(render_ms / 1000)
+    memory = getattr(runtime.renderer, "gpu_memory_bytes", None)
+    if memory is not None:
+        metrics.GPU_MEMORY.set(memory())
     outcome = {}
     for job, result in zip(jobs, results, strict=True):
         if result is None:
             outcome[job.generation_id] = "aborted"
+            metrics.JOBS.labels(status="cancelled").inc()
             continue
         status = store_result(runtime, job, result, render_ms)
         runtime.publisher.publish(job.generation_id, status, 1.0)
         outcome[job.generation_id] = status
+        metrics.JOBS.labels(status=status).inc()
+        if status == str(GenerationStatus.DONE):
+            metrics.IMAGES.inc(len(result.images))
         log.info("job %s %s: %d image(s) in %d ms (batch of %d)", job.generation_id, status,
                  len(result.images), render_ms, len(jobs))
     return outcome.get(generation_id, "skipped")
