@@ -5,6 +5,8 @@
     imagine-bot slack                     the Slack bot
     imagine-bot worker                    a Celery render worker (one per GPU)
     imagine-bot migrate                   bring the database schema up to date
+    imagine-bot retention [--apply]       delete what is older than each team's policy
+    imagine-bot export ...                a user's history or a thread as a zip
     imagine-bot train-builtin             retrain the built-in model from scratch
 
 Imports are per subcommand, so `imagine-bot console` never loads what `worker` needs.
@@ -148,6 +150,40 @@ def cmd_slack(args: argparse.Namespace) -> int:
     return run_slack()
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    import json
+
+    from engine.retention import apply_retention
+    from engine.storage import ImageStore
+    from engine.store.db import Database
+
+    settings = _settings()
+    report = apply_retention(Database(settings.database_url), ImageStore(settings.images_dir),
+                             default_days=settings.retention.default_days, apply=args.apply)
+    print(json.dumps(report.to_dict(), indent=2))
+    if not args.apply:
+        print("(dry run: nothing was deleted; add --apply to delete)", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from engine.domain.errors import UserFacingError
+    from engine.retention import export_zip
+    from engine.storage import ImageStore
+    from engine.store.db import Database
+
+    settings = _settings()
+    try:
+        data = export_zip(Database(settings.database_url), ImageStore(settings.images_dir),
+                          platform=args.platform, team=args.team, user=args.user, thread=args.thread)
+    except UserFacingError as error:
+        print(f"imagine-bot export: {error.message}", file=sys.stderr)
+        return 2
+    Path(args.out).write_bytes(data)
+    print(f"wrote {args.out} ({len(data)} bytes)")
+    return 0
+
+
 def cmd_train_builtin(args: argparse.Namespace) -> int:
     from engine.builtin.train import main as train_main
 
@@ -183,6 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--revision", default="head")
     migrate.add_argument("--downgrade", metavar="REVISION", default=None)
     migrate.set_defaults(func=cmd_migrate)
+
+    retention = sub.add_parser("retention", help="delete jobs and images older than each team's policy")
+    retention.add_argument("--apply", action="store_true", help="really delete (default: report only)")
+    retention.set_defaults(func=cmd_retention)
+
+    export = sub.add_parser("export", help="a user's history or a thread as a zip (PNGs + manifest.json)")
+    export.add_argument("--platform", required=True, choices=["discord", "slack", "console"])
+    export.add_argument("--team", required=True, help="guild id, workspace id, or 'local' for the console")
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--user", help="the user's platform id")
+    which.add_argument("--thread", type=int, help="any job of the thread")
+    export.add_argument("--out", required=True, help="the zip file to write")
+    export.set_defaults(func=cmd_export)
 
     train = sub.add_parser("train-builtin", help="retrain the built-in model (see --help)",
                            add_help=False)

@@ -133,6 +133,11 @@ class AdminStats:
 
 
 @dataclass(frozen=True)
+class AdminRetention:
+    days: int | None  # None: back to the server default
+
+
+@dataclass(frozen=True)
 class AdminModRole:
     role_id: str
     add: bool
@@ -141,7 +146,7 @@ class AdminModRole:
 Command = (
     Imagine | Vary | Blend | Upscale | Reroll | Cancel | History | Thread | Quota | Help
     | AdminQuota | AdminBan | AdminUnban | AdminBlockTerm | AdminUnblockTerm | AdminAudit
-    | AdminStats | AdminModRole
+    | AdminStats | AdminRetention | AdminModRole
 )
 
 USAGE = """\
@@ -153,7 +158,8 @@ USAGE = """\
 /upscale <image>   /reroll [job]   /cancel [job]   /history [page]   /thread [job]   /quota
 /imagine-admin quota set|grant|reset <@user|@&role|team> [N|unlimited]
 /imagine-admin ban|unban <@user> [reason]   block-term|unblock-term <term>
-/imagine-admin audit [N]   stats [days]   mod-role add|remove <@&role>"""
+/imagine-admin audit [N]   stats [days]   retention <days|forever|default>
+/imagine-admin mod-role add|remove <@&role>"""
 
 MAX_COMMAND_CHARS = 4000
 
@@ -532,6 +538,17 @@ def parse_admin(words: list[str]) -> Command:
         if len(rest) > 1 or not rest[0].isdigit() or not 1 <= int(rest[0]) <= 90:
             raise UsageError("`stats` takes how many days to cover, 1 to 90.")
         return AdminStats(int(rest[0]))
+    if action == "retention":
+        if len(rest) != 1:
+            raise UsageError("Use `retention <days>`, `retention forever` or `retention default`.")
+        word = rest[0].lower()
+        if word in ("forever", "off", "0"):
+            return AdminRetention(0)
+        if word == "default":
+            return AdminRetention(None)
+        if not word.isdigit() or not 1 <= int(word) <= 3650:
+            raise UsageError(f"Retention is a number of days from 1 to 3650, got {rest[0]!r}.")
+        return AdminRetention(int(word))
     if action == "mod-role":
         if len(rest) != 2 or rest[0].lower() not in ("add", "remove"):
             raise UsageError("Use `mod-role add <@&role>` or `mod-role remove <@&role>`.")
@@ -540,4 +557,4 @@ def parse_admin(words: list[str]) -> Command:
             raise UsageError(f"{rest[1]!r} is not a role; use @&role or a role mention.")
         return AdminModRole(target.subject, rest[0].lower() == "add")
     raise UsageError(f"Unknown admin command {action!r}. Admin commands: quota, ban, unban, "
-                     "block-term, unblock-term, audit, stats, mod-role.")
+                     "block-term, unblock-term, audit, stats, retention, mod-role.")

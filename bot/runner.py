@@ -98,6 +98,8 @@ class CommandRunner:
                 return Reply(replies.audit_text(await service.audit_log(actor, limit), escape), ephemeral=True)
             case c.AdminStats(days):
                 return Reply(replies.stats_text(await service.stats(actor, days), escape), ephemeral=True)
+            case c.AdminRetention(days):
+                return self._moderation(await service.set_retention(actor, days))
             case c.AdminModRole(role_id, add):
                 return self._moderation(await service.set_moderator_role(actor, role_id, add=add))
         raise TypeError(f"unhandled command {command!r}")

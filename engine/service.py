@@ -695,6 +695,23 @@ class ImagineService:
         verb = "are now" if add else "are no longer"
         return ModerationResult(f"Members of role {role_id} {verb} imagine-bot moderators.")
 
+    async def set_retention(self, actor: Actor, days: int | None) -> ModerationResult:
+        """Keep this team's jobs and images `days` days (0: forever; None: the server default)."""
+        if days is not None and not 0 <= days <= 3650:
+            raise UsageError(f"Retention is 0 (keep everything) to 3650 days, got {days}.")
+
+        def apply(session: Session) -> ModerationResult:
+            team, moderator = self._moderator(session, actor, "set how long images are kept")
+            team.retention_days = days
+            self._audit(session, team, moderator, "retention.set", "team", {"days": days})
+            if days is None:
+                return ModerationResult("This team now keeps images as long as the server default says.")
+            if days == 0:
+                return ModerationResult("This team now keeps its images and jobs forever.")
+            return ModerationResult(f"Jobs and images older than {days} days will be deleted.")
+
+        return await self.db.run(apply)
+
     async def audit_log(self, actor: Actor, limit: int = 20) -> list[AuditEntry]:
         """The team's most recent moderator actions, newest first."""
         return await self.db.run(self._audit_log, actor, limit)

@@ -78,6 +78,8 @@ class Team(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     #: Roles (Discord role ids, Slack user group ids) whose members are moderators.
     moderator_role_ids: Mapped[list[str]] = mapped_column(default=list)
+    #: Days to keep jobs and images (None: the deployment's default; 0: keep everything).
+    retention_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

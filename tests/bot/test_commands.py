@@ -12,6 +12,7 @@ from bot.commands import (
     AdminBlockTerm,
     AdminModRole,
     AdminQuota,
+    AdminRetention,
     AdminStats,
     Blend,
     AdminUnban,
@@ -53,6 +54,9 @@ PARSES = [
     ("/upscale last:2", Upscale, {"image": ImageRef(None, 2)}),
     ("/imagine upscale 3:1", Upscale, {"image": ImageRef(3, 1)}),
     ("/imagine-admin stats 30", AdminStats, {"days": 30}),
+    ("/imagine-admin retention 30", AdminRetention, {"days": 30}),
+    ("/imagine-admin retention forever", AdminRetention, {"days": 0}),
+    ("/imagine-admin retention default", AdminRetention, {"days": None}),
     ("/vary #12", Vary, {"image": ImageRef(12, None)}),
     ("/vary last:2", Vary, {"image": ImageRef(None, 2)}),
     ("/reroll", Reroll, {"generation_id": None}),
@@ -164,6 +168,8 @@ ERRORS = [
     ("/upscale", "Say which one image to upscale"),
     ("/vary 1:1 --amount 2", "--amount must be between 0.05 and 1"),
     ("/imagine-admin stats 0", "`stats` takes how many days to cover, 1 to 90"),
+    ("/imagine-admin retention", "Use `retention <days>`, `retention forever` or `retention default`"),
+    ("/imagine-admin retention 9999", "Retention is a number of days from 1 to 3650, got '9999'"),
     ("/imagine " + "x" * 5000, "That command is 5009 characters long; the limit is 4000"),
 ]
 
