@@ -1,0 +1,62 @@
+"""`imagine-bot discord`: run the Discord bot from environment configuration.
+
+IMAGINE_DISCORD_TOKEN is the bot token; everything else (database, broker, model, quotas) is the
+shared IMAGINE_* configuration. With the embedded broker (no IMAGINE_BROKER_URL) a render worker
+runs inside this process too, so one command is a whole working bot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+log = logging.getLogger(__name__)
+
+
+def main() -> int:
+    """Run the bot until it is stopped; returns the process exit code."""
+    import discord
+
+    from bot.discord.client import ImagineClient
+    from bot.discord.config import get_discord_settings
+    from bot.runtime import build_bot_runtime
+    from engine.config import get_settings
+
+    discord_settings = get_discord_settings()
+    token = discord_settings.token.get_secret_value()
+    if not token:
+        print("imagine-bot discord: set IMAGINE_DISCORD_TOKEN to the bot token (see docs/discord.md)",
+              file=sys.stderr)
+        return 2
+    settings = get_settings()
+    runtime = build_bot_runtime(settings)
+    worker = None
+    if settings.embedded_worker:
+        from engine.worker.embedded import EmbeddedWorker
+
+        worker = EmbeddedWorker(runtime.celery_app)
+        worker.start()
+
+    async def run() -> None:
+        client = ImagineClient(runtime, discord_settings)
+        try:
+            async with client:
+                await client.start(token)
+        finally:
+            await runtime.close()
+
+    try:
+        asyncio.run(run())
+    except discord.LoginFailure:
+        print("imagine-bot discord: Discord refused the token (IMAGINE_DISCORD_TOKEN)", file=sys.stderr)
+        return 1
+    except discord.PrivilegedIntentsRequired as error:  # not asked for; kept for a clear message
+        print(f"imagine-bot discord: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if worker is not None:
+            worker.stop()
+    return 0

@@ -1,0 +1,106 @@
+"""The Discord client: minimal intents, no pings, commands and buttons wired to the service.
+
+Dependencies come in through the constructor (the runtime: service, image store, wake-ups);
+`setup_hook` registers the restart-proof buttons, syncs the slash commands and starts the
+delivery loop, whose first sweep delivers whatever finished while the bot was down.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot.delivery import Delivery
+from bot.discord.buttons import HistoryButton, JobButton
+from bot.discord.config import DiscordSettings
+from bot.discord.delivery import DiscordDelivery
+from bot.discord.interactions import InteractionHandler
+from bot.discord.reactions import ReactionHandler
+from bot.discord.render import NO_PINGS, escape
+from bot.discord.slash import add_commands
+from bot.runner import CommandRunner
+from bot.runtime import BotRuntime
+
+log = logging.getLogger(__name__)
+
+
+def intents_for(settings: DiscordSettings) -> discord.Intents:
+    """Guilds (channels, roles: who is a moderator) and reactions; never message content."""
+    intents = discord.Intents.none()
+    intents.guilds = True
+    intents.guild_reactions = True
+    intents.dm_reactions = settings.dm_reactions
+    return intents
+
+
+class ImagineClient(discord.Client):
+    def __init__(self, runtime: BotRuntime, settings: DiscordSettings, **options: Any) -> None:
+        """`options` go to discord.Client as they are (tests shorten `guild_ready_timeout`)."""
+        # imagine-bot never joins voice: no start-up warnings about missing voice libraries.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
+        super().__init__(
+            intents=intents_for(settings),
+            allowed_mentions=NO_PINGS,
+            # Reactions are looked up in the database, not in a message cache; members are
+            # read from each event: nothing needs caching beyond guilds and their roles.
+            max_messages=None,
+            member_cache_flags=discord.MemberCacheFlags.none(),
+            chunk_guilds_at_startup=False,
+            **options,
+        )
+        self.runtime = runtime
+        self.settings = settings
+        service = runtime.service
+        self.tree = app_commands.CommandTree(self)
+        self.tree.on_error = self._on_command_error
+        runner = CommandRunner(service, escape=escape)
+        self.jobs = DiscordDelivery(self, service, runtime.store)
+        self.delivery = Delivery(service, self.jobs, runtime.wakeups(),
+                                 sweep_interval_s=settings.sweep_interval_s,
+                                 progress_interval_s=settings.progress_interval_s,
+                                 lease_s=settings.delivery_lease_s)
+        self.handler = InteractionHandler(service, runner, self.jobs, self.delivery.kick)
+        self.reactions = ReactionHandler(self, service, runner, self.jobs, runtime.store,
+                                         notice_ttl_s=settings.notice_ttl_s, kick=self.delivery.kick)
+        add_commands(self.tree, self.handler, models=service.policy.available_models)
+        self._delivering = False
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(JobButton, HistoryButton)
+        if self.settings.sync_commands:
+            await self.sync_commands()
+        await self.delivery.start()
+        self._delivering = True
+
+    async def sync_commands(self) -> None:
+        """Register the slash commands with Discord: per guild if configured (instant), else globally."""
+        try:
+            guilds = self.settings.sync_guild_ids
+            for guild_id in guilds:
+                guild = discord.Object(guild_id)
+                self.tree.copy_global_to(guild=guild)
+                synced = await self.tree.sync(guild=guild)
+                log.info("synced %d commands to guild %s", len(synced), guild_id)
+            if not guilds:
+                synced = await self.tree.sync()
+                log.info("synced %d global commands", len(synced))
+        except discord.HTTPException:
+            # Commands registered earlier keep working; a failed sync must not stop the bot.
+            log.exception("could not sync the slash commands")
+
+    async def close(self) -> None:
+        if self._delivering:
+            self._delivering = False
+            await self.delivery.stop()
+        await super().close()
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        await self.reactions.handle(payload)
+
+    async def _on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        log.error("command %s failed", interaction.command and interaction.command.qualified_name,
+                  exc_info=error)
+        await self.handler.apologise(interaction)

@@ -1,0 +1,369 @@
+"""Slash commands and buttons: acknowledge first, then translate, run, and answer.
+
+Every interaction is answered within Discord's 3 seconds by doing nothing slow before the first
+response: checks that need no database (option lengths and ranges, which Discord does not
+enforce for the bot) answer at once with an ephemeral error; everything else defers first and
+only then touches the database or the queue. Errors a user can cause come back from the runner
+(or `_guarded`) as text; anything unexpected is logged and answered with an apology.
+
+Who pays: the member in the interaction, always (a button press is charged to whoever pressed).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+from discord import app_commands
+
+from bot import commands as c
+from bot import replies
+from bot.discord.actors import actor_from_interaction
+from bot.discord.buttons import history_view
+from bot.discord.delivery import DiscordDelivery
+from bot.discord.render import CHOICE_LIMIT, NO_PINGS, escape, fit
+from bot.replies import Reply
+from bot.runner import CommandRunner
+from engine.domain.errors import UsageError, UserFacingError
+from engine.domain.types import (
+    Actor,
+    GenerationStatus,
+    ImageRef,
+    ImagineRequest,
+    Platform,
+    RenderParams,
+    VariationRequest,
+    normalise_prompt,
+)
+from engine.service import ImagineService
+
+log = logging.getLogger(__name__)
+
+APOLOGY = "Sorry, something went wrong on imagine-bot's side; it has been logged."
+
+# A link to a message imagine-bot posted, optionally followed by which image of a grid:
+# "https://discord.com/channels/1/2/3 2" or ".../3:2".
+_MESSAGE_LINK = re.compile(
+    r"^https://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/channels/(?:\d+|@me)/(\d+)/(\d+)(?:[\s:#/]+([1-8]))?$"
+)
+
+
+def answers_errors(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Log an unexpected exception and apologise to the user instead of leaving them waiting."""
+
+    @functools.wraps(method)
+    async def wrapper(self: InteractionHandler, interaction: discord.Interaction, *args: Any, **kwargs: Any) -> None:
+        try:
+            await method(self, interaction, *args, **kwargs)
+        except Exception:
+            log.exception("interaction %s (%s) by %s failed", interaction.id, method.__name__, interaction.user.id)
+            await self.apologise(interaction)
+
+    return wrapper
+
+
+class InteractionHandler:
+    def __init__(self, service: ImagineService, runner: CommandRunner, delivery: DiscordDelivery,
+                 kick: Callable[[], None]) -> None:
+        self.service = service
+        self.runner = runner
+        self.delivery = delivery
+        self.kick = kick
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    @answers_errors
+    async def imagine(self, interaction: discord.Interaction, request: ImagineRequest) -> None:
+        """`/imagine`: a new root job, shown in the command's own (public) response."""
+        try:
+            actor = actor_from_interaction(interaction)
+            self._check_request(request)
+        except UsageError as error:
+            await self.refuse(interaction, error.message)
+            return
+        if await self._defer(interaction, ephemeral=False):
+            await self._start_job(interaction, actor, c.Imagine(request), status="original")
+
+    @answers_errors
+    async def vary(self, interaction: discord.Interaction, *, upload: discord.Attachment | None,
+                   image: str | None, params: RenderParams, seed: int | None, toward: str | None,
+                   amount: float | None) -> None:
+        """`/vary`: variations of an uploaded file (a new root) or of one of our images (its lineage)."""
+        try:
+            actor = actor_from_interaction(interaction)
+            if (upload is None) == (image is None):
+                raise UsageError("Give either a file to upload or one of imagine-bot's images "
+                                 "(12:3, last:2, or a link to its message), not both.")
+            params.validate(max_steps=self.service.policy.max_steps, max_guidance=self.service.policy.max_guidance)
+            if toward is not None:
+                if upload is not None:
+                    raise UsageError("toward works on imagine-bot's own images, not on uploads.")
+                normalise_prompt(toward, max_chars=self.service.policy.max_prompt_chars, what="The toward text")
+            if upload is not None and upload.size > self.service.policy.max_upload_bytes:
+                raise UsageError(f"That file is {upload.size / 1e6:.1f} MB; images up to "
+                                 f"{self.service.policy.max_upload_bytes / 1e6:.1f} MB are accepted.")
+            reference = parse_reference(image) if image is not None else None
+        except UsageError as error:
+            await self.refuse(interaction, error.message)
+            return
+        if upload is not None:
+            if await self._defer(interaction, ephemeral=False):
+                await self._vary_upload(interaction, actor, upload, params, seed)
+            return
+        if not await self._defer(interaction, ephemeral=True):
+            return
+        resolved = await self._guarded(self._resolve(reference))
+        if isinstance(resolved, Reply):
+            await self._answer(interaction, resolved, ephemeral=True)
+            return
+        command = c.Vary(VariationRequest(resolved, seed, params, toward, amount))
+        await self._start_job(interaction, actor, command, status="ack")
+
+    async def _vary_upload(self, interaction: discord.Interaction, actor: Actor, upload: discord.Attachment,
+                           params: RenderParams, seed: int | None) -> None:
+        data = await upload.read()
+        target = self._target(interaction, "original")
+        submitted = await self._guarded(self.service.submit_upload_variation(actor, data, params, seed, target))
+        if isinstance(submitted, Reply):
+            await self._answer(interaction, submitted, ephemeral=False)
+            return
+        text = replies.job_status(submitted.generation, submitted.queue_position, escape)
+        await self._announce(interaction, submitted.generation, text)
+
+    @answers_errors
+    async def blend(self, interaction: discord.Interaction, images: list[str], weights: str | None,
+                    params: RenderParams, seed: int | None, strip: int | None) -> None:
+        """`/blend`: 2-4 of our images mixed (or a strip from one to another), in the first's lineage."""
+        try:
+            actor = actor_from_interaction(interaction)
+            references = [parse_reference(text) for text in images]
+            parsed_weights = parse_weights(weights, len(references)) if weights else None
+            params.validate(max_steps=self.service.policy.max_steps, max_guidance=self.service.policy.max_guidance)
+        except UsageError as error:
+            await self.refuse(interaction, error.message)
+            return
+        if not await self._defer(interaction, ephemeral=True):
+            return
+        resolved: list[ImageRef] = []
+        for reference in references:
+            found = await self._guarded(self._resolve(reference))
+            if isinstance(found, Reply):
+                await self._answer(interaction, found, ephemeral=True)
+                return
+            resolved.append(found)
+        command = c.Blend(tuple(resolved), parsed_weights, seed=seed, params=params, strip=strip)
+        await self._start_job(interaction, actor, command, status="ack")
+
+    @answers_errors
+    async def job_button(self, interaction: discord.Interaction, action: str, job_id: int, index: int | None) -> None:
+        """V1–V4, U1–U4, 🔄 and ❌: charged to whoever pressed, answered only to them."""
+        try:
+            actor = actor_from_interaction(interaction)
+        except UsageError as error:
+            await self.refuse(interaction, error.message)
+            return
+        if not await self._defer(interaction, ephemeral=True):
+            return
+        if action == "x":
+            reply = await self.runner.run(actor, c.Cancel(job_id))
+            await self._answer(interaction, reply, ephemeral=True)
+            self.kick()  # the delivery loop turns the status message into "cancelled"
+            return
+        command: c.Command
+        if action == "v":
+            command = c.Vary(VariationRequest(ImageRef(job_id, index)))
+        elif action == "u":
+            command = c.Upscale(ImageRef(job_id, index))
+        else:
+            command = c.Reroll(job_id)
+        await self._start_job(interaction, actor, command, status="ack")
+
+    # --- everything else ----------------------------------------------------------------------
+
+    @answers_errors
+    async def run(self, interaction: discord.Interaction, command: c.Command, *, ephemeral: bool) -> None:
+        """A command that answers with text: /thread, /quota, /help."""
+        try:
+            actor = actor_from_interaction(interaction)
+        except UsageError as error:
+            await self.refuse(interaction, error.message)
+            return
+        if await self._defer(interaction, ephemeral=ephemeral):
+            reply = await self.runner.run(actor, command)
+            await self._answer(interaction, reply, ephemeral=ephemeral)
+
+    async def admin(self, interaction: discord.Interaction, words: list[str]) -> None:
+        """`/imagine-admin ...`: the typed options become the shared parser's words, so every
+        check and message is the same as in Slack and the console; the service checks rights."""
+        try:
+            command = c.parse_admin(words)
+        except UsageError as error:
+            await self.refuse(interaction, error.message)
+            return
+        await self.run(interaction, command, ephemeral=True)
+
+    @answers_errors
+    async def history(self, interaction: discord.Interaction, page: int) -> None:
+        """`/history`: one page of your jobs, only to you, with ◀ ▶ buttons."""
+        try:
+            actor = actor_from_interaction(interaction)
+        except UsageError as error:
+            await self.refuse(interaction, error.message)
+            return
+        if await self._defer(interaction, ephemeral=True):
+            await self._show_history(interaction, actor, page)
+
+    @answers_errors
+    async def history_page(self, interaction: discord.Interaction, page: int) -> None:
+        """◀ / ▶ on a /history message: edit it to show another page."""
+        actor = actor_from_interaction(interaction)
+        await interaction.response.defer()  # "updating this message", no new one
+        await self._show_history(interaction, actor, page)
+
+    async def _show_history(self, interaction: discord.Interaction, actor: Actor, page: int) -> None:
+        shown = await self._guarded(self.service.history(actor, page))
+        if isinstance(shown, Reply):
+            await interaction.edit_original_response(content=fit(shown.text), view=None, allowed_mentions=NO_PINGS)
+            return
+        await interaction.edit_original_response(content=fit(replies.history_text(shown, escape)),
+                                                 view=history_view(shown), allowed_mentions=NO_PINGS)
+
+    # --- autocomplete -------------------------------------------------------------------------
+
+    async def image_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        """Your recent finished images, as `12:3` choices labelled with their prompt."""
+        try:
+            page = await self.service.history(actor_from_interaction(interaction), 1)
+        except UserFacingError:
+            return []
+        choices = []
+        for job in page.items:
+            if job.status != GenerationStatus.DONE:
+                continue
+            for image in job.images:
+                value = f"{job.id}:{image.index}" if len(job.images) > 1 else str(job.id)
+                name = replies.shorten(f"#{job.id}:{image.index} {job.prompt}", CHOICE_LIMIT)
+                if current.strip().lower() in name.lower():
+                    choices.append(app_commands.Choice(name=name, value=value))
+        return choices[:25]
+
+    async def model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        models = self.service.policy.available_models or (self.service.policy.default_model,)
+        return [app_commands.Choice(name=m[:CHOICE_LIMIT], value=m[:CHOICE_LIMIT])
+                for m in models if current.lower() in m.lower()][:25]
+
+    # --- the steps ------------------------------------------------------------------------------
+
+    def _check_request(self, request: ImagineRequest) -> None:
+        """The checks that need no database, so a bad command is refused before anything else."""
+        policy = self.service.policy
+        normalise_prompt(request.prompt, max_chars=policy.max_prompt_chars)
+        if request.negative_prompt is not None and request.negative_prompt.strip():
+            normalise_prompt(request.negative_prompt, max_chars=policy.max_prompt_chars, what="Negative prompt")
+        request.params.validate(max_steps=policy.max_steps, max_guidance=policy.max_guidance)
+
+    async def _defer(self, interaction: discord.Interaction, *, ephemeral: bool) -> bool:
+        try:
+            await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+        except discord.HTTPException as error:
+            # Too late (over 3 s) or already answered: nothing can be said to this user now.
+            log.warning("interaction %s: could not defer: %s", interaction.id, error)
+            return False
+        return True
+
+    def _target(self, interaction: discord.Interaction, status: str) -> dict[str, Any]:
+        """Where the job's result goes, kept in the job row; `status` says which message shows it:
+        "original" the interaction's own response, "ack" a message of the bot's (the
+        interaction's reply only links to it)."""
+        return {
+            "status": status,
+            "application_id": str(interaction.application_id),
+            "token": interaction.token,
+            "token_at": interaction.created_at.timestamp(),
+            "channel_id": str(interaction.channel_id),
+            "guild_id": str(interaction.guild_id),
+            "user_id": str(interaction.user.id),
+            "upload_limit": interaction.filesize_limit,
+        }
+
+    async def _start_job(self, interaction: discord.Interaction, actor: Actor, command: c.Command, *,
+                         status: str) -> None:
+        reply = await self.runner.run(actor, command, self._target(interaction, status))
+        if reply.is_error or reply.job is None:
+            await self._answer(interaction, reply, ephemeral=status != "original")
+            return
+        await self._announce(interaction, reply.job, reply.text)
+
+    async def _announce(self, interaction: discord.Interaction, job, text: str) -> None:
+        try:
+            await self.delivery.announce(job, text, interaction)
+        except discord.HTTPException as error:
+            # The job is queued and charged either way; its result is still delivered.
+            log.warning("job %s: status message not shown: %s", job.id, error)
+        self.kick()
+
+    async def _resolve(self, reference: ImageRef | tuple[int, int, int | None]) -> ImageRef:
+        """An image reference, or a link to one of our messages turned into one."""
+        if isinstance(reference, ImageRef):
+            return reference
+        channel_id, message_id, index = reference
+        found = await self.delivery.message_image(channel_id, message_id)
+        if found is None or found[3] not in ("result", "copy"):
+            raise UsageError("That link is not to one of imagine-bot's images.")
+        _job, job_id, message_index, _role = found
+        return ImageRef(job_id, index or message_index)
+
+    async def _guarded(self, work: Awaitable[Any]) -> Any:
+        """Await a service call; a user-facing error becomes the Reply the runner would give."""
+        try:
+            return await work
+        except UserFacingError as error:
+            return Reply(error.message, ephemeral=True, is_error=True)
+
+    async def _answer(self, interaction: discord.Interaction, reply: Reply, *, ephemeral: bool) -> None:
+        text = fit(discord.utils.escape_mentions(reply.text) if reply.is_error else reply.text)
+        if reply.is_error and not ephemeral:
+            # The deferred "thinking" message is public: an error belongs to its author only.
+            await interaction.delete_original_response()
+            await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
+            return
+        await interaction.edit_original_response(content=text, allowed_mentions=NO_PINGS)
+
+    async def refuse(self, interaction: discord.Interaction, message: str) -> None:
+        """Answer at once, only to the user (the first and only response)."""
+        await interaction.response.send_message(fit(discord.utils.escape_mentions(message)), ephemeral=True,
+                                                allowed_mentions=NO_PINGS)
+
+    async def apologise(self, interaction: discord.Interaction) -> None:
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(APOLOGY, ephemeral=True, allowed_mentions=NO_PINGS)
+            else:
+                await interaction.response.send_message(APOLOGY, ephemeral=True, allowed_mentions=NO_PINGS)
+        except discord.HTTPException:
+            log.warning("interaction %s: the apology could not be sent either", interaction.id)
+
+
+def parse_reference(text: str) -> ImageRef | tuple[int, int, int | None]:
+    """`12:3`, `12`, `last:2`, or a link to one of imagine-bot's messages (+ which image)."""
+    text = text.strip()
+    if match := _MESSAGE_LINK.match(text):
+        channel_id, message_id, index = match.groups()
+        return int(channel_id), int(message_id), int(index) if index else None
+    return c.parse_image_ref(text)
+
+
+def parse_weights(text: str, count: int) -> tuple[float, ...]:
+    try:
+        weights = tuple(float(w) for w in text.replace(",", " ").split())
+    except ValueError:
+        raise UsageError(f"weights must be numbers like `1, 2`, got {text!r}.") from None
+    if len(weights) != count:
+        raise UsageError(f"Give one weight per image ({count}), got {len(weights)}.")
+    if any(not 0 <= w <= 100 for w in weights):
+        raise UsageError("Each weight must be between 0 and 100.")
+    return weights

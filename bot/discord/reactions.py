@@ -1,0 +1,140 @@
+"""Reactions on imagine-bot's messages: 🔁 / 1️⃣–4️⃣ vary, ❌ removes or cancels, ✉️ sends to DMs.
+
+They arrive as `raw_reaction_add` (the bot keeps no message cache); the message is found with
+`service.message_target`, which knows every message the bot posted. A reaction has no reply of
+its own, so a refusal ("no quota left") is a short notice in the channel, replying to the
+reacted-to message, naming the member without pinging them, and deleted after a minute.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import discord
+
+from bot import commands as c
+from bot.discord.actors import actor_from_reaction
+from bot.discord.delivery import DiscordDelivery
+from bot.discord.render import NO_PINGS, details_text, fit, job_file
+from bot.runner import CommandRunner
+from engine.domain.errors import InvalidState, UsageError, UserFacingError
+from engine.domain.types import Actor, GenerationStatus, ImageRef, Platform, VariationRequest
+from engine.service import ImagineService
+from engine.storage import ImageStore
+
+log = logging.getLogger(__name__)
+
+REPEAT = "🔁"
+REMOVE = "❌"
+DIGITS = {f"{d}\ufe0f\u20e3": d for d in range(1, 9)} | {f"{d}\u20e3": d for d in range(1, 9)}
+MAIL = {"✉️", "✉", "📩", "📧"}
+
+
+def reaction_action(emoji: discord.PartialEmoji) -> str | None:
+    if not emoji.is_unicode_emoji():
+        return None
+    name = emoji.name
+    if name == REPEAT or name in DIGITS:
+        return "vary"
+    if name == REMOVE:
+        return "remove"
+    if name in MAIL:
+        return "mail"
+    return None
+
+
+class ReactionHandler:
+    def __init__(self, client: discord.Client, service: ImagineService, runner: CommandRunner,
+                 delivery: DiscordDelivery, store: ImageStore, *, notice_ttl_s: float,
+                 kick: Any) -> None:
+        self.client = client
+        self.service = service
+        self.runner = runner
+        self.delivery = delivery
+        self.store = store
+        self.notice_ttl_s = notice_ttl_s
+        self.kick = kick
+
+    async def handle(self, payload: discord.RawReactionActionEvent) -> None:
+        if self.client.user is not None and payload.user_id == self.client.user.id:
+            return
+        action = reaction_action(payload.emoji)
+        if action is None:
+            return  # any other emoji is just a reaction: no database work for it
+        found = await self.delivery.message_image(payload.channel_id, payload.message_id)
+        if found is None:
+            return  # not one of our messages
+        _job, job_id, index, role = found
+        try:
+            team = str(payload.guild_id) if payload.guild_id else (await self.service.generation(job_id)).team_external_id
+            actor = actor_from_reaction(payload, team)
+            if action == "vary":
+                await self._vary(payload, actor, job_id, index, role)
+            elif action == "remove":
+                await self._remove(payload, actor, job_id, role)
+            else:
+                await self._mail(payload, actor, job_id, index)
+        except UserFacingError as error:
+            await self._notice(payload, error.message)
+        except Exception:
+            log.exception("reaction %s on message %s (job %s) failed", payload.emoji, payload.message_id, job_id)
+
+    async def _vary(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int,
+                    index: int | None, role: str) -> None:
+        if role not in ("result", "copy"):
+            raise InvalidState(f"Job #{job_id} has no images yet; react when it is done.")
+        digit = DIGITS.get(payload.emoji.name or "")
+        if index is None and digit is None:
+            raise UsageError("That is a grid: react 1️⃣–4️⃣ to say which image to vary.")
+        if index is not None and digit is not None and digit != index:
+            return  # a number on a single image: not a request we can read
+        image = ImageRef(job_id, digit or index)
+        target = {"status": "channel", "channel_id": str(payload.channel_id),
+                  "guild_id": str(payload.guild_id or ""), "user_id": str(payload.user_id)}
+        reply = await self.runner.run(actor, c.Vary(VariationRequest(image)), target)
+        if reply.is_error or reply.job is None:
+            await self._notice(payload, reply.text)
+            return
+        try:
+            await self.delivery.announce(reply.job, reply.text, None)
+        except discord.HTTPException as error:
+            log.warning("job %s: status message not shown: %s", reply.job.id, error)
+        self.kick()
+
+    async def _remove(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int, role: str) -> None:
+        if role == "progress":
+            reply = await self.runner.run(actor, c.Cancel(job_id))
+            if reply.is_error:
+                await self._notice(payload, reply.text)
+            self.kick()  # the delivery loop turns the status message into "cancelled"
+            return
+        if role != "copy":  # a copy in someone's DMs is theirs to remove
+            await self.service.authorize_removal(actor, job_id)
+        await self.client.get_partial_messageable(payload.channel_id).get_partial_message(payload.message_id).delete()
+        log.info("job %s: message %s removed by %s", job_id, payload.message_id, payload.user_id)
+
+    async def _mail(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int,
+                    index: int | None) -> None:
+        job = await self.service.job_for_actor(actor, job_id)
+        if job.status != GenerationStatus.DONE:
+            raise InvalidState(f"Job #{job.id} is {job.status}: there is nothing to send yet.")
+        file = await job_file(self.store, job, None)
+        try:
+            channel = await self.client.create_dm(discord.Object(payload.user_id))
+            message = await channel.send(details_text(job), files=[file] if file else [], allowed_mentions=NO_PINGS)
+        except discord.Forbidden:
+            raise InvalidState("I cannot send you DMs: allow direct messages from this server's members.") from None
+        await self.service.record_message(Platform.DISCORD, str(channel.id), str(message.id), job.id,
+                                          job.images[0].index if len(job.images) == 1 else None, role="copy")
+
+    async def _notice(self, payload: discord.RawReactionActionEvent, text: str) -> None:
+        channel = self.client.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
+        reference = discord.MessageReference(message_id=payload.message_id, channel_id=payload.channel_id,
+                                             fail_if_not_exists=False)
+        body = fit(f"<@{payload.user_id}> {discord.utils.escape_mentions(text)}")
+        try:
+            await channel.send(body, reference=reference, allowed_mentions=NO_PINGS, mention_author=False,
+                               delete_after=self.notice_ttl_s)
+        except discord.HTTPException as error:
+            log.info("notice for %s not posted: %s", payload.user_id, error)

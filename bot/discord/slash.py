@@ -1,0 +1,196 @@
+"""The slash commands: their typed options, as Discord shows them, turned into neutral commands.
+
+Option ranges and lengths here are what Discord's client offers; Discord does not enforce them
+for the bot, so every value is checked again in code (the handler and the service).
+`/imagine-admin` is visible to Manage Server by default, but server admins can change that:
+the service checks moderator rights on every call.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import discord
+from discord import app_commands
+
+from bot import commands as c
+from bot.discord.interactions import InteractionHandler
+from engine.domain.types import ASPECTS, MAX_SEED, ImagineRequest, RenderParams
+
+Images = app_commands.Range[int, 1, 4]
+Steps = app_commands.Range[int, 2, 1000]
+Guidance = app_commands.Range[float, 0.0, 100.0]
+Seed = app_commands.Range[int, 0, MAX_SEED]
+Strength = app_commands.Range[float, 0.05, 1.0]
+Target = Union[discord.Member, discord.User, discord.Role]  # a "mentionable" option
+
+ASPECT_CHOICES = [app_commands.Choice(name=a, value=a) for a in ASPECTS]
+IMAGINE_HELP = {
+    "prompt": "What to imagine",
+    "negative": "What to keep out of the picture",
+    "seed": "Seed for a repeatable result",
+    "n": "How many images (1-4; each costs one image of quota)",
+    "aspect": "Aspect ratio",
+    "steps": "Diffusion steps (more: slower, sometimes finer)",
+    "guidance": "How closely to follow the prompt",
+    "model": "Which model renders it",
+}
+
+
+def render_params(n: int | None, aspect: str | None, steps: int | None, guidance: float | None,
+                  strength: float | None = None) -> RenderParams:
+    # `steps` sets the prior's and the decoder's steps, as `--steps` does in text commands.
+    return RenderParams(n=n or 4, prior_steps=steps, decoder_steps=steps, decoder_guidance=guidance,
+                        aspect=aspect or "1:1", strength=strength)
+
+
+def mention(target: Target | None) -> str:
+    """A typed target as the shared parser's word: `<@id>`, `<@&id>`, or `team` when empty."""
+    if target is None:
+        return "team"
+    if isinstance(target, discord.Role):
+        return f"<@&{target.id}>"
+    return f"<@{target.id}>"
+
+
+def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *, models: tuple[str, ...]) -> None:
+    """Register every imagine-bot command on the tree (offering `model` only if there is a choice)."""
+
+    @app_commands.guild_only()
+    @app_commands.describe(**{k: v for k, v in IMAGINE_HELP.items() if k != "model"})
+    @app_commands.choices(aspect=ASPECT_CHOICES)
+    async def imagine(interaction: discord.Interaction, prompt: str, negative: Optional[str] = None,
+                      seed: Optional[Seed] = None, n: Optional[Images] = None, aspect: Optional[str] = None,
+                      steps: Optional[Steps] = None, guidance: Optional[Guidance] = None) -> None:
+        await handler.imagine(interaction, ImagineRequest(
+            prompt, negative, seed, None, render_params(n, aspect, steps, guidance)))
+
+    @app_commands.guild_only()
+    @app_commands.describe(**IMAGINE_HELP)
+    @app_commands.choices(aspect=ASPECT_CHOICES)
+    @app_commands.autocomplete(model=handler.model_choices)
+    async def imagine_with_model(interaction: discord.Interaction, prompt: str, negative: Optional[str] = None,
+                                 seed: Optional[Seed] = None, n: Optional[Images] = None,
+                                 aspect: Optional[str] = None, steps: Optional[Steps] = None,
+                                 guidance: Optional[Guidance] = None, model: Optional[str] = None) -> None:
+        await handler.imagine(interaction, ImagineRequest(
+            prompt, negative, seed, model, render_params(n, aspect, steps, guidance)))
+
+    tree.add_command(app_commands.Command(
+        name="imagine", description="Imagine an image from a text prompt",
+        callback=imagine_with_model if len(models) > 1 else imagine))
+
+    @tree.command(name="vary", description="Variations of one of your images, or of a file you upload")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        image="One of imagine-bot's images: 12:3, last:2, or a link to its message",
+        upload="Or a file of your own", strength="How far from the source (0.05 close to 1 free)",
+        toward="Turn it toward this text, e.g. 'in winter'", amount="How far toward that text (0.05-1)",
+        n="How many variations (1-4)", seed="Seed for a repeatable result")
+    @app_commands.autocomplete(image=handler.image_choices)
+    async def vary(interaction: discord.Interaction, image: Optional[str] = None,
+                   upload: Optional[discord.Attachment] = None, strength: Optional[Strength] = None,
+                   toward: Optional[str] = None, amount: Optional[Strength] = None,
+                   n: Optional[Images] = None, seed: Optional[Seed] = None) -> None:
+        await handler.vary(interaction, upload=upload, image=image, seed=seed, toward=toward, amount=amount,
+                           params=render_params(n, None, None, None, strength))
+
+    @tree.command(name="blend", description="Blend 2-4 of imagine-bot's images into new ones")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        first="An image: 12:3, last:2, or a link to its message", second="Another image",
+        third="A third image (optional)", fourth="A fourth image (optional)",
+        weights="How much of each, e.g. '1, 2'", strip="Instead: a strip of 3-8 frames from first to second",
+        n="How many images (1-4)", seed="Seed for a repeatable result")
+    @app_commands.autocomplete(first=handler.image_choices, second=handler.image_choices,
+                               third=handler.image_choices, fourth=handler.image_choices)
+    async def blend(interaction: discord.Interaction, first: str, second: str, third: Optional[str] = None,
+                    fourth: Optional[str] = None, weights: Optional[str] = None,
+                    strip: Optional[app_commands.Range[int, 3, 8]] = None, n: Optional[Images] = None,
+                    seed: Optional[Seed] = None) -> None:
+        images = [image for image in (first, second, third, fourth) if image]
+        await handler.blend(interaction, images, weights, render_params(n, None, None, None), seed, strip)
+
+    @tree.command(name="history", description="Your recent jobs (only you see them)")
+    @app_commands.guild_only()
+    @app_commands.describe(page="Which page (newest first)")
+    async def history(interaction: discord.Interaction, page: Optional[app_commands.Range[int, 1, 100000]] = None) -> None:
+        await handler.history(interaction, page or 1)
+
+    @tree.command(name="thread", description="The variation tree a job belongs to")
+    @app_commands.guild_only()
+    @app_commands.describe(job="A job number (your latest when empty)")
+    async def thread(interaction: discord.Interaction, job: Optional[app_commands.Range[int, 1, 10**12]] = None) -> None:
+        await handler.run(interaction, c.Thread(job), ephemeral=False)
+
+    @tree.command(name="quota", description="How many images you have left today, and when it resets")
+    @app_commands.guild_only()
+    async def quota(interaction: discord.Interaction) -> None:
+        await handler.run(interaction, c.Quota(), ephemeral=True)
+
+    tree.add_command(admin_group(handler))
+
+
+def admin_group(handler: InteractionHandler) -> app_commands.Group:
+    admin = app_commands.Group(
+        name="imagine-admin", description="imagine-bot moderation: quotas, bans, blocked terms, audit, stats",
+        guild_only=True, default_permissions=discord.Permissions(manage_guild=True))
+    quota = app_commands.Group(name="quota", description="Daily image quotas", parent=admin)
+    target_help = "A member or a role (@everyone for all); empty: the server's default"
+
+    @quota.command(name="set", description="Set a daily image limit")
+    @app_commands.describe(target=target_help, images="Images per day", unlimited="No limit at all")
+    async def quota_set(interaction: discord.Interaction, target: Optional[Target] = None,
+                        images: Optional[app_commands.Range[int, 0, 1_000_000]] = None,
+                        unlimited: bool = False) -> None:
+        if unlimited == (images is not None):
+            await handler.refuse(interaction, "Give either a number of images or unlimited: True.")
+            return
+        amount = "unlimited" if unlimited else str(images)
+        await handler.admin(interaction, ["quota", "set", mention(target), amount])
+
+    @quota.command(name="grant", description="Give extra images for today")
+    @app_commands.describe(target=target_help, images="Extra images for today")
+    async def quota_grant(interaction: discord.Interaction, images: app_commands.Range[int, 1, 1_000_000],
+                          target: Optional[Target] = None) -> None:
+        await handler.admin(interaction, ["quota", "grant", mention(target), str(images)])
+
+    @quota.command(name="reset", description="Start today's usage over")
+    @app_commands.describe(target=target_help)
+    async def quota_reset(interaction: discord.Interaction, target: Optional[Target] = None) -> None:
+        await handler.admin(interaction, ["quota", "reset", mention(target)])
+
+    @admin.command(name="ban", description="Stop a member from using imagine-bot here")
+    @app_commands.describe(user="Who", reason="Why (they are told)")
+    async def ban(interaction: discord.Interaction, user: discord.User, reason: Optional[str] = None) -> None:
+        await handler.admin(interaction, ["ban", f"<@{user.id}>", *(reason or "").split()])
+
+    @admin.command(name="unban", description="Let a banned member use imagine-bot again")
+    async def unban(interaction: discord.Interaction, user: discord.User) -> None:
+        await handler.admin(interaction, ["unban", f"<@{user.id}>"])
+
+    @admin.command(name="block-term", description="Refuse prompts containing a word or phrase")
+    async def block_term(interaction: discord.Interaction, term: str) -> None:
+        await handler.admin(interaction, ["block-term", *term.split()])
+
+    @admin.command(name="unblock-term", description="Stop refusing a blocked word or phrase")
+    async def unblock_term(interaction: discord.Interaction, term: str) -> None:
+        await handler.admin(interaction, ["unblock-term", *term.split()])
+
+    @admin.command(name="audit", description="Recent moderator actions")
+    @app_commands.describe(entries="How many (1-100)")
+    async def audit(interaction: discord.Interaction, entries: Optional[app_commands.Range[int, 1, 100]] = None) -> None:
+        await handler.admin(interaction, ["audit", *([str(entries)] if entries is not None else [])])
+
+    @admin.command(name="stats", description="Jobs, failures and usage by member and role")
+    @app_commands.describe(days="Over how many days (1-90)")
+    async def stats(interaction: discord.Interaction, days: Optional[app_commands.Range[int, 1, 90]] = None) -> None:
+        await handler.admin(interaction, ["stats", *([str(days)] if days is not None else [])])
+
+    @admin.command(name="mod-role", description="Make a role's members imagine-bot moderators (or stop)")
+    @app_commands.choices(action=[app_commands.Choice(name="add", value="add"),
+                                  app_commands.Choice(name="remove", value="remove")])
+    async def mod_role(interaction: discord.Interaction, action: str, role: discord.Role) -> None:
+        await handler.admin(interaction, ["mod-role", action, f"<@&{role.id}>"])
+
+    return admin
