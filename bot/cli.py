@@ -3,6 +3,7 @@
     imagine-bot console [--script FILE]   the local front-end (and the embedded demo)
     imagine-bot discord                   the Discord bot
     imagine-bot slack                     the Slack bot
+    imagine-bot gallery                   the team gallery web page
     imagine-bot worker                    a Celery render worker (one per GPU)
     imagine-bot migrate                   bring the database schema up to date
     imagine-bot retention [--apply]       delete what is older than each team's policy
@@ -150,6 +151,12 @@ def cmd_slack(args: argparse.Namespace) -> int:
     return run_slack()
 
 
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from bot.gallery.app import run_gallery
+
+    return run_gallery(_settings())
+
+
 def cmd_retention(args: argparse.Namespace) -> int:
     import json
 
@@ -219,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--revision", default="head")
     migrate.add_argument("--downgrade", metavar="REVISION", default=None)
     migrate.set_defaults(func=cmd_migrate)
+
+    sub.add_parser("gallery", help="the team gallery web page (IMAGINE_GALLERY_*)").set_defaults(func=cmd_gallery)
 
     retention = sub.add_parser("retention", help="delete jobs and images older than each team's policy")
     retention.add_argument("--apply", action="store_true", help="really delete (default: report only)")

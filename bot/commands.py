@@ -95,6 +95,11 @@ class Help:
 
 
 @dataclass(frozen=True)
+class Gallery:
+    pass
+
+
+@dataclass(frozen=True)
 class AdminQuota:
     action: str  # set | grant | reset
     target: QuotaTarget
@@ -144,7 +149,7 @@ class AdminModRole:
 
 
 Command = (
-    Imagine | Vary | Blend | Upscale | Reroll | Cancel | History | Thread | Quota | Help
+    Imagine | Vary | Blend | Upscale | Reroll | Cancel | History | Thread | Quota | Help | Gallery
     | AdminQuota | AdminBan | AdminUnban | AdminBlockTerm | AdminUnblockTerm | AdminAudit
     | AdminStats | AdminRetention | AdminModRole
 )
@@ -156,6 +161,7 @@ USAGE = """\
 /blend <image> <image> [<image> <image>] [--weights 1,2,...] [--n 1-4] [--seed N]
 /blend <image> <image> --strip 3-8    (an interpolation strip from one to the other)
 /upscale <image>   /reroll [job]   /cancel [job]   /history [page]   /thread [job]   /quota
+/gallery   (a private link to your team's gallery)
 /imagine-admin quota set|grant|reset <@user|@&role|team> [N|unlimited]
 /imagine-admin ban|unban <@user> [reason]   block-term|unblock-term <term>
 /imagine-admin audit [N]   stats [days]   retention <days|forever|default>
@@ -471,6 +477,12 @@ def _parse_subcommand(name: str, rest: list[str], limits: Limits, *, strict: boo
             if rest and not strict:
                 raise _NotASubcommand
             return Help()
+        if name == "gallery":
+            if rest:
+                if not strict:
+                    raise _NotASubcommand
+                raise UsageError("/gallery takes no arguments.")
+            return Gallery()
     except _NotASubcommand:
         return None
     return None

@@ -32,10 +32,12 @@ class CommandRunner:
         *,
         escape: Escape = no_escape,
         clock: Callable[[], datetime] = utcnow,
+        gallery_links=None,
     ) -> None:
         self.service = service
         self.escape = escape
         self.clock = clock
+        self.gallery_links = gallery_links  # bot.gallery.links.GalleryLinks, if configured
 
     async def run(self, actor: Actor, command: c.Command, reply_target: dict[str, Any] | None = None) -> Reply:
         try:
@@ -80,6 +82,13 @@ class CommandRunner:
                 return Reply(replies.quota_text(await service.quota(actor), self.clock()), ephemeral=True)
             case c.Help():
                 return Reply(c.USAGE, ephemeral=True)
+            case c.Gallery():
+                if self.gallery_links is None:
+                    return Reply("The team gallery is not set up on this imagine-bot "
+                                 "(an admin sets IMAGINE_GALLERY_SECRET).", ephemeral=True, is_error=True)
+                url = self.gallery_links.url(await service.team_id(actor))
+                days = max(1, self.gallery_links.ttl_s // 86400)
+                return Reply(f"Your team's gallery (a private link, valid {days} days): {url}", ephemeral=True)
             case c.AdminQuota(action="set", target=target, amount=amount):
                 return self._moderation(await service.set_quota(actor, target, amount))
             case c.AdminQuota(action="grant", target=target, amount=amount):

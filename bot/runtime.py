@@ -39,6 +39,15 @@ class BotRuntime:
             before_scrape=[queue_depth_hook(self.db)],
         ).start()
 
+    def gallery_links(self):
+        """Signed-link maker for `/imagine gallery`, or None if no gallery secret is set."""
+        from bot.gallery.links import GalleryLinks
+
+        gallery = self.settings.gallery
+        if not gallery.secret:
+            return None
+        return GalleryLinks(gallery.secret, gallery.base_url, gallery.link_ttl_hours * 3600)
+
     def wakeups(self) -> Wakeups:
         return make_wakeups(self.settings.notify_url, self.settings.broker.poll_interval_s)
 

@@ -76,6 +76,7 @@ from engine.store.models import (
     Ban,
     BlockedTerm,
     Generation,
+    Image,
     ProcessedEvent,
     QuotaPolicy,
     Team,
@@ -496,6 +497,58 @@ class ImagineService:
             session, team, user, actor.role_ids, self.policy.default_daily_images, self.clock()
         )
         return status
+
+    # --- the team gallery (read-only, by team; access is checked by the gallery's signed link)
+
+    async def team_id(self, actor: Actor) -> int:
+        """The database id of the actor's team (what a gallery link is signed for)."""
+        return await self.db.run(lambda session: repo.ensure_actor(session, actor)[0].id)
+
+    async def team_gallery(
+        self, team_id: int, *, query: str = "", user: str | None = None, limit: int = 60
+    ) -> list[GenerationView]:
+        """A team's finished jobs, newest first, optionally by one user or matching a prompt."""
+
+        def read(session: Session) -> list[GenerationView]:
+            statement = (
+                select(Generation)
+                .where(Generation.team_id == team_id, Generation.status == str(GenerationStatus.DONE))
+                .order_by(Generation.id.desc())
+                .limit(max(1, min(limit, 200)))
+            )
+            if query.strip():
+                # Every word must appear in the prompt, in any case.
+                for word in query.split()[:8]:
+                    statement = statement.where(Generation.prompt.ilike(f"%{_escape_like(word)}%", escape="\\"))
+            if user is not None:
+                statement = statement.join(User, Generation.requester_id == User.id).where(User.external_id == user)
+            return [repo.generation_view(g) for g in session.scalars(statement).unique()]
+
+        return await self.db.run(read)
+
+    async def team_thread(self, team_id: int, generation_id: int) -> ThreadNode:
+        """The lineage tree containing a job of this team."""
+
+        def read(session: Session) -> ThreadNode:
+            generation = repo.get_generation(session, generation_id)
+            if generation is None or generation.team_id != team_id:
+                raise NotFound(f"There is no job #{generation_id} in this team.")
+            root_id = generation.thread_root_id or generation.id
+            members = [repo.generation_view(g) for g in repo.thread_members(session, root_id)]
+            return build_thread_tree(root_id, members)
+
+        return await self.db.run(read)
+
+    async def team_image(self, team_id: int, image_id: int) -> ImageView:
+        """One image of this team (NotFound for any other team's)."""
+
+        def read(session: Session) -> ImageView:
+            image = session.get(Image, image_id)
+            if image is None or image.generation.team_id != team_id:
+                raise NotFound("No such image.")
+            return repo.image_view(image)
+
+        return await self.db.run(read)
 
     # --- chat messages -----------------------------------------------------------------------
 
@@ -930,6 +983,10 @@ class _NewJob:
     extra_refs: tuple[ImageRef, ...] = ()  # a blend's sources after the first
     weights: tuple[float, ...] = ()
     extra_params: dict[str, Any] = field(default_factory=dict)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def build_thread_tree(root_id: int, members: list[GenerationView]) -> ThreadNode:

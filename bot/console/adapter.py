@@ -45,7 +45,7 @@ class ConsoleAdapter:
                            team_name="console", is_platform_admin=True)
         settings = runtime.settings
         self.limits = Limits(max_steps=settings.limits.max_steps, max_guidance=settings.limits.max_guidance)
-        self.runner = CommandRunner(runtime.service)
+        self.runner = CommandRunner(runtime.service, gallery_links=runtime.gallery_links())
         self.delivery = Delivery(runtime.service, self, runtime.wakeups(),
                                  sweep_interval_s=1.0, progress_interval_s=0.5)
         self._finished: dict[int, asyncio.Future[GenerationView]] = {}
