@@ -196,3 +196,24 @@ async def wait_for_job(runtime, job_id, predicate, timeout=120):
             return row
         await asyncio.sleep(0.1)
     raise AssertionError(f"job {job_id} did not reach the expected state within {timeout} s")
+
+
+@pytest.mark.parametrize("broker_url", ["redis://127.0.0.1:1/0", "amqp://guest:guest@127.0.0.1:1//"])
+async def test_unreachable_broker_is_reported_and_nothing_is_charged(tmp_path, sqlite_template, tiny_model_dir, broker_url):
+    """With the broker down, a submit is refused within the publish timeout: the job is marked
+    failed, the quota refunded, and the user told the queue is down."""
+    from engine.domain.errors import QueueUnavailable
+
+    settings = make_settings(tmp_path, sqlite_template, tiny_model_dir, broker_url)
+    settings.broker.publish_timeout_s = 1.0
+    runtime = build_bot_runtime(settings)
+    started = time.monotonic()
+    try:
+        with pytest.raises(QueueUnavailable, match="render queue is down"):
+            await runtime.service.submit_imagine(ALICE, ImagineRequest("a cat", params=RenderParams(n=2)))
+        assert time.monotonic() - started < 15
+        job = await runtime.service.job_for_actor(ALICE, None)
+        assert job.status == GenerationStatus.FAILED
+        assert (await runtime.service.quota(ALICE)).used == 0
+    finally:
+        await runtime.close()
