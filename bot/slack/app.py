@@ -1,0 +1,202 @@
+"""`imagine-bot slack`: the bolt AsyncApp, served over HTTP or Socket Mode, with its delivery loop.
+
+HTTP mode serves the Events API and interactivity (slash commands, buttons) on one aiohttp
+endpoint; bolt verifies each request's signature and refuses timestamps older than five minutes
+(401). Socket Mode needs no public URL. Which one is IMAGINE_SLACK_MODE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from datetime import timedelta
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+
+from bot.commands import Limits
+from bot.delivery import Delivery
+from bot.runtime import BotRuntime
+from bot.slack.adapter import SlackAdapter
+from bot.slack.config import SlackSettings
+from bot.slack.web import api_error, build_client
+from engine.store.models import utcnow
+
+log = logging.getLogger(__name__)
+
+# Slack retries an event for minutes; remembered event ids older than this can go.
+EVENT_MEMORY = timedelta(hours=1)
+EVENT_PRUNE_INTERVAL_S = 600
+
+
+class SlackBot:
+    """One running Slack bot replica: bolt app, adapter, delivery loop, HTTP or socket transport."""
+
+    def __init__(self, runtime: BotRuntime, settings: SlackSettings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.port: int | None = None
+        self.app: AsyncApp | None = None
+        self.adapter: SlackAdapter | None = None
+        self.delivery: Delivery | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._socket = None
+        self._pruner: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        settings, runtime = self.settings, self.runtime
+        self._session = aiohttp.ClientSession()
+        # The adapter's client shares one connection pool. bolt gets its own, without a session:
+        # it deep-copies each request's context (client included) for lazy listeners, and an
+        # aiohttp session cannot be copied.
+        client = build_client(settings, self._session)
+        http_mode = settings.mode == "http"
+        self.app = AsyncApp(
+            client=build_client(settings),
+            signing_secret=settings.signing_secret or None,
+            request_verification_enabled=http_mode,  # Socket Mode messages carry no signature
+            logger=logging.getLogger("slack_bolt.imagine"),
+        )
+        limits = Limits(max_steps=runtime.settings.limits.max_steps,
+                        max_guidance=runtime.settings.limits.max_guidance)
+        self.adapter = SlackAdapter(runtime.service, runtime.store, client, settings,
+                                    http=self._session, limits=limits,
+                                    gallery_links=runtime.gallery_links())
+        self.adapter.register(self.app)
+        self.delivery = Delivery(runtime.service, self.adapter, runtime.wakeups(),
+                                 sweep_interval_s=settings.delivery_sweep_s,
+                                 lease_s=settings.delivery_lease_s)
+        self.adapter.delivery = self.delivery
+        await self.delivery.start()
+        self._pruner = asyncio.create_task(self._forget_old_events(), name="slack-event-pruner")
+        if http_mode:
+            self._runner = web.AppRunner(self.web_app(), access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, settings.host, settings.port)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            log.info("slack: listening on http://%s:%s%s", settings.host, self.port, settings.path)
+        else:
+            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+            self._socket = AsyncSocketModeHandler(self.app, settings.app_token, web_client=client)
+            await self._socket.connect_async()
+            log.info("slack: connected in Socket Mode")
+
+    def web_app(self) -> web.Application:
+        """The aiohttp app: Slack's requests on the configured path, and a health check."""
+        application = web.Application()
+
+        async def slack_request(request: web.Request) -> web.Response:
+            response = await self.app.async_dispatch(await to_bolt_request(request))
+            return await to_aiohttp_response(response)
+
+        async def health(_: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        application.router.add_post(self.settings.path, slack_request)
+        application.router.add_get("/healthz", health)
+        return application
+
+    async def stop(self) -> None:
+        """Stop taking requests, let acked work finish, then stop delivering."""
+        if self._socket is not None:
+            await self._socket.close_async()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.adapter is not None:
+            await self.adapter.close()
+        if self._pruner is not None:
+            self._pruner.cancel()
+            await asyncio.gather(self._pruner, return_exceptions=True)
+        if self.delivery is not None:
+            await self.delivery.stop()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _forget_old_events(self) -> None:
+        while True:
+            try:
+                dropped = await self.runtime.service.forget_events_before(utcnow() - EVENT_MEMORY)
+                if dropped:
+                    log.info("slack: forgot %d event ids older than %s", dropped, EVENT_MEMORY)
+            except Exception:  # noqa: BLE001 - pruning is housekeeping; try again next time
+                log.warning("slack: pruning old event ids failed", exc_info=True)
+            await asyncio.sleep(EVENT_PRUNE_INTERVAL_S)
+
+
+async def check_token(settings: SlackSettings) -> str | None:
+    """None if the bot token works (auth.test), else what is wrong, for the operator."""
+    async with aiohttp.ClientSession() as session:
+        try:
+            identity = await build_client(settings, session).auth_test()
+        except SlackApiError as error:
+            return f"Slack refused the bot token: {api_error(error)}"
+        except aiohttp.ClientError as error:
+            return f"cannot reach the Slack Web API at {settings.api_url}: {error}"
+    log.info("slack: signed in as %s in %s", identity.get("user"), identity.get("team"))
+    return None
+
+
+async def serve(runtime: BotRuntime, settings: SlackSettings) -> int:
+    """Run until SIGINT/SIGTERM, then stop taking requests and close everything."""
+    problem = await check_token(settings)
+    if problem:
+        print(f"imagine-bot slack: {problem}", file=sys.stderr)
+        return 2
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    bot = SlackBot(runtime, settings)
+    await bot.start()
+    where = (f"http://{settings.host}:{bot.port}{settings.path}" if settings.mode == "http"
+             else "Socket Mode")
+    print(f"imagine-bot slack: ready ({where})", file=sys.stderr, flush=True)
+    try:
+        await stopping.wait()
+    finally:
+        await bot.stop()
+    return 0
+
+
+def main() -> int:
+    """`imagine-bot slack`: configured by IMAGINE_SLACK_* (and the shared IMAGINE_* settings)."""
+    from bot.runtime import build_bot_runtime
+    from engine.config import get_settings
+
+    settings = SlackSettings()
+    problems = settings.problems()
+    if problems:
+        for problem in problems:
+            print(f"imagine-bot slack: {problem}", file=sys.stderr)
+        print("imagine-bot slack: see docs/slack.md for setting up the Slack app", file=sys.stderr)
+        return 2
+    shared = get_settings()
+    runtime = build_bot_runtime(shared)
+    runtime.start_ops()
+    worker = None
+    if shared.embedded_worker:
+        # The embedded broker (no IMAGINE_BROKER_URL): render in this process, one command is a bot.
+        from engine.worker.embedded import EmbeddedWorker
+
+        worker = EmbeddedWorker(runtime.celery_app)
+        worker.start()
+
+    async def run() -> int:
+        try:
+            return await serve(runtime, settings)
+        finally:
+            await runtime.close()
+
+    try:
+        return asyncio.run(run())
+    finally:
+        if worker is not None:
+            worker.stop()
