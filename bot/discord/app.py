@@ -54,6 +54,11 @@ def main() -> int:
     except discord.PrivilegedIntentsRequired as error:  # not asked for; kept for a clear message
         print(f"imagine-bot discord: {error}", file=sys.stderr)
         return 1
+    except discord.ConnectionClosed as error:
+        # 4004: the token was refused; 4013/4014: intents the application may not use.
+        print(f"imagine-bot discord: Discord closed the connection ({error.code}): {error.reason or ''}",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         pass
     finally:

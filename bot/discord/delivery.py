@@ -84,9 +84,13 @@ class DiscordDelivery:
             if job.id in self._finished:
                 return  # rendered and delivered already: the result is showing
             if target.get("status") == "original" and interaction is not None:
+                channel_id = interaction.channel_id
+                known = interaction.extras.get("response_message_id")
+                if known is not None:
+                    # Recorded before it shows the ❌, so a reaction on it at once finds the job.
+                    await self._record_status(job, channel_id, known)
                 message = await interaction.edit_original_response(
                     content=fit(text), view=cancel_view(job.id), allowed_mentions=NO_PINGS)
-                channel_id = interaction.channel_id
             else:
                 channel_id = await self._channel_for(job)
                 message = await self._channel(channel_id, job).send(
@@ -95,9 +99,7 @@ class DiscordDelivery:
                     link = message_link(job.team_external_id, channel_id, message.id)
                     await interaction.edit_original_response(content=fit(f"{text}\nFollow it here: {link}"),
                                                              allowed_mentions=NO_PINGS)
-            self._status[job.id] = (int(channel_id), message.id)
-            await self.service.record_message(Platform.DISCORD, str(channel_id), str(message.id), job.id,
-                                              role="progress")
+            await self._record_status(job, channel_id, message.id)
 
     # --- DeliveryTarget -------------------------------------------------------------------------
 
@@ -193,6 +195,13 @@ class DiscordDelivery:
                 log.info("job %s: could not update the button's reply: %s", job.id, error)
 
     # --- helpers ----------------------------------------------------------------------------
+
+    async def _record_status(self, job: GenerationView, channel_id: int, message_id: int) -> None:
+        if self._status.get(job.id) == (int(channel_id), int(message_id)):
+            return
+        self._status[job.id] = (int(channel_id), int(message_id))
+        await self.service.record_message(Platform.DISCORD, str(channel_id), str(message_id), job.id,
+                                          role="progress")
 
     def _lock(self, job_id: int) -> asyncio.Lock:
         return self._locks.setdefault(job_id, asyncio.Lock())

@@ -268,11 +268,13 @@ class InteractionHandler:
 
     async def _defer(self, interaction: discord.Interaction, *, ephemeral: bool) -> bool:
         try:
-            await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+            callback = await interaction.response.defer(ephemeral=ephemeral, thinking=True)
         except discord.HTTPException as error:
             # Too late (over 3 s) or already answered: nothing can be said to this user now.
             log.warning("interaction %s: could not defer: %s", interaction.id, error)
             return False
+        if callback is not None and callback.message_id is not None:
+            interaction.extras["response_message_id"] = callback.message_id
         return True
 
     def _target(self, interaction: discord.Interaction, status: str) -> dict[str, Any]:

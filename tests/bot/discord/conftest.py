@@ -33,6 +33,7 @@ from engine.store.db import Database
 from engine.worker import jobs as worker_jobs
 from engine.worker.jobs import WorkerRuntime, run_generation
 from tests.bot.discord.fake_discord import (
+    BASIC_PERMISSIONS,
     MANAGE_GUILD,
     FakeDiscord,
     FakeGuild,
@@ -44,11 +45,13 @@ GUILD_ID = 900000000000000001
 CHANNEL_ID = 900000000000000002
 MOD_ROLE = 900000000000000003
 ARTISTS_ROLE = 900000000000000004
+ADMINS_ROLE = 900000000000000005
 GUILD = FakeGuild(GUILD_ID, "Painters", owner_id=1, channel_id=CHANNEL_ID,
-                  roles={MOD_ROLE: ("mods", 0), ARTISTS_ROLE: ("artists", 0)})
+                  roles={MOD_ROLE: ("mods", 0), ARTISTS_ROLE: ("artists", 0), ADMINS_ROLE: ("admins", MANAGE_GUILD)})
 ALICE = FakeUser(800000000000000001, "alice")
 BOB = FakeUser(800000000000000002, "bob", roles=(ARTISTS_ROLE,))
-ADMIN = FakeUser(800000000000000003, "admin", permissions=MANAGE_GUILD | (1 << 10) | (1 << 11))
+# Manage Server through a role: interactions carry it computed, reactions only carry the role.
+ADMIN = FakeUser(800000000000000003, "admin", roles=(ADMINS_ROLE,), permissions=MANAGE_GUILD | BASIC_PERMISSIONS)
 MOD = FakeUser(800000000000000004, "mod", roles=(MOD_ROLE,))
 
 
