@@ -62,7 +62,8 @@ class ImagineClient(discord.Client):
                                  sweep_interval_s=settings.sweep_interval_s,
                                  progress_interval_s=settings.progress_interval_s,
                                  lease_s=settings.delivery_lease_s)
-        self.handler = InteractionHandler(service, runner, self.jobs, self.delivery.kick)
+        self.handler = InteractionHandler(service, runner, self.jobs, self.delivery.kick,
+                                          max_working=settings.max_concurrent_commands)
         self.reactions = ReactionHandler(self, service, runner, self.jobs, runtime.store,
                                          notice_ttl_s=settings.notice_ttl_s, kick=self.delivery.kick)
         add_commands(self.tree, self.handler, models=service.policy.available_models)

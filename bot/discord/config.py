@@ -31,6 +31,9 @@ class DiscordSettings(BaseSettings):
     delivery_lease_s: float = 30.0
     # How long a reaction's error notice ("you have no quota left") stays in the channel.
     notice_ttl_s: float = 60.0
+    # Commands worked on at once after being acknowledged; a burst beyond this waits its turn,
+    # so acknowledging new interactions within Discord's 3 s never has to wait for it.
+    max_concurrent_commands: int = 16
 
     @property
     def sync_guild_ids(self) -> list[int]:

@@ -204,6 +204,11 @@ class DiscordDelivery:
                                           role="progress")
 
     def _lock(self, job_id: int) -> asyncio.Lock:
+        if job_id not in self._locks and len(self._locks) >= FINISHED_MEMORY:
+            # Jobs announced here but delivered by another replica never release theirs.
+            for stale in [j for j, lock in self._locks.items() if not lock.locked()]:
+                del self._locks[stale]
+                self._status.pop(stale, None)
         return self._locks.setdefault(job_id, asyncio.Lock())
 
     def _webhook(self, target: dict[str, Any]) -> discord.Webhook:

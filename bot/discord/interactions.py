@@ -11,6 +11,7 @@ Who pays: the member in the interaction, always (a button press is charged to wh
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import re
@@ -62,17 +63,24 @@ def answers_errors(method: Callable[..., Awaitable[None]]) -> Callable[..., Awai
         except Exception:
             log.exception("interaction %s (%s) by %s failed", interaction.id, method.__name__, interaction.user.id)
             await self.apologise(interaction)
+        finally:
+            if interaction.extras.pop("working", False):
+                self._working.release()
 
     return wrapper
 
 
 class InteractionHandler:
     def __init__(self, service: ImagineService, runner: CommandRunner, delivery: DiscordDelivery,
-                 kick: Callable[[], None]) -> None:
+                 kick: Callable[[], None], *, max_working: int = 16) -> None:
         self.service = service
         self.runner = runner
         self.delivery = delivery
         self.kick = kick
+        # Acknowledged commands worked on at once. A burst beyond it waits (each one already
+        # deferred, so Discord and the user know it arrived) instead of crowding the event loop
+        # and the database pool until new interactions cannot be deferred within 3 s.
+        self._working = asyncio.Semaphore(max_working)
 
     # --- jobs ---------------------------------------------------------------------------------
 
@@ -275,6 +283,8 @@ class InteractionHandler:
             return False
         if callback is not None and callback.message_id is not None:
             interaction.extras["response_message_id"] = callback.message_id
+        await self._working.acquire()  # released by @answers_errors when the handler ends
+        interaction.extras["working"] = True
         return True
 
     def _target(self, interaction: discord.Interaction, status: str) -> dict[str, Any]:
@@ -306,7 +316,8 @@ class InteractionHandler:
         except discord.HTTPException as error:
             # The job is queued and charged either way; its result is still delivered.
             log.warning("job %s: status message not shown: %s", job.id, error)
-        self.kick()
+        # No kick here: the worker's wake-ups say when the job starts and ends, and a sweep per
+        # command would reload every active job for each of hundreds of commands a second.
 
     async def _resolve(self, reference: ImageRef | tuple[int, int, int | None]) -> ImageRef:
         """An image reference, or a link to one of our messages turned into one."""

@@ -100,7 +100,6 @@ class ReactionHandler:
             await self.delivery.announce(reply.job, reply.text, None)
         except discord.HTTPException as error:
             log.warning("job %s: status message not shown: %s", reply.job.id, error)
-        self.kick()
 
     async def _remove(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int, role: str) -> None:
         if role == "progress":

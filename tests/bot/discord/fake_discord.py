@@ -191,8 +191,10 @@ class FakeDiscord:
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    async def start(self) -> FakeDiscord:
+    async def start(self, extra_routes: Iterable[web.RouteDef] = ()) -> FakeDiscord:
+        """Serve on a free loopback port (`extra_routes`: e.g. a benchmark's control endpoints)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_routes(list(extra_routes))
         app.router.add_get("/", self._gateway)
         app.router.add_get("/attachments/{file_id}/{name}", self._cdn)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._api)

@@ -114,3 +114,24 @@ async def test_button_of_a_job_in_another_server_is_refused_privately(harness):
     answer = await fake.wait_for("PATCH", rf"/webhooks/\d+/{click['token']}/messages/@original", since=mark)
     assert answer.content == "There is no job #99 in this team."
     assert fake.original(click["token"])["flags"] & EPHEMERAL
+
+
+async def test_grid_variation_and_reaction_on_postgresql(fake, gpu, tmp_path, sqlite_template, postgres_url):
+    """The same flow on PostgreSQL: grid, V1 into a thread, 🔁 on that variation's image."""
+    from tests.bot.discord.conftest import discord_settings, make_settings, running_bot
+
+    settings = make_settings(tmp_path, sqlite_template, database_url=postgres_url)
+    async with running_bot(fake, gpu, settings, discord_settings()) as harness:
+        _token, grid = await harness.imagine("a red star")
+        mark = fake.mark()
+        await harness.click(grid, "imagine:v:1:1", user=BOB)
+        await fake.wait_for("PATCH", rf"/channels/{grid['id']}/messages/\d+", lambda r: bool(r.files), since=mark)
+        mark = fake.mark()
+        await harness.click(grid, "imagine:u:1:2", user=BOB)
+        await fake.wait_for("PATCH", rf"/channels/{grid['id']}/messages/\d+", lambda r: bool(r.files), since=mark)
+        upscaled = fake.channel_messages(int(grid["id"]))[-1]
+        mark = fake.mark()
+        await harness.react(upscaled, "🔁", user=ALICE)
+        status = await fake.wait_for("POST", rf"/channels/{grid['id']}/messages", since=mark)
+        assert status.content == "#4 variation of #3:1: queued, position 1 in the queue."
+        assert await harness.quota_used(BOB) == 5

@@ -1,0 +1,210 @@
+"""Discord ingress: how fast the bot acknowledges and queues `/imagine`, with no model at all.
+
+The real discord.py client runs against the fake Discord (REST + gateway on 127.0.0.1, from
+tests/bot/discord/fake_discord.py) on PostgreSQL + Redis, with a separate worker process using
+the no-op renderer (IMAGINE_RENDER_BACKEND=noop), so render time is out of the picture and the
+delivery loop posts every result while commands keep arriving. 1000 `/imagine` INTERACTION_CREATE
+payloads from 100 members are written to the gateway as fast as the client reads them.
+
+    python bench/discord_ingress.py [--commands 1000] [--users 100] [--rate R] [--cpu]
+
+Prints {"commands": N, "per_s": r, "p50_ms": a, "p99_ms": b}:
+- p50_ms / p99_ms: defer latency, from writing a payload to the gateway to the fake receiving
+  that interaction's defer callback;
+- per_s: sustained commands per second, from the first payload written to the last command
+  fully handled (its job queued and its "queued, position N" message shown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bot.discord.client import ImagineClient  # noqa: E402
+from bot.discord.config import DiscordSettings  # noqa: E402
+from bot.runtime import build_bot_runtime  # noqa: E402
+from engine.config import Settings  # noqa: E402
+from tests.bot.discord.fake_discord import FakeDiscord, FakeGuild, FakeUser, option  # noqa: E402
+
+PG_ADMIN = os.environ.get("IMAGINE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("IMAGINE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
+GUILD = FakeGuild(700000000000000001, "bench", owner_id=1, channel_id=700000000000000002)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class RouteBase:
+    """Point discord.py at the fake for the benchmark's lifetime (what monkeypatch does in tests)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    def __enter__(self) -> None:
+        import yarl
+        from discord.gateway import DiscordWebSocket
+        from discord.http import Route
+
+        self.saved = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+        Route.BASE = f"http://127.0.0.1:{self.port}/api/v10"
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(f"ws://127.0.0.1:{self.port}/")
+
+    def __exit__(self, *exc) -> None:
+        from discord.gateway import DiscordWebSocket
+        from discord.http import Route
+
+        Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = self.saved
+
+
+# --- the fake Discord's process: serves the API and the gateway, feeds, times -------------------
+
+
+async def serve_fake() -> None:
+    """Run the fake Discord plus a control endpoint: POST /bench/feed feeds the commands and
+    answers with the measurements once every command was handled."""
+    from aiohttp import web
+
+    fake = FakeDiscord([GUILD])
+
+    async def feed(request: web.Request) -> web.Response:
+        spec = await request.json()
+        commands, users, rate = spec["commands"], spec["users"], spec["rate"]
+        members = [FakeUser(600000000000000000 + i, f"member{i}") for i in range(users)]
+        payloads = [fake.slash_command("imagine", [option("prompt", f"bench {i}"), option("n", 1)],
+                                       user=members[i % users], guild=GUILD) for i in range(commands)]
+        fed: dict[str, float] = {}
+        started = time.perf_counter()
+        for i, payload in enumerate(payloads):
+            if rate:  # paced: payload i is due at started + i / rate
+                await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+            fed[payload["token"]] = time.perf_counter()
+            await fake.dispatch("INTERACTION_CREATE", payload)
+
+        def handled() -> list:
+            return fake.find("PATCH", r"/webhooks/\d+/[^/]+/messages/@original",
+                             lambda r: "queued" in (r.content or ""))
+
+        await fake.wait_until(lambda: len(handled()) >= commands, timeout=600)
+        finished = max(r.at for r in handled())
+        defers = fake.find("POST", r"/interactions/\d+/[^/]+/callback", arrived=True)
+        latencies = [(r.at - fed[r.path.split("/")[3]]) * 1000 for r in defers]
+        assert len(latencies) == commands, f"{len(latencies)} defers for {commands} commands"
+        return web.json_response({
+            "commands": commands,
+            "per_s": round(commands / (finished - started), 1),
+            "p50_ms": round(statistics.median(latencies), 2),
+            "p99_ms": round(percentile(latencies, 0.99), 2),
+        })
+
+    await fake.start([web.post("/bench/feed", feed)])
+    print(json.dumps({"port": fake.port}), flush=True)
+    await asyncio.Event().wait()  # until the benchmark terminates this process
+
+
+# --- the bot's process ------------------------------------------------------------------------
+
+
+async def measure(settings: Settings, commands: int, users: int, rate: float, show_cpu: bool) -> dict:
+    import aiohttp
+
+    fake = subprocess.Popen([sys.executable, __file__, "--serve-fake"], stdout=subprocess.PIPE, text=True)
+    try:
+        port = json.loads(fake.stdout.readline())["port"]
+        runtime = build_bot_runtime(settings)
+        bot_settings = DiscordSettings(token="bench", sync_commands=False, sweep_interval_s=1.0)
+        client = ImagineClient(runtime, bot_settings, guild_ready_timeout=0.05)
+        with RouteBase(port):
+            task = asyncio.create_task(client.start("bench"))
+            try:
+                await asyncio.wait_for(client.wait_until_ready(), 30)
+                timeout = aiohttp.ClientTimeout(total=900)
+                cpu = time.process_time()
+                async with aiohttp.ClientSession(timeout=timeout) as session:
+                    async with session.post(f"http://127.0.0.1:{port}/bench/feed",
+                                            json={"commands": commands, "users": users, "rate": rate}) as response:
+                        result = await response.json()
+                if show_cpu:  # where the bot's time goes, for reading the result (stderr: not the JSON)
+                    spent = 1000 * (time.process_time() - cpu) / commands
+                    print(f"bot process CPU: {spent:.1f} ms per command (incl. its delivery)", file=sys.stderr)
+                return result
+            finally:
+                await client.close()
+                await asyncio.gather(task, return_exceptions=True)
+                await runtime.close()
+    finally:
+        fake.terminate()
+        fake.wait(timeout=30)
+
+
+async def run(commands: int, users: int, rate: float, show_cpu: bool = False) -> dict:
+    import psycopg
+    import redis
+
+    from engine.store.migrate import upgrade
+
+    name = f"imagine_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    redis.Redis.from_url(REDIS).flushdb()
+    worker = None
+    folder = tempfile.mkdtemp(prefix="imagine-bench-")
+    try:
+        upgrade(url)
+        settings = Settings()
+        settings.paths.data_dir = Path(folder)
+        settings.database.url = url
+        settings.database.auto_migrate = False
+        settings.broker.url = REDIS
+        settings.render.backend = "noop"
+        settings.quota.default_daily_images = 10**6
+        env = {**os.environ, "IMAGINE_DATA_DIR": folder, "IMAGINE_DB_URL": url,
+               "IMAGINE_BROKER_URL": REDIS, "IMAGINE_RENDER_BACKEND": "noop"}
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "bot", "worker", "--pool", "solo", "--loglevel", "WARNING"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        return await measure(settings, commands, users, rate, show_cpu)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+        with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--commands", type=int, default=1000)
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="feed this many commands per second instead of as fast as accepted")
+    parser.add_argument("--cpu", action="store_true", help="also print the bot's CPU per command to stderr")
+    parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    if args.serve_fake:
+        asyncio.run(serve_fake())
+        return 0
+    print(json.dumps(asyncio.run(run(args.commands, args.users, args.rate, args.cpu))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
