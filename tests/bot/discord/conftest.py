@@ -181,6 +181,14 @@ class Harness:
     async def react(self, message: dict[str, Any], emoji: str, *, user: FakeUser = ALICE) -> dict[str, Any]:
         return await self.send(self.fake.reaction(int(message["id"]), emoji, user=user, guild=GUILD))
 
+    async def recorded(self, message: dict[str, Any], timeout: float = 10.0) -> None:
+        """Wait until the bot has recorded a message it posted (it does so right after Discord
+        answers the post, and nothing it sends marks that moment)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while await self.client.jobs.message_image(int(message["channel_id"]), int(message["id"])) is None:
+            assert asyncio.get_running_loop().time() < deadline, f"message {message['id']} never recorded"
+            await asyncio.sleep(0.01)
+
     async def quota_used(self, user: FakeUser) -> int:
         from engine.domain.types import Actor, Platform
 

@@ -113,3 +113,22 @@ async def test_other_emoji_and_other_messages_are_ignored(harness):
     await fake.wait_for("POST", r"/channels/\d+/messages", since=mark)
     assert [r.path for r in fake.requests[mark:]] == ["/users/@me/channels",
                                                       f"/channels/{fake.dm_channels[BOB.id]}/messages"]
+
+
+async def test_with_dm_reactions_a_repeat_on_the_dm_copy_varies_it_in_the_servers_thread(fake, gpu, settings):
+    """IMAGINE_DISCORD_DM_REACTIONS: 🔁 on a copy ✉️ sent is charged to the reactor in the job's
+    server, and the variation goes into the lineage's thread there."""
+    from tests.bot.discord.conftest import discord_settings, running_bot
+
+    async with running_bot(fake, gpu, settings, discord_settings(dm_reactions=True)) as harness:
+        _token, single = await harness.imagine("a lone tree", n=1)
+        mark = fake.mark()
+        await harness.react(single, "✉️", user=BOB)
+        await fake.wait_for("POST", r"/channels/\d+/messages", since=mark)
+        copy = fake.channel_messages(fake.dm_channels[BOB.id])[0]
+        await harness.recorded(copy)
+        mark = fake.mark()
+        await harness.send(fake.reaction(int(copy["id"]), "🔁", user=BOB, guild=None))
+        status = await fake.wait_for("POST", rf"/channels/{single['id']}/messages", since=mark)
+        assert status.content == "#2 variation of #1:1: queued, position 1 in the queue."
+        assert await harness.quota_used(BOB) == 4
