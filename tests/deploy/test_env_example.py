@@ -9,6 +9,7 @@ import pytest
 from tests.deploy.conftest import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
+    ROOT,
     SETTINGS,
     env_file_entries,
     env_file_values,
@@ -29,7 +30,7 @@ def test_settings_are_found_in_engine_and_both_adapters():
     modules = settings_modules()
     assert "engine.config" in modules
     for adapter in ("bot.discord.config", "bot.slack.config"):
-        if (COMPOSE_FILE.parents[1] / (adapter.replace(".", "/") + ".py")).exists():
+        if (ROOT / (adapter.replace(".", "/") + ".py")).exists():
             assert adapter in modules
     assert {"IMAGINE_DB_URL", "IMAGINE_RENDER_MODEL", "IMAGINE_OPS_PORT"} <= set(SETTINGS)
 
