@@ -1,8 +1,10 @@
 """Slack payloads → neutral commands → the service; jobs → Slack messages.
 
 Every listener's ack function only acks (bolt 1.30 loses an ack whose listener raises right
-after it); the work runs in lazy listeners, at most `concurrent_work` at once. Retried events
-are dropped by event id in a middleware, once across replicas (the service's SQL dedup).
+after it). Its lazy listener relays the work to the adapter's own event loop, where at most
+`concurrent_work` pieces run at once: bolt's loop (bot.slack.app.Ingress) only verifies, acks
+and relays. Retried events are dropped by event id in a middleware, once across replicas (the
+service's SQL dedup).
 
 Messages a job gets, each recorded with the service so reactions and buttons find the job:
 - role "progress": one status message per job, posted when it is queued and edited as it runs
@@ -17,9 +19,11 @@ Messages a job gets, each recorded with the service so reactions and buttons fin
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlparse
 
@@ -42,8 +46,8 @@ from bot.slack.blocks import (
     result_message,
 )
 from bot.slack.config import SlackSettings
-from bot.slack.web import api_error
 from bot.slack.identity import SlackDirectory
+from bot.slack.web import api_error
 from engine.domain.errors import UsageError, UserFacingError
 from engine.domain.types import (
     Actor,
@@ -67,6 +71,11 @@ APOLOGY = "Sorry, something went wrong on imagine-bot's side; it has been logged
 # Slack API errors that mean "already gone": deleting twice is not a failure.
 _GONE = {"message_not_found", "file_not_found", "file_deleted", "cant_delete_message"}
 SHARE_LOOKUP_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 4.0)
+# Slack API errors that no retry fixes: the bot cannot post in that channel.
+_UNREACHABLE = {"channel_not_found", "not_in_channel", "is_archived"}
+
+
+Relay = Callable[[Coroutine[Any, Any, Any]], concurrent.futures.Future]
 
 
 async def acknowledge(ack) -> None:
@@ -105,30 +114,42 @@ class SlackAdapter:
         self._background: set[asyncio.Task] = set()
         self._in_flight: set[asyncio.Task] = set()
 
-    def register(self, app: AsyncApp) -> None:
-        app.middleware(self.skip_retried_events)
-        app.command("/imagine")(ack=acknowledge, lazy=[self.imagine_command])
-        app.command("/imagine-admin")(ack=acknowledge, lazy=[self.admin_command])
-        app.action(ACTION_PATTERN)(ack=acknowledge, lazy=[self.button_pressed])
-        app.event("reaction_added")(ack=acknowledge, lazy=[self.reaction_added])
+    def register(self, app: AsyncApp, relay: Relay) -> None:
+        """Listen on `app`. Its loop only acks; `relay` hands each piece of work to this adapter's
+        loop, so an ack never waits behind a database transaction or a Slack call."""
 
-    # --- middleware --------------------------------------------------------------------------
+        async def skip_retried_events(body: dict, next) -> BoltResponse:
+            event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+            if event_id:
+                # An event's ack is this HTTP answer, so this one insert comes before it: it
+                # decides whether any work starts at all.
+                try:
+                    first = await asyncio.wrap_future(relay(self.service.first_time(Platform.SLACK, event_id)))
+                except Exception:  # noqa: BLE001 - unsure: let Slack retry later rather than act twice
+                    log.exception("event %s: could not record it; asking Slack to retry", event_id)
+                    return BoltResponse(status=503, body="")
+                if not first:
+                    log.info("event %s was already taken; skipping the repeat", event_id)
+                    return BoltResponse(status=200, body="")
+            return await next()
 
-    async def skip_retried_events(self, body: dict, next) -> BoltResponse:
-        """Answer a repeat of an event already taken (Slack's retries, on any replica) with 200."""
-        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if event_id:
-            # An event's ack is this HTTP answer, so this one insert comes before it: it decides
-            # whether any work starts at all.
-            try:
-                first = await self.service.first_time(Platform.SLACK, event_id)
-            except Exception:  # noqa: BLE001 - unsure: let Slack retry later rather than act twice
-                log.exception("event %s: could not record it; asking Slack to retry", event_id)
-                return BoltResponse(status=503, body="")
-            if not first:
-                log.info("event %s was already taken; skipping the repeat", event_id)
-                return BoltResponse(status=200, body="")
-        return await next()
+        async def imagine(command: dict, respond) -> None:
+            relay(self.imagine_command(command, respond))
+
+        async def imagine_admin(command: dict, respond) -> None:
+            relay(self.admin_command(command, respond))
+
+        async def button(body: dict, action: dict, respond) -> None:
+            relay(self.button_pressed(body, action, respond))
+
+        async def reaction(event: dict, body: dict, context) -> None:
+            relay(self.reaction_added(event, body, context.bot_user_id))
+
+        app.middleware(skip_retried_events)
+        app.command("/imagine")(ack=acknowledge, lazy=[imagine])
+        app.command("/imagine-admin")(ack=acknowledge, lazy=[imagine_admin])
+        app.action(ACTION_PATTERN)(ack=acknowledge, lazy=[button])
+        app.event("reaction_added")(ack=acknowledge, lazy=[reaction])
 
     # --- slash commands ----------------------------------------------------------------------
 
@@ -154,11 +175,11 @@ class SlackAdapter:
                 )
                 channel = command["channel_id"]
                 reply = await self.runner.run(actor, parsed, {"channel": channel})
-                public = not (reply.ephemeral or reply.is_error or reply.job)
-                await respond(text=self._text(reply, parsed),
-                              response_type="in_channel" if public else "ephemeral")
+                text = self._text(reply, parsed)
                 if reply.job is not None:
-                    await self._after_command(reply, channel)
+                    text = await self._after_command(actor, reply, channel) or text
+                public = not (reply.ephemeral or reply.is_error or reply.job)
+                await respond(text=text, response_type="in_channel" if public else "ephemeral")
                 log.info("%s by %s/%s: %s in %.0f ms", command.get("command"), command["team_id"],
                          command["user_id"], type(parsed).__name__, (time.perf_counter() - started) * 1000)
             except Exception:  # noqa: BLE001 - the command was acked: tell the user, never go silent
@@ -170,11 +191,24 @@ class SlackAdapter:
         # The runner escapes what it builds from user text; errors and the usage text come raw.
         return escape(reply.text) if reply.is_error or isinstance(command, c.Help) else reply.text
 
-    async def _after_command(self, reply: Reply, channel: str) -> None:
-        if reply.queue_position is not None:
-            await self._post_progress(reply.job, reply.queue_position, channel)
-        if self.delivery is not None:
-            self.delivery.kick()  # a cancel shows at once, not at the next sweep
+    async def _after_command(self, actor: Actor, reply: Reply, channel: str) -> str | None:
+        """Show a queued job's status message; if the bot cannot post in the channel, cancel the
+        job (refunded) and return what to tell the user instead."""
+        try:
+            if reply.queue_position is not None:
+                await self._post_progress(reply.job, reply.queue_position, channel)
+        except SlackApiError as error:
+            if api_error(error) not in _UNREACHABLE:
+                raise
+            await self.service.cancel(actor, reply.job.id)
+            log.info("job %s: cancelled, imagine-bot cannot post in %s (%s)", reply.job.id, channel,
+                     api_error(error))
+            return ("imagine-bot cannot post in this channel, so nothing was queued or charged. "
+                    "Invite it (`/invite @imagine`) and try again.")
+        finally:
+            if self.delivery is not None:
+                self.delivery.kick()  # a cancel shows at once, not at the next sweep
+        return None
 
     # --- buttons -----------------------------------------------------------------------------
 
@@ -203,14 +237,14 @@ class SlackAdapter:
                     await respond(text=self._text(reply, command), response_type="ephemeral",
                                   replace_original=False)
                 if reply.job is not None:
-                    await self._after_command(reply, channel)
+                    await self._after_command(actor, reply, channel)
             except Exception:  # noqa: BLE001
                 log.exception("button %s failed after the ack", action.get("action_id"))
                 await self._respond_quietly(respond, APOLOGY, replace_original=False)
 
     # --- reactions ---------------------------------------------------------------------------
 
-    async def reaction_added(self, event: dict, body: dict, context) -> None:
+    async def reaction_added(self, event: dict, body: dict, bot_user_id: str | None) -> None:
         """:repeat:/:one:–:four: ask for variations, :x: removes a job's messages."""
         reaction = (event.get("reaction") or "").split("::")[0]  # drop a skin-tone suffix
         item = event.get("item") or {}
@@ -221,7 +255,7 @@ class SlackAdapter:
             try:
                 # Only messages of the bot (a grid share not yet recorded) and pictures people
                 # shared (for :repeat:) are worth fetching; other reactions are just reactions.
-                ours = event.get("item_user") == context.bot_user_id
+                ours = event.get("item_user") == bot_user_id
                 target, message = await self._reacted_to(
                     channel, ts, fetch=ours or reaction == "repeat")
                 if target is None and (ours or message is None):
@@ -238,7 +272,7 @@ class SlackAdapter:
                     if reply.queue_position is None:
                         await self._tell(channel, user, self._text(reply, command))
                     else:
-                        await self._after_command(reply, channel)
+                        await self._after_command(actor, reply, channel)
                 elif message is not None and VARY_REACTIONS[reaction] is None:
                     await self._vary_upload(actor, channel, message)
             except UserFacingError as error:
@@ -333,6 +367,17 @@ class SlackAdapter:
         if not channel:
             log.warning("job %s has no Slack channel to deliver to; dropping it", job.id)
             return
+        try:
+            await self._deliver(job, channel)
+        except SlackApiError as error:
+            if api_error(error) not in _UNREACHABLE:
+                raise  # the delivery loop retries after its lease
+            # Retrying cannot help (the channel was archived, or the bot removed from it); the
+            # images stay in the requester's history and the gallery.
+            log.error("job %s: channel %s is unreachable (%s); not delivered to Slack", job.id,
+                      channel, api_error(error))
+
+    async def _deliver(self, job: GenerationView, channel: str) -> None:
         posted = await self.service.messages_for(job.id)
         roles = {role for _, _, _, role in posted}
         progress = [(ch, ts) for ch, ts, _, role in posted if role == "progress"]
@@ -407,7 +452,11 @@ class SlackAdapter:
             if api_error(error) != "not_in_channel":
                 raise
             # A public channel the bot was never invited to: join it (channels:join) and retry.
-            await self.client.conversations_join(channel=channel)
+            # A private one cannot be joined: then the answer stays "not_in_channel".
+            try:
+                await self.client.conversations_join(channel=channel)
+            except SlackApiError:
+                raise error from None
             response = await self.client.chat_postMessage(**arguments)
         return response["ts"]
 

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import sys
+import threading
 from datetime import timedelta
 
 import aiohttp
@@ -34,60 +35,38 @@ EVENT_MEMORY = timedelta(hours=1)
 EVENT_PRUNE_INTERVAL_S = 600
 
 
-class SlackBot:
-    """One running Slack bot replica: bolt app, adapter, delivery loop, HTTP or socket transport."""
+class Ingress:
+    """Slack's way in on an event loop in a thread of its own: the HTTP endpoint (or the Socket
+    Mode connection) and bolt, which verifies, acks and relays. Command work runs on the bot's
+    main loop, so an ack never queues behind it: under a burst the work waits, the acks do not."""
 
-    def __init__(self, runtime: BotRuntime, settings: SlackSettings) -> None:
-        self.runtime = runtime
+    def __init__(self, app: AsyncApp, settings: SlackSettings) -> None:
+        self.app = app
         self.settings = settings
         self.port: int | None = None
-        self.app: AsyncApp | None = None
-        self.adapter: SlackAdapter | None = None
-        self.delivery: Delivery | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._socket = None
-        self._pruner: asyncio.Task | None = None
 
-    async def start(self) -> None:
-        settings, runtime = self.settings, self.runtime
-        self._session = aiohttp.ClientSession()
-        # The adapter's client shares one connection pool. bolt gets its own, without a session:
-        # it deep-copies each request's context (client included) for lazy listeners, and an
-        # aiohttp session cannot be copied.
-        client = build_client(settings, self._session)
-        http_mode = settings.mode == "http"
-        self.app = AsyncApp(
-            client=build_client(settings),
-            signing_secret=settings.signing_secret or None,
-            request_verification_enabled=http_mode,  # Socket Mode messages carry no signature
-            logger=logging.getLogger("slack_bolt.imagine"),
-        )
-        limits = Limits(max_steps=runtime.settings.limits.max_steps,
-                        max_guidance=runtime.settings.limits.max_guidance)
-        self.adapter = SlackAdapter(runtime.service, runtime.store, client, settings,
-                                    http=self._session, limits=limits,
-                                    gallery_links=runtime.gallery_links())
-        self.adapter.register(self.app)
-        self.delivery = Delivery(runtime.service, self.adapter, runtime.wakeups(),
-                                 sweep_interval_s=settings.delivery_sweep_s,
-                                 lease_s=settings.delivery_lease_s)
-        self.adapter.delivery = self.delivery
-        await self.delivery.start()
-        self._pruner = asyncio.create_task(self._forget_old_events(), name="slack-event-pruner")
-        if http_mode:
-            self._runner = web.AppRunner(self.web_app(), access_log=None)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, settings.host, settings.port)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            log.info("slack: listening on http://%s:%s%s", settings.host, self.port, settings.path)
-        else:
-            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the thread and open the endpoint (blocking: call it through asyncio.to_thread)."""
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="slack-ingress", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._open(), self._loop).result(timeout)
 
-            self._socket = AsyncSocketModeHandler(self.app, settings.app_token, web_client=client)
-            await self._socket.connect_async()
-            log.info("slack: connected in Socket Mode")
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop taking requests, hand over what was acked, end the thread (blocking)."""
+        if self._loop is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+            self._loop.close()
+            self._loop = None
 
     def web_app(self) -> web.Application:
         """The aiohttp app: Slack's requests on the configured path, and a health check."""
@@ -104,12 +83,83 @@ class SlackBot:
         application.router.add_get("/healthz", health)
         return application
 
-    async def stop(self) -> None:
-        """Stop taking requests, let acked work finish, then stop delivering."""
+    async def _open(self) -> None:
+        settings = self.settings
+        if settings.mode == "http":
+            self._runner = web.AppRunner(self.web_app(), access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, settings.host, settings.port)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            log.info("slack: listening on http://%s:%s%s", settings.host, self.port, settings.path)
+        else:
+            from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+            self._socket = AsyncSocketModeHandler(self.app, settings.app_token)
+            await self._socket.connect_async()
+            log.info("slack: connected in Socket Mode")
+
+    async def _close(self) -> None:
         if self._socket is not None:
             await self._socket.close_async()
         if self._runner is not None:
             await self._runner.cleanup()
+        # Lazy listeners of requests already acked still have to relay their work.
+        pending = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
+
+class SlackBot:
+    """One running Slack bot replica: the ingress (bolt) and, on the caller's loop, the adapter
+    doing the work and the delivery loop."""
+
+    def __init__(self, runtime: BotRuntime, settings: SlackSettings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.app: AsyncApp | None = None
+        self.adapter: SlackAdapter | None = None
+        self.delivery: Delivery | None = None
+        self.ingress: Ingress | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._pruner: asyncio.Task | None = None
+
+    @property
+    def port(self) -> int | None:
+        return self.ingress.port if self.ingress else None
+
+    async def start(self) -> None:
+        settings, runtime = self.settings, self.runtime
+        work_loop = asyncio.get_running_loop()
+        self._session = aiohttp.ClientSession()
+        # bolt gets a client of its own, without a shared session: it runs on the ingress loop,
+        # and it deep-copies each request's context (client included) for lazy listeners, which
+        # an aiohttp session does not survive.
+        self.app = AsyncApp(
+            client=build_client(settings),
+            signing_secret=settings.signing_secret or None,
+            request_verification_enabled=settings.mode == "http",  # socket messages are unsigned
+            logger=logging.getLogger("slack_bolt.imagine"),
+        )
+        limits = Limits(max_steps=runtime.settings.limits.max_steps,
+                        max_guidance=runtime.settings.limits.max_guidance)
+        self.adapter = SlackAdapter(runtime.service, runtime.store, build_client(settings, self._session),
+                                    settings, http=self._session, limits=limits,
+                                    gallery_links=runtime.gallery_links())
+        self.adapter.register(self.app, lambda work: asyncio.run_coroutine_threadsafe(work, work_loop))
+        self.delivery = Delivery(runtime.service, self.adapter, runtime.wakeups(),
+                                 sweep_interval_s=settings.delivery_sweep_s,
+                                 lease_s=settings.delivery_lease_s)
+        self.adapter.delivery = self.delivery
+        await self.delivery.start()
+        self._pruner = asyncio.create_task(self._forget_old_events(), name="slack-event-pruner")
+        self.ingress = Ingress(self.app, settings)
+        await asyncio.to_thread(self.ingress.start)
+
+    async def stop(self) -> None:
+        """Stop taking requests, let acked work finish, then stop delivering."""
+        if self.ingress is not None:
+            await asyncio.to_thread(self.ingress.stop)
         if self.adapter is not None:
             await self.adapter.close()
         if self._pruner is not None:

@@ -404,3 +404,28 @@ async def test_cancel_button_cancels_and_updates_status(bots, fake_slack, http):
     update = await fake_slack.wait_for("chat.update", lambda c: "cancelled" in c.params["text"])
     assert update.params["ts"] == ts and actions_of(update) == []
     assert progress.params["text"].endswith("queued, position 1 in the queue.")
+
+
+async def test_public_channel_is_joined_and_private_one_refused(bots, fake_slack, http):
+    """In a public channel the bot was not in, it joins and posts; in a private channel it cannot
+    join, the job is cancelled (refunded) and the user is told to invite the bot."""
+    bot = await bots.start(worker=False)
+    fake_slack.fail("chat.postMessage", status=200, error="not_in_channel")
+    hook = uuid.uuid4().hex
+    await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE, channel="CPUBLIC",
+                                             response_url=fake_slack.response_url(hook)))
+    assert (await job_of(fake_slack, hook)) == 1
+    assert (await fake_slack.wait_for("conversations.join")).params["channel"] == "CPUBLIC"
+    assert len(fake_slack.received("chat.postMessage")) == 2
+
+    fake_slack.fail("chat.postMessage", status=200, error="not_in_channel")
+    fake_slack.fail("conversations.join", status=200, error="method_not_supported_for_channel_type")
+    hook = uuid.uuid4().hex
+    await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE, channel="GPRIVATE",
+                                             response_url=fake_slack.response_url(hook)))
+    told = await fake_slack.wait_for("response_url", lambda c: c.params["hook"] == hook)
+    assert told.params["text"].startswith("imagine-bot cannot post in this channel")
+    job = await bot.runtime.service.generation(2)
+    assert job.status == "cancelled"
+    quota = await bot.runtime.service.quota(await bot.adapter.directory.actor("T0FAKE", ALICE))
+    assert quota.used == 4  # only the first job's four images
