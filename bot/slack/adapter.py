@@ -96,12 +96,16 @@ class SlackAdapter:
         settings: SlackSettings,
         *,
         http: aiohttp.ClientSession,
+        progress_client: AsyncWebClient | None = None,
         limits: c.Limits = c.Limits(),
         gallery_links=None,
     ) -> None:
         self.service = service
         self.store = store
         self.client = client
+        # Progress edits are best effort: a 429 pauses them instead of holding up deliveries.
+        self.progress_client = progress_client or client
+        self._progress_paused_until = 0.0
         self.settings = settings
         self.http = http
         self.limits = limits
@@ -330,7 +334,7 @@ class SlackAdapter:
         if int(file.get("size") or 0) > limit:
             raise UsageError(f"That file is {file['size'] / 1e6:.1f} MB; images up to "
                              f"{limit / 1e6:.0f} MB are accepted.")
-        headers = {"Authorization": f"Bearer {self.settings.bot_token}"}
+        headers = {"Authorization": f"Bearer {self.settings.bot_token.get_secret_value()}"}
         async with self.http.get(url, headers=headers, allow_redirects=False) as response:
             if response.status != 200 or response.content_type.startswith("text/html"):
                 # files.slack.com answers a missing files:read scope with a login page.
@@ -354,13 +358,21 @@ class SlackAdapter:
     # --- DeliveryTarget ----------------------------------------------------------------------
 
     async def show_progress(self, job: GenerationView) -> None:
-        if job.status != GenerationStatus.RUNNING:
-            return  # the status message already says "queued, position N"
+        if job.status != GenerationStatus.RUNNING or time.monotonic() < self._progress_paused_until:
+            return  # queued: the status message already says so; paused: Slack asked us to wait
         location = await self._progress_location(job.id)
         if location is None:
             return
         text, blocks = progress_message(job)
-        await self.client.chat_update(channel=location[0], ts=location[1], text=text, blocks=blocks)
+        try:
+            await self.progress_client.chat_update(channel=location[0], ts=location[1], text=text,
+                                                   blocks=blocks)
+        except SlackApiError as error:
+            if error.response.status_code != 429:
+                raise
+            wait = float(error.response.headers.get("Retry-After") or 30)
+            self._progress_paused_until = time.monotonic() + wait
+            log.info("progress edits paused for %.0f s (chat.update rate limited)", wait)
 
     async def deliver(self, job: GenerationView) -> None:
         channel = job.reply_target.get("channel")

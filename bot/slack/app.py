@@ -95,7 +95,7 @@ class Ingress:
         else:
             from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
-            self._socket = AsyncSocketModeHandler(self.app, settings.app_token)
+            self._socket = AsyncSocketModeHandler(self.app, settings.app_token.get_secret_value())
             await self._socket.connect_async()
             log.info("slack: connected in Socket Mode")
 
@@ -137,18 +137,21 @@ class SlackBot:
         # an aiohttp session does not survive.
         self.app = AsyncApp(
             client=build_client(settings),
-            signing_secret=settings.signing_secret or None,
+            signing_secret=settings.signing_secret.get_secret_value() or None,
             request_verification_enabled=settings.mode == "http",  # socket messages are unsigned
             logger=logging.getLogger("slack_bolt.imagine"),
         )
         limits = Limits(max_steps=runtime.settings.limits.max_steps,
                         max_guidance=runtime.settings.limits.max_guidance)
-        self.adapter = SlackAdapter(runtime.service, runtime.store, build_client(settings, self._session),
-                                    settings, http=self._session, limits=limits,
-                                    gallery_links=runtime.gallery_links())
+        self.adapter = SlackAdapter(
+            runtime.service, runtime.store, build_client(settings, self._session), settings,
+            http=self._session, limits=limits, gallery_links=runtime.gallery_links(),
+            progress_client=build_client(settings, self._session, wait_out_rate_limits=False),
+        )
         self.adapter.register(self.app, lambda work: asyncio.run_coroutine_threadsafe(work, work_loop))
         self.delivery = Delivery(runtime.service, self.adapter, runtime.wakeups(),
                                  sweep_interval_s=settings.delivery_sweep_s,
+                                 progress_interval_s=settings.progress_interval_s,
                                  lease_s=settings.delivery_lease_s)
         self.adapter.delivery = self.delivery
         await self.delivery.start()

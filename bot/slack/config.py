@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -12,9 +13,10 @@ class SlackSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="IMAGINE_SLACK_", env_file=None, extra="ignore")
 
-    bot_token: str = ""  # xoxb-…: OAuth & Permissions → Bot User OAuth Token
-    signing_secret: str = ""  # Basic Information → Signing Secret (HTTP mode)
-    app_token: str = ""  # xapp-… with connections:write (Socket Mode)
+    # Secrets are SecretStr so that printing the settings never shows them.
+    bot_token: SecretStr = SecretStr("")  # xoxb-…: OAuth & Permissions → Bot User OAuth Token
+    signing_secret: SecretStr = SecretStr("")  # Basic Information → Signing Secret (HTTP mode)
+    app_token: SecretStr = SecretStr("")  # xapp-… with connections:write (Socket Mode)
     mode: Literal["http", "socket"] = "http"
     host: str = "0.0.0.0"
     port: int = 3000
@@ -34,14 +36,16 @@ class SlackSettings(BaseSettings):
     # A delivery that failed (an upload, say) is retried by a later sweep after this lease.
     delivery_lease_s: float = 30.0
     delivery_sweep_s: float = 5.0
+    # At most one progress edit per job this often (chat.update is rate limited per workspace).
+    progress_interval_s: float = 3.0
 
     def problems(self) -> list[str]:
         """What is missing for the chosen mode, in words fit for the operator."""
         missing = []
-        if not self.bot_token:
+        if not self.bot_token.get_secret_value():
             missing.append("IMAGINE_SLACK_BOT_TOKEN (the xoxb-… Bot User OAuth Token) is not set")
-        if self.mode == "http" and not self.signing_secret:
+        if self.mode == "http" and not self.signing_secret.get_secret_value():
             missing.append("IMAGINE_SLACK_SIGNING_SECRET is not set (HTTP mode verifies every request)")
-        if self.mode == "socket" and not self.app_token.startswith("xapp-"):
+        if self.mode == "socket" and not self.app_token.get_secret_value().startswith("xapp-"):
             missing.append("IMAGINE_SLACK_APP_TOKEN (an xapp-… app-level token) is needed in socket mode")
         return missing

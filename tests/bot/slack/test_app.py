@@ -397,8 +397,8 @@ async def test_cancel_button_cancels_and_updates_status(bots, fake_slack, http):
     progress = await fake_slack.wait_for("chat.postMessage")
     ts = next(ts for (ch, ts) in fake_slack.messages)
     await post_form(http, bot, block_action("imagine:cancel", "1", user=ALICE, channel="C1",
-                                            message_ts=ts, response_url=fake_slack.response_url()))
-    answer = await fake_slack.wait_for("response_url", count=2)
+                                            message_ts=ts, response_url=fake_slack.response_url("c")))
+    answer = await fake_slack.wait_for("response_url", lambda c: c.params["hook"] == "c")
     assert answer.params["text"].startswith('Cancelled #1 imagine "a red star"')
     assert answer.params["replace_original"] is False
     update = await fake_slack.wait_for("chat.update", lambda c: "cancelled" in c.params["text"])
@@ -429,3 +429,22 @@ async def test_public_channel_is_joined_and_private_one_refused(bots, fake_slack
     assert job.status == "cancelled"
     quota = await bot.runtime.service.quota(await bot.adapter.directory.actor("T0FAKE", ALICE))
     assert quota.used == 4  # only the first job's four images
+
+
+async def test_rate_limited_progress_edit_pauses_instead_of_waiting(bots, fake_slack, http):
+    """A 429 on a progress edit does not hold up the delivery loop for its Retry-After: the
+    edit is skipped and further edits pause until then."""
+    import dataclasses
+
+    from engine.domain.types import GenerationStatus
+
+    bot = await bots.start(worker=False)
+    await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE,
+                                             response_url=fake_slack.response_url()))
+    await fake_slack.wait_for("chat.postMessage")
+    job = await bot.runtime.service.generation(1)
+    running = dataclasses.replace(job, status=GenerationStatus.RUNNING, progress=0.5)
+    fake_slack.fail("chat.update", status=429, retry_after=30)
+    await asyncio.wait_for(bot.adapter.show_progress(running), timeout=5)
+    await asyncio.wait_for(bot.adapter.show_progress(running), timeout=5)
+    assert len(fake_slack.received("chat.update")) == 1
