@@ -1,18 +1,24 @@
 """Discord ingress: how fast the bot acknowledges and queues `/imagine`, with no model at all.
 
 The real discord.py client runs against the fake Discord (REST + gateway on 127.0.0.1, from
-tests/bot/discord/fake_discord.py) on PostgreSQL + Redis, with a separate worker process using
-the no-op renderer (IMAGINE_RENDER_BACKEND=noop), so render time is out of the picture and the
-delivery loop posts every result while commands keep arriving. 1000 `/imagine` INTERACTION_CREATE
-payloads from 100 members are written to the gateway as fast as the client reads them.
+tests/bot/discord/fake_discord.py, in a process of its own, which also does the feeding and the
+timing) on PostgreSQL + Redis, with a separate worker process using the no-op renderer
+(IMAGINE_RENDER_BACKEND=noop), so render time is out of the picture and the delivery loop posts
+every result while commands keep arriving. 1000 `/imagine` INTERACTION_CREATE payloads from 100
+members are written to the gateway as fast as the bot accepts them: a new one whenever fewer
+than `--window` (8) written ones are still waiting for their defer. `--rate R` writes R per second
+instead, whether or not the bot keeps up (an open load: "at 200 commands/s").
 
-    python bench/discord_ingress.py [--commands 1000] [--users 100] [--rate R] [--cpu]
+    python bench/discord_ingress.py [--commands 1000] [--users 100] [--window 8 | --rate R] [--cpu]
 
 Prints {"commands": N, "per_s": r, "p50_ms": a, "p99_ms": b}:
 - p50_ms / p99_ms: defer latency, from writing a payload to the gateway to the fake receiving
   that interaction's defer callback;
 - per_s: sustained commands per second, from the first payload written to the last command
   fully handled (its job queued and its "queued, position N" message shown).
+`--cpu` also prints the bot process's CPU time per command (its share of delivery included) to
+stderr. A whole burst written at once is not a useful load: the client reads every buffered
+frame before it runs any handler, so each defer would wait for the whole burst to be parsed.
 """
 
 from __future__ import annotations
@@ -83,15 +89,19 @@ async def serve_fake() -> None:
 
     async def feed(request: web.Request) -> web.Response:
         spec = await request.json()
-        commands, users, rate = spec["commands"], spec["users"], spec["rate"]
+        commands, users, rate, window = spec["commands"], spec["users"], spec["rate"], spec["window"]
         members = [FakeUser(600000000000000000 + i, f"member{i}") for i in range(users)]
         payloads = [fake.slash_command("imagine", [option("prompt", f"bench {i}"), option("n", 1)],
                                        user=members[i % users], guild=GUILD) for i in range(commands)]
         fed: dict[str, float] = {}
+        unacknowledged = asyncio.Semaphore(window)
+        fake.on_request = lambda r: unacknowledged.release() if r.path.endswith("/callback") else None
         started = time.perf_counter()
         for i, payload in enumerate(payloads):
-            if rate:  # paced: payload i is due at started + i / rate
+            if rate:  # paced: payload i is due at started + i / rate, whatever the bot does
                 await asyncio.sleep(max(0.0, started + i / rate - time.perf_counter()))
+            else:  # as fast as the bot accepts: at most `window` interactions not yet deferred
+                await unacknowledged.acquire()
             fed[payload["token"]] = time.perf_counter()
             await fake.dispatch("INTERACTION_CREATE", payload)
 
@@ -119,7 +129,8 @@ async def serve_fake() -> None:
 # --- the bot's process ------------------------------------------------------------------------
 
 
-async def measure(settings: Settings, commands: int, users: int, rate: float, show_cpu: bool) -> dict:
+async def measure(settings: Settings, commands: int, users: int, rate: float, window: int,
+                  show_cpu: bool) -> dict:
     import aiohttp
 
     fake = subprocess.Popen([sys.executable, __file__, "--serve-fake"], stdout=subprocess.PIPE, text=True)
@@ -136,7 +147,8 @@ async def measure(settings: Settings, commands: int, users: int, rate: float, sh
                 cpu = time.process_time()
                 async with aiohttp.ClientSession(timeout=timeout) as session:
                     async with session.post(f"http://127.0.0.1:{port}/bench/feed",
-                                            json={"commands": commands, "users": users, "rate": rate}) as response:
+                                            json={"commands": commands, "users": users, "rate": rate,
+                                                  "window": window}) as response:
                         result = await response.json()
                 if show_cpu:  # where the bot's time goes, for reading the result (stderr: not the JSON)
                     spent = 1000 * (time.process_time() - cpu) / commands
@@ -151,7 +163,7 @@ async def measure(settings: Settings, commands: int, users: int, rate: float, sh
         fake.wait(timeout=30)
 
 
-async def run(commands: int, users: int, rate: float, show_cpu: bool = False) -> dict:
+async def run(commands: int, users: int, rate: float = 0.0, window: int = 8, show_cpu: bool = False) -> dict:
     import psycopg
     import redis
 
@@ -179,7 +191,7 @@ async def run(commands: int, users: int, rate: float, show_cpu: bool = False) ->
             [sys.executable, "-m", "bot", "worker", "--pool", "solo", "--loglevel", "WARNING"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        return await measure(settings, commands, users, rate, show_cpu)
+        return await measure(settings, commands, users, rate, window, show_cpu)
     finally:
         if worker is not None:
             worker.terminate()
@@ -193,8 +205,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--commands", type=int, default=1000)
     parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--window", type=int, default=8,
+                        help="interactions written but not yet deferred, at most (as fast as accepted)")
     parser.add_argument("--rate", type=float, default=0.0,
-                        help="feed this many commands per second instead of as fast as accepted")
+                        help="instead, write this many per second whether or not the bot keeps up")
     parser.add_argument("--cpu", action="store_true", help="also print the bot's CPU per command to stderr")
     parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -202,7 +216,7 @@ def main() -> int:
     if args.serve_fake:
         asyncio.run(serve_fake())
         return 0
-    print(json.dumps(asyncio.run(run(args.commands, args.users, args.rate, args.cpu))))
+    print(json.dumps(asyncio.run(run(args.commands, args.users, args.rate, args.window, args.cpu))))
     return 0
 
 

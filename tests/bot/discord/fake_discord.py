@@ -182,6 +182,8 @@ class FakeDiscord:
         self._nonces: dict[tuple[int, str], int] = {}
         self._faults: list[Fault] = []
         self._pauses: list[tuple[str, re.Pattern[str], asyncio.Event]] = []
+        #: Called with every request as it arrives (a benchmark uses it to feed on acknowledgements).
+        self.on_request: Callable[[Request], None] | None = None
         self._changed = asyncio.Condition()
         self._sockets: list[web.WebSocketResponse] = []
         self._sequence = 0
@@ -412,6 +414,8 @@ class FakeDiscord:
         async with self._changed:
             self.requests.append(recorded)
             self._changed.notify_all()
+        if self.on_request is not None:
+            self.on_request(recorded)
         for paused in list(self._pauses):
             method, pattern, release = paused
             if method == request.method and pattern.fullmatch(path):
