@@ -264,6 +264,8 @@ def main() -> int:
     parser.add_argument("--batches", default="1,4,8")
     parser.add_argument("--tiny", action="store_true", help="tiny configurations: a smoke run of this script")
     parser.add_argument("--families", default="karlo,kandinsky22")
+    parser.add_argument("--steps", default=None,
+                        help="prior,decoder,super_res steps (default 25,25,7; Kandinsky's decoder runs 2x decoder)")
     args = parser.parse_args()
     from engine.render.loader import quiet_libraries, set_offline
 
@@ -272,6 +274,8 @@ def main() -> int:
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     batches = [int(b) for b in args.batches.split(",")]
     steps = {"prior": 25, "decoder": 25, "super_res": 7} if not args.tiny else {"prior": 2, "decoder": 2, "super_res": 2}
+    if args.steps:
+        steps = dict(zip(("prior", "decoder", "super_res"), (int(n) for n in args.steps.split(",")), strict=True))
     result: dict = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
                     "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__}
     families = args.families.split(",")
@@ -284,7 +288,7 @@ def main() -> int:
         del pipe
     if "kandinsky22" in families:
         config = shrink(KANDINSKY) if args.tiny else KANDINSKY
-        k_steps = {"prior": steps["prior"], "decoder": 50 if not args.tiny else 2}
+        k_steps = {"prior": steps["prior"], "decoder": 2 * steps["decoder"]}
         pipes, seconds = timed(args.device, lambda: build_kandinsky(config, args.device, dtype))
         run_kandinsky(pipes, 1, args.device, k_steps, config["size"])
         result["kandinsky22"] = {"build_s": round(seconds, 1), "size": config["size"], **{
