@@ -8,6 +8,7 @@
     imagine-bot migrate                   bring the database schema up to date
     imagine-bot retention [--apply]       delete what is older than each team's policy
     imagine-bot export ...                a user's history or a thread as a zip
+    imagine-bot requeue [--apply]         publish again jobs whose messages a broker lost
     imagine-bot train-builtin             retrain the built-in model from scratch
 
 Imports are per subcommand, so `imagine-bot console` never loads what `worker` needs.
@@ -173,6 +174,28 @@ def cmd_retention(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_requeue(args: argparse.Namespace) -> int:
+    import json
+    from datetime import timedelta
+
+    from engine.store.db import Database
+    from engine.worker.app import build_app
+    from engine.worker.queue import CeleryJobQueue
+    from engine.worker.requeue import requeue_stuck
+
+    settings = _settings()
+    running_minutes = args.running_minutes or max(1, 2 * settings.worker.time_limit_s // 60)
+    found = requeue_stuck(
+        Database(settings.database_url), CeleryJobQueue(build_app(settings)),
+        queued_for=timedelta(minutes=args.queued_minutes), running_for=timedelta(minutes=running_minutes),
+        apply=args.apply,
+    )
+    print(json.dumps(found))
+    if not args.apply:
+        print("(dry run: nothing was published; add --apply)", file=sys.stderr)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from engine.domain.errors import UserFacingError
     from engine.retention import export_zip
@@ -232,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     retention = sub.add_parser("retention", help="delete jobs and images older than each team's policy")
     retention.add_argument("--apply", action="store_true", help="really delete (default: report only)")
     retention.set_defaults(func=cmd_retention)
+
+    requeue = sub.add_parser("requeue", help="publish again jobs whose queue messages were lost")
+    requeue.add_argument("--queued-minutes", type=int, default=30, help="queued longer than this")
+    requeue.add_argument("--running-minutes", type=int, default=0,
+                         help="running longer than this (default: twice the hard time limit)")
+    requeue.add_argument("--apply", action="store_true", help="really publish (default: report only)")
+    requeue.set_defaults(func=cmd_requeue)
 
     export = sub.add_parser("export", help="a user's history or a thread as a zip (PNGs + manifest.json)")
     export.add_argument("--platform", required=True, choices=["discord", "slack", "console"])

@@ -15,7 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _env(prefix: str) -> SettingsConfigDict:
-    return SettingsConfigDict(env_prefix=prefix, env_file=None, extra="ignore")
+    # An empty variable means "the default" (env files often carry NAME= lines).
+    return SettingsConfigDict(env_prefix=prefix, env_file=None, extra="ignore", env_ignore_empty=True)
 
 
 class PathSettings(BaseSettings):
