@@ -65,9 +65,7 @@ async def delivered(fake: FakeSlack, job_id: int) -> Call:
 
 
 async def test_imagine_acks_then_uploads_grid_with_buttons(bots, fake_slack, http):
-    """/imagine is acked at once; the grid is uploaded into the channel with the three-step
-    files_upload_v2, then Variations 1-4, Upscale 1-4 and Reroll buttons; the status message,
-    which had a Cancel button, goes away."""
+    """/imagine acks at once, then the grid is uploaded (files_upload_v2) with V1-4/U1-4/Reroll buttons."""
     bot = await bots.start()
     started = time.monotonic()
     status, body = await post_form(http, bot, slash_command(
@@ -103,8 +101,7 @@ async def test_imagine_acks_then_uploads_grid_with_buttons(bots, fake_slack, htt
 
 
 async def test_variation_button_result_goes_into_root_thread(bots, fake_slack, http):
-    """Pressing V2 under a grid queues variations of image 2; they arrive in the grid's thread,
-    named after their parent."""
+    """V2 under a grid queues variations of image 2, delivered into the grid's thread."""
     bot = await bots.start()
     result_ts = (await imagine(fake_slack, http, bot, "a blue ring")).response["ts"]
 
@@ -122,8 +119,7 @@ async def test_variation_button_result_goes_into_root_thread(bots, fake_slack, h
 
 
 async def test_reactions_ask_for_variations_in_the_thread(bots, fake_slack, http):
-    """:three: on the grid's image message and :two: on its buttons message each queue
-    variations of that image, into the root's thread."""
+    """:three: on the grid image and :two: on its buttons message vary that image, in the root's thread."""
     bot = await bots.start()
     result_ts = (await imagine(fake_slack, http, bot, "a green square")).response["ts"]
     share_ts = next(ts for (ch, ts), m in fake_slack.messages.items() if m.files)
@@ -151,8 +147,7 @@ async def test_repeat_on_a_grid_asks_which_image(bots, fake_slack, http):
 
 
 async def test_same_event_three_times_makes_one_job(bots, fake_slack, http):
-    """A reaction event delivered three times (Slack's retries, X-Slack-Retry-Num) is acked
-    each time and queues exactly one variation job."""
+    """One reaction event delivered three times (Slack's retries) is acked each time and makes one job."""
     bot = await bots.start()
     result_ts = (await imagine(fake_slack, http, bot, "a red star --n 1")).response["ts"]
     event = reaction_event("repeat", user=BOB, channel="C1", ts=result_ts, event_id="EvSAME")
@@ -169,8 +164,7 @@ async def test_same_event_three_times_makes_one_job(bots, fake_slack, http):
 
 
 async def test_retried_event_to_another_replica_makes_one_job(tmp_path, bots, fake_slack, http, database_url):
-    """Two bot replicas on one database (SQLite and PostgreSQL): the retry of an event that
-    reached replica A arrives at replica B, which acks it and does nothing."""
+    """A retried event reaching a second replica on the same database is acked and makes no second job."""
     from tests.bot.slack.conftest import bot_settings
 
     settings = bot_settings(tmp_path, bots.sqlite_template, database_url)
@@ -185,8 +179,7 @@ async def test_retried_event_to_another_replica_makes_one_job(tmp_path, bots, fa
 
 
 async def test_forged_or_stale_requests_are_refused(bots, fake_slack, http):
-    """A wrong signature and a correctly signed 6-minute-old request both get 401 and queue
-    nothing; Slack is never called on their behalf."""
+    """A forged signature or a 6-minute-old timestamp gets 401 and queues nothing."""
     bot = await bots.start(worker=False)
     fields = slash_command("/imagine", "a red star", user=ALICE, response_url=fake_slack.response_url())
     body = form_body(fields)
@@ -200,8 +193,7 @@ async def test_forged_or_stale_requests_are_refused(bots, fake_slack, http):
 
 
 async def test_mention_injection_never_pings(bots, fake_slack, http):
-    """Broadcasts, user and group mentions in a prompt reach Slack escaped, in verbatim blocks,
-    in every message about the job: nobody is pinged."""
+    """Broadcasts and mentions in a prompt reach Slack escaped, in verbatim blocks, in every message."""
     bot = await bots.start()
     prompt = "<!everyone> <!channel> <!here> <@UBOB> <!subteam^SMODS> @here & a cat"
     await imagine(fake_slack, http, bot, prompt)
@@ -227,8 +219,7 @@ async def test_mention_injection_never_pings(bots, fake_slack, http):
 
 
 async def test_work_that_raises_after_the_ack_still_acked(bots, fake_slack, http):
-    """When the work behind /imagine raises after the ack, Slack still got its 200 in time and
-    the user gets an apology instead of silence."""
+    """Work that raises after the ack leaves the 200 in place and tells the user something went wrong."""
     bot = await bots.start(worker=False)
 
     async def broken_directory(*args, **kwargs):
@@ -256,8 +247,7 @@ async def test_usage_errors_are_specific_and_queue_nothing(bots, fake_slack, htt
 
 
 async def test_admin_commands_need_rights(bots, fake_slack, http):
-    """/imagine-admin: a member is refused; a workspace admin sets a quota and makes a user group
-    moderators; a member of that group may then ban; every action is in the audit log."""
+    """/imagine-admin refuses members, obeys admins and moderator user groups, and audits every action."""
     bot = await bots.start(worker=False)
 
     async def admin(text: str, user: str) -> str:
@@ -290,8 +280,7 @@ async def test_admin_commands_need_rights(bots, fake_slack, http):
 
 
 async def test_remove_reaction_by_requester_or_moderator(bots, fake_slack, http):
-    """:x: from someone else is refused; from the requester it deletes the job's messages (the
-    grid file and the buttons message); a moderator's removal is audited."""
+    """:x: removes a job's messages for its requester or a moderator (audited), not for others."""
     bot = await bots.start()
     result_ts = (await imagine(fake_slack, http, bot, "a red star")).response["ts"]
 
@@ -325,8 +314,7 @@ async def test_rate_limited_calls_wait_for_retry_after(bots, fake_slack, http):
 
 
 async def test_failed_upload_is_retried_and_never_lost(bots, fake_slack, http):
-    """When the upload step keeps failing, the delivery is retried after its lease: the grid
-    arrives once, with one buttons message."""
+    """An upload that keeps failing is retried after the lease; the grid then arrives exactly once."""
     bot = await bots.start()
     fake_slack.fail("upload", status=500, times=3)  # more than the client's own retry
     await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE,
@@ -338,8 +326,7 @@ async def test_failed_upload_is_retried_and_never_lost(bots, fake_slack, http):
 
 
 async def test_variations_of_an_image_shared_in_the_channel(bots, fake_slack, http):
-    """:repeat: on a picture someone shared downloads it with the bot token and queues
-    variations of it, answered in that message's thread."""
+    """:repeat: on a shared picture downloads it with the bot token and varies it, in its thread."""
     from PIL import Image
 
     from engine.images import encode_png
@@ -359,9 +346,7 @@ async def test_variations_of_an_image_shared_in_the_channel(bots, fake_slack, ht
 
 
 async def test_history_quota_thread_and_blend(tmp_path, bots, fake_slack, http, tiny_model_dir):
-    """The other /imagine sub-commands go through the shared parser: history and quota answer
-    privately, thread shows the lineage, blend (rendered by the tiny real model) blends two
-    images of a grid."""
+    """history, quota, thread and help answer through the shared parser; blend renders with the tiny model."""
     from tests.bot.slack.conftest import bot_settings
 
     settings = bot_settings(tmp_path, bots.sqlite_template)
@@ -389,8 +374,7 @@ async def test_history_quota_thread_and_blend(tmp_path, bots, fake_slack, http, 
 
 
 async def test_cancel_button_cancels_and_updates_status(bots, fake_slack, http):
-    """Cancel on the status message of a queued job cancels it (refunded) and the status message
-    says so, without buttons."""
+    """Cancel on a queued job's status message cancels it and turns the message into the outcome."""
     bot = await bots.start(worker=False)  # no worker: the job stays queued
     await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE,
                                              response_url=fake_slack.response_url()))
@@ -407,8 +391,7 @@ async def test_cancel_button_cancels_and_updates_status(bots, fake_slack, http):
 
 
 async def test_public_channel_is_joined_and_private_one_refused(bots, fake_slack, http):
-    """In a public channel the bot was not in, it joins and posts; in a private channel it cannot
-    join, the job is cancelled (refunded) and the user is told to invite the bot."""
+    """The bot joins a public channel to post; in a private one it cancels the job and asks to be invited."""
     bot = await bots.start(worker=False)
     fake_slack.fail("chat.postMessage", status=200, error="not_in_channel")
     hook = uuid.uuid4().hex
@@ -432,8 +415,7 @@ async def test_public_channel_is_joined_and_private_one_refused(bots, fake_slack
 
 
 async def test_rate_limited_progress_edit_pauses_instead_of_waiting(bots, fake_slack, http):
-    """A 429 on a progress edit does not hold up the delivery loop for its Retry-After: the
-    edit is skipped and further edits pause until then."""
+    """A 429 on a progress edit pauses edits instead of holding up the delivery loop."""
     import dataclasses
 
     from engine.domain.types import GenerationStatus

@@ -66,8 +66,7 @@ def buttons(blocks):
 
 
 def test_result_buttons_follow_the_grid():
-    """Four images: V1-V4, Reroll, U1-U4; one image: Variations and Upscale; an upscale can only
-    be varied."""
+    """Result buttons match the grid: V/U per image and Reroll; an upscale can only be varied."""
     _, four = result_message(job())
     assert buttons(four) == ["imagine:vary:1", "imagine:vary:2", "imagine:vary:3", "imagine:vary:4",
                              "imagine:reroll", "imagine:upscale:1", "imagine:upscale:2",

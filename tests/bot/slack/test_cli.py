@@ -30,8 +30,7 @@ def test_refuses_to_start_without_its_tokens(monkeypatch, capsys):
 
 
 async def test_imagine_bot_slack_serves_until_sigterm(tmp_path, sqlite_template, fake_slack, http):
-    """`imagine-bot slack` signs in (auth.test), serves signed requests on its port with the
-    embedded worker rendering, and exits 0 on SIGTERM."""
+    """`imagine-bot slack` signs in, serves signed requests with its embedded worker, exits 0 on SIGTERM."""
     data = tmp_path / "data"
     data.mkdir()
     shutil.copyfile(sqlite_template, data / "imagine.db")

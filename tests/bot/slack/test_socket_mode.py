@@ -8,8 +8,7 @@ from tests.bot.slack.fake_slack import reaction_event, slash_command
 
 
 async def test_slash_command_over_socket_mode(bots, fake_slack):
-    """Socket Mode: the bot opens the connection with the app token, acks a slash command's
-    envelope, and the job is queued and delivered as over HTTP."""
+    """Over Socket Mode a slash command's envelope is acked and its job queued and delivered."""
     await bots.start(mode="socket", signing_secret="")
     await fake_slack.wait_for_socket()
     opened = fake_slack.received("apps.connections.open")[0]
