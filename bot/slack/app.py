@@ -3,6 +3,9 @@
 HTTP mode serves the Events API and interactivity (slash commands, buttons) on one aiohttp
 endpoint; bolt verifies each request's signature and refuses timestamps older than five minutes
 (401). Socket Mode needs no public URL. Which one is IMAGINE_SLACK_MODE.
+
+Two event loops: the `Ingress` thread's runs bolt (verify, ack, relay) and nothing else; the
+main one runs the adapter's work, the delivery loop, the database and the Web API calls.
 """
 
 from __future__ import annotations
