@@ -35,7 +35,6 @@ from engine.domain.types import (
     GenerationStatus,
     ImageRef,
     ImagineRequest,
-    Platform,
     RenderParams,
     VariationRequest,
     normalise_prompt,

@@ -9,7 +9,7 @@ reacted-to message, naming the member without pinging them, and deleted after a 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
 
 import discord
 
@@ -47,7 +47,7 @@ def reaction_action(emoji: discord.PartialEmoji) -> str | None:
 class ReactionHandler:
     def __init__(self, client: discord.Client, service: ImagineService, runner: CommandRunner,
                  delivery: DiscordDelivery, store: ImageStore, *, notice_ttl_s: float,
-                 kick: Any) -> None:
+                 kick: Callable[[], None]) -> None:
         self.client = client
         self.service = service
         self.runner = runner

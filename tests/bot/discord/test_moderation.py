@@ -3,7 +3,7 @@ the server chose), answers are private, and every action is in the audit log."""
 
 from __future__ import annotations
 
-from tests.bot.discord.conftest import ADMIN, ALICE, ARTISTS_ROLE, BOB, GUILD, GUILD_ID, MOD, MOD_ROLE
+from tests.bot.discord.conftest import ADMIN, ALICE, ARTISTS_ROLE, BOB, GUILD_ID, MOD, MOD_ROLE
 from tests.bot.discord.fake_discord import option, subcommand
 
 EPHEMERAL = 64
