@@ -56,12 +56,9 @@ def transformers_logging_quiet() -> None:
     quiet_libraries()
 
 
-def build_tiny_unclip(folder: Path | str, *, seed: int = 0) -> Path:
-    """Create the tiny random stack in `folder` (deterministic for a seed) and return the path."""
+def _tiny_clip(seed: int):
+    """The tiny CLIP parts both families share: tokenizer, text tower, vision tower, processor."""
     import torch
-    from diffusers import PriorTransformer, UNet2DConditionModel, UNet2DModel
-    from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
-    from diffusers.schedulers import UnCLIPScheduler
     from transformers import (
         CLIPImageProcessor,
         CLIPTextConfig,
@@ -75,10 +72,7 @@ def build_tiny_unclip(folder: Path | str, *, seed: int = 0) -> Path:
 
     set_offline()
     transformers_logging_quiet()
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-
     tokenizer = build_clip_tokenizer(_CORPUS, vocab_size=400, max_length=MAX_TOKENS)
     text_encoder = CLIPTextModelWithProjection(
         CLIPTextConfig(
@@ -94,10 +88,22 @@ def build_tiny_unclip(folder: Path | str, *, seed: int = 0) -> Path:
             num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8,
         )
     )
-    feature_extractor = CLIPImageProcessor(
+    processor = CLIPImageProcessor(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_center_crop=True,
         image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
     )
+    return tokenizer, text_encoder, image_encoder, processor
+
+
+def build_tiny_unclip(folder: Path | str, *, seed: int = 0) -> Path:
+    """Create the tiny random stack in `folder` (deterministic for a seed) and return the path."""
+    from diffusers import PriorTransformer, UNet2DConditionModel, UNet2DModel
+    from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
+    from diffusers.schedulers import UnCLIPScheduler
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer, text_encoder, image_encoder, feature_extractor = _tiny_clip(seed)
     prior = PriorTransformer(
         num_attention_heads=2, attention_head_dim=8, num_layers=1, embedding_dim=EMBED_DIM,
         num_embeddings=MAX_TOKENS,
@@ -160,7 +166,6 @@ def build_tiny_unclip(folder: Path | str, *, seed: int = 0) -> Path:
 def build_tiny_kandinsky(folder: Path | str, *, seed: int = 0) -> Path:
     """Tiny random Kandinsky 2.2 prior and decoder folders (the classes and layouts of
     kandinsky-community/kandinsky-2-2-prior and -decoder); returns the decoder folder."""
-    import torch
     from diffusers import (
         DDPMScheduler,
         KandinskyV22Pipeline,
@@ -170,40 +175,19 @@ def build_tiny_kandinsky(folder: Path | str, *, seed: int = 0) -> Path:
         UnCLIPScheduler,
         VQModel,
     )
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPTextConfig,
-        CLIPTextModelWithProjection,
-        CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
-    )
 
-    from engine.render.loader import set_offline
-    from engine.render.tokenizer import build_clip_tokenizer
-
-    set_offline()
-    transformers_logging_quiet()
     folder = Path(folder)
-    torch.manual_seed(seed)
-    tokenizer = build_clip_tokenizer(_CORPUS, vocab_size=400, max_length=MAX_TOKENS)
+    tokenizer, text_encoder, image_encoder, image_processor = _tiny_clip(seed)
     prior = PriorTransformer(num_attention_heads=2, attention_head_dim=8, num_layers=1,
                              embedding_dim=EMBED_DIM, num_embeddings=MAX_TOKENS)
     prior.clip_std.data.fill_(1.0)
     prior_pipe = KandinskyV22PriorPipeline(
         prior=prior,
-        image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(
-            hidden_size=EMBED_DIM, projection_dim=EMBED_DIM, intermediate_size=64,
-            num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8)),
-        text_encoder=CLIPTextModelWithProjection(CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=EMBED_DIM, projection_dim=EMBED_DIM,
-            intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            max_position_embeddings=MAX_TOKENS, bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)),
+        image_encoder=image_encoder,
+        text_encoder=text_encoder,
         tokenizer=tokenizer,
         scheduler=UnCLIPScheduler(**scheduler_configs()["prior_scheduler"]),
-        image_processor=CLIPImageProcessor(
-            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
-            image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]),
+        image_processor=image_processor,
     )
     decoder_pipe = KandinskyV22Pipeline(
         unet=UNet2DConditionModel(
