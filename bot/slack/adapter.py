@@ -210,8 +210,10 @@ class SlackAdapter:
             return ("imagine-bot cannot post in this channel, so nothing was queued or charged. "
                     "Invite it (`/invite @imagine`) and try again.")
         finally:
-            if self.delivery is not None:
-                self.delivery.kick()  # a cancel shows at once, not at the next sweep
+            if self.delivery is not None and reply.job.status == GenerationStatus.CANCELLED:
+                # No worker will publish a wake-up for a cancel: show it now, not at the next
+                # sweep. (Not for new jobs: a sweep builds a view of every active job.)
+                self.delivery.kick()
         return None
 
     # --- buttons -----------------------------------------------------------------------------
