@@ -377,9 +377,10 @@ async def test_cancel_button_cancels_and_updates_status(bots, fake_slack, http):
     """Cancel on a queued job's status message cancels it and turns the message into the outcome."""
     bot = await bots.start(worker=False)  # no worker: the job stays queued
     await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE,
-                                             response_url=fake_slack.response_url()))
+                                             response_url=fake_slack.response_url("q")))
+    await job_of(fake_slack, "q")  # answered once its status message is posted and recorded
     progress = await fake_slack.wait_for("chat.postMessage")
-    ts = next(ts for (ch, ts) in fake_slack.messages)
+    ts = progress.response["ts"]
     await post_form(http, bot, block_action("imagine:cancel", "1", user=ALICE, channel="C1",
                                             message_ts=ts, response_url=fake_slack.response_url("c")))
     answer = await fake_slack.wait_for("response_url", lambda c: c.params["hook"] == "c")
@@ -422,9 +423,8 @@ async def test_rate_limited_progress_edit_pauses_instead_of_waiting(bots, fake_s
 
     bot = await bots.start(worker=False)
     await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE,
-                                             response_url=fake_slack.response_url()))
-    await fake_slack.wait_for("chat.postMessage")
-    job = await bot.runtime.service.generation(1)
+                                             response_url=fake_slack.response_url("p")))
+    job = await bot.runtime.service.generation(await job_of(fake_slack, "p"))  # status message recorded
     running = dataclasses.replace(job, status=GenerationStatus.RUNNING, progress=0.5)
     fake_slack.fail("chat.update", status=429, retry_after=30)
     await asyncio.wait_for(bot.adapter.show_progress(running), timeout=5)
