@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import timedelta
 from typing import Protocol
 
 from engine import metrics
@@ -24,6 +25,8 @@ from engine.service import ImagineService
 from engine.store.models import utcnow
 
 log = logging.getLogger(__name__)
+
+CLOCK_MARGIN = timedelta(seconds=5)
 
 
 class DeliveryTarget(Protocol):
@@ -57,6 +60,10 @@ class Delivery:
         self.lease_s = lease_s
         # What each job's status message last showed, and when (progress throttling).
         self._shown: dict[int, tuple[str, float, float]] = {}
+        # Active jobs are re-read only when they changed since the last sweep (a burst of
+        # thousands of queued jobs must not make every sweep rebuild them all). The margin
+        # absorbs clock skew between workers and bots.
+        self._active_since = None
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -103,7 +110,11 @@ class Delivery:
 
     async def sweep(self) -> int:
         """Show progress and deliver results once; returns how many results were delivered."""
-        claimed, active = await self.service.claim_deliveries(self.target.platform, self.lease_s)
+        started = utcnow()
+        claimed, active = await self.service.claim_deliveries(
+            self.target.platform, self.lease_s, active_since=self._active_since
+        )
+        self._active_since = started - CLOCK_MARGIN
         now = time.monotonic()
         for job in active:
             await self._progress(job, now)

@@ -592,12 +592,15 @@ class ImagineService:
     # --- delivery ----------------------------------------------------------------------------
 
     async def claim_deliveries(
-        self, platform: Platform, lease_s: float = 30.0
+        self, platform: Platform, lease_s: float = 30.0, active_since: datetime | None = None
     ) -> tuple[list[GenerationView], list[GenerationView]]:
-        """(finished jobs now claimed for delivery by this bot, queued/running jobs)."""
+        """(finished jobs now claimed for delivery by this bot, queued/running jobs changed
+        since `active_since`, or all of them)."""
 
         def claim(session: Session):
-            claimed, active = repo.claim_deliveries(session, platform, self.clock(), lease_s)
+            claimed, active = repo.claim_deliveries(
+                session, platform, self.clock(), lease_s, active_since=active_since
+            )
             return ([repo.generation_view(g) for g in claimed],
                     [repo.generation_view(g) for g in active])
 

@@ -332,40 +332,48 @@ def thread_members(session: Session, root_id: int) -> Sequence[Generation]:
 
 
 def claim_deliveries(
-    session: Session, platform: Platform, now: datetime, lease_s: float, *, limit: int = 100
+    session: Session, platform: Platform, now: datetime, lease_s: float, *,
+    active_since: datetime | None = None, limit: int = 100,
 ) -> tuple[Sequence[Generation], Sequence[Generation]]:
-    """Claim this platform's finished, undelivered jobs and list its active ones, in one go.
+    """Claim up to `limit` of this platform's finished, undelivered jobs, and list its active
+    ones (only those changed since `active_since`, when given), in one transaction.
 
     A claim is a lease: a bot replica that claims a job and dies (or whose delivery fails)
     leaves a claim that goes stale after `lease_s`, and the next sweep of any replica takes it.
     Returns (claimed finished jobs, queued/running jobs).
     """
-    stale = now - timedelta(seconds=lease_s)
-    claimed_ids = session.scalars(
+    claimable = (
+        (Generation.platform == str(platform))
+        & Generation.delivered_at.is_(None)
+        & Generation.status.in_([str(s) for s in FINAL_STATUSES])
+        & (Generation.delivery_claimed_at.is_(None)
+           | (Generation.delivery_claimed_at <= now - timedelta(seconds=lease_s)))
+    )
+    # The conditions are checked again by the UPDATE itself, row by row under its lock, so two
+    # replicas picking the same candidates still claim each job once.
+    candidates = select(Generation.id).where(claimable).order_by(Generation.id).limit(limit)
+    claimed_ids = set(session.scalars(
         update(Generation)
-        .where(
-            Generation.platform == str(platform),
-            Generation.delivered_at.is_(None),
-            Generation.status.in_([str(s) for s in FINAL_STATUSES]),
-            (Generation.delivery_claimed_at.is_(None)) | (Generation.delivery_claimed_at <= stale),
-        )
+        .where(Generation.id.in_(candidates.scalar_subquery()), claimable)
         .values(delivery_claimed_at=now)
         .returning(Generation.id)
         .execution_options(synchronize_session=False)
-    ).all()[:limit]
+    ).all())
+    active_filter = Generation.status.in_([str(s) for s in ACTIVE_STATUSES])
+    if active_since is not None:
+        active_filter = active_filter & (Generation.updated_at >= active_since)
     rows = session.scalars(
         select(Generation)
         .where(
             Generation.platform == str(platform),
             Generation.delivered_at.is_(None),
-            Generation.id.in_(claimed_ids)
-            | Generation.status.in_([str(s) for s in ACTIVE_STATUSES]),
+            Generation.id.in_(claimed_ids) | active_filter,
         )
         .order_by(Generation.id)
         .limit(limit + len(claimed_ids))
     ).unique().all()
-    claimed = [g for g in rows if g.id in set(claimed_ids)]
-    active = [g for g in rows if g.id not in set(claimed_ids)]
+    claimed = [g for g in rows if g.id in claimed_ids]
+    active = [g for g in rows if g.id not in claimed_ids]
     return claimed, active
 
 

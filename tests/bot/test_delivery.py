@@ -123,3 +123,23 @@ async def test_other_platforms_jobs_are_left_alone(service, database, status):
     await finish(database, job.id, images=1)
     target = Target()
     assert await delivery(service, target).sweep() == 0
+
+
+async def test_a_backlog_is_delivered_in_bounded_sweeps(service, database):
+    """After downtime, a backlog larger than one sweep is delivered over consecutive sweeps,
+    each claiming only what it delivers (nothing waits for a lease to expire)."""
+    jobs = [await submit(service) for _ in range(105)]
+
+    def finish_all(session):
+        from sqlalchemy import update
+
+        from engine.store.models import Generation
+
+        session.execute(update(Generation).values(status="done"))
+
+    await database.run(finish_all)
+    target = Target()
+    loop = delivery(service, target)
+    assert await loop.sweep() == 100
+    assert await loop.sweep() == 5
+    assert sorted(target.delivered) == [job.id for job in jobs]
