@@ -128,6 +128,10 @@ async def test_other_platforms_jobs_are_left_alone(service, database, status):
 async def test_a_backlog_is_delivered_in_bounded_sweeps(service, database):
     """After downtime, a backlog larger than one sweep is delivered over consecutive sweeps,
     each claiming only what it delivers (nothing waits for a lease to expire)."""
+    from engine.domain.types import QuotaTarget
+
+    admin = Actor(Platform.CONSOLE, "team-1", "root", is_platform_admin=True)
+    await service.set_quota(admin, QuotaTarget("user", "alice"), None)
     jobs = [await submit(service) for _ in range(105)]
 
     def finish_all(session):
