@@ -142,6 +142,10 @@ class SlackBot:
             client=build_client(settings),
             signing_secret=settings.signing_secret.get_secret_value() or None,
             request_verification_enabled=settings.mode == "http",  # socket messages are unsigned
+            # Made for FaaS, and right here too: every ack function only acks (it cannot raise)
+            # and the work is lazy anyway, so bolt answers in the same step as it dispatches
+            # instead of polling for the ack every 10 ms.
+            process_before_response=True,
             logger=logging.getLogger("slack_bolt.imagine"),
         )
         limits = Limits(max_steps=runtime.settings.limits.max_steps,
