@@ -33,7 +33,7 @@ class DiscordSettings(BaseSettings):
     notice_ttl_s: float = 60.0
     # Commands worked on at once after being acknowledged; a burst beyond this waits its turn,
     # so acknowledging new interactions within Discord's 3 s never has to wait for it.
-    max_concurrent_commands: int = 16
+    max_concurrent_commands: int = 8
 
     @property
     def sync_guild_ids(self) -> list[int]:

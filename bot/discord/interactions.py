@@ -71,7 +71,7 @@ def answers_errors(method: Callable[..., Awaitable[None]]) -> Callable[..., Awai
 
 class InteractionHandler:
     def __init__(self, service: ImagineService, runner: CommandRunner, delivery: DiscordDelivery,
-                 kick: Callable[[], None], *, max_working: int = 16) -> None:
+                 kick: Callable[[], None], *, max_working: int = 8) -> None:
         self.service = service
         self.runner = runner
         self.delivery = delivery
