@@ -48,14 +48,8 @@ def cmd_console(args: argparse.Namespace) -> int:
     from bot.console.adapter import ConsoleAdapter
     from bot.runtime import build_bot_runtime
 
-    settings = _settings()
-    runtime = build_bot_runtime(settings)
-    worker = None
-    if settings.embedded_worker:
-        from engine.worker.embedded import EmbeddedWorker
-
-        worker = EmbeddedWorker(runtime.celery_app)
-        worker.start()
+    runtime = build_bot_runtime(_settings())
+    worker = runtime.start_embedded_worker()
 
     async def main() -> int:
         adapter = ConsoleAdapter(runtime, user=args.user, out_dir=Path(args.out))

@@ -39,6 +39,17 @@ class BotRuntime:
             before_scrape=[queue_depth_hook(self.db)],
         ).start()
 
+    def start_embedded_worker(self):
+        """With the embedded broker, run a render worker in this process, so one command is a
+        whole working bot; None otherwise (workers run on their own, one per GPU)."""
+        if not self.settings.embedded_worker:
+            return None
+        from engine.worker.embedded import EmbeddedWorker
+
+        worker = EmbeddedWorker(self.celery_app)
+        worker.start()
+        return worker
+
     def gallery_links(self):
         """Signed-link maker for `/imagine gallery`, or None if no gallery secret is set."""
         from bot.gallery.links import GalleryLinks

@@ -29,14 +29,9 @@ def main() -> int:
         print("imagine-bot discord: set IMAGINE_DISCORD_TOKEN to the bot token (see docs/discord.md)",
               file=sys.stderr)
         return 2
-    settings = get_settings()
-    runtime = build_bot_runtime(settings)
-    worker = None
-    if settings.embedded_worker:
-        from engine.worker.embedded import EmbeddedWorker
-
-        worker = EmbeddedWorker(runtime.celery_app)
-        worker.start()
+    runtime = build_bot_runtime(get_settings())
+    runtime.start_ops()
+    worker = runtime.start_embedded_worker()
 
     async def run() -> None:
         client = ImagineClient(runtime, discord_settings)

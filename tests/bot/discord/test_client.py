@@ -102,10 +102,19 @@ def test_without_a_token_the_command_says_what_to_set(monkeypatch, capsys):
 @pytest.mark.slow
 async def test_imagine_bot_discord_runs_from_the_environment(fake, monkeypatch, tmp_path, capsys):
     """`imagine-bot discord` with only environment variables: migrates the embedded database,
-    starts its worker, logs in with the token, syncs the commands and connects to the gateway;
-    a token Discord refuses (close code 4004) ends it with exit code 1 and a clear message."""
+    starts its worker and its /healthz + /readyz endpoints, logs in with the token, syncs the
+    commands and connects to the gateway; a token Discord refuses (close code 4004) ends it
+    with exit code 1 and a clear message."""
+    import socket
+    import urllib.request
+
     from bot.cli import main
 
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        ops_port = probe.getsockname()[1]
+    monkeypatch.setenv("IMAGINE_OPS_HOST", "127.0.0.1")
+    monkeypatch.setenv("IMAGINE_OPS_PORT", str(ops_port))
     monkeypatch.setenv("IMAGINE_DISCORD_TOKEN", "env-token")
     monkeypatch.setenv("IMAGINE_DATA_DIR", str(tmp_path / "data"))
     for name in ("IMAGINE_DB_URL", "IMAGINE_BROKER_URL", "IMAGINE_DISCORD_GUILD_IDS"):
@@ -120,6 +129,9 @@ async def test_imagine_bot_discord_runs_from_the_environment(fake, monkeypatch, 
         assert identify["token"] == "env-token"
         assert fake.find("PUT", rf"/applications/{APPLICATION_ID}/commands")
         assert fake.find("GET", "/users/@me")[0].headers["Authorization"] == "Bot env-token"
+        for path in ("/healthz", "/readyz"):
+            with await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{ops_port}{path}", None, 10) as answer:
+                assert answer.status == 200, path
         await fake.close_gateway(code=4004)
         await asyncio.to_thread(thread.join, 60)
     finally:
