@@ -66,18 +66,25 @@ class Delivery:
         self._active_since = None
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         await self.wakeups.start()
         self._task = asyncio.create_task(self.run_forever(), name=f"delivery-{self.target.platform}")
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Let a sweep in progress finish (a cancelled transaction only makes noise), then stop."""
         if self._task:
-            self._task.cancel()
+            self._stopping = True
+            self._kick.set()
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
         await self.wakeups.close()
 
     def kick(self) -> None:
@@ -85,7 +92,7 @@ class Delivery:
         self._kick.set()
 
     async def run_forever(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await self.sweep()
             except asyncio.CancelledError:

@@ -107,8 +107,10 @@ def render_job_from_row(session, generation: Generation, store: ImageStore) -> R
             select(Image).where(Image.id.in_([s["image_id"] for s in params.get("sources", [])]))
         )}
         sources = [rows.get(s["image_id"]) for s in params.get("sources", [])]
-        if len(sources) < 2 or any(i is None or i.embedding is None for i in sources):
+        if len(sources) < 2 or any(i is None for i in sources):
             raise JobFailed("a source image of the blend no longer exists")
+        if any(i.embedding is None for i in sources):
+            raise JobFailed("a source image of the blend has no stored CLIP embedding to blend")
         sources_embeddings = tuple(i.embedding for i in sources)
         weights = tuple(float(s.get("weight", 1.0)) for s in params["sources"])
     elif generation.parent_image is not None:
