@@ -232,6 +232,7 @@ def parse_args(argv):
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="sampling override, e.g. decoder_guidance=4 or decoder_steps=20")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda; the numbers differ only by float noise")
     parser.add_argument("--details", type=Path, default=None, help="also write counts and timings here")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: no_prior,binding,variations")
     return parser.parse_args(argv)
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
     checker = SceneChecker(ShapeClassifier.load_or_train(args.data_dir / "builtin-bench" / "shape_classifier.pt"))
     lap("shape classifier")
-    renderer = load_renderer(args.model, args.data_dir, device="cpu")
+    renderer = load_renderer(args.model, args.data_dir, device=args.device)
     lap("load model")
 
     singles = single_probes(prompts)
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             "result": result, "counts": {"prior": prior, "no_prior": no_prior, "variations": variations},
             "settings": renderer.resolved_settings(RenderJob(0, "text2image", "", None, 0, 1, dict(params))),
             "model": str(renderer.spec.path), "prompts": prompts, "pairs": pairs, "sources": sources,
-            "timings_s": timings, "threads": torch.get_num_threads(),
+            "timings_s": timings, "threads": torch.get_num_threads(), "device": args.device,
         }, indent=2) + "\n")
     return 0
 

@@ -241,13 +241,7 @@ def main() -> int:
     shared = get_settings()
     runtime = build_bot_runtime(shared)
     runtime.start_ops()
-    worker = None
-    if shared.embedded_worker:
-        # The embedded broker (no IMAGINE_BROKER_URL): render in this process, one command is a bot.
-        from engine.worker.embedded import EmbeddedWorker
-
-        worker = EmbeddedWorker(runtime.celery_app)
-        worker.start()
+    worker = runtime.start_embedded_worker()
 
     async def run() -> int:
         try:
