@@ -26,7 +26,7 @@ def main() -> int:
     discord_settings = get_discord_settings()
     token = discord_settings.token.get_secret_value()
     if not token:
-        print("imagine-bot discord: set IMAGINE_DISCORD_TOKEN to the bot token (see docs/discord.md)",
+        print("imagine-bot discord: set IMAGINE_DISCORD_TOKEN to the bot token (see README.md, section Discord)",
               file=sys.stderr)
         return 2
     runtime = build_bot_runtime(get_settings())
