@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# First, always: bench/engine.py (this folder is sys.path[0]) must not shadow the engine package.
+sys.path.insert(0, str(ROOT))
 
 from engine.builtin.scenes import (  # noqa: E402
     HELD_OUT_TRIPLES,

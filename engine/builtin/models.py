@@ -28,10 +28,10 @@ class Architecture:
     prior_layers: int = 6
     prior_heads: int = 4
     prior_head_dim: int = 32
-    decoder_widths: tuple[int, ...] = (32, 96, 192)
-    decoder_layers_per_block: int = 2
+    decoder_widths: tuple[int, ...] = (32, 64, 128)
+    decoder_layers_per_block: int = 1
     decoder_head_dim: int = 32
-    cross_attention_dim: int = 192
+    cross_attention_dim: int = 128
     upsampler_widths: tuple[int, ...] = (32, 64, 96)
     upsampler_layers_per_block: int = 1
     norm_groups: int = 16
