@@ -63,6 +63,9 @@ async def measure(settings: Settings, jobs: int) -> dict:
     settings.render.backend = "noop"
     settings.quota.default_daily_images = 10**6
     runtime = build_bot_runtime(settings)
+    # With the embedded broker the worker runs in this process on the runtime's own Celery app,
+    # exactly as `imagine-bot console` runs it (so its wake-ups reach this delivery loop).
+    worker = await asyncio.to_thread(runtime.start_embedded_worker)
     target = TimingTarget()
     delivery = Delivery(runtime.service, target, runtime.wakeups(), sweep_interval_s=1.0)
     await delivery.start()
@@ -80,6 +83,8 @@ async def measure(settings: Settings, jobs: int) -> dict:
                 overheads.append((target.arrivals[job_id] - started) * 1000 - (job.render_ms or 0))
     finally:
         await delivery.stop()
+        if worker is not None:
+            await asyncio.to_thread(worker.stop)
         await runtime.close()
     return {
         "jobs": len(overheads),
@@ -89,22 +94,12 @@ async def measure(settings: Settings, jobs: int) -> dict:
 
 
 async def measure_embedded(jobs: int) -> dict:
-    from engine.worker.embedded import EmbeddedWorker
-
     with tempfile.TemporaryDirectory() as folder:
         settings = Settings()
         settings.paths.data_dir = Path(folder)
         settings.database.url = ""
         settings.broker.url = ""
-        settings.render.backend = "noop"
-        runtime_for_worker = build_bot_runtime(settings)  # migrates; its app hosts the worker
-        worker = EmbeddedWorker(runtime_for_worker.celery_app)
-        await asyncio.to_thread(worker.start)
-        try:
-            return await measure(settings, jobs)
-        finally:
-            await asyncio.to_thread(worker.stop)
-            await runtime_for_worker.close()
+        return await measure(settings, jobs)
 
 
 async def measure_postgres_redis(jobs: int) -> dict:
