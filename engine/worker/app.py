@@ -31,15 +31,16 @@ GPU_QUEUE = "gpu"
 def celery_config(settings: Settings) -> dict[str, Any]:
     hard = settings.worker.time_limit_s
     transport: dict[str, Any] = {}
-    extra: dict[str, Any] = {}
     if settings.broker_url.startswith(("redis://", "rediss://")):
         # Redeliver an unacked job only after it certainly cannot still be running.
         transport["visibility_timeout"] = hard * 2 + 60
-    if settings.broker_url.startswith(("sqla+", "sqlalchemy+")):
-        extra["broker_transport"] = "engine.worker.sqlite_broker:Transport"
+    broker_url = settings.broker_url
+    if broker_url.startswith(("sqla+", "sqlalchemy+")):
+        from engine.worker import sqlite_broker
+
+        broker_url = sqlite_broker.broker_url(broker_url)  # polls every 20 ms, not every second
     return {
-        **extra,
-        "broker_url": settings.broker_url,
+        "broker_url": broker_url,
         "broker_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": settings.broker.publish_timeout_s,

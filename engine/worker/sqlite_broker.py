@@ -6,9 +6,12 @@ to a second to every job of the demo)."""
 
 from __future__ import annotations
 
-from kombu.transport import sqlalchemy
+from kombu.transport import TRANSPORT_ALIASES, sqlalchemy
 
 POLLING_INTERVAL_S = 0.02
+#: kombu takes the transport from a broker URL's scheme ("sqla+sqlite://…") and then ignores
+#: Celery's `broker_transport`, so the embedded broker's URL names this alias instead.
+ALIAS = "imaginesqla"
 
 
 class Channel(sqlalchemy.Channel):
@@ -18,3 +21,11 @@ class Channel(sqlalchemy.Channel):
 class Transport(sqlalchemy.Transport):
     Channel = Channel
     polling_interval = POLLING_INTERVAL_S  # the drain loop reads the transport's, not the channel's
+
+
+TRANSPORT_ALIASES.setdefault(ALIAS, f"{__name__}:Transport")
+
+
+def broker_url(sqlalchemy_url: str) -> str:
+    """'sqla+sqlite:///x.db' → 'imaginesqla+sqlite:///x.db' (this transport, same database)."""
+    return f"{ALIAS}+{sqlalchemy_url.split('+', 1)[1]}"

@@ -217,3 +217,18 @@ async def test_unreachable_broker_is_reported_and_nothing_is_charged(tmp_path, s
         assert (await runtime.service.quota(ALICE)).used == 0
     finally:
         await runtime.close()
+
+
+def test_embedded_broker_polls_every_20_ms(tmp_path):
+    """The embedded broker's URL names our transport, so kombu uses it (a URL scheme overrides
+    Celery's broker_transport): a queued job waits ~20 ms for the worker, not up to a second."""
+    from engine.config import Settings
+    from engine.worker.app import build_app
+    from engine.worker.sqlite_broker import POLLING_INTERVAL_S, Transport
+
+    settings = Settings()
+    settings.paths.data_dir = tmp_path
+    settings.broker.url = ""
+    connection = build_app(settings).connection_for_read()
+    assert isinstance(connection.transport, Transport)
+    assert connection.transport.polling_interval == POLLING_INTERVAL_S
