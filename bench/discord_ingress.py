@@ -28,13 +28,11 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -44,15 +42,10 @@ from bot.discord.config import DiscordSettings  # noqa: E402
 from bot.runtime import build_bot_runtime  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from tests.bot.discord.fake_discord import FakeDiscord, FakeGuild, FakeUser, option  # noqa: E402
+from scratch import percentile, scratch_postgres_redis  # noqa: E402  (bench/scratch.py)
 
-PG_ADMIN = os.environ.get("IMAGINE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("IMAGINE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
 GUILD = FakeGuild(700000000000000001, "bench", owner_id=1, channel_id=700000000000000002)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class RouteBase:
@@ -164,20 +157,8 @@ async def measure(settings: Settings, commands: int, users: int, rate: float, wi
 
 
 async def run(commands: int, users: int, rate: float = 0.0, window: int = 8, show_cpu: bool = False) -> dict:
-    import psycopg
-    import redis
-
-    from engine.store.migrate import upgrade
-
-    name = f"imagine_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    redis.Redis.from_url(REDIS).flushdb()
     worker = None
-    folder = tempfile.mkdtemp(prefix="imagine-bench-")
-    try:
-        upgrade(url)
+    with scratch_postgres_redis(REDIS) as url, tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as folder:
         settings = Settings()
         settings.paths.data_dir = Path(folder)
         settings.database.url = url
@@ -187,18 +168,16 @@ async def run(commands: int, users: int, rate: float = 0.0, window: int = 8, sho
         settings.quota.default_daily_images = 10**6
         env = {**os.environ, "IMAGINE_DATA_DIR": folder, "IMAGINE_DB_URL": url,
                "IMAGINE_BROKER_URL": REDIS, "IMAGINE_RENDER_BACKEND": "noop"}
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "bot", "worker", "--pool", "solo", "--loglevel", "WARNING"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        return await measure(settings, commands, users, rate, window, show_cpu)
-    finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
-        shutil.rmtree(folder, ignore_errors=True)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        try:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "bot", "worker", "--pool", "solo", "--loglevel", "WARNING"],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            return await measure(settings, commands, users, rate, window, show_cpu)
+        finally:
+            if worker is not None:
+                worker.terminate()
+                worker.wait(timeout=30)
 
 
 def main() -> int:

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,8 +31,8 @@ from bot.delivery import Delivery  # noqa: E402
 from bot.runtime import build_bot_runtime  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from engine.domain.types import Actor, ImagineRequest, Platform, RenderParams  # noqa: E402
+from scratch import percentile, scratch_postgres_redis  # noqa: E402  (bench/scratch.py)
 
-PG_ADMIN = os.environ.get("IMAGINE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("IMAGINE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
 ACTOR = Actor(Platform.CONSOLE, "bench", "bench-user")
 WARMUP = 10
@@ -52,11 +51,6 @@ class TimingTarget:
     async def deliver(self, job) -> None:
         self.arrivals[job.id] = time.perf_counter()
         self.events.setdefault(job.id, asyncio.Event()).set()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def measure(settings: Settings, jobs: int) -> dict:
@@ -103,38 +97,24 @@ async def measure_embedded(jobs: int) -> dict:
 
 
 async def measure_postgres_redis(jobs: int) -> dict:
-    import psycopg
-    import redis
-
-    name = f"imagine_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    redis.Redis.from_url(REDIS).flushdb()
     worker = None
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            settings = Settings()
-            settings.paths.data_dir = Path(folder)
-            settings.database.url = url
-            settings.database.auto_migrate = True
-            settings.broker.url = REDIS
-            env = {**os.environ, "IMAGINE_DATA_DIR": folder, "IMAGINE_DB_URL": url,
-                   "IMAGINE_BROKER_URL": REDIS, "IMAGINE_RENDER_BACKEND": "noop"}
-            from engine.store.migrate import upgrade
-
-            upgrade(url)
+    with scratch_postgres_redis(REDIS) as url, tempfile.TemporaryDirectory() as folder:
+        settings = Settings()
+        settings.paths.data_dir = Path(folder)
+        settings.database.url = url
+        settings.broker.url = REDIS
+        env = {**os.environ, "IMAGINE_DATA_DIR": folder, "IMAGINE_DB_URL": url,
+               "IMAGINE_BROKER_URL": REDIS, "IMAGINE_RENDER_BACKEND": "noop"}
+        try:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "bot", "worker", "--pool", "solo", "--loglevel", "WARNING"],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             return await measure(settings, jobs)
-    finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
-        with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            if worker is not None:
+                worker.terminate()
+                worker.wait(timeout=30)
 
 
 def main() -> int:

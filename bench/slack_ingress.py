@@ -28,21 +28,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PG_ADMIN = os.environ.get("IMAGINE_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+from scratch import percentile, scratch_postgres_redis  # noqa: E402  (bench/scratch.py)
+
 REDIS = os.environ.get("IMAGINE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
 USERS = 50
 WARMUP = 20  # first requests sign the bot in and fill its user cache; not counted
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def serve_fake_slack(port_out, users: int) -> None:
@@ -136,57 +131,46 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=250.0, help="requests sent per second")
     args = parser.parse_args()
 
-    import psycopg
-    import redis
-
-    from engine.store.migrate import upgrade
     from tests.bot.slack.fake_slack import BOT_TOKEN, SIGNING_SECRET
 
-    name = f"imagine_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    db_url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    redis.Redis.from_url(REDIS).flushdb()
     spawn = multiprocessing.get_context("spawn")
     port_in, port_out = spawn.Pipe(duplex=False)
     fake = spawn.Process(target=serve_fake_slack, args=(port_out, USERS), daemon=True)
     processes: list[subprocess.Popen] = []
     try:
-        upgrade(db_url)
-        fake.start()
-        fake_url = f"http://127.0.0.1:{port_in.recv()}"
-        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as folder:
-            env = {**os.environ, "IMAGINE_DATA_DIR": folder, "IMAGINE_DB_URL": db_url,
-                   "IMAGINE_BROKER_URL": REDIS, "IMAGINE_RENDER_BACKEND": "noop",
-                   "IMAGINE_QUOTA_DEFAULT_DAILY_IMAGES": "1000000", "IMAGINE_OPS_PORT": "0",
-                   "IMAGINE_OPS_LOG_LEVEL": "WARNING",
-                   "IMAGINE_SLACK_BOT_TOKEN": BOT_TOKEN, "IMAGINE_SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                   "IMAGINE_SLACK_API_URL": f"{fake_url}/api/", "IMAGINE_SLACK_HOST": "127.0.0.1",
-                   "IMAGINE_SLACK_PORT": "0"}
-            logs = Path(folder)
-            processes.append(start_process(["worker", "--pool", "solo", "--loglevel", "WARNING"], env,
-                                           logs / "worker.log"))
-            bot = start_process(["slack"], env, logs / "slack.log")
-            processes.append(bot)
-            port = wait_for_ready(bot, logs / "slack.log")
-            latencies, elapsed = asyncio.run(
-                load(f"http://127.0.0.1:{port}/slack/events", fake_url, args.commands, args.rate))
+        with scratch_postgres_redis(REDIS) as db_url:
+            fake.start()
+            fake_url = f"http://127.0.0.1:{port_in.recv()}"
+            with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as folder:
+                env = {**os.environ, "IMAGINE_DATA_DIR": folder, "IMAGINE_DB_URL": db_url,
+                       "IMAGINE_BROKER_URL": REDIS, "IMAGINE_RENDER_BACKEND": "noop",
+                       "IMAGINE_QUOTA_DEFAULT_DAILY_IMAGES": "1000000", "IMAGINE_OPS_PORT": "0",
+                       "IMAGINE_OPS_LOG_LEVEL": "WARNING",
+                       "IMAGINE_SLACK_BOT_TOKEN": BOT_TOKEN, "IMAGINE_SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                       "IMAGINE_SLACK_API_URL": f"{fake_url}/api/", "IMAGINE_SLACK_HOST": "127.0.0.1",
+                       "IMAGINE_SLACK_PORT": "0"}
+                logs = Path(folder)
+                processes.append(start_process(["worker", "--pool", "solo", "--loglevel", "WARNING"], env,
+                                               logs / "worker.log"))
+                bot = start_process(["slack"], env, logs / "slack.log")
+                processes.append(bot)
+                port = wait_for_ready(bot, logs / "slack.log")
+                latencies, elapsed = asyncio.run(
+                    load(f"http://127.0.0.1:{port}/slack/events", fake_url, args.commands, args.rate))
 
-            expected = args.commands + WARMUP
-            deadline = time.monotonic() + 300
-            while (jobs := count_jobs(db_url)) < expected and time.monotonic() < deadline:
-                time.sleep(0.5)
-            stop(processes)
-            if jobs != expected:
-                print(f"slack_ingress: {jobs} jobs for {expected} acked commands", file=sys.stderr)
-                print((logs / "slack.log").read_text()[-3000:], file=sys.stderr)
-                return 1
+                expected = args.commands + WARMUP
+                deadline = time.monotonic() + 300
+                while (jobs := count_jobs(db_url)) < expected and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                stop(processes)
+                if jobs != expected:
+                    print(f"slack_ingress: {jobs} jobs for {expected} acked commands", file=sys.stderr)
+                    print((logs / "slack.log").read_text()[-3000:], file=sys.stderr)
+                    return 1
     finally:
         stop(processes)
         if fake.is_alive():
             fake.terminate()
-        with psycopg.connect(PG_ADMIN, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     print(json.dumps({
         "commands": len(latencies),
         "per_s": round(len(latencies) / elapsed, 1),
