@@ -161,6 +161,8 @@ class BaseRenderer:
     defaults: dict[str, Any] = {}
     step_keys: tuple[str, ...] = ()
     guidance_keys: tuple[str, ...] = ()
+    #: Sampling settings a model's imagine.json sets (no chat option offers them).
+    model_keys: tuple[str, ...] = ()
 
     def __init__(self, spec: ModelSpec, *, device: str, dtype: torch.dtype) -> None:
         self.spec = spec
@@ -197,7 +199,7 @@ class BaseRenderer:
         """The steps, guidance and strength a job runs with (its own, else the model's)."""
         defaults = {**self.defaults, **self.spec.defaults}
         settings = {}
-        for key in (*self.step_keys, *self.guidance_keys, "strength"):
+        for key in (*self.step_keys, *self.guidance_keys, "strength", *self.model_keys):
             value = job.params.get(key)
             settings[key] = defaults.get(key) if value is None else value
         return settings
@@ -318,6 +320,7 @@ class BaseRenderer:
             "steps": {k: settings[k] for k in self.step_keys},
             "guidance": {k: settings[k] for k in self.guidance_keys},
             "strength": settings.get("strength") if used_init else 1.0,
+            **{key: settings[key] for key in self.model_keys},
             "aspect": job.params.get("aspect", "1:1"),
             "embedding": embedding_source,
             "device": self.device,
@@ -339,9 +342,11 @@ class UnCLIPRenderer(BaseRenderer):
     family = "unclip"
     #: Karlo's defaults; a model folder's imagine.json may override them.
     defaults = {"prior_steps": 25, "decoder_steps": 25, "super_res_steps": 7,
-                "prior_guidance": 4.0, "decoder_guidance": 8.0, "strength": 1.0}
+                "prior_guidance": 4.0, "decoder_guidance": 8.0, "strength": 1.0,
+                "super_res_strength": 1.0}
     step_keys = ("prior_steps", "decoder_steps", "super_res_steps")
     guidance_keys = ("prior_guidance", "decoder_guidance")
+    model_keys = ("super_res_strength",)
 
     def __init__(self, spec: ModelSpec, pipe, *, device: str, dtype: torch.dtype) -> None:
         super().__init__(spec, device=device, dtype=dtype)
@@ -417,6 +422,7 @@ class UnCLIPRenderer(BaseRenderer):
             prior_num_inference_steps=settings["prior_steps"],
             decoder_num_inference_steps=settings["decoder_steps"],
             super_res_num_inference_steps=settings["super_res_steps"],
+            super_res_strength=settings["super_res_strength"],
             prior_guidance_scale=settings["prior_guidance"],
             decoder_guidance_scale=settings["decoder_guidance"],
             callback=on_step,
@@ -438,7 +444,7 @@ class UnCLIPRenderer(BaseRenderer):
         arrays = self.pipe.upscale(
             png_to_tensor(job.source_images[0]).unsqueeze(0),
             [torch.Generator("cpu").manual_seed(job.draw_seeds()[0])],
-            num_inference_steps=settings["super_res_steps"],
+            num_inference_steps=settings["super_res_steps"], strength=settings["super_res_strength"],
             callback=lambda stage, done, total: progress(done / total, stage),
         )
         pictures = to_pictures(arrays)

@@ -199,7 +199,8 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
     # --- 3. decoder: image embedding (+ text) → small image ----------------------------------
 
     def decoder_steps(self, num_inference_steps: int, strength: float) -> int:
-        """How many decoder steps run for a given strength (1.0: all of them)."""
+        """How many denoising steps run for a given strength (1.0: all of them); the decoder's
+        and the upsampler's strengths both use it."""
         return max(1, min(num_inference_steps, round(num_inference_steps * strength)))
 
     @torch.no_grad()
@@ -278,12 +279,15 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         *,
         num_inference_steps: int,
         size: tuple[int, int] | None = None,
+        strength: float = 1.0,
         on_step: Callable[[], None] | None = None,
     ) -> torch.Tensor:
         """Upsample (B, 3, h, w) images in [-1, 1] to `size` (default: the model's output size).
 
         The upsampler is fully convolutional, so it also runs above its training size: that is
-        how a finished image is upscaled again by the same factor.
+        how a finished image is upscaled again by the same factor. `strength` < 1 starts part-way
+        down the noise schedule from the bicubic upscale instead of from pure noise (Karlo: 1.0),
+        so colours and layout come from the low-res image and the upsampler only adds detail.
         """
         device = self._execution_device
         self.super_res_scheduler.set_timesteps(num_inference_steps, device=device)
@@ -291,13 +295,19 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         height, width = size or (self.output_size, self.output_size)
         dtype = self.super_res_first.dtype
         channels = self.super_res_first.config.in_channels // 2
-        latents = randn_tensor(
+        noise = randn_tensor(
             (small.shape[0], channels, height, width), generator=generators, device=device, dtype=dtype
-        ) * self.super_res_scheduler.init_noise_sigma
+        )
         upscaled = F.interpolate(
             small.to(device, dtype), size=(height, width), mode="bicubic", align_corners=False,
             antialias=True,
         )
+        if strength < 1.0:
+            timesteps = timesteps[num_inference_steps - self.decoder_steps(num_inference_steps, strength):]
+            latents = self.super_res_scheduler.add_noise(
+                upscaled.clamp(-1, 1), noise, timesteps[:1].repeat(len(noise)))
+        else:
+            latents = noise * self.super_res_scheduler.init_noise_sigma
         for i, t in enumerate(timesteps):
             # Karlo uses a second UNet for the last step only; a model may ship the same one twice.
             unet = self.super_res_last if i == len(timesteps) - 1 else self.super_res_first
@@ -321,6 +331,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         generators: list[torch.Generator],
         *,
         num_inference_steps: int = 7,
+        strength: float = 1.0,
         callback: ProgressCallback | None = None,
     ) -> np.ndarray:
         """Upscale finished images by the model's own factor with its upsampler."""
@@ -334,11 +345,11 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
             nonlocal done
             done += 1
             if callback:
-                callback("upscale", done, num_inference_steps)
+                callback("upscale", done, self.decoder_steps(num_inference_steps, strength))
 
         result = self.super_resolve(
             images, generators, num_inference_steps=num_inference_steps,
-            size=(round(height * factor), round(width * factor)), on_step=on_step,
+            size=(round(height * factor), round(width * factor)), strength=strength, on_step=on_step,
         )
         return (result.float() * 0.5 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).numpy()
 
@@ -358,6 +369,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         prior_num_inference_steps: int = 25,
         decoder_num_inference_steps: int = 25,
         super_res_num_inference_steps: int = 7,
+        super_res_strength: float = 1.0,
         prior_guidance_scale: float = 4.0,
         decoder_guidance_scale: float = 8.0,
         callback: ProgressCallback | None = None,
@@ -374,6 +386,8 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
             use_prior: False feeds the CLIP *text* embedding to the decoder directly (the unCLIP
                 paper's no-prior baseline).
             init_images: (B, 3, H, W) in [-1, 1]; with strength < 1 the decoder starts from them.
+            super_res_strength: < 1 starts the upsampler from the noised bicubic upscale (see
+                `super_resolve`); models that need it say so in their imagine.json.
             callback: called after every denoising step of every stage.
         """
         batch = len(prompts)
@@ -393,7 +407,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         total = (
             (prior_num_inference_steps if run_prior else 0)
             + decoder_steps
-            + (super_res_num_inference_steps if self.has_upsampler else 0)
+            + (self.decoder_steps(super_res_num_inference_steps, super_res_strength) if self.has_upsampler else 0)
         )
         done = 0
 
@@ -433,7 +447,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         if self.has_upsampler:
             images = self.super_resolve(
                 small, generators, num_inference_steps=super_res_num_inference_steps,
-                on_step=stepper("upsampler"),
+                strength=super_res_strength, on_step=stepper("upsampler"),
             )
 
         images = (images.float() * 0.5 + 0.5).clamp(0, 1)

@@ -99,6 +99,37 @@ def test_karlo_layout_with_shared_upsampler(tiny_model_dir, tmp_path):
     assert pipe.super_res_last is pipe.super_res_first
 
 
+def test_super_res_strength_starts_the_upsampler_from_the_upscale(tiny_model_dir, tmp_path):
+    """A model's imagine.json may start its upsampler part-way down the noise schedule from the
+    bicubic upscale (the built-in model does, to keep the decoder's colours): only that share of
+    the steps runs, the picture stays near its low-res source, and the setting is recorded."""
+    import torch
+
+    folder = tmp_path / "partial-super-res"
+    shutil.copytree(tiny_model_dir, folder)
+    card = json.loads((folder / "imagine.json").read_text())
+    card["defaults"].update(super_res_steps=10, super_res_strength=0.3)
+    (folder / "imagine.json").write_text(json.dumps(card))
+    renderer = UnCLIPRenderer.load(resolve_model(str(folder), tmp_path), device="cpu", dtype="float32")
+
+    stages: list[str] = []
+    result = renderer.render(job(n=1), lambda _fraction, stage: stages.append(stage))
+    assert stages.count("upsampler") == 3  # 30 % of 10 steps
+    assert result.info["super_res_strength"] == 0.3 and result.info["steps"]["super_res_steps"] == 10
+
+    pipe = renderer.pipe
+    small = torch.linspace(-0.8, 0.8, 3 * pipe.decoder_size ** 2).reshape(1, 3, pipe.decoder_size, -1)
+    upscaled = torch.nn.functional.interpolate(small, size=(pipe.output_size,) * 2, mode="bicubic",
+                                               align_corners=False, antialias=True)
+
+    def distance(strength: float) -> float:
+        generator = [torch.Generator().manual_seed(0)]
+        out = pipe.super_resolve(small, generator, num_inference_steps=10, strength=strength)
+        return float((out - upscaled).abs().mean())
+
+    assert distance(0.2) < 0.5 * distance(1.0)
+
+
 def test_variations_model_without_prior(tiny_model_dir, tmp_path):
     """An image-variations folder (no prior) varies images but refuses text clearly."""
     folder = tmp_path / "variations-only"
