@@ -16,8 +16,9 @@ Prints {"commands": N, "per_s": r, "p50_ms": a, "p99_ms": b}:
   that interaction's defer callback;
 - per_s: sustained commands per second, from the first payload written to the last command
   fully handled (its job queued and its "queued, position N" message shown).
-`--cpu` also prints the bot process's CPU time per command (its share of delivery included) to
-stderr. A whole burst written at once is not a useful load: the client reads every buffered
+`--cpu` also prints, to stderr, the CPU time per command of every process taking part: the bot
+(its share of delivery included), the worker, the fake Discord, PostgreSQL's backends and Redis
+(Linux: read from /proc). On 2 cores, N commands/s needs their sum to stay under 2000/N ms. A whole burst written at once is not a useful load: the client reads every buffered
 frame before it runs any handler, so each defer would wait for the whole burst to be parsed.
 """
 
@@ -119,11 +120,64 @@ async def serve_fake() -> None:
     await asyncio.Event().wait()  # until the benchmark terminates this process
 
 
+# --- CPU accounting (--cpu) ---------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (Linux /proc; 0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _processes(database: str) -> dict[str, list[int]]:
+    """PostgreSQL backends serving the benchmark's database, and the Redis server."""
+    found: dict[str, list[int]] = {"postgres": [], "redis": []}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if command.startswith("postgres:") and f" {database} " in command:
+            found["postgres"].append(int(entry.name))
+        elif command.startswith("redis-server"):
+            found["redis"].append(int(entry.name))
+    return found
+
+
+class CpuAccount:
+    """CPU used by each process of the benchmark between start() and report()."""
+
+    def __init__(self, pids: dict[str, int], database: str) -> None:
+        self.pids = pids
+        self.database = database
+
+    def _read(self) -> dict[str, float]:
+        totals = {name: _cpu_seconds(pid) for name, pid in self.pids.items()}
+        for name, pids in _processes(self.database).items():
+            totals[name] = sum(_cpu_seconds(pid) for pid in pids)
+        totals["bot"] = time.process_time()
+        return totals
+
+    def start(self) -> None:
+        self.before = self._read()
+
+    def report(self, commands: int) -> str:
+        after = self._read()
+        spent = {name: 1000 * (after[name] - self.before.get(name, 0.0)) / commands for name in after}
+        parts = ", ".join(f"{name} {ms:.1f}" for name, ms in spent.items())
+        return f"CPU ms per command: {parts}; total {sum(spent.values()):.1f}"
+
+
 # --- the bot's process ------------------------------------------------------------------------
 
 
 async def measure(settings: Settings, commands: int, users: int, rate: float, window: int,
-                  show_cpu: bool) -> dict:
+                  cpu: CpuAccount | None) -> dict:
     import aiohttp
 
     fake = subprocess.Popen([sys.executable, __file__, "--serve-fake"], stdout=subprocess.PIPE, text=True)
@@ -137,15 +191,16 @@ async def measure(settings: Settings, commands: int, users: int, rate: float, wi
             try:
                 await asyncio.wait_for(client.wait_until_ready(), 30)
                 timeout = aiohttp.ClientTimeout(total=900)
-                cpu = time.process_time()
+                if cpu is not None:
+                    cpu.pids["fake"] = fake.pid
+                    cpu.start()
                 async with aiohttp.ClientSession(timeout=timeout) as session:
                     async with session.post(f"http://127.0.0.1:{port}/bench/feed",
                                             json={"commands": commands, "users": users, "rate": rate,
                                                   "window": window}) as response:
                         result = await response.json()
-                if show_cpu:  # where the bot's time goes, for reading the result (stderr: not the JSON)
-                    spent = 1000 * (time.process_time() - cpu) / commands
-                    print(f"bot process CPU: {spent:.1f} ms per command (incl. its delivery)", file=sys.stderr)
+                if cpu is not None:  # where the time goes, for reading the result (stderr: not the JSON)
+                    print(cpu.report(commands), file=sys.stderr)
                 return result
             finally:
                 await client.close()
@@ -173,7 +228,8 @@ async def run(commands: int, users: int, rate: float = 0.0, window: int = 8, sho
                 [sys.executable, "-m", "bot", "worker", "--pool", "solo", "--loglevel", "WARNING"],
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
-            return await measure(settings, commands, users, rate, window, show_cpu)
+            cpu = CpuAccount({"worker": worker.pid}, url.rsplit("/", 1)[1]) if show_cpu else None
+            return await measure(settings, commands, users, rate, window, cpu)
         finally:
             if worker is not None:
                 worker.terminate()
@@ -188,7 +244,7 @@ def main() -> int:
                         help="interactions written but not yet deferred, at most (as fast as accepted)")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="instead, write this many per second whether or not the bot keeps up")
-    parser.add_argument("--cpu", action="store_true", help="also print the bot's CPU per command to stderr")
+    parser.add_argument("--cpu", action="store_true", help="also print each process's CPU per command to stderr")
     parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)

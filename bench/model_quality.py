@@ -12,7 +12,8 @@ generator labels for shapes; the model's own CLIP judges nothing.
 
 Output: {"prior": {"foreground_colour", "background_colour", "shape", "position", "binding"},
 "no_prior": {same}, "variations": {"keep_colour_and_shape", "mean_abs_pixel_diff"}}, accuracies
-as fractions; `--details FILE` also writes counts, settings and timings.
+as fractions; `--details FILE` also writes counts, settings and timings, and, for a model whose
+variations start from the source image (strength < 1), the same scores for pure variations.
 """
 
 from __future__ import annotations
@@ -105,6 +106,14 @@ def _decode(png: bytes) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+def _encode(picture: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def render_with_prior(renderer, prompts: list[str], params: dict, seed: int) -> list[list[np.ndarray]]:
     """IMAGES_PER_PROMPT images per prompt through `UnCLIPRenderer.render_batch` (the worker path)."""
     from engine.render.jobs import RenderJob
@@ -147,7 +156,8 @@ def render_without_prior(renderer, prompts: list[str], params: dict, seed: int) 
 
 
 def render_variations(renderer, sources: list[np.ndarray], params: dict, seed: int) -> list[list[np.ndarray]]:
-    """Pure variations (empty prompt + the source's CLIP image embedding) through the renderer."""
+    """Variations as the worker asks for them: empty prompt, the source's CLIP image embedding and
+    its PNG (used only when the variation strength, the model's default or `params`, is < 1)."""
     from PIL import Image
 
     from engine.render.jobs import RenderJob
@@ -156,7 +166,8 @@ def render_variations(renderer, sources: list[np.ndarray], params: dict, seed: i
     embeddings = renderer.pipe.encode_images([Image.fromarray(s) for s in sources]).float().cpu()
     jobs = [RenderJob(generation_id=i, operation="variation", prompt="", negative_prompt=None,
                       seed=seed + 100 * i, n=IMAGES_PER_PROMPT, params=dict(params),
-                      source_embeddings=(embedding_to_bytes(embeddings[i]),))
+                      source_embeddings=(embedding_to_bytes(embeddings[i]),),
+                      source_images=(_encode(sources[i]),))
             for i in range(len(sources))]
     images = []
     for start in range(0, len(jobs), JOBS_PER_CALL):
@@ -292,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                                         render_without_prior(renderer, pair_prompts, params, args.seed)))
             lap("no prior binding")
     variations: dict = {"keep_colour_and_shape": 0.0, "mean_abs_pixel_diff": 0.0}
+    pure_variations: dict | None = None
     if "variations" not in skip:
         rng = np.random.default_rng(9)
         scenes = [sample_single(rng, split="heldout") for _ in range(sources)]
@@ -299,6 +311,13 @@ def main(argv: list[str] | None = None) -> int:
         variations = score_variations(checker, scenes, source_images,
                                       render_variations(renderer, source_images, params, args.seed))
         lap("variations")
+        job = RenderJob(0, "variation", "", None, 0, 1, dict(params))
+        if renderer.resolved_settings(job)["strength"] < 1.0:
+            # The model starts variations from the source image by default; also measure the
+            # paper's pure variations (the image embedding alone), for the details file.
+            pure_variations = score_variations(checker, scenes, source_images, render_variations(
+                renderer, source_images, {**params, "strength": 1.0}, args.seed))
+            lap("pure variations")
 
     result = {
         "prior": {**dict(zeros), **public(prior)},
@@ -310,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         args.details.parent.mkdir(parents=True, exist_ok=True)
         args.details.write_text(json.dumps({
             "result": result, "counts": {"prior": prior, "no_prior": no_prior, "variations": variations},
+            "pure_variations": pure_variations,
             "settings": renderer.resolved_settings(RenderJob(0, "text2image", "", None, 0, 1, dict(params))),
             "model": str(renderer.spec.path), "prompts": prompts, "pairs": pairs, "sources": sources,
             "timings_s": timings, "threads": torch.get_num_threads(), "device": args.device,
