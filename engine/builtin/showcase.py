@@ -3,8 +3,9 @@
     python -m engine.builtin.showcase            # writes docs/images/builtin-*.png
 
 builtin-grid.png: the 2×2 grid `UnCLIPRenderer` returns for "a red star on a blue background".
-builtin-variations.png: the first image of that grid, then four pure variations of it (empty
-prompt + its stored CLIP image embedding, as the bot does when someone reacts to an image).
+builtin-variations.png: the first image of that grid, then four variations of it made as the
+worker makes them when someone reacts to an image: empty prompt, its stored CLIP image embedding
+and its PNG, at the model's default variation strength (imagine.json).
 Both are scaled up 4× with nearest-neighbour so the 64 px pixels stay honest.
 """
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     source = result.images[0]
     variation_job = RenderJob(2, "variation", "", None, args.seed + 100, 4,
-                              source_embeddings=(source.embedding,))
+                              source_embeddings=(source.embedding,), source_images=(source.png,))
     variations = renderer.render(variation_job, lambda *_: None)
     pictures = [_open(source.png)] + [_open(image.png) for image in variations.images]
     gap = 2
