@@ -64,3 +64,22 @@ def test_shipped_model_draws_the_readme_prompt(tmp_path):
             region = judge_region(as_array(picture))
         verdicts.append((region.foreground, region.background))
     assert verdicts.count(("red", "blue")) >= 3, verdicts
+
+
+def test_clip_probe_reads_colours_from_the_shipped_image_embeddings(capsys):
+    """bench/clip_probe.py fits its probes on real embeddings: colours are read almost always,
+    far above chance (1/12), and every attribute is reported."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "clip_probe.py"
+    spec = importlib.util.spec_from_file_location("clip_probe", path)
+    clip_probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(clip_probe)
+
+    assert clip_probe.main(["--model", str(BUILTIN_DIR), "--scenes", "300", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["scenes"] == 300
+    assert set(result) == {"scenes", "foreground_colour", "background_colour", "shape", "position"}
+    assert result["foreground_colour"] >= 0.9 and result["background_colour"] >= 0.9
+    assert 0.0 <= result["shape"] <= 1.0
