@@ -18,8 +18,10 @@ Prints {"commands": N, "per_s": r, "p50_ms": a, "p99_ms": b}:
   fully handled (its job queued and its "queued, position N" message shown).
 `--cpu` also prints, to stderr, the CPU time per command of every process taking part: the bot
 (its share of delivery included), the worker, the fake Discord, PostgreSQL's backends and Redis
-(Linux: read from /proc). On 2 cores, N commands/s needs their sum to stay under 2000/N ms. A whole burst written at once is not a useful load: the client reads every buffered
-frame before it runs any handler, so each defer would wait for the whole burst to be parsed.
+(Linux: read from /proc). On 2 cores, N commands/s needs their sum to stay under 2000/N ms.
+
+A whole burst written at once is not a useful load: the client reads every buffered frame before
+it runs any handler, so each defer would wait for the whole burst to be parsed.
 """
 
 from __future__ import annotations
