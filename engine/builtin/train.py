@@ -39,9 +39,9 @@ DEFAULT_WORK = Path("data/builtin-train")
 #: The decoder follows its conditioning only under strong guidance (background colour right in
 #: 24 % of held-out prompts at 4, 84 % at 12, fewer again at 16). The upsampler starts half-way
 #: from the bicubic upscale: from pure noise it washes the colours out. Variations start from the
-#: source image (strength 0.6) because this small CLIP encodes shape weakly (a linear probe finds
-#: the shape in 30 % of image embeddings, the colours in over 99 %); `/vary strength:1` gives
-#: the paper's pure embedding variations.
+#: source image (strength 0.6) because this small CLIP encodes shape weakly (bench/clip_probe.py:
+#: a linear probe reads the shape from a third of image embeddings, the colours from over 99 %);
+#: `/vary strength:1` gives the paper's pure embedding variations.
 SAMPLING_DEFAULTS = {
     "prior_steps": 25, "decoder_steps": 25, "super_res_steps": 10, "super_res_strength": 0.5,
     "prior_guidance": 4.0, "decoder_guidance": 12.0, "strength": 0.6,
