@@ -8,8 +8,10 @@ position) on 80 % of them; the accuracy on the other 20 % says how linearly read
 attribute is. Chance is 1/12 for colours, 1/9 for shapes, 1/5 for positions.
 
     python bench/clip_probe.py [--model engine/builtin/weights] [--scenes 1500] [--seed 3]
+    python bench/clip_probe.py --work data/builtin-train     # a training run's CLIP checkpoint
 
-Prints {"scenes": N, "foreground_colour": a, "background_colour": b, "shape": c, "position": d}.
+Prints {"scenes": N, "foreground_colour": a, "background_colour": b, "shape": c, "position": d}
+(with --work also "step": the checkpoint's training step; the run need not have finished).
 """
 
 from __future__ import annotations
@@ -29,14 +31,30 @@ ATTRIBUTES = {
 }
 
 
-def embed(model_dir: Path, scenes: list) -> "torch.Tensor":
+def shipped_tower(model_dir: Path):
+    from transformers import CLIPVisionModelWithProjection
+
+    return CLIPVisionModelWithProjection.from_pretrained(model_dir / "image_encoder").float().eval()
+
+
+def checkpoint_tower(work: Path):
+    """The vision tower of a `train-builtin --work` folder's CLIP checkpoint, and its step."""
     import torch
-    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    from engine.builtin.models import Architecture, build_image_encoder
+
+    checkpoint = torch.load(work / "clip" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    architecture = Architecture.from_dict(json.loads((work / "architecture.json").read_text()))
+    tower = build_image_encoder(architecture)
+    tower.load_state_dict(checkpoint["weights"]["image_encoder"])
+    return tower.float().eval(), checkpoint["step"]
+
+
+def embed(tower, processor, scenes: list) -> "torch.Tensor":
+    import torch
 
     from engine.builtin.scenes import render_scene
 
-    processor = CLIPImageProcessor.from_pretrained(model_dir / "feature_extractor")
-    tower = CLIPVisionModelWithProjection.from_pretrained(model_dir / "image_encoder").float().eval()
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(scenes), 256):
@@ -78,17 +96,27 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=Path(__file__).resolve().parents[1] / "engine/builtin/weights")
+    parser.add_argument("--work", type=Path, help="probe this training folder's CLIP checkpoint instead")
     parser.add_argument("--scenes", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    from transformers import CLIPImageProcessor
+
+    # The shipped feature extractor either way: a training run preprocesses exactly like it.
+    processor = CLIPImageProcessor.from_pretrained(args.model / "feature_extractor")
+    result: dict[str, float | int] = {}
+    if args.work:
+        tower, result["step"] = checkpoint_tower(args.work)
+    else:
+        tower = shipped_tower(args.model)
     rng = np.random.default_rng(args.seed)
     scenes = [sample_single(rng, "train") for _ in range(args.scenes)]
-    features = embed(args.model, scenes)
+    features = embed(tower, processor, scenes)
     train = int(0.8 * len(scenes))
-    result: dict[str, float | int] = {"scenes": len(scenes)}
+    result["scenes"] = len(scenes)
     for name, read in ATTRIBUTES.items():
         labels = [read(scene) for scene in scenes]
         result[name] = round(probe_accuracy(features, labels, train, args.seed), 4)

@@ -96,3 +96,19 @@ def test_unknown_stage_is_a_usage_error(tmp_path, capsys):
     """--stages with a name that is not a stage exits 2 and names it."""
     assert train.main(["--smoke", "--work", str(tmp_path), "--stages", "clip,vae"]) == 2
     assert "vae" in capsys.readouterr().err
+
+
+def test_clip_probe_reads_a_training_checkpoint(smoke_run, capsys):
+    """bench/clip_probe.py --work probes the CLIP checkpoint of a training folder and says its step."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "clip_probe.py"
+    spec = importlib.util.spec_from_file_location("clip_probe", path)
+    clip_probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(clip_probe)
+
+    work, _ = smoke_run
+    assert clip_probe.main(["--work", str(work), "--scenes", "100", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["step"] == train.PLANS["smoke"]["clip"].steps and result["scenes"] == 100
+    assert all(0.0 <= result[key] <= 1.0 for key in clip_probe.ATTRIBUTES)
