@@ -38,16 +38,19 @@ def shipped_tower(model_dir: Path):
 
 
 def checkpoint_tower(work: Path):
-    """The vision tower of a `train-builtin --work` folder's CLIP checkpoint, and its step."""
-    import torch
-
+    """The vision tower of a `train-builtin --work` folder's CLIP checkpoint and its step, or
+    None when the folder has no CLIP checkpoint."""
     from engine.builtin.models import Architecture, build_image_encoder
+    from engine.builtin.train import latest_state
 
-    checkpoint = torch.load(work / "clip" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    state = latest_state(work, "clip")
+    if state is None or not (work / "architecture.json").exists():
+        return None
+    weights, step = state
     architecture = Architecture.from_dict(json.loads((work / "architecture.json").read_text()))
     tower = build_image_encoder(architecture)
-    tower.load_state_dict(checkpoint["weights"]["image_encoder"])
-    return tower.float().eval(), checkpoint["step"]
+    tower.load_state_dict(weights["image_encoder"])
+    return tower.float().eval(), step
 
 
 def embed(tower, processor, scenes: list) -> "torch.Tensor":
@@ -109,7 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     processor = CLIPImageProcessor.from_pretrained(args.model / "feature_extractor")
     result: dict[str, float | int] = {}
     if args.work:
-        tower, result["step"] = checkpoint_tower(args.work)
+        found = checkpoint_tower(args.work)
+        if found is None:
+            print(f"--work: no CLIP checkpoint in {args.work} (train one with `imagine-bot train-builtin "
+                  f"--stages clip --work {args.work}`)", file=sys.stderr)
+            return 2
+        tower, result["step"] = found
     else:
         tower = shipped_tower(args.model)
     rng = np.random.default_rng(args.seed)

@@ -218,6 +218,13 @@ def _load(path: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
 
 
+def latest_state(work: Path, stage: str) -> tuple[dict[str, dict], int] | None:
+    """A stage's weights at its last checkpoint, finished or not, and that step (None: no
+    checkpoint yet). For looking at a run while it trains (bench/clip_probe.py --work)."""
+    checkpoint = _load(work / stage / "checkpoint.pt")
+    return None if checkpoint is None else (checkpoint["weights"], checkpoint["step"])
+
+
 def trained_state(work: Path, stage: str) -> dict[str, dict]:
     """The finished weights of a stage, module by module (its EMA where it keeps one)."""
     checkpoint = _load(work / stage / "checkpoint.pt")

@@ -66,17 +66,9 @@ def test_shipped_model_draws_the_readme_prompt(tmp_path):
     assert verdicts.count(("red", "blue")) >= 3, verdicts
 
 
-def test_clip_probe_reads_colours_from_the_shipped_image_embeddings(capsys):
+def test_clip_probe_reads_colours_from_the_shipped_image_embeddings(clip_probe, capsys):
     """bench/clip_probe.py fits its probes on real embeddings: colours are read almost always,
     far above chance (1/12), and every attribute is reported."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "bench" / "clip_probe.py"
-    spec = importlib.util.spec_from_file_location("clip_probe", path)
-    clip_probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(clip_probe)
-
     assert clip_probe.main(["--model", str(BUILTIN_DIR), "--scenes", "300", "--threads", "1"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["scenes"] == 300

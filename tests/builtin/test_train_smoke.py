@@ -98,15 +98,8 @@ def test_unknown_stage_is_a_usage_error(tmp_path, capsys):
     assert "vae" in capsys.readouterr().err
 
 
-def test_clip_probe_reads_a_training_checkpoint(smoke_run, capsys):
+def test_clip_probe_reads_a_training_checkpoint(clip_probe, smoke_run, capsys):
     """bench/clip_probe.py --work probes the CLIP checkpoint of a training folder and says its step."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "bench" / "clip_probe.py"
-    spec = importlib.util.spec_from_file_location("clip_probe", path)
-    clip_probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(clip_probe)
-
     work, _ = smoke_run
     assert clip_probe.main(["--work", str(work), "--scenes", "100", "--threads", "1"]) == 0
     result = json.loads(capsys.readouterr().out)
