@@ -105,3 +105,11 @@ def test_clip_probe_reads_a_training_checkpoint(clip_probe, smoke_run, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["step"] == train.PLANS["smoke"]["clip"].steps and result["scenes"] == 100
     assert all(0.0 <= result[key] <= 1.0 for key in clip_probe.ATTRIBUTES)
+
+
+def test_clip_probe_without_a_checkpoint_is_a_usage_error(clip_probe, tmp_path, capsys):
+    """--work on a folder that has no CLIP checkpoint exits 2 and says how to make one; no JSON."""
+    assert clip_probe.main(["--work", str(tmp_path), "--scenes", "10"]) == 2
+    captured = capsys.readouterr()
+    assert "no CLIP checkpoint" in captured.err and "--stages clip" in captured.err
+    assert captured.out == ""
