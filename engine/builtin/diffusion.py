@@ -30,6 +30,13 @@ class NoiseSchedule:
         self.posterior_mean_x0 = self.betas * previous.sqrt() / (1 - self.alphas_cumprod)
         self.posterior_mean_xt = (1 - previous) * (1 - self.betas).sqrt() / (1 - self.alphas_cumprod)
 
+    def to(self, device: str | torch.device) -> NoiseSchedule:
+        """Move the tables to where the training tensors live (timesteps index them there)."""
+        for name in ("betas", "alphas_cumprod", "alphas_cumprod_prev", "posterior_log_variance",
+                     "posterior_mean_x0", "posterior_mean_xt"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
     def sample_timesteps(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         return torch.randint(0, self.num_train_timesteps, (batch,), generator=generator)
 
@@ -88,13 +95,17 @@ class EMA:
     def update(self, modules: dict[str, torch.nn.Module], step: int) -> None:
         # Warm up the decay so early averages are not dominated by the random initialisation.
         decay = min(self.decay, (1 + step) / (10 + step))
+        floats, targets = [], []
         for name, module in modules.items():
             for key, value in module.state_dict().items():
                 shadow = self.shadow[f"{name}.{key}"]
                 if value.dtype.is_floating_point:
-                    shadow.lerp_(value.float(), 1 - decay)
+                    floats.append(shadow)
+                    targets.append(value.float())
                 else:
                     shadow.copy_(value)
+        # One fused update over every tensor: on a GPU a per-tensor loop costs a launch each.
+        torch._foreach_lerp_(floats, targets, 1 - decay)
 
     def module_state(self, name: str) -> dict[str, torch.Tensor]:
         prefix = f"{name}."
@@ -104,4 +115,5 @@ class EMA:
         return self.shadow
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.shadow = {key: value.float() for key, value in state.items()}
+        # Checkpoints load onto the CPU; the average lives where its modules' parameters do.
+        self.shadow = {key: value.float().to(self.shadow[key].device) for key, value in state.items()}

@@ -14,7 +14,9 @@ Then the EMA weights are written in Karlo's folder layout (fp16 safetensors) to 
 sizes in about a minute.
 
 Every batch is drawn from a numpy Generator seeded with (seed, stage, step), so a resumed run
-sees the same data as an uninterrupted one.
+sees the same data as an uninterrupted one. `--device cuda` trains the networks on a GPU while
+`--workers` processes render the batches ahead on the CPU; the data and the recipe are the same,
+only the float rounding differs.
 """
 
 from __future__ import annotations
@@ -62,11 +64,12 @@ class StagePlan:
 
 PLANS: dict[str, dict[str, StagePlan]] = {
     "full": {
-        # What the shipped weights were trained with: about 105 minutes on this 2-core CPU (clip
-        # 0.46, prior 0.39, decoder 0.84, upsampler 1.1 s/step). More decoder steps help most
-        # (`--steps decoder=N` continues a finished run), then the upsampler.
+        # What the shipped weights were trained with (README's model card has each stage's wall
+        # time on the CPU and on a GPU). The decoder can only draw what the CLIP image embedding
+        # encodes, and shape is the slowest thing CLIP learns (bench/clip_probe.py: a linear probe
+        # reads shape from 33 % of embeddings after 1200 steps, 82 % after 2400), hence 2400.
         # The ViT learns shapes on varied colours best near 5e-4 (1e-3 and 2e-3 learn them slower).
-        "clip": StagePlan(steps=1200, batch=128, lr=5e-4, ema_decay=None, cosine=True),
+        "clip": StagePlan(steps=2400, batch=128, lr=5e-4, ema_decay=None, cosine=True),
         "prior": StagePlan(steps=1200, batch=128, lr=3e-4, ema_decay=0.999),
         "decoder": StagePlan(steps=5000, batch=32, lr=3e-4, ema_decay=0.9995),
         "upsampler": StagePlan(steps=1000, batch=16, lr=3e-4, ema_decay=0.999),
@@ -132,12 +135,24 @@ def area_downsample(pixels, size: int):
     return F.interpolate(pixels, size=(size, size), mode="area")
 
 
-def encode_text(tokenizer, text_encoder, captions: list[str]):
-    """Exactly `ImagineUnCLIPPipeline.encode_text`: padded ids, no attention mask to the encoder."""
+def tokenize(tokenizer, captions: list[str]):
+    """Padded token ids and attention mask, as `ImagineUnCLIPPipeline.encode_text` makes them
+    (CPU work: it runs in the data loader)."""
     inputs = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
                        truncation=True, return_tensors="pt")
-    output = text_encoder(inputs.input_ids)
-    return output.text_embeds, output.last_hidden_state, inputs.attention_mask.bool()
+    return inputs.input_ids, inputs.attention_mask.bool()
+
+
+def embed_text(text_encoder, ids, mask):
+    """Exactly `ImagineUnCLIPPipeline.encode_text`: no attention mask to the encoder."""
+    output = text_encoder(ids)
+    return output.text_embeds, output.last_hidden_state, mask
+
+
+def encode_text(tokenizer, text_encoder, captions: list[str]):
+    ids, mask = tokenize(tokenizer, captions)
+    device = text_encoder.device
+    return embed_text(text_encoder, ids.to(device), mask.to(device))
 
 
 #: Attribute heads of the CLIP stage's auxiliary loss, and how many values each has.
@@ -237,7 +252,12 @@ def trained_state(work: Path, stage: str) -> dict[str, dict]:
 
 
 class Stage:
-    """One training stage: the modules it trains and the loss of one batch."""
+    """One training stage: the modules it trains, one batch of data, and the loss of a batch.
+
+    `batch` is CPU work only (rendering, tokenising, random draws) and a pure function of the
+    step, so the data loader's worker processes can make batches ahead while `loss` runs the
+    networks on `ctx.device`; a run gets the same data on any device and any worker count.
+    """
 
     name = ""
 
@@ -247,7 +267,10 @@ class Stage:
     def trainable(self) -> dict:
         raise NotImplementedError
 
-    def loss(self, step: int, batch: int) -> tuple[Any, dict[str, float]]:
+    def batch(self, step: int, size: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def loss(self, data: dict[str, Any]) -> tuple[Any, dict[str, float]]:
         raise NotImplementedError
 
     def prepare(self) -> None:
@@ -259,6 +282,12 @@ class Stage:
     def load_extra_state(self, state: dict) -> None:
         pass
 
+    def autocast(self):
+        """bf16 autocast for the UNets, on whatever device trains them."""
+        import torch
+
+        return torch.autocast(torch.device(self.ctx.device).type, dtype=torch.bfloat16)
+
 
 @dataclass
 class TrainContext:
@@ -266,6 +295,7 @@ class TrainContext:
     work: Path
     seed: int
     tokenizer: Any = None
+    device: str = "cpu"
 
     def frozen_clip(self):
         """The trained CLIP towers, frozen, for the later stages."""
@@ -277,7 +307,7 @@ class TrainContext:
         text_encoder.load_state_dict(weights["text_encoder"])
         image_encoder.load_state_dict(weights["image_encoder"])
         for model in (text_encoder, image_encoder):
-            model.eval().requires_grad_(False)
+            model.to(self.device).eval().requires_grad_(False)
         return text_encoder, image_encoder
 
 
@@ -310,12 +340,13 @@ class ClipStage(Stage):
         from engine.builtin.models import build_image_encoder, build_text_encoder
 
         super().__init__(ctx)
-        self.text_encoder = build_text_encoder(ctx.arch, ctx.tokenizer)
-        self.image_encoder = build_image_encoder(ctx.arch)
-        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.text_encoder = build_text_encoder(ctx.arch, ctx.tokenizer).to(ctx.device)
+        self.image_encoder = build_image_encoder(ctx.arch).to(ctx.device)
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07), device=ctx.device))
         self.heads = torch.nn.ModuleDict(
             {name: torch.nn.Linear(ctx.arch.embed_dim, size) for name, size in ATTRIBUTE_HEADS.items()})
         self.heads["patch_mask"] = torch.nn.Linear(ctx.arch.vision_width, ctx.arch.vision_patch ** 2)
+        self.heads.to(ctx.device)
 
     def trainable(self):
         return {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder}
@@ -330,7 +361,14 @@ class ClipStage(Stage):
         self.logit_scale.data.copy_(state["logit_scale"])
         self.heads.load_state_dict(state["heads"])
 
-    def attribute_loss(self, embeds, labels: list[dict[str, int]]):
+    @staticmethod
+    def label_tensors(labels: list[dict[str, int]]):
+        """{head: (N,) long tensor} from per-example label dicts."""
+        import torch
+
+        return {name: torch.tensor([row[name] for row in labels]) for name in ATTRIBUTE_HEADS}
+
+    def attribute_loss(self, embeds, targets):
         """Mean cross-entropy of the heads that have labels in this batch."""
         import torch
         from torch.nn import functional as F
@@ -339,7 +377,7 @@ class ClipStage(Stage):
         for name, head in self.heads.items():
             if name not in ATTRIBUTE_HEADS:
                 continue
-            target = torch.tensor([row[name] for row in labels])
+            target = targets[name]
             if (target != IGNORE).any():
                 losses.append(F.cross_entropy(self.AUX_SCALE * head(embeds), target, ignore_index=IGNORE))
         return torch.stack(losses).mean()
@@ -360,41 +398,52 @@ class ClipStage(Stage):
         return (torch.from_numpy(masks).reshape(len(scenes), grid, patch, grid, patch)
                 .permute(0, 1, 3, 2, 4).reshape(len(scenes), grid * grid, patch * patch))
 
-    def loss(self, step, batch):
+    def batch(self, step, size):
         import torch
-        from torch.nn import functional as F
 
         from engine.builtin.scenes import render_batch, sample_contrastive_batch
 
         rng = batch_rng(self.ctx.seed, self.name, step)
-        examples = sample_contrastive_batch(rng, batch, pair_fraction=PAIR_FRACTION)
-        pixels = clip_pixels(render_batch([e.scene for e in examples], self.ctx.arch.image_size),
-                             self.ctx.arch.clip_size)
+        examples = sample_contrastive_batch(rng, size, pair_fraction=PAIR_FRACTION)
+        scenes = [e.scene for e in examples]
+        pixels = clip_pixels(render_batch(scenes, self.ctx.arch.image_size), self.ctx.arch.clip_size)
         # A little pixel noise, so decoded (slightly noisy) images embed like clean ones.
         generator = torch_generator(self.ctx.seed, self.name, step)
-        sigma = torch.rand(batch, 1, 1, 1, generator=generator) * 0.06
+        sigma = torch.rand(size, 1, 1, 1, generator=generator) * 0.06
         pixels = pixels + sigma * torch.randn(pixels.shape, generator=generator)
+        ids, mask = tokenize(self.ctx.tokenizer, [e.caption for e in examples])
+        return {
+            "pixels": pixels, "ids": ids, "mask": mask, "patch_masks": self.patch_masks(scenes),
+            "fits": fits_matrix(examples),
+            "image_labels": self.label_tensors([scene_labels(scene) for scene in scenes]),
+            "text_labels": self.label_tensors([meaning_labels(e.meaning) for e in examples]),
+        }
 
-        text_embeds, _, _ = encode_text(self.ctx.tokenizer, self.text_encoder, [e.caption for e in examples])
-        vision = self.image_encoder(pixel_values=pixels)
+    def loss(self, data):
+        import torch
+        from torch.nn import functional as F
+
+        text_embeds, _, _ = embed_text(self.text_encoder, data["ids"], data["mask"])
+        vision = self.image_encoder(pixel_values=data["pixels"])
         image_embeds = vision.image_embeds
         mask_logits = self.heads["patch_mask"](vision.last_hidden_state[:, 1:])
-        mask_loss = F.binary_cross_entropy_with_logits(mask_logits, self.patch_masks([e.scene for e in examples]))
+        mask_loss = F.binary_cross_entropy_with_logits(mask_logits, data["patch_masks"])
         text_embeds = F.normalize(text_embeds, dim=-1)
         image_embeds = F.normalize(image_embeds, dim=-1)
         logits = self.logit_scale.clamp(max=4.6052).exp() * text_embeds @ image_embeds.T
-        fits = fits_matrix(examples)
+        fits = data["fits"]
         contrastive = 0.5 * (
             F.cross_entropy(logits, fits / fits.sum(1, keepdim=True))
             + F.cross_entropy(logits.T, fits.T / fits.T.sum(1, keepdim=True))
         )
         attributes = (
-            self.IMAGE_ATTRIBUTE_WEIGHT * self.attribute_loss(image_embeds, [scene_labels(e.scene) for e in examples])
-            + self.TEXT_ATTRIBUTE_WEIGHT * self.attribute_loss(text_embeds, [meaning_labels(e.meaning) for e in examples])
+            self.IMAGE_ATTRIBUTE_WEIGHT * self.attribute_loss(image_embeds, data["image_labels"])
+            + self.TEXT_ATTRIBUTE_WEIGHT * self.attribute_loss(text_embeds, data["text_labels"])
         )
         with torch.no_grad():
-            text_to_image = fits[torch.arange(batch), logits.argmax(1)].mean().item()
-            image_to_text = fits[logits.argmax(0), torch.arange(batch)].mean().item()
+            rows = torch.arange(len(fits), device=fits.device)
+            text_to_image = fits[rows, logits.argmax(1)].mean().item()
+            image_to_text = fits[logits.argmax(0), rows].mean().item()
         return contrastive + attributes + self.MASK_WEIGHT * mask_loss, {
             "contrastive": contrastive.item(), "attributes": attributes.item(), "mask": mask_loss.item(),
             "t2i": text_to_image, "i2t": image_to_text, "scale": self.logit_scale.exp().item()}
@@ -411,12 +460,11 @@ class PriorStage(Stage):
 
         super().__init__(ctx)
         self.text_encoder, self.image_encoder = ctx.frozen_clip()
-        self.prior = build_prior(ctx.arch)
+        self.prior = build_prior(ctx.arch).to(ctx.device)
         # clip_mean/clip_std are data statistics, not learned: set in prepare(), kept frozen.
         self.prior.clip_mean.requires_grad_(False)
         self.prior.clip_std.requires_grad_(False)
-        self.schedule = NoiseSchedule()
-        self.empty = None
+        self.schedule = NoiseSchedule().to(ctx.device)
 
     def trainable(self):
         return {"prior": self.prior}
@@ -433,32 +481,39 @@ class PriorStage(Stage):
                 examples = sample_examples(rng, 512, pair_fraction=PAIR_FRACTION)
                 pixels = clip_pixels(render_batch([e.scene for e in examples], self.ctx.arch.image_size),
                                      self.ctx.arch.clip_size)
-                embeds.append(self.image_encoder(pixel_values=pixels).image_embeds)
+                embeds.append(self.image_encoder(pixel_values=pixels.to(self.ctx.device)).image_embeds)
         embeds = torch.cat(embeds)
         self.prior.clip_mean.data.copy_(embeds.mean(0, keepdim=True))
         self.prior.clip_std.data.copy_(embeds.std(0, keepdim=True))
         log.info("prior: image embedding mean norm %.3f, mean std %.3f",
                  embeds.norm(dim=1).mean().item(), embeds.std(0).mean().item())
 
-    def loss(self, step, batch):
+    def batch(self, step, size):
         import torch
-        from torch.nn import functional as F
 
         from engine.builtin.scenes import render_batch, sample_examples
 
         rng = batch_rng(self.ctx.seed, self.name, step)
         generator = torch_generator(self.ctx.seed, self.name, step)
-        examples = sample_examples(rng, batch, pair_fraction=PAIR_FRACTION)
+        examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION)
         captions = [e.caption if rng.random() >= PRIOR_TEXT_DROPOUT else "" for e in examples]
+        ids, mask = tokenize(self.ctx.tokenizer, captions)
+        pixels = clip_pixels(render_batch([e.scene for e in examples], self.ctx.arch.image_size),
+                             self.ctx.arch.clip_size)
+        t = self.schedule.sample_timesteps(size, generator)
+        noise = torch.randn(size, self.ctx.arch.embed_dim, generator=generator)
+        return {"ids": ids, "mask": mask, "pixels": pixels, "t": t, "noise": noise}
+
+    def loss(self, data):
+        import torch
+        from torch.nn import functional as F
+
         with torch.no_grad():
-            text_embeds, hidden, mask = encode_text(self.ctx.tokenizer, self.text_encoder, captions)
-            pixels = clip_pixels(render_batch([e.scene for e in examples], self.ctx.arch.image_size),
-                                 self.ctx.arch.clip_size)
-            image_embeds = self.image_encoder(pixel_values=pixels).image_embeds
+            text_embeds, hidden, mask = embed_text(self.text_encoder, data["ids"], data["mask"])
+            image_embeds = self.image_encoder(pixel_values=data["pixels"]).image_embeds
         x0 = (image_embeds - self.prior.clip_mean) / self.prior.clip_std
-        t = self.schedule.sample_timesteps(batch, generator)
-        noise = torch.randn(x0.shape, generator=generator)
-        x_t = self.schedule.add_noise(x0, noise, t)
+        t = data["t"]
+        x_t = self.schedule.add_noise(x0, data["noise"], t)
         predicted = self.prior(x_t, timestep=t, proj_embedding=text_embeds, encoder_hidden_states=hidden,
                                attention_mask=mask).predicted_image_embedding
         loss = F.mse_loss(predicted, x0)
@@ -481,45 +536,53 @@ class DecoderStage(Stage):
 
         super().__init__(ctx)
         self.text_encoder, self.image_encoder = ctx.frozen_clip()
-        self.text_proj = build_text_proj(ctx.arch)
-        self.decoder = build_decoder(ctx.arch)
-        self.schedule = NoiseSchedule()
+        self.text_proj = build_text_proj(ctx.arch).to(ctx.device)
+        self.decoder = build_decoder(ctx.arch).to(ctx.device)
+        self.schedule = NoiseSchedule().to(ctx.device)
         with torch.no_grad():
             self.empty = encode_text(ctx.tokenizer, self.text_encoder, [""])
 
     def trainable(self):
         return {"text_proj": self.text_proj, "decoder": self.decoder}
 
-    def loss(self, step, batch):
+    def batch(self, step, size):
         import torch
-        from torch.nn import functional as F
 
         from engine.builtin.scenes import render_batch, sample_examples
 
         arch = self.ctx.arch
         rng = batch_rng(self.ctx.seed, self.name, step)
         generator = torch_generator(self.ctx.seed, self.name, step)
-        examples = sample_examples(rng, batch, pair_fraction=PAIR_FRACTION)
+        examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION)
         images = render_batch([e.scene for e in examples], arch.image_size)
-        drop_text = torch.from_numpy(rng.random(batch) < TEXT_DROPOUT)
-        drop_image = torch.from_numpy(rng.random(batch) < IMAGE_EMBED_DROPOUT)
+        drop_text = torch.from_numpy(rng.random(size) < TEXT_DROPOUT)
+        drop_image = torch.from_numpy(rng.random(size) < IMAGE_EMBED_DROPOUT)
+        ids, mask = tokenize(self.ctx.tokenizer, [e.caption for e in examples])
+        x0 = area_downsample(to_tensor(images), arch.decoder_size)
+        t = self.schedule.sample_timesteps(size, generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        return {"ids": ids, "mask": mask, "clip_pixels": clip_pixels(images, arch.clip_size),
+                "drop_text": drop_text, "drop_image": drop_image, "x0": x0, "t": t, "noise": noise}
+
+    def loss(self, data):
+        import torch
+        from torch.nn import functional as F
+
+        drop_text, drop_image = data["drop_text"], data["drop_image"]
         with torch.no_grad():
-            text_embeds, hidden, mask = encode_text(self.ctx.tokenizer, self.text_encoder,
-                                                    [e.caption for e in examples])
+            text_embeds, hidden, mask = embed_text(self.text_encoder, data["ids"], data["mask"])
             empty_embeds, empty_hidden, empty_mask = self.empty
             text_embeds = torch.where(drop_text[:, None], empty_embeds, text_embeds)
             hidden = torch.where(drop_text[:, None, None], empty_hidden, hidden)
             mask = torch.where(drop_text[:, None], empty_mask, mask)
-            image_embeds = self.image_encoder(pixel_values=clip_pixels(images, arch.clip_size)).image_embeds
+            image_embeds = self.image_encoder(pixel_values=data["clip_pixels"]).image_embeds
         # The unconditional image embedding is the one the pipeline substitutes for guidance.
         null = self.text_proj.learned_classifier_free_guidance_embeddings[None].expand_as(image_embeds)
         image_embeds = torch.where(drop_image[:, None], null, image_embeds)
 
-        x0 = area_downsample(to_tensor(images), arch.decoder_size)
-        t = self.schedule.sample_timesteps(batch, generator)
-        noise = torch.randn(x0.shape, generator=generator)
+        x0, t, noise = data["x0"], data["t"], data["noise"]
         x_t = self.schedule.add_noise(x0, noise, t)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with self.autocast():
             states, time_embeds = self.text_proj(
                 image_embeddings=image_embeds, prompt_embeds=text_embeds,
                 text_encoder_hidden_states=hidden, do_classifier_free_guidance=False,
@@ -544,13 +607,13 @@ class UpsamplerStage(Stage):
         from engine.builtin.models import build_upsampler
 
         super().__init__(ctx)
-        self.upsampler = build_upsampler(ctx.arch)
-        self.schedule = NoiseSchedule()
+        self.upsampler = build_upsampler(ctx.arch).to(ctx.device)
+        self.schedule = NoiseSchedule().to(ctx.device)
 
     def trainable(self):
         return {"super_res": self.upsampler}
 
-    def loss(self, step, batch):
+    def batch(self, step, size):
         import torch
         from torch.nn import functional as F
 
@@ -559,23 +622,29 @@ class UpsamplerStage(Stage):
         arch = self.ctx.arch
         rng = batch_rng(self.ctx.seed, self.name, step)
         generator = torch_generator(self.ctx.seed, self.name, step)
-        examples = sample_examples(rng, batch, pair_fraction=PAIR_FRACTION)
+        examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION)
         x0 = to_tensor(render_batch([e.scene for e in examples], arch.image_size))
         small = area_downsample(x0, arch.decoder_size)
         # Degrade the low-res input a little (blur, noise), as unCLIP does for its upsamplers.
         blurred = F.avg_pool2d(F.pad(small, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
-        amount = torch.rand(batch, 1, 1, 1, generator=generator) * 0.5
+        amount = torch.rand(size, 1, 1, 1, generator=generator) * 0.5
         small = small + amount * (blurred - small)
-        small = small + torch.rand(batch, 1, 1, 1, generator=generator) * 0.04 * torch.randn(
+        small = small + torch.rand(size, 1, 1, 1, generator=generator) * 0.04 * torch.randn(
             small.shape, generator=generator)
         small = small.clamp(-1, 1)
         upscaled = F.interpolate(small, size=(arch.image_size, arch.image_size), mode="bicubic",
                                  align_corners=False, antialias=True)
-        t = self.schedule.sample_timesteps(batch, generator)
+        t = self.schedule.sample_timesteps(size, generator)
         noise = torch.randn(x0.shape, generator=generator)
+        return {"x0": x0, "upscaled": upscaled, "t": t, "noise": noise}
+
+    def loss(self, data):
+        import torch
+
+        x0, t, noise = data["x0"], data["t"], data["noise"]
         x_t = self.schedule.add_noise(x0, noise, t)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            noise_pred = self.upsampler(torch.cat([x_t, upscaled], dim=1), t).sample
+        with self.autocast():
+            noise_pred = self.upsampler(torch.cat([x_t, data["upscaled"]], dim=1), t).sample
         mse = ((noise_pred.float() - noise) ** 2).flatten(1).mean(1)
         loss = (self.schedule.min_snr_weight(t) * mse).mean()
         return loss, {"mse": mse.mean().item()}
@@ -589,8 +658,44 @@ STAGE_CLASSES: dict[str, type[Stage]] = {
 # --- the training loop -------------------------------------------------------------------------
 
 
-def run_stage(stage: Stage, plan: StagePlan) -> float:
-    """Train `stage` to `plan.steps`, resuming from its checkpoint; return its total wall time."""
+class StepBatches:
+    """Batch i of a run that starts at `start`: what the data loader's workers make ahead."""
+
+    def __init__(self, stage: Stage, size: int, start: int, stop: int) -> None:
+        self.stage, self.size, self.start, self.stop = stage, size, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.stage.batch(self.start + index, self.size)
+
+
+def _one_thread(_worker: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def to_device(data: Any, device: str) -> Any:
+    """Tensors of a batch (nested in dicts) onto `device`."""
+    if isinstance(data, dict):
+        return {key: to_device(value, device) for key, value in data.items()}
+    return data.to(device, non_blocking=True) if hasattr(data, "to") else data
+
+
+def batches(stage: Stage, plan: StagePlan, start: int, workers: int):
+    """The batches of steps start.. in order, made by `workers` processes (0: in this one)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(StepBatches(stage, plan.batch, start, plan.steps), batch_size=None, shuffle=False,
+                      num_workers=workers, worker_init_fn=_one_thread if workers else None,
+                      prefetch_factor=8 if workers else None, pin_memory=stage.ctx.device.startswith("cuda"))
+
+
+def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]:
+    """Train `stage` to `plan.steps`, resuming from its checkpoint; say how it was trained: total
+    wall time, steps, batch, and the device and data workers of its last session."""
     import math
 
     import torch
@@ -604,7 +709,7 @@ def run_stage(stage: Stage, plan: StagePlan) -> float:
     if checkpoint is not None and checkpoint["step"] >= plan.steps and checkpoint["done"]:
         log.info("%s: already trained (%d steps, %.0f s); skipping", stage.name, checkpoint["step"],
                  checkpoint["elapsed"])
-        return checkpoint["elapsed"]
+        return stage_summary(checkpoint)
 
     parameters = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
     parameters += getattr(stage, "extra_parameters", list)()
@@ -641,6 +746,7 @@ def run_stage(stage: Stage, plan: StagePlan) -> float:
             "modules": {name: module.state_dict() for name, module in modules.items()},
             "optimizer": optimizer.state_dict(), "ema": ema.state_dict() if ema else None,
             "extra": stage.extra_state(), "weights": weights,
+            "device": stage.ctx.device, "workers": workers,
         }, path)
 
     for module in modules.values():
@@ -651,10 +757,10 @@ def run_stage(stage: Stage, plan: StagePlan) -> float:
     running: dict[str, float] = {}
     elapsed_before = elapsed
     last = time.perf_counter()
-    for step in range(start, plan.steps):
+    for step, data in enumerate(batches(stage, plan, start, workers), start):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step)
-        loss, metrics = stage.loss(step, plan.batch)
+        loss, metrics = stage.loss(to_device(data, stage.ctx.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -680,7 +786,14 @@ def run_stage(stage: Stage, plan: StagePlan) -> float:
     bar.close()
     save(plan.steps, done=True)
     log.info("%s: finished %d steps in %.0f s of wall time", stage.name, plan.steps, elapsed)
-    return elapsed
+    return stage_summary(_load(path))
+
+
+def stage_summary(checkpoint: dict) -> dict[str, Any]:
+    """How a finished stage was trained, for times.json and imagine.json."""
+    return {"seconds": round(checkpoint["elapsed"]), "steps": checkpoint["step"],
+            "batch": checkpoint["plan"]["batch"], "device": checkpoint.get("device", "cpu"),
+            "workers": checkpoint.get("workers", 0)}
 
 
 # --- export ------------------------------------------------------------------------------------
@@ -798,6 +911,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", action="append", default=[], metavar="STAGE=N",
                         help="train STAGE to N steps instead of the plan (continues a finished stage)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
+    parser.add_argument("--device", default="cpu",
+                        help="where the networks train: cpu (default) or cuda[:N]; the data is made on the CPU")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes making batches ahead (default: none on the CPU, all cores but two on a GPU)")
     parser.add_argument("--no-export", action="store_true", help="train only, do not write --out")
     return parser.parse_args(argv)
 
@@ -829,7 +946,17 @@ def main(argv: list[str] | None = None) -> int:
     from engine.render.tiny import transformers_logging_quiet
 
     transformers_logging_quiet()
-    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
+        print(f"--device {args.device}: not available here (cpu, or cuda when a GPU is visible)", file=sys.stderr)
+        return 2
+    if args.device.startswith("cuda"):
+        # Small convolutions and matrices: let cuDNN pick kernels, and TF32 where fp32 remains.
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    cores = os.cpu_count() or 1
+    workers = args.workers if args.workers is not None else (0 if args.device == "cpu" else max(1, cores - 2))
+    torch.set_num_threads(args.threads or cores)
     work = args.work
     _setup_logging(work)
     arch_file = work / "architecture.json"
@@ -839,10 +966,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     arch_file.write_text(json.dumps(arch.to_dict(), indent=2) + "\n")
     torch.manual_seed(args.seed)
-    ctx = TrainContext(arch=arch, work=work, seed=args.seed)
+    ctx = TrainContext(arch=arch, work=work, seed=args.seed, device=args.device)
     ctx.tokenizer = _tokenizer(ctx, work / "tokenizer")
-    log.info("training %s (%s mode, seed %d) in %s with %d threads", ", ".join(stages), mode, args.seed,
-             work, torch.get_num_threads())
+    log.info("training %s (%s mode, seed %d) in %s on %s with %d threads, %d data workers",
+             ", ".join(stages), mode, args.seed, work, args.device, torch.get_num_threads(), workers)
 
     times_file = work / "times.json"
     times = json.loads(times_file.read_text()) if times_file.exists() else {}
@@ -850,8 +977,7 @@ def main(argv: list[str] | None = None) -> int:
         # Modules are built with the seed fixed per stage, so a stage trained alone starts the same.
         torch.manual_seed(args.seed * 1000 + STAGES.index(name))
         stage = STAGE_CLASSES[name](ctx)
-        times[name] = {"seconds": round(run_stage(stage, plans[name])),
-                       "steps": plans[name].steps, "batch": plans[name].batch}
+        times[name] = run_stage(stage, plans[name], workers)
         times_file.write_text(json.dumps(times, indent=2) + "\n")
         del stage
 

@@ -113,3 +113,35 @@ def test_clip_probe_without_a_checkpoint_is_a_usage_error(clip_probe, tmp_path, 
     captured = capsys.readouterr()
     assert "no CLIP checkpoint" in captured.err and "--stages clip" in captured.err
     assert captured.out == ""
+
+
+def test_worker_processes_make_the_same_batches_as_the_main_process(smoke_run):
+    """Batches are a function of the step alone: made ahead by data-loader workers (as on a GPU
+    run) they equal the ones the main process makes, so --workers does not change the data."""
+    import torch
+
+    work, _ = smoke_run
+    from engine.builtin.models import Architecture
+
+    ctx = train.TrainContext(arch=Architecture.smoke(), work=work, seed=0)
+    ctx.tokenizer = train._tokenizer(ctx, work / "tokenizer")
+    stage = train.DecoderStage(ctx)
+    plan = train.PLANS["smoke"]["decoder"]
+    inline = list(train.batches(stage, plan, start=plan.steps - 3, workers=0))
+    ahead = list(train.batches(stage, plan, start=plan.steps - 3, workers=2))
+    assert len(inline) == len(ahead) == 3
+    for mine, theirs in zip(inline, ahead):
+        assert mine.keys() == theirs.keys()
+        for key in mine:
+            assert torch.equal(mine[key], theirs[key]), key
+    assert not torch.equal(inline[0]["noise"], inline[1]["noise"])
+
+
+def test_unavailable_device_is_a_usage_error(tmp_path, capsys):
+    """--device cuda on a machine without a GPU (or a made-up device) exits 2 before training."""
+    import torch
+
+    device = "tpu" if torch.cuda.is_available() else "cuda"
+    assert train.main(["--smoke", "--work", str(tmp_path), "--device", device]) == 2
+    assert f"--device {device}" in capsys.readouterr().err
+    assert not (tmp_path / "clip").exists()
