@@ -12,6 +12,14 @@ attribute is. Chance is 1/12 for colours, 1/9 for shapes, 1/5 for positions.
 
 Prints {"scenes": N, "foreground_colour": a, "background_colour": b, "shape": c, "position": d}
 (with --work also "step": the checkpoint's training step; the run need not have finished).
+
+    python bench/clip_probe.py --prior 200   # + what the prior's embeddings say, per prompt split
+
+With --prior N the same probes also read the embeddings the model's prior predicts (its shipped
+sampling settings, one per prompt) for N prompts of held-out colour × shape × background triples
+and N of training scenes: {"prior_heldout": {"foreground_colour", "background_colour", "shape"},
+"prior_train": {same}}. A gap between the two says the text side does not generalise to unseen
+combinations.
 """
 
 from __future__ import annotations
@@ -67,8 +75,9 @@ def embed(tower, processor, scenes: list) -> "torch.Tensor":
     return torch.cat(chunks)
 
 
-def probe_accuracy(features: "torch.Tensor", labels: list[str], train: int, seed: int) -> float:
-    """Held-out accuracy of a softmax regression fitted on the first `train` rows."""
+def fit_probe(features: "torch.Tensor", labels: list[str], train: int, seed: int):
+    """A softmax regression fitted on the first `train` rows: (its accuracy on the other rows,
+    a function naming the label of new features)."""
     import torch
 
     names = sorted(set(labels))
@@ -87,8 +96,60 @@ def probe_accuracy(features: "torch.Tensor", labels: list[str], train: int, seed
         return value
 
     optimiser.step(loss)
+
+    @torch.no_grad()
+    def read(new: "torch.Tensor") -> list[str]:
+        return [names[i] for i in probe((new.float() - mean) / std).argmax(1).tolist()]
+
     with torch.no_grad():
-        return (probe(x[train:]).argmax(1) == target[train:]).float().mean().item()
+        accuracy = (probe(x[train:]).argmax(1) == target[train:]).float().mean().item()
+    return accuracy, read
+
+
+def prior_prompts(count: int, split: str, seed: int) -> list[tuple[str, dict[str, str]]]:
+    """`count` one-object prompts naming colour, shape and background, with those labels: over
+    the held-out triples ("heldout") or over training scenes ("train")."""
+    import numpy as np
+
+    from engine.builtin.scenes import HELD_OUT_TRIPLES, caption_single, sample_single, single_object_scene
+
+    rng = np.random.default_rng(seed)
+    triples = sorted(HELD_OUT_TRIPLES)
+    prompts = []
+    for i in range(count):
+        if split == "heldout":
+            colour, shape, background = triples[i % len(triples)]
+            scene = single_object_scene(rng, colour, shape, background, "medium", "centre")
+        else:
+            scene = sample_single(rng, "train")
+        prompt, _ = caption_single(rng, scene, name_background=True, name_colour=True,
+                                   name_position=False, name_size=False)
+        prompts.append((prompt, {"foreground_colour": scene.objects[0].colour,
+                                 "background_colour": scene.background, "shape": scene.objects[0].shape}))
+    return prompts
+
+
+def prior_embeddings(model_dir: Path, prompts: list[str], seed: int) -> "torch.Tensor":
+    """One image embedding per prompt from the model's prior, at its shipped sampling settings."""
+    import tempfile
+
+    import torch
+
+    from engine.render.loader import load_unclip, resolve_model
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        spec = resolve_model(str(model_dir), Path(data_dir))
+        pipe = load_unclip(spec, dtype=torch.float32)
+    defaults = json.loads((model_dir / "imagine.json").read_text()).get("defaults", {})
+    chunks = []
+    for start in range(0, len(prompts), 64):
+        batch = prompts[start:start + 64]
+        generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(batch))]
+        chunks.append(pipe.sample_prior(
+            pipe.encode_text(batch), pipe.encode_text([""] * len(batch)), generators,
+            num_inference_steps=int(defaults.get("prior_steps", 25)),
+            guidance_scale=float(defaults.get("prior_guidance", 4.0))))
+    return torch.cat(chunks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prior", type=int, default=0, metavar="N",
+                        help="also read the prior's embeddings for N held-out and N training prompts")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -125,9 +188,20 @@ def main(argv: list[str] | None = None) -> int:
     features = embed(tower, processor, scenes)
     train = int(0.8 * len(scenes))
     result["scenes"] = len(scenes)
-    for name, read in ATTRIBUTES.items():
-        labels = [read(scene) for scene in scenes]
-        result[name] = round(probe_accuracy(features, labels, train, args.seed), 4)
+    readers = {}
+    for name, label_of in ATTRIBUTES.items():
+        accuracy, readers[name] = fit_probe(features, [label_of(scene) for scene in scenes], train, args.seed)
+        result[name] = round(accuracy, 4)
+    if args.prior:
+        # The same probes read the prior's predicted embeddings: what the prior tells the decoder
+        # to draw, for prompts of held-out triples and of training scenes.
+        for split in ("heldout", "train"):
+            prompts = prior_prompts(args.prior, split, args.seed)
+            predicted = prior_embeddings(args.model, [p for p, _ in prompts], args.seed)
+            result[f"prior_{split}"] = {
+                name: round(float(np.mean([read == labels[name] for read, (_, labels)
+                                           in zip(readers[name](predicted), prompts)])), 4)
+                for name in ("foreground_colour", "background_colour", "shape")}
     print(json.dumps(result))
     return 0
 

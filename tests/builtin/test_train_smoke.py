@@ -145,3 +145,25 @@ def test_unavailable_device_is_a_usage_error(tmp_path, capsys):
     assert train.main(["--smoke", "--work", str(tmp_path), "--device", device]) == 2
     assert f"--device {device}" in capsys.readouterr().err
     assert not (tmp_path / "clip").exists()
+
+
+def test_clip_probe_reads_the_prior_embeddings_per_prompt_split(clip_probe, smoke_run, capsys):
+    """--prior N runs the model's prior on N held-out and N training prompts and reads its
+    embeddings with the same probes: one accuracy per attribute and split."""
+    _, out = smoke_run
+    assert clip_probe.main(["--model", str(out), "--scenes", "100", "--prior", "4", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for split in ("prior_heldout", "prior_train"):
+        assert set(result[split]) == {"foreground_colour", "background_colour", "shape"}
+        assert all(0.0 <= value <= 1.0 for value in result[split].values())
+
+
+def test_prior_prompts_come_from_the_split_they_name(clip_probe):
+    """Held-out prompts use only held-out triples; training prompts none of them."""
+    from engine.builtin.scenes import HELD_OUT_TRIPLES
+
+    def triple(labels):
+        return labels["foreground_colour"], labels["shape"], labels["background_colour"]
+
+    assert all(triple(labels) in HELD_OUT_TRIPLES for _, labels in clip_probe.prior_prompts(30, "heldout", 3))
+    assert not any(triple(labels) in HELD_OUT_TRIPLES for _, labels in clip_probe.prior_prompts(60, "train", 3))
