@@ -27,6 +27,7 @@ import logging
 import os
 import sys
 import time
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -252,7 +253,7 @@ def trained_state(work: Path, stage: str) -> dict[str, dict]:
 # --- stages ------------------------------------------------------------------------------------
 
 
-class Stage:
+class Stage(ABC):
     """One training stage: the modules it trains, one batch of data, and the loss of a batch.
 
     `batch` is CPU work only (rendering, tokenising, random draws) and a pure function of the
@@ -265,14 +266,17 @@ class Stage:
     def __init__(self, ctx: TrainContext) -> None:
         self.ctx = ctx
 
+    @abstractmethod
     def trainable(self) -> dict:
-        raise NotImplementedError
+        """The modules this stage trains and checkpoints, by name."""
 
+    @abstractmethod
     def batch(self, step: int, size: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """The CPU tensors of step `step` (a pure function of seed, stage and step)."""
 
+    @abstractmethod
     def loss(self, data: dict[str, Any]) -> tuple[Any, dict[str, float]]:
-        raise NotImplementedError
+        """The loss of one batch already on `ctx.device`, and metrics to log."""
 
     def prepare(self) -> None:
         """Work done once before the first step (not repeated on resume)."""
@@ -739,16 +743,18 @@ def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]
             rate *= 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / plan.steps))
         return rate
 
-    def save(step: int, done: bool) -> None:
+    def save(step: int, done: bool) -> dict:
         weights = {name: (ema.module_state(name) if ema else module.state_dict())
                    for name, module in modules.items()}
-        _save_atomic({
+        checkpoint = {
             "step": step, "elapsed": elapsed, "done": done, "plan": asdict(plan),
             "modules": {name: module.state_dict() for name, module in modules.items()},
             "optimizer": optimizer.state_dict(), "ema": ema.state_dict() if ema else None,
             "extra": stage.extra_state(), "weights": weights,
             "device": stage.ctx.device, "workers": workers,
-        }, path)
+        }
+        _save_atomic(checkpoint, path)
+        return checkpoint
 
     for module in modules.values():
         module.train()
@@ -785,9 +791,9 @@ def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]
         if (step + 1) % plan.checkpoint_every == 0 and step + 1 < plan.steps:
             save(step + 1, done=False)
     bar.close()
-    save(plan.steps, done=True)
+    finished = save(plan.steps, done=True)
     log.info("%s: finished %d steps in %.0f s of wall time", stage.name, plan.steps, elapsed)
-    return stage_summary(_load(path))
+    return stage_summary(finished)
 
 
 def stage_summary(checkpoint: dict) -> dict[str, Any]:
@@ -920,6 +926,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def device_available(name: str) -> bool:
+    """`cpu`, or a CUDA device that this process can see."""
+    import torch
+
+    if name == "cpu":
+        return True
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return False
+    return device.type == "cuda" and torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train (or resume) the selected stages, then export the weights folder."""
     args = parse_args(argv)
@@ -947,8 +966,11 @@ def main(argv: list[str] | None = None) -> int:
     from engine.render.tiny import transformers_logging_quiet
 
     transformers_logging_quiet()
-    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
-        print(f"--device {args.device}: not available here (cpu, or cuda when a GPU is visible)", file=sys.stderr)
+    if not device_available(args.device):
+        print(f"--device {args.device}: not available here (cpu, or cuda[:N] for a visible GPU)", file=sys.stderr)
+        return 2
+    if args.workers is not None and args.workers < 0:
+        print(f"--workers {args.workers}: must be 0 (make batches in this process) or more", file=sys.stderr)
         return 2
     if args.device.startswith("cuda"):
         # Small convolutions and matrices: let cuDNN pick kernels, and TF32 where fp32 remains.

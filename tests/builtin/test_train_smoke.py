@@ -167,3 +167,16 @@ def test_prior_prompts_come_from_the_split_they_name(clip_probe):
 
     assert all(triple(labels) in HELD_OUT_TRIPLES for _, labels in clip_probe.prior_prompts(30, "heldout", 3))
     assert not any(triple(labels) in HELD_OUT_TRIPLES for _, labels in clip_probe.prior_prompts(60, "train", 3))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "cuda:99"], "--device cuda:99"),
+    (["--device", "not-a-device"], "--device not-a-device"),
+    (["--workers", "-1"], "--workers -1"),
+])
+def test_bad_device_or_workers_is_a_usage_error(tmp_path, capsys, args, message):
+    """A CUDA index past the visible GPUs, a device torch does not know, or a negative worker
+    count exits 2 with the option named, before anything is trained or written."""
+    assert train.main(["--smoke", "--work", str(tmp_path / "work"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
