@@ -288,10 +288,29 @@ class Stage(ABC):
         pass
 
     def autocast(self):
-        """bf16 autocast for the UNets, on whatever device trains them."""
+        """bf16 autocast for the UNets where the device computes bf16 natively; plain fp32 where
+        it would only emulate it (`fast_bf16`)."""
+        import contextlib
+
         import torch
 
+        if not fast_bf16(self.ctx.device):
+            return contextlib.nullcontext()
         return torch.autocast(torch.device(self.ctx.device).type, dtype=torch.bfloat16)
+
+
+def fast_bf16(device: str) -> bool:
+    """Does `device` compute bf16 natively? CUDA GPUs since Ampere do, and CPUs with AVX512-BF16
+    or AMX, where bf16 autocast made the UNets 1.5-2.4x faster. A CPU without them (plain AVX512
+    or AVX2) emulates bf16: measured on such a 2-core Xeon, a decoder step took 2.9 s with
+    autocast and 1.07 s without, the upsampler 3.0 s and 1.9 s."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    # Private helpers (torch >= 2.1); a torch without them gets the safe answer, fp32.
+    native = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check() for check in native if check is not None)
 
 
 @dataclass
@@ -991,8 +1010,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     ctx = TrainContext(arch=arch, work=work, seed=args.seed, device=args.device)
     ctx.tokenizer = _tokenizer(ctx, work / "tokenizer")
-    log.info("training %s (%s mode, seed %d) in %s on %s with %d threads, %d data workers",
-             ", ".join(stages), mode, args.seed, work, args.device, torch.get_num_threads(), workers)
+    log.info("training %s (%s mode, seed %d) in %s on %s with %d threads, %d data workers; UNets in %s",
+             ", ".join(stages), mode, args.seed, work, args.device, torch.get_num_threads(), workers,
+             "bf16 autocast" if fast_bf16(args.device) else "fp32 (no native bf16 here)")
 
     times_file = work / "times.json"
     times = json.loads(times_file.read_text()) if times_file.exists() else {}
