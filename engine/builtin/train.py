@@ -900,7 +900,10 @@ def _tokenizer(ctx: TrainContext, folder: Path):
     from engine.builtin.scenes import sample_examples
     from engine.render.tokenizer import build_clip_tokenizer, check_tokenizer
 
-    if (folder / "vocab.json").exists():
+    # transformers 5 saves only tokenizer.json (older releases also wrote vocab.json). Reusing it
+    # matters: a rebuild from the same captions numbers some equal-count tokens differently
+    # under another `tokenizers` release, and the trained CLIP would then read the wrong ids.
+    if (folder / "tokenizer.json").exists() or (folder / "vocab.json").exists():
         tokenizer = CLIPTokenizer.from_pretrained(folder)
     else:
         rng = batch_rng(ctx.seed, "tokenizer", 0)

@@ -202,3 +202,19 @@ def test_unets_autocast_to_bf16_only_where_the_cpu_computes_it(monkeypatch, tmp_
     with context:
         out = stage.upsampler(torch.zeros(1, 6, 64, 64), torch.tensor([10])).sample
     assert out.dtype == (torch.bfloat16 if expected else torch.float32)
+
+
+def test_a_work_folder_keeps_the_tokenizer_it_was_trained_with(smoke_run, tmp_path):
+    """A resumed run reuses the saved tokenizer rather than rebuilding it: the saved one is what
+    the CLIP stage learned its token ids from. Shown by a marker token only the saved one has."""
+    from transformers import CLIPTokenizer
+
+    from engine.builtin.models import Architecture
+
+    work, _ = smoke_run
+    saved = CLIPTokenizer.from_pretrained(work / "tokenizer")
+    saved.add_tokens(["<kept-marker>"])
+    folder = tmp_path / "tokenizer"
+    saved.save_pretrained(folder)
+    ctx = train.TrainContext(arch=Architecture.smoke(), work=tmp_path, seed=0)
+    assert "<kept-marker>" in train._tokenizer(ctx, folder).get_vocab()
