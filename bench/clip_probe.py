@@ -130,25 +130,27 @@ def prior_prompts(count: int, split: str, seed: int) -> list[tuple[str, dict[str
 
 
 def prior_embeddings(model_dir: Path, prompts: list[str], seed: int) -> "torch.Tensor":
-    """One image embedding per prompt from the model's prior, at its shipped sampling settings."""
+    """One image embedding per prompt from the model's prior, at the sampling settings a worker
+    resolves for a plain /imagine (the model's imagine.json defaults)."""
     import tempfile
 
     import torch
 
-    from engine.render.loader import load_unclip, resolve_model
+    from engine.render.jobs import RenderJob
+    from engine.render.renderer import load_renderer
 
     with tempfile.TemporaryDirectory() as data_dir:
-        spec = resolve_model(str(model_dir), Path(data_dir))
-        pipe = load_unclip(spec, dtype=torch.float32)
-    defaults = json.loads((model_dir / "imagine.json").read_text()).get("defaults", {})
+        renderer = load_renderer(str(model_dir), Path(data_dir), device="cpu")
+    settings = renderer.resolved_settings(RenderJob(0, "text2image", "", None, 0, 1, {}))
+    pipe = renderer.pipe
     chunks = []
     for start in range(0, len(prompts), 64):
         batch = prompts[start:start + 64]
         generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(batch))]
         chunks.append(pipe.sample_prior(
             pipe.encode_text(batch), pipe.encode_text([""] * len(batch)), generators,
-            num_inference_steps=int(defaults.get("prior_steps", 25)),
-            guidance_scale=float(defaults.get("prior_guidance", 4.0))))
+            num_inference_steps=int(settings["prior_steps"]),
+            guidance_scale=float(settings["prior_guidance"])))
     return torch.cat(chunks)
 
 
