@@ -11,6 +11,7 @@ import uuid
 from sqlalchemy import func, select
 
 from bot.slack.app import SlackBot
+from engine.domain.types import Platform
 from engine.store.models import AuditLogEntry, Generation
 from tests.bot.slack.conftest import ADA, ALICE, BOB, MOD, post_form, post_json
 from tests.bot.slack.fake_slack import (
@@ -45,7 +46,7 @@ async def imagine(fake: FakeSlack, http, bot: SlackBot, text: str, *, user: str 
     status, _ = await post_form(http, bot, slash_command("/imagine", text, user=user, channel=channel,
                                                           response_url=fake.response_url(hook)))
     assert status == 200
-    return await delivered(fake, await job_of(fake, hook))
+    return await delivered(fake, bot, await job_of(fake, hook))
 
 
 async def job_of(fake: FakeSlack, hook: str) -> int:
@@ -54,13 +55,22 @@ async def job_of(fake: FakeSlack, hook: str) -> int:
     return int(queued.params["text"].split()[0].lstrip("#"))
 
 
-async def delivered(fake: FakeSlack, job_id: int) -> Call:
-    """Wait for a job's delivery to finish: its result message is posted (and recorded), then its
-    status message deleted."""
+async def delivered(fake: FakeSlack, bot: SlackBot, job_id: int, timeout: float = 20.0) -> Call:
+    """Wait for a job's delivery to finish: its result message posted and recorded (so a reaction
+    on it finds the job), its status message deleted.
+
+    The delete alone does not say the result is recorded: when a job finishes before its status
+    message is recorded, the poster deletes that message itself, while the delivery may still be
+    between posting the result and recording it."""
     progress = await fake.wait_for("chat.postMessage", lambda c: c.params["text"].startswith(f"#{job_id} ")
                                    and "imagine:cancel" in actions_of(c))
     result = await fake.wait_for("chat.postMessage", lambda c: is_result(c, job_id))
     await fake.wait_for("chat.delete", lambda c: c.params["ts"] == progress.response["ts"])
+    deadline = time.monotonic() + timeout
+    while await bot.runtime.service.message_target(
+            Platform.SLACK, result.params["channel"], result.response["ts"]) is None:
+        assert time.monotonic() < deadline, f"job {job_id}'s result message was never recorded"
+        await asyncio.sleep(0.05)
     return result
 
 
@@ -113,7 +123,7 @@ async def test_variation_button_result_goes_into_root_thread(bots, fake_slack, h
     assert progress.params["text"].startswith("#2 variation of #1:2: queued")
     upload = await fake_slack.wait_for("files.completeUploadExternal", count=2)
     assert upload.params["thread_ts"] == result_ts
-    child = await delivered(fake_slack, 2)
+    child = await delivered(fake_slack, bot, 2)
     assert child.params["thread_ts"] == result_ts
     assert child.params["text"].startswith("#2 variation of #1:2")
 
@@ -126,12 +136,12 @@ async def test_reactions_ask_for_variations_in_the_thread(bots, fake_slack, http
 
     status, _ = await post_json(http, bot, reaction_event("three", user=BOB, channel="C1", ts=share_ts))
     assert status == 200
-    first = await delivered(fake_slack, 2)
+    first = await delivered(fake_slack, bot, 2)
     assert first.params["text"].startswith("#2 variation of #1:3")
     assert first.params["thread_ts"] == result_ts
 
     await post_json(http, bot, reaction_event("two", user=BOB, channel="C1", ts=result_ts))
-    second = await delivered(fake_slack, 3)
+    second = await delivered(fake_slack, bot, 3)
     assert second.params["text"].startswith("#3 variation of #1:2")
     assert second.params["thread_ts"] == result_ts
 
@@ -157,7 +167,7 @@ async def test_same_event_three_times_makes_one_job(bots, fake_slack, http):
         for retry in (None, "1", "2")
     ))
     assert [status for status, _ in answers] == [200, 200, 200]
-    await delivered(fake_slack, 2)
+    await delivered(fake_slack, bot, 2)
     assert await count_jobs(bot) == 2
     assert len(fake_slack.received("chat.postMessage", lambda c: "variation" in c.params["text"]
                                    and "queued" in c.params["text"])) == 1
@@ -174,7 +184,7 @@ async def test_retried_event_to_another_replica_makes_one_job(tmp_path, bots, fa
     event = reaction_event("repeat", user=BOB, channel="C1", ts=result_ts, event_id="EvACROSS")
     assert (await post_json(http, replica_a, event))[0] == 200
     assert (await post_json(http, replica_b, event, headers={"X-Slack-Retry-Num": "1"}))[0] == 200
-    await delivered(fake_slack, 2)
+    await delivered(fake_slack, replica_a, 2)
     assert await count_jobs(replica_a) == 2
 
 

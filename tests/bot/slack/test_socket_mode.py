@@ -31,7 +31,7 @@ async def test_socket_mode_retried_event_makes_one_job(bots, fake_slack):
     await fake_slack.wait_for_socket()
     await fake_slack.send_envelope("slash_commands", slash_command(
         "/imagine", "a red star --n 1", user=ALICE, response_url=fake_slack.response_url()))
-    result = await delivered(fake_slack, 1)
+    result = await delivered(fake_slack, bot, 1)
     result_ts = result.response["ts"]
 
     event = reaction_event("repeat", user=BOB, channel="C1", ts=result_ts, event_id="EvSOCKET")
@@ -39,6 +39,6 @@ async def test_socket_mode_retried_event_makes_one_job(bots, fake_slack):
     again = await fake_slack.send_envelope("events_api", event, retry_attempt=1)
     await fake_slack.wait_for_socket_ack(first)
     await fake_slack.wait_for_socket_ack(again)
-    await delivered(fake_slack, 2)
+    await delivered(fake_slack, bot, 2)
     assert await bot.runtime.service.first_time(bot.adapter.platform, "EvSOCKET") is False
     assert len(fake_slack.received("chat.postMessage", lambda c: "queued" in c.params["text"])) == 2
