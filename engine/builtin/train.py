@@ -62,6 +62,7 @@ class StagePlan:
     checkpoint_every: int = 250
     log_every: int = 50
     cosine: bool = False  # decay the learning rate to 10% by the last step
+    offset_noise_from: int | None = None  # decoder: the step from which its noise gets OFFSET_NOISE
 
 
 PLANS: dict[str, dict[str, StagePlan]] = {
@@ -73,7 +74,11 @@ PLANS: dict[str, dict[str, StagePlan]] = {
         # The ViT learns shapes on varied colours best near 5e-4 (1e-3 and 2e-3 learn them slower).
         "clip": StagePlan(steps=2400, batch=128, lr=5e-4, ema_decay=None, cosine=True),
         "prior": StagePlan(steps=1200, batch=128, lr=3e-4, ema_decay=0.999),
-        "decoder": StagePlan(steps=5000, batch=32, lr=3e-4, ema_decay=0.9995),
+        # The decoder learns shapes on plain noise, then spends its last 1000 steps on offset
+        # noise, which teaches it to take the mean colour from the embedding (see OFFSET_NOISE).
+        # Offset noise from the first step draws the colours as well but the shapes worse
+        # (README's model card has both runs).
+        "decoder": StagePlan(steps=6000, batch=32, lr=3e-4, ema_decay=0.9995, offset_noise_from=5000),
         "upsampler": StagePlan(steps=1000, batch=16, lr=3e-4, ema_decay=0.999),
     },
     "smoke": {
@@ -82,7 +87,7 @@ PLANS: dict[str, dict[str, StagePlan]] = {
         "prior": StagePlan(steps=30, batch=32, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20,
                            log_every=10),
         "decoder": StagePlan(steps=30, batch=8, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20,
-                             log_every=10),
+                             log_every=10, offset_noise_from=20),
         "upsampler": StagePlan(steps=20, batch=8, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20,
                                log_every=10),
     },
@@ -92,6 +97,11 @@ TEXT_DROPOUT = 0.5  # decoder: drop the caption half the time (unCLIP), so "" + 
 IMAGE_EMBED_DROPOUT = 0.1  # decoder: the unconditional branch of classifier-free guidance
 PRIOR_TEXT_DROPOUT = 0.1  # prior: the unconditional branch of its guidance
 PAIR_FRACTION = 0.25  # share of two-object scenes
+# Offset noise (a per-image, per-channel constant of this standard deviation added to the
+# decoder's training noise). Plain pixel noise leaves an image's mean colour readable almost to
+# t = 1000, so the decoder rarely has to make the background colour from the embedding and, at
+# sampling time, keeps whatever mean colour the first noisy steps happen to have.
+OFFSET_NOISE = 0.1
 
 
 # --- batches -----------------------------------------------------------------------------------
@@ -271,8 +281,8 @@ class Stage(ABC):
         """The modules this stage trains and checkpoints, by name."""
 
     @abstractmethod
-    def batch(self, step: int, size: int) -> dict[str, Any]:
-        """The CPU tensors of step `step` (a pure function of seed, stage and step)."""
+    def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
+        """The CPU tensors of step `step` of `plan` (a pure function of seed, stage, plan and step)."""
 
     @abstractmethod
     def loss(self, data: dict[str, Any]) -> tuple[Any, dict[str, float]]:
@@ -422,11 +432,12 @@ class ClipStage(Stage):
         return (torch.from_numpy(masks).reshape(len(scenes), grid, patch, grid, patch)
                 .permute(0, 1, 3, 2, 4).reshape(len(scenes), grid * grid, patch * patch))
 
-    def batch(self, step, size):
+    def batch(self, step, plan):
         import torch
 
         from engine.builtin.scenes import render_batch, sample_contrastive_batch
 
+        size = plan.batch
         rng = batch_rng(self.ctx.seed, self.name, step)
         examples = sample_contrastive_batch(rng, size, pair_fraction=PAIR_FRACTION)
         scenes = [e.scene for e in examples]
@@ -512,11 +523,12 @@ class PriorStage(Stage):
         log.info("prior: image embedding mean norm %.3f, mean std %.3f",
                  embeds.norm(dim=1).mean().item(), embeds.std(0).mean().item())
 
-    def batch(self, step, size):
+    def batch(self, step, plan):
         import torch
 
         from engine.builtin.scenes import render_batch, sample_examples
 
+        size = plan.batch
         rng = batch_rng(self.ctx.seed, self.name, step)
         generator = torch_generator(self.ctx.seed, self.name, step)
         examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION)
@@ -569,11 +581,12 @@ class DecoderStage(Stage):
     def trainable(self):
         return {"text_proj": self.text_proj, "decoder": self.decoder}
 
-    def batch(self, step, size):
+    def batch(self, step, plan):
         import torch
 
         from engine.builtin.scenes import render_batch, sample_examples
 
+        size = plan.batch
         arch = self.ctx.arch
         rng = batch_rng(self.ctx.seed, self.name, step)
         generator = torch_generator(self.ctx.seed, self.name, step)
@@ -585,6 +598,10 @@ class DecoderStage(Stage):
         x0 = area_downsample(to_tensor(images), arch.decoder_size)
         t = self.schedule.sample_timesteps(size, generator)
         noise = torch.randn(x0.shape, generator=generator)
+        if plan.offset_noise_from is not None and step >= plan.offset_noise_from:
+            # Its own generator: every other draw of the step stays what it is without offset.
+            offsets = torch.randn(size, 3, 1, 1, generator=torch_generator(self.ctx.seed, "offset", step))
+            noise = noise + OFFSET_NOISE * offsets
         return {"ids": ids, "mask": mask, "clip_pixels": clip_pixels(images, arch.clip_size),
                 "drop_text": drop_text, "drop_image": drop_image, "x0": x0, "t": t, "noise": noise}
 
@@ -637,12 +654,13 @@ class UpsamplerStage(Stage):
     def trainable(self):
         return {"super_res": self.upsampler}
 
-    def batch(self, step, size):
+    def batch(self, step, plan):
         import torch
         from torch.nn import functional as F
 
         from engine.builtin.scenes import render_batch, sample_examples
 
+        size = plan.batch
         arch = self.ctx.arch
         rng = batch_rng(self.ctx.seed, self.name, step)
         generator = torch_generator(self.ctx.seed, self.name, step)
@@ -685,14 +703,14 @@ STAGE_CLASSES: dict[str, type[Stage]] = {
 class StepBatches:
     """Batch i of a run that starts at `start`: what the data loader's workers make ahead."""
 
-    def __init__(self, stage: Stage, size: int, start: int, stop: int) -> None:
-        self.stage, self.size, self.start, self.stop = stage, size, start, stop
+    def __init__(self, stage: Stage, plan: StagePlan, start: int) -> None:
+        self.stage, self.plan, self.start = stage, plan, start
 
     def __len__(self) -> int:
-        return self.stop - self.start
+        return self.plan.steps - self.start
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.stage.batch(self.start + index, self.size)
+        return self.stage.batch(self.start + index, self.plan)
 
 
 def _one_thread(_worker: int) -> None:
@@ -712,7 +730,7 @@ def batches(stage: Stage, plan: StagePlan, start: int, workers: int):
     """The batches of steps start.. in order, made by `workers` processes (0: in this one)."""
     from torch.utils.data import DataLoader
 
-    return DataLoader(StepBatches(stage, plan.batch, start, plan.steps), batch_size=None, shuffle=False,
+    return DataLoader(StepBatches(stage, plan, start), batch_size=None, shuffle=False,
                       num_workers=workers, worker_init_fn=_one_thread if workers else None,
                       prefetch_factor=8 if workers else None, pin_memory=stage.ctx.device.startswith("cuda"))
 

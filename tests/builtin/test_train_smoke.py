@@ -137,6 +137,34 @@ def test_worker_processes_make_the_same_batches_as_the_main_process(smoke_run):
     assert not torch.equal(inline[0]["noise"], inline[1]["noise"])
 
 
+def test_decoder_noise_gets_a_colour_offset_from_the_plans_step_on(smoke_run):
+    """From `offset_noise_from` on, each image's noise gets one constant per colour channel
+    (offset noise); before it, and everything else in the batch, is what a plan without offset
+    makes, so the first phase of the shipped recipe is unchanged."""
+    from dataclasses import replace
+
+    import torch
+
+    from engine.builtin.models import Architecture
+
+    work, _ = smoke_run
+    ctx = train.TrainContext(arch=Architecture.smoke(), work=work, seed=0)
+    ctx.tokenizer = train._tokenizer(ctx, work / "tokenizer")
+    stage = train.DecoderStage(ctx)
+    with_offset = replace(train.PLANS["smoke"]["decoder"], offset_noise_from=10)
+    plain = replace(with_offset, offset_noise_from=None)
+
+    assert torch.equal(stage.batch(9, with_offset)["noise"], stage.batch(9, plain)["noise"])
+    offset, base = stage.batch(10, with_offset), stage.batch(10, plain)
+    for key in base.keys() - {"noise"}:
+        assert torch.equal(offset[key], base[key]), key
+    shift = offset["noise"] - base["noise"]
+    per_channel = shift[:, :, :1, :1]
+    assert torch.allclose(shift, per_channel.expand_as(shift), atol=1e-6)
+    assert per_channel.abs().min() > 0 and per_channel.std() < 3 * train.OFFSET_NOISE
+    assert len(per_channel.flatten().unique()) == per_channel.numel()  # per image and channel
+
+
 def test_unavailable_device_is_a_usage_error(tmp_path, capsys):
     """--device cuda on a machine without a GPU (or a made-up device) exits 2 before training."""
     import torch
