@@ -40,13 +40,12 @@ DEFAULT_WORK = Path("data/builtin-train")
 
 #: The sampling settings imagine.json ships (tuned with `bench/model_quality.py --set` on the
 #: held-out prompts). The decoder needs guidance to follow its conditioning; trained with offset
-#: noise it draws colours and shapes best at 8 (48 prompts: foreground 0.95, background 0.88, shape
-#: 0.97; at 12: 0.88, 0.87, 0.93). The prior is best at guidance 2: at 4 it
-#: pushes embeddings towards combinations it has seen (background 0.74 against 0.76, shape 0.86
-#: against 0.89). The upsampler starts half-way from the bicubic upscale: from pure noise it
-#: washes the colours out. Variations start from the source image (strength 0.6): from the
-#: embedding alone they keep colour and shape half the time; `/vary strength:1` gives the paper's
-#: pure embedding variations.
+#: noise it draws colours and shapes best at 8 (48 prompts: foreground 0.95, background 0.88,
+#: shape 0.97; at 12: 0.88, 0.87, 0.93). The prior is best at guidance 2: at 4 it pushes
+#: embeddings towards combinations it has seen (background 0.74 against 0.76, shape 0.86 against
+#: 0.89, with the previous decoder). The upsampler starts half-way from the bicubic upscale: from
+#: pure noise it washes the colours out. Variations start from the source image (strength 0.6);
+#: `/vary strength:1` gives the paper's pure embedding variations.
 SAMPLING_DEFAULTS = {
     "prior_steps": 25, "decoder_steps": 25, "super_res_steps": 10, "super_res_strength": 0.5,
     "prior_guidance": 2.0, "decoder_guidance": 8.0, "strength": 0.6,
