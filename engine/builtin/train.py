@@ -74,11 +74,11 @@ PLANS: dict[str, dict[str, StagePlan]] = {
         # The ViT learns shapes on varied colours best near 5e-4 (1e-3 and 2e-3 learn them slower).
         "clip": StagePlan(steps=2400, batch=128, lr=5e-4, ema_decay=None, cosine=True),
         "prior": StagePlan(steps=1200, batch=128, lr=3e-4, ema_decay=0.999),
-        # The decoder learns shapes on plain noise, then spends its last 1000 steps on offset
+        # The decoder learns shapes on plain noise, then spends its last 2000 steps on offset
         # noise, which teaches it to take the mean colour from the embedding (see OFFSET_NOISE).
-        # Offset noise from the first step draws the colours as well but the shapes worse
-        # (README's model card has both runs).
-        "decoder": StagePlan(steps=6000, batch=32, lr=3e-4, ema_decay=0.9995, offset_noise_from=5000),
+        # Offset noise from the first step draws the colours as well but the shapes worse; 1000
+        # offset steps kept variations' shapes less well than 2000 (README's model card).
+        "decoder": StagePlan(steps=7000, batch=32, lr=3e-4, ema_decay=0.9995, offset_noise_from=5000),
         "upsampler": StagePlan(steps=1000, batch=16, lr=3e-4, ema_decay=0.999),
     },
     "smoke": {
