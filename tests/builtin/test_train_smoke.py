@@ -115,17 +115,23 @@ def test_clip_probe_without_a_checkpoint_is_a_usage_error(clip_probe, tmp_path, 
     assert captured.out == ""
 
 
-def test_worker_processes_make_the_same_batches_as_the_main_process(smoke_run):
+@pytest.fixture(scope="module")
+def smoke_decoder_stage(smoke_run):
+    """The decoder stage of the smoke run's work folder (its CLIP and tokenizer), untrained."""
+    from engine.builtin.models import Architecture
+
+    work, _ = smoke_run
+    ctx = train.TrainContext(arch=Architecture.smoke(), work=work, seed=0)
+    ctx.tokenizer = train._tokenizer(ctx, work / "tokenizer")
+    return train.DecoderStage(ctx)
+
+
+def test_worker_processes_make_the_same_batches_as_the_main_process(smoke_decoder_stage):
     """Batches are a function of the step alone: made ahead by data-loader workers (as on a GPU
     run) they equal the ones the main process makes, so --workers does not change the data."""
     import torch
 
-    work, _ = smoke_run
-    from engine.builtin.models import Architecture
-
-    ctx = train.TrainContext(arch=Architecture.smoke(), work=work, seed=0)
-    ctx.tokenizer = train._tokenizer(ctx, work / "tokenizer")
-    stage = train.DecoderStage(ctx)
+    stage = smoke_decoder_stage
     plan = train.PLANS["smoke"]["decoder"]
     inline = list(train.batches(stage, plan, start=plan.steps - 3, workers=0))
     ahead = list(train.batches(stage, plan, start=plan.steps - 3, workers=2))
@@ -137,7 +143,7 @@ def test_worker_processes_make_the_same_batches_as_the_main_process(smoke_run):
     assert not torch.equal(inline[0]["noise"], inline[1]["noise"])
 
 
-def test_decoder_noise_gets_a_colour_offset_from_the_plans_step_on(smoke_run):
+def test_decoder_noise_gets_a_colour_offset_from_the_plans_step_on(smoke_decoder_stage):
     """From `offset_noise_from` on, each image's noise gets one constant per colour channel
     (offset noise); before it, and everything else in the batch, is what a plan without offset
     makes, so the first phase of the shipped recipe is unchanged."""
@@ -145,12 +151,7 @@ def test_decoder_noise_gets_a_colour_offset_from_the_plans_step_on(smoke_run):
 
     import torch
 
-    from engine.builtin.models import Architecture
-
-    work, _ = smoke_run
-    ctx = train.TrainContext(arch=Architecture.smoke(), work=work, seed=0)
-    ctx.tokenizer = train._tokenizer(ctx, work / "tokenizer")
-    stage = train.DecoderStage(ctx)
+    stage = smoke_decoder_stage
     with_offset = replace(train.PLANS["smoke"]["decoder"], offset_noise_from=10)
     plain = replace(with_offset, offset_noise_from=None)
 
