@@ -245,7 +245,7 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda; the numbers differ only by float noise")
     parser.add_argument("--details", type=Path, default=None, help="also write counts and timings here")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: no_prior,binding,variations")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: prior,no_prior,binding,variations")
     return parser.parse_args(argv)
 
 
@@ -289,11 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     pair_prompts = [p.prompt for p in pair_list]
     zeros = {"foreground_colour": 0.0, "background_colour": 0.0, "shape": 0.0, "position": 0.0, "binding": 0.0}
 
-    prior = score_singles(checker, singles, render_with_prior(renderer, single_prompts, params, args.seed))
-    lap("prior")
-    if "binding" not in skip:
-        prior.update(score_pairs(checker, pair_list, render_with_prior(renderer, pair_prompts, params, args.seed)))
-        lap("prior binding")
+    prior: dict = dict(zeros)
+    if "prior" not in skip:
+        prior = score_singles(checker, singles, render_with_prior(renderer, single_prompts, params, args.seed))
+        lap("prior")
+        if "binding" not in skip:
+            prior.update(score_pairs(checker, pair_list, render_with_prior(renderer, pair_prompts, params, args.seed)))
+            lap("prior binding")
     no_prior: dict = dict(zeros)
     if "no_prior" not in skip:
         no_prior = score_singles(checker, singles, render_without_prior(renderer, single_prompts, params, args.seed))
