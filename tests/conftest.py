@@ -44,6 +44,29 @@ def require(name: str) -> None:
     pytest.skip(message)
 
 
+# --- logging --------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Put the loggers back as they were after each test.
+
+    `imagine-bot …` run in-process (bot.cli.main) and the trainer install stream handlers on
+    the stream pytest captures for that one test; once it is closed, every later log record
+    would print a "Logging error" traceback."""
+    import logging
+
+    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(logger, logging.Logger))]
+    saved = {logger: (logger.handlers[:], logger.level, logger.propagate) for logger in loggers}
+    yield
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        if logger in saved:
+            logger.handlers[:], logger.level, logger.propagate = saved[logger]
+        elif isinstance(logger, logging.Logger):  # first imported during the test
+            logger.handlers[:] = [h for h in logger.handlers if type(h) is not logging.StreamHandler]
+
+
 # --- databases -------------------------------------------------------------------------------
 
 

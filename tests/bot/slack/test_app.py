@@ -119,7 +119,10 @@ async def test_variation_button_result_goes_into_root_thread(bots, fake_slack, h
         "imagine:vary:2", "1", user=BOB, channel="C1", message_ts=result_ts,
         response_url=fake_slack.response_url()))
     assert status == 200
-    progress = await fake_slack.wait_for("chat.postMessage", lambda c: c.params.get("thread_ts") == result_ts)
+    # The status message (the one with Cancel), not the first message in the thread: a fast worker
+    # can finish and post the result before the status message's own request reaches Slack.
+    progress = await fake_slack.wait_for("chat.postMessage", lambda c: c.params.get("thread_ts") == result_ts
+                                         and "imagine:cancel" in actions_of(c))
     assert progress.params["text"].startswith("#2 variation of #1:2: queued")
     upload = await fake_slack.wait_for("files.completeUploadExternal", count=2)
     assert upload.params["thread_ts"] == result_ts
