@@ -7,7 +7,7 @@ baseline, the same `ImagineUnCLIPPipeline` with `use_prior=False`. Images are ju
 `engine.builtin.checker`: pixel statistics for colours and positions, a small CNN trained only on
 generator labels for shapes; the model's own CLIP judges nothing.
 
-    python bench/model_quality.py            # 200 prompts × 4 images, ~30 min on 2 cores
+    python bench/model_quality.py            # 200 prompts × 4 images, ~80 min on 2 cores (+8 the first time: shape checker)
     python bench/model_quality.py --quick    # 40 prompts, for tuning
 
 Output: {"prior": {"foreground_colour", "background_colour", "shape", "position", "binding"},
