@@ -94,7 +94,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from engine.metrics import WORKER_READY
 
         WORKER_READY.set(1)
+        # The solo pool runs the task on the thread that would send AMQP heartbeats, so a render
+        # longer than two heartbeats made RabbitMQ drop the connection and hand the job to a
+        # second worker. Without heartbeats a killed worker's socket still closes at once (the
+        # kernel closes it) and a lost machine is caught by the job lease (engine/worker/recovery.py).
+        app.conf.broker_heartbeat = 0
     _start_worker_ops(settings, app, task, loaded=args.pool == "solo")
+    from engine.worker.recovery import start_sweeper
+
+    start_sweeper(app, settings)
     argv = ["worker", f"--pool={args.pool}", f"--concurrency={args.concurrency}",
             f"--queues={args.queues or GPU_QUEUE}", f"--loglevel={args.loglevel}",
             "--without-gossip", "--without-mingle"]
@@ -175,10 +183,10 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     from engine.store.db import Database
     from engine.worker.app import build_app
     from engine.worker.queue import CeleryJobQueue
-    from engine.worker.requeue import requeue_stuck
+    from engine.worker.recovery import requeue_stuck
 
     settings = _settings()
-    running_minutes = args.running_minutes or max(1, 2 * settings.worker.time_limit_s // 60)
+    running_minutes = args.running_minutes or max(1, -(-int(settings.worker.lease_s) // 60))
     found = requeue_stuck(
         Database(settings.database_url), CeleryJobQueue(build_app(settings)),
         queued_for=timedelta(minutes=args.queued_minutes), running_for=timedelta(minutes=running_minutes),
@@ -253,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     requeue = sub.add_parser("requeue", help="publish again jobs whose queue messages were lost")
     requeue.add_argument("--queued-minutes", type=int, default=30, help="queued longer than this")
     requeue.add_argument("--running-minutes", type=int, default=0,
-                         help="running longer than this (default: twice the hard time limit)")
+                         help="running with no heartbeat for longer than this (default: the lease)")
     requeue.add_argument("--apply", action="store_true", help="really publish (default: report only)")
     requeue.set_defaults(func=cmd_requeue)
 

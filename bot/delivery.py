@@ -2,17 +2,24 @@
 
 One loop per bot process: wait for a wake-up (Redis pub/sub) or the poll interval, then sweep
 this platform's undelivered jobs: show progress of running ones (throttled), and deliver
-finished ones once across replicas (claim → deliver → mark delivered). A claim is a lease: if
-the delivery fails (or the bot dies mid-way) the claim goes stale after `lease_s` and a later
-sweep, of this replica or another, delivers it. A restart simply sweeps again, so results
-finished while the bot was down arrive when it comes back.
+finished ones once across replicas (claim → deliver → mark delivered).
+
+A claim is a lease held under this replica's token. The sweep claims a few jobs at a time; before
+each delivery it renews the lease (and skips the job if another replica took it over meanwhile),
+keeps renewing it while a slow upload runs, and marks the job delivered only under its own
+claim. If the delivery fails, or the bot dies mid-way, the lease goes stale after `lease_s` and a
+later sweep of any replica delivers it — as a second attempt (`delivery_attempts` > 1), for
+which the adapter first looks at what the first one already posted, so nothing shows twice. A
+restart simply sweeps again, so results finished while the bot was down arrive when it comes back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+import uuid
 from datetime import timedelta
 from typing import Protocol
 
@@ -51,6 +58,7 @@ class Delivery:
         sweep_interval_s: float = 5.0,
         progress_interval_s: float = 1.5,
         lease_s: float = 30.0,
+        claim_batch: int = 10,
     ) -> None:
         self.service = service
         self.target = target
@@ -58,6 +66,11 @@ class Delivery:
         self.sweep_interval_s = sweep_interval_s
         self.progress_interval_s = progress_interval_s
         self.lease_s = lease_s
+        # Few at a time: jobs this replica has claimed but not reached yet cannot be delivered
+        # by another replica, so a large claim only makes the others wait.
+        self.claim_batch = claim_batch
+        #: This replica's claims: only they let it renew a lease or mark a job delivered.
+        self.claim = uuid.uuid4().hex
         # What each job's status message last showed, and when (progress throttling).
         self._shown: dict[int, tuple[str, float, float]] = {}
         # Active jobs are re-read only when they changed since the last sweep (a burst of
@@ -119,7 +132,8 @@ class Delivery:
         """Show progress and deliver results once; returns how many results were delivered."""
         started = utcnow()
         claimed, active = await self.service.claim_deliveries(
-            self.target.platform, self.lease_s, active_since=self._active_since
+            self.target.platform, self.claim, self.lease_s, active_since=self._active_since,
+            limit=self.claim_batch,
         )
         self._active_since = started - CLOCK_MARGIN
         now = time.monotonic()
@@ -128,6 +142,8 @@ class Delivery:
         delivered = 0
         for job in claimed:
             delivered += await self._deliver(job)
+        if len(claimed) == self.claim_batch:
+            self.kick()  # more may be waiting: sweep again at once
         return delivered
 
     async def _progress(self, job: GenerationView, now: float) -> None:
@@ -150,15 +166,39 @@ class Delivery:
             return await self._deliver_one(job)
 
     async def _deliver_one(self, job: GenerationView) -> bool:
+        # The claim may be older than the lease by now (deliveries before this one were slow):
+        # renewing it is also the check that no other replica took the job over.
+        if not await self.service.renew_delivery(job.id, self.claim):
+            log.info("job %s: delivered or claimed by another replica meanwhile; skipping it", job.id)
+            return False
+        keeper = asyncio.create_task(self._keep_claim(job.id))
         try:
             await self.target.deliver(job)
         except Exception:  # noqa: BLE001 - never lose a result: the claim expires, a sweep retries
             log.exception("job %s: delivery failed; retrying in %.0f s", job.id, self.lease_s)
             return False
-        await self.service.mark_delivered(job.id)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        if not await self.service.mark_delivered(job.id, self.claim):
+            log.warning("job %s: delivered, but the claim had passed to another replica (this "
+                        "replica stalled for longer than the %.0f s lease)", job.id, self.lease_s)
+            return False
         if job.finished_at is not None:
             metrics.JOB_SECONDS.labels(phase="delivery").observe(
                 max(0.0, (utcnow() - job.finished_at).total_seconds()))
         self._shown.pop(job.id, None)
         log.info("job %s delivered (%s)", job.id, job.status)
         return True
+
+    async def _keep_claim(self, job_id: int) -> None:
+        """Renew the lease while one delivery runs (a slow upload must not lose it)."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                if not await self.service.renew_delivery(job_id, self.claim):
+                    log.warning("job %s: lost the delivery claim while delivering", job_id)
+                    return
+            except Exception as error:  # noqa: BLE001 - try again; the lease has slack
+                log.warning("job %s: delivery lease not renewed: %s", job_id, error)

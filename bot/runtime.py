@@ -74,6 +74,7 @@ def service_policy(settings: Settings) -> ServicePolicy:
         max_steps=settings.limits.max_steps,
         max_guidance=settings.limits.max_guidance,
         history_page_size=settings.limits.history_page_size,
+        enqueue_timeout_s=settings.broker.publish_timeout_s,
     )
 
 

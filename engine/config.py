@@ -31,8 +31,10 @@ class DatabaseSettings(BaseSettings):
     model_config = _env("IMAGINE_DB_")
 
     url: str = ""  # empty: SQLite file in the data folder
-    pool_size: int = 10
-    max_overflow: int = 20
+    # Per bot process. PostgreSQL's max_connections (100 by default) must cover every bot's
+    # pool_size + max_overflow plus 6 per worker process (docs/deploy.md, "Connections").
+    pool_size: int = 5
+    max_overflow: int = 5
     echo: bool = False
     # Upgrade the schema at start-up. On by default for SQLite (the embedded demo); production runs
     # the one-shot `imagine-bot migrate` job instead.
@@ -77,6 +79,8 @@ class RenderSettings(BaseSettings):
     batch_wait_ms: int = 0
     # A no-op renderer exists only for benchmarks that measure the system without the model.
     backend: str = "unclip"  # unclip | noop
+    # The no-op renderer's time per job, "MS" or "MIN-MAX" (the chaos benchmark's slow renders).
+    noop_delay_ms: str = ""
 
 
 class WorkerSettings(BaseSettings):
@@ -87,6 +91,17 @@ class WorkerSettings(BaseSettings):
     soft_time_limit_s: int = 600
     time_limit_s: int = 660
     concurrency: int = 1
+    # A rendering worker renews its jobs' lease every heartbeat_s; a running job whose lease is
+    # older than lease_s has lost its worker (SIGKILL, OOM, a lost machine) and every worker's
+    # sweeper (every sweep_interval_s) puts it back on the queue.
+    heartbeat_s: float = 5.0
+    lease_s: float = 20.0
+    sweep_interval_s: float = 5.0
+    # A queued job whose message is in no broker queue (the queue is empty) for this long is
+    # published again: a message lost with a killed worker or a restarted broker.
+    republish_after_s: float = 30.0
+    # A job whose worker died this many times while rendering it is failed (and refunded).
+    max_attempts: int = 3
 
 
 class QuotaSettings(BaseSettings):

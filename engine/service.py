@@ -108,6 +108,9 @@ class ServicePolicy:
     max_term_chars: int = 100
     max_upload_bytes: int = 10 * 1024 * 1024
     max_upload_pixels: int = 4096 * 4096
+    #: A publish that has not returned by then counts as failed (the job is refunded); a
+    #: broker that accepts connections but does not answer must not hold the user longer.
+    enqueue_timeout_s: float = 5.0
 
 
 def new_task_id() -> str:
@@ -292,7 +295,10 @@ class ImagineService:
             view.id, view.kind, actor.platform, actor.user_id, view.cost,
         )
         try:
-            await asyncio.to_thread(self.queue.enqueue, view.id, task_id)
+            # If the publish still completes after the timeout, the worker finds the job failed
+            # and does nothing: the refund below stands.
+            await asyncio.wait_for(asyncio.to_thread(self.queue.enqueue, view.id, task_id),
+                                   self.policy.enqueue_timeout_s)
         except Exception as error:  # noqa: BLE001 - any broker failure means "queue down"
             log.error("job %s: enqueue failed, refunding: %r", view.id, error)
             await self.db.run(self._fail_enqueue, view.id)
@@ -370,6 +376,8 @@ class ImagineService:
             render_info={},
             created_at=now,
             updated_at=now,
+            enqueued_at=now,  # published right after this transaction
+            delivery_attempts=0,
             # Known already: set them so building the view needs no further queries.
             team=team,
             requester=user,
@@ -592,22 +600,28 @@ class ImagineService:
     # --- delivery ----------------------------------------------------------------------------
 
     async def claim_deliveries(
-        self, platform: Platform, lease_s: float = 30.0, active_since: datetime | None = None
+        self, platform: Platform, claim: str, lease_s: float = 30.0,
+        active_since: datetime | None = None, limit: int = 10,
     ) -> tuple[list[GenerationView], list[GenerationView]]:
-        """(finished jobs now claimed for delivery by this bot, queued/running jobs changed
+        """(finished jobs now claimed for delivery under `claim`, queued/running jobs changed
         since `active_since`, or all of them)."""
 
-        def claim(session: Session):
+        def claim_rows(session: Session):
             claimed, active = repo.claim_deliveries(
-                session, platform, self.clock(), lease_s, active_since=active_since
+                session, platform, self.clock(), lease_s, claim, active_since=active_since, limit=limit
             )
             return ([repo.generation_view(g) for g in claimed],
                     [repo.generation_view(g) for g in active])
 
-        return await self.db.run(claim)
+        return await self.db.run(claim_rows)
 
-    async def mark_delivered(self, generation_id: int) -> None:
-        await self.db.run(repo.mark_delivered, generation_id, self.clock())
+    async def renew_delivery(self, generation_id: int, claim: str) -> bool:
+        """Extend a delivery lease; False if it is not this claim's any more."""
+        return await self.db.run(repo.renew_delivery, generation_id, claim, self.clock())
+
+    async def mark_delivered(self, generation_id: int, claim: str | None = None) -> bool:
+        """Mark a job delivered (under `claim`, when given); False if that claim had passed."""
+        return await self.db.run(repo.mark_delivered, generation_id, self.clock(), claim)
 
     # --- moderation --------------------------------------------------------------------------
 

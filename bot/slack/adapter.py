@@ -64,6 +64,18 @@ from engine.storage import ImageStore
 
 log = logging.getLogger(__name__)
 
+#: Message metadata event types on the messages a delivery posts: a retried delivery finds them.
+RESULT_EVENT = "imagine_result"
+OUTCOME_EVENT = "imagine_outcome"
+#: How far before a job finished a retried delivery looks for what it posted, and how many
+#: pages of history it reads.
+LOOKBACK_S = 60
+LOOKUP_PAGES = 5
+
+
+def _metadata(event: str, job: GenerationView) -> dict[str, Any]:
+    return {"event_type": event, "event_payload": {"job_id": job.id}}
+
 # Reactions that ask for something: image number (None: the image the message shows).
 VARY_REACTIONS = {"repeat": None, "one": 1, "two": 2, "three": 3, "four": 4}
 REMOVE_REACTION = "x"
@@ -395,18 +407,25 @@ class SlackAdapter:
         posted = await self.service.messages_for(job.id)
         roles = {role for _, _, _, role in posted}
         progress = [(ch, ts) for ch, ts, _, role in posted if role == "progress"]
+        # A second attempt: the first may have posted a step and died before recording it.
+        # Each step is looked up in Slack before it is done again, so nothing shows twice.
+        retry = job.delivery_attempts > 1
         if job.status == GenerationStatus.DONE:
             thread_ts = await self._thread_ts(job, channel)
             # Each step is recorded as soon as it is done, so a retried delivery (after a failed
-            # upload, say) does only what is left and never posts a result twice.
+            # upload, say) does only what is left.
             if "file" not in roles:
-                file_id = await self._upload(job, channel, thread_ts)
+                file_id = await self._uploaded_file(job, channel) if retry else None
+                if file_id is None:
+                    file_id = await self._upload(job, channel, thread_ts)
                 await self.service.record_message(Platform.SLACK, channel, f"file:{file_id}", job.id,
                                                   role="file")
                 self._later(self._record_share(job.id, channel, file_id))
             if "result" not in roles:
-                text, blocks = result_message(job)
-                ts = await self._post(channel, text, blocks, thread_ts)
+                ts = await self._posted(job, channel, thread_ts, RESULT_EVENT) if retry else None
+                if ts is None:
+                    text, blocks = result_message(job)
+                    ts = await self._post(channel, text, blocks, thread_ts, _metadata(RESULT_EVENT, job))
                 await self.service.record_message(Platform.SLACK, channel, ts, job.id, role="result")
             for progress_channel, ts in progress:
                 await self._delete(progress_channel, ts)
@@ -416,8 +435,45 @@ class SlackAdapter:
                 for progress_channel, ts in progress:
                     await self._update_quietly(progress_channel, ts, text, blocks)
             else:
-                await self._post(channel, text, blocks, await self._thread_ts(job, channel))
+                thread_ts = await self._thread_ts(job, channel)
+                if not retry or await self._posted(job, channel, thread_ts, OUTCOME_EVENT) is None:
+                    await self._post(channel, text, blocks, thread_ts, _metadata(OUTCOME_EVENT, job))
         self._progress.pop(job.id, None)
+
+    async def _posted(self, job: GenerationView, channel: str, thread_ts: str | None, event: str) -> str | None:
+        """The ts of a message an earlier delivery of this job posted (found by its metadata)."""
+        oldest = f"{(job.finished_at or job.created_at).timestamp() - LOOKBACK_S:.6f}"
+        cursor = None
+        for _ in range(LOOKUP_PAGES):
+            arguments: dict[str, Any] = {"channel": channel, "oldest": oldest, "limit": 200,
+                                         "include_all_metadata": True}
+            if cursor:
+                arguments["cursor"] = cursor
+            if thread_ts:
+                page = await self.client.conversations_replies(ts=thread_ts, **arguments)
+            else:
+                page = await self.client.conversations_history(**arguments)
+            for message in page.get("messages") or []:
+                metadata = message.get("metadata") or {}
+                if (metadata.get("event_type") == event
+                        and (metadata.get("event_payload") or {}).get("job_id") == job.id):
+                    log.info("job %s: found the %s an earlier delivery posted (%s)", job.id, event,
+                             message.get("ts"))
+                    return message.get("ts")
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
+        return None
+
+    async def _uploaded_file(self, job: GenerationView, channel: str) -> str | None:
+        """The id of the grid an earlier delivery of this job uploaded, if it did."""
+        since = int((job.finished_at or job.created_at).timestamp() - LOOKBACK_S)
+        page = await self.client.files_list(channel=channel, ts_from=since, types="images", count=200)
+        for file in page.get("files") or []:
+            if str(file.get("name", "")).startswith(f"imagine-{job.id}."):
+                log.info("job %s: found the grid an earlier delivery uploaded (%s)", job.id, file.get("id"))
+                return file.get("id")
+        return None
 
     # --- posting -----------------------------------------------------------------------------
 
@@ -455,11 +511,14 @@ class SlackAdapter:
                         return ts
         return job.reply_target.get("thread_ts")
 
-    async def _post(self, channel: str, text: str, blocks: list[dict], thread_ts: str | None = None) -> str:
+    async def _post(self, channel: str, text: str, blocks: list[dict], thread_ts: str | None = None,
+                    metadata: dict[str, Any] | None = None) -> str:
         arguments: dict[str, Any] = {"channel": channel, "text": text, "blocks": blocks,
                                      "unfurl_links": False, "unfurl_media": False}
         if thread_ts:
             arguments["thread_ts"] = thread_ts
+        if metadata:
+            arguments["metadata"] = metadata
         try:
             response = await self.client.chat_postMessage(**arguments)
         except SlackApiError as error:

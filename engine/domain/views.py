@@ -49,6 +49,8 @@ class GenerationView:
     grid_key: str | None
     render_ms: int | None = None
     images: tuple[ImageView, ...] = ()
+    #: Claims for delivery so far: above 1, an earlier delivery may have posted part of it.
+    delivery_attempts: int = 0
 
     @property
     def parent_label(self) -> str | None:

@@ -35,6 +35,9 @@ class RenderJob:
     #: PNG bytes of the source image(s) (variation strength, upscale, uploads).
     source_images: tuple[bytes, ...] = ()
     weights: tuple[float, ...] = ()
+    #: Which claim of the job this render belongs to (its files are named after it, so a
+    #: render that lost its job never overwrites the files of the one that stored it).
+    attempt: int = 1
 
     def image_seeds(self) -> list[int]:
         """Image k of a job is rendered from seed + k - 1, so each image is reproducible alone."""

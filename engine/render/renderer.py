@@ -457,12 +457,12 @@ class UnCLIPRenderer(BaseRenderer):
 
 def load_renderer(model: str, data_dir, *, backend: str = "unclip", device: str = "auto",
                   dtype: str = "auto", cpu_offload: bool = False, compile: bool = False,
-                  torch_threads: int = 0, prior_model: str | None = None):
+                  torch_threads: int = 0, prior_model: str | None = None, noop_delay_ms: str = ""):
     """The renderer a worker process uses: loaded once, kept warm."""
     if backend == "noop":
-        from engine.render.noop import NoopRenderer
+        from engine.render.noop import NoopRenderer, parse_delay
 
-        return NoopRenderer()
+        return NoopRenderer(parse_delay(noop_delay_ms))
     if torch_threads:
         torch.set_num_threads(torch_threads)
     from engine.render.loader import resolve_model

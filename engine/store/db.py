@@ -8,6 +8,9 @@ loop); the worker calls them inside `Database.sync_session()`. One copy of every
 from __future__ import annotations
 
 import logging
+import os
+import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -87,6 +90,14 @@ def is_unavailable(error: BaseException) -> bool:
                 "terminating",
                 "could not translate host",
                 "timeout",
+                # PostgreSQL refusing new connections: over max_connections, starting up,
+                # shutting down, or in recovery after a failover.
+                "too many clients",
+                "remaining connection slots",
+                "the database system is",
+                "cannot execute",  # ... in a read-only transaction: a replica after failover
+                "admin_shutdown",
+                "database is locked",
             )
         )
     return isinstance(error, (ConnectionError, TimeoutError)) or (
@@ -108,6 +119,8 @@ class Database:
         self._echo = echo
         self._async_engine: AsyncEngine | None = None
         self._sync_engine: Engine | None = None
+        # A forked child (a prefork worker) must not use, or close, its parent's connections.
+        os.register_at_fork(after_in_child=_forget_connections_after_fork(weakref.ref(self)))
 
     @property
     def async_engine(self) -> AsyncEngine:
@@ -149,6 +162,29 @@ class Database:
                 raise StoreUnavailable() from error
             raise
 
+    def retrying(self, fn: Callable[..., T], /, *args: Any, deadline_s: float = 30.0,
+                 **kwargs: Any) -> T:
+        """Run `fn(session, *args, **kwargs)` in one transaction, again and again while the
+        database is unreachable (a failover, a terminated connection), for up to `deadline_s`.
+
+        `fn` must be safe to run twice: a commit whose answer was lost may have happened. The
+        last error is raised when the deadline passes; errors that are not about reaching the
+        database are raised at once.
+        """
+        deadline = time.monotonic() + deadline_s
+        delay = 0.05
+        while True:
+            try:
+                with self.sync_session() as session:
+                    return fn(session, *args, **kwargs)
+            except Exception as error:
+                if not is_unavailable(error) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database unreachable (%s); retrying in %.2f s",
+                            str(error).splitlines()[0][:200], delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     @contextmanager
     def sync_session(self) -> Iterator[Session]:
         """A session in one transaction, committed on success (the worker's way in)."""
@@ -156,8 +192,22 @@ class Database:
         with self._sync_sessions() as session, session.begin():
             yield session
 
+    def close_sync(self) -> None:
+        """Close the blocking engine's connections (the worker side's way out)."""
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+
     async def dispose(self) -> None:
         if self._async_engine is not None:
             await self._async_engine.dispose()
         if self._sync_engine is not None:
             self._sync_engine.dispose()
+
+
+def _forget_connections_after_fork(ref: weakref.ref) -> Callable[[], None]:
+    def forget() -> None:
+        db = ref()
+        if db is not None and db._sync_engine is not None:
+            db._sync_engine.dispose(close=False)
+
+    return forget

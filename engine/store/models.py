@@ -150,7 +150,17 @@ class Generation(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     render_ms: Mapped[int | None] = mapped_column(Integer)
+    #: Renewed every few seconds by the worker rendering the job: a running job whose heartbeat
+    #: is older than the lease has lost its worker and goes back on the queue.
+    heartbeat_at: Mapped[datetime | None]
+    #: When the job's Celery message was last published.
+    enqueued_at: Mapped[datetime | None]
     delivery_claimed_at: Mapped[datetime | None]
+    #: The token of the bot replica's claim the delivery lease belongs to (only it may mark the
+    #: job delivered), and how many claims there were: a second one means an earlier delivery
+    #: may have posted part of the result.
+    delivery_claim: Mapped[str | None] = mapped_column(String(32))
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     delivered_at: Mapped[datetime | None]
 
     requester: Mapped[User] = relationship(lazy="joined")

@@ -332,14 +332,17 @@ def thread_members(session: Session, root_id: int) -> Sequence[Generation]:
 
 
 def claim_deliveries(
-    session: Session, platform: Platform, now: datetime, lease_s: float, *,
-    active_since: datetime | None = None, limit: int = 100,
+    session: Session, platform: Platform, now: datetime, lease_s: float, claim: str, *,
+    active_since: datetime | None = None, limit: int = 10,
 ) -> tuple[Sequence[Generation], Sequence[Generation]]:
-    """Claim up to `limit` of this platform's finished, undelivered jobs, and list its active
-    ones (only those changed since `active_since`, when given), in one transaction.
+    """Claim up to `limit` of this platform's finished, undelivered jobs for the replica whose
+    token is `claim`, and list its active ones (only those changed since `active_since`, when
+    given), in one transaction.
 
-    A claim is a lease: a bot replica that claims a job and dies (or whose delivery fails)
-    leaves a claim that goes stale after `lease_s`, and the next sweep of any replica takes it.
+    A claim is a lease: the holder renews it while it delivers (`renew_delivery`) and only the
+    holder can mark the job delivered. A replica that dies (or whose delivery fails) leaves a
+    claim that goes stale after `lease_s`, and the next sweep of any replica takes it over — with
+    `delivery_attempts` > 1, so the adapter checks what the first attempt already posted.
     Returns (claimed finished jobs, queued/running jobs).
     """
     claimable = (
@@ -355,7 +358,8 @@ def claim_deliveries(
     claimed_ids = set(session.scalars(
         update(Generation)
         .where(Generation.id.in_(candidates.scalar_subquery()), claimable)
-        .values(delivery_claimed_at=now)
+        .values(delivery_claimed_at=now, delivery_claim=claim,
+                delivery_attempts=Generation.delivery_attempts + 1)
         .returning(Generation.id)
         .execution_options(synchronize_session=False)
     ).all())
@@ -377,13 +381,32 @@ def claim_deliveries(
     return claimed, active
 
 
-def mark_delivered(session: Session, generation_id: int, now: datetime) -> None:
-    session.execute(
+def renew_delivery(session: Session, generation_id: int, claim: str, now: datetime) -> bool:
+    """Extend this replica's delivery lease; False if the claim passed to another replica (or
+    the job was delivered meanwhile)."""
+    result = session.execute(
         update(Generation)
-        .where(Generation.id == generation_id)
+        .where(Generation.id == generation_id, Generation.delivery_claim == claim,
+               Generation.delivered_at.is_(None))
+        .values(delivery_claimed_at=now, updated_at=Generation.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def mark_delivered(session: Session, generation_id: int, now: datetime, claim: str | None = None) -> bool:
+    """Mark a job delivered — only under the given claim, when one is given. False if the job
+    was not this claim's any more (another replica took it over) or was already delivered."""
+    condition = (Generation.id == generation_id) & Generation.delivered_at.is_(None)
+    if claim is not None:
+        condition = condition & (Generation.delivery_claim == claim)
+    result = session.execute(
+        update(Generation)
+        .where(condition)
         .values(delivered_at=now)
         .execution_options(synchronize_session=False)
     )
+    return result.rowcount == 1
 
 
 def find_image(session: Session, generation_id: int, index: int) -> Image | None:
@@ -473,6 +496,7 @@ def generation_view(generation: Generation) -> GenerationView:
         started_at=generation.started_at,
         finished_at=generation.finished_at,
         delivered_at=generation.delivered_at,
+        delivery_attempts=generation.delivery_attempts or 0,
         grid_key=generation.grid_key,
         render_ms=generation.render_ms,
         images=tuple(image_view(i) for i in generation.images),

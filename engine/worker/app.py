@@ -1,8 +1,11 @@
 """The Celery app: reliability settings for long GPU jobs, and one thin task.
 
-Settings (see PLATFORM_NOTES / the Celery docs on long tasks):
-- late ack + reject on worker lost: a job whose worker is SIGKILLed mid-render is redelivered,
-  and the job row makes the redelivery render once (it returns early when the row is done);
+Settings (see the Celery docs on long tasks):
+- late ack + reject on worker lost: a job whose prefork child is SIGKILLed mid-render is
+  redelivered at once, and the job row makes any redelivery render once (it returns early when
+  the row is done or another worker holds a live lease on it). A whole worker process killed
+  (the solo pool, production's shape) is recovered by the job lease instead: every worker's
+  sweeper publishes jobs whose lease ran out again (engine/worker/recovery.py);
 - prefetch 1: a worker holds only the job it renders, so others can take the rest;
 - JSON only: only a job id crosses the queue;
 - a `gpu` queue for renders; soft and hard time limits; Redis visibility timeout above the
@@ -32,8 +35,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     hard = settings.worker.time_limit_s
     transport: dict[str, Any] = {}
     if settings.broker_url.startswith(("redis://", "rediss://")):
-        # Redeliver an unacked job only after it certainly cannot still be running.
+        # Redis gives an unacked message back only after this: keep it above the longest render
+        # so a job still rendering is not handed out twice. A worker that died is not waited
+        # for: its job's lease runs out and the sweeper publishes it again (recovery.py).
         transport["visibility_timeout"] = hard * 2 + 60
+        # A Redis that accepts connections but does not answer (paused, overloaded) must not
+        # hold a publish longer than the publish timeout: the socket itself times out.
+        transport["socket_timeout"] = settings.broker.publish_timeout_s
+        transport["socket_connect_timeout"] = settings.broker.publish_timeout_s
     broker_url = settings.broker_url
     if broker_url.startswith(("sqla+", "sqlalchemy+")):
         from engine.worker import sqlite_broker
@@ -58,8 +67,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {RENDER_TASK: {"queue": GPU_QUEUE}},
         "task_default_queue": "default",
         "task_publish_retry": True,
+        # One quick retry (a connection the broker dropped is reopened); the service gives up
+        # after the publish timeout in any case.
         "task_publish_retry_policy": {
-            "max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0,
+            "max_retries": 1, "interval_start": 0.1, "interval_step": 0.5, "interval_max": 1.0,
         },
         "worker_send_task_events": False,
         "worker_hijack_root_logger": False,

@@ -36,6 +36,7 @@ class EmbeddedWorker:
         self.concurrency = concurrency
         self._controller: _ReadyWorkController | None = None
         self._thread: threading.Thread | None = None
+        self._sweeper = None
 
     def start(self, timeout: float = 30.0) -> None:
         # The solo pool looks tasks up on the *current* app: make it this one.
@@ -51,12 +52,20 @@ class EmbeddedWorker:
         if not self._controller.ready.wait(timeout):
             raise RuntimeError(f"the embedded worker did not connect to the broker within {timeout:.0f} s")
         log.info("embedded worker ready on queues %s", ", ".join(self.queues))
+        settings = getattr(self.app, "imagine_settings", None)
+        if settings is not None:
+            from engine.worker.recovery import start_sweeper
+
+            self._sweeper = start_sweeper(self.app, settings)
 
     def stop(self, timeout: float = 15.0) -> None:
         if self._controller is None:
             return
         from celery.worker import state
 
+        if self._sweeper is not None:
+            self._sweeper.stop()
+            self._sweeper = None
         # Ask the consumer loop to stop from inside its own thread (as Celery's test worker
         # does): calling WorkController.stop() from another thread blocks on the connection.
         state.should_terminate = 0

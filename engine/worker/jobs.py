@@ -1,19 +1,23 @@
 """Run one job by id: the body of the Celery task, kept free of Celery so it reads top to bottom.
 
-1. lock the row; return if it is gone, finished, cancelled, or rendering in another job's
-   batch (a redelivered task does nothing twice); mark it running;
+1. lock the row; return if it is gone or finished, or if another worker holds a live lease on it
+   (a redelivered or duplicate message does nothing twice); mark it running on this worker;
 2. dynamic batching: claim compatible queued jobs too (same model, operation, size, steps),
    up to a number of images, waiting up to a window for more — they render in one pipeline
    call, each image with its own seed, so each equals its solo render;
-3. render outside any transaction, reporting each job's progress (throttled) and dropping a
-   job that is cancelled meanwhile;
-4. write the PNGs (atomic renames, idempotent keys), then per job one transaction inserts the
-   image rows and marks it done — or, on failure, marks it failed and refunds it;
+3. render outside any transaction, renewing every job's lease from a heartbeat thread,
+   reporting progress (throttled) and dropping a job that is cancelled meanwhile;
+4. write the PNGs (atomic renames, file names per claim), then per job one transaction inserts
+   the image rows and marks it done — or, on failure, marks it failed and refunds it;
 5. publish a wake-up so the bot delivers.
 
-A job claimed into another's batch keeps its own Celery message; when that arrives, the row
-says the job is taken (`batch_leader_id`) and the task returns. If the batch's worker dies,
-the leader's message is redelivered (late ack) and its task adopts the orphaned jobs again.
+Every database step is retried while the database is unreachable (a failover, a terminated
+connection) and is safe to run twice. Whatever still goes wrong — the worker SIGKILLed, OOM-killed,
+its machine gone, the database down for longer than the retries — leaves running jobs whose
+lease stops being renewed: the sweeper of any live worker (engine/worker/recovery.py) puts them
+back on the queue within `lease_s` + `sweep_interval_s`. A job claimed into another's batch keeps
+its own Celery message; when that arrives the row shows the leader's live lease and the task
+returns, and if the batch's worker dies, each of its jobs is swept back on its own.
 """
 
 from __future__ import annotations
@@ -21,20 +25,25 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import lazyload
 
-from engine import metrics
+from engine import faults, metrics
 from engine.domain.types import GenerationKind, GenerationStatus
 from engine.logs import job_context
 from engine.notify import Publisher
 from engine.render.jobs import RenderAborted, RenderError, RenderJob, RenderResult, batch_key
 from engine.storage import ImageStore
 from engine.store import repo
-from engine.store.db import Database
+from engine.store.db import Database, is_unavailable
 from engine.store.models import Generation, Image, utcnow
 
 log = logging.getLogger(__name__)
@@ -61,15 +70,85 @@ class WorkerRuntime:
     renderer_factory: Any  # () -> Renderer
     max_batch_images: int = 8
     batch_wait_s: float = 0.0
+    heartbeat_s: float = 5.0
+    lease_s: float = 20.0
+    max_attempts: int = MAX_ATTEMPTS
     # Evaluated per runtime, i.e. in the worker process that renders (not at import).
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     _renderer: Renderer | None = None
+    _heartbeat: Heartbeat | None = None
+
+    @property
+    def heartbeat(self) -> Heartbeat:
+        if self._heartbeat is None:
+            self._heartbeat = Heartbeat(self.db, self.name, self.heartbeat_s)
+        return self._heartbeat
 
     @property
     def renderer(self) -> Renderer:
         if self._renderer is None:
             self._renderer = self.renderer_factory()
         return self._renderer
+
+
+class Heartbeat:
+    """Renews the lease of every job this process is rendering, from a thread of its own, so a
+    render that spends minutes inside one model call still shows a live worker."""
+
+    def __init__(self, db: Database, worker: str, interval_s: float) -> None:
+        self.db = db
+        self.worker = worker
+        self.interval_s = interval_s
+        self._held: set[int] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def holding(self, generation_ids: list[int]) -> Iterator[None]:
+        with self._lock:
+            self._held.update(generation_ids)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="imagine-heartbeat", daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held.difference_update(generation_ids)
+
+    def beat(self) -> int:
+        """Renew the held jobs' leases now; returns how many rows were renewed."""
+        with self._lock:
+            held = sorted(self._held)
+        if not held:
+            return 0
+        return self.db.retrying(_renew_leases, held, self.worker, deadline_s=self.interval_s)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.interval_s)
+            try:
+                self.beat()
+            except Exception as error:  # noqa: BLE001 - the next beat tries again; the lease is long
+                log.warning("heartbeat not written: %s", str(error).splitlines()[0][:200])
+
+
+def _renew_leases(session, generation_ids: list[int], worker: str) -> int:
+    result = session.execute(
+        update(Generation)
+        .where(Generation.id.in_(generation_ids), Generation.worker == worker,
+               Generation.status == str(GenerationStatus.RUNNING))
+        # updated_at stays: a heartbeat is not a change the delivery loop needs to look at.
+        .values(heartbeat_at=utcnow(), updated_at=Generation.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def lease_live(generation: Generation, lease_s: float, now=None) -> bool:
+    """Whether the worker that last claimed this running job renewed its lease recently."""
+    beat = generation.heartbeat_at or generation.started_at
+    return beat is not None and beat > (now or utcnow()) - timedelta(seconds=lease_s)
 
 
 class JobFailed(Exception):
@@ -136,53 +215,53 @@ def render_job_from_row(session, generation: Generation, store: ImageStore) -> R
         source_embeddings=sources_embeddings,
         source_images=sources_images,
         weights=weights,
+        attempt=generation.attempts,
     )
 
 
 def claim(runtime: WorkerRuntime, generation_id: int) -> list[RenderJob]:
-    """Lock the row, mark it running and adopt a crashed batch's orphans; [] if nothing to do."""
-    failed: list[int] = []
-    jobs: list[RenderJob] = []
-    with runtime.db.sync_session() as session:
-        generation = repo.get_generation(session, generation_id, lock=True, images=False)
-        if generation is None:
-            log.warning("job %s: no such row, dropping the task", generation_id)
-            return []
-        status = GenerationStatus(generation.status)
-        if status.is_final:
-            log.info("job %s: already %s, nothing to do", generation_id, status)
-            return []
-        if status == GenerationStatus.RUNNING:
-            if generation.batch_leader_id is not None:
-                log.info("job %s: rendering in job %s's batch", generation_id, generation.batch_leader_id)
-                return []
-            # A redelivery after the worker died mid-render (late ack + reject on worker lost).
-            log.warning("job %s: was running on %s (attempt %d): rendering again",
-                        generation_id, generation.worker, generation.attempts)
-        orphans = session.scalars(
-            select(Generation).where(Generation.batch_leader_id == generation.id,
-                                     Generation.status == str(GenerationStatus.RUNNING))
-            .order_by(Generation.id).with_for_update(of=Generation)
-        ).unique().all()
-        for row in [generation, *orphans]:
-            job = _start(session, runtime, row, leader=None if row is generation else generation.id)
-            if job is None:
-                failed.append(row.id)
-            else:
-                jobs.append(job)
-    for job_id in failed:
-        runtime.publisher.publish(job_id, str(GenerationStatus.FAILED), 0.0)
-    if not jobs or jobs[0].generation_id != generation_id:
-        return jobs
-    return jobs + _gather_batch(runtime, generation_id, jobs)
+    """Lock the row and mark it running on this worker, plus a batch; [] if nothing to do."""
+    job, failed = runtime.db.retrying(_claim_row, runtime, generation_id)
+    if failed:
+        metrics.JOBS.labels(status="failed").inc()
+        runtime.publisher.publish(generation_id, str(GenerationStatus.FAILED), 0.0)
+    if job is None:
+        return []
+    return [job, *_gather_batch(runtime, generation_id, [job])]
+
+
+def _claim_row(session, runtime: WorkerRuntime, generation_id: int) -> tuple[RenderJob | None, bool]:
+    """(the job to render or None, whether it was failed instead) — safe to run twice."""
+    generation = repo.get_generation(session, generation_id, lock=True, images=False)
+    if generation is None:
+        log.warning("job %s: no such row, dropping the task", generation_id)
+        return None, False
+    status = GenerationStatus(generation.status)
+    if status.is_final:
+        log.info("job %s: already %s, nothing to do", generation_id, status)
+        return None, False
+    if status == GenerationStatus.RUNNING:
+        if lease_live(generation, runtime.lease_s):
+            if generation.worker == runtime.name and generation.batch_leader_id is None:
+                # Our own claim, committed although its answer was lost: go on with it.
+                return render_job_from_row(session, generation, runtime.store), False
+            log.info("job %s: rendering on %s%s (lease live); this message is a duplicate",
+                     generation_id, generation.worker,
+                     f" in job {generation.batch_leader_id}'s batch" if generation.batch_leader_id else "")
+            return None, False
+        log.warning("job %s: %s stopped renewing its lease (attempt %d): rendering it here",
+                    generation_id, generation.worker, generation.attempts)
+    job = _start(session, runtime, generation, leader=None)
+    return job, job is None
 
 
 def _start(session, runtime: WorkerRuntime, row: Generation, *, leader: int | None) -> RenderJob | None:
     """Mark one row running on this worker; None (and the row failed) if it cannot render."""
-    if row.attempts >= MAX_ATTEMPTS:
+    if row.attempts >= runtime.max_attempts:
         _fail(session, row, f"the worker stopped {row.attempts} times while rendering it")
         return None
     row.status = str(GenerationStatus.RUNNING)
+    row.heartbeat_at = utcnow()
     if row.started_at is None:
         row.started_at = utcnow()
         metrics.JOB_SECONDS.labels(phase="queue_wait").observe(
@@ -208,29 +287,18 @@ def _gather_batch(runtime: WorkerRuntime, leader_id: int, jobs: list[RenderJob])
     gathered: list[RenderJob] = []
     deadline = time.monotonic() + runtime.batch_wait_s
     while True:
-        with runtime.db.sync_session() as session:
-            model_id = session.get(Generation, leader_id).model_id
-            # SKIP LOCKED: rows another worker is claiming right now are simply not offered.
-            candidates = session.scalars(
-                select(Generation)
-                .where(Generation.status == str(GenerationStatus.QUEUED), Generation.model_id == model_id)
-                .order_by(Generation.id).limit(32)
-                .with_for_update(of=Generation, skip_locked=True)
-            ).unique().all()
-            for row in candidates:
-                if int((row.params or {}).get("n", 4)) > room:
-                    continue
-                try:
-                    job = render_job_from_row(session, row, runtime.store)
-                except JobFailed:
-                    continue  # its own task will fail it properly
-                if batch_key(job) != key:
-                    continue
-                _start(session, runtime, row, leader=leader_id)
-                gathered.append(job)
-                room -= job.n
-                if room <= 0:
-                    break
+        try:
+            with runtime.db.sync_session() as session:
+                claimed = _gather_once(session, runtime, leader_id, key, room)
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            # Render what is claimed; rows of a commit whose answer was lost are swept back to
+            # the queue when their lease runs out.
+            log.warning("job %s: no batch this time (%s)", leader_id, str(error).splitlines()[0][:200])
+            break
+        gathered += claimed
+        room -= sum(job.n for job in claimed)
         if room <= 0 or time.monotonic() >= deadline:
             break
         time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
@@ -239,12 +307,42 @@ def _gather_batch(runtime: WorkerRuntime, leader_id: int, jobs: list[RenderJob])
     return gathered
 
 
-class ProgressReporter:
-    """Write progress to the row at most every PROGRESS_INTERVAL_S and notice cancellation."""
+def _gather_once(session, runtime: WorkerRuntime, leader_id: int, key: tuple, room: int) -> list[RenderJob]:
+    """One look at the queue: claim what fits into the leader's batch."""
+    model_id = session.get(Generation, leader_id).model_id
+    # SKIP LOCKED: rows another worker is claiming right now are simply not offered.
+    candidates = session.scalars(
+        select(Generation)
+        .where(Generation.status == str(GenerationStatus.QUEUED), Generation.model_id == model_id)
+        .order_by(Generation.id).limit(32)
+        .with_for_update(of=Generation, skip_locked=True)
+    ).unique().all()
+    claimed: list[RenderJob] = []
+    for row in candidates:
+        if int((row.params or {}).get("n", 4)) > room:
+            continue
+        try:
+            job = render_job_from_row(session, row, runtime.store)
+        except JobFailed:
+            continue  # its own task will fail it properly
+        if batch_key(job) != key:
+            continue
+        started = _start(session, runtime, row, leader=leader_id)
+        if started is not None:
+            claimed.append(started)
+            room -= started.n
+        if room <= 0:
+            break
+    return claimed
 
-    def __init__(self, runtime: WorkerRuntime, generation_id: int) -> None:
+
+class ProgressReporter:
+    """Write progress to the row at most every PROGRESS_INTERVAL_S; stop the render when the job
+    is no longer this render's (cancelled, or swept back to the queue after a lost lease)."""
+
+    def __init__(self, runtime: WorkerRuntime, job: RenderJob) -> None:
         self.runtime = runtime
-        self.generation_id = generation_id
+        self.job = job
         self._last = 0.0
 
     def __call__(self, fraction: float, stage: str) -> None:
@@ -253,18 +351,35 @@ class ProgressReporter:
         if fraction >= 1.0 or now - self._last < PROGRESS_INTERVAL_S:
             return
         self._last = now
-        with self.runtime.db.sync_session() as session:
-            result = session.execute(
-                update(Generation)
-                .where(Generation.id == self.generation_id,
-                       Generation.status == str(GenerationStatus.RUNNING))
-                .values(progress=min(1.0, max(0.0, fraction)), stage=stage, updated_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
+        try:
+            with self.runtime.db.sync_session() as session:
+                result = session.execute(
+                    update(Generation)
+                    .where(*_owned(self.runtime, self.job))
+                    .values(progress=min(1.0, max(0.0, fraction)), stage=stage, updated_at=utcnow(),
+                            heartbeat_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            # Progress is best effort: a database blip must not stop (or fail) the render.
+            log.info("job %s: progress not written (%s)", self.job.generation_id,
+                     str(error).splitlines()[0][:200])
+            return
         if result.rowcount == 0:
-            log.info("job %s: no longer running (cancelled?), stopping the render", self.generation_id)
+            log.info("job %s: no longer this render's (cancelled, or taken over), stopping",
+                     self.job.generation_id)
             raise RenderAborted()
-        self.runtime.publisher.publish(self.generation_id, "running", fraction)
+        self.runtime.publisher.publish(self.job.generation_id, "running", fraction)
+
+
+def _owned(runtime: WorkerRuntime, job: RenderJob) -> tuple:
+    """WHERE clauses: the job is running, and still under this render's claim."""
+    return (Generation.id == job.generation_id,
+            Generation.status == str(GenerationStatus.RUNNING),
+            Generation.worker == runtime.name,
+            Generation.attempts == job.attempt)
 
 
 def _fail(session, generation: Generation, message: str) -> None:
@@ -273,38 +388,55 @@ def _fail(session, generation: Generation, message: str) -> None:
     generation.finished_at = utcnow()
     generation.stage = None
     refunded = repo.refund(session, generation, f"render failed: {message}"[:200])
-    metrics.JOBS.labels(status="failed").inc()
-    metrics.FAILURES.labels(reason=metrics.failure_reason(message)).inc()
     log.warning("job %s failed (%s); refunded %d image(s)", generation.id, message, refunded)
 
 
-def fail_job(runtime: WorkerRuntime, generation_id: int, message: str) -> None:
-    """Mark a job failed and refund it, unless it already finished."""
-    with runtime.db.sync_session() as session:
-        generation = repo.get_generation(session, generation_id, lock=True, images=False)
-        if generation is None or GenerationStatus(generation.status).is_final:
-            return
+def fail_job(runtime: WorkerRuntime, job: RenderJob, message: str) -> None:
+    """Mark a job failed and refund it, if it is still this render's."""
+
+    def fail(session) -> bool:
+        generation = session.scalars(
+            select(Generation).where(*_owned(runtime, job)).with_for_update(of=Generation)
+            .options(lazyload(Generation.images)).execution_options(populate_existing=True)
+        ).unique().one_or_none()
+        if generation is None:
+            return False  # finished, cancelled, or taken over by another worker meanwhile
         _fail(session, generation, message)
-    runtime.publisher.publish(generation_id, str(GenerationStatus.FAILED), 0.0)
+        return True
+
+    if runtime.db.retrying(fail):
+        metrics.JOBS.labels(status="failed").inc()
+        metrics.FAILURES.labels(reason=metrics.failure_reason(message)).inc()
+        runtime.publisher.publish(job.generation_id, str(GenerationStatus.FAILED), 0.0)
 
 
 def store_result(runtime: WorkerRuntime, job: RenderJob, result: RenderResult, render_ms: int) -> str:
-    """Write the files, then the rows; returns the job's final status."""
-    keys = []
-    for image in result.images:
-        keys.append(runtime.store.put(ImageStore.key_for(job.generation_id, f"{image.index}.png"), image.png))
+    """Write the files, then the rows; returns the job's final status.
+
+    The files are named after this claim (`a2-1.png`), so a render that lost its job (its lease
+    ran out while the database was away, and another worker stored the job) never overwrites the
+    files the stored rows point to. Any render of a job that is not final may store it — the
+    first to finish wins, the others discard their files.
+    """
+    prefix = f"a{job.attempt}-"
+    keys = [runtime.store.put(ImageStore.key_for(job.generation_id, f"{prefix}{image.index}.png"), image.png)
+            for image in result.images]
     grid_key = None
     if result.grid_png is not None:
-        grid_key = runtime.store.put(ImageStore.key_for(job.generation_id, "grid.png"), result.grid_png)
+        grid_key = runtime.store.put(ImageStore.key_for(job.generation_id, f"{prefix}grid.png"),
+                                     result.grid_png)
 
-    with runtime.db.sync_session() as session:
+    def commit(session) -> tuple[str, bool]:
+        """(the job's status, whether this render's files are the stored ones)."""
         generation = repo.get_generation(session, job.generation_id, lock=True, images=False)
-        if generation is None or generation.status != str(GenerationStatus.RUNNING):
-            status = "missing" if generation is None else generation.status
-            log.info("job %s: %s while rendering, discarding the images", job.generation_id, status)
-            for key in keys + ([grid_key] if grid_key else []):
-                runtime.store.delete(key)
-            return status
+        if generation is None:
+            return "missing", False
+        if generation.status == str(GenerationStatus.DONE):
+            # Ours if this is a retry of a commit whose answer was lost.
+            stored = set(session.scalars(select(Image.storage_key).where(Image.generation_id == generation.id)))
+            return generation.status, bool(keys) and stored == set(keys)
+        if GenerationStatus(generation.status).is_final:
+            return generation.status, False
         for image, key in zip(result.images, keys, strict=True):
             session.add(Image(
                 generation_id=generation.id, index=image.index, storage_key=key,
@@ -318,7 +450,14 @@ def store_result(runtime: WorkerRuntime, job: RenderJob, result: RenderResult, r
         generation.render_ms = render_ms
         generation.grid_key = grid_key
         generation.render_info = result.info
-    return str(GenerationStatus.DONE)
+        return generation.status, True
+
+    status, kept = runtime.db.retrying(commit)
+    if not kept:
+        log.info("job %s: %s while rendering, discarding this render's images", job.generation_id, status)
+        for key in keys + ([grid_key] if grid_key else []):
+            runtime.store.delete(key)
+    return status
 
 
 def run_generation(runtime: WorkerRuntime, generation_id: int) -> str:
@@ -331,24 +470,31 @@ def _run_generation(runtime: WorkerRuntime, generation_id: int) -> str:
     jobs = claim(runtime, generation_id)
     if not jobs:
         return "skipped"
+    with runtime.heartbeat.holding([job.generation_id for job in jobs]):
+        return _render_and_store(runtime, generation_id, jobs)
+
+
+def _render_and_store(runtime: WorkerRuntime, generation_id: int, jobs: list[RenderJob]) -> str:
     for job in jobs:
         runtime.publisher.publish(job.generation_id, str(GenerationStatus.RUNNING), 0.0)
     metrics.BATCH_FILL.observe(min(1.0, sum(j.n for j in jobs) / max(1, runtime.max_batch_images)))
     started = time.perf_counter()
     try:
-        reporters = [ProgressReporter(runtime, job.generation_id) for job in jobs]
+        reporters = [ProgressReporter(runtime, job) for job in jobs]
         results = runtime.renderer.render_batch(jobs, reporters)
     except RenderAborted:
         metrics.JOBS.labels(status="cancelled").inc(len(jobs))
         return "aborted"
     except (JobFailed, RenderError) as error:  # the model cannot do this: say why
         for job in jobs:
-            fail_job(runtime, job.generation_id, str(error))
+            fail_job(runtime, job, str(error))
         return "failed"
     except Exception as error:
+        if is_unavailable(error):
+            raise  # not the job's fault: its lease runs out and it is rendered again
         log.exception("jobs %s: render crashed", [job.generation_id for job in jobs])
         for job in jobs:
-            fail_job(runtime, job.generation_id, _describe(error))
+            fail_job(runtime, job, _describe(error))
         return "failed"
     render_ms = round((time.perf_counter() - started) * 1000)
     metrics.JOB_SECONDS.labels(phase="render").observe(render_ms / 1000)
@@ -362,6 +508,7 @@ def _run_generation(runtime: WorkerRuntime, generation_id: int) -> str:
             metrics.JOBS.labels(status="cancelled").inc()
             continue
         status = store_result(runtime, job, result, render_ms)
+        faults.point("worker.after_store")
         runtime.publisher.publish(job.generation_id, status, 1.0)
         outcome[job.generation_id] = status
         metrics.JOBS.labels(status=status).inc()

@@ -19,6 +19,7 @@ def build_runtime(settings: Settings) -> WorkerRuntime:
             render.model, settings.data_dir, backend=render.backend, device=render.device,
             dtype=render.dtype, cpu_offload=render.cpu_offload, compile=render.compile,
             torch_threads=render.torch_threads, prior_model=render.prior_model or None,
+            noop_delay_ms=render.noop_delay_ms,
         )
 
     return WorkerRuntime(
@@ -28,4 +29,7 @@ def build_runtime(settings: Settings) -> WorkerRuntime:
         renderer_factory=load,
         max_batch_images=settings.render.max_batch_images,
         batch_wait_s=settings.render.batch_wait_ms / 1000,
+        heartbeat_s=settings.worker.heartbeat_s,
+        lease_s=settings.worker.lease_s,
+        max_attempts=settings.worker.max_attempts,
     )

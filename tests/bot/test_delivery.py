@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
+
 import pytest
 
 from bot.delivery import Delivery
@@ -78,8 +81,6 @@ async def test_two_replicas_deliver_once(service, database):
     job = await submit(service)
     await finish(database, job.id, images=2)
     first, second = Target(), Target()
-    import asyncio
-
     await asyncio.gather(delivery(service, first).sweep(), delivery(service, second).sweep())
     assert first.delivered + second.delivered == [job.id]
 
@@ -144,6 +145,66 @@ async def test_a_backlog_is_delivered_in_bounded_sweeps(service, database):
     await database.run(finish_all)
     target = Target()
     loop = delivery(service, target)
-    assert await loop.sweep() == 100
-    assert await loop.sweep() == 5
+    delivered = [await loop.sweep() for _ in range(12)]
+    assert delivered == [10] * 10 + [5, 0]
     assert sorted(target.delivered) == [job.id for job in jobs]
+
+
+class SlowTarget(Target):
+    """A chat API that takes `seconds` per delivery (a slow upload), shared by two replicas."""
+
+    def __init__(self, seconds: float, log: list[int]) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.delivered = log
+
+    async def deliver(self, job) -> None:
+        await asyncio.sleep(self.seconds)
+        self.delivered.append(job.id)
+
+
+async def test_slow_deliveries_across_two_replicas_deliver_each_once(service, database):
+    """Two replicas working through a backlog whose deliveries take longer, together, than the
+    lease: each job is delivered exactly once (the lease is renewed before and during each
+    delivery, and only its holder marks the job)."""
+    jobs = [await submit(service) for _ in range(16)]
+    for job in jobs:
+        await finish(database, job.id, images=2)
+    posted: list[int] = []
+    replicas = [delivery(service, SlowTarget(0.15, posted), lease_s=0.6, sweep_interval_s=0.05)
+                for _ in range(2)]
+    for replica in replicas:
+        await replica.start()
+    try:
+        async with asyncio.timeout(60):
+            while not all([(await service.generation(j.id)).delivered_at for j in jobs]):
+                await asyncio.sleep(0.05)
+    finally:
+        for replica in replicas:
+            await replica.stop()
+    assert sorted(posted) == sorted(j.id for j in jobs)
+
+
+async def test_a_replica_that_lost_its_claim_cannot_mark_the_job(service, database):
+    """A replica that stalled past its lease finds the job taken over: the new holder marks it
+    delivered; the stalled one's mark is refused."""
+    from sqlalchemy import update
+
+    from engine.store.models import Generation, utcnow
+
+    job = await submit(service)
+    await finish(database, job.id, images=2)
+    stalled, healthy = delivery(service, Target()), delivery(service, Target())
+    claimed, _ = await service.claim_deliveries(Platform.CONSOLE, stalled.claim)
+    assert [j.id for j in claimed] == [job.id] and claimed[0].delivery_attempts == 1
+
+    def lease_runs_out(session):
+        session.execute(update(Generation).where(Generation.id == job.id)
+                        .values(delivery_claimed_at=utcnow() - timedelta(minutes=5)))
+
+    await database.run(lease_runs_out)
+    assert await healthy.sweep() == 1
+    assert healthy.target.delivered == [job.id]
+    assert await service.renew_delivery(job.id, stalled.claim) is False
+    assert await service.mark_delivered(job.id, stalled.claim) is False
+    assert (await service.generation(job.id)).delivery_attempts == 2

@@ -77,6 +77,7 @@ class FakeFile:
     title: str = ""
     user: str = BOT_USER
     shares: dict[str, str] = field(default_factory=dict)  # channel → ts of the share message
+    created: int = field(default_factory=lambda: int(time.time()))
 
 
 @dataclass
@@ -88,6 +89,7 @@ class FakeMessage:
     blocks: list[dict[str, Any]] = field(default_factory=list)
     thread_ts: str | None = None
     files: list[str] = field(default_factory=list)  # file ids
+    metadata: dict[str, Any] | None = None  # chat.postMessage's message metadata
 
 
 class FakeSlack:
@@ -103,6 +105,8 @@ class FakeSlack:
         self.files: dict[str, FakeFile] = {}
         self.failures: dict[str, list[Failure]] = {}
         self.socket_acks: list[dict[str, Any]] = []
+        #: Seconds each file upload takes (a slow network to files.slack.com).
+        self.upload_delay_s = 0.0
         self._changed = asyncio.Condition()
         self._ts = itertools.count(1)
         self._file_ids = itertools.count(1)
@@ -119,6 +123,7 @@ class FakeSlack:
         app.router.add_post("/response/{hook}", self._response_url)
         app.router.add_get("/files/{file_id}", self._download)
         app.router.add_get("/socket", self._socket)
+        app.router.add_get("/_state", self._state)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
@@ -293,10 +298,24 @@ class FakeSlack:
                 return failed
             if file_id not in self.files:
                 return web.Response(status=404, text="no such upload")
+            if self.upload_delay_s:
+                await asyncio.sleep(self.upload_delay_s)
             self.files[file_id].data = call.body
             return web.Response(text=f"OK - {len(call.body)}")
         finally:
             await self._notify()
+
+    async def _state(self, request: web.Request) -> web.Response:
+        """Not Slack: what the fake holds now, for a benchmark in another process to audit —
+        messages (with metadata), files and their shares, and the response_url answers."""
+        return web.json_response({
+            "messages": [{"channel": m.channel, "ts": m.ts, "text": m.text, "thread_ts": m.thread_ts,
+                          "metadata": m.metadata, "files": m.files} for m in self.messages.values()],
+            "files": [{"id": f.id, "name": f.name, "shares": f.shares, "complete": bool(f.data)}
+                      for f in self.files.values()],
+            "responses": [{"hook": c.params.get("hook"), "text": c.params.get("text")}
+                          for c in self.calls if c.method == "response_url"],
+        })
 
     async def _response_url(self, request: web.Request) -> web.Response:
         call = await self._record("response_url", request)
@@ -324,8 +343,9 @@ class FakeSlack:
     # --- Web API methods -------------------------------------------------------------------
 
     def _new_ts(self) -> str:
+        # Like Slack's: the posting time in seconds, with a counter keeping every ts unique.
         n = next(self._ts)
-        return f"{1700000000 + n}.{n:06d}"
+        return f"{int(time.time())}.{n:06d}"
 
     def _new_file_id(self) -> str:
         return f"F{next(self._file_ids):07d}"
@@ -336,9 +356,11 @@ class FakeSlack:
         self.messages[(channel, message.ts)] = message
         return message
 
-    def _message_json(self, message: FakeMessage) -> dict[str, Any]:
+    def _message_json(self, message: FakeMessage, *, metadata: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {"type": "message", "ts": message.ts, "user": message.user,
                                 "text": message.text, "blocks": message.blocks}
+        if metadata and message.metadata:
+            data["metadata"] = message.metadata  # only with include_all_metadata, as Slack does
         if message.thread_ts:
             data["thread_ts"] = message.thread_ts
         if message.files:
@@ -381,6 +403,8 @@ class FakeSlack:
         channel = params["channel"]
         message = self._store_message(channel, BOT_USER, params.get("text", ""),
                                       _blocks(params.get("blocks")), params.get("thread_ts"), [])
+        metadata = params.get("metadata")
+        message.metadata = json.loads(metadata) if isinstance(metadata, str) else metadata
         return {"channel": channel, "ts": message.ts, "message": self._message_json(message)}
 
     def _m_chat_update(self, params):
@@ -404,16 +428,30 @@ class FakeSlack:
 
     def _m_conversations_history(self, params):
         channel, latest = params["channel"], params.get("latest")
+        oldest = float(params.get("oldest") or 0)
         found = [m for (c, ts), m in self.messages.items()
-                 if c == channel and m.thread_ts in (None, ts) and (latest is None or ts == latest)]
-        return {"messages": [self._message_json(m) for m in found[-int(params.get("limit", 100)):]],
+                 if c == channel and m.thread_ts in (None, ts) and (latest is None or ts == latest)
+                 and float(ts) >= oldest]
+        metadata = _flag(params.get("include_all_metadata"))
+        return {"messages": [self._message_json(m, metadata=metadata)
+                             for m in reversed(found[-int(params.get("limit", 100)):])],
                 "has_more": False}
 
     def _m_conversations_replies(self, params):
         channel, ts = params["channel"], params["ts"]
+        oldest = float(params.get("oldest") or 0)
         found = [m for (c, mts), m in self.messages.items()
-                 if c == channel and (mts == ts or m.thread_ts == ts)]
-        return {"messages": [self._message_json(m) for m in found], "has_more": False}
+                 if c == channel and (mts == ts or m.thread_ts == ts) and (mts == ts or float(mts) >= oldest)]
+        metadata = _flag(params.get("include_all_metadata"))
+        return {"messages": [self._message_json(m, metadata=metadata) for m in found], "has_more": False}
+
+    def _m_files_list(self, params):
+        channel = params.get("channel")
+        since = int(params.get("ts_from") or 0)
+        found = [f for f in self.files.values()
+                 if f.data and (channel is None or channel in f.shares) and f.created >= since]
+        return {"files": [self._file_json(f) for f in found][: int(params.get("count", 100))],
+                "paging": {"count": int(params.get("count", 100)), "total": len(found), "page": 1, "pages": 1}}
 
     def _m_files_getUploadURLExternal(self, params):
         file = FakeFile(self._new_file_id(), params["filename"])
@@ -454,6 +492,10 @@ class FakeSlack:
             if file_id in message.files:
                 del self.messages[key]
         return {}
+
+
+def _flag(value: Any) -> bool:
+    return str(value).lower() in ("1", "true")
 
 
 class _ApiError(Exception):

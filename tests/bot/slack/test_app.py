@@ -8,6 +8,8 @@ import json
 import time
 import uuid
 
+import pytest
+
 from sqlalchemy import func, select
 
 from bot.slack.app import SlackBot
@@ -443,3 +445,36 @@ async def test_rate_limited_progress_edit_pauses_instead_of_waiting(bots, fake_s
     await asyncio.wait_for(bot.adapter.show_progress(running), timeout=5)
     await asyncio.wait_for(bot.adapter.show_progress(running), timeout=5)
     assert len(fake_slack.received("chat.update")) == 1
+
+
+@pytest.mark.parametrize("step", ["file", "result"])
+async def test_delivery_cut_off_after_posting_does_not_post_twice(bots, fake_slack, http, step):
+    """A delivery that dies after a step reached Slack but before it was recorded (a replica
+    killed there) is retried after the lease, finds that step in Slack by its metadata or file
+    name, and does not post it again."""
+    bot = await bots.start()
+    service = bot.runtime.service
+    real_record = service.record_message
+    cut = []
+
+    async def record_then_die(platform, channel, message_id, generation_id, image_index=None, role="result"):
+        if role == step and not cut:
+            cut.append(message_id)
+            raise ConnectionError("the replica died here")
+        return await real_record(platform, channel, message_id, generation_id, image_index, role=role)
+
+    service.record_message = record_then_die
+    await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE,
+                                             response_url=fake_slack.response_url()))
+    await delivered(fake_slack, bot, 1, timeout=30)
+    assert cut
+    assert len(fake_slack.received("upload")) == 1
+    assert len(fake_slack.received("files.completeUploadExternal")) == 1
+    assert len(fake_slack.received("chat.postMessage", lambda c: is_result(c, 1))) == 1
+    job = await service.generation(1)
+    assert job.delivery_attempts == 2
+    for _ in range(100):
+        if (await service.generation(1)).delivered_at is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert (await service.generation(1)).delivered_at is not None

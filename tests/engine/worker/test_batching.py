@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy import update
 from engine.domain.types import Actor, GenerationStatus, ImagineRequest, Platform, RenderParams
 from engine.storage import ImageStore
 from engine.store.db import Database
-from engine.store.models import Generation
+from engine.store.models import Generation, utcnow
 from engine.worker import jobs
 from engine.worker.jobs import WorkerRuntime, run_generation
 from tests.engine.worker.test_jobs import RecordingPublisher
@@ -114,23 +115,28 @@ async def test_batch_size_is_capped(service, runtime):
     assert runtime.renderer.calls == [ids[:2], ids[2:]]
 
 
-async def test_orphans_of_a_crashed_batch_are_adopted(service, runtime, database):
-    """When a batch's worker dies, the leader's redelivered task renders its batch again."""
+async def test_jobs_of_a_crashed_batch_are_taken_over_once_the_lease_runs_out(service, runtime, database):
+    """When a batch's worker dies, a message for one of its jobs does nothing while the lease is
+    live, and renders that job alone once it has run out."""
     leader = await submit(service)
     member = await submit(service, BOB)
 
-    def crashed_mid_batch(session):
+    def crashed_mid_batch(session, beat):
         session.execute(update(Generation).where(Generation.id == leader.id)
-                        .values(status="running", attempts=1, worker="gone:1"))
+                        .values(status="running", attempts=1, worker="gone:1", heartbeat_at=beat))
         session.execute(update(Generation).where(Generation.id == member.id)
-                        .values(status="running", attempts=1, worker="gone:1", batch_leader_id=leader.id))
+                        .values(status="running", attempts=1, worker="gone:1", batch_leader_id=leader.id,
+                                heartbeat_at=beat))
 
-    await database.run(crashed_mid_batch)
-    assert await run(runtime, member.id) == "skipped"  # its own message: owned by the batch
-    assert await run(runtime, leader.id) == "done"  # the leader's redelivery adopts it
-    assert runtime.renderer.calls == [[leader.id, member.id]]
+    await database.run(crashed_mid_batch, utcnow())
+    assert await run(runtime, member.id) == "skipped"  # its batch's worker may still be alive
+    assert await run(runtime, leader.id) == "skipped"
+    await database.run(crashed_mid_batch, utcnow() - timedelta(seconds=runtime.lease_s + 1))
+    assert await run(runtime, member.id) == "done"
+    assert await run(runtime, leader.id) == "done"
+    assert runtime.renderer.calls == [[member.id], [leader.id]]
     assert (await service.generation(member.id)).status == GenerationStatus.DONE
-    assert (await service.quota(BOB)).used == 1
+    assert (await service.quota(BOB)).used == 1 and (await service.quota(ALICE)).used == 1
 
 
 async def test_cancelled_member_is_dropped_from_the_batch(service, runtime, monkeypatch):

@@ -180,6 +180,70 @@ async def test_sigkilled_worker_job_is_redelivered_and_finishes_once(tmp_path, s
         await runtime.close()
 
 
+def start_worker(env: dict[str, str], log_file) -> subprocess.Popen:
+    """`imagine-bot worker` as production runs it: its own process, the solo pool."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", "worker", "--pool", "solo", "--loglevel", "INFO"],
+        env=env, stdout=subprocess.DEVNULL, stderr=log_file.open("w"))
+
+
+def stop_worker(worker: subprocess.Popen) -> None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+async def test_killed_solo_worker_on_redis_job_is_back_within_the_lease(tmp_path, sqlite_template, tiny_model_dir):
+    """A whole solo-pool worker SIGKILLed mid-render on Redis (which would give its message back
+    only after the 23-minute visibility timeout): the job's lease runs out, a live worker's sweeper
+    puts it back on the queue, and it finishes within seconds — once, charged once."""
+    require("redis")
+    import redis
+
+    redis_url = "redis://127.0.0.1:6379/10"
+    redis.Redis.from_url(redis_url).flushdb()
+    settings = make_settings(tmp_path, sqlite_template, tiny_model_dir, redis_url)
+    env = {
+        **os.environ, "IMAGINE_DATA_DIR": str(settings.data_dir), "IMAGINE_DB_URL": settings.database_url,
+        "IMAGINE_BROKER_URL": redis_url, "IMAGINE_RENDER_BACKEND": "noop",
+        "IMAGINE_RENDER_NOOP_DELAY_MS": "4000", "IMAGINE_OPS_PORT": "0",
+        "IMAGINE_WORKER_HEARTBEAT_S": "0.5", "IMAGINE_WORKER_LEASE_S": "3",
+        "IMAGINE_WORKER_SWEEP_INTERVAL_S": "0.5",
+    }
+    first = start_worker(env, tmp_path / "first.log")
+    second = None
+    runtime = build_bot_runtime(settings)
+    try:
+        job_id = (await runtime.service.submit_imagine(
+            ALICE, ImagineRequest("a green heart", params=RenderParams(n=2)))).generation.id
+        running = await wait_for_job(runtime, job_id, lambda j: j.status == "running" and j.progress > 0)
+        assert int(running.worker.rsplit(":", 1)[1]) == first.pid
+        first.kill()  # SIGKILL: the whole worker, its consumer and its unacked message with it
+        first.wait()
+        killed_at = time.monotonic()
+        second = start_worker(env, tmp_path / "second.log")
+        done = await wait_for_job(runtime, job_id, lambda j: j.status == "done", timeout=60)
+        assert time.monotonic() - killed_at < 30
+        assert done.attempts == 2 and len(done.images) == 2
+
+        def ledger(session):
+            return sorted(session.scalars(select(QuotaLedgerEntry.kind)
+                                          .where(QuotaLedgerEntry.generation_id == job_id)).all())
+
+        assert await runtime.db.run(ledger) == ["debit"]
+        assert (await runtime.service.quota(ALICE)).used == 2
+    finally:
+        stop_worker(first)
+        if second is not None:
+            stop_worker(second)
+        await runtime.close()
+
+
 async def wait_for_job(runtime, job_id, predicate, timeout=120):
     """Poll the job row (with the columns the view leaves out) until `predicate` holds."""
     from engine.store.models import Generation
