@@ -81,7 +81,7 @@ class Plan:
     @classmethod
     def for_run(cls, quick: bool) -> Plan:
         if quick:
-            return cls(kills=4, pg_seconds=15, burst=12, mid_delivery_kills=1, batch_kills=1, rate=2.0)
+            return cls(kills=3, pg_seconds=10, burst=10, mid_delivery_kills=1, batch_kills=1, rate=2.0)
         return cls(kills=12, pg_seconds=60, burst=40, mid_delivery_kills=2, batch_kills=2, rate=3.0)
 
 
@@ -561,7 +561,7 @@ class Run:
         }
 
 
-async def run_broker(broker: str, plan: Plan, folder: Path) -> dict:
+async def run_broker(broker: str, plan: Plan, folder: Path, keep_logs: Path | None = None) -> dict:
     spawn = multiprocessing.get_context("spawn")
     port_in, port_out = spawn.Pipe(duplex=False)
     fake = spawn.Process(target=serve_fake_slack, args=(port_out, USERS, 0.4), daemon=True)
@@ -602,6 +602,8 @@ async def run_broker(broker: str, plan: Plan, folder: Path) -> dict:
             cluster.stop_all()
             result = await asyncio.to_thread(run.audit, folder / "images")
         bad = [k for k in ("lost", "stuck", "rendered_twice", "delivered_twice", "quota_mismatch") if result[k]]
+        if keep_logs is not None:
+            shutil.copytree(logs, keep_logs / broker, dirs_exist_ok=True)
         if bad:
             keep = Path(tempfile.mkdtemp(prefix=f"chaos-{broker}-logs-"))
             shutil.copytree(logs, keep, dirs_exist_ok=True)
@@ -622,6 +624,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the small version CI runs (a few minutes)")
     parser.add_argument("--brokers", default="redis,rabbitmq")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--keep-logs", type=Path, default=None, help="copy every process's log here")
     args = parser.parse_args()
     random.seed(args.seed)
     plan = Plan.for_run(args.quick)
@@ -629,7 +632,7 @@ def main() -> int:
     for broker in args.brokers.split(","):
         with tempfile.TemporaryDirectory(prefix=f"chaos-{broker}-", ignore_cleanup_errors=True) as folder:
             started = time.monotonic()
-            results[broker] = asyncio.run(run_broker(broker, plan, Path(folder)))
+            results[broker] = asyncio.run(run_broker(broker, plan, Path(folder), args.keep_logs))
             results[broker]["seconds"] = round(time.monotonic() - started)
     print(json.dumps(results))
     worst = [r[k] for r in results.values()

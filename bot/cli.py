@@ -106,8 +106,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     argv = ["worker", f"--pool={args.pool}", f"--concurrency={args.concurrency}",
             f"--queues={args.queues or GPU_QUEUE}", f"--loglevel={args.loglevel}",
             "--without-gossip", "--without-mingle"]
-    if args.hostname:
-        argv.append(f"--hostname={args.hostname}")
+    # Every worker needs a node name of its own: on RabbitMQ a second worker with the same name
+    # (two workers on one host, or a replacement started before the killed one's connection is
+    # gone) cannot declare its exclusive remote-control queue and exits at start.
+    argv.append(f"--hostname={args.hostname or f'imagine-{os.getpid()}@%h'}")
     app.worker_main(argv)
     return 0
 

@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Protocol
 
 from engine import metrics
+from engine.domain.errors import StoreUnavailable
 from engine.domain.types import Platform
 from engine.logs import job_context
 from engine.domain.views import GenerationView
@@ -110,6 +111,9 @@ class Delivery:
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable as error:  # a failover or a blip: nothing to debug
+                log.warning("delivery sweep: %s; retrying", error.__cause__ or error)
+                await asyncio.sleep(1)
             except Exception:  # noqa: BLE001 - keep delivering whatever one sweep hit
                 log.exception("delivery sweep failed; retrying")
                 await asyncio.sleep(1)

@@ -67,6 +67,36 @@ def restore_logging() -> Iterator[None]:
             logger.handlers[:] = [h for h in logger.handlers if type(h) is not logging.StreamHandler]
 
 
+# --- a Redis of a test's own -------------------------------------------------------------------
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[str]:
+    """A redis-server of this test's own on a free port (its URL): a test may pause or cut it
+    without touching the shared server."""
+    import subprocess
+    import time
+
+    require("redis")  # where Redis runs, its server binary is installed
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    server.kill()
+    server.wait()
+
+
 # --- databases -------------------------------------------------------------------------------
 
 

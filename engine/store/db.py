@@ -74,32 +74,51 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+#: SQLSTATEs that mean "no database to talk to right now": connection exceptions (class 08),
+#: too many connections, shutdown / crash / not accepting connections yet, and a read-only
+#: transaction (a replica that is not, or not yet, the primary after a failover).
+UNAVAILABLE_SQLSTATES = ("08", "53300", "57P01", "57P02", "57P03", "25006")
+UNAVAILABLE_PHRASES = (
+    "connect",
+    "connection",
+    "unable to open database",
+    "server closed",
+    "terminating",
+    "could not translate host",
+    "timeout",
+    "too many clients",
+    "too many connections",
+    "remaining connection slots",
+    "the database system is",
+    "cannot execute",  # ... in a read-only transaction
+    "database is locked",
+)
+
+
+def _sqlstate(error: BaseException) -> str:
+    """The SQLSTATE behind a driver error (psycopg and asyncpg name it differently)."""
+    seen = error
+    while seen is not None:
+        state = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if isinstance(state, str):
+            return state
+        seen = seen.__cause__
+    return ""
+
+
 def is_unavailable(error: BaseException) -> bool:
     """Whether an exception means "the database cannot be reached" (not a bug in a query)."""
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
-    if isinstance(error, (OperationalError, InterfaceError)):
-        text = str(error.orig if getattr(error, "orig", None) else error).lower()
-        return any(
-            phrase in text
-            for phrase in (
-                "connect",
-                "connection",
-                "unable to open database",
-                "server closed",
-                "terminating",
-                "could not translate host",
-                "timeout",
-                # PostgreSQL refusing new connections: over max_connections, starting up,
-                # shutting down, or in recovery after a failover.
-                "too many clients",
-                "remaining connection slots",
-                "the database system is",
-                "cannot execute",  # ... in a read-only transaction: a replica after failover
-                "admin_shutdown",
-                "database is locked",
-            )
-        )
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        orig = getattr(error, "orig", None)
+        if orig is not None and _sqlstate(orig).startswith(UNAVAILABLE_SQLSTATES):
+            return True
+        if isinstance(error, (OperationalError, InterfaceError)) or type(error) is DBAPIError:
+            # asyncpg's connection refusals arrive as plain DBAPIError.
+            text = str(orig if orig is not None else error).lower()
+            return any(phrase in text for phrase in UNAVAILABLE_PHRASES)
+        return False
     return isinstance(error, (ConnectionError, TimeoutError)) or (
         isinstance(error, OSError) and error.errno is not None
     )

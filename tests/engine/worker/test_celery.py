@@ -296,3 +296,29 @@ def test_embedded_broker_polls_every_20_ms(tmp_path):
     connection = build_app(settings).connection_for_read()
     assert isinstance(connection.transport, Transport)
     assert connection.transport.polling_interval == POLLING_INTERVAL_S
+
+
+@pytest.mark.redis
+async def test_a_redis_that_accepts_but_does_not_answer_is_given_up_on_in_time(
+        tmp_path, sqlite_template, tiny_model_dir, private_redis):
+    """Redis paused (it accepts connections, answers nothing): a submit is refused within the
+    publish timeout — not three times it — the job failed and refunded, the user told."""
+    import redis
+
+    from engine.domain.errors import QueueUnavailable
+
+    settings = make_settings(tmp_path, sqlite_template, tiny_model_dir, private_redis)
+    settings.broker.publish_timeout_s = 1.0
+    runtime = build_bot_runtime(settings)
+    try:
+        await runtime.service.submit_imagine(ALICE, ImagineRequest("warm", params=RenderParams(n=1)))
+        redis.Redis.from_url(private_redis).execute_command("CLIENT", "PAUSE", "10000", "ALL")
+        started = time.monotonic()
+        with pytest.raises(QueueUnavailable):
+            await runtime.service.submit_imagine(ALICE, ImagineRequest("a cat", params=RenderParams(n=2)))
+        assert time.monotonic() - started < 2.0
+        job = await runtime.service.job_for_actor(ALICE, None)
+        assert job.status == GenerationStatus.FAILED
+        assert (await runtime.service.quota(ALICE)).used == 1  # the warm-up job only
+    finally:
+        await runtime.close()
