@@ -178,6 +178,14 @@ class Delivery:
         keeper = asyncio.create_task(self._keep_claim(job.id))
         try:
             await self.target.deliver(job)
+        except StoreUnavailable as error:
+            # The database blinked between two steps: retry at the next sweep, not after the
+            # lease (a step already done is found again: `delivery_attempts` goes up).
+            log.warning("job %s: delivery interrupted (%s); retrying at the next sweep", job.id,
+                        error.__cause__ or error)
+            with contextlib.suppress(Exception):
+                await self.service.release_delivery(job.id, self.claim)
+            return False
         except Exception:  # noqa: BLE001 - never lose a result: the claim expires, a sweep retries
             log.exception("job %s: delivery failed; retrying in %.0f s", job.id, self.lease_s)
             return False

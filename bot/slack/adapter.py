@@ -48,7 +48,7 @@ from bot.slack.blocks import (
 from bot.slack.config import SlackSettings
 from bot.slack.identity import SlackDirectory
 from bot.slack.web import api_error
-from engine.domain.errors import UsageError, UserFacingError
+from engine.domain.errors import StoreUnavailable, UsageError, UserFacingError
 from engine.domain.types import (
     Actor,
     GenerationStatus,
@@ -480,7 +480,18 @@ class SlackAdapter:
     async def _post_progress(self, job: GenerationView, position: int, channel: str) -> None:
         text, blocks = progress_message(job, position)
         ts = await self._post(channel, text, blocks, await self._thread_ts(job, channel))
-        await self.service.record_message(Platform.SLACK, channel, ts, job.id, role="progress")
+        for attempt in range(3):
+            try:
+                await self.service.record_message(Platform.SLACK, channel, ts, job.id, role="progress")
+                break
+            except StoreUnavailable:
+                # The job is queued and will be delivered: say so, not "something went wrong".
+                # Unrecorded, this status message stays when the result arrives (its Cancel
+                # button still works: the job id is in it).
+                if attempt == 2:
+                    log.warning("job %s: status message %s not recorded (database unreachable)", job.id, ts)
+                    return
+                await asyncio.sleep(0.5)
         self._progress[job.id] = (channel, ts)
         # Written, then checked: a job that finished meanwhile may have been delivered before
         # this message was recorded, and nobody else would clean it up.

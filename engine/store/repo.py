@@ -331,6 +331,10 @@ def thread_members(session: Session, root_id: int) -> Sequence[Generation]:
     ).unique().all()
 
 
+#: Active jobs shown per sweep (progress is best effort; the rest show on later sweeps).
+ACTIVE_LIMIT = 100
+
+
 def claim_deliveries(
     session: Session, platform: Platform, now: datetime, lease_s: float, claim: str, *,
     active_since: datetime | None = None, limit: int = 10,
@@ -363,21 +367,20 @@ def claim_deliveries(
         .returning(Generation.id)
         .execution_options(synchronize_session=False)
     ).all())
+    # Two reads: with one, ordered by id and limited, active jobs with lower ids pushed claimed
+    # ones out of the result — claimed, never delivered until their lease ran out.
+    claimed = session.scalars(
+        select(Generation).where(Generation.id.in_(claimed_ids)).order_by(Generation.id)
+    ).unique().all() if claimed_ids else []
     active_filter = Generation.status.in_([str(s) for s in ACTIVE_STATUSES])
     if active_since is not None:
         active_filter = active_filter & (Generation.updated_at >= active_since)
-    rows = session.scalars(
+    active = session.scalars(
         select(Generation)
-        .where(
-            Generation.platform == str(platform),
-            Generation.delivered_at.is_(None),
-            Generation.id.in_(claimed_ids) | active_filter,
-        )
+        .where(Generation.platform == str(platform), Generation.delivered_at.is_(None), active_filter)
         .order_by(Generation.id)
-        .limit(limit + len(claimed_ids))
+        .limit(ACTIVE_LIMIT)
     ).unique().all()
-    claimed = [g for g in rows if g.id in claimed_ids]
-    active = [g for g in rows if g.id not in claimed_ids]
     return claimed, active
 
 
@@ -389,6 +392,18 @@ def renew_delivery(session: Session, generation_id: int, claim: str, now: dateti
         .where(Generation.id == generation_id, Generation.delivery_claim == claim,
                Generation.delivered_at.is_(None))
         .values(delivery_claimed_at=now, updated_at=Generation.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def release_delivery(session: Session, generation_id: int, claim: str) -> bool:
+    """Give up this replica's claim at once (the next sweep of any replica takes the job)."""
+    result = session.execute(
+        update(Generation)
+        .where(Generation.id == generation_id, Generation.delivery_claim == claim,
+               Generation.delivered_at.is_(None))
+        .values(delivery_claimed_at=None, updated_at=Generation.updated_at)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1

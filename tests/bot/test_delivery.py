@@ -208,3 +208,40 @@ async def test_a_replica_that_lost_its_claim_cannot_mark_the_job(service, databa
     assert await service.renew_delivery(job.id, stalled.claim) is False
     assert await service.mark_delivered(job.id, stalled.claim) is False
     assert (await service.generation(job.id)).delivery_attempts == 2
+
+
+async def test_claimed_jobs_are_returned_whatever_else_is_active(service, database):
+    """Jobs claimed in a sweep all come back to be delivered, however many active jobs with lower
+    ids there are (they once pushed claimed ones out of a shared, limited read)."""
+    from engine.domain.types import QuotaTarget
+
+    admin = Actor(Platform.CONSOLE, "team-1", "root", is_platform_admin=True)
+    await service.set_quota(admin, QuotaTarget("user", "alice"), None)
+    jobs = [await submit(service) for _ in range(15)]
+    for job in jobs[-3:]:
+        await finish(database, job.id, images=2)
+    claimed, active = await service.claim_deliveries(Platform.CONSOLE, "replica-1", limit=2)
+    assert [j.id for j in claimed] == [jobs[-3].id, jobs[-2].id]
+    assert [j.id for j in active] == [j.id for j in jobs[:12]]
+
+
+async def test_a_delivery_cut_by_a_database_blip_is_retried_at_the_next_sweep(service, database):
+    """The database fails in the middle of a delivery: the claim is released, so the next sweep
+    retries at once instead of after the lease."""
+    from engine.domain.errors import StoreUnavailable
+
+    job = await submit(service)
+    await finish(database, job.id, images=2)
+
+    class BlipTarget(Target):
+        async def deliver(self, job) -> None:
+            if not self.progress:
+                self.progress.append("blip")
+                raise StoreUnavailable()
+            await super().deliver(job)
+
+    target = BlipTarget()
+    loop = delivery(service, target, lease_s=3600)
+    assert await loop.sweep() == 0
+    assert await loop.sweep() == 1
+    assert target.delivered == [job.id]
