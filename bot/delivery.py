@@ -72,6 +72,7 @@ class Delivery:
         self.claim_batch = claim_batch
         #: This replica's claims: only they let it renew a lease or mark a job delivered.
         self.claim = uuid.uuid4().hex
+        self._reclaim = False
         # What each job's status message last showed, and when (progress throttling).
         self._shown: dict[int, tuple[str, float, float]] = {}
         # Active jobs are re-read only when they changed since the last sweep (a burst of
@@ -135,10 +136,17 @@ class Delivery:
     async def sweep(self) -> int:
         """Show progress and deliver results once; returns how many results were delivered."""
         started = utcnow()
-        claimed, active = await self.service.claim_deliveries(
-            self.target.platform, self.claim, self.lease_s, active_since=self._active_since,
-            limit=self.claim_batch,
-        )
+        try:
+            claimed, active = await self.service.claim_deliveries(
+                self.target.platform, self.claim, self.lease_s, active_since=self._active_since,
+                limit=self.claim_batch, reclaim=self._reclaim,
+            )
+        except StoreUnavailable:
+            # The claim may have committed although its answer was lost: take what this
+            # replica holds back at the next sweep instead of leaving it for the lease.
+            self._reclaim = True
+            raise
+        self._reclaim = False
         self._active_since = started - CLOCK_MARGIN
         now = time.monotonic()
         for job in active:

@@ -601,14 +601,15 @@ class ImagineService:
 
     async def claim_deliveries(
         self, platform: Platform, claim: str, lease_s: float = 30.0,
-        active_since: datetime | None = None, limit: int = 10,
+        active_since: datetime | None = None, limit: int = 10, reclaim: bool = False,
     ) -> tuple[list[GenerationView], list[GenerationView]]:
-        """(finished jobs now claimed for delivery under `claim`, queued/running jobs changed
-        since `active_since`, or all of them)."""
+        """(finished jobs now claimed for delivery under `claim` — with `reclaim`, also those it
+        already held — and queued/running jobs changed since `active_since`, or all of them)."""
 
         def claim_rows(session: Session):
             claimed, active = repo.claim_deliveries(
-                session, platform, self.clock(), lease_s, claim, active_since=active_since, limit=limit
+                session, platform, self.clock(), lease_s, claim, active_since=active_since, limit=limit,
+                reclaim=reclaim,
             )
             return ([repo.generation_view(g) for g in claimed],
                     [repo.generation_view(g) for g in active])

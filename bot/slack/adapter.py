@@ -213,6 +213,9 @@ class SlackAdapter:
         try:
             if reply.queue_position is not None:
                 await self._post_progress(reply.job, reply.queue_position, channel)
+        except StoreUnavailable as error:
+            # The job is queued, charged and will be delivered: say that, not "sorry".
+            log.warning("job %s: status message not fully set up: %s", reply.job.id, error.__cause__ or error)
         except SlackApiError as error:
             if api_error(error) not in _UNREACHABLE:
                 raise
@@ -449,10 +452,16 @@ class SlackAdapter:
                                          "include_all_metadata": True}
             if cursor:
                 arguments["cursor"] = cursor
-            if thread_ts:
-                page = await self.client.conversations_replies(ts=thread_ts, **arguments)
-            else:
-                page = await self.client.conversations_history(**arguments)
+            try:
+                if thread_ts:
+                    page = await self.client.conversations_replies(ts=thread_ts, **arguments)
+                else:
+                    page = await self.client.conversations_history(**arguments)
+            except SlackApiError as error:
+                # Cannot look (a missing history scope, a rate limit): post rather than never.
+                log.warning("job %s: could not look for an earlier %s (%s); posting it", job.id, event,
+                            api_error(error))
+                return None
             for message in page.get("messages") or []:
                 metadata = message.get("metadata") or {}
                 if (metadata.get("event_type") == event
@@ -468,7 +477,11 @@ class SlackAdapter:
     async def _uploaded_file(self, job: GenerationView, channel: str) -> str | None:
         """The id of the grid an earlier delivery of this job uploaded, if it did."""
         since = int((job.finished_at or job.created_at).timestamp() - LOOKBACK_S)
-        page = await self.client.files_list(channel=channel, ts_from=since, types="images", count=200)
+        try:
+            page = await self.client.files_list(channel=channel, ts_from=since, types="images", count=200)
+        except SlackApiError as error:
+            log.warning("job %s: could not look for an earlier upload (%s); uploading", job.id, api_error(error))
+            return None
         for file in page.get("files") or []:
             if str(file.get("name", "")).startswith(f"imagine-{job.id}."):
                 log.info("job %s: found the grid an earlier delivery uploaded (%s)", job.id, file.get("id"))

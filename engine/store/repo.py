@@ -337,7 +337,7 @@ ACTIVE_LIMIT = 100
 
 def claim_deliveries(
     session: Session, platform: Platform, now: datetime, lease_s: float, claim: str, *,
-    active_since: datetime | None = None, limit: int = 10,
+    active_since: datetime | None = None, limit: int = 10, reclaim: bool = False,
 ) -> tuple[Sequence[Generation], Sequence[Generation]]:
     """Claim up to `limit` of this platform's finished, undelivered jobs for the replica whose
     token is `claim`, and list its active ones (only those changed since `active_since`, when
@@ -347,14 +347,19 @@ def claim_deliveries(
     holder can mark the job delivered. A replica that dies (or whose delivery fails) leaves a
     claim that goes stale after `lease_s`, and the next sweep of any replica takes it over — with
     `delivery_attempts` > 1, so the adapter checks what the first attempt already posted.
+    With `reclaim`, jobs already under this claim count as claimable too: the replica's last
+    claim may have committed although its answer was lost (a connection dropped at COMMIT).
     Returns (claimed finished jobs, queued/running jobs).
     """
+    free = (Generation.delivery_claimed_at.is_(None)
+            | (Generation.delivery_claimed_at <= now - timedelta(seconds=lease_s)))
+    if reclaim:
+        free = free | (Generation.delivery_claim == claim)
     claimable = (
         (Generation.platform == str(platform))
         & Generation.delivered_at.is_(None)
         & Generation.status.in_([str(s) for s in FINAL_STATUSES])
-        & (Generation.delivery_claimed_at.is_(None)
-           | (Generation.delivery_claimed_at <= now - timedelta(seconds=lease_s)))
+        & free
     )
     # The conditions are checked again by the UPDATE itself, row by row under its lock, so two
     # replicas picking the same candidates still claim each job once.

@@ -245,3 +245,27 @@ async def test_a_delivery_cut_by_a_database_blip_is_retried_at_the_next_sweep(se
     assert await loop.sweep() == 0
     assert await loop.sweep() == 1
     assert target.delivered == [job.id]
+
+
+async def test_a_claim_whose_answer_was_lost_is_taken_back_at_the_next_sweep(service, database, monkeypatch):
+    """The claim committed but its answer was lost (the connection dropped at COMMIT): the next
+    sweep takes this replica's own claims back instead of leaving them for the lease."""
+    from engine.domain.errors import StoreUnavailable
+
+    job = await submit(service)
+    await finish(database, job.id, images=2)
+    target = Target()
+    loop = delivery(service, target, lease_s=3600)
+    real_claim = service.claim_deliveries
+
+    async def claim_then_lose_the_answer(*args, **kwargs):
+        await real_claim(*args, **kwargs)
+        raise StoreUnavailable()
+
+    monkeypatch.setattr(service, "claim_deliveries", claim_then_lose_the_answer)
+    with pytest.raises(StoreUnavailable):
+        await loop.sweep()
+    monkeypatch.setattr(service, "claim_deliveries", real_claim)
+    assert await loop.sweep() == 1
+    assert target.delivered == [job.id]
+    assert await delivery(service, Target()).sweep() == 0  # another replica: nothing to take
