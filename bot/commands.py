@@ -26,10 +26,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from engine.domain import limits as bounds
 from engine.domain.errors import UsageError
+from engine.domain.limits import MAX_SEED
 from engine.domain.types import (
     ASPECTS,
-    MAX_SEED,
     ImageRef,
     ImagineRequest,
     QuotaTarget,
@@ -211,13 +212,7 @@ def _split_options(words: list[str], allowed: set[str], command: str) -> tuple[l
 
 
 def _int(name: str, text: str, low: int, high: int) -> int:
-    try:
-        value = int(text.replace("_", ""))
-    except ValueError:
-        raise UsageError(f"--{name} must be a whole number, got {text!r}.") from None
-    if not low <= value <= high:
-        raise UsageError(f"--{name} must be between {low} and {high}, got {value}.")
-    return value
+    return bounds.whole_number(text, what=f"--{name}", low=low, high=high, signed=True)
 
 
 def _float(name: str, text: str, low: float, high: float) -> float:
@@ -268,15 +263,17 @@ def _render_params(options: dict[str, str], limits: Limits) -> RenderParams:
 
 # --- references ------------------------------------------------------------------------------
 
-_JOB = re.compile(r"^#?(\d{1,12})$")
-_IMAGE = re.compile(r"^#?(\d{1,12}|last)[:/.](\d+)$", re.IGNORECASE)
+# ASCII digits only ("\d" would take any script's digits); how large a number may be is
+# bounds.job_id's to say ("There is no job #…"), not the pattern's.
+_JOB = re.compile(r"^#?([0-9]{1,40})$")
+_IMAGE = re.compile(r"^#?([0-9]{1,40}|last)[:/.]([0-9]{1,40})$", re.IGNORECASE)
 
 
 def parse_job_ref(text: str) -> int:
     match = _JOB.match(text.strip())
     if not match:
-        raise UsageError(f"{text!r} is not a job number; job numbers look like 12 or #12.")
-    return int(match.group(1))
+        raise UsageError(f"{text[:40]!r} is not a job number; job numbers look like 12 or #12.")
+    return bounds.job_id(int(match.group(1)))
 
 
 def parse_image_ref(text: str) -> ImageRef:
@@ -288,11 +285,11 @@ def parse_image_ref(text: str) -> ImageRef:
         index = int(index)
         if not 1 <= index <= 4:
             raise UsageError(f"Image numbers go from 1 to 4, got {index}.")
-        return ImageRef(None if job.lower() == "last" else int(job), index)
+        return ImageRef(None if job.lower() == "last" else bounds.job_id(int(job)), index)
     if _JOB.match(text):
         return ImageRef(parse_job_ref(text), None)
     raise UsageError(
-        f"{text!r} is not an image reference; use 12:3 (job 12, image 3), 12 (a one-image job) "
+        f"{text[:40]!r} is not an image reference; use 12:3 (job 12, image 3), 12 (a one-image job) "
         "or last:3 (image 3 of your latest job)."
     )
 
@@ -307,12 +304,12 @@ def parse_target(text: str) -> QuotaTarget:
     if text.lower() in ("team", "everyone", "@everyone", "default"):
         return QuotaTarget("team")
     if match := _ROLE_MENTION.match(text):
-        return QuotaTarget("role", match.group(1))
+        return QuotaTarget("role", bounds.external_id(match.group(1), what="That role"))
     if match := _USER_MENTION.match(text):
-        return QuotaTarget("user", match.group(1))
+        return QuotaTarget("user", bounds.external_id(match.group(1), what="That user"))
     for prefix, kind in (("@&", "role"), ("role:", "role"), ("user:", "user"), ("@", "user")):
         if text.lower().startswith(prefix) and len(text) > len(prefix):
-            return QuotaTarget(kind, text[len(prefix):])
+            return QuotaTarget(kind, bounds.external_id(text[len(prefix):], what=f"That {kind}"))
     raise UsageError(
         f"{text!r} is not a user, role or team; use @user, @&role (a mention works too) or team."
     )
@@ -393,9 +390,12 @@ def _parse_subcommand(name: str, rest: list[str], limits: Limits, *, strict: boo
             raise
 
     def page(text: str) -> int:
-        if not text.isdigit() or int(text) < 1:
-            raise UsageError(f"Pages are numbered from 1, got {text!r}.")
-        return int(text)
+        if _in_range(text, 1, bounds.MAX_HISTORY_PAGE):
+            return int(text)
+        if _in_range(text, 1, 10**40):
+            raise UsageError(f"There is no page {text.strip()}; history has at most "
+                             f"{bounds.MAX_HISTORY_PAGE:,} pages.")
+        raise UsageError(f"Pages are numbered from 1, got {text[:40]!r}.")
 
     try:
         if name == "vary":
@@ -436,7 +436,8 @@ def _parse_subcommand(name: str, rest: list[str], limits: Limits, *, strict: boo
             weights = None
             if "weights" in options:
                 weights = tuple(
-                    _float("weights", w, 0, 100) for w in options["weights"].replace(",", " ").split()
+                    _float("weights", w, 0, bounds.MAX_BLEND_WEIGHT)
+                    for w in options["weights"].replace(",", " ").split()
                 )
                 if len(weights) != len(refs):
                     raise UsageError(
@@ -446,7 +447,7 @@ def _parse_subcommand(name: str, rest: list[str], limits: Limits, *, strict: boo
                 refs, weights,
                 seed=_int("seed", options["seed"], 0, MAX_SEED) if "seed" in options else None,
                 params=_render_params(options, limits),
-                strip=_int("strip", options["strip"], 3, 8) if "strip" in options else None,
+                strip=_int("strip", options["strip"], *bounds.STRIP_FRAMES) if "strip" in options else None,
             )
         if name == "upscale":
             if len(rest) != 1:
@@ -492,6 +493,14 @@ class _NotASubcommand(Exception):
     """The words look like a prompt, not like the sub-command they start with."""
 
 
+def _in_range(text: str, low: int, high: int) -> bool:
+    try:
+        bounds.whole_number(text, what="", low=low, high=high)
+    except UsageError:
+        return False
+    return True
+
+
 def parse_admin(words: list[str]) -> Command:
     if not words:
         raise UsageError(f"Say which admin command to run:\n{USAGE}")
@@ -513,13 +522,11 @@ def parse_admin(words: list[str]) -> Command:
         amount_text = rest[2].lower()
         if verb == "set" and amount_text in ("unlimited", "none", "∞"):
             return AdminQuota("set", target, None)
-        if not amount_text.isdigit():
-            raise UsageError(f"The number of images must be a whole number, got {rest[2]!r}.")
-        amount = int(amount_text)
+        amount = bounds.whole_number(amount_text, what="The number of images", low=0, high=10**40)
+        if amount > bounds.MAX_QUOTA_IMAGES:
+            raise UsageError(f"{amount} images is more than the {bounds.MAX_QUOTA_IMAGES:,} a quota can hold.")
         if verb == "grant" and amount == 0:
             raise UsageError("Grant at least 1 image.")
-        if amount > 1_000_000:
-            raise UsageError(f"{amount} images is more than the 1,000,000 a quota can hold.")
         return AdminQuota(verb, target, amount)
     if action in ("ban", "unban"):
         if not rest:
@@ -541,14 +548,16 @@ def parse_admin(words: list[str]) -> Command:
     if action == "audit":
         if not rest:
             return AdminAudit()
-        if len(rest) > 1 or not rest[0].isdigit() or not 1 <= int(rest[0]) <= 100:
-            raise UsageError("`audit` takes how many entries to show, 1 to 100.")
+        low, high = bounds.AUDIT_ENTRIES
+        if len(rest) > 1 or not _in_range(rest[0], low, high):
+            raise UsageError(f"`audit` takes how many entries to show, {low} to {high}.")
         return AdminAudit(int(rest[0]))
     if action == "stats":
         if not rest:
             return AdminStats()
-        if len(rest) > 1 or not rest[0].isdigit() or not 1 <= int(rest[0]) <= 90:
-            raise UsageError("`stats` takes how many days to cover, 1 to 90.")
+        low, high = bounds.STATS_DAYS
+        if len(rest) > 1 or not _in_range(rest[0], low, high):
+            raise UsageError(f"`stats` takes how many days to cover, {low} to {high}.")
         return AdminStats(int(rest[0]))
     if action == "retention":
         if len(rest) != 1:
@@ -558,8 +567,9 @@ def parse_admin(words: list[str]) -> Command:
             return AdminRetention(0)
         if word == "default":
             return AdminRetention(None)
-        if not word.isdigit() or not 1 <= int(word) <= 3650:
-            raise UsageError(f"Retention is a number of days from 1 to 3650, got {rest[0]!r}.")
+        high = bounds.RETENTION_DAYS[1]
+        if not _in_range(word, 1, high):
+            raise UsageError(f"Retention is a number of days from 1 to {high}, got {rest[0][:40]!r}.")
         return AdminRetention(int(word))
     if action == "mod-role":
         if len(rest) != 2 or rest[0].lower() not in ("add", "remove"):

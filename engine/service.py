@@ -15,9 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import secrets
-import unicodedata
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -41,9 +39,18 @@ from engine.domain.errors import (
     UsageError,
     UserBanned,
 )
-from engine.domain.quota import describe_duration
-from engine.domain.types import (
+from engine.domain.limits import (
+    EDIT_AMOUNT,
+    MAX_HISTORY_PAGE,
+    MAX_ID,
     MAX_SEED,
+    RETENTION_DAYS,
+    STATS_DAYS,
+    STRIP_FRAMES,
+)
+from engine.domain.quota import describe_duration
+from engine.domain.terms import blocked_term_in, normalise_term
+from engine.domain.types import (
     Actor,
     GenerationKind,
     GenerationStatus,
@@ -118,14 +125,6 @@ def new_task_id() -> str:
     return uuid.uuid4().hex
 
 
-def _term_pattern(term: str) -> re.Pattern[str]:
-    return re.compile(r"(?<!\w)" + re.escape(term) + r"(?!\w)")
-
-
-def normalise_term(term: str) -> str:
-    return " ".join(unicodedata.normalize("NFKC", term).casefold().split())
-
-
 class ImagineService:
     """The one entry point adapters use."""
 
@@ -143,6 +142,7 @@ class ImagineService:
         self.policy = policy
         self.store = store
         self.clock = clock
+        self._image_work = asyncio.Semaphore(2)
 
     # --- submitting jobs ---------------------------------------------------------------------
 
@@ -179,8 +179,9 @@ class ImagineService:
                 request.toward, max_chars=self.policy.max_prompt_chars, what="The --toward text"
             )
             if request.amount is not None:
-                if not 0.05 <= request.amount <= 1.0:
-                    raise UsageError(f"--amount must be between 0.05 and 1, got {request.amount:g}.")
+                low, high = EDIT_AMOUNT
+                if not low <= request.amount <= high:
+                    raise UsageError(f"--amount must be between {low:g} and {high:g}, got {request.amount:g}.")
                 extra["edit_amount"] = request.amount
         elif request.amount is not None:
             raise UsageError("--amount goes with --toward: say what to turn the image toward.")
@@ -203,11 +204,12 @@ class ImagineService:
         self._validate_params(params)
         if self.store is None:
             raise UsageError("Uploads are not enabled on this imagine-bot.")
-        picture = decode_upload(
-            data, max_bytes=self.policy.max_upload_bytes, max_pixels=self.policy.max_upload_pixels
-        )
+        # Decoding and re-encoding a large picture takes seconds of CPU: off the event loop (the
+        # bot's other commands must still be acknowledged within 3 s), at most two at a time.
+        async with self._image_work:
+            png = await asyncio.to_thread(self._reencode_upload, data)
         key = f"uploads/{uuid.uuid4().hex}.png"
-        await asyncio.to_thread(self.store.put, key, encode_png(picture))
+        await asyncio.to_thread(self.store.put, key, png)
         job = _NewJob(
             kind=GenerationKind.VARIATION, prompt="an uploaded image", negative_prompt=None,
             params=params, seed=self._resolve_seed(seed), model_id=self.policy.default_model,
@@ -220,6 +222,12 @@ class ImagineService:
                 await asyncio.to_thread(self.store.delete, key)  # nothing refers to it
             raise
 
+    def _reencode_upload(self, data: bytes) -> bytes:
+        picture = decode_upload(
+            data, max_bytes=self.policy.max_upload_bytes, max_pixels=self.policy.max_upload_pixels
+        )
+        return encode_png(picture)
+
     async def submit_blend(
         self, actor: Actor, images: list[ImageRef], weights: list[float] | None = None,
         params: RenderParams | None = None, seed: int | None = None,
@@ -231,8 +239,9 @@ class ImagineService:
         if strip is not None:
             if len(images) != 2:
                 raise UsageError(f"An interpolation strip goes from one image to another: give 2, got {len(images)}.")
-            if not 3 <= strip <= 8:
-                raise UsageError(f"--strip must be between 3 and 8 frames, got {strip}.")
+            low, high = STRIP_FRAMES
+            if not low <= strip <= high:
+                raise UsageError(f"--strip must be between {low} and {high} frames, got {strip}.")
             self._validate_params(replace(params, n=1))
             job = _NewJob(
                 kind=GenerationKind.BLEND, prompt="", negative_prompt=None,
@@ -473,6 +482,8 @@ class ImagineService:
         """One page of the actor's jobs, newest first."""
         if page < 1:
             raise UsageError(f"Pages start at 1, got {page}.")
+        if page > MAX_HISTORY_PAGE:
+            raise UsageError(f"There is no page {page}; history has at most {MAX_HISTORY_PAGE:,} pages.")
         return await self.db.run(self._history, actor, page)
 
     def _history(self, session: Session, actor: Actor, page: int) -> HistoryPage:
@@ -551,7 +562,7 @@ class ImagineService:
         """One image of this team (NotFound for any other team's)."""
 
         def read(session: Session) -> ImageView:
-            image = session.get(Image, image_id)
+            image = session.get(Image, image_id) if 1 <= image_id <= MAX_ID else None
             if image is None or image.generation.team_id != team_id:
                 raise NotFound("No such image.")
             return repo.image_view(image)
@@ -772,8 +783,9 @@ class ImagineService:
 
     async def set_retention(self, actor: Actor, days: int | None) -> ModerationResult:
         """Keep this team's jobs and images `days` days (0: forever; None: the server default)."""
-        if days is not None and not 0 <= days <= 3650:
-            raise UsageError(f"Retention is 0 (keep everything) to 3650 days, got {days}.")
+        low, high = RETENTION_DAYS
+        if days is not None and not low <= days <= high:
+            raise UsageError(f"Retention is 0 (keep everything) to {high} days, got {days}.")
 
         def apply(session: Session) -> ModerationResult:
             team, moderator = self._moderator(session, actor, "set how long images are kept")
@@ -810,8 +822,9 @@ class ImagineService:
 
     async def stats(self, actor: Actor, days: int = 7) -> TeamStats:
         """Jobs, failures and usage by user and by role over the last `days` days (moderators)."""
-        if not 1 <= days <= 90:
-            raise UsageError(f"Statistics cover 1 to 90 days, got {days}.")
+        low, high = STATS_DAYS
+        if not low <= days <= high:
+            raise UsageError(f"Statistics cover {low} to {high} days, got {days}.")
         return await self.db.run(self._stats, actor, days)
 
     def _stats(self, session: Session, actor: Actor, days: int) -> TeamStats:
@@ -904,10 +917,9 @@ class ImagineService:
         return seed
 
     def _refuse_blocked_terms(self, session: Session, team: Team, prompt: str) -> None:
-        text = normalise_term(prompt)
-        for term in repo.blocked_terms(session, team):
-            if _term_pattern(term).search(text):
-                raise PromptRejected(term)
+        term = blocked_term_in(prompt, repo.blocked_terms(session, team))
+        if term is not None:
+            raise PromptRejected(term)
 
     def _valid_term(self, term: str) -> str:
         normalised = normalise_term(term or "")

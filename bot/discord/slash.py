@@ -15,13 +15,15 @@ from discord import app_commands
 
 from bot import commands as c
 from bot.discord.interactions import InteractionHandler
-from engine.domain.types import ASPECTS, MAX_SEED, ImagineRequest, RenderParams
+from engine.domain import limits
+from engine.domain.limits import MAX_SEED
+from engine.domain.types import ASPECTS, ImagineRequest, RenderParams
 
 Images = app_commands.Range[int, 1, 4]
 Steps = app_commands.Range[int, 2, 1000]
 Guidance = app_commands.Range[float, 0.0, 100.0]
 Seed = app_commands.Range[int, 0, MAX_SEED]
-Strength = app_commands.Range[float, 0.05, 1.0]
+Strength = app_commands.Range[float, *limits.VARIATION_STRENGTH]
 Target = Union[discord.Member, discord.User, discord.Role]  # a "mentionable" option
 
 ASPECT_CHOICES = [app_commands.Choice(name=a, value=a) for a in ASPECTS]
@@ -106,7 +108,7 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
                                third=handler.image_choices, fourth=handler.image_choices)
     async def blend(interaction: discord.Interaction, first: str, second: str, third: Optional[str] = None,
                     fourth: Optional[str] = None, weights: Optional[str] = None,
-                    strip: Optional[app_commands.Range[int, 3, 8]] = None, n: Optional[Images] = None,
+                    strip: Optional[app_commands.Range[int, *limits.STRIP_FRAMES]] = None, n: Optional[Images] = None,
                     seed: Optional[Seed] = None) -> None:
         images = [image for image in (first, second, third, fourth) if image]
         await handler.blend(interaction, images, weights, render_params(n, None, None, None), seed, strip)
@@ -114,13 +116,13 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     @tree.command(name="history", description="Your recent jobs (only you see them)")
     @app_commands.guild_only()
     @app_commands.describe(page="Which page (newest first)")
-    async def history(interaction: discord.Interaction, page: Optional[app_commands.Range[int, 1, 100000]] = None) -> None:
+    async def history(interaction: discord.Interaction, page: Optional[app_commands.Range[int, 1, limits.MAX_HISTORY_PAGE]] = None) -> None:
         await handler.history(interaction, page or 1)
 
     @tree.command(name="thread", description="The variation tree a job belongs to")
     @app_commands.guild_only()
     @app_commands.describe(job="A job number (your latest when empty)")
-    async def thread(interaction: discord.Interaction, job: Optional[app_commands.Range[int, 1, 10**12]] = None) -> None:
+    async def thread(interaction: discord.Interaction, job: Optional[app_commands.Range[int, 1, limits.MAX_ID]] = None) -> None:
         await handler.run(interaction, c.Thread(job), ephemeral=False)
 
     @tree.command(name="quota", description="How many images you have left today, and when it resets")
@@ -142,7 +144,7 @@ def admin_group(handler: InteractionHandler) -> app_commands.Group:
     @quota.command(name="set", description="Set a daily image limit")
     @app_commands.describe(target=target_help, images="Images per day", unlimited="No limit at all")
     async def quota_set(interaction: discord.Interaction, target: Optional[Target] = None,
-                        images: Optional[app_commands.Range[int, 0, 1_000_000]] = None,
+                        images: Optional[app_commands.Range[int, 0, limits.MAX_QUOTA_IMAGES]] = None,
                         unlimited: bool = False) -> None:
         if unlimited == (images is not None):
             await handler.refuse(interaction, "Give either a number of images or unlimited: True.")
@@ -152,7 +154,7 @@ def admin_group(handler: InteractionHandler) -> app_commands.Group:
 
     @quota.command(name="grant", description="Give extra images for today")
     @app_commands.describe(target=target_help, images="Extra images for today")
-    async def quota_grant(interaction: discord.Interaction, images: app_commands.Range[int, 1, 1_000_000],
+    async def quota_grant(interaction: discord.Interaction, images: app_commands.Range[int, 1, limits.MAX_QUOTA_IMAGES],
                           target: Optional[Target] = None) -> None:
         await handler.admin(interaction, ["quota", "grant", mention(target), str(images)])
 
@@ -180,12 +182,12 @@ def admin_group(handler: InteractionHandler) -> app_commands.Group:
 
     @admin.command(name="audit", description="Recent moderator actions")
     @app_commands.describe(entries="How many (1-100)")
-    async def audit(interaction: discord.Interaction, entries: Optional[app_commands.Range[int, 1, 100]] = None) -> None:
+    async def audit(interaction: discord.Interaction, entries: Optional[app_commands.Range[int, *limits.AUDIT_ENTRIES]] = None) -> None:
         await handler.admin(interaction, ["audit", *([str(entries)] if entries is not None else [])])
 
     @admin.command(name="stats", description="Jobs, failures and usage by member and role")
     @app_commands.describe(days="Over how many days (1-90)")
-    async def stats(interaction: discord.Interaction, days: Optional[app_commands.Range[int, 1, 90]] = None) -> None:
+    async def stats(interaction: discord.Interaction, days: Optional[app_commands.Range[int, *limits.STATS_DAYS]] = None) -> None:
         await handler.admin(interaction, ["stats", *([str(days)] if days is not None else [])])
 
     @admin.command(name="mod-role", description="Make a role's members imagine-bot moderators (or stop)")

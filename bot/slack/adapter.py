@@ -35,7 +35,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import commands as c
 from bot.delivery import Delivery
-from bot.replies import Reply
+from bot.replies import Reply, shorten
 from bot.runner import CommandRunner
 from bot.slack.blocks import (
     ACTION_PATTERN,
@@ -71,6 +71,8 @@ OUTCOME_EVENT = "imagine_outcome"
 #: pages of history it reads.
 LOOKBACK_S = 60
 LOOKUP_PAGES = 5
+#: How many messages before a reply are searched for its thread's parent.
+THREAD_SCAN = 100
 
 
 def _metadata(event: str, job: GenerationView) -> dict[str, Any]:
@@ -88,6 +90,20 @@ _UNREACHABLE = {"channel_not_found", "not_in_channel", "is_archived"}
 
 
 Relay = Callable[[Coroutine[Any, Any, Any]], concurrent.futures.Future]
+
+
+def delivery_id(body: dict, headers: dict[str, Any]) -> str | None:
+    """What makes one request from Slack unique, for refusing it a second time: an event's
+    `event_id` (Slack's retries repeat it), else the request's signature — a replay of a slash
+    command or a button press carries the same one, and a new one cannot be made without the
+    signing secret. None in Socket Mode (no signatures; the socket is authenticated)."""
+    if body.get("type") == "event_callback" and body.get("event_id"):
+        return str(body["event_id"])[:120]
+    signature = headers.get("x-slack-signature") or []
+    signature = signature[0] if isinstance(signature, list) and signature else signature
+    if isinstance(signature, str) and signature.startswith("v0="):
+        return f"request:{signature[3:67]}"
+    return None
 
 
 async def acknowledge(ack) -> None:
@@ -134,18 +150,18 @@ class SlackAdapter:
         """Listen on `app`. Its loop only acks; `relay` hands each piece of work to this adapter's
         loop, so an ack never waits behind a database transaction or a Slack call."""
 
-        async def skip_retried_events(body: dict, next) -> BoltResponse:
-            event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-            if event_id:
-                # An event's ack is this HTTP answer, so this one insert comes before it: it
-                # decides whether any work starts at all.
+        async def skip_repeats(req, body: dict, next) -> BoltResponse:
+            delivery = delivery_id(body, req.headers)
+            if delivery:
+                # The ack is this HTTP answer, so this one insert comes before it: it decides
+                # whether any work starts at all, on whichever replica the repeat reaches.
                 try:
-                    first = await asyncio.wrap_future(relay(self.service.first_time(Platform.SLACK, event_id)))
-                except Exception:  # noqa: BLE001 - unsure: let Slack retry later rather than act twice
-                    log.exception("event %s: could not record it; asking Slack to retry", event_id)
+                    first = await asyncio.wrap_future(relay(self.service.first_time(Platform.SLACK, delivery)))
+                except Exception as error:  # noqa: BLE001 - unsure: let Slack retry later rather than act twice
+                    log.warning("%s: could not record it (%s); asking Slack to retry", delivery, error)
                     return BoltResponse(status=503, body="")
                 if not first:
-                    log.info("event %s was already taken; skipping the repeat", event_id)
+                    log.info("%s was already handled; skipping the repeat", delivery)
                     return BoltResponse(status=200, body="")
             return await next()
 
@@ -161,7 +177,7 @@ class SlackAdapter:
         async def reaction(event: dict, body: dict, context) -> None:
             relay(self.reaction_added(event, body, context.bot_user_id))
 
-        app.middleware(skip_retried_events)
+        app.middleware(skip_repeats)
         app.command("/imagine")(ack=acknowledge, lazy=[imagine])
         app.command("/imagine-admin")(ack=acknowledge, lazy=[imagine_admin])
         app.action(ACTION_PATTERN)(ack=acknowledge, lazy=[button])
@@ -235,11 +251,15 @@ class SlackAdapter:
 
     async def button_pressed(self, body: dict, action: dict, respond) -> None:
         """Variations n, Upscale n, Reroll, Cancel (their meaning is all in the action id)."""
-        press = parse_action(action.get("action_id", ""), action.get("value", ""))
-        if press is None:
-            return
         async with self._working():
             try:
+                try:
+                    press = parse_action(action.get("action_id", ""), action.get("value", ""))
+                except UserFacingError as error:
+                    await self._respond_quietly(respond, escape(error.message), replace_original=False)
+                    return
+                if press is None:
+                    return
                 channel = body["channel"]["id"]
                 user = body["user"]
                 team = (body.get("team") or {}).get("id") or user.get("team_id")
@@ -321,13 +341,24 @@ class SlackAdapter:
         return None, message
 
     async def _fetch_message(self, channel: str, ts: str) -> dict | None:
-        history = await self.client.conversations_history(channel=channel, latest=ts, inclusive=True, limit=1)
+        """A message by its ts: from the channel's history, or — a reply, which history does not
+        hold — from its thread, found among the parents before it whose replies reach it."""
+        history = await self.client.conversations_history(
+            channel=channel, latest=ts, oldest=ts, inclusive=True, limit=1)
         for message in history.get("messages") or []:
             if message.get("ts") == ts:
                 return message
-        # Not a top-level message: a reply in some thread.
-        replies = await self.client.conversations_replies(channel=channel, ts=ts, inclusive=True, limit=1)
-        return next((m for m in replies.get("messages") or [] if m.get("ts") == ts), None)
+        recent = await self.client.conversations_history(channel=channel, latest=ts, inclusive=True,
+                                                         limit=THREAD_SCAN)
+        for parent in recent.get("messages") or []:
+            if not parent.get("reply_count") or float(parent.get("latest_reply") or 0) < float(ts):
+                continue
+            replies = await self.client.conversations_replies(
+                channel=channel, ts=parent["ts"], oldest=ts, latest=ts, inclusive=True, limit=2)
+            found = next((m for m in replies.get("messages") or [] if m.get("ts") == ts), None)
+            if found is not None:
+                return found
+        return None
 
     async def _vary_upload(self, actor: Actor, channel: str, message: dict) -> None:
         """Variations of an image someone shared: download it, queue it, answer in its thread."""
@@ -564,7 +595,9 @@ class SlackAdapter:
         extension = "png" if data.startswith(b"\x89PNG") else "jpg"
         response = await self.client.files_upload_v2(
             channel=channel, thread_ts=thread_ts, file=data, filename=f"imagine-{job.id}.{extension}",
-            title=f"imagine #{job.id}", alt_txt=job.prompt[:1000],
+            # Escaped like every text the bot sends; short enough that escaping stays under
+            # Slack's 1000-character limit.
+            title=f"imagine #{job.id}", alt_txt=escape(shorten(job.prompt, 240)),
             initial_comment=f"#{job.id} · {len(job.images)} image{'s' if len(job.images) != 1 else ''}",
         )
         file_id = response["files"][0]["id"]

@@ -11,16 +11,20 @@ main one runs the adapter's work, the delivery loop, the database and the Web AP
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import signal
 import sys
 import threading
+import time
 from datetime import timedelta
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 
 from bot.commands import Limits
@@ -36,6 +40,22 @@ log = logging.getLogger(__name__)
 # Slack retries an event for minutes; remembered event ids older than this can go.
 EVENT_MEMORY = timedelta(hours=1)
 EVENT_PRUNE_INTERVAL_S = 600
+SIGNATURE_MAX_AGE_S = 300
+
+
+def signed_by_slack(body: bytes, headers, secret: str, *, now: float | None = None) -> bool:
+    """Whether a request carries Slack's signature of these exact bytes, made in the last five
+    minutes (`v0=` + HMAC-SHA256 of `v0:{timestamp}:{body}`). Works on any bytes and any
+    header values: a forged or garbled request is simply not signed."""
+    timestamp = headers.get("X-Slack-Request-Timestamp") or ""
+    signature = headers.get("X-Slack-Signature") or ""
+    if not secret or not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        return False
+    if abs((now if now is not None else time.time()) - int(timestamp)) > SIGNATURE_MAX_AGE_S:
+        return False
+    expected = "v0=" + hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + body,
+                                hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
 
 
 class Ingress:
@@ -76,7 +96,24 @@ class Ingress:
         application = web.Application()
 
         async def slack_request(request: web.Request) -> web.Response:
-            response = await self.app.async_dispatch(await to_bolt_request(request))
+            # The signature is checked on the raw bytes before anything reads them, so bytes
+            # that are not UTF-8, JSON or a form — signed or not — never reach a parser that
+            # would fail with a 500: unsigned is 401, signed but unreadable is 400.
+            body = await request.read()
+            if not signed_by_slack(body, request.headers, self.settings.signing_secret.get_secret_value()):
+                return web.Response(status=401, text="")
+            try:
+                bolt_request = AsyncBoltRequest(body=body.decode("utf-8"), query=request.query_string,
+                                                headers=dict(request.headers))
+                # Everything Slack sends is an object with a type, a slash command, or an SSL check.
+                readable = isinstance(bolt_request.body, dict) and any(
+                    bolt_request.body.get(key) for key in ("type", "command", "ssl_check"))
+            except (ValueError, TypeError, AttributeError, KeyError):
+                readable = False
+            if not readable:
+                log.info("slack: refused a signed request whose body cannot be read (%d bytes)", len(body))
+                return web.Response(status=400, text="")
+            response = await self.app.async_dispatch(bolt_request)
             return await to_aiohttp_response(response)
 
         async def health(_: web.Request) -> web.Response:

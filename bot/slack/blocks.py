@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot import replies
+from engine.domain import limits
+from engine.domain.errors import UsageError
 from engine.domain.types import GenerationKind, GenerationStatus
 from engine.domain.views import GenerationView
 
 ACTION_PREFIX = "imagine:"
 ACTION_PATTERN = re.compile(r"^imagine:(vary|upscale|reroll|cancel)(?::([1-4]))?$")
 SECTION_LIMIT = 3000  # characters of text in one section block
+_JOB_VALUE = re.compile(r"[0-9]{1,40}")
 
 # Bare @here/@channel/@everyone are not mentions in API messages, but text that a client or a file
 # comment renders with link_names would make them one: a word joiner keeps them plain text.
@@ -37,12 +40,15 @@ class ButtonPress:
 
 
 def parse_action(action_id: str, value: str) -> ButtonPress | None:
-    """The button an action payload names, or None if it is not one of ours (or is malformed)."""
+    """The button an action payload names; None if it is not one of ours. A value that is not
+    a job number this bot could have made raises UsageError (the presser is told)."""
     match = ACTION_PATTERN.match(action_id or "")
-    if not match or not (value or "").isdigit():
+    if not match:
         return None
     kind, index = match.groups()
-    return ButtonPress(kind, int(value), int(index) if index else None)
+    if not isinstance(value, str) or not _JOB_VALUE.fullmatch(value):
+        raise UsageError("That button does not name a job imagine-bot knows.")
+    return ButtonPress(kind, limits.job_id(int(value)), int(index) if index else None)
 
 
 def section(text: str) -> dict[str, Any]:

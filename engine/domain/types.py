@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from engine.domain.errors import UsageError
+from engine.domain.limits import MAX_IMAGES_PER_JOB
 
 
 class Platform(StrEnum):
@@ -43,8 +44,6 @@ class GenerationStatus(StrEnum):
 ACTIVE_STATUSES = (GenerationStatus.QUEUED, GenerationStatus.RUNNING)
 FINAL_STATUSES = (GenerationStatus.DONE, GenerationStatus.FAILED, GenerationStatus.CANCELLED)
 
-MAX_IMAGES_PER_JOB = 4
-MAX_SEED = 2**32 - 1
 ASPECTS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
 
 

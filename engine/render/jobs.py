@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.domain.types import MAX_SEED
+from engine.domain.limits import MAX_SEED
 
 #: progress(fraction 0..1, stage name); may raise to abort the render (a cancelled job).
 ProgressFn = Callable[[float, str], None]

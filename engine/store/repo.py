@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, lazyload
 
+from engine.domain.limits import MAX_ID
 from engine.domain.quota import PolicyRule, effective_limit, period_end, period_start
 from engine.domain.types import (
     ACTIVE_STATUSES,
@@ -279,6 +280,8 @@ def refund(session: Session, generation: Generation, reason: str) -> int:
 def get_generation(
     session: Session, generation_id: int, *, lock: bool = False, images: bool = True
 ) -> Generation | None:
+    if not 1 <= generation_id <= MAX_ID:
+        return None  # no such row can exist (and PostgreSQL would refuse the comparison)
     query = select(Generation).where(Generation.id == generation_id)
     if lock:
         query = query.with_for_update(of=Generation).execution_options(populate_existing=True)

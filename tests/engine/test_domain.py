@@ -111,3 +111,31 @@ def test_period_is_the_utc_day():
     assert period_start(NOW) == datetime(2026, 11, 27, tzinfo=UTC)
     assert describe_duration(timedelta(hours=8, minutes=30)) == "8 h 30 min"
     assert describe_duration(timedelta(seconds=10)) == "1 min"
+
+
+@pytest.mark.parametrize("prompt", [
+    "a red circle",
+    "a\u200b r\u200ded c\u2060ircle",           # zero-width space, joiner, word joiner
+    "a r\u00aded circle",                        # soft hyphen
+    "a RED   Circle",                            # case and spacing
+    "a ｒｅｄ circle",                             # full-width letters
+    "a r\u0435d circle",                         # Cyrillic е
+    "a red \u0441ircle",                         # Cyrillic с
+    "a ré\u0301d circle",                        # combining accents
+    "a red\u200e circle",                        # a direction mark
+])
+def test_blocked_terms_match_what_looks_the_same(prompt):
+    """A blocked term is found however it is hidden: invisible characters, case, width,
+    accents, and Cyrillic or Greek letters that look Latin."""
+    from engine.domain.terms import blocked_term_in
+
+    assert blocked_term_in(prompt, ["red circle"]) == "red circle"
+
+
+@pytest.mark.parametrize("prompt", ["a reddish circle", "a red square", "bored circle", "101 dalmatians"])
+def test_blocked_terms_match_whole_words_only(prompt):
+    """Only the term as words: longer words that contain it, and ASCII digits that look like
+    letters, are left alone."""
+    from engine.domain.terms import blocked_term_in
+
+    assert blocked_term_in(prompt, ["red circle", "lol"]) is None

@@ -622,3 +622,41 @@ async def test_interpolation_strip(service, database):
         await service.submit_blend(ALICE, [ImageRef(a.id, 1), ImageRef(a.id, 4)], strip=9)
     with pytest.raises(UsageError, match="give 2, got 3"):
         await service.submit_blend(ALICE, [ImageRef(a.id, 1)] * 3, strip=4)
+
+
+async def test_a_large_upload_does_not_stall_the_event_loop(database, queue, tmp_path):
+    """Decoding and re-encoding a legal 4096×4096 upload runs off the event loop: other work on
+    the loop (other users' commands, Discord's 3 s acknowledgements) keeps being served."""
+    import io
+    import time
+
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from engine.service import ImagineService, ServicePolicy
+    from engine.storage import ImageStore
+
+    service = ImagineService(database, queue, ServicePolicy(default_model="tiny-random"),
+                             store=ImageStore(tmp_path / "images"))
+    gradient = np.add.outer(np.arange(4096), np.arange(4096)).astype(np.uint8)
+    buffer = io.BytesIO()
+    PILImage.fromarray(np.stack([gradient] * 3, axis=-1)).save(buffer, format="PNG")
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.01)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticking = asyncio.create_task(ticker())
+    started = time.perf_counter()
+    await service.submit_upload_variation(ALICE, buffer.getvalue(), RenderParams(n=1))
+    took = time.perf_counter() - started
+    done.set()
+    await ticking
+    assert took > 0.3  # the work is real...
+    assert max(gaps) < 0.25  # ...and the loop never stopped for it

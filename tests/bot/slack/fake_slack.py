@@ -159,11 +159,16 @@ class FakeSlack:
         self.usergroups[group_id] = list(members)
 
     def add_file_message(self, channel: str, user: str, data: bytes, name: str = "photo.png",
-                         mimetype: str = "image/png") -> FakeMessage:
-        """A message a person posted with one file attached (what a channel upload looks like)."""
+                         mimetype: str = "image/png", thread_ts: str | None = None) -> FakeMessage:
+        """A message a person posted with one file attached (what a channel upload looks like),
+        in a thread when `thread_ts` is given."""
         file = FakeFile(self._new_file_id(), name, data, mimetype, name, user)
         self.files[file.id] = file
-        return self._store_message(channel, user, "", [], None, [file.id])
+        return self._store_message(channel, user, "", [], thread_ts, [file.id])
+
+    def add_message(self, channel: str, user: str, text: str, thread_ts: str | None = None) -> FakeMessage:
+        """A plain message a person posted (in a thread when `thread_ts` is given)."""
+        return self._store_message(channel, user, text, [], thread_ts, [])
 
     def fail(self, method: str, *, status: int = 500, times: int = 1, retry_after: int | None = None,
              error: str = "internal_error") -> None:
@@ -363,6 +368,11 @@ class FakeSlack:
             data["metadata"] = message.metadata  # only with include_all_metadata, as Slack does
         if message.thread_ts:
             data["thread_ts"] = message.thread_ts
+        replies = [m.ts for (c, _), m in self.messages.items()
+                   if c == message.channel and m.thread_ts == message.ts and m.ts != message.ts]
+        if replies:  # a thread's parent says how many replies and the latest one's ts
+            data.update(thread_ts=message.ts, reply_count=len(replies),
+                        latest_reply=max(replies, key=float))
         if message.files:
             data["files"] = [self._file_json(self.files[f]) for f in message.files if f in self.files]
         return data
@@ -413,7 +423,8 @@ class FakeSlack:
             raise _ApiError("message_not_found")
         message.text = params.get("text", message.text)
         message.blocks = _blocks(params.get("blocks"))
-        return {"channel": message.channel, "ts": message.ts, "text": message.text}
+        return {"channel": message.channel, "ts": message.ts, "text": message.text,
+                "message": self._message_json(message)}
 
     def _m_chat_delete(self, params):
         if self.messages.pop((params["channel"], params["ts"]), None) is None:
@@ -427,23 +438,34 @@ class FakeSlack:
         return {"channel": {"id": params.get("channel")}}
 
     def _m_conversations_history(self, params):
-        channel, latest = params["channel"], params.get("latest")
-        oldest = float(params.get("oldest") or 0)
+        """Top-level messages only (a thread's replies are not in a channel's history), newest
+        first, within latest/oldest (each inclusive only with `inclusive`), as Slack answers."""
+        channel = params["channel"]
+        inclusive = _flag(params.get("inclusive"))
         found = [m for (c, ts), m in self.messages.items()
-                 if c == channel and m.thread_ts in (None, ts) and (latest is None or ts == latest)
-                 and float(ts) >= oldest]
+                 if c == channel and m.thread_ts in (None, ts) and _in_window(ts, params, inclusive)]
+        found.sort(key=lambda m: float(m.ts), reverse=True)
         metadata = _flag(params.get("include_all_metadata"))
-        return {"messages": [self._message_json(m, metadata=metadata)
-                             for m in reversed(found[-int(params.get("limit", 100)):])],
-                "has_more": False}
+        limit = int(params.get("limit", 100))
+        return {"messages": [self._message_json(m, metadata=metadata) for m in found[:limit]],
+                "has_more": len(found) > limit}
 
     def _m_conversations_replies(self, params):
+        """A thread: its parent first, then the replies within latest/oldest. `ts` must be an
+        existing message's; a reply's ts names no thread here (the parent's must be given)."""
         channel, ts = params["channel"], params["ts"]
-        oldest = float(params.get("oldest") or 0)
-        found = [m for (c, mts), m in self.messages.items()
-                 if c == channel and (mts == ts or m.thread_ts == ts) and (mts == ts or float(mts) >= oldest)]
+        parent = self.messages.get((channel, ts))
+        if parent is None or (parent.thread_ts not in (None, ts)):
+            raise _ApiError("thread_not_found")
+        inclusive = _flag(params.get("inclusive"))
+        replies = sorted((m for (c, mts), m in self.messages.items()
+                          if c == channel and m.thread_ts == ts and mts != ts and _in_window(mts, params, inclusive)),
+                         key=lambda m: float(m.ts))
         metadata = _flag(params.get("include_all_metadata"))
-        return {"messages": [self._message_json(m, metadata=metadata) for m in found], "has_more": False}
+        limit = int(params.get("limit", 1000))
+        found = [parent, *replies][:limit]
+        return {"messages": [self._message_json(m, metadata=metadata) for m in found],
+                "has_more": len(replies) + 1 > limit}
 
     def _m_files_list(self, params):
         channel = params.get("channel")
@@ -492,6 +514,20 @@ class FakeSlack:
             if file_id in message.files:
                 del self.messages[key]
         return {}
+
+
+def _in_window(ts: str, params: dict[str, Any], inclusive: bool) -> bool:
+    """Whether a message's ts is within `oldest`/`latest` (ends only with `inclusive`)."""
+    value = float(ts)
+    if params.get("latest") not in (None, ""):
+        latest = float(params["latest"])
+        if value > latest or (value == latest and not inclusive):
+            return False
+    if params.get("oldest") not in (None, ""):
+        oldest = float(params["oldest"])
+        if value < oldest or (value == oldest and not inclusive):
+            return False
+    return True
 
 
 def _flag(value: Any) -> bool:

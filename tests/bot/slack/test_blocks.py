@@ -39,13 +39,22 @@ def test_escape(text, shown):
         ("imagine:reroll", "7", ButtonPress("reroll", 7, None)),
         ("imagine:cancel", "9", ButtonPress("cancel", 9, None)),
         ("imagine:vary:5", "12", None),
-        ("imagine:vary:1", "12; drop", None),
         ("someone-else:vary:1", "12", None),
     ],
 )
 def test_parse_action(action_id, value, press):
     """A button's meaning comes from its action id and value; anything else is not ours."""
     assert parse_action(action_id, value) == press
+
+
+@pytest.mark.parametrize("value", ["12; drop", "²", "١٢", "", "-3", "0", "99999999999999999999", "1e3"])
+def test_parse_action_refuses_values_no_button_of_ours_carries(value):
+    """One of our action ids with a value that is not a job number we could have made is
+    refused with a message (the presser is told), never read as some other number."""
+    from engine.domain.errors import UserFacingError
+
+    with pytest.raises(UserFacingError):
+        parse_action("imagine:vary:1", value)
 
 
 def job(status=GenerationStatus.DONE, kind=GenerationKind.IMAGINE, images=4, prompt="a <!here> cat"):
