@@ -18,6 +18,7 @@ from bot.discord.buttons import HistoryButton, JobButton
 from bot.discord.config import DiscordSettings
 from bot.discord.delivery import DiscordDelivery
 from bot.discord.interactions import InteractionHandler
+from bot.discord.options import CheckedCommandTree
 from bot.discord.reactions import ReactionHandler
 from bot.discord.render import NO_PINGS, escape
 from bot.discord.slash import add_commands
@@ -54,7 +55,7 @@ class ImagineClient(discord.Client):
         self.runtime = runtime
         self.settings = settings
         service = runtime.service
-        self.tree = app_commands.CommandTree(self)
+        self.tree = CheckedCommandTree(self)
         self.tree.on_error = self._on_command_error
         runner = CommandRunner(service, escape=escape)
         self.jobs = DiscordDelivery(self, service, runtime.store)

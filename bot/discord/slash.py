@@ -136,7 +136,8 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
 def admin_group(handler: InteractionHandler) -> app_commands.Group:
     admin = app_commands.Group(
         name="imagine-admin", description="imagine-bot moderation: quotas, bans, blocked terms, audit, stats",
-        allowed_contexts=app_commands.AppCommandContext(guild=True),
+        # guild_only sets dm_permission false: with contexts alone the group said "DMs allowed".
+        guild_only=True, allowed_contexts=app_commands.AppCommandContext(guild=True),
         default_permissions=discord.Permissions(manage_guild=True))
     quota = app_commands.Group(name="quota", description="Daily image quotas", parent=admin)
     target_help = "A member or a role (@everyone for all); empty: the server's default"

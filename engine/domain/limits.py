@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from engine.domain.errors import NotFound, UsageError
+from engine.domain.errors import UsageError
 
 #: Job and image ids are PostgreSQL INTEGER columns.
 MAX_ID = 2**31 - 1
@@ -51,9 +51,9 @@ def whole_number(text: str, *, what: str, low: int, high: int, signed: bool = Fa
 
 
 def job_id(value: int) -> int:
-    """A job number someone gave: past what the database can hold, it names no job."""
+    """A job number someone typed: past what the database can hold, it names no job."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
-        raise NotFound(f"There is no job #{value}.")
+        raise UsageError(f"There is no job #{value}.")
     return value
 
 

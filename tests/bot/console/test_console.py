@@ -58,3 +58,38 @@ async def test_errors_are_reported_and_counted(tmp_path, sqlite_template, tiny_m
     assert "done, 1 image, seed 1." in output
     assert "error: Job #1 is already done; there is nothing to cancel." in output
     assert failures == 4
+
+
+async def test_hostile_numbers_and_ids_are_refused_and_the_script_goes_on(tmp_path, sqlite_template, tiny_model_dir):
+    """Digits from other scripts, superscripts, ids past what the database holds and user ids
+    longer than it stores each get their own error; the script carries on to the end."""
+    failures, output = await run_console(tmp_path, sqlite_template, tiny_model_dir, [
+        "/history ²",
+        "/history 99999999999999999999",
+        "/thread 999999999999",
+        "/reroll 99999999999999999999",
+        "/vary ²:1",
+        "/vary 999999999999:1",
+        "/imagine-admin stats ²",
+        "/imagine-admin audit ٣",
+        "/imagine-admin retention ²",
+        "/imagine-admin quota set @bob ²",
+        "/imagine-admin ban @" + "U" * 70,
+        "/imagine-admin block-term red circle",
+        "/imagine a\u200b r\u200ded c\u2060ircle",
+        "/imagine a cat --n 1 --seed 1",
+    ])
+    assert "Traceback" not in output and "Sorry, something went wrong" not in output
+    assert "error: Pages are numbered from 1, got '²'." in output
+    assert "error: There is no page 99999999999999999999" in output
+    assert "error: There is no job #999999999999." in output
+    assert "error: There is no job #99999999999999999999." in output
+    assert "error: '²:1' is not an image reference" in output
+    assert "error: `stats` takes how many days to cover, 1 to 90." in output
+    assert "error: `audit` takes how many entries to show, 1 to 100." in output
+    assert "error: Retention is a number of days from 1 to 3650, got '²'." in output
+    assert "error: The number of images must be a whole number, got '²'." in output
+    assert "error: That user is not a valid id (70 characters; ids are 1 to 64)." in output
+    assert "error: Your prompt contains a term this team has blocked ('red circle')" in output
+    assert "done, 1 image, seed 1." in output
+    assert failures == 12

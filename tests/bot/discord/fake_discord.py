@@ -283,7 +283,7 @@ class FakeDiscord:
         """A 429 as Discord sends it (with `Via`), or as Cloudflare's ban looks (without)."""
         headers = {"Via": "1.1 google"} if via else {}
         self.fail_next(method, pattern, 429, {"message": "You are being rate limited.",
-                                              "retry_after": retry_after, "global": False},
+                                              "retry_after": retry_after, "global": False, "code": 0},
                        headers=headers)
 
     def pause(self, method: str, pattern: str) -> asyncio.Event:
@@ -543,17 +543,22 @@ class FakeDiscord:
             "id": str(interaction_id), "type": interaction["kind"], "activity_instance_id": None,
             "response_message_loading": kind == 5, "response_message_ephemeral": bool(flags & 64),
         }}
+        # As Discord answers (with_response=true): the message itself only for the responses that
+        # carry content (4 sends one, 7 edits one); a defer (5, 6) gets only its type, and the
+        # id of the message it will become in `interaction.response_message_id`.
         if kind in (4, 5):
             message = self._create(interaction["channel_id"], data if kind == 4 else {"content": ""},
                                    files, webhook=True, flags=flags | (128 if kind == 5 else 0))
             interaction["original"] = int(message["id"])
             result["interaction"]["response_message_id"] = message["id"]
-            result["resource"] = {"type": kind, "message": message}
+            result["resource"] = {"type": kind, "message": message} if kind == 4 else {"type": kind}
         elif kind in (6, 7):
             interaction["original"] = interaction["message_id"]
-            if kind == 7:
-                self._edit(self.messages[interaction["message_id"]], data, files)
             result["resource"] = {"type": kind}
+            if kind == 7:
+                message = self._edit(self.messages[interaction["message_id"]], data, files)
+                result["interaction"]["response_message_id"] = message["id"]
+                result["resource"]["message"] = message
         elif kind == 8:
             interaction["choices"] = data.get("choices", [])
         return result
@@ -590,7 +595,8 @@ class FakeDiscord:
         message: dict[str, Any] = {
             "id": str(message_id), "channel_id": str(channel_id), "type": 0, "author": self.bot,
             "content": body.get("content") or "", "embeds": body.get("embeds") or [],
-            "components": body.get("components") or [], "attachments": self._attachments(None, files, []),
+            "components": self._numbered(body.get("components") or []),
+            "attachments": self._attachments(None, files, []),
             "timestamp": iso_now(), "edited_timestamp": None, "tts": False, "mention_everyone": False,
             "mentions": [], "mention_roles": [], "pinned": False, "flags": flags,
             "allowed_mentions": body.get("allowed_mentions"),  # not Discord's: kept for tests to read
@@ -604,6 +610,23 @@ class FakeDiscord:
             message["application_id"] = str(APPLICATION_ID)
         self.messages[message_id] = message
         return message
+
+    @staticmethod
+    def _numbered(components: list[dict[str, Any]], start: int = 1) -> list[dict[str, Any]]:
+        """Components as Discord returns them: each with a numeric `id`, unique in the message
+        (given ones are kept), numbered depth first."""
+        counter = itertools.count(start)
+
+        def number(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            numbered = []
+            for component in items:
+                component = {**component, "id": component.get("id") or next(counter)}
+                if component.get("components"):
+                    component["components"] = number(component["components"])
+                numbered.append(component)
+            return numbered
+
+        return number(components)
 
     def _send(self, channel_id: int, body: dict[str, Any], files: list[tuple[str, bytes]]) -> dict[str, Any]:
         nonce = body.get("nonce")
@@ -622,6 +645,7 @@ class FakeDiscord:
         for key in ("content", "embeds", "components", "allowed_mentions"):
             if key in body:
                 message[key] = body[key] if body[key] is not None else ([] if key != "content" else "")
+        message["components"] = self._numbered(message["components"])
         if "flags" in body and body["flags"] is not None:
             message["flags"] = (message["flags"] & 64) | body["flags"]
         message["flags"] = message["flags"] & ~128  # no longer "thinking"

@@ -109,7 +109,8 @@ async def test_blocked_terms_stats_and_bad_options(harness):
     await harness.imagine("a red star", user=BOB)
     stats = await admin(harness, [subcommand("stats", [option("days", 7)])], user=ADMIN)
     assert stats.startswith("Last 7 days: 1 jobs, 4 images charged (1 done).")
+    # Past the option's declared range: refused by the command tree, like every option value.
     assert await admin(harness, [subcommand("stats", [option("days", 400)])], user=ADMIN) == \
-        "`stats` takes how many days to cover, 1 to 90."
+        "--days must be between 1 and 90, got 400."
     assert await admin(harness, [subcommand("quota", [subcommand("set")], group=True)], user=ADMIN) == \
         "Give either a number of images or unlimited: True."
