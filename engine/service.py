@@ -47,6 +47,7 @@ from engine.domain.limits import (
     RETENTION_DAYS,
     STATS_DAYS,
     STRIP_FRAMES,
+    external_id,
 )
 from engine.domain.quota import describe_duration
 from engine.domain.terms import blocked_term_in, normalise_term
@@ -700,6 +701,7 @@ class ImagineService:
 
     async def ban(self, actor: Actor, user_id: str, reason: str | None = None) -> ModerationResult:
         """Stop a user from submitting jobs in this team."""
+        external_id(user_id, what="That user")
         return await self.db.run(self._ban, actor, user_id, reason)
 
     def _ban(self, session: Session, actor: Actor, user_id: str, reason: str | None):
@@ -714,6 +716,7 @@ class ImagineService:
         return ModerationResult(f"User {user_id} is banned" + (f": {reason}" if reason else "."))
 
     async def unban(self, actor: Actor, user_id: str) -> ModerationResult:
+        external_id(user_id, what="That user")
         return await self.db.run(self._unban, actor, user_id)
 
     def _unban(self, session: Session, actor: Actor, user_id: str):
@@ -764,6 +767,7 @@ class ImagineService:
 
     async def set_moderator_role(self, actor: Actor, role_id: str, *, add: bool) -> ModerationResult:
         """Make a role's members moderators (or stop); only platform admins may."""
+        external_id(role_id, what="That role")
         return await self.db.run(self._set_moderator_role, actor, role_id, add)
 
     def _set_moderator_role(self, session: Session, actor: Actor, role_id: str, add: bool):
@@ -949,6 +953,8 @@ class ImagineService:
         subject = "" if target.kind == "team" else target.subject
         if target.kind != "team" and not subject:
             raise UsageError(f"Say which {target.kind} the quota is for.")
+        if subject:
+            external_id(subject, what=f"That {target.kind}")
         policy = repo.find_policy(session, team, target.kind, subject)
         if policy is None:
             policy = QuotaPolicy(team_id=team.id, scope=target.kind, subject=subject, bonus=0,

@@ -660,3 +660,18 @@ async def test_a_large_upload_does_not_stall_the_event_loop(database, queue, tmp
     await ticking
     assert took > 0.3  # the work is real...
     assert max(gaps) < 0.25  # ...and the loop never stopped for it
+
+
+async def test_ids_past_what_the_schema_holds_are_refused_by_name(service):
+    """On SQLite and PostgreSQL alike: a job number past INTEGER names no job, and a user id
+    longer than the 64 characters stored is refused — never a database error or the apology."""
+    from engine.domain.errors import NotFound
+
+    with pytest.raises(NotFound, match="There is no job #999999999999"):
+        await service.job_for_actor(ALICE, 999999999999)
+    with pytest.raises(NotFound, match="There is no job #100000000000000000000"):
+        await service.thread(ALICE, 10**20)
+    with pytest.raises(UsageError, match="That user is not a valid id"):
+        await service.ban(ADMIN, "U" * 70)
+    with pytest.raises(UsageError, match="There is no page"):
+        await service.history(ALICE, 10**20)
