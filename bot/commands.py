@@ -24,7 +24,9 @@ sub-commands only when the whole text fits them (so "history of rome" is still a
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from engine.domain import limits as bounds
 from engine.domain.errors import UsageError
@@ -37,6 +39,8 @@ from engine.domain.types import (
     RenderParams,
     VariationRequest,
 )
+
+T = TypeVar("T")
 
 # --- command types ---------------------------------------------------------------------------
 
@@ -365,132 +369,147 @@ def parse_imagine_text(text: str, limits: Limits = Limits()) -> Command:
         ImagineRequest(
             prompt=prompt,
             negative_prompt=options.get("no"),
-            seed=_int("seed", options["seed"], 0, MAX_SEED) if "seed" in options else None,
+            seed=_seed(options),
             model=options.get("model"),
             params=_render_params(options, limits),
         )
     )
 
 
-def _parse_subcommand(name: str, rest: list[str], limits: Limits, *, strict: bool = True) -> Command | None:
-    """Parse a non-prompt command; None if `name` is not one (or, unless strict, does not fit)."""
-
-    def optional_number(parse, default=None):
-        if not rest:
-            return default
-        if len(rest) > 1:
-            if not strict:
-                raise _NotASubcommand
-            raise UsageError(f"/{name} takes at most one argument, got {len(rest)}.")
-        try:
-            return parse(rest[0])
-        except UsageError:
-            if not strict:
-                raise _NotASubcommand from None
-            raise
-
-    def page(text: str) -> int:
-        if _in_range(text, 1, bounds.MAX_HISTORY_PAGE):
-            return int(text)
-        if _in_range(text, 1, 10**40):
-            raise UsageError(f"There is no page {text.strip()}; history has at most "
-                             f"{bounds.MAX_HISTORY_PAGE:,} pages.")
-        raise UsageError(f"Pages are numbered from 1, got {text[:40]!r}.")
-
-    try:
-        if name == "vary":
-            if not rest:
-                if not strict:
-                    raise _NotASubcommand
-                raise UsageError("Say which image to vary, e.g. `/vary 12:3` or `/vary last:2`.")
-            try:
-                ref = parse_image_ref(rest[0])
-            except UsageError:
-                if not strict:
-                    raise _NotASubcommand from None
-                raise
-            extra, options = _split_options(rest[1:], _VARY_OPTIONS, "/vary")
-            if extra:
-                raise UsageError(f"Unexpected text after the image: {' '.join(extra)!r}.")
-            return Vary(
-                VariationRequest(
-                    image=ref,
-                    seed=_int("seed", options["seed"], 0, MAX_SEED) if "seed" in options else None,
-                    params=_render_params(options, limits),
-                    toward=options.get("toward"),
-                    amount=_float("amount", options["amount"], 0.05, 1.0) if "amount" in options else None,
-                )
-            )
-        if name == "blend":
-            refs_text, options = _split_options(rest, _BLEND_OPTIONS, "/blend")
-            if not refs_text and not strict:
-                raise _NotASubcommand
-            try:
-                refs = tuple(parse_image_ref(text) for text in refs_text)
-            except UsageError:
-                if not strict:
-                    raise _NotASubcommand from None
-                raise
-            if not 2 <= len(refs) <= 4:
-                raise UsageError(f"Blend 2 to 4 images, e.g. `/blend 12:1 12:3`; got {len(refs)}.")
-            weights = None
-            if "weights" in options:
-                weights = tuple(
-                    _float("weights", w, 0, bounds.MAX_BLEND_WEIGHT)
-                    for w in options["weights"].replace(",", " ").split()
-                )
-                if len(weights) != len(refs):
-                    raise UsageError(
-                        f"--weights needs one number per image ({len(refs)}), got {len(weights)}."
-                    )
-            return Blend(
-                refs, weights,
-                seed=_int("seed", options["seed"], 0, MAX_SEED) if "seed" in options else None,
-                params=_render_params(options, limits),
-                strip=_int("strip", options["strip"], *bounds.STRIP_FRAMES) if "strip" in options else None,
-            )
-        if name == "upscale":
-            if len(rest) != 1:
-                if not strict:
-                    raise _NotASubcommand
-                raise UsageError("Say which one image to upscale, e.g. `/upscale 12:3`.")
-            try:
-                return Upscale(parse_image_ref(rest[0]))
-            except UsageError:
-                if not strict:
-                    raise _NotASubcommand from None
-                raise
-        if name == "reroll":
-            return Reroll(optional_number(parse_job_ref))
-        if name == "cancel":
-            return Cancel(optional_number(parse_job_ref))
-        if name == "history":
-            return History(optional_number(page, 1))
-        if name == "thread":
-            return Thread(optional_number(parse_job_ref))
-        if name == "quota":
-            if rest:
-                if not strict:
-                    raise _NotASubcommand
-                raise UsageError("/quota takes no arguments.")
-            return Quota()
-        if name == "help":
-            if rest and not strict:
-                raise _NotASubcommand
-            return Help()
-        if name == "gallery":
-            if rest:
-                if not strict:
-                    raise _NotASubcommand
-                raise UsageError("/gallery takes no arguments.")
-            return Gallery()
-    except _NotASubcommand:
-        return None
-    return None
+# --- sub-commands: one small parser each ------------------------------------------------------
+#
+# Each takes the words after the command name. `strict` is False when the words follow
+# `/imagine` (Slack style) and may be a prompt instead: then a parser raises _NotASubcommand
+# where the words do not fit, and the text is read as a prompt ("history of rome").
 
 
 class _NotASubcommand(Exception):
     """The words look like a prompt, not like the sub-command they start with."""
+
+
+def _fits(strict: bool, parse: Callable[[], T]) -> T:
+    """`parse()`, except that when not strict a UsageError means "this is a prompt"."""
+    try:
+        return parse()
+    except UsageError:
+        if not strict:
+            raise _NotASubcommand from None
+        raise
+
+
+def _no_more(name: str, rest: list[str], strict: bool, message: str) -> None:
+    if rest:
+        if not strict:
+            raise _NotASubcommand
+        raise UsageError(message)
+
+
+def _optional(name: str, rest: list[str], strict: bool, parse: Callable[[str], T], default: T) -> T:
+    """At most one argument, parsed by `parse`; `default` without one."""
+    if not rest:
+        return default
+    if len(rest) > 1:
+        if not strict:
+            raise _NotASubcommand
+        raise UsageError(f"/{name} takes at most one argument, got {len(rest)}.")
+    return _fits(strict, lambda: parse(rest[0]))
+
+
+def _page(text: str) -> int:
+    if _in_range(text, 1, bounds.MAX_HISTORY_PAGE):
+        return int(text)
+    if _in_range(text, 1, 10**40):
+        raise UsageError(f"There is no page {text.strip()}; history has at most "
+                         f"{bounds.MAX_HISTORY_PAGE:,} pages.")
+    raise UsageError(f"Pages are numbered from 1, got {text[:40]!r}.")
+
+
+def _seed(options: dict[str, str]) -> int | None:
+    return _int("seed", options["seed"], 0, MAX_SEED) if "seed" in options else None
+
+
+def _vary(rest: list[str], limits: Limits, strict: bool) -> Command:
+    if not rest:
+        if not strict:
+            raise _NotASubcommand
+        raise UsageError("Say which image to vary, e.g. `/vary 12:3` or `/vary last:2`.")
+    ref = _fits(strict, lambda: parse_image_ref(rest[0]))
+    extra, options = _split_options(rest[1:], _VARY_OPTIONS, "/vary")
+    if extra:
+        raise UsageError(f"Unexpected text after the image: {' '.join(extra)!r}.")
+    return Vary(VariationRequest(
+        image=ref, seed=_seed(options), params=_render_params(options, limits), toward=options.get("toward"),
+        amount=_float("amount", options["amount"], *bounds.EDIT_AMOUNT) if "amount" in options else None,
+    ))
+
+
+def _blend(rest: list[str], limits: Limits, strict: bool) -> Command:
+    refs_text, options = _split_options(rest, _BLEND_OPTIONS, "/blend")
+    if not refs_text and not strict:
+        raise _NotASubcommand
+    refs = _fits(strict, lambda: tuple(parse_image_ref(text) for text in refs_text))
+    if not 2 <= len(refs) <= 4:
+        raise UsageError(f"Blend 2 to 4 images, e.g. `/blend 12:1 12:3`; got {len(refs)}.")
+    weights = None
+    if "weights" in options:
+        weights = tuple(_float("weights", w, 0, bounds.MAX_BLEND_WEIGHT)
+                        for w in options["weights"].replace(",", " ").split())
+        if len(weights) != len(refs):
+            raise UsageError(f"--weights needs one number per image ({len(refs)}), got {len(weights)}.")
+    return Blend(refs, weights, seed=_seed(options), params=_render_params(options, limits),
+                 strip=_int("strip", options["strip"], *bounds.STRIP_FRAMES) if "strip" in options else None)
+
+
+def _upscale(rest: list[str], limits: Limits, strict: bool) -> Command:
+    if len(rest) != 1:
+        if not strict:
+            raise _NotASubcommand
+        raise UsageError("Say which one image to upscale, e.g. `/upscale 12:3`.")
+    return Upscale(_fits(strict, lambda: parse_image_ref(rest[0])))
+
+
+def _quota(rest: list[str], limits: Limits, strict: bool) -> Command:
+    _no_more("quota", rest, strict, "/quota takes no arguments.")
+    return Quota()
+
+
+def _help(rest: list[str], limits: Limits, strict: bool) -> Command:
+    if rest and not strict:
+        raise _NotASubcommand
+    return Help()
+
+
+def _gallery(rest: list[str], limits: Limits, strict: bool) -> Command:
+    _no_more("gallery", rest, strict, "/gallery takes no arguments.")
+    return Gallery()
+
+
+_SUBCOMMANDS: dict[str, Callable[[list[str], Limits, bool], Command]] = {
+    "vary": _vary,
+    "blend": _blend,
+    "upscale": _upscale,
+    "reroll": lambda rest, _, strict: Reroll(_optional("reroll", rest, strict, parse_job_ref, None)),
+    "cancel": lambda rest, _, strict: Cancel(_optional("cancel", rest, strict, parse_job_ref, None)),
+    "history": lambda rest, _, strict: History(_optional("history", rest, strict, _page, 1)),
+    "thread": lambda rest, _, strict: Thread(_optional("thread", rest, strict, parse_job_ref, None)),
+    "quota": _quota,
+    "help": _help,
+    "gallery": _gallery,
+}
+
+
+def _parse_subcommand(name: str, rest: list[str], limits: Limits, *, strict: bool = True) -> Command | None:
+    """Parse a non-prompt command; None if `name` is not one (or, unless strict, does not fit)."""
+    parse = _SUBCOMMANDS.get(name)
+    if parse is None:
+        return None
+    try:
+        return parse(rest, limits, strict)
+    except _NotASubcommand:
+        return None
+
+
+# --- /imagine-admin: one small parser each ---------------------------------------------------
 
 
 def _in_range(text: str, low: int, high: int) -> bool:
@@ -501,82 +520,110 @@ def _in_range(text: str, low: int, high: int) -> bool:
     return True
 
 
-def parse_admin(words: list[str]) -> Command:
-    if not words:
-        raise UsageError(f"Say which admin command to run:\n{USAGE}")
-    action, rest = words[0].lower(), words[1:]
-    if action == "quota":
-        if not rest or rest[0].lower() not in ("set", "grant", "reset"):
-            raise UsageError("Use `quota set <target> <N|unlimited>`, `quota grant <target> <N>` "
-                             "or `quota reset <target>`.")
-        verb = rest[0].lower()
-        if len(rest) < 2:
-            raise UsageError(f"Say whose quota to {verb}: @user, @&role or team.")
-        target = parse_target(rest[1])
-        if verb == "reset":
-            if len(rest) > 2:
-                raise UsageError("`quota reset` takes only a target.")
-            return AdminQuota("reset", target)
-        if len(rest) != 3:
-            raise UsageError(f"Use `quota {verb} <target> <N{'|unlimited' if verb == 'set' else ''}>`.")
-        amount_text = rest[2].lower()
-        if verb == "set" and amount_text in ("unlimited", "none", "∞"):
-            return AdminQuota("set", target, None)
-        amount = bounds.whole_number(amount_text, what="The number of images", low=0, high=10**40)
-        if amount > bounds.MAX_QUOTA_IMAGES:
-            raise UsageError(f"{amount} images is more than the {bounds.MAX_QUOTA_IMAGES:,} a quota can hold.")
-        if verb == "grant" and amount == 0:
-            raise UsageError("Grant at least 1 image.")
-        return AdminQuota(verb, target, amount)
-    if action in ("ban", "unban"):
-        if not rest:
-            raise UsageError(f"Say whom to {action}, e.g. `{action} @alice`.")
-        user = parse_user(rest[0])
-        if action == "unban":
-            if len(rest) > 1:
-                raise UsageError("`unban` takes only the user.")
-            return AdminUnban(user)
-        reason = " ".join(rest[1:]) or None
-        if reason and len(reason) > 500:
-            raise UsageError("The ban reason can be at most 500 characters.")
-        return AdminBan(user, reason)
-    if action in ("block-term", "unblock-term"):
+def _admin_quota(rest: list[str]) -> Command:
+    if not rest or rest[0].lower() not in ("set", "grant", "reset"):
+        raise UsageError("Use `quota set <target> <N|unlimited>`, `quota grant <target> <N>` "
+                         "or `quota reset <target>`.")
+    verb = rest[0].lower()
+    if len(rest) < 2:
+        raise UsageError(f"Say whose quota to {verb}: @user, @&role or team.")
+    target = parse_target(rest[1])
+    if verb == "reset":
+        if len(rest) > 2:
+            raise UsageError("`quota reset` takes only a target.")
+        return AdminQuota("reset", target)
+    if len(rest) != 3:
+        raise UsageError(f"Use `quota {verb} <target> <N{'|unlimited' if verb == 'set' else ''}>`.")
+    amount_text = rest[2].lower()
+    if verb == "set" and amount_text in ("unlimited", "none", "∞"):
+        return AdminQuota("set", target, None)
+    amount = bounds.whole_number(amount_text, what="The number of images", low=0, high=10**40)
+    if amount > bounds.MAX_QUOTA_IMAGES:
+        raise UsageError(f"{amount} images is more than the {bounds.MAX_QUOTA_IMAGES:,} a quota can hold.")
+    if verb == "grant" and amount == 0:
+        raise UsageError("Grant at least 1 image.")
+    return AdminQuota(verb, target, amount)
+
+
+def _admin_ban(rest: list[str]) -> Command:
+    if not rest:
+        raise UsageError("Say whom to ban, e.g. `ban @alice`.")
+    reason = " ".join(rest[1:]) or None
+    if reason and len(reason) > 500:
+        raise UsageError("The ban reason can be at most 500 characters.")
+    return AdminBan(parse_user(rest[0]), reason)
+
+
+def _admin_unban(rest: list[str]) -> Command:
+    if not rest:
+        raise UsageError("Say whom to unban, e.g. `unban @alice`.")
+    if len(rest) > 1:
+        raise UsageError("`unban` takes only the user.")
+    return AdminUnban(parse_user(rest[0]))
+
+
+def _admin_term(action: str, make: Callable[[str], Command]) -> Callable[[list[str]], Command]:
+    def parse(rest: list[str]) -> Command:
         term = " ".join(rest)
         if not term:
             raise UsageError(f"Say which term, e.g. `{action} gore`.")
-        return AdminBlockTerm(term) if action == "block-term" else AdminUnblockTerm(term)
-    if action == "audit":
+        return make(term)
+
+    return parse
+
+
+def _admin_count(action: str, what: str, limits_: tuple[int, int], make: Callable[..., Command]):
+    def parse(rest: list[str]) -> Command:
         if not rest:
-            return AdminAudit()
-        low, high = bounds.AUDIT_ENTRIES
+            return make()
+        low, high = limits_
         if len(rest) > 1 or not _in_range(rest[0], low, high):
-            raise UsageError(f"`audit` takes how many entries to show, {low} to {high}.")
-        return AdminAudit(int(rest[0]))
-    if action == "stats":
-        if not rest:
-            return AdminStats()
-        low, high = bounds.STATS_DAYS
-        if len(rest) > 1 or not _in_range(rest[0], low, high):
-            raise UsageError(f"`stats` takes how many days to cover, {low} to {high}.")
-        return AdminStats(int(rest[0]))
-    if action == "retention":
-        if len(rest) != 1:
-            raise UsageError("Use `retention <days>`, `retention forever` or `retention default`.")
-        word = rest[0].lower()
-        if word in ("forever", "off", "0"):
-            return AdminRetention(0)
-        if word == "default":
-            return AdminRetention(None)
-        high = bounds.RETENTION_DAYS[1]
-        if not _in_range(word, 1, high):
-            raise UsageError(f"Retention is a number of days from 1 to {high}, got {rest[0][:40]!r}.")
-        return AdminRetention(int(word))
-    if action == "mod-role":
-        if len(rest) != 2 or rest[0].lower() not in ("add", "remove"):
-            raise UsageError("Use `mod-role add <@&role>` or `mod-role remove <@&role>`.")
-        target = parse_target(rest[1])
-        if target.kind != "role":
-            raise UsageError(f"{rest[1]!r} is not a role; use @&role or a role mention.")
-        return AdminModRole(target.subject, rest[0].lower() == "add")
-    raise UsageError(f"Unknown admin command {action!r}. Admin commands: quota, ban, unban, "
-                     "block-term, unblock-term, audit, stats, retention, mod-role.")
+            raise UsageError(f"`{action}` takes how many {what}, {low} to {high}.")
+        return make(int(rest[0]))
+
+    return parse
+
+
+def _admin_retention(rest: list[str]) -> Command:
+    if len(rest) != 1:
+        raise UsageError("Use `retention <days>`, `retention forever` or `retention default`.")
+    word = rest[0].lower()
+    if word in ("forever", "off", "0"):
+        return AdminRetention(0)
+    if word == "default":
+        return AdminRetention(None)
+    high = bounds.RETENTION_DAYS[1]
+    if not _in_range(word, 1, high):
+        raise UsageError(f"Retention is a number of days from 1 to {high}, got {rest[0][:40]!r}.")
+    return AdminRetention(int(word))
+
+
+def _admin_mod_role(rest: list[str]) -> Command:
+    if len(rest) != 2 or rest[0].lower() not in ("add", "remove"):
+        raise UsageError("Use `mod-role add <@&role>` or `mod-role remove <@&role>`.")
+    target = parse_target(rest[1])
+    if target.kind != "role":
+        raise UsageError(f"{rest[1]!r} is not a role; use @&role or a role mention.")
+    return AdminModRole(target.subject, rest[0].lower() == "add")
+
+
+_ADMIN: dict[str, Callable[[list[str]], Command]] = {
+    "quota": _admin_quota,
+    "ban": _admin_ban,
+    "unban": _admin_unban,
+    "block-term": _admin_term("block-term", AdminBlockTerm),
+    "unblock-term": _admin_term("unblock-term", AdminUnblockTerm),
+    "audit": _admin_count("audit", "entries to show", bounds.AUDIT_ENTRIES, AdminAudit),
+    "stats": _admin_count("stats", "days to cover", bounds.STATS_DAYS, AdminStats),
+    "retention": _admin_retention,
+    "mod-role": _admin_mod_role,
+}
+
+
+def parse_admin(words: list[str]) -> Command:
+    if not words:
+        raise UsageError(f"Say which admin command to run:\n{USAGE}")
+    parse = _ADMIN.get(words[0].lower())
+    if parse is None:
+        raise UsageError(f"Unknown admin command {words[0]!r}. Admin commands: {', '.join(_ADMIN)}.")
+    return parse(words[1:])
