@@ -549,8 +549,8 @@ def _admin_ban(rest: list[str]) -> Command:
     if not rest:
         raise UsageError("Say whom to ban, e.g. `ban @alice`.")
     reason = " ".join(rest[1:]) or None
-    if reason and len(reason) > 500:
-        raise UsageError("The ban reason can be at most 500 characters.")
+    if reason and len(reason) > bounds.MAX_BAN_REASON_CHARS:
+        raise UsageError(f"The ban reason can be at most {bounds.MAX_BAN_REASON_CHARS} characters.")
     return AdminBan(parse_user(rest[0]), reason)
 
 

@@ -41,6 +41,7 @@ from engine.domain.errors import (
 )
 from engine.domain.limits import (
     EDIT_AMOUNT,
+    MAX_BAN_REASON_CHARS,
     MAX_HISTORY_PAGE,
     MAX_ID,
     MAX_SEED,
@@ -702,6 +703,8 @@ class ImagineService:
     async def ban(self, actor: Actor, user_id: str, reason: str | None = None) -> ModerationResult:
         """Stop a user from submitting jobs in this team."""
         external_id(user_id, what="That user")
+        if reason and len(reason) > MAX_BAN_REASON_CHARS:
+            raise UsageError(f"The ban reason can be at most {MAX_BAN_REASON_CHARS} characters.")
         return await self.db.run(self._ban, actor, user_id, reason)
 
     def _ban(self, session: Session, actor: Actor, user_id: str, reason: str | None):

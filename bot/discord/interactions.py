@@ -189,6 +189,34 @@ class InteractionHandler:
             command = c.Reroll(job_id)
         await self._start_job(interaction, actor, command, status="ack")
 
+    @answers_errors
+    async def upscale(self, interaction: discord.Interaction, image: str) -> None:
+        """`/upscale`: one image of a grid, larger, in its lineage."""
+        try:
+            actor = actor_from_interaction(interaction)
+            reference = parse_reference(image)
+        except UsageError as error:
+            await self.refuse(interaction, error.message)
+            return
+        if not await self._defer(interaction, ephemeral=True):
+            return
+        resolved = await self._guarded(self._resolve(reference))
+        if isinstance(resolved, Reply):
+            await self._answer(interaction, resolved, ephemeral=True)
+            return
+        await self._start_job(interaction, actor, c.Upscale(resolved), status="ack")
+
+    @answers_errors
+    async def job_command(self, interaction: discord.Interaction, command: c.Command) -> None:
+        """`/reroll`: a new job from an old one, shown like a button's."""
+        try:
+            actor = actor_from_interaction(interaction)
+        except UsageError as error:
+            await self.refuse(interaction, error.message)
+            return
+        if await self._defer(interaction, ephemeral=True):
+            await self._start_job(interaction, actor, command, status="ack")
+
     # --- everything else ----------------------------------------------------------------------
 
     @answers_errors
@@ -203,14 +231,9 @@ class InteractionHandler:
             reply = await self.runner.run(actor, command)
             await self._answer(interaction, reply, ephemeral=ephemeral)
 
-    async def admin(self, interaction: discord.Interaction, words: list[str]) -> None:
-        """`/imagine-admin ...`: the typed options become the shared parser's words, so every
-        check and message is the same as in Slack and the console; the service checks rights."""
-        try:
-            command = c.parse_admin(words)
-        except UsageError as error:
-            await self.refuse(interaction, error.message)
-            return
+    async def admin(self, interaction: discord.Interaction, command: c.Command) -> None:
+        """`/imagine-admin ...`: the typed options are the command; the service checks its values
+        and the moderator's rights, with the same messages as in Slack and the console."""
         await self.run(interaction, command, ephemeral=True)
 
     @answers_errors

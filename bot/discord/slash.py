@@ -17,7 +17,7 @@ from bot import commands as c
 from bot.discord.interactions import InteractionHandler
 from engine.domain import limits
 from engine.domain.limits import MAX_SEED
-from engine.domain.types import ASPECTS, ImagineRequest, RenderParams
+from engine.domain.types import ASPECTS, ImagineRequest, QuotaTarget, RenderParams
 
 Images = app_commands.Range[int, 1, 4]
 Steps = app_commands.Range[int, 2, 1000]
@@ -46,13 +46,14 @@ def render_params(n: int | None, aspect: str | None, steps: int | None, guidance
                         aspect=aspect or "1:1", strength=strength)
 
 
-def mention(target: Target | None) -> str:
-    """A typed target as the shared parser's word: `<@id>`, `<@&id>`, or `team` when empty."""
+def quota_target(target: Target | None) -> QuotaTarget:
+    """A typed target as whom a quota is about: a role (`@everyone` is the guild's role), a
+    member, or — left empty — the server's default."""
     if target is None:
-        return "team"
+        return QuotaTarget("team")
     if isinstance(target, discord.Role):
-        return f"<@&{target.id}>"
-    return f"<@{target.id}>"
+        return QuotaTarget("team") if target.is_default() else QuotaTarget("role", str(target.id))
+    return QuotaTarget("user", str(target.id))
 
 
 def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *, models: tuple[str, ...]) -> None:
@@ -130,7 +131,50 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     async def quota(interaction: discord.Interaction) -> None:
         await handler.run(interaction, c.Quota(), ephemeral=True)
 
+    @tree.command(name="upscale", description="One image of a grid, larger (one image of quota)")
+    @app_commands.guild_only()
+    @app_commands.describe(image="One of imagine-bot's images: 12:3, last:2, or a link to its message")
+    @app_commands.autocomplete(image=handler.image_choices)
+    async def upscale(interaction: discord.Interaction, image: str) -> None:
+        await handler.upscale(interaction, image)
+
+    @tree.command(name="reroll", description="The same request again with a new seed")
+    @app_commands.guild_only()
+    @app_commands.describe(job="A job number (your latest when empty)")
+    async def reroll(interaction: discord.Interaction, job: Optional[app_commands.Range[int, 1, limits.MAX_ID]] = None) -> None:
+        await handler.job_command(interaction, c.Reroll(job))
+
+    @tree.command(name="cancel", description="Cancel a queued or running job (refunded)")
+    @app_commands.guild_only()
+    @app_commands.describe(job="A job number (your latest when empty)")
+    async def cancel(interaction: discord.Interaction, job: Optional[app_commands.Range[int, 1, limits.MAX_ID]] = None) -> None:
+        await handler.run(interaction, c.Cancel(job), ephemeral=True)
+
+    @tree.command(name="gallery", description="A private link to this server's gallery")
+    @app_commands.guild_only()
+    async def gallery(interaction: discord.Interaction) -> None:
+        await handler.run(interaction, c.Gallery(), ephemeral=True)
+
+    @tree.command(name="help", description="What imagine-bot can do")
+    @app_commands.guild_only()
+    async def help_(interaction: discord.Interaction) -> None:
+        await handler.run(interaction, c.Help(), ephemeral=True)
+
     tree.add_command(admin_group(handler))
+
+
+#: How each command reaches the service from Discord (tests/bot/test_reachability.py checks
+#: every Command type is here or in ABSENT, and that each named slash command is registered).
+REACHES: dict[type, str] = {
+    c.Imagine: "/imagine", c.Vary: "/vary", c.Blend: "/blend", c.Upscale: "/upscale", c.Reroll: "/reroll",
+    c.Cancel: "/cancel", c.History: "/history", c.Thread: "/thread", c.Quota: "/quota", c.Help: "/help",
+    c.Gallery: "/gallery", c.AdminQuota: "/imagine-admin quota", c.AdminBan: "/imagine-admin ban",
+    c.AdminUnban: "/imagine-admin unban", c.AdminBlockTerm: "/imagine-admin block-term",
+    c.AdminUnblockTerm: "/imagine-admin unblock-term", c.AdminAudit: "/imagine-admin audit",
+    c.AdminStats: "/imagine-admin stats", c.AdminRetention: "/imagine-admin retention",
+    c.AdminModRole: "/imagine-admin mod-role",
+}
+ABSENT: dict[type, str] = {}
 
 
 def admin_group(handler: InteractionHandler) -> app_commands.Group:
@@ -150,51 +194,64 @@ def admin_group(handler: InteractionHandler) -> app_commands.Group:
         if unlimited == (images is not None):
             await handler.refuse(interaction, "Give either a number of images or unlimited: True.")
             return
-        amount = "unlimited" if unlimited else str(images)
-        await handler.admin(interaction, ["quota", "set", mention(target), amount])
+        await handler.admin(interaction, c.AdminQuota("set", quota_target(target), None if unlimited else images))
 
     @quota.command(name="grant", description="Give extra images for today")
     @app_commands.describe(target=target_help, images="Extra images for today")
     async def quota_grant(interaction: discord.Interaction, images: app_commands.Range[int, 1, limits.MAX_QUOTA_IMAGES],
                           target: Optional[Target] = None) -> None:
-        await handler.admin(interaction, ["quota", "grant", mention(target), str(images)])
+        await handler.admin(interaction, c.AdminQuota("grant", quota_target(target), images))
 
     @quota.command(name="reset", description="Start today's usage over")
     @app_commands.describe(target=target_help)
     async def quota_reset(interaction: discord.Interaction, target: Optional[Target] = None) -> None:
-        await handler.admin(interaction, ["quota", "reset", mention(target)])
+        await handler.admin(interaction, c.AdminQuota("reset", quota_target(target)))
 
     @admin.command(name="ban", description="Stop a member from using imagine-bot here")
     @app_commands.describe(user="Who", reason="Why (they are told)")
-    async def ban(interaction: discord.Interaction, user: discord.User, reason: Optional[str] = None) -> None:
-        await handler.admin(interaction, ["ban", f"<@{user.id}>", *(reason or "").split()])
+    async def ban(interaction: discord.Interaction, user: discord.User,
+                  reason: Optional[app_commands.Range[str, 1, limits.MAX_BAN_REASON_CHARS]] = None) -> None:
+        await handler.admin(interaction, c.AdminBan(str(user.id), reason))
 
     @admin.command(name="unban", description="Let a banned member use imagine-bot again")
     async def unban(interaction: discord.Interaction, user: discord.User) -> None:
-        await handler.admin(interaction, ["unban", f"<@{user.id}>"])
+        await handler.admin(interaction, c.AdminUnban(str(user.id)))
 
     @admin.command(name="block-term", description="Refuse prompts containing a word or phrase")
     async def block_term(interaction: discord.Interaction, term: str) -> None:
-        await handler.admin(interaction, ["block-term", *term.split()])
+        await handler.admin(interaction, c.AdminBlockTerm(term))
 
     @admin.command(name="unblock-term", description="Stop refusing a blocked word or phrase")
     async def unblock_term(interaction: discord.Interaction, term: str) -> None:
-        await handler.admin(interaction, ["unblock-term", *term.split()])
+        await handler.admin(interaction, c.AdminUnblockTerm(term))
 
     @admin.command(name="audit", description="Recent moderator actions")
     @app_commands.describe(entries="How many (1-100)")
     async def audit(interaction: discord.Interaction, entries: Optional[app_commands.Range[int, *limits.AUDIT_ENTRIES]] = None) -> None:
-        await handler.admin(interaction, ["audit", *([str(entries)] if entries is not None else [])])
+        await handler.admin(interaction, c.AdminAudit(entries) if entries is not None else c.AdminAudit())
 
     @admin.command(name="stats", description="Jobs, failures and usage by member and role")
     @app_commands.describe(days="Over how many days (1-90)")
     async def stats(interaction: discord.Interaction, days: Optional[app_commands.Range[int, *limits.STATS_DAYS]] = None) -> None:
-        await handler.admin(interaction, ["stats", *([str(days)] if days is not None else [])])
+        await handler.admin(interaction, c.AdminStats(days) if days is not None else c.AdminStats())
+
+    @admin.command(name="retention", description="How long this server's jobs and images are kept")
+    @app_commands.describe(days="Days to keep them", keep="Or: forever, or the deployment's default")
+    @app_commands.choices(keep=[app_commands.Choice(name="forever", value="forever"),
+                                app_commands.Choice(name="default", value="default")])
+    async def retention(interaction: discord.Interaction,
+                        days: Optional[app_commands.Range[int, 1, limits.RETENTION_DAYS[1]]] = None,
+                        keep: Optional[str] = None) -> None:
+        if (days is None) == (keep is None):
+            await handler.refuse(interaction, "Give either a number of days or keep: forever/default.")
+            return
+        await handler.admin(interaction, c.AdminRetention(days if days is not None else
+                                                          (0 if keep == "forever" else None)))
 
     @admin.command(name="mod-role", description="Make a role's members imagine-bot moderators (or stop)")
     @app_commands.choices(action=[app_commands.Choice(name="add", value="add"),
                                   app_commands.Choice(name="remove", value="remove")])
     async def mod_role(interaction: discord.Interaction, action: str, role: discord.Role) -> None:
-        await handler.admin(interaction, ["mod-role", action, f"<@&{role.id}>"])
+        await handler.admin(interaction, c.AdminModRole(str(role.id), action == "add"))
 
     return admin

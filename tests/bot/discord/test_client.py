@@ -47,7 +47,8 @@ async def test_commands_are_registered_globally_with_admin_hidden_by_default(har
     """Start-up syncs every command; /imagine-admin defaults to Manage Server, all are guild-only."""
     put = harness.fake.find("PUT", rf"/applications/{APPLICATION_ID}/commands")[-1]
     commands = {c["name"]: c for c in put.json}
-    assert set(commands) == {"imagine", "vary", "blend", "history", "thread", "quota", "imagine-admin"}
+    assert set(commands) == {"imagine", "vary", "blend", "upscale", "reroll", "cancel", "history", "thread",
+                             "quota", "gallery", "help", "imagine-admin"}
     assert int(commands["imagine-admin"]["default_member_permissions"]) == 1 << 5
     assert all(c["contexts"] == [0] for c in commands.values())
     imagine = {o["name"]: o for o in commands["imagine"]["options"]}
@@ -55,7 +56,8 @@ async def test_commands_are_registered_globally_with_admin_hidden_by_default(har
     assert imagine["prompt"]["required"] and not imagine["n"]["required"]
     assert [c["value"] for c in imagine["aspect"]["choices"]][:2] == ["1:1", "4:3"]
     admin = {o["name"] for o in commands["imagine-admin"]["options"]}
-    assert admin == {"quota", "ban", "unban", "block-term", "unblock-term", "audit", "stats", "mod-role"}
+    assert admin == {"quota", "ban", "unban", "block-term", "unblock-term", "audit", "stats", "retention",
+                     "mod-role"}
 
 
 async def test_guild_sync_and_a_model_option_where_several_models_exist(fake, gpu, settings):

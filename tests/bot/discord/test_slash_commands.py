@@ -196,3 +196,38 @@ async def test_image_autocomplete_offers_your_finished_images(harness):
     answer = await fake.wait_for("POST", rf"/interactions/{payload['id']}/{payload['token']}/callback", since=mark)
     assert answer.body == {"type": 8, "data": {"choices": [
         {"name": "#1:1 a red star", "value": "1:1"}, {"name": "#1:2 a red star", "value": "1:2"}]}}
+
+
+async def test_upscale_reroll_cancel_gallery_and_help_are_slash_commands(harness):
+    """/upscale and /reroll start jobs like their buttons; /cancel, /gallery and /help answer
+    privately — the commands Slack and the console had, now on Discord too."""
+    fake = harness.fake
+    _token, grid = await harness.imagine("a red star", n=2)
+
+    async def private_answer(name, options=None):
+        mark = fake.mark()
+        payload = await harness.slash(name, options)
+        return (await fake.wait_for("PATCH", rf"/webhooks/\d+/{payload['token']}/messages/@original",
+                                    since=mark)).content
+
+    assert (await private_answer("upscale", [option("image", "1:2")])).startswith("#2 upscale of #1:2: queued")
+    assert (await private_answer("reroll", [option("job", 1)])).startswith('#3 reroll "a red star": queued')
+    harness.gpu.hold()
+    mark = fake.mark()
+    held = await harness.slash("imagine", [option("prompt", "a blue ring")])
+    await fake.wait_for("PATCH", rf"/webhooks/\d+/{held['token']}/messages/@original", since=mark)
+    assert await private_answer("cancel", [option("job", 4)]) == 'Cancelled #4 imagine "a blue ring"; the quota was refunded.'
+    assert "gallery" in (await private_answer("gallery")).lower()
+    assert "/imagine <prompt>" in await private_answer("help")
+
+
+async def test_retention_is_an_admin_command(harness):
+    """/imagine-admin retention sets how long the server's jobs are kept (typed: days or keep)."""
+    from tests.bot.discord.conftest import ADMIN
+    from tests.bot.discord.fake_discord import subcommand
+    from tests.bot.discord.test_moderation import admin
+
+    assert await admin(harness, [subcommand("retention", [option("days", 30)])], user=ADMIN) == \
+        "Jobs and images older than 30 days will be deleted."
+    assert await admin(harness, [subcommand("retention", [])], user=ADMIN) == \
+        "Give either a number of days or keep: forever/default."
