@@ -14,6 +14,18 @@ import sys
 log = logging.getLogger(__name__)
 
 
+def point_at(api_url: str, gateway_url: str) -> None:
+    """Use another REST API and gateway than Discord's (a fake, in tests and benchmarks)."""
+    import yarl
+    from discord.gateway import DiscordWebSocket
+    from discord.http import Route
+
+    if api_url:
+        Route.BASE = api_url.rstrip("/")
+    if gateway_url:
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
 def main() -> int:
     """Run the bot until it is stopped; returns the process exit code."""
     import discord
@@ -24,6 +36,13 @@ def main() -> int:
     from engine.config import get_settings
 
     discord_settings = get_discord_settings()
+    try:
+        discord_settings.my_shard_ids()
+    except ValueError as error:
+        print(f"imagine-bot discord: {error}", file=sys.stderr)
+        return 2
+    if discord_settings.api_url or discord_settings.gateway_url:
+        point_at(discord_settings.api_url, discord_settings.gateway_url)
     token = discord_settings.token.get_secret_value()
     if not token:
         print("imagine-bot discord: set IMAGINE_DISCORD_TOKEN to the bot token (see README.md, section Discord)",

@@ -17,6 +17,7 @@ from bot.delivery import Delivery
 from bot.discord.buttons import HistoryButton, JobButton
 from bot.discord.config import DiscordSettings
 from bot.discord.delivery import DiscordDelivery
+from bot.discord.identify import IdentifyGate
 from bot.discord.interactions import InteractionHandler
 from bot.discord.options import CheckedCommandTree
 from bot.discord.reactions import ReactionHandler
@@ -37,11 +38,16 @@ def intents_for(settings: DiscordSettings) -> discord.Intents:
     return intents
 
 
-class ImagineClient(discord.Client):
+class ImagineClient(discord.AutoShardedClient):
+    """One process of the bot: the shards it runs (all of them by default, or its share of a
+    StatefulSet's), the commands, buttons and reactions of those shards' guilds, and a delivery
+    loop that delivers every Discord job, whichever process's shard received its command."""
+
     def __init__(self, runtime: BotRuntime, settings: DiscordSettings, **options: Any) -> None:
-        """`options` go to discord.Client as they are (tests shorten `guild_ready_timeout`)."""
+        """`options` go to discord.AutoShardedClient as they are (tests shorten `guild_ready_timeout`)."""
         # imagine-bot never joins voice: no start-up warnings about missing voice libraries.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
+        shard_ids = settings.my_shard_ids()
         super().__init__(
             intents=intents_for(settings),
             allowed_mentions=NO_PINGS,
@@ -50,8 +56,12 @@ class ImagineClient(discord.Client):
             max_messages=None,
             member_cache_flags=discord.MemberCacheFlags.none(),
             chunk_guilds_at_startup=False,
+            shard_count=settings.shard_count or None,
+            shard_ids=shard_ids,
             **options,
         )
+        self.identify_gate = IdentifyGate(runtime.settings.notify_url)
+        self._max_concurrency = 1
         self.runtime = runtime
         self.settings = settings
         service = runtime.service
@@ -77,6 +87,20 @@ class ImagineClient(discord.Client):
         await self.delivery.start()
         self._delivering = True
 
+    async def launch_shards(self) -> None:
+        """Learn Discord's identify concurrency (and, unless configured, its shard count) first."""
+        shards, _url, limits = await self.http.get_bot_gateway()
+        self._max_concurrency = max(1, int((limits or {}).get("max_concurrency", 1)))
+        if self.shard_count is None:
+            self.shard_count = shards
+        log.info("discord: %d shard(s) in all, this process runs %s (identify concurrency %d)",
+                 self.shard_count, list(self.shard_ids or range(self.shard_count)), self._max_concurrency)
+        await super().launch_shards()
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        # Discord's limit, across processes (discord.py's default sleeps 5 s before each one).
+        await self.identify_gate.wait(shard_id or 0, self._max_concurrency)
+
     async def sync_commands(self) -> None:
         """Register the slash commands with Discord: per guild if configured (instant), else globally."""
         try:
@@ -97,6 +121,7 @@ class ImagineClient(discord.Client):
         if self._delivering:
             self._delivering = False
             await self.delivery.stop()
+        await self.identify_gate.close()
         await super().close()
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:

@@ -20,6 +20,12 @@ NAMESPACE = "imagine-bot"
 # The oldest Kubernetes still commonly run, and the newest whose schemas the package ships.
 SCHEMA_VERSIONS = ("1.30.0", None)
 LONG_RUNNING = ("imagine-bot-discord", "imagine-bot-slack", "imagine-bot-gallery", "imagine-bot-worker")
+#: The Discord bot is a StatefulSet (each pod runs its share of the shards); the rest Deployments.
+KIND = {"imagine-bot-discord": "StatefulSet"}
+
+
+def workload(objects: list[dict], name: str) -> dict:
+    return by_name(objects, KIND.get(name, "Deployment"), name)
 CONFIG = env_file_values(K8S / "base" / "config.env")
 SECRETS_EXAMPLE = env_file_values(K8S / "production" / "secrets.env.example")
 
@@ -65,7 +71,7 @@ def test_base_has_every_part(k8s_base):
                 ("CronJob", "imagine-bot-retention"), ("Service", "imagine-bot-gallery"),
                 ("Service", "imagine-bot-slack"), ("PersistentVolumeClaim", "imagine-images"),
                 ("PersistentVolumeClaim", "imagine-models"), ("PersistentVolumeClaim", "imagine-hf-cache")}
-    expected |= {("Deployment", name) for name in LONG_RUNNING}
+    expected |= {(KIND.get(name, "Deployment"), name) for name in LONG_RUNNING}
     assert expected <= kinds
     assert any(kind == "ConfigMap" and name.startswith("imagine-bot-config-") for kind, name in kinds)
 
@@ -108,7 +114,7 @@ def test_workers_scale_without_surging_past_the_gpus(k8s_base, k8s_production):
 @pytest.mark.parametrize("name", LONG_RUNNING)
 def test_probes_ask_healthz_and_readyz(k8s_base, name):
     """Liveness asks /healthz and readiness /readyz on the ops port; the gallery /healthz on its own."""
-    spec = by_name(k8s_base, "Deployment", name)["spec"]["template"]["spec"]
+    spec = workload(k8s_base, name)["spec"]["template"]["spec"]
     (container,) = spec["containers"]
     live = container["livenessProbe"]["httpGet"]
     ready = container["readinessProbe"]["httpGet"]
@@ -119,7 +125,7 @@ def test_probes_ask_healthz_and_readyz(k8s_base, name):
     assert (live["path"], ready["path"]) == ("/healthz", "/readyz")
     ops_port = int(CONFIG.get("IMAGINE_OPS_PORT", 9100))
     assert port_number(container, live["port"]) == port_number(container, ready["port"]) == ops_port
-    annotations = by_name(k8s_base, "Deployment", name)["spec"]["template"]["metadata"].get("annotations", {})
+    annotations = workload(k8s_base, name)["spec"]["template"]["metadata"].get("annotations", {})
     assert annotations.get("prometheus.io/port") == str(ops_port), "Prometheus scrapes the ops port"
 
 
@@ -233,7 +239,7 @@ def test_workers_get_no_chat_secrets(k8s_base):
 def test_bots_get_their_tokens(k8s_base):
     """The Discord bot gets its token, the Slack bot its tokens, and both the gallery secret."""
     def env(name):
-        (container,) = by_name(k8s_base, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        (container,) = workload(k8s_base, name)["spec"]["template"]["spec"]["containers"]
         return {var["name"] for var in container.get("env", [])}
 
     assert {"IMAGINE_DISCORD_TOKEN", "IMAGINE_GALLERY_SECRET"} <= env("imagine-bot-discord")
@@ -268,3 +274,19 @@ def test_volumes_are_shared_and_models_read_only(k8s_base):
                 assert mount["name"] in volumes, f"{obj['metadata']['name']}: {mount['name']}"
                 claim = volumes[mount["name"]].get("persistentVolumeClaim", {}).get("claimName")
                 assert claim is None or claim in claims
+
+
+def test_discord_bot_is_a_statefulset_whose_pods_split_the_shards(k8s_base):
+    """The Discord bot runs as a StatefulSet; each pod takes its shards from its ordinal, with
+    the replica count and shard count it is told matching the StatefulSet's replicas."""
+    from bot.discord.config import DiscordSettings
+
+    discord = workload(k8s_base, "imagine-bot-discord")
+    replicas = discord["spec"]["replicas"]
+    (container,) = discord["spec"]["template"]["spec"]["containers"]
+    env = {var["name"]: var.get("value") for var in container.get("env", [])}
+    assert int(env["IMAGINE_DISCORD_REPLICAS"]) == replicas >= 2
+    settings = DiscordSettings(replicas=replicas, shard_count=int(env["IMAGINE_DISCORD_SHARD_COUNT"]))
+    shares = [settings.my_shard_ids(f"imagine-bot-discord-{n}") for n in range(replicas)]
+    assert sorted(i for share in shares for i in share) == list(range(settings.shard_count))
+    assert by_name(k8s_base, "Service", "imagine-bot-discord")["spec"]["clusterIP"] == "None"

@@ -166,8 +166,19 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 class FakeDiscord:
     """Discord's REST API, CDN and gateway on one loopback port."""
 
-    def __init__(self, guilds: Iterable[FakeGuild] = ()) -> None:
+    def __init__(self, guilds: Iterable[FakeGuild] = (), *, shard_count: int = 1, max_concurrency: int = 16,
+                 guild_limit: int = 2500) -> None:
         self.guilds = {g.id: g for g in guilds}
+        #: What /gateway/bot recommends; an unsharded IDENTIFY with more guilds than
+        #: `guild_limit` is closed with 4011, as Discord does past 2,500 guilds.
+        self.shard_count = shard_count
+        self.max_concurrency = max_concurrency
+        self.guild_limit = guild_limit
+        #: (shard id, shard count, time.monotonic()) of every IDENTIFY, in order.
+        self.identified_shards: list[tuple[int, int, float]] = []
+        self._shard_of_socket: dict[web.WebSocketResponse, tuple[int, int]] = {}
+        #: Events for a shard no client runs right now: sent when one identifies for it.
+        self._held: list[tuple[str, dict[str, Any]]] = []
         self.bot = user_payload(BOT_USER_ID, "imagine-bot", bot=True)
         self.requests: list[Request] = []
         self.messages: dict[int, dict[str, Any]] = {}
@@ -303,11 +314,25 @@ class FakeDiscord:
         return self.identifies[-1]
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send one gateway DISPATCH to every connected client."""
+        """Send one gateway DISPATCH to the connection of the shard it belongs to: a guild's
+        events to shard `(guild_id >> 22) % num_shards`, a DM's to shard 0 — as Discord routes
+        them. With no connection for that shard now, the event waits for one to IDENTIFY."""
+        targets = [ws for ws in list(self._sockets) if self._routes_to(ws, data)]
+        if not targets:
+            self._held.append((event, data))
+            return
         self._sequence += 1
         frame = json.dumps({"op": 0, "t": event, "s": self._sequence, "d": data})
-        for ws in list(self._sockets):
+        for ws in targets:
             await ws.send_str(frame)
+
+    def _routes_to(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> bool:
+        shard_id, num_shards = self._shard_of_socket.get(ws, (0, 1))
+        guild_id = data.get("guild_id") if isinstance(data, dict) else None
+        return shard_of(int(guild_id), num_shards) == shard_id if guild_id else shard_id == 0
+
+    def shards_connected(self) -> set[int]:
+        return {shard for ws, (shard, _) in self._shard_of_socket.items() if ws in self._sockets}
 
     async def close_gateway(self, code: int = 1000) -> None:
         """Close every gateway connection (4004: the token was refused)."""
@@ -472,9 +497,10 @@ class FakeDiscord:
                     "owner": user_payload(1, "owner"), "flags": 0, "bot": self.bot,
                 })
             case "GET", ["gateway", "bot"]:
-                return json_response({"url": f"ws://127.0.0.1:{self.port}/", "shards": 1,
+                return json_response({"url": f"ws://127.0.0.1:{self.port}/", "shards": self.shard_count,
                                       "session_start_limit": {"total": 1000, "remaining": 1000,
-                                                              "reset_after": 0, "max_concurrency": 1}})
+                                                              "reset_after": 0,
+                                                              "max_concurrency": self.max_concurrency}})
             case "PUT", ["applications", _, "commands"]:
                 return json_response(self._register_commands("global", body))
             case "PUT", ["applications", _, "guilds", guild_id, "commands"]:
@@ -700,26 +726,42 @@ class FakeDiscord:
         finally:
             if ws in self._sockets:
                 self._sockets.remove(ws)
+            self._shard_of_socket.pop(ws, None)
         return ws
 
     async def _identify(self, ws: web.WebSocketResponse, identify: dict[str, Any]) -> None:
         self.identifies.append(identify)
+        shard_id, num_shards = identify.get("shard") or [0, 1]
+        if num_shards == 1 and len(self.guilds) > self.guild_limit:
+            await ws.close(code=4011, message=b"Sharding required.")
+            return
+        self.identified_shards.append((shard_id, num_shards, time.monotonic()))
+        self._shard_of_socket[ws] = (shard_id, num_shards)
         self._sockets.append(ws)
+        mine = [g for g in self.guilds.values() if shard_of(g.id, num_shards) == shard_id]
         ready = {
-            "v": 10, "user": self.bot, "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+            "v": 10, "user": self.bot, "guilds": [{"id": str(g.id), "unavailable": True} for g in mine],
             "session_id": f"session-{snowflake()}", "resume_gateway_url": f"ws://127.0.0.1:{self.port}/",
             "application": {"id": str(APPLICATION_ID), "flags": 0}, "private_channels": [],
-            "relationships": [], "user_settings": {}, "shard": [0, 1],
+            "relationships": [], "user_settings": {}, "shard": [shard_id, num_shards],
         }
         self._sequence += 1
         await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": self._sequence, "d": ready}))
-        for guild in self.guilds.values():
+        for guild in mine:
             self._sequence += 1
             await ws.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": self._sequence,
                                           "d": guild.create_payload()}))
+        held, self._held = self._held, []
+        for event, data in held:  # events that waited for this shard (the others wait on)
+            await self.dispatch(event, data)
         async with self._changed:
             self._identified.set()
             self._changed.notify_all()
+
+
+def shard_of(guild_id: int, num_shards: int) -> int:
+    """The shard a guild's events go to (Discord's formula)."""
+    return (guild_id >> 22) % num_shards
 
 
 # --- option builders -----------------------------------------------------------------------
