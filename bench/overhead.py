@@ -7,9 +7,13 @@ time, over N jobs after a warm-up.
 
     python bench/overhead.py [--jobs 200] [--only embedded|postgres_redis]
 
-Prints {"embedded": {"jobs": N, "p50_ms": x, "p99_ms": y}, "postgres_redis": {...}}.
+Prints {"embedded": {"jobs": N, "p50_ms": x, "p99_ms": y}, "postgres_redis": {...},
+"celery_round_trip": {"p50_ms", "p99_ms"}, "postgres_redis_over_celery": r}.
 embedded: SQLite + the SQLite broker + a worker in the same process (the demo's setup).
 postgres_redis: PostgreSQL + Redis + a separate worker process (the production shape).
+celery_round_trip: the floor under it, measured in the same run on the same Redis — a bare
+Celery no-op task, `apply_async` → result (bench/celery_floor.py); the ratio is
+postgres_redis's p50 over it (machines of this kind differ, ratios in one run do not).
 """
 
 from __future__ import annotations
@@ -127,6 +131,11 @@ def main() -> int:
         result["embedded"] = asyncio.run(measure_embedded(args.jobs))
     if args.only in (None, "postgres_redis"):
         result["postgres_redis"] = asyncio.run(measure_postgres_redis(args.jobs))
+        from celery_floor import measure as celery_round_trip  # bench/celery_floor.py
+
+        result["celery_round_trip"] = celery_round_trip(args.jobs)
+        result["postgres_redis_over_celery"] = round(
+            result["postgres_redis"]["p50_ms"] / result["celery_round_trip"]["p50_ms"], 2)
     print(json.dumps(result))
     return 0
 

@@ -136,6 +136,7 @@ class Delivery:
     async def sweep(self) -> int:
         """Show progress and deliver results once; returns how many results were delivered."""
         started = utcnow()
+        claimed_at = time.monotonic()
         try:
             claimed, active = await self.service.claim_deliveries(
                 self.target.platform, self.claim, self.lease_s, active_since=self._active_since,
@@ -153,7 +154,7 @@ class Delivery:
             await self._progress(job, now)
         delivered = 0
         for job in claimed:
-            delivered += await self._deliver(job)
+            delivered += await self._deliver(job, claimed_at)
         if len(claimed) == self.claim_batch:
             self.kick()  # more may be waiting: sweep again at once
         return delivered
@@ -173,14 +174,16 @@ class Delivery:
         except Exception:  # noqa: BLE001 - progress is best effort; the result is what matters
             log.warning("job %s: progress update failed", job.id, exc_info=True)
 
-    async def _deliver(self, job: GenerationView) -> bool:
+    async def _deliver(self, job: GenerationView, claimed_at: float) -> bool:
         with job_context(job.id):
-            return await self._deliver_one(job)
+            return await self._deliver_one(job, claimed_at)
 
-    async def _deliver_one(self, job: GenerationView) -> bool:
+    async def _deliver_one(self, job: GenerationView, claimed_at: float) -> bool:
         # The claim may be older than the lease by now (deliveries before this one were slow):
-        # renewing it is also the check that no other replica took the job over.
-        if not await self.service.renew_delivery(job.id, self.claim):
+        # renewing it is also the check that no other replica took the job over. A claim made
+        # moments ago cannot have been taken over yet: no round trip for it (the common case).
+        if time.monotonic() - claimed_at > self.lease_s / 3 and \
+                not await self.service.renew_delivery(job.id, self.claim):
             log.info("job %s: delivered or claimed by another replica meanwhile; skipping it", job.id)
             return False
         keeper = asyncio.create_task(self._keep_claim(job.id))
