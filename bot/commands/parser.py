@@ -28,6 +28,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from bot.commands.types import (
+    USAGE,
+    Blend,
+    Cancel,
+    Command,
+    Gallery,
+    Help,
+    History,
+    Imagine,
+    Quota,
+    Reroll,
+    Thread,
+    Upscale,
+    Vary,
+)
 from engine.domain import limits as bounds
 from engine.domain.errors import UsageError
 from engine.domain.limits import MAX_SEED
@@ -35,142 +50,19 @@ from engine.domain.types import (
     ASPECTS,
     ImageRef,
     ImagineRequest,
-    QuotaTarget,
     RenderParams,
     VariationRequest,
 )
 
 T = TypeVar("T")
 
-# --- command types ---------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class Imagine:
-    request: ImagineRequest
-
-
-@dataclass(frozen=True)
-class Vary:
-    request: VariationRequest
-
-
-@dataclass(frozen=True)
-class Blend:
-    images: tuple[ImageRef, ...]
-    weights: tuple[float, ...] | None = None
-    seed: int | None = None
-    params: RenderParams = RenderParams()
-    strip: int | None = None  # an interpolation strip of this many frames
-
-
-@dataclass(frozen=True)
-class Upscale:
-    image: ImageRef
-
-
-@dataclass(frozen=True)
-class Reroll:
-    generation_id: int | None = None
-
-
-@dataclass(frozen=True)
-class Cancel:
-    generation_id: int | None = None
-
-
-@dataclass(frozen=True)
-class History:
-    page: int = 1
-
-
-@dataclass(frozen=True)
-class Thread:
-    generation_id: int | None = None
-
-
-@dataclass(frozen=True)
-class Quota:
-    pass
-
-
-@dataclass(frozen=True)
-class Help:
-    pass
-
-
-@dataclass(frozen=True)
-class Gallery:
-    pass
-
-
-@dataclass(frozen=True)
-class AdminQuota:
-    action: str  # set | grant | reset
-    target: QuotaTarget
-    amount: int | None = None  # set: None means unlimited
-
-
-@dataclass(frozen=True)
-class AdminBan:
-    user_id: str
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class AdminUnban:
-    user_id: str
-
-
-@dataclass(frozen=True)
-class AdminBlockTerm:
-    term: str
-
-
-@dataclass(frozen=True)
-class AdminUnblockTerm:
-    term: str
-
-
-@dataclass(frozen=True)
-class AdminAudit:
-    limit: int = 20
-
-
-@dataclass(frozen=True)
-class AdminStats:
-    days: int = 7
-
-
-@dataclass(frozen=True)
-class AdminRetention:
-    days: int | None  # None: back to the server default
-
-
-@dataclass(frozen=True)
-class AdminModRole:
-    role_id: str
-    add: bool
-
-
-Command = (
-    Imagine | Vary | Blend | Upscale | Reroll | Cancel | History | Thread | Quota | Help | Gallery
-    | AdminQuota | AdminBan | AdminUnban | AdminBlockTerm | AdminUnblockTerm | AdminAudit
-    | AdminStats | AdminRetention | AdminModRole
-)
-
-USAGE = """\
-/imagine <prompt> [--seed N] [--n 1-4] [--ar W:H] [--no TEXT] [--steps N] [--guidance X]
-/vary <image> [--strength 0.05-1] [--n 1-4] [--seed N] [--toward TEXT [--amount 0.05-1]]
-      (image: 12:3, 12, or last:3; --toward turns it toward a text: "--toward in winter")
-/blend <image> <image> [<image> <image>] [--weights 1,2,...] [--n 1-4] [--seed N]
-/blend <image> <image> --strip 3-8    (an interpolation strip from one to the other)
-/upscale <image>   /reroll [job]   /cancel [job]   /history [page]   /thread [job]   /quota
-/gallery   (a private link to your team's gallery)
-/imagine-admin quota set|grant|reset <@user|@&role|team> [N|unlimited]
-/imagine-admin ban|unban <@user> [reason]   block-term|unblock-term <term>
-/imagine-admin audit [N]   stats [days]   retention <days|forever|default>
-/imagine-admin mod-role add|remove <@&role>"""
+def _in_range(text: str, low: int, high: int) -> bool:
+    try:
+        bounds.whole_number(text, what="", low=low, high=high)
+    except UsageError:
+        return False
+    return True
 
 MAX_COMMAND_CHARS = 4000
 
@@ -298,34 +190,6 @@ def parse_image_ref(text: str) -> ImageRef:
     )
 
 
-_USER_MENTION = re.compile(r"^<@!?([A-Z0-9]+)(?:\|[^>]*)?>$", re.IGNORECASE)
-_ROLE_MENTION = re.compile(r"^<(?:@&|!subteam\^)([A-Z0-9]+)(?:\|[^>]*)?>$", re.IGNORECASE)
-
-
-def parse_target(text: str) -> QuotaTarget:
-    """A user (`@alice`, `<@U123>`), a role (`@&mods`, `<@&123>`, `<!subteam^S1>`) or `team`."""
-    text = text.strip()
-    if text.lower() in ("team", "everyone", "@everyone", "default"):
-        return QuotaTarget("team")
-    if match := _ROLE_MENTION.match(text):
-        return QuotaTarget("role", bounds.external_id(match.group(1), what="That role"))
-    if match := _USER_MENTION.match(text):
-        return QuotaTarget("user", bounds.external_id(match.group(1), what="That user"))
-    for prefix, kind in (("@&", "role"), ("role:", "role"), ("user:", "user"), ("@", "user")):
-        if text.lower().startswith(prefix) and len(text) > len(prefix):
-            return QuotaTarget(kind, bounds.external_id(text[len(prefix):], what=f"That {kind}"))
-    raise UsageError(
-        f"{text!r} is not a user, role or team; use @user, @&role (a mention works too) or team."
-    )
-
-
-def parse_user(text: str) -> str:
-    target = parse_target(text)
-    if target.kind != "user":
-        raise UsageError(f"{text!r} is not a user; mention one, e.g. @alice.")
-    return target.subject
-
-
 # --- commands --------------------------------------------------------------------------------
 
 
@@ -343,6 +207,10 @@ def parse_command(text: str, limits: Limits = Limits()) -> Command:
     if name == "imagine":
         return parse_imagine_text(" ".join(rest), limits)
     if name == "imagine-admin":
+        from bot.commands.admin import (
+            parse_admin,  # admin imports this module's helpers
+        )
+
         return parse_admin(rest)
     sub = _parse_subcommand(name, rest, limits)
     if sub is None:
@@ -507,123 +375,3 @@ def _parse_subcommand(name: str, rest: list[str], limits: Limits, *, strict: boo
         return parse(rest, limits, strict)
     except _NotASubcommand:
         return None
-
-
-# --- /imagine-admin: one small parser each ---------------------------------------------------
-
-
-def _in_range(text: str, low: int, high: int) -> bool:
-    try:
-        bounds.whole_number(text, what="", low=low, high=high)
-    except UsageError:
-        return False
-    return True
-
-
-def _admin_quota(rest: list[str]) -> Command:
-    if not rest or rest[0].lower() not in ("set", "grant", "reset"):
-        raise UsageError("Use `quota set <target> <N|unlimited>`, `quota grant <target> <N>` "
-                         "or `quota reset <target>`.")
-    verb = rest[0].lower()
-    if len(rest) < 2:
-        raise UsageError(f"Say whose quota to {verb}: @user, @&role or team.")
-    target = parse_target(rest[1])
-    if verb == "reset":
-        if len(rest) > 2:
-            raise UsageError("`quota reset` takes only a target.")
-        return AdminQuota("reset", target)
-    if len(rest) != 3:
-        raise UsageError(f"Use `quota {verb} <target> <N{'|unlimited' if verb == 'set' else ''}>`.")
-    amount_text = rest[2].lower()
-    if verb == "set" and amount_text in ("unlimited", "none", "∞"):
-        return AdminQuota("set", target, None)
-    amount = bounds.whole_number(amount_text, what="The number of images", low=0, high=10**40)
-    if amount > bounds.MAX_QUOTA_IMAGES:
-        raise UsageError(f"{amount} images is more than the {bounds.MAX_QUOTA_IMAGES:,} a quota can hold.")
-    if verb == "grant" and amount == 0:
-        raise UsageError("Grant at least 1 image.")
-    return AdminQuota(verb, target, amount)
-
-
-def _admin_ban(rest: list[str]) -> Command:
-    if not rest:
-        raise UsageError("Say whom to ban, e.g. `ban @alice`.")
-    reason = " ".join(rest[1:]) or None
-    if reason and len(reason) > bounds.MAX_BAN_REASON_CHARS:
-        raise UsageError(f"The ban reason can be at most {bounds.MAX_BAN_REASON_CHARS} characters.")
-    return AdminBan(parse_user(rest[0]), reason)
-
-
-def _admin_unban(rest: list[str]) -> Command:
-    if not rest:
-        raise UsageError("Say whom to unban, e.g. `unban @alice`.")
-    if len(rest) > 1:
-        raise UsageError("`unban` takes only the user.")
-    return AdminUnban(parse_user(rest[0]))
-
-
-def _admin_term(action: str, make: Callable[[str], Command]) -> Callable[[list[str]], Command]:
-    def parse(rest: list[str]) -> Command:
-        term = " ".join(rest)
-        if not term:
-            raise UsageError(f"Say which term, e.g. `{action} gore`.")
-        return make(term)
-
-    return parse
-
-
-def _admin_count(action: str, what: str, limits_: tuple[int, int], make: Callable[..., Command]):
-    def parse(rest: list[str]) -> Command:
-        if not rest:
-            return make()
-        low, high = limits_
-        if len(rest) > 1 or not _in_range(rest[0], low, high):
-            raise UsageError(f"`{action}` takes how many {what}, {low} to {high}.")
-        return make(int(rest[0]))
-
-    return parse
-
-
-def _admin_retention(rest: list[str]) -> Command:
-    if len(rest) != 1:
-        raise UsageError("Use `retention <days>`, `retention forever` or `retention default`.")
-    word = rest[0].lower()
-    if word in ("forever", "off", "0"):
-        return AdminRetention(0)
-    if word == "default":
-        return AdminRetention(None)
-    high = bounds.RETENTION_DAYS[1]
-    if not _in_range(word, 1, high):
-        raise UsageError(f"Retention is a number of days from 1 to {high}, got {rest[0][:40]!r}.")
-    return AdminRetention(int(word))
-
-
-def _admin_mod_role(rest: list[str]) -> Command:
-    if len(rest) != 2 or rest[0].lower() not in ("add", "remove"):
-        raise UsageError("Use `mod-role add <@&role>` or `mod-role remove <@&role>`.")
-    target = parse_target(rest[1])
-    if target.kind != "role":
-        raise UsageError(f"{rest[1]!r} is not a role; use @&role or a role mention.")
-    return AdminModRole(target.subject, rest[0].lower() == "add")
-
-
-_ADMIN: dict[str, Callable[[list[str]], Command]] = {
-    "quota": _admin_quota,
-    "ban": _admin_ban,
-    "unban": _admin_unban,
-    "block-term": _admin_term("block-term", AdminBlockTerm),
-    "unblock-term": _admin_term("unblock-term", AdminUnblockTerm),
-    "audit": _admin_count("audit", "entries to show", bounds.AUDIT_ENTRIES, AdminAudit),
-    "stats": _admin_count("stats", "days to cover", bounds.STATS_DAYS, AdminStats),
-    "retention": _admin_retention,
-    "mod-role": _admin_mod_role,
-}
-
-
-def parse_admin(words: list[str]) -> Command:
-    if not words:
-        raise UsageError(f"Say which admin command to run:\n{USAGE}")
-    parse = _ADMIN.get(words[0].lower())
-    if parse is None:
-        raise UsageError(f"Unknown admin command {words[0]!r}. Admin commands: {', '.join(_ADMIN)}.")
-    return parse(words[1:])
