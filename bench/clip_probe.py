@@ -136,7 +136,7 @@ def prior_embeddings(model_dir: Path, prompts: list[str], seed: int) -> "torch.T
 
     import torch
 
-    from engine.render.jobs import RenderJob
+    from engine.render.types import RenderJob
     from engine.render.renderer import load_renderer
 
     with tempfile.TemporaryDirectory() as data_dir:

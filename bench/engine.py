@@ -54,7 +54,7 @@ def best_time(fn, repeats: int) -> float:
 def compare(renderer, batch: int, repeats: int) -> dict:
     import torch
 
-    from engine.render.jobs import RenderJob
+    from engine.render.types import RenderJob
 
     settings = renderer.resolved_settings(RenderJob(0, "text2image", "", None, 0, 1))
     prompt = "a red star on a blue background"

@@ -116,7 +116,7 @@ def _encode(picture: np.ndarray) -> bytes:
 
 def render_with_prior(renderer, prompts: list[str], params: dict, seed: int) -> list[list[np.ndarray]]:
     """IMAGES_PER_PROMPT images per prompt through `UnCLIPRenderer.render_batch` (the worker path)."""
-    from engine.render.jobs import RenderJob
+    from engine.render.types import RenderJob
 
     jobs = [RenderJob(generation_id=i, operation="text2image", prompt=p, negative_prompt=None,
                       seed=seed + 100 * i, n=IMAGES_PER_PROMPT, params=dict(params))
@@ -133,7 +133,7 @@ def render_without_prior(renderer, prompts: list[str], params: dict, seed: int) 
     """The same prompts and seeds with the prior bypassed: the text embedding goes to the decoder."""
     import torch
 
-    from engine.render.jobs import RenderJob
+    from engine.render.types import RenderJob
 
     settings = renderer.resolved_settings(RenderJob(0, "text2image", "", None, 0, 1, dict(params)))
     images = []
@@ -160,7 +160,7 @@ def render_variations(renderer, sources: list[np.ndarray], params: dict, seed: i
     its PNG (used only when the variation strength, the model's default or `params`, is < 1)."""
     from PIL import Image
 
-    from engine.render.jobs import RenderJob
+    from engine.render.types import RenderJob
     from engine.render.renderer import embedding_to_bytes
 
     embeddings = renderer.pipe.encode_images([Image.fromarray(s) for s in sources]).float().cpu()
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from engine.builtin.checker import SceneChecker, ShapeClassifier
-    from engine.render.jobs import RenderJob
+    from engine.render.types import RenderJob
     from engine.render.renderer import load_renderer
 
     if args.threads:

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", default=PROMPT)
     args = parser.parse_args(argv)
 
-    from engine.render.jobs import RenderJob
+    from engine.render.types import RenderJob
     from engine.render.renderer import load_renderer
 
     renderer = load_renderer(args.model, ROOT / "data", device="cpu")

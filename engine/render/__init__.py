@@ -1,6 +1,6 @@
 """Rendering: the only package that imports torch, diffusers and transformers.
 
 Nothing heavy is imported here; import the submodules you need (`engine.render.renderer`,
-`engine.render.loader`, ...) and they import torch themselves. `engine.render.jobs` is plain
+`engine.render.loader`, ...) and they import torch themselves. `engine.render.types` is plain
 data and safe to import anywhere.
 """

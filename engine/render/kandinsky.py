@@ -21,7 +21,6 @@ from typing import Any
 import torch
 from PIL import Image
 
-from engine.render.jobs import RenderError, RenderJob
 from engine.render.loader import (
     ModelSpec,
     ModelUnavailable,
@@ -37,6 +36,7 @@ from engine.render.renderer import (
     embedding_from_bytes,
     to_pictures,
 )
+from engine.render.types import RenderError, RenderJob
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ import torch
 from PIL import Image
 
 from engine.images import encode_png, make_grid, make_strip
-from engine.render.jobs import (
+from engine.render.loader import ModelSpec, ModelUnavailable, load_unclip, weights_hash
+from engine.render.types import (
     ProgressFn,
     RenderAborted,
     RenderedImage,
@@ -35,7 +36,6 @@ from engine.render.jobs import (
     RenderResult,
     batch_key,
 )
-from engine.render.loader import ModelSpec, ModelUnavailable, load_unclip, weights_hash
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ def test_smoke_weights_load_and_render_through_the_renderer(smoke_run, tmp_path)
     text to image and variations."""
     import torch
 
-    from engine.render.jobs import RenderJob
+    from engine.render.types import RenderJob
     from engine.render.loader import load_unclip, resolve_model
     from engine.render.renderer import UnCLIPRenderer
 

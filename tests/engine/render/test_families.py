@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.render.jobs import RenderError, RenderJob
 from engine.render.loader import ModelUnavailable, load_unclip, resolve_model
 from engine.render.renderer import UnCLIPRenderer, load_renderer
+from engine.render.types import RenderError, RenderJob
 
 
 def job(op="text2image", seed=1, n=2, **kw):
