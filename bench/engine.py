@@ -137,7 +137,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
 
-    from engine.render.renderer import load_renderer
+    from engine.render.factory import load_renderer
 
     renderer = load_renderer(args.model, Path("data"), device="cpu", dtype="float32",
                              torch_threads=args.threads)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.render.factory import load_renderer
+from engine.render.families.unclip import UnCLIPRenderer
 from engine.render.loader import ModelUnavailable, load_unclip, resolve_model
-from engine.render.renderer import UnCLIPRenderer, load_renderer
 from engine.render.types import RenderError, RenderJob
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.render.base import choose_dtype
+from engine.render.families.unclip import UnCLIPRenderer
 from engine.render.loader import resolve_model
-from engine.render.renderer import UnCLIPRenderer, choose_dtype
 from engine.render.types import RenderJob
 
 ROOT = Path(__file__).resolve().parents[3]
