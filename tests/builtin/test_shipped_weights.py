@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from engine.render.loader import BUILTIN_DIR
+from engine.render.names import BUILTIN_DIR
 
 pytestmark = pytest.mark.skipif(not (BUILTIN_DIR / "model_index.json").exists(),
                                 reason="built-in weights not present")
