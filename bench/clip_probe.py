@@ -136,8 +136,8 @@ def prior_embeddings(model_dir: Path, prompts: list[str], seed: int) -> "torch.T
 
     import torch
 
-    from engine.render.jobs import RenderJob
-    from engine.render.renderer import load_renderer
+    from engine.render.factory import load_renderer
+    from engine.render.types import RenderJob
 
     with tempfile.TemporaryDirectory() as data_dir:
         renderer = load_renderer(str(model_dir), Path(data_dir), device="cpu")

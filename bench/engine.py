@@ -54,7 +54,7 @@ def best_time(fn, repeats: int) -> float:
 def compare(renderer, batch: int, repeats: int) -> dict:
     import torch
 
-    from engine.render.jobs import RenderJob
+    from engine.render.types import RenderJob
 
     settings = renderer.resolved_settings(RenderJob(0, "text2image", "", None, 0, 1))
     prompt = "a red star on a blue background"
@@ -137,7 +137,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
 
-    from engine.render.renderer import load_renderer
+    from engine.render.factory import load_renderer
 
     renderer = load_renderer(args.model, Path("data"), device="cpu", dtype="float32",
                              torch_threads=args.threads)

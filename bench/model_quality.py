@@ -2,8 +2,8 @@
 
 Every prompt comes from the colour × shape × background triples held out of training
 (`engine.builtin.scenes.HELD_OUT_TRIPLES`), and every image is rendered through the code users
-hit: `engine.render.renderer.UnCLIPRenderer` (text → image, variations) or, for the no-prior
-baseline, the same `ImagineUnCLIPPipeline` with `use_prior=False`. Images are judged by
+hit: `engine.render.families.unclip.UnCLIPRenderer` (text → image, variations) or, for the
+no-prior baseline, the same `ImagineUnCLIPPipeline` with `use_prior=False`. Images are judged by
 `engine.builtin.checker`: pixel statistics for colours and positions, a small CNN trained only on
 generator labels for shapes; the model's own CLIP judges nothing.
 
@@ -116,7 +116,7 @@ def _encode(picture: np.ndarray) -> bytes:
 
 def render_with_prior(renderer, prompts: list[str], params: dict, seed: int) -> list[list[np.ndarray]]:
     """IMAGES_PER_PROMPT images per prompt through `UnCLIPRenderer.render_batch` (the worker path)."""
-    from engine.render.jobs import RenderJob
+    from engine.render.types import RenderJob
 
     jobs = [RenderJob(generation_id=i, operation="text2image", prompt=p, negative_prompt=None,
                       seed=seed + 100 * i, n=IMAGES_PER_PROMPT, params=dict(params))
@@ -133,7 +133,7 @@ def render_without_prior(renderer, prompts: list[str], params: dict, seed: int) 
     """The same prompts and seeds with the prior bypassed: the text embedding goes to the decoder."""
     import torch
 
-    from engine.render.jobs import RenderJob
+    from engine.render.types import RenderJob
 
     settings = renderer.resolved_settings(RenderJob(0, "text2image", "", None, 0, 1, dict(params)))
     images = []
@@ -160,8 +160,8 @@ def render_variations(renderer, sources: list[np.ndarray], params: dict, seed: i
     its PNG (used only when the variation strength, the model's default or `params`, is < 1)."""
     from PIL import Image
 
-    from engine.render.jobs import RenderJob
-    from engine.render.renderer import embedding_to_bytes
+    from engine.render.base import embedding_to_bytes
+    from engine.render.types import RenderJob
 
     embeddings = renderer.pipe.encode_images([Image.fromarray(s) for s in sources]).float().cpu()
     jobs = [RenderJob(generation_id=i, operation="variation", prompt="", negative_prompt=None,
@@ -254,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from engine.builtin.checker import SceneChecker, ShapeClassifier
-    from engine.render.jobs import RenderJob
-    from engine.render.renderer import load_renderer
+    from engine.render.factory import load_renderer
+    from engine.render.types import RenderJob
 
     if args.threads:
         torch.set_num_threads(args.threads)

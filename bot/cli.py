@@ -70,13 +70,14 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from engine.render.loader import ModelUnavailable, resolve_model
+    from engine.render.factory import find_model
+    from engine.render.loader import ModelUnavailable
     from engine.worker.app import GPU_QUEUE, build_app
 
     settings = _settings()
     if settings.render.backend != "noop":
         try:
-            spec = resolve_model(settings.render.model, settings.data_dir)
+            spec = find_model(settings.render.model, settings.data_dir)
         except ModelUnavailable as error:
             print(f"imagine-bot worker: cannot start: {error}", file=sys.stderr)
             return 2

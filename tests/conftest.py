@@ -209,8 +209,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_renderer(tiny_model_dir):
     """The tiny random unCLIP stack loaded through the real loader, once per session."""
+    from engine.render.families.unclip import UnCLIPRenderer
     from engine.render.loader import resolve_model
-    from engine.render.renderer import UnCLIPRenderer
 
     spec = resolve_model(str(tiny_model_dir), tiny_model_dir.parent)
     return UnCLIPRenderer.load(spec, device="cpu", dtype="float32")

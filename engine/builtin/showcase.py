@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt", default=PROMPT)
     args = parser.parse_args(argv)
 
-    from engine.render.jobs import RenderJob
-    from engine.render.renderer import load_renderer
+    from engine.render.factory import load_renderer
+    from engine.render.types import RenderJob
 
     renderer = load_renderer(args.model, ROOT / "data", device="cpu")
     text_job = RenderJob(1, "text2image", args.prompt, None, args.seed, 4)

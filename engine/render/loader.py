@@ -1,8 +1,10 @@
 """Find and load a model: a local folder, a Hugging Face id already in the local cache, the
-built-in model, or the tiny random test stack. Never touches the network.
+built-in model, or the tiny random test stack (once built: see `engine.render.factory`). Never
+touches the network.
 
 A missing or broken model raises `ModelUnavailable` with what is missing and how to fetch it on
-a connected machine; the worker calls `resolve_model` at start so that happens before any job.
+a connected machine; the worker resolves its model at start (`engine.render.factory.find_model`)
+so that happens before any job.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-BUILTIN_MODEL_NAME = "builtin"
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin" / "weights"
+from engine.render.names import BUILTIN_DIR, BUILTIN_MODEL_NAME, TINY_MODEL_NAME, tiny_model_dir
 
 # Karlo's components: which class loads each subfolder. Optional ones may be absent.
 UNCLIP_COMPONENTS: dict[str, tuple[str, str]] = {
@@ -89,12 +90,15 @@ def resolve_model(name: str, data_dir: Path) -> ModelSpec:
                 "repository: restore them with `git checkout -- engine/builtin/weights`, or "
                 "retrain them with `imagine-bot train-builtin`."
             )
-    elif name == "tiny-random":
-        from engine.render.tiny import build_tiny_unclip
-
-        path = data_dir / "models" / "tiny-random"
+    elif name == TINY_MODEL_NAME:
+        # Built by engine.render.factory.find_model the first time it is named: this module only
+        # loads, so it never imports the builder (which itself uses this module's settings).
+        path = tiny_model_dir(data_dir)
         if not (path / "model_index.json").exists():
-            build_tiny_unclip(path)
+            raise ModelUnavailable(
+                f"the tiny random test model is not built in {path}: name it to the worker (which "
+                "builds it on first use) or build it with engine.render.tiny.build_tiny_unclip"
+            )
     elif Path(name).expanduser().exists():
         path = Path(name).expanduser().resolve()
     elif "/" in name and not name.startswith((".", "/")):

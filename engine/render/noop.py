@@ -15,7 +15,7 @@ import time
 from PIL import Image
 
 from engine.images import encode_png, make_grid
-from engine.render.jobs import ProgressFn, RenderAborted, RenderedImage, RenderJob, RenderResult
+from engine.render.types import ProgressFn, RenderAborted, RenderedImage, RenderJob, RenderResult
 
 PROGRESS_EVERY_S = 0.1
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-TINY_MODEL_NAME = "tiny-random"
+from engine.render.loader import quiet_libraries, set_offline
+from engine.render.names import TINY_MODEL_NAME
 
 # Every dimension that must agree across the stack (see the loader's checks).
 EMBED_DIM = 32  # CLIP hidden = projection = prior embedding = text_proj clip_embeddings_dim
@@ -51,8 +52,6 @@ def write_model_index(folder: Path, components: dict[str, tuple[str, str]], meta
 
 
 def transformers_logging_quiet() -> None:
-    from engine.render.loader import quiet_libraries
-
     quiet_libraries()
 
 
@@ -67,7 +66,6 @@ def _tiny_clip(seed: int):
         CLIPVisionModelWithProjection,
     )
 
-    from engine.render.loader import set_offline
     from engine.render.tokenizer import build_clip_tokenizer
 
     set_offline()

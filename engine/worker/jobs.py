@@ -40,7 +40,7 @@ from engine import faults, metrics
 from engine.domain.types import GenerationKind, GenerationStatus
 from engine.logs import job_context
 from engine.notify import Publisher
-from engine.render.jobs import RenderAborted, RenderError, RenderJob, RenderResult, batch_key
+from engine.render.types import RenderAborted, RenderError, RenderJob, RenderResult, batch_key
 from engine.storage import ImageStore
 from engine.store import repo
 from engine.store.db import Database, is_unavailable

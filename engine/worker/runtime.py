@@ -12,7 +12,7 @@ from engine.worker.jobs import WorkerRuntime
 def build_runtime(settings: Settings) -> WorkerRuntime:
     def load():
         # Heavy: imports torch and loads the model. Runs once per worker process, on first use.
-        from engine.render.renderer import load_renderer
+        from engine.render.factory import load_renderer
 
         render = settings.render
         return load_renderer(

@@ -38,6 +38,6 @@ def test_core_imports_no_platform_celery_or_torch(module):
 
 
 def test_render_package_is_lazy():
-    """Importing engine.render (or its job types) does not import torch; the renderer does."""
-    assert "torch" not in loaded_after("import engine.render, engine.render.jobs")
-    assert "torch" in loaded_after("import engine.render.renderer")
+    """Importing engine.render (or its data types) does not import torch; the renderer base does."""
+    assert "torch" not in loaded_after("import engine.render, engine.render.types")
+    assert "torch" in loaded_after("import engine.render.base")

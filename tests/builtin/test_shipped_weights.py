@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from engine.render.loader import BUILTIN_DIR
+from engine.render.names import BUILTIN_DIR
 
 pytestmark = pytest.mark.skipif(not (BUILTIN_DIR / "model_index.json").exists(),
                                 reason="built-in weights not present")
@@ -32,8 +32,8 @@ def test_shipped_metadata_says_trained_with_defaults():
 def test_shipped_weights_render_64px_images(tmp_path):
     """load_renderer("builtin") loads the shipped folder and draws a 2x2 grid of 64 px images."""
     pytest.importorskip("torch")
-    from engine.render.jobs import RenderJob
-    from engine.render.renderer import load_renderer
+    from engine.render.factory import load_renderer
+    from engine.render.types import RenderJob
 
     renderer = load_renderer("builtin", tmp_path, device="cpu")
     fast = {"prior_steps": 4, "decoder_steps": 4, "super_res_steps": 2}
@@ -52,8 +52,8 @@ def test_shipped_model_draws_the_readme_prompt(tmp_path):
     from PIL import Image
 
     from engine.builtin.checker import as_array, judge_region
-    from engine.render.jobs import RenderJob
-    from engine.render.renderer import load_renderer
+    from engine.render.factory import load_renderer
+    from engine.render.types import RenderJob
 
     renderer = load_renderer("builtin", tmp_path, device="cpu")
     result = renderer.render(

@@ -43,9 +43,9 @@ def test_smoke_weights_load_and_render_through_the_renderer(smoke_run, tmp_path)
     text to image and variations."""
     import torch
 
-    from engine.render.jobs import RenderJob
+    from engine.render.families.unclip import UnCLIPRenderer
     from engine.render.loader import load_unclip, resolve_model
-    from engine.render.renderer import UnCLIPRenderer
+    from engine.render.types import RenderJob
 
     _, out = smoke_run
     spec = resolve_model(str(out), tmp_path)

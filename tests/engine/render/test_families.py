@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.render.jobs import RenderError, RenderJob
+from engine.render.factory import find_model, load_renderer
+from engine.render.families.unclip import UnCLIPRenderer
 from engine.render.loader import ModelUnavailable, load_unclip, resolve_model
-from engine.render.renderer import UnCLIPRenderer, load_renderer
+from engine.render.types import RenderError, RenderJob
 
 
 def job(op="text2image", seed=1, n=2, **kw):
@@ -171,6 +172,16 @@ def test_missing_models_explain_how_to_fetch(tmp_path, monkeypatch):
     (tmp_path / "not-a-model").mkdir()
     with pytest.raises(ModelUnavailable, match="has no model_index.json"):
         resolve_model(str(tmp_path / "not-a-model"), tmp_path)
+
+
+def test_tiny_random_is_built_by_the_factory_the_first_time_it_is_named(tmp_path):
+    """IMAGINE_RENDER_MODEL=tiny-random: the factory builds it under the data folder on first
+    use; the loader only loads, so on its own it names what is missing."""
+    with pytest.raises(ModelUnavailable, match="tiny random test model is not built"):
+        resolve_model("tiny-random", tmp_path)
+    spec = find_model("tiny-random", tmp_path)
+    assert (spec.name, spec.family, spec.path) == ("tiny-random", "unclip", tmp_path / "models" / "tiny-random")
+    assert resolve_model("tiny-random", tmp_path).path == spec.path
 
 
 def test_broken_folders_fail_at_load(tiny_model_dir, tmp_path):

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.render.jobs import RenderJob
+from engine.render.base import choose_dtype
+from engine.render.families.unclip import UnCLIPRenderer
 from engine.render.loader import resolve_model
-from engine.render.renderer import UnCLIPRenderer, choose_dtype
+from engine.render.types import RenderJob
 
 ROOT = Path(__file__).resolve().parents[3]
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,4 +1,8 @@
-"""What the worker asks a renderer for, and what it gets back: plain data, no torch."""
+"""What the worker asks a renderer for, and what it gets back: plain data, no torch.
+
+Named `types`, not `jobs`: `engine.worker.jobs` is the Celery job body that sends these to a
+renderer, and two modules called `jobs` made every import and traceback ambiguous.
+"""
 
 from __future__ import annotations
 

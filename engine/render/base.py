@@ -1,10 +1,15 @@
-"""Turn RenderJobs into PNGs, with the model loaded once per worker process and kept warm.
+"""The renderer base every model family builds on (what diffusers' `DiffusionPipeline` is to its
+pipelines): turn RenderJobs into PNGs, with the model loaded once per worker process.
 
-`BaseRenderer` holds what every model family shares — resolving a job's settings, fanning
-progress out to the jobs of a batch (and dropping a job cancelled mid-way), cropping to the
-aspect, PNG metadata, grids, embeddings — and a family supplies `_draw` (one pipeline call
-for a batch) and `_upscale`. Families: `UnCLIPRenderer` (Karlo and the built-in model, our own
-pipeline) and `engine.render.kandinsky.KandinskyRenderer` (diffusers' Kandinsky 2.2 pipelines).
+`BaseRenderer` holds what every family shares — resolving a job's settings, fanning progress
+out to the jobs of a batch (and dropping a job cancelled mid-way), cropping to the aspect, the
+reproducibility record (`info`) written into every PNG, grids, embeddings — and a family
+supplies `_draw` (one pipeline call for a batch) and, if it can, `_upscale`. The helpers every
+family needs (device and dtype choice, embedding bytes, pictures from arrays, slerp) and the one
+table of aspect ratios live here too.
+
+Families (`engine.render.families`) import this module and never each other;
+`engine.render.factory` chooses one for a model, as diffusers' auto pipelines do.
 
 A batch is a list of compatible jobs (see `batch_key`); every image gets its own CPU
 generator seeded from its job, so a job renders the same images alone or in a batch (up to the
@@ -15,8 +20,10 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import platform
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from typing import Any
@@ -25,8 +32,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from engine.domain.types import ASPECTS
 from engine.images import encode_png, make_grid, make_strip
-from engine.render.jobs import (
+from engine.render.loader import ModelSpec, weights_hash
+from engine.render.types import (
     ProgressFn,
     RenderAborted,
     RenderedImage,
@@ -35,11 +44,14 @@ from engine.render.jobs import (
     RenderResult,
     batch_key,
 )
-from engine.render.loader import ModelSpec, ModelUnavailable, load_unclip, weights_hash
 
 log = logging.getLogger(__name__)
 
-_ASPECTS = {"1:1": 1.0, "4:3": 4 / 3, "3:4": 3 / 4, "16:9": 16 / 9, "9:16": 9 / 16, "3:2": 1.5, "2:3": 2 / 3}
+#: Width over height of every aspect a job may ask for. The names are the domain's (the options
+#: the chat commands offer), so an aspect is added in one place; an unknown name draws square.
+ASPECT_RATIOS: dict[str, float] = {
+    name: int(width) / int(height) for name in ASPECTS for width, height in [name.split(":")]
+}
 #: How far a text diff turns the image embedding toward the text direction by default (the
 #: unCLIP paper shows 0.25-0.5 keeps the picture recognisable).
 DEFAULT_EDIT_AMOUNT = 0.35
@@ -92,9 +104,23 @@ def to_pictures(arrays: np.ndarray) -> list[Image.Image]:
     return [Image.fromarray((array * 255).round().astype(np.uint8)) for array in arrays]
 
 
+def aspect_ratio(aspect: str) -> float:
+    return ASPECT_RATIOS.get(aspect, 1.0)
+
+
+def size_for(aspect: str, base: int) -> tuple[int, int]:
+    """(height, width), multiples of 64, with about base² pixels and the asked aspect: the size
+    a family that draws any multiple of 64 (Kandinsky) renders an aspect at."""
+    ratio = aspect_ratio(aspect)
+    width = max(64, round(base * math.sqrt(ratio) / 64) * 64)
+    height = max(64, round(base / math.sqrt(ratio) / 64) * 64)
+    return height, width
+
+
 def crop_to_aspect(image: Image.Image, aspect: str) -> Image.Image:
-    """Square decoders draw squares: other aspects are centre crops of the square."""
-    ratio = _ASPECTS.get(aspect, 1.0)
+    """Square decoders draw squares: other aspects are centre crops of the square. A family
+    that draws the aspect itself (Kandinsky, in multiples of 64) loses only what rounding added."""
+    ratio = aspect_ratio(aspect)
     width, height = image.size
     if abs(width / height - ratio) < 0.02:
         return image
@@ -153,7 +179,7 @@ class Drawn:
 # --- the shared renderer -----------------------------------------------------------------------
 
 
-class BaseRenderer:
+class BaseRenderer(ABC):
     """One loaded model and the operations the bot offers on it."""
 
     family = "base"
@@ -172,9 +198,11 @@ class BaseRenderer:
         self.weights_sha256 = weights_hash(spec.path)
         self.versions = library_versions()
 
-    # Families implement these three.
+    # Every family draws; the rest it implements if its model can (else the job is refused
+    # with a message the user sees).
+    @abstractmethod
     def _draw(self, jobs: list[RenderJob], settings: dict[str, Any], generators, on_step) -> Drawn:
-        raise RenderError(f"{self.family} cannot draw")  # pragma: no cover - abstract
+        """One pipeline call for a batch of compatible jobs, their images in job order."""
 
     def _upscale(self, job: RenderJob, settings: dict[str, Any], progress: ProgressFn) -> Drawn:
         raise RenderError(f"model {self.model_id} cannot upscale")  # pragma: no cover
@@ -331,149 +359,3 @@ class BaseRenderer:
             info["edit"] = {"from": job.params.get("edit_from", ""), "toward": job.params["edit_toward"],
                             "amount": job.params.get("edit_amount", DEFAULT_EDIT_AMOUNT)}
         return info
-
-
-# --- the unCLIP family (Karlo, the built-in model) ---------------------------------------------
-
-
-class UnCLIPRenderer(BaseRenderer):
-    """Karlo-layout models through our own pipeline (engine/render/unclip.py)."""
-
-    family = "unclip"
-    #: Karlo's defaults; a model folder's imagine.json may override them.
-    defaults = {"prior_steps": 25, "decoder_steps": 25, "super_res_steps": 7,
-                "prior_guidance": 4.0, "decoder_guidance": 8.0, "strength": 1.0,
-                "super_res_strength": 1.0}
-    step_keys = ("prior_steps", "decoder_steps", "super_res_steps")
-    guidance_keys = ("prior_guidance", "decoder_guidance")
-    model_keys = ("super_res_strength",)
-
-    def __init__(self, spec: ModelSpec, pipe, *, device: str, dtype: torch.dtype) -> None:
-        super().__init__(spec, device=device, dtype=dtype)
-        self.pipe = pipe
-
-    @classmethod
-    def load(cls, spec: ModelSpec, *, device: str = "auto", dtype: str = "auto",
-             cpu_offload: bool = False, compile: bool = False) -> UnCLIPRenderer:
-        device = choose_device(device)
-        torch_dtype = choose_dtype(dtype, device)
-        started = time.perf_counter()
-        pipe = load_unclip(spec, device="cpu" if cpu_offload else device, dtype=torch_dtype)
-        if cpu_offload and device.startswith("cuda"):
-            pipe.enable_model_cpu_offload()
-        if compile:
-            pipe.decoder = torch.compile(pipe.decoder)
-            if pipe.super_res_first is not None:
-                pipe.super_res_first = torch.compile(pipe.super_res_first)
-        log.info("model %s loaded on %s (%s) in %.0f ms", spec.name, device, torch_dtype,
-                 (time.perf_counter() - started) * 1000)
-        return cls(spec, pipe, device=device, dtype=torch_dtype)
-
-    @property
-    def scheduler_name(self) -> str:
-        return type(self.pipe.decoder_scheduler).__name__
-
-    def encode_images(self, pictures: list[Image.Image]) -> torch.Tensor:
-        if self.pipe.image_encoder is None:
-            raise RenderError(
-                f"model {self.model_id} has no CLIP image encoder, so it cannot vary uploaded images"
-            )
-        return self.pipe.encode_images(pictures)
-
-    def encode_texts(self, texts: list[str]) -> torch.Tensor:
-        return self.pipe.encode_text(texts).embeds
-
-    def _draw(self, jobs, settings, generators, on_step) -> Drawn:
-        if jobs[0].operation == "text2image" and self.pipe.prior is None:
-            raise RenderError(
-                f"model {self.model_id} has no prior (an image-variations model): it can vary "
-                "images but not draw from text"
-            )
-        prompts: list[str] = []
-        negatives: list[str | None] = []
-        embeds: list[torch.Tensor] = []
-        inits: list[torch.Tensor] = []
-        for job in jobs:
-            if job.operation == "strip":
-                sources = self.strip_embeddings(job)
-            elif job.operation == "text2image":
-                sources = [None] * job.n
-            else:
-                sources = [self.source_embedding(job)] * job.n
-            for source in sources:
-                negatives.append(job.negative_prompt)
-                if source is None:
-                    prompts.append(job.prompt)
-                    continue
-                # Variations, blends and edits decode an image embedding with no text, as in
-                # the unCLIP paper.
-                prompts.append("")
-                embeds.append(source)
-                if job.operation == "variation" and job.source_images:
-                    inits.append(png_to_tensor(job.source_images[0]))
-        use_init = len(inits) == len(prompts) and settings["strength"] < 1.0
-        output = self.pipe(
-            prompts,
-            generators,
-            negative_prompts=negatives,
-            image_embeds=torch.stack(embeds) if embeds else None,
-            init_images=torch.stack(inits) if use_init else None,
-            strength=settings["strength"] if use_init else 1.0,
-            prior_num_inference_steps=settings["prior_steps"],
-            decoder_num_inference_steps=settings["decoder_steps"],
-            super_res_num_inference_steps=settings["super_res_steps"],
-            super_res_strength=settings["super_res_strength"],
-            prior_guidance_scale=settings["prior_guidance"],
-            decoder_guidance_scale=settings["decoder_guidance"],
-            callback=on_step,
-        )
-        pictures = to_pictures(output.images)
-        # Keep the CLIP image embedding of what was actually drawn when the model has an image
-        # encoder (variations of it then follow the picture); else the embedding it came from.
-        if self.pipe.image_encoder is not None:
-            return Drawn(pictures, self.pipe.encode_images(pictures).float().cpu(),
-                         "clip_image_encoder", use_init)
-        source = "prior_output" if jobs[0].operation == "text2image" else "source"
-        return Drawn(pictures, output.image_embeds, source, use_init)
-
-    def _upscale(self, job, settings, progress) -> Drawn:
-        if not self.pipe.has_upsampler:
-            raise RenderError(f"model {self.model_id} has no upsampler, so it cannot upscale")
-        if not job.source_images:
-            raise RenderError("the image to upscale is missing from storage")
-        arrays = self.pipe.upscale(
-            png_to_tensor(job.source_images[0]).unsqueeze(0),
-            [torch.Generator("cpu").manual_seed(job.draw_seeds()[0])],
-            num_inference_steps=settings["super_res_steps"], strength=settings["super_res_strength"],
-            callback=lambda stage, done, total: progress(done / total, stage),
-        )
-        pictures = to_pictures(arrays)
-        if self.pipe.image_encoder is not None:
-            return Drawn(pictures, self.pipe.encode_images(pictures).float().cpu(), "clip_image_encoder")
-        if job.source_embeddings:  # the same picture, larger
-            return Drawn(pictures, torch.from_numpy(embedding_from_bytes(job.source_embeddings[0]))[None], "source")
-        raise RenderError("the image to upscale has no stored embedding")
-
-
-def load_renderer(model: str, data_dir, *, backend: str = "unclip", device: str = "auto",
-                  dtype: str = "auto", cpu_offload: bool = False, compile: bool = False,
-                  torch_threads: int = 0, prior_model: str | None = None, noop_delay_ms: str = ""):
-    """The renderer a worker process uses: loaded once, kept warm."""
-    if backend == "noop":
-        from engine.render.noop import NoopRenderer, parse_delay
-
-        return NoopRenderer(parse_delay(noop_delay_ms))
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
-    from engine.render.loader import resolve_model
-
-    spec = resolve_model(model, data_dir)
-    if spec.family == "unclip":
-        return UnCLIPRenderer.load(spec, device=device, dtype=dtype, cpu_offload=cpu_offload,
-                                   compile=compile)
-    if spec.family == "kandinsky22":
-        from engine.render.kandinsky import KandinskyRenderer
-
-        return KandinskyRenderer.load(spec, data_dir, prior_model=prior_model, device=device,
-                                      dtype=dtype, cpu_offload=cpu_offload, compile=compile)
-    raise ModelUnavailable(f"{spec.path}: the {spec.family} family is not supported")

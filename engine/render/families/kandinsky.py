@@ -1,5 +1,5 @@
 """The Kandinsky 2.2 family: diffusers' maintained prior (text → CLIP image embedding) and
-MoVQ-latent decoder pipelines, behind the same renderer interface as unCLIP.
+MoVQ-latent decoder pipelines, behind the same renderer base as unCLIP (`engine.render.base`).
 
 A model is named by its decoder folder (`KandinskyV22Pipeline`, e.g. a local copy of
 kandinsky-community/kandinsky-2-2-decoder); the prior comes from IMAGINE_RENDER_PRIOR_MODEL or,
@@ -14,14 +14,21 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import time
 from typing import Any
 
 import torch
 from PIL import Image
 
-from engine.render.jobs import RenderError, RenderJob
+from engine.render.base import (
+    BaseRenderer,
+    Drawn,
+    choose_device,
+    choose_dtype,
+    embedding_from_bytes,
+    size_for,
+    to_pictures,
+)
 from engine.render.loader import (
     ModelSpec,
     ModelUnavailable,
@@ -29,30 +36,16 @@ from engine.render.loader import (
     resolve_model,
     set_offline,
 )
-from engine.render.renderer import (
-    BaseRenderer,
-    Drawn,
-    choose_device,
-    choose_dtype,
-    embedding_from_bytes,
-    to_pictures,
-)
+from engine.render.types import RenderError, RenderJob
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PRIOR = "kandinsky-community/kandinsky-2-2-prior"
-_RATIOS = {"1:1": 1.0, "4:3": 4 / 3, "3:4": 3 / 4, "16:9": 16 / 9, "9:16": 9 / 16, "3:2": 1.5, "2:3": 2 / 3}
-
-
-def size_for(aspect: str, base: int) -> tuple[int, int]:
-    """(height, width), multiples of 64, with about base² pixels and the asked aspect."""
-    ratio = _RATIOS.get(aspect, 1.0)
-    width = max(64, round(base * math.sqrt(ratio) / 64) * 64)
-    height = max(64, round(base / math.sqrt(ratio) / 64) * 64)
-    return height, width
 
 
 class KandinskyRenderer(BaseRenderer):
+    """Kandinsky 2.2 models through diffusers' prior and decoder pipelines."""
+
     family = "kandinsky22"
     defaults = {"prior_steps": 25, "decoder_steps": 50, "prior_guidance": 4.0,
                 "decoder_guidance": 4.0, "strength": 1.0, "size": 512}

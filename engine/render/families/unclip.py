@@ -1,0 +1,148 @@
+"""The unCLIP family: Karlo-layout models (kakaobrain/karlo-v1-alpha, its image-variations
+sibling, the built-in model) through our own pipeline, `engine/render/unclip.py`.
+
+The pipeline draws squares at the decoder's size (then the super-resolution stage's): other
+aspects are centre crops, done by the base when it packages the pictures. An upscale runs the
+super-resolution stage alone on the stored picture.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from PIL import Image
+
+from engine.render.base import (
+    BaseRenderer,
+    Drawn,
+    choose_device,
+    choose_dtype,
+    embedding_from_bytes,
+    png_to_tensor,
+    to_pictures,
+)
+from engine.render.loader import ModelSpec, load_unclip
+from engine.render.types import RenderError
+
+log = logging.getLogger(__name__)
+
+
+class UnCLIPRenderer(BaseRenderer):
+    """Karlo-layout models through our own pipeline (engine/render/unclip.py)."""
+
+    family = "unclip"
+    #: Karlo's defaults; a model folder's imagine.json may override them.
+    defaults = {"prior_steps": 25, "decoder_steps": 25, "super_res_steps": 7,
+                "prior_guidance": 4.0, "decoder_guidance": 8.0, "strength": 1.0,
+                "super_res_strength": 1.0}
+    step_keys = ("prior_steps", "decoder_steps", "super_res_steps")
+    guidance_keys = ("prior_guidance", "decoder_guidance")
+    model_keys = ("super_res_strength",)
+
+    def __init__(self, spec: ModelSpec, pipe, *, device: str, dtype: torch.dtype) -> None:
+        super().__init__(spec, device=device, dtype=dtype)
+        self.pipe = pipe
+
+    @classmethod
+    def load(cls, spec: ModelSpec, *, device: str = "auto", dtype: str = "auto",
+             cpu_offload: bool = False, compile: bool = False) -> UnCLIPRenderer:
+        device = choose_device(device)
+        torch_dtype = choose_dtype(dtype, device)
+        started = time.perf_counter()
+        pipe = load_unclip(spec, device="cpu" if cpu_offload else device, dtype=torch_dtype)
+        if cpu_offload and device.startswith("cuda"):
+            pipe.enable_model_cpu_offload()
+        if compile:
+            pipe.decoder = torch.compile(pipe.decoder)
+            if pipe.super_res_first is not None:
+                pipe.super_res_first = torch.compile(pipe.super_res_first)
+        log.info("model %s loaded on %s (%s) in %.0f ms", spec.name, device, torch_dtype,
+                 (time.perf_counter() - started) * 1000)
+        return cls(spec, pipe, device=device, dtype=torch_dtype)
+
+    @property
+    def scheduler_name(self) -> str:
+        return type(self.pipe.decoder_scheduler).__name__
+
+    def encode_images(self, pictures: list[Image.Image]) -> torch.Tensor:
+        if self.pipe.image_encoder is None:
+            raise RenderError(
+                f"model {self.model_id} has no CLIP image encoder, so it cannot vary uploaded images"
+            )
+        return self.pipe.encode_images(pictures)
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        return self.pipe.encode_text(texts).embeds
+
+    def _draw(self, jobs, settings, generators, on_step) -> Drawn:
+        if jobs[0].operation == "text2image" and self.pipe.prior is None:
+            raise RenderError(
+                f"model {self.model_id} has no prior (an image-variations model): it can vary "
+                "images but not draw from text"
+            )
+        prompts: list[str] = []
+        negatives: list[str | None] = []
+        embeds: list[torch.Tensor] = []
+        inits: list[torch.Tensor] = []
+        for job in jobs:
+            if job.operation == "strip":
+                sources = self.strip_embeddings(job)
+            elif job.operation == "text2image":
+                sources = [None] * job.n
+            else:
+                sources = [self.source_embedding(job)] * job.n
+            for source in sources:
+                negatives.append(job.negative_prompt)
+                if source is None:
+                    prompts.append(job.prompt)
+                    continue
+                # Variations, blends and edits decode an image embedding with no text, as in
+                # the unCLIP paper.
+                prompts.append("")
+                embeds.append(source)
+                if job.operation == "variation" and job.source_images:
+                    inits.append(png_to_tensor(job.source_images[0]))
+        use_init = len(inits) == len(prompts) and settings["strength"] < 1.0
+        output = self.pipe(
+            prompts,
+            generators,
+            negative_prompts=negatives,
+            image_embeds=torch.stack(embeds) if embeds else None,
+            init_images=torch.stack(inits) if use_init else None,
+            strength=settings["strength"] if use_init else 1.0,
+            prior_num_inference_steps=settings["prior_steps"],
+            decoder_num_inference_steps=settings["decoder_steps"],
+            super_res_num_inference_steps=settings["super_res_steps"],
+            super_res_strength=settings["super_res_strength"],
+            prior_guidance_scale=settings["prior_guidance"],
+            decoder_guidance_scale=settings["decoder_guidance"],
+            callback=on_step,
+        )
+        pictures = to_pictures(output.images)
+        # Keep the CLIP image embedding of what was actually drawn when the model has an image
+        # encoder (variations of it then follow the picture); else the embedding it came from.
+        if self.pipe.image_encoder is not None:
+            return Drawn(pictures, self.pipe.encode_images(pictures).float().cpu(),
+                         "clip_image_encoder", use_init)
+        source = "prior_output" if jobs[0].operation == "text2image" else "source"
+        return Drawn(pictures, output.image_embeds, source, use_init)
+
+    def _upscale(self, job, settings, progress) -> Drawn:
+        if not self.pipe.has_upsampler:
+            raise RenderError(f"model {self.model_id} has no upsampler, so it cannot upscale")
+        if not job.source_images:
+            raise RenderError("the image to upscale is missing from storage")
+        arrays = self.pipe.upscale(
+            png_to_tensor(job.source_images[0]).unsqueeze(0),
+            [torch.Generator("cpu").manual_seed(job.draw_seeds()[0])],
+            num_inference_steps=settings["super_res_steps"], strength=settings["super_res_strength"],
+            callback=lambda stage, done, total: progress(done / total, stage),
+        )
+        pictures = to_pictures(arrays)
+        if self.pipe.image_encoder is not None:
+            return Drawn(pictures, self.pipe.encode_images(pictures).float().cpu(), "clip_image_encoder")
+        if job.source_embeddings:  # the same picture, larger
+            return Drawn(pictures, torch.from_numpy(embedding_from_bytes(job.source_embeddings[0]))[None], "source")
+        raise RenderError("the image to upscale has no stored embedding")
