@@ -6,7 +6,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 EXTRAS := worker,discord,slack,postgres,dev
 
-.PHONY: install demo test services bench train-builtin clean
+.PHONY: install demo test lint format services bench train-builtin clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,17 @@ demo: install
 
 services:
 	bash scripts/services.sh
+
+# The gate CI runs before the tests: lint and format (ruff), types (mypy), layers (import-linter).
+lint: install
+	$(BIN)/ruff check bot engine bench tests migrations
+	$(BIN)/ruff format --check bot engine bench tests migrations
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: install
+	$(BIN)/ruff check --fix bot engine bench tests migrations
+	$(BIN)/ruff format bot engine bench tests migrations
 
 test: install
 	-@bash scripts/services.sh
