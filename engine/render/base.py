@@ -358,4 +358,7 @@ class BaseRenderer(ABC):
         if job.operation == "textdiff":
             info["edit"] = {"from": job.params.get("edit_from", ""), "toward": job.params["edit_toward"],
                             "amount": job.params.get("edit_amount", DEFAULT_EDIT_AMOUNT)}
+        if job.operation == "edit":
+            # What was drawn and what was kept: the operation and its box, factor or direction.
+            info["edit"] = dict(job.params["edit"])
         return info

@@ -28,7 +28,7 @@ class RenderError(Exception):
 @dataclass(frozen=True)
 class RenderJob:
     generation_id: int
-    operation: str  # text2image | variation | textdiff | blend | strip | upscale
+    operation: str  # text2image | variation | textdiff | blend | strip | upscale | edit
     prompt: str
     negative_prompt: str | None
     seed: int
@@ -90,5 +90,5 @@ def batch_key(job: RenderJob) -> tuple:
         p.get("aspect", "1:1"),
         bool(job.negative_prompt),  # a negative prompt changes how the prior is batched
         # Upscales, strips and text diffs run alone (their inputs differ in shape or kind).
-        job.generation_id if job.operation in ("upscale", "strip", "textdiff") else None,
+        job.generation_id if job.operation in ("upscale", "strip", "textdiff", "edit") else None,
     )

@@ -215,8 +215,13 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         guidance_scale: float,
         init_images: torch.Tensor | None = None,
         strength: float = 1.0,
+        known: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
         on_step: Callable[[], None] | None = None,
     ) -> torch.Tensor:
+        """Draw each image embedding at the decoder's size. With `known` (B, 3, H, W in [-1, 1])
+        and `keep` (B, 1, H, W in [0, 1]), the kept part is the known picture at every step
+        (RePaint): after each step it is replaced by `known` noised to where the sampler is."""
         device = self._execution_device
         guided = guidance_scale > 1.0
         prompt_embeds = torch.cat([uncond.embeds, text.embeds]) if guided else text.embeds
@@ -247,6 +252,10 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
             latents = self.decoder_scheduler.add_noise(source, noise, timesteps[:1].repeat(len(noise)))
         else:
             latents = noise * self.decoder_scheduler.init_noise_sigma
+        if known is not None:
+            known = F.interpolate(known.to(device, dtype), size=(size, size), mode="area")
+            keep = F.interpolate(keep.to(device, dtype), size=(size, size), mode="bilinear", align_corners=False)
+            latents = self._keep_known(latents, known, keep, timesteps[0], generators)
 
         for i, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents
@@ -265,9 +274,21 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
             latents = self.decoder_scheduler.step(
                 noise_pred, t, latents, prev_timestep=prev_t, generator=generators
             ).prev_sample
+            if known is not None:
+                latents = self._keep_known(latents, known, keep, prev_t, generators)
             if on_step:
                 on_step()
         return latents.clamp(-1, 1)
+
+    def _keep_known(self, latents: torch.Tensor, known: torch.Tensor, keep: torch.Tensor,
+                    timestep: torch.Tensor | None, generators: list[torch.Generator]) -> torch.Tensor:
+        """The kept part: `known` noised to `timestep` (the clean picture after the last step)."""
+        if timestep is None:
+            target = known
+        else:
+            noise = randn_tensor(latents.shape, generator=generators, device=latents.device, dtype=latents.dtype)
+            target = self.decoder_scheduler.add_noise(known, noise, timestep.reshape(1).repeat(len(latents)))
+        return keep * target + (1 - keep) * latents
 
     # --- 4. super-resolution -----------------------------------------------------------------
 
@@ -366,6 +387,8 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         use_prior: bool = True,
         init_images: torch.Tensor | None = None,
         strength: float = 1.0,
+        known_images: torch.Tensor | None = None,
+        keep_masks: torch.Tensor | None = None,
         prior_num_inference_steps: int = 25,
         decoder_num_inference_steps: int = 25,
         super_res_num_inference_steps: int = 7,
@@ -386,6 +409,8 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
             use_prior: False feeds the CLIP *text* embedding to the decoder directly (the unCLIP
                 paper's no-prior baseline).
             init_images: (B, 3, H, W) in [-1, 1]; with strength < 1 the decoder starts from them.
+            known_images, keep_masks: an edit's canvas (B, 3, H, W in [-1, 1]) and where it is
+                kept (B, 1, H, W in [0, 1]); the decoder draws only the rest (see `decode`).
             super_res_strength: < 1 starts the upsampler from the noised bicubic upscale (see
                 `super_resolve`); models that need it say so in their imagine.json.
             callback: called after every denoising step of every stage.
@@ -439,7 +464,8 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         small = self.decode(
             image_embeds, text, uncond, generators,
             num_inference_steps=decoder_num_inference_steps, guidance_scale=decoder_guidance_scale,
-            init_images=init_images, strength=strength, on_step=stepper("decoder"),
+            init_images=init_images, strength=strength, known=known_images, keep=keep_masks,
+            on_step=stepper("decoder"),
         )
 
         # 4. super-resolution to the output size

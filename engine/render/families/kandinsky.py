@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ from engine.render.base import (
     choose_device,
     choose_dtype,
     embedding_from_bytes,
+    png_to_tensor,
     size_for,
     to_pictures,
 )
@@ -36,6 +38,8 @@ from engine.render.loader import (
     resolve_model,
     set_offline,
 )
+from engine.images import encode_png
+from engine.render.editing import EditSpec, canvas_and_mask, composite
 from engine.render.types import RenderError, RenderJob
 
 log = logging.getLogger(__name__)
@@ -123,6 +127,8 @@ class KandinskyRenderer(BaseRenderer):
             return prior.text_encoder(tokens.input_ids.to(prior.text_encoder.device)).text_embeds
 
     def _draw(self, jobs: list[RenderJob], settings: dict[str, Any], generators, on_step) -> Drawn:
+        if jobs[0].operation == "edit":
+            return self._draw_edit(jobs[0], settings, generators, on_step)
         height, width = size_for(jobs[0].params.get("aspect", "1:1"), self.base_size)
         first = jobs[0]
         prior_steps = settings["prior_steps"] if first.operation == "text2image" else 0
@@ -179,6 +185,68 @@ class KandinskyRenderer(BaseRenderer):
         # The picture's own CLIP image embedding: later variations follow what was drawn.
         return Drawn(pictures, self.encode_images(pictures).float().cpu(), "clip_image_encoder",
                      init is not None)
+
+    def _draw_edit(self, job: RenderJob, settings: dict[str, Any], generators, on_step) -> Drawn:
+        """An edit, zoom-out or pan on the plain decoder: the canvas is encoded to MoVQ latents
+        and, after every denoising step, the kept part of the latents is replaced by the canvas's
+        noised to the next step (RePaint); the picture is then composited over the canvas."""
+        spec = EditSpec.from_dict(job.params["edit"])
+        if not job.source_images:
+            raise RenderError("the image to edit is missing from storage")
+        with Image.open(io.BytesIO(job.source_images[0])) as opened:
+            source = opened.convert("RGB")
+        size = self.base_size
+        canvas, keep = canvas_and_mask(source, spec, (size, size))
+        steps = settings["decoder_steps"]
+        prior_steps = settings["prior_steps"] if spec.op == "region" else 0
+        total, done = prior_steps + steps, [0]
+
+        def count(stage: str) -> None:
+            done[0] += 1
+            on_step(stage, done[0], total)
+
+        if spec.op == "region":
+            prior_out = self.prior_pipe(
+                prompt=[job.prompt] * job.n, num_inference_steps=prior_steps,
+                guidance_scale=settings["prior_guidance"], generator=generators,
+                callback_on_step_end=lambda pipe, i, t, kw: (count("prior"), kw)[1])
+            image_embeds = prior_out.image_embeds
+        else:
+            image_embeds = torch.stack([self.source_embedding(replace(job, operation="variation"))] * job.n)
+        image_embeds = image_embeds.to(self.device, self.dtype)
+        pipe = self.decoder_pipe
+        movq = pipe.movq
+        pixels = png_to_tensor(encode_png(canvas))[None]  # [-1, 1], as MoVQ encodes
+        with torch.no_grad():
+            known = movq.encode(pixels.to(self.device, movq.dtype))["latents"].to(self.dtype).repeat(job.n, 1, 1, 1)
+        latent_size = known.shape[-2:]
+        keep_latent = torch.nn.functional.interpolate(
+            torch.from_numpy(keep)[None, None], size=latent_size, mode="area").to(self.device, self.dtype)
+        scheduler = pipe.scheduler
+        scheduler.set_timesteps(steps, device=self.device)
+        timesteps = scheduler.timesteps
+        noise = torch.stack([torch.randn(known.shape[1:], generator=g) for g in generators]).to(self.device, self.dtype)
+        start = keep_latent * scheduler.add_noise(known, noise, timesteps[:1].repeat(job.n)) + (1 - keep_latent) * noise
+
+        def keep_known(pipe, i, t, kwargs):
+            count("decoder")
+            if i + 1 < len(timesteps):
+                fresh = torch.stack([torch.randn(known.shape[1:], generator=g) for g in generators])
+                target = scheduler.add_noise(known, fresh.to(self.device, self.dtype), timesteps[i + 1:i + 2].repeat(job.n))
+            else:
+                target = known
+            kwargs["latents"] = keep_latent * target + (1 - keep_latent) * kwargs["latents"]
+            return kwargs
+
+        output = pipe(
+            image_embeds=image_embeds,
+            negative_image_embeds=self.zero_embed.to(self.device, self.dtype).repeat(job.n, 1),
+            height=size, width=size, num_inference_steps=steps, guidance_scale=settings["decoder_guidance"],
+            generator=generators, latents=start, output_type="np",
+            callback_on_step_end=keep_known, callback_on_step_end_tensor_inputs=["latents"],
+        )
+        pictures = [composite(picture, canvas, keep) for picture in to_pictures(output.images)]
+        return Drawn(pictures, self.encode_images(pictures).float().cpu(), "clip_image_encoder")
 
     def _img2img(self, *, height: int, width: int, **kwargs):
         # diffusers 0.42's KandinskyV22Img2ImgPipeline hands (width, height) to

@@ -8,8 +8,10 @@ super-resolution stage alone on the stored picture.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
+from dataclasses import replace
 
 import torch
 from PIL import Image
@@ -23,6 +25,8 @@ from engine.render.base import (
     png_to_tensor,
     to_pictures,
 )
+from engine.images import encode_png
+from engine.render.editing import EditSpec, canvas_and_mask, composite
 from engine.render.loader import ModelSpec, load_unclip
 from engine.render.types import RenderError
 
@@ -77,6 +81,8 @@ class UnCLIPRenderer(BaseRenderer):
         return self.pipe.encode_text(texts).embeds
 
     def _draw(self, jobs, settings, generators, on_step) -> Drawn:
+        if jobs[0].operation == "edit":
+            return self._draw_edit(jobs[0], settings, generators, on_step)
         if jobs[0].operation == "text2image" and self.pipe.prior is None:
             raise RenderError(
                 f"model {self.model_id} has no prior (an image-variations model): it can vary "
@@ -128,6 +134,41 @@ class UnCLIPRenderer(BaseRenderer):
                          "clip_image_encoder", use_init)
         source = "prior_output" if jobs[0].operation == "text2image" else "source"
         return Drawn(pictures, output.image_embeds, source, use_init)
+
+    def _draw_edit(self, job, settings, generators, on_step) -> Drawn:
+        """An edit, zoom-out or pan: the decoder draws the canvas's open part (RePaint), the
+        upsampler the whole, and the result is composited over the canvas (editing.py)."""
+        spec = EditSpec.from_dict(job.params["edit"])
+        if not job.source_images:
+            raise RenderError("the image to edit is missing from storage")
+        if spec.op == "region" and self.pipe.prior is None:
+            raise RenderError(f"model {self.model_id} has no prior: it cannot draw a region from a prompt")
+        with Image.open(io.BytesIO(job.source_images[0])) as opened:
+            source = opened.convert("RGB")
+        size = self.pipe.output_size if self.pipe.has_upsampler else self.pipe.decoder_size
+        canvas, keep = canvas_and_mask(source, spec, (size, size))
+        known = png_to_tensor(encode_png(canvas))[None].repeat(job.n, 1, 1, 1)
+        keep_masks = torch.from_numpy(keep)[None, None].repeat(job.n, 1, 1, 1)
+        # A region is drawn from its prompt (through the prior); a zoom-out or pan continues the
+        # picture, so it decodes the source's own image embedding, like a variation.
+        embeds = None if spec.op == "region" else torch.stack([self.source_embedding(
+            replace(job, operation="variation"))] * job.n)
+        output = self.pipe(
+            [job.prompt if spec.op == "region" else ""] * job.n, generators,
+            negative_prompts=[job.negative_prompt] * job.n, image_embeds=embeds,
+            known_images=known, keep_masks=keep_masks,
+            prior_num_inference_steps=settings["prior_steps"],
+            decoder_num_inference_steps=settings["decoder_steps"],
+            super_res_num_inference_steps=settings["super_res_steps"],
+            super_res_strength=settings["super_res_strength"],
+            prior_guidance_scale=settings["prior_guidance"],
+            decoder_guidance_scale=settings["decoder_guidance"],
+            callback=on_step,
+        )
+        pictures = [composite(picture, canvas, keep) for picture in to_pictures(output.images)]
+        if self.pipe.image_encoder is not None:
+            return Drawn(pictures, self.pipe.encode_images(pictures).float().cpu(), "clip_image_encoder")
+        return Drawn(pictures, output.image_embeds, "prior_output" if spec.op == "region" else "source")
 
     def _upscale(self, job, settings, progress) -> Drawn:
         if not self.pipe.has_upsampler:

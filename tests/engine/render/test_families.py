@@ -214,3 +214,44 @@ def test_worker_refuses_to_start_without_its_model(tmp_path):
                           text=True, timeout=120)
     assert done.returncode == 2
     assert "cannot start" in done.stderr and "huggingface-cli download kakaobrain/karlo-v1-alpha" in done.stderr
+
+
+# --- edits, zoom-outs and pans --------------------------------------------------------------------
+
+EDITS = [{"op": "region", "box": [0.5, 0.0, 0.5, 1.0]}, {"op": "zoomout", "factor": 2.0},
+         {"op": "pan", "direction": "left"}]
+
+
+def _kept_unchanged(source_png: bytes, result_png: bytes, spec: dict) -> None:
+    """Outside what the edit draws, the picture is the source's (the kept part of the canvas)."""
+    from engine.render.editing import EditSpec, canvas_and_mask
+
+    with Image.open(io.BytesIO(result_png)) as result, Image.open(io.BytesIO(source_png)) as source:
+        canvas, keep = canvas_and_mask(source, EditSpec.from_dict(spec), result.size)
+        drawn = np.asarray(result.convert("RGB"), dtype=float)
+        kept = keep >= 1.0
+        assert kept.any() and (~kept).any()
+        assert np.abs(drawn[kept] - np.asarray(canvas, dtype=float)[kept]).max() <= 1
+
+
+@pytest.mark.parametrize("spec", EDITS, ids=[e["op"] for e in EDITS])
+def test_unclip_edits_draw_only_the_open_part(tiny_model_dir, tmp_path, spec):
+    """The unCLIP family (Karlo's layout, random weights): an edit, zoom-out or pan keeps the
+    canvas's kept part and draws the rest, with the operation in the PNG's manifest."""
+    renderer = load_renderer(str(tiny_model_dir), tmp_path, device="cpu", dtype="float32")
+    source = renderer.render(job(n=1), quiet).images[0]
+    edited = renderer.render(job("edit", n=2, seed=5, params={"edit": spec},
+                                 source_embeddings=(source.embedding,), source_images=(source.png,)), quiet)
+    assert len(edited.images) == 2 and edited.info["edit"] == spec
+    for image in edited.images:
+        _kept_unchanged(source.png, image.png, spec)
+
+
+@pytest.mark.parametrize("spec", EDITS, ids=[e["op"] for e in EDITS])
+def test_kandinsky_edits_draw_only_the_open_part(kandinsky, spec):
+    """Kandinsky 2.2 (random weights) edits on its plain decoder the same way."""
+    source = kandinsky.render(job(n=1), quiet).images[0]
+    edited = kandinsky.render(job("edit", n=1, seed=5, params={"edit": spec},
+                                  source_embeddings=(source.embedding,), source_images=(source.png,)), quiet)
+    assert edited.info["edit"] == spec
+    _kept_unchanged(source.png, edited.images[0].png, spec)
