@@ -23,9 +23,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from engine.domain.errors import (
@@ -42,7 +39,6 @@ from engine.domain.errors import (
 from engine.domain.limits import (
     EDIT_AMOUNT,
     MAX_HISTORY_PAGE,
-    MAX_ID,
     MAX_SEED,
     RETENTION_DAYS,
     STATS_DAYS,
@@ -84,8 +80,6 @@ from engine.store.models import (
     Ban,
     BlockedTerm,
     Generation,
-    Image,
-    ProcessedEvent,
     QuotaPolicy,
     Team,
     User,
@@ -530,19 +524,11 @@ class ImagineService:
         """A team's finished jobs, newest first, optionally by one user or matching a prompt."""
 
         def read(session: Session) -> list[GenerationView]:
-            statement = (
-                select(Generation)
-                .where(Generation.team_id == team_id, Generation.status == str(GenerationStatus.DONE))
-                .order_by(Generation.id.desc())
-                .limit(max(1, min(limit, 200)))
+            rows = repo.team_generations(
+                session, team_id, words=query.split()[:8], user_external_id=user,
+                limit=max(1, min(limit, 200)),
             )
-            if query.strip():
-                # Every word must appear in the prompt, in any case.
-                for word in query.split()[:8]:
-                    statement = statement.where(Generation.prompt.ilike(f"%{_escape_like(word)}%", escape="\\"))
-            if user is not None:
-                statement = statement.join(User, Generation.requester_id == User.id).where(User.external_id == user)
-            return [repo.generation_view(g) for g in session.scalars(statement).unique()]
+            return [repo.generation_view(g) for g in rows]
 
         return await self.db.run(read)
 
@@ -563,7 +549,7 @@ class ImagineService:
         """One image of this team (NotFound for any other team's)."""
 
         def read(session: Session) -> ImageView:
-            image = session.get(Image, image_id) if 1 <= image_id <= MAX_ID else None
+            image = repo.get_image(session, image_id)
             if image is None or image.generation.team_id != team_id:
                 raise NotFound("No such image.")
             return repo.image_view(image)
@@ -670,8 +656,8 @@ class ImagineService:
             user = repo.ensure_user(session, team, target.subject)
             usage = repo.lock_usage(session, team, user, now)
             usage.granted += images
-            repo._ledger(session, usage, "grant", images, "granted by a moderator",
-                         actor_id=moderator.id)
+            repo.ledger(session, usage, "grant", images, "granted by a moderator",
+                        actor_id=moderator.id)
         else:
             policy = self._policy_row(session, team, target)
             same_day = policy.bonus_day and policy.bonus_day.date() == now.date()
@@ -691,8 +677,8 @@ class ImagineService:
             user = repo.ensure_user(session, team, target.subject)
             usage = repo.lock_usage(session, team, user, now)
             if usage.used:
-                repo._ledger(session, usage, "reset", usage.used, "reset by a moderator",
-                             actor_id=moderator.id)
+                repo.ledger(session, usage, "reset", usage.used, "reset by a moderator",
+                            actor_id=moderator.id)
             usage.used = 0
         else:
             self._policy_row(session, team, target).reset_at = now
@@ -748,10 +734,7 @@ class ImagineService:
     def _unblock_term(self, session: Session, actor: Actor, term: str):
         team, moderator = self._moderator(session, actor, "unblock terms")
         normalised = self._valid_term(term)
-        result = session.execute(
-            delete(BlockedTerm).where(BlockedTerm.team_id == team.id, BlockedTerm.term == normalised)
-        )
-        if result.rowcount == 0:
+        if not repo.remove_blocked_term(session, team, normalised):
             raise NotFound(f"{normalised!r} is not blocked.")
         self._audit(session, team, moderator, "term.unblock", normalised, {})
         return ModerationResult(f"{normalised!r} is no longer blocked.")
@@ -809,12 +792,7 @@ class ImagineService:
 
     def _audit_log(self, session: Session, actor: Actor, limit: int) -> list[AuditEntry]:
         team, _ = self._moderator(session, actor, "read the audit log")
-        rows = session.scalars(
-            select(AuditLogEntry)
-            .where(AuditLogEntry.team_id == team.id)
-            .order_by(AuditLogEntry.id.desc())
-            .limit(max(1, min(limit, 100)))
-        ).all()
+        rows = repo.audit_entries(session, team, max(1, min(limit, 100)))
         return [
             AuditEntry(
                 id=r.id, created_at=r.created_at,
@@ -834,12 +812,7 @@ class ImagineService:
     def _stats(self, session: Session, actor: Actor, days: int) -> TeamStats:
         team, _ = self._moderator(session, actor, "see statistics")
         since = self.clock() - timedelta(days=days)
-        rows = session.execute(
-            select(Generation.status, Generation.cost, Generation.error,
-                   Generation.requester_role_ids, User.display_name, User.external_id)
-            .join(User, Generation.requester_id == User.id)
-            .where(Generation.team_id == team.id, Generation.created_at >= since)
-        ).all()
+        rows = repo.team_jobs_since(session, team, since)
         by_status: Counter[str] = Counter()
         failures: Counter[str] = Counter()
         users: dict[str, list[int]] = {}
@@ -870,27 +843,11 @@ class ImagineService:
     async def first_time(self, platform: Platform, event_id: str) -> bool:
         """Record a platform event id; False if it was seen before (a retry: do nothing)."""
 
-        def remember(session: Session) -> bool:
-            insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-            inserted = session.execute(
-                insert(ProcessedEvent)
-                .values(platform=str(platform), event_id=event_id, created_at=self.clock())
-                .on_conflict_do_nothing(index_elements=["platform", "event_id"])
-                .returning(ProcessedEvent.id)
-            ).first()
-            return inserted is not None
-
-        return await self.db.run(remember)
+        return await self.db.run(repo.remember_event, platform, event_id, self.clock())
 
     async def forget_events_before(self, cutoff: datetime) -> int:
         """Drop remembered event ids older than any retry can be (Slack retries for minutes)."""
-
-        def prune(session: Session) -> int:
-            return session.execute(
-                delete(ProcessedEvent).where(ProcessedEvent.created_at < cutoff)
-            ).rowcount
-
-        return await self.db.run(prune)
+        return await self.db.run(repo.forget_events_before, cutoff)
 
     async def is_moderator(self, actor: Actor) -> bool:
         def check(session: Session) -> bool:
@@ -1023,10 +980,6 @@ class _NewJob:
     extra_refs: tuple[ImageRef, ...] = ()  # a blend's sources after the first
     weights: tuple[float, ...] = ()
     extra_params: dict[str, Any] = field(default_factory=dict)
-
-
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def build_thread_tree(root_id: int, members: list[GenerationView]) -> ThreadNode:

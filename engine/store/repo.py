@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, lazyload
@@ -27,11 +27,13 @@ from engine.domain.types import (
 )
 from engine.domain.views import GenerationView, ImageView, QuotaStatus
 from engine.store.models import (
+    AuditLogEntry,
     Ban,
     BlockedTerm,
     ChatMessage,
     Generation,
     Image,
+    ProcessedEvent,
     QuotaLedgerEntry,
     QuotaPolicy,
     QuotaUsage,
@@ -41,10 +43,14 @@ from engine.store.models import (
 )
 
 
+def _insert(session: Session):
+    """The dialect's INSERT (both have ON CONFLICT, which the generic one lacks)."""
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
 def _insert_ignore(session: Session, model: type, values: dict[str, Any], keys: list[str]) -> None:
     """INSERT ... ON CONFLICT DO NOTHING: safe when many requests create the same row at once."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=keys))
+    session.execute(_insert(session)(model).values(**values).on_conflict_do_nothing(index_elements=keys))
 
 
 # --- teams and users -------------------------------------------------------------------------
@@ -131,6 +137,24 @@ def blocked_terms(session: Session, team: Team) -> list[str]:
     )
 
 
+def remove_blocked_term(session: Session, team: Team, term: str) -> bool:
+    """Unblock a (normalised) term; False if it was not blocked."""
+    result = session.execute(
+        delete(BlockedTerm).where(BlockedTerm.team_id == team.id, BlockedTerm.term == term)
+    )
+    return result.rowcount != 0
+
+
+def audit_entries(session: Session, team: Team, limit: int) -> Sequence[AuditLogEntry]:
+    """The team's most recent moderator actions, newest first."""
+    return session.scalars(
+        select(AuditLogEntry)
+        .where(AuditLogEntry.team_id == team.id)
+        .order_by(AuditLogEntry.id.desc())
+        .limit(limit)
+    ).all()
+
+
 # --- quota -----------------------------------------------------------------------------------
 
 
@@ -153,7 +177,7 @@ def find_policy(session: Session, team: Team, scope: str, subject: str) -> Quota
 def lock_usage(session: Session, team: Team, user: User, now: datetime) -> QuotaUsage:
     """The user's usage row for the current period, created if needed and locked for update."""
     start = period_start(now)
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = _insert(session)
     # One statement creates the row or, if it exists, "updates" it to itself: either way the
     # row comes back locked, which serialises concurrent debits by one user on PostgreSQL
     # (on SQLite the transaction already holds the write lock: BEGIN IMMEDIATE).
@@ -170,7 +194,7 @@ def lock_usage(session: Session, team: Team, user: User, now: datetime) -> Quota
     ).one()
 
 
-def _ledger(
+def ledger(
     session: Session,
     usage: QuotaUsage,
     kind: str,
@@ -180,6 +204,7 @@ def _ledger(
     generation_id: int | None = None,
     actor_id: int | None = None,
 ) -> None:
+    """Write down one change to a user's usage (debit, refund, grant, reset) and why."""
     session.add(
         QuotaLedgerEntry(
             team_id=usage.team_id,
@@ -199,7 +224,7 @@ def apply_role_reset(session: Session, usage: QuotaUsage, reset_at: datetime | N
     if reset_at is None or (usage.reset_applied_at and usage.reset_applied_at >= reset_at):
         return
     if usage.used:
-        _ledger(session, usage, "reset", usage.used, "role quota reset by a moderator")
+        ledger(session, usage, "reset", usage.used, "role quota reset by a moderator")
     usage.used = 0
     usage.reset_applied_at = reset_at
 
@@ -250,7 +275,7 @@ def debit(
     session: Session, usage: QuotaUsage, generation: Generation, cost: int, reason: str
 ) -> None:
     usage.used += cost
-    _ledger(session, usage, "debit", cost, reason, generation_id=generation.id)
+    ledger(session, usage, "debit", cost, reason, generation_id=generation.id)
 
 
 def refund(session: Session, generation: Generation, reason: str) -> int:
@@ -270,7 +295,7 @@ def refund(session: Session, generation: Generation, reason: str) -> int:
     # A moderator reset after the debit may already have zeroed the usage: never go below 0.
     amount = min(charged.amount, usage.used)
     usage.used -= amount
-    _ledger(session, usage, "refund", amount, reason, generation_id=generation.id)
+    ledger(session, usage, "refund", amount, reason, generation_id=generation.id)
     return amount
 
 
@@ -332,6 +357,42 @@ def thread_members(session: Session, root_id: int) -> Sequence[Generation]:
         .where((Generation.id == root_id) | (Generation.thread_root_id == root_id))
         .order_by(Generation.id)
     ).unique().all()
+
+
+def team_generations(
+    session: Session, team_id: int, *, words: Sequence[str] = (), user_external_id: str | None = None,
+    limit: int,
+) -> Sequence[Generation]:
+    """A team's finished jobs, newest first: only those whose prompt contains every word (in
+    any case), and only one user's, when given."""
+    query = (
+        select(Generation)
+        .where(Generation.team_id == team_id, Generation.status == str(GenerationStatus.DONE))
+        .order_by(Generation.id.desc())
+        .limit(limit)
+    )
+    for word in words:
+        query = query.where(Generation.prompt.ilike(f"%{_escape_like(word)}%", escape="\\"))
+    if user_external_id is not None:
+        query = query.join(User, Generation.requester_id == User.id).where(
+            User.external_id == user_external_id
+        )
+    return session.scalars(query).unique().all()
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def team_jobs_since(session: Session, team: Team, since: datetime) -> Sequence[Row]:
+    """(status, cost, error, requester_role_ids, display_name, external_id) of each of a team's
+    jobs created since `since`, for statistics."""
+    return session.execute(
+        select(Generation.status, Generation.cost, Generation.error,
+               Generation.requester_role_ids, User.display_name, User.external_id)
+        .join(User, Generation.requester_id == User.id)
+        .where(Generation.team_id == team.id, Generation.created_at >= since)
+    ).all()
 
 
 #: Active jobs shown per sweep (progress is best effort; the rest show on later sweeps).
@@ -432,6 +493,12 @@ def mark_delivered(session: Session, generation_id: int, now: datetime, claim: s
     return result.rowcount == 1
 
 
+def get_image(session: Session, image_id: int) -> Image | None:
+    if not 1 <= image_id <= MAX_ID:
+        return None  # no such row can exist (and PostgreSQL would refuse the comparison)
+    return session.get(Image, image_id)
+
+
 def find_image(session: Session, generation_id: int, index: int) -> Image | None:
     return session.scalar(
         select(Image).where(Image.generation_id == generation_id, Image.index == index)
@@ -475,6 +542,27 @@ def chat_messages_for(session: Session, generation_id: int) -> Sequence[ChatMess
     return session.scalars(
         select(ChatMessage).where(ChatMessage.generation_id == generation_id).order_by(ChatMessage.id)
     ).all()
+
+
+# --- platform events -------------------------------------------------------------------------
+
+
+def remember_event(session: Session, platform: Platform, event_id: str, now: datetime) -> bool:
+    """Record a platform event id; False if it was recorded before (by any replica)."""
+    inserted = session.execute(
+        _insert(session)(ProcessedEvent)
+        .values(platform=str(platform), event_id=event_id, created_at=now)
+        .on_conflict_do_nothing(index_elements=["platform", "event_id"])
+        .returning(ProcessedEvent.id)
+    ).first()
+    return inserted is not None
+
+
+def forget_events_before(session: Session, cutoff: datetime) -> int:
+    """Drop event ids recorded before `cutoff`; returns how many."""
+    return session.execute(
+        delete(ProcessedEvent).where(ProcessedEvent.created_at < cutoff)
+    ).rowcount
 
 
 # --- views -----------------------------------------------------------------------------------
