@@ -53,6 +53,7 @@ from engine.domain.types import (
     GenerationStatus,
     ImageRef,
     ImagineRequest,
+    MessageRole,
     Platform,
     QuotaTarget,
     RenderParams,
@@ -64,6 +65,7 @@ from engine.domain.views import (
     GenerationView,
     HistoryPage,
     ImageView,
+    MessageRef,
     ModerationResult,
     QuotaStatus,
     SubmittedJob,
@@ -565,7 +567,7 @@ class ImagineService:
         message_id: str,
         generation_id: int,
         image_index: int | None = None,
-        role: str = "result",
+        role: MessageRole = MessageRole.RESULT,
     ) -> None:
         """Remember a message the bot posted so a later reaction finds its job and image."""
         await self.db.run(
@@ -575,23 +577,20 @@ class ImagineService:
 
     async def message_target(
         self, platform: Platform, channel_id: str, message_id: str
-    ) -> tuple[int, int | None, str] | None:
-        """(generation id, image index or None for a grid, role) of a bot message, if it is one."""
+    ) -> MessageRef | None:
+        """The job (and image, if one) a message belongs to, if the bot posted it."""
 
-        def find(session: Session):
+        def find(session: Session) -> MessageRef | None:
             row = repo.find_chat_message(session, platform, channel_id, message_id)
-            return (row.generation_id, row.image_index, row.role) if row else None
+            return repo.message_ref(row) if row else None
 
         return await self.db.run(find)
 
-    async def messages_for(self, generation_id: int) -> list[tuple[str, str, int | None, str]]:
-        """(channel, message id, image index, role) of every message posted for a job."""
+    async def messages_for(self, generation_id: int) -> list[MessageRef]:
+        """Every message posted for a job, in the order they were recorded."""
 
-        def find(session: Session):
-            return [
-                (m.channel_id, m.message_id, m.image_index, m.role)
-                for m in repo.chat_messages_for(session, generation_id)
-            ]
+        def find(session: Session) -> list[MessageRef]:
+            return [repo.message_ref(m) for m in repo.chat_messages_for(session, generation_id)]
 
         return await self.db.run(find)
 

@@ -19,7 +19,7 @@ from bot.discord.delivery import DiscordDelivery
 from bot.discord.render import NO_PINGS, details_text, fit, job_file
 from bot.runner import CommandRunner
 from engine.domain.errors import InvalidState, UsageError, UserFacingError
-from engine.domain.types import Actor, GenerationStatus, ImageRef, Platform, VariationRequest
+from engine.domain.types import Actor, GenerationStatus, ImageRef, MessageRole, Platform, VariationRequest
 from engine.service import ImagineService
 from engine.storage import ImageStore
 
@@ -65,7 +65,7 @@ class ReactionHandler:
         found = await self.delivery.message_image(payload.channel_id, payload.message_id)
         if found is None:
             return  # not one of our messages
-        _job, job_id, index, role = found
+        job_id, index, role = found.generation_id, found.image_index, found.role
         try:
             team = str(payload.guild_id) if payload.guild_id else (await self.service.generation(job_id)).team_external_id
             actor = actor_from_reaction(payload, team)
@@ -81,8 +81,8 @@ class ReactionHandler:
             log.exception("reaction %s on message %s (job %s) failed", payload.emoji, payload.message_id, job_id)
 
     async def _vary(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int,
-                    index: int | None, role: str) -> None:
-        if role not in ("result", "copy"):
+                    index: int | None, role: MessageRole) -> None:
+        if role not in (MessageRole.RESULT, MessageRole.COPY):
             raise InvalidState(f"Job #{job_id} has no images yet; react when it is done.")
         digit = DIGITS.get(payload.emoji.name or "")
         if index is None and digit is None:
@@ -101,14 +101,14 @@ class ReactionHandler:
         except discord.HTTPException as error:
             log.warning("job %s: status message not shown: %s", reply.job.id, error)
 
-    async def _remove(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int, role: str) -> None:
-        if role == "progress":
+    async def _remove(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int, role: MessageRole) -> None:
+        if role == MessageRole.PROGRESS:
             reply = await self.runner.run(actor, c.Cancel(job_id))
             if reply.is_error:
                 await self._notice(payload, reply.text)
             self.kick()  # the delivery loop turns the status message into "cancelled"
             return
-        if role != "copy":  # a copy in someone's DMs is theirs to remove
+        if role != MessageRole.COPY:  # a copy in someone's DMs is theirs to remove
             await self.service.authorize_removal(actor, job_id)
         await self.client.get_partial_messageable(payload.channel_id).get_partial_message(payload.message_id).delete()
         log.info("job %s: message %s removed by %s", job_id, payload.message_id, payload.user_id)
@@ -125,7 +125,8 @@ class ReactionHandler:
         except discord.Forbidden:
             raise InvalidState("I cannot send you DMs: allow direct messages from this server's members.") from None
         await self.service.record_message(Platform.DISCORD, str(channel.id), str(message.id), job.id,
-                                          job.images[0].index if len(job.images) == 1 else None, role="copy")
+                                          job.images[0].index if len(job.images) == 1 else None,
+                                          role=MessageRole.COPY)
 
     async def _notice(self, payload: discord.RawReactionActionEvent, text: str) -> None:
         channel = self.client.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)

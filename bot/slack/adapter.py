@@ -53,6 +53,7 @@ from engine.domain.types import (
     Actor,
     GenerationStatus,
     ImageRef,
+    MessageRole,
     Platform,
     RenderParams,
     VariationRequest,
@@ -327,7 +328,7 @@ class SlackAdapter:
         """(job id, image index) of a bot message, else the message itself (if `fetch`)."""
         known = await self.service.message_target(Platform.SLACK, channel, ts)
         if known is not None:
-            return (known[0], known[1]), None
+            return (known.generation_id, known.image_index), None
         if not fetch:
             return None, None
         message = await self._fetch_message(channel, ts)
@@ -337,7 +338,7 @@ class SlackAdapter:
             # The grid's own share message: the upload API never told us its ts, but its file.
             known = await self.service.message_target(Platform.SLACK, channel, f"file:{file.get('id')}")
             if known is not None:
-                return (known[0], known[1]), None
+                return (known.generation_id, known.image_index), None
         return None, message
 
     async def _fetch_message(self, channel: str, ts: str) -> dict | None:
@@ -397,9 +398,9 @@ class SlackAdapter:
         job = await self.service.authorize_removal(actor, generation_id)
         if job.status in (GenerationStatus.QUEUED, GenerationStatus.RUNNING):
             await self.service.cancel(actor, job.id)  # or its result would arrive after all
-        for message_channel, message_id, _, _ in await self.service.messages_for(job.id):
-            if message_channel == channel:
-                await self._delete(channel, message_id)
+        for message in await self.service.messages_for(job.id):
+            if message.channel_id == channel:
+                await self._delete(channel, message.message_id)
         self._progress.pop(job.id, None)
         log.info("job %s: messages removed by %s", job.id, actor.user_id)
 
@@ -439,8 +440,8 @@ class SlackAdapter:
 
     async def _deliver(self, job: GenerationView, channel: str) -> None:
         posted = await self.service.messages_for(job.id)
-        roles = {role for _, _, _, role in posted}
-        progress = [(ch, ts) for ch, ts, _, role in posted if role == "progress"]
+        roles = {m.role for m in posted}
+        progress = [(m.channel_id, m.message_id) for m in posted if m.role == MessageRole.PROGRESS]
         # A second attempt: the first may have posted a step and died before recording it.
         # Each step is looked up in Slack before it is done again, so nothing shows twice.
         retry = job.delivery_attempts > 1
@@ -448,19 +449,19 @@ class SlackAdapter:
             thread_ts = await self._thread_ts(job, channel)
             # Each step is recorded as soon as it is done, so a retried delivery (after a failed
             # upload, say) does only what is left.
-            if "file" not in roles:
+            if MessageRole.FILE not in roles:
                 file_id = await self._uploaded_file(job, channel) if retry else None
                 if file_id is None:
                     file_id = await self._upload(job, channel, thread_ts)
                 await self.service.record_message(Platform.SLACK, channel, f"file:{file_id}", job.id,
-                                                  role="file")
+                                                  role=MessageRole.FILE)
                 self._later(self._record_share(job.id, channel, file_id))
-            if "result" not in roles:
+            if MessageRole.RESULT not in roles:
                 ts = await self._posted(job, channel, thread_ts, RESULT_EVENT) if retry else None
                 if ts is None:
                     text, blocks = result_message(job)
                     ts = await self._post(channel, text, blocks, thread_ts, _metadata(RESULT_EVENT, job))
-                await self.service.record_message(Platform.SLACK, channel, ts, job.id, role="result")
+                await self.service.record_message(Platform.SLACK, channel, ts, job.id, role=MessageRole.RESULT)
             for progress_channel, ts in progress:
                 await self._delete(progress_channel, ts)
         else:
@@ -526,7 +527,8 @@ class SlackAdapter:
         ts = await self._post(channel, text, blocks, await self._thread_ts(job, channel))
         for attempt in range(3):
             try:
-                await self.service.record_message(Platform.SLACK, channel, ts, job.id, role="progress")
+                await self.service.record_message(Platform.SLACK, channel, ts, job.id,
+                                                  role=MessageRole.PROGRESS)
                 break
             except StoreUnavailable:
                 # The job is queued and will be delivered: say so, not "something went wrong".
@@ -548,9 +550,9 @@ class SlackAdapter:
 
     async def _progress_location(self, job_id: int) -> tuple[str, str] | None:
         if job_id not in self._progress:
-            for channel, ts, _, role in await self.service.messages_for(job_id):
-                if role == "progress":
-                    self._progress[job_id] = (channel, ts)
+            for message in await self.service.messages_for(job_id):
+                if message.role == MessageRole.PROGRESS:
+                    self._progress[job_id] = (message.channel_id, message.message_id)
         return self._progress.get(job_id)
 
     async def _thread_ts(self, job: GenerationView, channel: str) -> str | None:
@@ -561,9 +563,9 @@ class SlackAdapter:
             if root.reply_target.get("channel") == channel:
                 if root.reply_target.get("thread_ts"):
                     return root.reply_target["thread_ts"]  # the root itself lives in a thread
-                for message_channel, ts, _, role in await self.service.messages_for(root_id):
-                    if message_channel == channel and role == "result":
-                        return ts
+                for message in await self.service.messages_for(root_id):
+                    if message.channel_id == channel and message.role == MessageRole.RESULT:
+                        return message.message_id
         return job.reply_target.get("thread_ts")
 
     async def _post(self, channel: str, text: str, blocks: list[dict], thread_ts: str | None = None,
@@ -618,7 +620,7 @@ class SlackAdapter:
             for visibility in ("public", "private"):
                 for share in (shares.get(visibility) or {}).get(channel) or []:
                     await self.service.record_message(Platform.SLACK, channel, share["ts"], job_id,
-                                                      role="share")
+                                                      role=MessageRole.SHARE)
                     return
         log.info("job %s: the share of %s never showed in files.info; reactions on it fall back "
                  "to conversations.history", job_id, file_id)

@@ -23,9 +23,10 @@ from engine.domain.types import (
     Actor,
     GenerationKind,
     GenerationStatus,
+    MessageRole,
     Platform,
 )
-from engine.domain.views import GenerationView, ImageView, QuotaStatus
+from engine.domain.views import GenerationView, ImageView, MessageRef, QuotaStatus
 from engine.store.models import (
     AuditLogEntry,
     Ban,
@@ -512,14 +513,14 @@ def record_chat_message(
     message_id: str,
     generation_id: int,
     image_index: int | None,
-    role: str,
+    role: MessageRole,
 ) -> None:
     _insert_ignore(
         session,
         ChatMessage,
         {
             "platform": str(platform), "channel_id": channel_id, "message_id": message_id,
-            "generation_id": generation_id, "image_index": image_index, "role": role,
+            "generation_id": generation_id, "image_index": image_index, "role": str(role),
             "created_at": utcnow(),
         },
         ["platform", "channel_id", "message_id"],
@@ -577,6 +578,16 @@ def image_view(image: Image) -> ImageView:
         width=image.width,
         height=image.height,
         seed=image.seed,
+    )
+
+
+def message_ref(message: ChatMessage) -> MessageRef:
+    return MessageRef(
+        channel_id=message.channel_id,
+        message_id=message.message_id,
+        generation_id=message.generation_id,
+        image_index=message.image_index,
+        role=MessageRole(message.role),
     )
 
 
