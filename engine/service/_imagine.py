@@ -53,8 +53,6 @@ from engine.domain.types import (
     GenerationStatus,
     ImageRef,
     ImagineRequest,
-    MessageRole,
-    Platform,
     QuotaTarget,
     RenderParams,
     VariationRequest,
@@ -65,7 +63,6 @@ from engine.domain.views import (
     GenerationView,
     HistoryPage,
     ImageView,
-    MessageRef,
     ModerationResult,
     QuotaStatus,
     SubmittedJob,
@@ -442,16 +439,6 @@ class ImagineService:
             self._audit(session, team, user, "messages.remove", f"job #{generation.id}", {})
         return repo.generation_view(generation)
 
-    async def generation(self, generation_id: int) -> GenerationView:
-        """The current state of one job (adapters use this to deliver and to show progress)."""
-        return await self.db.run(self._generation, generation_id)
-
-    def _generation(self, session: Session, generation_id: int) -> GenerationView:
-        generation = repo.get_generation(session, generation_id)
-        if generation is None:
-            raise NotFound(f"There is no job #{generation_id}.")
-        return repo.generation_view(generation)
-
     async def job_for_actor(self, actor: Actor, generation_id: int | None) -> GenerationView:
         """A job of the actor's team (their latest one when no id is given)."""
         return await self.db.run(self._load_for_actor, actor, generation_id)
@@ -514,116 +501,10 @@ class ImagineService:
         )
         return status
 
-    # --- the team gallery (read-only, by team; access is checked by the gallery's signed link)
-
     async def team_id(self, actor: Actor) -> int:
-        """The database id of the actor's team (what a gallery link is signed for)."""
+        """The database id of the actor's team (what a gallery link is signed for; the gallery
+        itself reads through `TeamGallery`)."""
         return await self.db.run(lambda session: repo.ensure_actor(session, actor)[0].id)
-
-    async def team_gallery(
-        self, team_id: int, *, query: str = "", user: str | None = None, limit: int = 60
-    ) -> list[GenerationView]:
-        """A team's finished jobs, newest first, optionally by one user or matching a prompt."""
-
-        def read(session: Session) -> list[GenerationView]:
-            rows = repo.team_generations(
-                session, team_id, words=query.split()[:8], user_external_id=user,
-                limit=max(1, min(limit, 200)),
-            )
-            return [repo.generation_view(g) for g in rows]
-
-        return await self.db.run(read)
-
-    async def team_thread(self, team_id: int, generation_id: int) -> ThreadNode:
-        """The lineage tree containing a job of this team."""
-
-        def read(session: Session) -> ThreadNode:
-            generation = repo.get_generation(session, generation_id)
-            if generation is None or generation.team_id != team_id:
-                raise NotFound(f"There is no job #{generation_id} in this team.")
-            root_id = generation.thread_root_id or generation.id
-            members = [repo.generation_view(g) for g in repo.thread_members(session, root_id)]
-            return build_thread_tree(root_id, members)
-
-        return await self.db.run(read)
-
-    async def team_image(self, team_id: int, image_id: int) -> ImageView:
-        """One image of this team (NotFound for any other team's)."""
-
-        def read(session: Session) -> ImageView:
-            image = repo.get_image(session, image_id)
-            if image is None or image.generation.team_id != team_id:
-                raise NotFound("No such image.")
-            return repo.image_view(image)
-
-        return await self.db.run(read)
-
-    # --- chat messages -----------------------------------------------------------------------
-
-    async def record_message(
-        self,
-        platform: Platform,
-        channel_id: str,
-        message_id: str,
-        generation_id: int,
-        image_index: int | None = None,
-        role: MessageRole = MessageRole.RESULT,
-    ) -> None:
-        """Remember a message the bot posted so a later reaction finds its job and image."""
-        await self.db.run(
-            repo.record_chat_message, platform, channel_id, message_id, generation_id,
-            image_index, role,
-        )
-
-    async def message_target(
-        self, platform: Platform, channel_id: str, message_id: str
-    ) -> MessageRef | None:
-        """The job (and image, if one) a message belongs to, if the bot posted it."""
-
-        def find(session: Session) -> MessageRef | None:
-            row = repo.find_chat_message(session, platform, channel_id, message_id)
-            return repo.message_ref(row) if row else None
-
-        return await self.db.run(find)
-
-    async def messages_for(self, generation_id: int) -> list[MessageRef]:
-        """Every message posted for a job, in the order they were recorded."""
-
-        def find(session: Session) -> list[MessageRef]:
-            return [repo.message_ref(m) for m in repo.chat_messages_for(session, generation_id)]
-
-        return await self.db.run(find)
-
-    # --- delivery ----------------------------------------------------------------------------
-
-    async def claim_deliveries(
-        self, platform: Platform, claim: str, lease_s: float = 30.0,
-        active_since: datetime | None = None, limit: int = 10, reclaim: bool = False,
-    ) -> tuple[list[GenerationView], list[GenerationView]]:
-        """(finished jobs now claimed for delivery under `claim` — with `reclaim`, also those it
-        already held — and queued/running jobs changed since `active_since`, or all of them)."""
-
-        def claim_rows(session: Session):
-            claimed, active = repo.claim_deliveries(
-                session, platform, self.clock(), lease_s, claim, active_since=active_since, limit=limit,
-                reclaim=reclaim,
-            )
-            return ([repo.generation_view(g) for g in claimed],
-                    [repo.generation_view(g) for g in active])
-
-        return await self.db.run(claim_rows)
-
-    async def renew_delivery(self, generation_id: int, claim: str) -> bool:
-        """Extend a delivery lease; False if it is not this claim's any more."""
-        return await self.db.run(repo.renew_delivery, generation_id, claim, self.clock())
-
-    async def release_delivery(self, generation_id: int, claim: str) -> bool:
-        """Give a delivery claim up now, so the next sweep retries without waiting for the lease."""
-        return await self.db.run(repo.release_delivery, generation_id, claim)
-
-    async def mark_delivered(self, generation_id: int, claim: str | None = None) -> bool:
-        """Mark a job delivered (under `claim`, when given); False if that claim had passed."""
-        return await self.db.run(repo.mark_delivered, generation_id, self.clock(), claim)
 
     # --- moderation --------------------------------------------------------------------------
 
@@ -836,17 +717,6 @@ class ImagineService:
             by_status=dict(by_status), failures=failures.most_common(5),
             by_user=ranked(users), by_role=ranked(roles),
         )
-
-    # --- platform events ---------------------------------------------------------------------
-
-    async def first_time(self, platform: Platform, event_id: str) -> bool:
-        """Record a platform event id; False if it was seen before (a retry: do nothing)."""
-
-        return await self.db.run(repo.remember_event, platform, event_id, self.clock())
-
-    async def forget_events_before(self, cutoff: datetime) -> int:
-        """Drop remembered event ids older than any retry can be (Slack retries for minutes)."""
-        return await self.db.run(repo.forget_events_before, cutoff)
 
     async def is_moderator(self, actor: Actor) -> bool:
         def check(session: Session) -> bool:
