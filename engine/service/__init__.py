@@ -13,16 +13,20 @@ Nothing in this package imports a platform, Celery or torch module: the queue is
 `JobQueue`.
 """
 
+from engine.service._base import JobQueue, ServicePolicy, new_task_id
 from engine.service._deliveries import Deliveries
 from engine.service._events import ProcessedEvents
 from engine.service._gallery import TeamGallery
-from engine.service._imagine import (
-    ImagineService,
-    JobQueue,
-    ServicePolicy,
-    build_thread_tree,
-    new_task_id,
-)
+from engine.service._jobs import Jobs
+from engine.service._moderation import Moderation
+from engine.service._submit import Submitting
+from engine.service._threads import build_thread_tree
+
+
+class ImagineService(Submitting, Jobs, Moderation):
+    """The one entry point adapters use for what users and moderators ask (each mixin is one
+    concern: submitting jobs, acting on and reading jobs, moderation)."""
+
 
 __all__ = [
     "Deliveries",

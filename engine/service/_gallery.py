@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from engine.domain.errors import NotFound
 from engine.domain.views import GenerationView, ImageView, ThreadNode
-from engine.service._imagine import build_thread_tree
+from engine.service._threads import build_thread_tree
 from engine.store import repo
 from engine.store.db import Database
 
