@@ -11,7 +11,8 @@ generator labels for shapes; the model's own CLIP judges nothing.
     python bench/model_quality.py --quick    # 40 prompts, for tuning
 
 Output: {"prior": {"foreground_colour", "background_colour", "shape", "position", "binding"},
-"no_prior": {same}, "variations": {"keep_colour_and_shape", "mean_abs_pixel_diff"}}, accuracies
+"no_prior": {same}, "variations": {"keep_colour_and_shape", "mean_abs_pixel_diff"},
+"edit": {"outside_mean_abs_diff", "inside_follows_prompt", "zoomout_centre_mean_abs_diff"}}, accuracies
 as fractions; `--details FILE` also writes counts, settings and timings, and, for a model whose
 variations start from the source image (strength < 1), the same scores for pure variations.
 """
@@ -177,6 +178,65 @@ def render_variations(renderer, sources: list[np.ndarray], params: dict, seed: i
     return images
 
 
+def edit_probes(count: int, seed: int = 11) -> list[tuple[np.ndarray, str, tuple[str, str], str]]:
+    """(a held-out scene with one object on the left, an edit prompt for the right half naming
+    another held-out object on the same background, that object, the background)."""
+    rng = np.random.default_rng(seed)
+    triples = sorted(HELD_OUT_TRIPLES)
+    probes = []
+    for i in range(count):
+        colour, shape, background = triples[int(rng.integers(len(triples)))]
+        others = [t for t in triples if t[2] == background and t[:2] != (colour, shape)] or triples
+        new_colour, new_shape, _ = others[int(rng.integers(len(others)))]
+        scene = single_object_scene(rng, colour, shape, background, "medium", "left")
+        right = single_object_scene(rng, new_colour, new_shape, background, "medium", "right")
+        prompt, _ = caption_single(rng, right, name_background=True, name_colour=True,
+                                   name_position=True, name_size=False)
+        probes.append((scene, prompt, (new_colour, new_shape), background))
+    return probes
+
+
+def render_edits(renderer, sources: list[np.ndarray], prompts: list[str], spec: dict, params: dict,
+                 seed: int) -> list[list[np.ndarray]]:
+    """Edits as the worker asks for them: the source's PNG and embedding, the edit spec."""
+    from PIL import Image
+
+    from engine.render.base import embedding_to_bytes
+    from engine.render.types import RenderJob
+
+    embeddings = renderer.pipe.encode_images([Image.fromarray(s) for s in sources]).float().cpu()
+    images = []
+    for i, (source, prompt) in enumerate(zip(sources, prompts, strict=True)):
+        job = RenderJob(generation_id=i, operation="edit", prompt=prompt, negative_prompt=None,
+                        seed=seed + 100 * i, n=IMAGES_PER_PROMPT, params={**params, "edit": spec},
+                        source_embeddings=(embedding_to_bytes(embeddings[i]),), source_images=(_encode(source),))
+        images.append([_decode(image.png) for image in renderer.render(job, lambda *_: None).images])
+    return images
+
+
+def score_edits(checker, probes, sources, edited, zoomed) -> dict:
+    """Outside the edited half the picture is the source's; inside, the prompt's object is drawn;
+    a 2× zoom-out keeps the source, shrunk, in the middle."""
+    from PIL import Image
+
+    outside, followed, total, centre = [], 0, 0, []
+    for (scene, _prompt, wanted, background), source, group in zip(probes, sources, edited, strict=True):
+        half = source.shape[1] // 2
+        for image, (_, right) in zip(group, checker.judge_pairs(group, "horizontal"), strict=True):
+            total += 1
+            outside.append(np.abs(image[:, :half].astype(np.float32) - source[:, :half]).mean() / 255)
+            followed += (right.foreground, right.shape) == wanted
+    for source, group in zip(sources, zoomed, strict=True):
+        size = source.shape[0]
+        inner = np.asarray(Image.fromarray(source).resize((size // 2, size // 2), Image.Resampling.LANCZOS),
+                           dtype=np.float32)
+        q = size // 4
+        for image in group:
+            centre.append(np.abs(image[q:q + size // 2, q:q + size // 2].astype(np.float32) - inner).mean() / 255)
+    return {"outside_mean_abs_diff": float(np.mean(outside)), "inside_follows_prompt": followed / max(1, total),
+            "zoomout_centre_mean_abs_diff": float(np.mean(centre)), "_edits": total}
+
+
 # --- scoring -----------------------------------------------------------------------------------
 
 
@@ -245,7 +305,8 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda; the numbers differ only by float noise")
     parser.add_argument("--details", type=Path, default=None, help="also write counts and timings here")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: prior,no_prior,binding,variations")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated parts to skip: prior,no_prior,binding,variations,edit")
     return parser.parse_args(argv)
 
 
@@ -321,16 +382,30 @@ def main(argv: list[str] | None = None) -> int:
                 renderer, source_images, {**params, "strength": 1.0}, args.seed))
             lap("pure variations")
 
+    edits: dict = {"outside_mean_abs_diff": 0.0, "inside_follows_prompt": 0.0, "zoomout_centre_mean_abs_diff": 0.0}
+    if "edit" not in skip:
+        probes = edit_probes(sources)
+        size = renderer.pipe.output_size
+        edit_sources = [np.asarray(render_scene(scene, size)) for scene, *_ in probes]
+        edited = render_edits(renderer, edit_sources, [p for _, p, _, _ in probes],
+                              {"op": "region", "box": [0.5, 0.0, 0.5, 1.0]}, params, args.seed)
+        zoomed = render_edits(renderer, edit_sources, [""] * len(probes), {"op": "zoomout", "factor": 2.0},
+                              params, args.seed)
+        edits = score_edits(checker, probes, edit_sources, edited, zoomed)
+        lap("edits")
+
     result = {
         "prior": {**dict(zeros), **public(prior)},
         "no_prior": {**dict(zeros), **public(no_prior)},
         "variations": public(variations),
+        "edit": public(edits),
     }
     print(json.dumps(result))
     if args.details:
         args.details.parent.mkdir(parents=True, exist_ok=True)
         args.details.write_text(json.dumps({
-            "result": result, "counts": {"prior": prior, "no_prior": no_prior, "variations": variations},
+            "result": result, "counts": {"prior": prior, "no_prior": no_prior, "variations": variations,
+                                         "edit": edits},
             "pure_variations": pure_variations,
             "settings": renderer.resolved_settings(RenderJob(0, "text2image", "", None, 0, 1, dict(params))),
             "model": str(renderer.spec.path), "prompts": prompts, "pairs": pairs, "sources": sources,

@@ -65,7 +65,7 @@ async def measure(settings: Settings, jobs: int) -> dict:
     # exactly as `imagine-bot console` runs it (so its wake-ups reach this delivery loop).
     worker = await asyncio.to_thread(runtime.start_embedded_worker)
     target = TimingTarget()
-    delivery = Delivery(runtime.service, target, runtime.wakeups(), sweep_interval_s=1.0)
+    delivery = Delivery(runtime.deliveries, target, runtime.wakeups(), sweep_interval_s=1.0)
     await delivery.start()
     overheads: list[float] = []
     try:
@@ -76,7 +76,7 @@ async def measure(settings: Settings, jobs: int) -> dict:
             )
             job_id = submitted.generation.id
             await asyncio.wait_for(target.events.setdefault(job_id, asyncio.Event()).wait(), 30)
-            job = await runtime.service.generation(job_id)
+            job = await runtime.deliveries.generation(job_id)
             if i >= WARMUP:
                 overheads.append((target.arrivals[job_id] - started) * 1000 - (job.render_ms or 0))
     finally:

@@ -29,7 +29,7 @@ from engine.domain.types import Platform
 from engine.logs import job_context
 from engine.domain.views import GenerationView
 from engine.notify import Wakeups
-from engine.service import ImagineService
+from engine.service import Deliveries
 from engine.store.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class DeliveryTarget(Protocol):
 class Delivery:
     def __init__(
         self,
-        service: ImagineService,
+        deliveries: Deliveries,
         target: DeliveryTarget,
         wakeups: Wakeups,
         *,
@@ -61,7 +61,7 @@ class Delivery:
         lease_s: float = 30.0,
         claim_batch: int = 10,
     ) -> None:
-        self.service = service
+        self.deliveries = deliveries
         self.target = target
         self.wakeups = wakeups
         self.sweep_interval_s = sweep_interval_s
@@ -138,7 +138,7 @@ class Delivery:
         started = utcnow()
         claimed_at = time.monotonic()
         try:
-            claimed, active = await self.service.claim_deliveries(
+            claimed, active = await self.deliveries.claim_deliveries(
                 self.target.platform, self.claim, self.lease_s, active_since=self._active_since,
                 limit=self.claim_batch, reclaim=self._reclaim,
             )
@@ -183,7 +183,7 @@ class Delivery:
         # renewing it is also the check that no other replica took the job over. A claim made
         # moments ago cannot have been taken over yet: no round trip for it (the common case).
         if time.monotonic() - claimed_at > self.lease_s / 3 and \
-                not await self.service.renew_delivery(job.id, self.claim):
+                not await self.deliveries.renew_delivery(job.id, self.claim):
             log.info("job %s: delivered or claimed by another replica meanwhile; skipping it", job.id)
             return False
         keeper = asyncio.create_task(self._keep_claim(job.id))
@@ -195,7 +195,7 @@ class Delivery:
             log.warning("job %s: delivery interrupted (%s); retrying at the next sweep", job.id,
                         error.__cause__ or error)
             with contextlib.suppress(Exception):
-                await self.service.release_delivery(job.id, self.claim)
+                await self.deliveries.release_delivery(job.id, self.claim)
             return False
         except Exception:  # noqa: BLE001 - never lose a result: the claim expires, a sweep retries
             log.exception("job %s: delivery failed; retrying in %.0f s", job.id, self.lease_s)
@@ -204,7 +204,7 @@ class Delivery:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-        if not await self.service.mark_delivered(job.id, self.claim):
+        if not await self.deliveries.mark_delivered(job.id, self.claim):
             log.warning("job %s: delivered, but the claim had passed to another replica (this "
                         "replica stalled for longer than the %.0f s lease)", job.id, self.lease_s)
             return False
@@ -220,7 +220,7 @@ class Delivery:
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
-                if not await self.service.renew_delivery(job_id, self.claim):
+                if not await self.deliveries.renew_delivery(job_id, self.claim):
                     log.warning("job %s: lost the delivery claim while delivering", job_id)
                     return
             except Exception as error:  # noqa: BLE001 - try again; the lease has slack

@@ -1,4 +1,4 @@
-"""Composition root for the bot side: settings → database, service, queue, wake-ups.
+"""Composition root for the bot side: settings → database, service objects, queue, wake-ups.
 
 Nothing here imports torch: the bot only publishes job ids (by task name) and reads rows.
 """
@@ -12,7 +12,14 @@ from celery import Celery
 
 from engine.config import Settings
 from engine.notify import Wakeups, make_wakeups
-from engine.service import ImagineService, JobQueue, ServicePolicy
+from engine.service import (
+    Deliveries,
+    ImagineService,
+    JobQueue,
+    ProcessedEvents,
+    ServicePolicy,
+    TeamGallery,
+)
 from engine.storage import ImageStore
 from engine.store.db import Database
 
@@ -23,7 +30,14 @@ log = logging.getLogger(__name__)
 class BotRuntime:
     settings: Settings
     db: Database
+    #: What users and moderators ask (commands, buttons, reactions).
     service: ImagineService
+    #: Messages posted for jobs and delivery claims (the delivery loop and the adapters).
+    deliveries: Deliveries
+    #: The gallery's reads by team id.
+    gallery: TeamGallery
+    #: Platform event ids already handled (Slack's retries).
+    events: ProcessedEvents
     store: ImageStore
     celery_app: Celery
 
@@ -91,4 +105,7 @@ def build_bot_runtime(settings: Settings, *, queue: JobQueue | None = None) -> B
     app = build_app(settings)
     store = ImageStore(settings.images_dir)
     service = ImagineService(db, queue or CeleryJobQueue(app), service_policy(settings), store=store)
-    return BotRuntime(settings, db, service, store, app)
+    return BotRuntime(
+        settings=settings, db=db, service=service, deliveries=Deliveries(db),
+        gallery=TeamGallery(db), events=ProcessedEvents(db), store=store, celery_app=app,
+    )

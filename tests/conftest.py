@@ -196,6 +196,14 @@ def service(database, queue):
                                                          default_daily_images=100))
 
 
+@pytest.fixture
+def deliveries(database):
+    """The delivery side's bookkeeping, on the same database as `service`."""
+    from engine.service import Deliveries
+
+    return Deliveries(database)
+
+
 # --- the tiny real model ---------------------------------------------------------------------
 
 

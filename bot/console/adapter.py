@@ -46,7 +46,7 @@ class ConsoleAdapter:
         settings = runtime.settings
         self.limits = Limits(max_steps=settings.limits.max_steps, max_guidance=settings.limits.max_guidance)
         self.runner = CommandRunner(runtime.service, gallery_links=runtime.gallery_links())
-        self.delivery = Delivery(runtime.service, self, runtime.wakeups(),
+        self.delivery = Delivery(runtime.deliveries, self, runtime.wakeups(),
                                  sweep_interval_s=1.0, progress_interval_s=0.5)
         self._finished: dict[int, asyncio.Future[GenerationView]] = {}
         self._tty = stream.isatty() if hasattr(stream, "isatty") else False

@@ -1,8 +1,8 @@
 """The Discord client: minimal intents, no pings, commands and buttons wired to the service.
 
-Dependencies come in through the constructor (the runtime: service, image store, wake-ups);
-`setup_hook` registers the restart-proof buttons, syncs the slash commands and starts the
-delivery loop, whose first sweep delivers whatever finished while the bot was down.
+Dependencies come in through the constructor (the runtime: service, deliveries, image store,
+wake-ups); `setup_hook` registers the restart-proof buttons, syncs the slash commands and starts
+the delivery loop, whose first sweep delivers whatever finished while the bot was down.
 """
 
 from __future__ import annotations
@@ -68,15 +68,16 @@ class ImagineClient(discord.AutoShardedClient):
         self.tree = CheckedCommandTree(self)
         self.tree.on_error = self._on_command_error
         runner = CommandRunner(service, escape=escape)
-        self.jobs = DiscordDelivery(self, service, runtime.store)
-        self.delivery = Delivery(service, self.jobs, runtime.wakeups(),
+        self.jobs = DiscordDelivery(self, runtime.deliveries, runtime.store)
+        self.delivery = Delivery(runtime.deliveries, self.jobs, runtime.wakeups(),
                                  sweep_interval_s=settings.sweep_interval_s,
                                  progress_interval_s=settings.progress_interval_s,
                                  lease_s=settings.delivery_lease_s)
         self.handler = InteractionHandler(service, runner, self.jobs, self.delivery.kick,
                                           max_working=settings.max_concurrent_commands)
-        self.reactions = ReactionHandler(self, service, runner, self.jobs, runtime.store,
-                                         notice_ttl_s=settings.notice_ttl_s, kick=self.delivery.kick)
+        self.reactions = ReactionHandler(self, service, runtime.deliveries, runner, self.jobs,
+                                         runtime.store, notice_ttl_s=settings.notice_ttl_s,
+                                         kick=self.delivery.kick)
         add_commands(self.tree, self.handler, models=service.policy.available_models)
         self._delivering = False
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from collections import OrderedDict
 from typing import Any
 
@@ -31,9 +32,9 @@ from bot import replies
 from bot.discord.buttons import cancel_view, result_view
 from bot.discord.render import NO_PINGS, escape, fit, job_file, message_link, result_text
 from bot.discord.threads import VariationThreads, result_message
-from engine.domain.types import GenerationStatus, Platform
-from engine.domain.views import GenerationView
-from engine.service import ImagineService
+from engine.domain.types import GenerationStatus, MessageRole, Platform
+from engine.domain.views import GenerationView, MessageRef
+from engine.service import Deliveries
 from engine.storage import ImageStore
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,11 @@ class DiscordDelivery:
 
     platform = Platform.DISCORD
 
-    def __init__(self, client: discord.Client, service: ImagineService, store: ImageStore) -> None:
+    def __init__(self, client: discord.Client, deliveries: Deliveries, store: ImageStore) -> None:
         self.client = client
-        self.service = service
+        self.deliveries = deliveries
         self.store = store
-        self.threads = VariationThreads(client, service)
+        self.threads = VariationThreads(client, deliveries)
         self._locks: dict[int, asyncio.Lock] = {}
         self._finished: OrderedDict[int, None] = OrderedDict()
         self._status: dict[int, tuple[int, int]] = {}  # job id → (channel id, message id)
@@ -183,8 +184,8 @@ class DiscordDelivery:
             # A status message edited into the result is already recorded (as "progress": a
             # message keeps the role it was first recorded with); a new message is recorded now.
             index = job.images[0].index if len(job.images) == 1 else None
-            await self.service.record_message(Platform.DISCORD, str(channel_id), str(posted.id), job.id,
-                                              index, role="result")
+            await self.deliveries.record_message(Platform.DISCORD, str(channel_id), str(posted.id), job.id,
+                                                 index, role=MessageRole.RESULT)
         if target.get("status") == "ack" and token_alive(target):
             link = message_link(job.team_external_id, channel_id, posted.id)
             try:
@@ -200,8 +201,8 @@ class DiscordDelivery:
         if self._status.get(job.id) == (int(channel_id), int(message_id)):
             return
         self._status[job.id] = (int(channel_id), int(message_id))
-        await self.service.record_message(Platform.DISCORD, str(channel_id), str(message_id), job.id,
-                                          role="progress")
+        await self.deliveries.record_message(Platform.DISCORD, str(channel_id), str(message_id), job.id,
+                                             role=MessageRole.PROGRESS)
 
     def _lock(self, job_id: int) -> asyncio.Lock:
         if job_id not in self._locks and len(self._locks) >= FINISHED_MEMORY:
@@ -229,34 +230,32 @@ class DiscordDelivery:
     async def _status_message(self, job: GenerationView) -> tuple[int, int] | None:
         if job.id in self._status:
             return self._status[job.id]
-        for channel_id, message_id, _index, role in await self.service.messages_for(job.id):
-            if role == "progress":
-                self._status[job.id] = (int(channel_id), int(message_id))
+        for message in await self.deliveries.messages_for(job.id):
+            if message.role == MessageRole.PROGRESS:
+                self._status[job.id] = (int(message.channel_id), int(message.message_id))
                 return self._status[job.id]
         return None
 
-    async def message_image(self, channel_id: int, message_id: int) -> tuple[GenerationView | None, int, int | None, str] | None:
-        """(the job if finished, job id, image index, role) of one of our messages, else None.
+    async def message_image(self, channel_id: int, message_id: int) -> MessageRef | None:
+        """One of our messages as it reads now, else None.
 
         A status message that was edited into its result is still recorded as "progress" (a
         message keeps the role it was first recorded with): once its job has finished it is
         read as the result it now shows, with the image index of a one-image job.
         """
-        found = await self.service.message_target(Platform.DISCORD, str(channel_id), str(message_id))
-        if found is None:
-            return None
-        job_id, index, role = found
-        if role != "progress":
-            return None, job_id, index, role
-        job = await self.service.generation(job_id)
+        found = await self.deliveries.message_target(Platform.DISCORD, str(channel_id), str(message_id))
+        if found is None or found.role != MessageRole.PROGRESS:
+            return found
+        job = await self.deliveries.generation(found.generation_id)
         if not job.status.is_final:
-            return None, job_id, None, role
-        return job, job_id, job.images[0].index if len(job.images) == 1 else None, "result"
+            return found
+        index = job.images[0].index if len(job.images) == 1 else None
+        return replace(found, image_index=index, role=MessageRole.RESULT)
 
     async def _parent_link(self, job: GenerationView) -> str | None:
         if job.parent_generation_id is None:
             return None
-        found = await result_message(self.service, job.parent_generation_id, job.parent_image_index)
+        found = await result_message(self.deliveries, job.parent_generation_id, job.parent_image_index)
         return message_link(job.team_external_id, *found) if found else None
 
     async def _point_to(self, job: GenerationView, status: tuple[int, int], link: str) -> None:

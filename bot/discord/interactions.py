@@ -35,6 +35,7 @@ from engine.domain.types import (
     GenerationStatus,
     ImageRef,
     ImagineRequest,
+    MessageRole,
     RenderParams,
     VariationRequest,
     normalise_prompt,
@@ -347,10 +348,9 @@ class InteractionHandler:
             return reference
         channel_id, message_id, index = reference
         found = await self.delivery.message_image(channel_id, message_id)
-        if found is None or found[3] not in ("result", "copy"):
+        if found is None or found.role not in (MessageRole.RESULT, MessageRole.COPY):
             raise UsageError("That link is not to one of imagine-bot's images.")
-        _job, job_id, message_index, _role = found
-        return ImageRef(job_id, index or message_index)
+        return ImageRef(found.generation_id, index or found.image_index)
 
     async def _guarded(self, work: Awaitable[Any]) -> Any:
         """Await a service call; a user-facing error becomes the Reply the runner would give."""

@@ -1,8 +1,8 @@
 """Reactions on imagine-bot's messages: 🔁 / 1️⃣–4️⃣ vary, ❌ removes or cancels, ✉️ sends to DMs.
 
 They arrive as `raw_reaction_add` (the bot keeps no message cache); the message is found with
-`service.message_target`, which knows every message the bot posted. A reaction has no reply of
-its own, so a refusal ("no quota left") is a short notice in the channel, replying to the
+`Deliveries.message_target`, which knows every message the bot posted. A reaction has no reply
+of its own, so a refusal ("no quota left") is a short notice in the channel, replying to the
 reacted-to message, naming the member without pinging them, and deleted after a minute.
 """
 
@@ -19,8 +19,8 @@ from bot.discord.delivery import DiscordDelivery
 from bot.discord.render import NO_PINGS, details_text, fit, job_file
 from bot.runner import CommandRunner
 from engine.domain.errors import InvalidState, UsageError, UserFacingError
-from engine.domain.types import Actor, GenerationStatus, ImageRef, Platform, VariationRequest
-from engine.service import ImagineService
+from engine.domain.types import Actor, GenerationStatus, ImageRef, MessageRole, Platform, VariationRequest
+from engine.service import Deliveries, ImagineService
 from engine.storage import ImageStore
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,12 @@ def reaction_action(emoji: discord.PartialEmoji) -> str | None:
 
 
 class ReactionHandler:
-    def __init__(self, client: discord.Client, service: ImagineService, runner: CommandRunner,
-                 delivery: DiscordDelivery, store: ImageStore, *, notice_ttl_s: float,
-                 kick: Callable[[], None]) -> None:
+    def __init__(self, client: discord.Client, service: ImagineService, deliveries: Deliveries,
+                 runner: CommandRunner, delivery: DiscordDelivery, store: ImageStore, *,
+                 notice_ttl_s: float, kick: Callable[[], None]) -> None:
         self.client = client
         self.service = service
+        self.deliveries = deliveries
         self.runner = runner
         self.delivery = delivery
         self.store = store
@@ -65,9 +66,9 @@ class ReactionHandler:
         found = await self.delivery.message_image(payload.channel_id, payload.message_id)
         if found is None:
             return  # not one of our messages
-        _job, job_id, index, role = found
+        job_id, index, role = found.generation_id, found.image_index, found.role
         try:
-            team = str(payload.guild_id) if payload.guild_id else (await self.service.generation(job_id)).team_external_id
+            team = str(payload.guild_id) if payload.guild_id else (await self.deliveries.generation(job_id)).team_external_id
             actor = actor_from_reaction(payload, team)
             if action == "vary":
                 await self._vary(payload, actor, job_id, index, role)
@@ -81,8 +82,8 @@ class ReactionHandler:
             log.exception("reaction %s on message %s (job %s) failed", payload.emoji, payload.message_id, job_id)
 
     async def _vary(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int,
-                    index: int | None, role: str) -> None:
-        if role not in ("result", "copy"):
+                    index: int | None, role: MessageRole) -> None:
+        if role not in (MessageRole.RESULT, MessageRole.COPY):
             raise InvalidState(f"Job #{job_id} has no images yet; react when it is done.")
         digit = DIGITS.get(payload.emoji.name or "")
         if index is None and digit is None:
@@ -101,14 +102,14 @@ class ReactionHandler:
         except discord.HTTPException as error:
             log.warning("job %s: status message not shown: %s", reply.job.id, error)
 
-    async def _remove(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int, role: str) -> None:
-        if role == "progress":
+    async def _remove(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int, role: MessageRole) -> None:
+        if role == MessageRole.PROGRESS:
             reply = await self.runner.run(actor, c.Cancel(job_id))
             if reply.is_error:
                 await self._notice(payload, reply.text)
             self.kick()  # the delivery loop turns the status message into "cancelled"
             return
-        if role != "copy":  # a copy in someone's DMs is theirs to remove
+        if role != MessageRole.COPY:  # a copy in someone's DMs is theirs to remove
             await self.service.authorize_removal(actor, job_id)
         await self.client.get_partial_messageable(payload.channel_id).get_partial_message(payload.message_id).delete()
         log.info("job %s: message %s removed by %s", job_id, payload.message_id, payload.user_id)
@@ -124,8 +125,9 @@ class ReactionHandler:
             message = await channel.send(details_text(job), files=[file] if file else [], allowed_mentions=NO_PINGS)
         except discord.Forbidden:
             raise InvalidState("I cannot send you DMs: allow direct messages from this server's members.") from None
-        await self.service.record_message(Platform.DISCORD, str(channel.id), str(message.id), job.id,
-                                          job.images[0].index if len(job.images) == 1 else None, role="copy")
+        await self.deliveries.record_message(Platform.DISCORD, str(channel.id), str(message.id), job.id,
+                                             job.images[0].index if len(job.images) == 1 else None,
+                                             role=MessageRole.COPY)
 
     async def _notice(self, payload: discord.RawReactionActionEvent, text: str) -> None:
         channel = self.client.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)

@@ -1,7 +1,7 @@
 """Variation threads: each lineage (a root image and everything varied from it) gets one thread.
 
 The first variation of a root opens a Discord thread on the root's result message; the thread
-id is recorded on the root job (`record_message(role="thread")`, channel = the thread's parent)
+id is recorded on the root job (role `MessageRole.THREAD`, channel = the thread's parent)
 so every replica, and this one after a restart, posts the lineage's later jobs into it. Which
 jobs belong to a lineage is the service's rule (`thread_root_id`); this module only maps a
 lineage to a Discord channel.
@@ -15,9 +15,9 @@ import logging
 import discord
 
 from bot.discord.render import thread_name
-from engine.domain.types import Platform
+from engine.domain.types import MessageRole, Platform
 from engine.domain.views import GenerationView
-from engine.service import ImagineService
+from engine.service import Deliveries
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +25,22 @@ THREAD_ALREADY_EXISTS = 160004
 ARCHIVE_AFTER_MINUTES = 1440
 
 
-async def result_message(service: ImagineService, job_id: int, image_index: int | None = None) -> tuple[int, int] | None:
+async def result_message(deliveries: Deliveries, job_id: int, image_index: int | None = None) -> tuple[int, int] | None:
     """(channel, message) where a finished job is shown: the message of that one image if there
     is one, else its grid (a new result message, or the status message edited into it)."""
-    rows = [(int(c), int(m), i, role) for c, m, i, role in await service.messages_for(job_id)
-            if role in ("result", "progress")]
-    for wanted in ((image_index, "result"), (None, "result"), (None, "progress")):
-        found = next(((c, m) for c, m, i, role in rows if (i, role) == wanted), None)
+    shown = [m for m in await deliveries.messages_for(job_id)
+             if m.role in (MessageRole.RESULT, MessageRole.PROGRESS)]
+    for wanted in ((image_index, MessageRole.RESULT), (None, MessageRole.RESULT), (None, MessageRole.PROGRESS)):
+        found = next((m for m in shown if (m.image_index, m.role) == wanted), None)
         if found is not None:
-            return found
+            return int(found.channel_id), int(found.message_id)
     return None
 
 
 class VariationThreads:
-    def __init__(self, client: discord.Client, service: ImagineService) -> None:
+    def __init__(self, client: discord.Client, deliveries: Deliveries) -> None:
         self.client = client
-        self.service = service
+        self.deliveries = deliveries
         self._known: dict[int, int] = {}  # root job id → channel id its lineage is posted in
         self._locks: dict[int, asyncio.Lock] = {}
 
@@ -62,10 +62,10 @@ class VariationThreads:
         return self._known[root]
 
     async def _find_or_open(self, root: int, job: GenerationView) -> int | None:
-        for _channel, message_id, _index, role in await self.service.messages_for(root):
-            if role == "thread":
-                return int(message_id)
-        result = await result_message(self.service, root)
+        for message in await self.deliveries.messages_for(root):
+            if message.role == MessageRole.THREAD:
+                return int(message.message_id)
+        result = await result_message(self.deliveries, root)
         if result is None:
             log.info("job %s: lineage root %s has no Discord message to start a thread on", job.id, root)
             return None
@@ -73,7 +73,7 @@ class VariationThreads:
         guild_id = int(job.team_external_id) if job.team_external_id.isdigit() else None
         root_message = self.client.get_partial_messageable(channel_id, guild_id=guild_id).get_partial_message(message_id)
         try:
-            root_view = await self.service.generation(root)
+            root_view = await self.deliveries.generation(root)
             thread = await root_message.create_thread(name=thread_name(root_view),
                                                       auto_archive_duration=ARCHIVE_AFTER_MINUTES)
             thread_id = thread.id
@@ -89,6 +89,7 @@ class VariationThreads:
             thread_id = message_id
         except ValueError:  # the guild is not in the cache yet: no thread can be made from here
             return channel_id
-        await self.service.record_message(Platform.DISCORD, str(channel_id), str(thread_id), root, role="thread")
+        await self.deliveries.record_message(Platform.DISCORD, str(channel_id), str(thread_id), root,
+                                             role=MessageRole.THREAD)
         log.info("job %s: variation thread %s opened on root %s", job.id, thread_id, root)
         return thread_id

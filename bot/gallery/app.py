@@ -16,7 +16,7 @@ from aiohttp import web
 from bot.gallery import pages
 from bot.gallery.links import GalleryLinks, InvalidLink
 from engine.domain.errors import NotFound
-from engine.service import ImagineService
+from engine.service import TeamGallery
 from engine.storage import ImageStore
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ SECURITY_HEADERS = {
 }
 
 
-def make_app(service: ImagineService, store: ImageStore, links: GalleryLinks) -> web.Application:
+def make_app(gallery: TeamGallery, store: ImageStore, links: GalleryLinks) -> web.Application:
     routes = web.RouteTableDef()
 
     def team_of(request: web.Request) -> int:
@@ -55,14 +55,14 @@ def make_app(service: ImagineService, store: ImageStore, links: GalleryLinks) ->
     async def recent(request: web.Request) -> web.Response:
         team = team_of(request)
         query = request.query.get("q", "")[:200]
-        jobs = await service.team_gallery(team, query=query)
+        jobs = await gallery.team_gallery(team, query=query)
         title = f"Search: {query}" if query else "Recent images"
         return html(pages.gallery(base(request), title, jobs, query))
 
     @routes.get("/g/{token}/users/{user}")
     async def user(request: web.Request) -> web.Response:
         team = team_of(request)
-        jobs = await service.team_gallery(team, user=request.match_info["user"])
+        jobs = await gallery.team_gallery(team, user=request.match_info["user"])
         name = jobs[0].requester_name if jobs else request.match_info["user"]
         return html(pages.gallery(base(request), f"Images by {name}", jobs))
 
@@ -70,7 +70,7 @@ def make_app(service: ImagineService, store: ImageStore, links: GalleryLinks) ->
     async def thread(request: web.Request) -> web.Response:
         team = team_of(request)
         try:
-            tree = await service.team_thread(team, int(request.match_info["job"]))
+            tree = await gallery.team_thread(team, int(request.match_info["job"]))
         except NotFound:
             raise web.HTTPNotFound(text="no such thread") from None
         return html(pages.thread(base(request), tree))
@@ -79,7 +79,7 @@ def make_app(service: ImagineService, store: ImageStore, links: GalleryLinks) ->
     async def image(request: web.Request) -> web.StreamResponse:
         team = team_of(request)
         try:
-            view = await service.team_image(team, int(request.match_info["image"]))
+            view = await gallery.team_image(team, int(request.match_info["image"]))
         except NotFound:
             raise web.HTTPNotFound(text="no such image") from None
         path = store.path(view.storage_key)
@@ -110,6 +110,6 @@ def run_gallery(settings) -> int:
     runtime = build_bot_runtime(settings)
     links = GalleryLinks(settings.gallery.secret, settings.gallery.base_url,
                          settings.gallery.link_ttl_hours * 3600)
-    web.run_app(make_app(runtime.service, runtime.store, links), host=settings.gallery.host,
+    web.run_app(make_app(runtime.gallery, runtime.store, links), host=settings.gallery.host,
                 port=settings.gallery.port, print=None)
     return 0

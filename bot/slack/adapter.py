@@ -4,9 +4,10 @@ Every listener's ack function only acks (bolt 1.30 loses an ack whose listener r
 after it). Its lazy listener relays the work to the adapter's own event loop, where at most
 `concurrent_work` pieces run at once: bolt's loop (bot.slack.app.Ingress) only verifies, acks
 and relays. Retried events are dropped by event id in a middleware, once across replicas (the
-service's SQL dedup).
+processed-events table).
 
-Messages a job gets, each recorded with the service so reactions and buttons find the job:
+Messages a job gets, each recorded (`Deliveries.record_message`) so reactions and buttons find
+the job:
 - role "progress": one status message per job, posted when it is queued and edited as it runs
   (Cancel button); deleted when the result arrives, or turned into the failure notice;
 - role "file": the grid uploaded with files_upload_v2 (message id `file:<file id>`: the
@@ -53,13 +54,14 @@ from engine.domain.types import (
     Actor,
     GenerationStatus,
     ImageRef,
+    MessageRole,
     Platform,
     RenderParams,
     VariationRequest,
 )
 from engine.domain.views import GenerationView
 from engine.images import fit_within
-from engine.service import ImagineService
+from engine.service import Deliveries, ImagineService, ProcessedEvents
 from engine.storage import ImageStore
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,8 @@ class SlackAdapter:
     def __init__(
         self,
         service: ImagineService,
+        deliveries: Deliveries,
+        events: ProcessedEvents,
         store: ImageStore,
         client: AsyncWebClient,
         settings: SlackSettings,
@@ -129,6 +133,8 @@ class SlackAdapter:
         gallery_links=None,
     ) -> None:
         self.service = service
+        self.deliveries = deliveries
+        self.events = events
         self.store = store
         self.client = client
         # Progress edits are best effort: a 429 pauses them instead of holding up deliveries.
@@ -156,7 +162,7 @@ class SlackAdapter:
                 # The ack is this HTTP answer, so this one insert comes before it: it decides
                 # whether any work starts at all, on whichever replica the repeat reaches.
                 try:
-                    first = await asyncio.wrap_future(relay(self.service.first_time(Platform.SLACK, delivery)))
+                    first = await asyncio.wrap_future(relay(self.events.first_time(Platform.SLACK, delivery)))
                 except Exception as error:  # noqa: BLE001 - unsure: let Slack retry later rather than act twice
                     log.warning("%s: could not record it (%s); asking Slack to retry", delivery, error)
                     return BoltResponse(status=503, body="")
@@ -325,9 +331,9 @@ class SlackAdapter:
     async def _reacted_to(self, channel: str, ts: str, *, fetch: bool
                           ) -> tuple[tuple[int, int | None] | None, dict | None]:
         """(job id, image index) of a bot message, else the message itself (if `fetch`)."""
-        known = await self.service.message_target(Platform.SLACK, channel, ts)
+        known = await self.deliveries.message_target(Platform.SLACK, channel, ts)
         if known is not None:
-            return (known[0], known[1]), None
+            return (known.generation_id, known.image_index), None
         if not fetch:
             return None, None
         message = await self._fetch_message(channel, ts)
@@ -335,9 +341,9 @@ class SlackAdapter:
             return None, None
         for file in message.get("files") or []:
             # The grid's own share message: the upload API never told us its ts, but its file.
-            known = await self.service.message_target(Platform.SLACK, channel, f"file:{file.get('id')}")
+            known = await self.deliveries.message_target(Platform.SLACK, channel, f"file:{file.get('id')}")
             if known is not None:
-                return (known[0], known[1]), None
+                return (known.generation_id, known.image_index), None
         return None, message
 
     async def _fetch_message(self, channel: str, ts: str) -> dict | None:
@@ -397,9 +403,9 @@ class SlackAdapter:
         job = await self.service.authorize_removal(actor, generation_id)
         if job.status in (GenerationStatus.QUEUED, GenerationStatus.RUNNING):
             await self.service.cancel(actor, job.id)  # or its result would arrive after all
-        for message_channel, message_id, _, _ in await self.service.messages_for(job.id):
-            if message_channel == channel:
-                await self._delete(channel, message_id)
+        for message in await self.deliveries.messages_for(job.id):
+            if message.channel_id == channel:
+                await self._delete(channel, message.message_id)
         self._progress.pop(job.id, None)
         log.info("job %s: messages removed by %s", job.id, actor.user_id)
 
@@ -438,9 +444,9 @@ class SlackAdapter:
                       channel, api_error(error))
 
     async def _deliver(self, job: GenerationView, channel: str) -> None:
-        posted = await self.service.messages_for(job.id)
-        roles = {role for _, _, _, role in posted}
-        progress = [(ch, ts) for ch, ts, _, role in posted if role == "progress"]
+        posted = await self.deliveries.messages_for(job.id)
+        roles = {m.role for m in posted}
+        progress = [(m.channel_id, m.message_id) for m in posted if m.role == MessageRole.PROGRESS]
         # A second attempt: the first may have posted a step and died before recording it.
         # Each step is looked up in Slack before it is done again, so nothing shows twice.
         retry = job.delivery_attempts > 1
@@ -448,19 +454,20 @@ class SlackAdapter:
             thread_ts = await self._thread_ts(job, channel)
             # Each step is recorded as soon as it is done, so a retried delivery (after a failed
             # upload, say) does only what is left.
-            if "file" not in roles:
+            if MessageRole.FILE not in roles:
                 file_id = await self._uploaded_file(job, channel) if retry else None
                 if file_id is None:
                     file_id = await self._upload(job, channel, thread_ts)
-                await self.service.record_message(Platform.SLACK, channel, f"file:{file_id}", job.id,
-                                                  role="file")
+                await self.deliveries.record_message(Platform.SLACK, channel, f"file:{file_id}", job.id,
+                                                     role=MessageRole.FILE)
                 self._later(self._record_share(job.id, channel, file_id))
-            if "result" not in roles:
+            if MessageRole.RESULT not in roles:
                 ts = await self._posted(job, channel, thread_ts, RESULT_EVENT) if retry else None
                 if ts is None:
                     text, blocks = result_message(job)
                     ts = await self._post(channel, text, blocks, thread_ts, _metadata(RESULT_EVENT, job))
-                await self.service.record_message(Platform.SLACK, channel, ts, job.id, role="result")
+                await self.deliveries.record_message(Platform.SLACK, channel, ts, job.id,
+                                                     role=MessageRole.RESULT)
             for progress_channel, ts in progress:
                 await self._delete(progress_channel, ts)
         else:
@@ -526,7 +533,8 @@ class SlackAdapter:
         ts = await self._post(channel, text, blocks, await self._thread_ts(job, channel))
         for attempt in range(3):
             try:
-                await self.service.record_message(Platform.SLACK, channel, ts, job.id, role="progress")
+                await self.deliveries.record_message(Platform.SLACK, channel, ts, job.id,
+                                                     role=MessageRole.PROGRESS)
                 break
             except StoreUnavailable:
                 # The job is queued and will be delivered: say so, not "something went wrong".
@@ -539,7 +547,7 @@ class SlackAdapter:
         self._progress[job.id] = (channel, ts)
         # Written, then checked: a job that finished meanwhile may have been delivered before
         # this message was recorded, and nobody else would clean it up.
-        current = await self.service.generation(job.id)
+        current = await self.deliveries.generation(job.id)
         if GenerationStatus(current.status).is_final:
             if current.status == GenerationStatus.DONE:
                 await self._delete(channel, ts)
@@ -548,22 +556,22 @@ class SlackAdapter:
 
     async def _progress_location(self, job_id: int) -> tuple[str, str] | None:
         if job_id not in self._progress:
-            for channel, ts, _, role in await self.service.messages_for(job_id):
-                if role == "progress":
-                    self._progress[job_id] = (channel, ts)
+            for message in await self.deliveries.messages_for(job_id):
+                if message.role == MessageRole.PROGRESS:
+                    self._progress[job_id] = (message.channel_id, message.message_id)
         return self._progress.get(job_id)
 
     async def _thread_ts(self, job: GenerationView, channel: str) -> str | None:
         """The thread a job's messages go into: its root job's result message, in this channel."""
         root_id = job.thread_root_id or job.id
         if root_id != job.id:
-            root = await self.service.generation(root_id)
+            root = await self.deliveries.generation(root_id)
             if root.reply_target.get("channel") == channel:
                 if root.reply_target.get("thread_ts"):
                     return root.reply_target["thread_ts"]  # the root itself lives in a thread
-                for message_channel, ts, _, role in await self.service.messages_for(root_id):
-                    if message_channel == channel and role == "result":
-                        return ts
+                for message in await self.deliveries.messages_for(root_id):
+                    if message.channel_id == channel and message.role == MessageRole.RESULT:
+                        return message.message_id
         return job.reply_target.get("thread_ts")
 
     async def _post(self, channel: str, text: str, blocks: list[dict], thread_ts: str | None = None,
@@ -617,8 +625,8 @@ class SlackAdapter:
             shares = (info.get("file") or {}).get("shares") or {}
             for visibility in ("public", "private"):
                 for share in (shares.get(visibility) or {}).get(channel) or []:
-                    await self.service.record_message(Platform.SLACK, channel, share["ts"], job_id,
-                                                      role="share")
+                    await self.deliveries.record_message(Platform.SLACK, channel, share["ts"], job_id,
+                                                         role=MessageRole.SHARE)
                     return
         log.info("job %s: the share of %s never showed in files.info; reactions on it fall back "
                  "to conversations.history", job_id, file_id)

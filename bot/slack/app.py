@@ -188,12 +188,13 @@ class SlackBot:
         limits = Limits(max_steps=runtime.settings.limits.max_steps,
                         max_guidance=runtime.settings.limits.max_guidance)
         self.adapter = SlackAdapter(
-            runtime.service, runtime.store, build_client(settings, self._session), settings,
+            runtime.service, runtime.deliveries, runtime.events, runtime.store,
+            build_client(settings, self._session), settings,
             http=self._session, limits=limits, gallery_links=runtime.gallery_links(),
             progress_client=build_client(settings, self._session, wait_out_rate_limits=False),
         )
         self.adapter.register(self.app, lambda work: asyncio.run_coroutine_threadsafe(work, work_loop))
-        self.delivery = Delivery(runtime.service, self.adapter, runtime.wakeups(),
+        self.delivery = Delivery(runtime.deliveries, self.adapter, runtime.wakeups(),
                                  sweep_interval_s=settings.delivery_sweep_s,
                                  progress_interval_s=settings.progress_interval_s,
                                  lease_s=settings.delivery_lease_s)
@@ -220,7 +221,7 @@ class SlackBot:
     async def _forget_old_events(self) -> None:
         while True:
             try:
-                dropped = await self.runtime.service.forget_events_before(utcnow() - EVENT_MEMORY)
+                dropped = await self.runtime.events.forget_events_before(utcnow() - EVENT_MEMORY)
                 if dropped:
                     log.info("slack: forgot %d event ids older than %s", dropped, EVENT_MEMORY)
             except Exception:  # noqa: BLE001 - pruning is housekeeping; try again next time

@@ -41,6 +41,18 @@ class GenerationStatus(StrEnum):
         return self in (GenerationStatus.DONE, GenerationStatus.FAILED, GenerationStatus.CANCELLED)
 
 
+class MessageRole(StrEnum):
+    """What a message the bot posted is to its job (recorded, so a reaction or a button on it, or
+    a retried delivery, finds the job)."""
+
+    PROGRESS = "progress"  # the job's status message, edited as it runs (Discord: into the result)
+    RESULT = "result"  # the result: the grid or one image, with its buttons
+    FILE = "file"  # Slack: the uploaded grid (message id `file:<file id>`)
+    SHARE = "share"  # Slack: the message the uploaded grid was shared in
+    THREAD = "thread"  # Discord: a lineage's variation thread (message id: the thread's id)
+    COPY = "copy"  # Discord: a result sent to someone's DMs (✉️)
+
+
 ACTIVE_STATUSES = (GenerationStatus.QUEUED, GenerationStatus.RUNNING)
 FINAL_STATUSES = (GenerationStatus.DONE, GenerationStatus.FAILED, GenerationStatus.CANCELLED)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from engine.domain.types import GenerationKind, GenerationStatus, Platform
+from engine.domain.types import GenerationKind, GenerationStatus, MessageRole, Platform
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,17 @@ class GenerationView:
         if self.parent_generation_id is None:
             return None
         return f"#{self.parent_generation_id}:{self.parent_image_index}"
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """A message the bot posted for a job, and what it is to that job."""
+
+    channel_id: str
+    message_id: str
+    generation_id: int
+    image_index: int | None  # None: the whole grid (or no image at all)
+    role: MessageRole
 
 
 @dataclass(frozen=True)

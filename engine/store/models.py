@@ -318,7 +318,7 @@ class ChatMessage(Base):
         ForeignKey("generations.id", ondelete="CASCADE"), index=True
     )
     image_index: Mapped[int | None] = mapped_column(Integer)  # None: the whole grid
-    role: Mapped[str] = mapped_column(String(16), default="result")  # result | progress | thread
+    role: Mapped[str] = mapped_column(String(16), default="result")  # an engine.domain MessageRole
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

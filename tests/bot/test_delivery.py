@@ -33,8 +33,8 @@ class Target:
         self.delivered.append(job.id)
 
 
-def delivery(service, target, **kw) -> Delivery:
-    return Delivery(service, target, PollingWakeups(0.01), **kw)
+def delivery(deliveries, target, **kw) -> Delivery:
+    return Delivery(deliveries, target, PollingWakeups(0.01), **kw)
 
 
 async def submit(service):
@@ -42,59 +42,59 @@ async def submit(service):
     return (await service.submit_imagine(ALICE, request)).generation
 
 
-async def test_finished_job_is_delivered_once(service, database):
+async def test_finished_job_is_delivered_once(service, deliveries, database):
     """A finished job is delivered and marked; later sweeps do not deliver it again."""
     job = await submit(service)
     await finish(database, job.id, images=2)
     target = Target()
-    loop = delivery(service, target)
+    loop = delivery(deliveries, target)
     assert await loop.sweep() == 1
     assert await loop.sweep() == 0
     assert target.delivered == [job.id]
-    assert (await service.generation(job.id)).delivered_at is not None
+    assert (await deliveries.generation(job.id)).delivered_at is not None
 
 
-async def test_results_finished_while_down_arrive_after_restart(service, database):
+async def test_results_finished_while_down_arrive_after_restart(service, deliveries, database):
     """Jobs that finished while no bot was running are delivered by the next bot's first sweep."""
     jobs = [await submit(service) for _ in range(3)]
     for job in jobs:
         await finish(database, job.id, images=2)
     target = Target()
-    assert await delivery(service, target).sweep() == 3  # a fresh process: nothing in memory
+    assert await delivery(deliveries, target).sweep() == 3  # a fresh process: nothing in memory
     assert sorted(target.delivered) == [j.id for j in jobs]
 
 
-async def test_failed_delivery_is_retried_not_lost(service, database):
+async def test_failed_delivery_is_retried_not_lost(service, deliveries, database):
     """When the chat API fails, the claim expires and a later sweep delivers."""
     job = await submit(service)
     await finish(database, job.id, images=2)
     target = Target(fail_times=1)
-    loop = delivery(service, target, lease_s=0)
+    loop = delivery(deliveries, target, lease_s=0)
     assert await loop.sweep() == 0
-    assert (await service.generation(job.id)).delivered_at is None
+    assert (await deliveries.generation(job.id)).delivered_at is None
     assert await loop.sweep() == 1
     assert target.delivered == [job.id]
 
 
-async def test_two_replicas_deliver_once(service, database):
+async def test_two_replicas_deliver_once(service, deliveries, database):
     """Two bot replicas sweeping the same jobs deliver each result exactly once."""
     job = await submit(service)
     await finish(database, job.id, images=2)
     first, second = Target(), Target()
-    await asyncio.gather(delivery(service, first).sweep(), delivery(service, second).sweep())
+    await asyncio.gather(delivery(deliveries, first).sweep(), delivery(deliveries, second).sweep())
     assert first.delivered + second.delivered == [job.id]
 
 
-async def test_failures_and_cancellations_are_delivered_too(service, database):
+async def test_failures_and_cancellations_are_delivered_too(service, deliveries, database):
     """Users hear about cancelled jobs through the same path as results."""
     job = await submit(service)
     await service.cancel(ALICE, job.id)
     target = Target()
-    assert await delivery(service, target).sweep() == 1
+    assert await delivery(deliveries, target).sweep() == 1
     assert target.delivered == [job.id]
 
 
-async def test_progress_is_shown_and_throttled(service, database):
+async def test_progress_is_shown_and_throttled(service, deliveries, database):
     """Running jobs get progress updates, but not more often than the interval allows."""
     job = await submit(service)
 
@@ -107,7 +107,7 @@ async def test_progress_is_shown_and_throttled(service, database):
                                                .values(status="running", progress=value)))
 
     target = Target()
-    loop = delivery(service, target, progress_interval_s=3600)
+    loop = delivery(deliveries, target, progress_interval_s=3600)
     await loop.sweep()  # queued
     await set_progress(0.2)
     await loop.sweep()  # running: a new state is always shown
@@ -117,16 +117,16 @@ async def test_progress_is_shown_and_throttled(service, database):
 
 
 @pytest.mark.parametrize("status", [GenerationStatus.DONE])
-async def test_other_platforms_jobs_are_left_alone(service, database, status):
+async def test_other_platforms_jobs_are_left_alone(service, deliveries, database, status):
     """A bot only delivers its own platform's jobs."""
     slack_user = Actor(Platform.SLACK, "T1", "U1")
     job = (await service.submit_imagine(slack_user, ImagineRequest("x", params=RenderParams(n=1)))).generation
     await finish(database, job.id, images=1)
     target = Target()
-    assert await delivery(service, target).sweep() == 0
+    assert await delivery(deliveries, target).sweep() == 0
 
 
-async def test_a_backlog_is_delivered_in_bounded_sweeps(service, database):
+async def test_a_backlog_is_delivered_in_bounded_sweeps(service, deliveries, database):
     """After downtime, a backlog larger than one sweep is delivered over consecutive sweeps,
     each claiming only what it delivers (nothing waits for a lease to expire)."""
     from engine.domain.types import QuotaTarget
@@ -144,7 +144,7 @@ async def test_a_backlog_is_delivered_in_bounded_sweeps(service, database):
 
     await database.run(finish_all)
     target = Target()
-    loop = delivery(service, target)
+    loop = delivery(deliveries, target)
     delivered = [await loop.sweep() for _ in range(12)]
     assert delivered == [10] * 10 + [5, 0]
     assert sorted(target.delivered) == [job.id for job in jobs]
@@ -163,7 +163,7 @@ class SlowTarget(Target):
         self.delivered.append(job.id)
 
 
-async def test_slow_deliveries_across_two_replicas_deliver_each_once(service, database):
+async def test_slow_deliveries_across_two_replicas_deliver_each_once(service, deliveries, database):
     """Two replicas working through a backlog whose deliveries take longer, together, than the
     lease: each job is delivered exactly once (the lease is renewed before and during each
     delivery, and only its holder marks the job)."""
@@ -171,13 +171,13 @@ async def test_slow_deliveries_across_two_replicas_deliver_each_once(service, da
     for job in jobs:
         await finish(database, job.id, images=2)
     posted: list[int] = []
-    replicas = [delivery(service, SlowTarget(0.15, posted), lease_s=0.6, sweep_interval_s=0.05)
+    replicas = [delivery(deliveries, SlowTarget(0.15, posted), lease_s=0.6, sweep_interval_s=0.05)
                 for _ in range(2)]
     for replica in replicas:
         await replica.start()
     try:
         async with asyncio.timeout(60):
-            while not all([(await service.generation(j.id)).delivered_at for j in jobs]):
+            while not all([(await deliveries.generation(j.id)).delivered_at for j in jobs]):
                 await asyncio.sleep(0.05)
     finally:
         for replica in replicas:
@@ -185,7 +185,7 @@ async def test_slow_deliveries_across_two_replicas_deliver_each_once(service, da
     assert sorted(posted) == sorted(j.id for j in jobs)
 
 
-async def test_a_replica_that_lost_its_claim_cannot_mark_the_job(service, database):
+async def test_a_replica_that_lost_its_claim_cannot_mark_the_job(service, deliveries, database):
     """A replica that stalled past its lease finds the job taken over: the new holder marks it
     delivered; the stalled one's mark is refused."""
     from sqlalchemy import update
@@ -194,8 +194,8 @@ async def test_a_replica_that_lost_its_claim_cannot_mark_the_job(service, databa
 
     job = await submit(service)
     await finish(database, job.id, images=2)
-    stalled, healthy = delivery(service, Target()), delivery(service, Target())
-    claimed, _ = await service.claim_deliveries(Platform.CONSOLE, stalled.claim)
+    stalled, healthy = delivery(deliveries, Target()), delivery(deliveries, Target())
+    claimed, _ = await deliveries.claim_deliveries(Platform.CONSOLE, stalled.claim)
     assert [j.id for j in claimed] == [job.id] and claimed[0].delivery_attempts == 1
 
     def lease_runs_out(session):
@@ -205,12 +205,12 @@ async def test_a_replica_that_lost_its_claim_cannot_mark_the_job(service, databa
     await database.run(lease_runs_out)
     assert await healthy.sweep() == 1
     assert healthy.target.delivered == [job.id]
-    assert await service.renew_delivery(job.id, stalled.claim) is False
-    assert await service.mark_delivered(job.id, stalled.claim) is False
-    assert (await service.generation(job.id)).delivery_attempts == 2
+    assert await deliveries.renew_delivery(job.id, stalled.claim) is False
+    assert await deliveries.mark_delivered(job.id, stalled.claim) is False
+    assert (await deliveries.generation(job.id)).delivery_attempts == 2
 
 
-async def test_claimed_jobs_are_returned_whatever_else_is_active(service, database):
+async def test_claimed_jobs_are_returned_whatever_else_is_active(service, deliveries, database):
     """Jobs claimed in a sweep all come back to be delivered, however many active jobs with lower
     ids there are (they once pushed claimed ones out of a shared, limited read)."""
     from engine.domain.types import QuotaTarget
@@ -220,12 +220,12 @@ async def test_claimed_jobs_are_returned_whatever_else_is_active(service, databa
     jobs = [await submit(service) for _ in range(15)]
     for job in jobs[-3:]:
         await finish(database, job.id, images=2)
-    claimed, active = await service.claim_deliveries(Platform.CONSOLE, "replica-1", limit=2)
+    claimed, active = await deliveries.claim_deliveries(Platform.CONSOLE, "replica-1", limit=2)
     assert [j.id for j in claimed] == [jobs[-3].id, jobs[-2].id]
     assert [j.id for j in active] == [j.id for j in jobs[:12]]
 
 
-async def test_a_delivery_cut_by_a_database_blip_is_retried_at_the_next_sweep(service, database):
+async def test_a_delivery_cut_by_a_database_blip_is_retried_at_the_next_sweep(service, deliveries, database):
     """The database fails in the middle of a delivery: the claim is released, so the next sweep
     retries at once instead of after the lease."""
     from engine.domain.errors import StoreUnavailable
@@ -241,13 +241,14 @@ async def test_a_delivery_cut_by_a_database_blip_is_retried_at_the_next_sweep(se
             await super().deliver(job)
 
     target = BlipTarget()
-    loop = delivery(service, target, lease_s=3600)
+    loop = delivery(deliveries, target, lease_s=3600)
     assert await loop.sweep() == 0
     assert await loop.sweep() == 1
     assert target.delivered == [job.id]
 
 
-async def test_a_claim_whose_answer_was_lost_is_taken_back_at_the_next_sweep(service, database, monkeypatch):
+async def test_a_claim_whose_answer_was_lost_is_taken_back_at_the_next_sweep(service, deliveries, database,
+                                                                             monkeypatch):
     """The claim committed but its answer was lost (the connection dropped at COMMIT): the next
     sweep takes this replica's own claims back instead of leaving them for the lease."""
     from engine.domain.errors import StoreUnavailable
@@ -255,17 +256,17 @@ async def test_a_claim_whose_answer_was_lost_is_taken_back_at_the_next_sweep(ser
     job = await submit(service)
     await finish(database, job.id, images=2)
     target = Target()
-    loop = delivery(service, target, lease_s=3600)
-    real_claim = service.claim_deliveries
+    loop = delivery(deliveries, target, lease_s=3600)
+    real_claim = deliveries.claim_deliveries
 
     async def claim_then_lose_the_answer(*args, **kwargs):
         await real_claim(*args, **kwargs)
         raise StoreUnavailable()
 
-    monkeypatch.setattr(service, "claim_deliveries", claim_then_lose_the_answer)
+    monkeypatch.setattr(deliveries, "claim_deliveries", claim_then_lose_the_answer)
     with pytest.raises(StoreUnavailable):
         await loop.sweep()
-    monkeypatch.setattr(service, "claim_deliveries", real_claim)
+    monkeypatch.setattr(deliveries, "claim_deliveries", real_claim)
     assert await loop.sweep() == 1
     assert target.delivered == [job.id]
-    assert await delivery(service, Target()).sweep() == 0  # another replica: nothing to take
+    assert await delivery(deliveries, Target()).sweep() == 0  # another replica: nothing to take

@@ -586,13 +586,16 @@ async def test_stats_by_status_user_and_role(service, database, queue):
         await service.stats(BOB)
 
 
-async def test_platform_events_are_handled_once(service):
+async def test_platform_events_are_handled_once(database):
     """The same event id is new once and a repeat afterwards, per platform."""
-    assert await service.first_time(Platform.SLACK, "Ev1")
-    assert not await service.first_time(Platform.SLACK, "Ev1")
-    assert await service.first_time(Platform.DISCORD, "Ev1")
-    assert await service.forget_events_before(utcnow() + __import__("datetime").timedelta(seconds=1)) == 2
-    assert await service.first_time(Platform.SLACK, "Ev1")
+    from engine.service import ProcessedEvents
+
+    events = ProcessedEvents(database)
+    assert await events.first_time(Platform.SLACK, "Ev1")
+    assert not await events.first_time(Platform.SLACK, "Ev1")
+    assert await events.first_time(Platform.DISCORD, "Ev1")
+    assert await events.forget_events_before(utcnow() + __import__("datetime").timedelta(seconds=1)) == 2
+    assert await events.first_time(Platform.SLACK, "Ev1")
 
 
 async def test_text_diff_variation(service, database):

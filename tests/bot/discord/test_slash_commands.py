@@ -54,7 +54,8 @@ async def test_imagine_defers_before_any_database_work_then_shows_queue_progress
     assert final.body["allowed_mentions"] == NO_PINGS
     message = fake.original(token)
     found = await harness.client.jobs.message_image(CHANNEL_ID, int(message["id"]))
-    assert found[1:] == (1, None, "result")  # a reaction on it finds the grid of job 1
+    # A reaction on it finds the grid of job 1.
+    assert (found.generation_id, found.image_index, found.role) == (1, None, "result")
 
 
 async def test_a_5000_character_prompt_is_refused_at_once_and_nothing_is_queued(harness):

@@ -22,6 +22,7 @@ from bot.gallery.links import GalleryLinks, InvalidLink
 from bot.runner import CommandRunner
 from engine.domain.types import Actor, ImageRef, ImagineRequest, Platform, RenderParams, VariationRequest
 from engine.render.noop import NoopRenderer
+from engine.service import TeamGallery
 from engine.storage import ImageStore
 from engine.store.db import Database
 from engine.worker.jobs import WorkerRuntime, run_generation
@@ -73,9 +74,9 @@ async def thread_of_colours(service, database, database_url, tmp_path):
 
 
 @pytest.fixture
-async def gallery_server(service, thread_of_colours):
+async def gallery_server(database, thread_of_colours):
     store = thread_of_colours[0]
-    runner = web.AppRunner(make_app(service, store, LINKS))
+    runner = web.AppRunner(make_app(TeamGallery(database), store, LINKS))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -95,7 +96,7 @@ async def fetch(url: str) -> tuple[int, bytes]:
     return await asyncio.to_thread(get)
 
 
-async def test_pages_need_a_valid_link(service, gallery_server, thread_of_colours):
+async def test_pages_need_a_valid_link(service, deliveries, gallery_server, thread_of_colours):
     """Pages answer with a valid link; without one, with another's, or expired: 403."""
     _, root, green, blue, other = thread_of_colours
     team = await service.team_id(ALICE)
@@ -107,7 +108,7 @@ async def test_pages_need_a_valid_link(service, gallery_server, thread_of_colour
     assert b"Nothing here yet" in (await fetch(f"{base}?q=nothing"))[1]
     assert (await fetch(f"{base}/users/alice"))[0] == 200
     assert (await fetch(f"{base}/threads/{blue.id}"))[0] == 200
-    other_image = (await service.generation(other.id)).images[0].id
+    other_image = (await deliveries.generation(other.id)).images[0].id
     assert (await fetch(f"{base}/images/{other_image}.png"))[0] == 404
     assert (await fetch(f"{base}/threads/{other.id}"))[0] == 404
     for url in (f"{gallery_server}/g/not-a-token", f"{gallery_server}/g/{LINKS.token(team, now=0)}",

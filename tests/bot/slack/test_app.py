@@ -69,7 +69,7 @@ async def delivered(fake: FakeSlack, bot: SlackBot, job_id: int, timeout: float 
     result = await fake.wait_for("chat.postMessage", lambda c: is_result(c, job_id))
     await fake.wait_for("chat.delete", lambda c: c.params["ts"] == progress.response["ts"])
     deadline = time.monotonic() + timeout
-    while await bot.runtime.service.message_target(
+    while await bot.runtime.deliveries.message_target(
             Platform.SLACK, result.params["channel"], result.response["ts"]) is None:
         assert time.monotonic() < deadline, f"job {job_id}'s result message was never recorded"
         await asyncio.sleep(0.05)
@@ -424,7 +424,7 @@ async def test_public_channel_is_joined_and_private_one_refused(bots, fake_slack
                                              response_url=fake_slack.response_url(hook)))
     told = await fake_slack.wait_for("response_url", lambda c: c.params["hook"] == hook)
     assert told.params["text"].startswith("imagine-bot cannot post in this channel")
-    job = await bot.runtime.service.generation(2)
+    job = await bot.runtime.deliveries.generation(2)
     assert job.status == "cancelled"
     quota = await bot.runtime.service.quota(await bot.adapter.directory.actor("T0FAKE", ALICE))
     assert quota.used == 4  # only the first job's four images
@@ -439,7 +439,7 @@ async def test_rate_limited_progress_edit_pauses_instead_of_waiting(bots, fake_s
     bot = await bots.start(worker=False)
     await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE,
                                              response_url=fake_slack.response_url("p")))
-    job = await bot.runtime.service.generation(await job_of(fake_slack, "p"))  # status message recorded
+    job = await bot.runtime.deliveries.generation(await job_of(fake_slack, "p"))  # status message recorded
     running = dataclasses.replace(job, status=GenerationStatus.RUNNING, progress=0.5)
     fake_slack.fail("chat.update", status=429, retry_after=30)
     await asyncio.wait_for(bot.adapter.show_progress(running), timeout=5)
@@ -453,8 +453,8 @@ async def test_delivery_cut_off_after_posting_does_not_post_twice(bots, fake_sla
     killed there) is retried after the lease, finds that step in Slack by its metadata or file
     name, and does not post it again."""
     bot = await bots.start()
-    service = bot.runtime.service
-    real_record = service.record_message
+    deliveries = bot.runtime.deliveries
+    real_record = deliveries.record_message
     cut = []
 
     async def record_then_die(platform, channel, message_id, generation_id, image_index=None, role="result"):
@@ -463,7 +463,7 @@ async def test_delivery_cut_off_after_posting_does_not_post_twice(bots, fake_sla
             raise ConnectionError("the replica died here")
         return await real_record(platform, channel, message_id, generation_id, image_index, role=role)
 
-    service.record_message = record_then_die
+    deliveries.record_message = record_then_die
     await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE,
                                              response_url=fake_slack.response_url()))
     await delivered(fake_slack, bot, 1, timeout=30)
@@ -471,10 +471,10 @@ async def test_delivery_cut_off_after_posting_does_not_post_twice(bots, fake_sla
     assert len(fake_slack.received("upload")) == 1
     assert len(fake_slack.received("files.completeUploadExternal")) == 1
     assert len(fake_slack.received("chat.postMessage", lambda c: is_result(c, 1))) == 1
-    job = await service.generation(1)
+    job = await deliveries.generation(1)
     assert job.delivery_attempts == 2
     for _ in range(100):
-        if (await service.generation(1)).delivered_at is not None:
+        if (await deliveries.generation(1)).delivered_at is not None:
             break
         await asyncio.sleep(0.05)
-    assert (await service.generation(1)).delivered_at is not None
+    assert (await deliveries.generation(1)).delivered_at is not None

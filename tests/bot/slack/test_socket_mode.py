@@ -40,5 +40,5 @@ async def test_socket_mode_retried_event_makes_one_job(bots, fake_slack):
     await fake_slack.wait_for_socket_ack(first)
     await fake_slack.wait_for_socket_ack(again)
     await delivered(fake_slack, bot, 2)
-    assert await bot.runtime.service.first_time(bot.adapter.platform, "EvSOCKET") is False
+    assert await bot.runtime.events.first_time(bot.adapter.platform, "EvSOCKET") is False
     assert len(fake_slack.received("chat.postMessage", lambda c: "queued" in c.params["text"])) == 2

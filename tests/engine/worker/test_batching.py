@@ -62,7 +62,7 @@ def pixels(runtime, image) -> np.ndarray:
         return np.asarray(picture).astype(int)
 
 
-async def test_compatible_jobs_render_in_one_call(service, runtime):
+async def test_compatible_jobs_render_in_one_call(service, deliveries, runtime):
     """Queued compatible jobs of different users render together; their tasks then do nothing."""
     first = await submit(service, n=1, seed=10)
     second = await submit(service, BOB, n=2, seed=20)
@@ -70,7 +70,7 @@ async def test_compatible_jobs_render_in_one_call(service, runtime):
     assert await run(runtime, first.id) == "done"
     assert runtime.renderer.calls == [[first.id, second.id, third.id]]
     for job in (first, second, third):
-        done = await service.generation(job.id)
+        done = await deliveries.generation(job.id)
         assert done.status == GenerationStatus.DONE and len(done.images) == job.cost
     assert await run(runtime, second.id) == "skipped"
     assert await run(runtime, third.id) == "skipped"
@@ -79,7 +79,7 @@ async def test_compatible_jobs_render_in_one_call(service, runtime):
     assert {(second.id, "running"), (third.id, "running"), (third.id, "done")} <= set(runtime.publisher.events)
 
 
-async def test_batched_images_equal_solo_renders(service, runtime, tiny_renderer):
+async def test_batched_images_equal_solo_renders(service, deliveries, runtime, tiny_renderer):
     """A batched job's images equal the same job rendered alone with the same seed."""
     alone = await submit(service, n=2, seed=77)
     assert await run(runtime, alone.id) == "done"
@@ -87,8 +87,8 @@ async def test_batched_images_equal_solo_renders(service, runtime, tiny_renderer
     again = await submit(service, BOB, n=2, seed=77)
     assert await run(runtime, leader.id) == "done"
     assert runtime.renderer.calls[-1] == [leader.id, again.id]
-    solo = (await service.generation(alone.id)).images
-    batched = (await service.generation(again.id)).images
+    solo = (await deliveries.generation(alone.id)).images
+    batched = (await deliveries.generation(again.id)).images
     for a, b in zip(solo, batched, strict=True):
         assert np.abs(pixels(runtime, a) - pixels(runtime, b)).max() <= PIXEL_TOLERANCE
 
@@ -115,7 +115,7 @@ async def test_batch_size_is_capped(service, runtime):
     assert runtime.renderer.calls == [ids[:2], ids[2:]]
 
 
-async def test_jobs_of_a_crashed_batch_are_taken_over_once_the_lease_runs_out(service, runtime, database):
+async def test_jobs_of_a_crashed_batch_are_taken_over_once_the_lease_runs_out(service, deliveries, runtime, database):
     """When a batch's worker dies, a message for one of its jobs does nothing while the lease is
     live, and renders that job alone once it has run out."""
     leader = await submit(service)
@@ -135,11 +135,11 @@ async def test_jobs_of_a_crashed_batch_are_taken_over_once_the_lease_runs_out(se
     assert await run(runtime, member.id) == "done"
     assert await run(runtime, leader.id) == "done"
     assert runtime.renderer.calls == [[member.id], [leader.id]]
-    assert (await service.generation(member.id)).status == GenerationStatus.DONE
+    assert (await deliveries.generation(member.id)).status == GenerationStatus.DONE
     assert (await service.quota(BOB)).used == 1 and (await service.quota(ALICE)).used == 1
 
 
-async def test_cancelled_member_is_dropped_from_the_batch(service, runtime, monkeypatch):
+async def test_cancelled_member_is_dropped_from_the_batch(service, deliveries, runtime, monkeypatch):
     """Cancelling one job of a batch drops it; the others still finish."""
     monkeypatch.setattr(jobs, "PROGRESS_INTERVAL_S", 0.0)
     loop = asyncio.get_running_loop()
@@ -159,6 +159,6 @@ async def test_cancelled_member_is_dropped_from_the_batch(service, runtime, monk
 
     monkeypatch.setattr(runtime.renderer.real, "render_batch", cancel_member_midway)
     assert await run(runtime, leader.id) == "done"
-    dropped = await service.generation(member.id)
+    dropped = await deliveries.generation(member.id)
     assert dropped.status == GenerationStatus.CANCELLED and dropped.images == ()
     assert (await service.quota(BOB)).used == 0

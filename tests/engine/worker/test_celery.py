@@ -74,7 +74,7 @@ async def imagine_through(settings: Settings) -> None:
     runtime = build_bot_runtime(settings)
     purge(settings, runtime.celery_app)
     target = RecordingTarget()
-    delivery = Delivery(runtime.service, target, runtime.wakeups(), sweep_interval_s=0.5)
+    delivery = Delivery(runtime.deliveries, target, runtime.wakeups(), sweep_interval_s=0.5)
     worker = EmbeddedWorker(runtime.celery_app)
     await asyncio.to_thread(worker.start)
     await delivery.start()
@@ -91,7 +91,7 @@ async def imagine_through(settings: Settings) -> None:
             assert runtime.store.path(image.storage_key).stat().st_size > 0
         # The delivery loop marks the job delivered right after deliver() returns.
         for _ in range(50):
-            if (await runtime.service.generation(job_id)).delivered_at is not None:
+            if (await runtime.deliveries.generation(job_id)).delivered_at is not None:
                 break
             await asyncio.sleep(0.1)
         else:

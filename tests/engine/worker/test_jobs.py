@@ -54,11 +54,11 @@ async def submit(service, prompt="a red star", n=4, seed=11):
     return (await service.submit_imagine(ALICE, ImagineRequest(prompt, seed=seed, params=RenderParams(n=n)))).generation
 
 
-async def test_job_renders_stores_and_publishes(service, runtime):
+async def test_job_renders_stores_and_publishes(service, deliveries, runtime):
     """A job ends done with its PNGs, grid, embeddings and metadata stored, and wake-ups sent."""
     job = await submit(service)
     assert await run(runtime, job.id) == "done"
-    done = await service.generation(job.id)
+    done = await deliveries.generation(job.id)
     assert done.status == GenerationStatus.DONE and done.progress == 1.0
     assert [i.index for i in done.images] == [1, 2, 3, 4]
     assert [i.seed for i in done.images] == [11, 12, 13, 14]
@@ -74,12 +74,12 @@ async def test_job_renders_stores_and_publishes(service, runtime):
     assert runtime.publisher.events[-1] == (job.id, "done")
 
 
-async def test_redelivered_job_renders_once(service, runtime):
+async def test_redelivered_job_renders_once(service, deliveries, runtime):
     """A second delivery of a finished job's task does nothing: one set of images."""
     job = await submit(service)
     await run(runtime, job.id)
     assert await run(runtime, job.id) == "skipped"
-    assert len((await service.generation(job.id)).images) == 4
+    assert len((await deliveries.generation(job.id)).images) == 4
 
 
 def pixels(runtime, image) -> bytes:
@@ -87,18 +87,18 @@ def pixels(runtime, image) -> bytes:
         return picture.tobytes()
 
 
-async def test_same_request_same_seed_same_pixels(service, runtime):
+async def test_same_request_same_seed_same_pixels(service, deliveries, runtime):
     """Rendering the same request with the same seed gives byte-identical images on the CPU."""
     first = await submit(service, seed=5, n=2)
     second = await submit(service, seed=5, n=2)
     await run(runtime, first.id)
     await run(runtime, second.id)
-    a = await service.generation(first.id)
-    b = await service.generation(second.id)
+    a = await deliveries.generation(first.id)
+    b = await deliveries.generation(second.id)
     assert [pixels(runtime, i) for i in a.images] == [pixels(runtime, i) for i in b.images]
 
 
-async def test_render_failure_fails_and_refunds(service, runtime, database):
+async def test_render_failure_fails_and_refunds(service, deliveries, runtime, database):
     """A crashing renderer marks the job failed with a short reason and refunds it."""
 
     class Broken:
@@ -110,13 +110,13 @@ async def test_render_failure_fails_and_refunds(service, runtime, database):
     runtime._renderer = Broken()
     job = await submit(service)
     assert await run(runtime, job.id) == "failed"
-    failed = await service.generation(job.id)
+    failed = await deliveries.generation(job.id)
     assert (failed.status, failed.error) == ("failed", "the renderer failed (RuntimeError)")
     assert (await service.quota(ALICE)).used == 0
     assert runtime.publisher.events[-1] == (job.id, "failed")
 
 
-async def test_cancel_during_render_stops_it(service, runtime, monkeypatch):
+async def test_cancel_during_render_stops_it(service, deliveries, runtime, monkeypatch):
     """Cancelling a running job stops the render at the next step: no images, refunded once."""
     monkeypatch.setattr(jobs, "PROGRESS_INTERVAL_S", 0.0)
     loop = asyncio.get_running_loop()
@@ -138,12 +138,12 @@ async def test_cancel_during_render_stops_it(service, runtime, monkeypatch):
     runtime._renderer = CancelsMidway()
     job = await submit(service)
     assert await run(runtime, job.id) == "aborted"
-    cancelled = await service.generation(job.id)
+    cancelled = await deliveries.generation(job.id)
     assert cancelled.status == GenerationStatus.CANCELLED and cancelled.images == ()
     assert (await service.quota(ALICE)).used == 0
 
 
-async def test_worker_lost_three_times_fails_the_job(service, runtime, database):
+async def test_worker_lost_three_times_fails_the_job(service, deliveries, runtime, database):
     """A job whose worker died on every attempt is failed and refunded instead of looping."""
     job = await submit(service)
 
@@ -153,12 +153,12 @@ async def test_worker_lost_three_times_fails_the_job(service, runtime, database)
 
     await database.run(crashed_thrice)
     assert await run(runtime, job.id) == "skipped"
-    failed = await service.generation(job.id)
+    failed = await deliveries.generation(job.id)
     assert failed.status == GenerationStatus.FAILED and "stopped 3 times" in failed.error
     assert (await service.quota(ALICE)).used == 0
 
 
-async def test_variation_renders_from_the_stored_embedding(service, runtime):
+async def test_variation_renders_from_the_stored_embedding(service, deliveries, runtime):
     """A variation decodes its parent's stored CLIP image embedding (and source image)."""
     root = await submit(service)
     await run(runtime, root.id)
@@ -166,12 +166,12 @@ async def test_variation_renders_from_the_stored_embedding(service, runtime):
         ALICE, VariationRequest(ImageRef(root.id, 2), params=RenderParams(n=2, strength=0.6))
     )).generation
     assert await run(runtime, variation.id) == "done"
-    done = await service.generation(variation.id)
+    done = await deliveries.generation(variation.id)
     meta = png_metadata(runtime.store.get(done.images[0].storage_key))
     assert meta["operation"] == "variation" and meta["strength"] == "0.6"
 
 
-async def test_blend_renders_from_stored_embeddings(service, runtime):
+async def test_blend_renders_from_stored_embeddings(service, deliveries, runtime):
     """A blend slerps its sources' stored embeddings and decodes the result."""
     a = await submit(service, "a red star")
     b = await submit(service, "a blue ring")
@@ -180,21 +180,21 @@ async def test_blend_renders_from_stored_embeddings(service, runtime):
     blend = (await service.submit_blend(ALICE, [ImageRef(a.id, 1), ImageRef(b.id, 1)], [1, 1],
                                         RenderParams(n=2))).generation
     assert await run(runtime, blend.id) == "done"
-    assert len((await service.generation(blend.id)).images) == 2
+    assert len((await deliveries.generation(blend.id)).images) == 2
 
 
-async def test_upscale_doubles_the_size(service, runtime):
+async def test_upscale_doubles_the_size(service, deliveries, runtime):
     """An upscale runs the model's upsampler on the stored image: one image, larger by its factor."""
     root = await submit(service, n=2)
     await run(runtime, root.id)
     up = (await service.submit_upscale(ALICE, ImageRef(root.id, 2))).generation
     assert await run(runtime, up.id) == "done"
-    done = await service.generation(up.id)
-    source = (await service.generation(root.id)).images[1]
+    done = await deliveries.generation(up.id)
+    source = (await deliveries.generation(root.id)).images[1]
     assert (done.images[0].width, done.images[0].height) == (source.width * 2, source.height * 2)
 
 
-async def test_upload_variation_encodes_with_clip(service, runtime):
+async def test_upload_variation_encodes_with_clip(service, deliveries, runtime):
     """A variation of an uploaded image is encoded by the model's CLIP image encoder."""
     from engine.images import encode_png
 
@@ -210,33 +210,33 @@ async def test_upload_variation_encodes_with_clip(service, runtime):
 
     await service.db.run(as_upload)
     assert await run(runtime, job.id) == "done"
-    meta = png_metadata(runtime.store.get((await service.generation(job.id)).images[0].storage_key))
+    meta = png_metadata(runtime.store.get((await deliveries.generation(job.id)).images[0].storage_key))
     assert meta["operation"] == "variation"
 
 
-async def test_model_without_upsampler_cannot_upscale(service, runtime, tiny_renderer, monkeypatch):
+async def test_model_without_upsampler_cannot_upscale(service, deliveries, runtime, tiny_renderer, monkeypatch):
     """Asking a model for what it cannot do fails the job with that reason, refunded."""
     root = await submit(service, n=1)
     await run(runtime, root.id)
     monkeypatch.setattr(tiny_renderer.pipe, "super_res_first", None)
     up = (await service.submit_upscale(ALICE, ImageRef(root.id, 1))).generation
     assert await run(runtime, up.id) == "failed"
-    failed = await service.generation(up.id)
+    failed = await deliveries.generation(up.id)
     assert "has no upsampler, so it cannot upscale" in failed.error
 
 
-async def test_text_diff_and_strip_render(service, runtime):
+async def test_text_diff_and_strip_render(service, deliveries, runtime):
     """A text-diff variation and an interpolation strip render through the real model."""
     root = await submit(service, "a red star")
     await run(runtime, root.id)
     edit = (await service.submit_variation(
         ALICE, VariationRequest(ImageRef(root.id, 1), params=RenderParams(n=1), toward="in winter"))).generation
     assert await run(runtime, edit.id) == "done"
-    meta = png_metadata(runtime.store.get((await service.generation(edit.id)).images[0].storage_key))
+    meta = png_metadata(runtime.store.get((await deliveries.generation(edit.id)).images[0].storage_key))
     assert json.loads(meta["edit"]) == {"from": "a red star", "toward": "in winter", "amount": 0.35}
     strip = (await service.submit_blend(ALICE, [ImageRef(root.id, 1), ImageRef(root.id, 2)], strip=4)).generation
     assert await run(runtime, strip.id) == "done"
-    done = await service.generation(strip.id)
+    done = await deliveries.generation(strip.id)
     with Image.open(runtime.store.path(done.grid_key)) as picture:
         frame = done.images[0]
         assert picture.size == (4 * frame.width + 3 * 2, frame.height)

@@ -22,7 +22,7 @@ from tests.engine.worker.test_jobs import RecordingPublisher
 ALICE = Actor(Platform.CONSOLE, "team-1", "alice", "Alice")
 
 
-async def test_stuck_jobs_are_requeued_and_finish_once(service, database, database_url, queue, tmp_path):
+async def test_stuck_jobs_are_requeued_and_finish_once(service, deliveries, database, database_url, queue, tmp_path):
     """Old queued jobs and long-stalled running ones are published again (only with --apply);
     fresh ones are left alone; a requeued job renders once."""
     ids = [(await service.submit_imagine(ALICE, ImagineRequest("x", params=RenderParams(n=1)))).generation.id
@@ -44,13 +44,13 @@ async def test_stuck_jobs_are_requeued_and_finish_once(service, database, databa
     assert found == {"queued": [old], "running": [stalled]} and queue.enqueued == []
     requeue_stuck(db, queue, queued_for=timedelta(minutes=30), running_for=timedelta(minutes=22), apply=True)
     assert sorted(queue.enqueued) == [old, stalled]
-    assert (await service.generation(stalled)).status == GenerationStatus.QUEUED
+    assert (await deliveries.generation(stalled)).status == GenerationStatus.QUEUED
 
     runtime = WorkerRuntime(db=db, store=ImageStore(tmp_path / "images"), publisher=RecordingPublisher(),
                             renderer_factory=NoopRenderer, max_batch_images=1)
     for job_id in (stalled, stalled):  # the old message may still turn up: it finds the job done
         await asyncio.to_thread(run_generation, runtime, job_id)
-    done = await service.generation(stalled)
+    done = await deliveries.generation(stalled)
     assert done.status == GenerationStatus.DONE and len(done.images) == 1
     db.sync_engine.dispose()
 
@@ -83,7 +83,7 @@ async def ledger(database, job_id) -> list[str]:
 
 
 async def test_batch_followers_stranded_by_a_kill_after_the_leaders_store_finish(
-        service, database, database_url, queue, tmp_path, monkeypatch):
+        service, deliveries, database, database_url, queue, tmp_path, monkeypatch):
     """The worker dies after storing the batch leader but before its followers: the messages that
     arrive then do nothing (the leader is done, the followers' lease is live), and once the lease
     runs out the sweeper puts the followers back on the queue; each finishes once, charged once."""
@@ -104,8 +104,8 @@ async def test_batch_followers_stranded_by_a_kill_after_the_leaders_store_finish
     with pytest.raises(WorkerKilled):
         await asyncio.to_thread(run_generation, runtime, leader)
     monkeypatch.setattr(jobs, "store_result", real_store)
-    assert (await service.generation(leader)).status == GenerationStatus.DONE
-    assert {(await service.generation(f)).status for f in followers} == {GenerationStatus.RUNNING}
+    assert (await deliveries.generation(leader)).status == GenerationStatus.DONE
+    assert {(await deliveries.generation(f)).status for f in followers} == {GenerationStatus.RUNNING}
 
     # Redeliveries of every message (RabbitMQ gives them back as soon as the connection drops).
     other = make_runtime(database_url, tmp_path, max_batch_images=8)
@@ -120,7 +120,7 @@ async def test_batch_followers_stranded_by_a_kill_after_the_leaders_store_finish
     for job_id in queue.enqueued:
         await asyncio.to_thread(run_generation, other, job_id)
     for job_id in ids:
-        job = await service.generation(job_id)
+        job = await deliveries.generation(job_id)
         assert job.status == GenerationStatus.DONE and len(job.images) == 1
         assert await ledger(database, job_id) == ["debit"]
     assert (await service.quota(ALICE)).used == 3
@@ -129,7 +129,7 @@ async def test_batch_followers_stranded_by_a_kill_after_the_leaders_store_finish
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-async def test_a_database_blip_while_storing_is_retried(service, database, database_url, tmp_path):
+async def test_a_database_blip_while_storing_is_retried(service, deliveries, database, database_url, tmp_path):
     """PostgreSQL terminates the worker's connection in the middle of storing the result: the
     store is retried on a new connection and the job ends done, not stuck in `running`."""
     import psycopg
@@ -164,13 +164,13 @@ async def test_a_database_blip_while_storing_is_retried(service, database, datab
         NoopRenderer.render_batch = real_render
         runtime.db.close_sync()
     assert terminated
-    done = await service.generation(job.id)
+    done = await deliveries.generation(job.id)
     assert done.status == GenerationStatus.DONE and len(done.images) == 2
     assert await ledger(database, job.id) == ["debit"]
 
 
-async def test_a_lost_commit_answer_does_not_discard_the_stored_images(service, database, database_url, tmp_path,
-                                                                   monkeypatch):
+async def test_a_lost_commit_answer_does_not_discard_the_stored_images(service, deliveries, database, database_url,
+                                                                   tmp_path, monkeypatch):
     """The store's commit reached the database but its answer was lost: the retry finds the job
     done with this render's own files and keeps them."""
     from sqlalchemy.exc import OperationalError
@@ -193,14 +193,15 @@ async def test_a_lost_commit_answer_does_not_discard_the_stored_images(service, 
 
     monkeypatch.setattr(runtime.db, "retrying", commit_then_lose_the_answer)
     assert await asyncio.to_thread(run_generation, runtime, job.id) == "done"
-    done = await service.generation(job.id)
+    done = await deliveries.generation(job.id)
     assert len(done.images) == 2
     for image in done.images:
         assert runtime.store.path(image.storage_key).exists()
     runtime.db.close_sync()
 
 
-async def test_a_render_that_lost_its_job_never_touches_the_stored_files(service, database, database_url, tmp_path):
+async def test_a_render_that_lost_its_job_never_touches_the_stored_files(service, deliveries, database, database_url,
+                                                                         tmp_path):
     """Two renders of one job (the first's lease ran out while the database was away): the
     first to store wins; the other's files are deleted, the winner's stay."""
     job = (await service.submit_imagine(ALICE, ImagineRequest("x", params=RenderParams(n=1)))).generation
@@ -213,7 +214,7 @@ async def test_a_render_that_lost_its_job_never_touches_the_stored_files(service
     result = NoopRenderer().render(claimed_second[0], lambda *_: None)
     assert await asyncio.to_thread(jobs.store_result, second, claimed_second[0], result, 5) == "done"
     assert await asyncio.to_thread(jobs.store_result, first, claimed_first[0], result, 5) == "done"
-    done = await service.generation(job.id)
+    done = await deliveries.generation(job.id)
     assert [i.storage_key.rsplit("/", 1)[1] for i in done.images] == ["a2-1.png"]
     assert first.store.path(done.images[0].storage_key).exists()
     assert not first.store.path(done.images[0].storage_key.replace("a2-", "a1-")).exists()
@@ -221,7 +222,8 @@ async def test_a_render_that_lost_its_job_never_touches_the_stored_files(service
         runtime.db.close_sync()
 
 
-async def test_sweeper_requeues_expired_leases_and_republishes_lost_messages(service, database, database_url, queue):
+async def test_sweeper_requeues_expired_leases_and_republishes_lost_messages(service, deliveries, database,
+                                                                            database_url, queue):
     """Running jobs with a live lease are left alone; expired ones go back to queued and are
     published again. Queued jobs are published again only when the render queue is empty and
     their message is older than the threshold."""
@@ -245,17 +247,17 @@ async def test_sweeper_requeues_expired_leases_and_republishes_lost_messages(ser
     waiting = [3]
     sweeper = Sweeper(db, queue, lambda: waiting[0], lease_s=20, interval_s=1, republish_after_s=30)
     assert sweeper.sweep() == {"requeued": [expired], "republished": []}
-    requeued = await service.generation(expired)
+    requeued = await deliveries.generation(expired)
     assert requeued.status == GenerationStatus.QUEUED and requeued.progress == 0
     waiting[0] = 0
     assert sweeper.sweep() == {"requeued": [], "republished": [old_queued]}
     assert sweeper.sweep() == {"requeued": [], "republished": []}  # just published: not again
     assert queue.enqueued == [expired, old_queued]
-    assert (await service.generation(live)).status == GenerationStatus.RUNNING
+    assert (await deliveries.generation(live)).status == GenerationStatus.RUNNING
     db.close_sync()
 
 
-async def test_unreachable_broker_leaves_rows_for_the_next_sweep(service, database, database_url):
+async def test_unreachable_broker_leaves_rows_for_the_next_sweep(service, deliveries, database, database_url):
     """A sweep whose publish fails changes nothing: the job is still found next time."""
     job = (await service.submit_imagine(ALICE, ImagineRequest("x", params=RenderParams(n=1)))).generation
 
@@ -272,5 +274,5 @@ async def test_unreachable_broker_leaves_rows_for_the_next_sweep(service, databa
     db = Database(database_url)
     with pytest.raises(ConnectionError):
         Sweeper(db, DownQueue(), lambda: None, lease_s=20, interval_s=1, republish_after_s=30).sweep()
-    assert (await service.generation(job.id)).status == GenerationStatus.RUNNING
+    assert (await deliveries.generation(job.id)).status == GenerationStatus.RUNNING
     db.close_sync()
