@@ -52,6 +52,14 @@ def job_title(job: GenerationView, escape: Escape = no_escape, limit: int = 120)
     """`#12 imagine "a red star"` / `#13 variation of #12:3`."""
     if job.kind == GenerationKind.BLEND:
         return f"#{job.id} {escape(job.prompt)}"
+    edit = job.params.get("edit")
+    if edit and job.parent_label:
+        what = {"region": "edit", "zoomout": f"zoom-out ×{edit.get('factor', 2):g}",
+                "pan": f"pan {edit.get('direction', '')}"}.get(edit.get("op"), "edit")
+        title = f"#{job.id} {what} of {job.parent_label}"
+        if edit.get("op") == "region":
+            title += f' "{escape(shorten(job.prompt, limit))}"'
+        return title
     if "edit_toward" in job.params and job.parent_label:
         return f'#{job.id} {job.parent_label} toward "{escape(shorten(job.params["edit_toward"], limit))}"'
     if job.kind in (GenerationKind.VARIATION, GenerationKind.UPSCALE) or (

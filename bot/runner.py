@@ -66,6 +66,9 @@ class CommandRunner:
                     reply_target, strip=strip,
                 )
                 return self._queued(submitted)
+            case c.Edit(request):
+                submitted = await service.submit_edit(actor, request, reply_target)
+                return self._queued(submitted)
             case c.Upscale(image):
                 return self._queued(await service.submit_upscale(actor, image, reply_target))
             case c.Reroll(generation_id):

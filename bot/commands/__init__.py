@@ -24,6 +24,7 @@ from bot.commands.types import (
     Blend,
     Cancel,
     Command,
+    Edit,
     Gallery,
     Help,
     History,
@@ -37,7 +38,7 @@ from bot.commands.types import (
 
 __all__ = [
     "MAX_COMMAND_CHARS", "USAGE", "AdminAudit", "AdminBan", "AdminBlockTerm", "AdminModRole", "AdminQuota",
-    "AdminRetention", "AdminStats", "AdminUnban", "AdminUnblockTerm", "Blend", "Cancel", "Command", "Gallery",
+    "AdminRetention", "AdminStats", "AdminUnban", "AdminUnblockTerm", "Blend", "Cancel", "Command", "Edit", "Gallery",
     "Help", "History", "Imagine", "Limits", "Quota", "Reroll", "Thread", "Upscale", "Vary", "parse_admin",
     "parse_command", "parse_image_ref", "parse_imagine_text", "parse_job_ref", "parse_target", "parse_user",
 ]

@@ -33,6 +33,7 @@ from bot.commands.types import (
     Blend,
     Cancel,
     Command,
+    Edit,
     Gallery,
     Help,
     History,
@@ -44,10 +45,12 @@ from bot.commands.types import (
     Vary,
 )
 from engine.domain import limits as bounds
+from engine.domain.edits import PAN_DIRECTIONS, EditSpec, check, parse_region
 from engine.domain.errors import UsageError
 from engine.domain.limits import MAX_SEED
 from engine.domain.types import (
     ASPECTS,
+    EditRequest,
     ImageRef,
     ImagineRequest,
     RenderParams,
@@ -328,6 +331,63 @@ def _blend(rest: list[str], limits: Limits, strict: bool) -> Command:
                  strip=_int("strip", options["strip"], *bounds.STRIP_FRAMES) if "strip" in options else None)
 
 
+def _edit_words(name: str, rest: list[str], strict: bool, flags: set[str]) -> tuple[ImageRef, dict[str, str], list[str]]:
+    """The image, the one-word options, and the other words (a prompt or a direction)."""
+    if not rest:
+        if not strict:
+            raise _NotASubcommand
+        raise UsageError(f"Say which image, e.g. `/{name} 12:3`.")
+    ref = _fits(strict, lambda: parse_image_ref(rest[0]))
+    options: dict[str, str] = {}
+    words: list[str] = []
+    items = iter(rest[1:])
+    for word in items:
+        match = _FLAG.match(word.lower())
+        if not match:
+            words.append(word)
+            continue
+        option = match.group(1)
+        if option not in flags:
+            raise UsageError(f"Unknown option --{option} for /{name}; options are "
+                             + ", ".join(f"--{o}" for o in sorted(flags)) + ".")
+        if option in options:
+            raise UsageError(f"--{option} is given twice; give it once.")
+        value = next(items, None)
+        if value is None:
+            raise UsageError(f"--{option} needs a value.")
+        options[option] = value
+    return ref, options, words
+
+
+def _edit_params(options: dict[str, str]) -> RenderParams:
+    return RenderParams(n=_int("n", options["n"], 1, 4) if "n" in options else 4)
+
+
+def _edit(rest: list[str], limits: Limits, strict: bool) -> Command:
+    ref, options, words = _edit_words("edit", rest, strict, {"region", "seed", "n"})
+    if "region" not in options:
+        raise UsageError("Say which part to redraw: --region left|right|top|bottom|centre or X,Y,W,H.")
+    spec = EditSpec("region", parse_region(options["region"]))
+    return Edit(EditRequest(ref, spec.to_dict(), " ".join(words) or None, _seed(options), _edit_params(options)))
+
+
+def _zoomout(rest: list[str], limits: Limits, strict: bool) -> Command:
+    ref, options, words = _edit_words("zoomout", rest, strict, {"factor", "seed", "n"})
+    if words:
+        raise UsageError(f"Unexpected text after the image: {' '.join(words)[:60]!r}.")
+    factor = _float("factor", options["factor"], 1.5, 2.0) if "factor" in options else 2.0
+    spec = check(EditSpec("zoomout", factor=factor))
+    return Edit(EditRequest(ref, spec.to_dict(), None, _seed(options), _edit_params(options)))
+
+
+def _pan(rest: list[str], limits: Limits, strict: bool) -> Command:
+    ref, options, words = _edit_words("pan", rest, strict, {"seed", "n"})
+    if len(words) != 1 or words[0].lower() not in PAN_DIRECTIONS:
+        raise UsageError(f"Say which way to pan: /pan <image> {'|'.join(PAN_DIRECTIONS)}.")
+    spec = EditSpec("pan", direction=words[0].lower())
+    return Edit(EditRequest(ref, spec.to_dict(), None, _seed(options), _edit_params(options)))
+
+
 def _upscale(rest: list[str], limits: Limits, strict: bool) -> Command:
     if len(rest) != 1:
         if not strict:
@@ -355,6 +415,9 @@ def _gallery(rest: list[str], limits: Limits, strict: bool) -> Command:
 _SUBCOMMANDS: dict[str, Callable[[list[str], Limits, bool], Command]] = {
     "vary": _vary,
     "blend": _blend,
+    "edit": _edit,
+    "zoomout": _zoomout,
+    "pan": _pan,
     "upscale": _upscale,
     "reroll": lambda rest, _, strict: Reroll(_optional("reroll", rest, strict, parse_job_ref, None)),
     "cancel": lambda rest, _, strict: Cancel(_optional("cancel", rest, strict, parse_job_ref, None)),

@@ -36,6 +36,13 @@ class Blend:
 
 
 @dataclass(frozen=True)
+class Edit:
+    """A region redrawn from a prompt, a zoom-out or a pan (request.edit says which)."""
+
+    request: EditRequest
+
+
+@dataclass(frozen=True)
 class Upscale:
     image: ImageRef
 
@@ -125,7 +132,7 @@ class AdminModRole:
 
 
 Command = (
-    Imagine | Vary | Blend | Upscale | Reroll | Cancel | History | Thread | Quota | Help | Gallery
+    Imagine | Vary | Blend | Edit | Upscale | Reroll | Cancel | History | Thread | Quota | Help | Gallery
     | AdminQuota | AdminBan | AdminUnban | AdminBlockTerm | AdminUnblockTerm | AdminAudit
     | AdminStats | AdminRetention | AdminModRole
 )
@@ -136,6 +143,8 @@ USAGE = """\
       (image: 12:3, 12, or last:3; --toward turns it toward a text: "--toward in winter")
 /blend <image> <image> [<image> <image>] [--weights 1,2,...] [--n 1-4] [--seed N]
 /blend <image> <image> --strip 3-8    (an interpolation strip from one to the other)
+/edit <image> --region <left|right|top|bottom|centre|X,Y,W,H> <prompt> [--seed N] [--n 1-4]
+/zoomout <image> [--factor 1.5|2]   /pan <image> <left|right|up|down>   (both: [--seed N] [--n 1-4])
 /upscale <image>   /reroll [job]   /cancel [job]   /history [page]   /thread [job]   /quota
 /gallery   (a private link to your team's gallery)
 /imagine-admin quota set|grant|reset <@user|@&role|team> [N|unlimited]

@@ -29,9 +29,11 @@ from bot.discord.delivery import DiscordDelivery
 from bot.discord.render import CHOICE_LIMIT, NO_PINGS, escape, fit
 from bot.replies import Reply
 from bot.runner import CommandRunner
+from engine.domain.edits import EditSpec, check, parse_region
 from engine.domain.errors import UsageError, UserFacingError
 from engine.domain.types import (
     Actor,
+    EditRequest,
     GenerationStatus,
     ImageRef,
     ImagineRequest,
@@ -206,6 +208,32 @@ class InteractionHandler:
             await self._answer(interaction, resolved, ephemeral=True)
             return
         await self._start_job(interaction, actor, c.Upscale(resolved), status="ack")
+
+    @answers_errors
+    async def edit(self, interaction: discord.Interaction, image: str, *, op: str, region: str | None = None,
+                   box: str | None = None, prompt: str | None = None, factor: float | None = None,
+                   direction: str | None = None, n: int | None = None, seed: int | None = None) -> None:
+        """`/edit`, `/zoomout`, `/pan` (and their buttons): a new job in the image's lineage."""
+        try:
+            actor = actor_from_interaction(interaction)
+            reference = parse_reference(image)
+            if op == "region":
+                if (region is None) == (box is None):
+                    raise UsageError("Give either a region (left, right, …) or a box X,Y,W,H, not both.")
+                spec = EditSpec("region", parse_region(box or region or ""))
+            else:
+                spec = check(EditSpec(op, factor=factor, direction=direction))
+        except UsageError as error:
+            await self.refuse(interaction, error.message)
+            return
+        if not await self._defer(interaction, ephemeral=True):
+            return
+        resolved = await self._guarded(self._resolve(reference))
+        if isinstance(resolved, Reply):
+            await self._answer(interaction, resolved, ephemeral=True)
+            return
+        request = EditRequest(resolved, spec.to_dict(), prompt, seed, RenderParams(n=n or 4))
+        await self._start_job(interaction, actor, c.Edit(request), status="ack")
 
     @answers_errors
     async def job_command(self, interaction: discord.Interaction, command: c.Command) -> None:

@@ -131,6 +131,40 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     async def quota(interaction: discord.Interaction) -> None:
         await handler.run(interaction, c.Quota(), ephemeral=True)
 
+    region_choices = [app_commands.Choice(name=r, value=r) for r in ("left", "right", "top", "bottom", "centre")]
+
+    @tree.command(name="edit", description="Redraw part of one of your images from a prompt")
+    @app_commands.guild_only()
+    @app_commands.describe(image="One of imagine-bot's images: 12:3, last:2, or a link to its message",
+                           region="Which part to redraw", prompt="What to draw there",
+                           box="Or a box: X,Y,W,H as fractions of the image, e.g. 0.5,0,0.5,1",
+                           n="How many images (1-4)", seed="Seed for a repeatable result")
+    @app_commands.choices(region=region_choices)
+    @app_commands.autocomplete(image=handler.image_choices)
+    async def edit(interaction: discord.Interaction, image: str, prompt: str, region: Optional[str] = None,
+                   box: Optional[str] = None, n: Optional[Images] = None, seed: Optional[Seed] = None) -> None:
+        await handler.edit(interaction, image, op="region", region=region, box=box, prompt=prompt, n=n, seed=seed)
+
+    @tree.command(name="zoomout", description="Zoom out of one of your images: the picture goes on around it")
+    @app_commands.guild_only()
+    @app_commands.describe(image="One of imagine-bot's images", factor="How far (default 2×)",
+                           n="How many images (1-4)", seed="Seed for a repeatable result")
+    @app_commands.choices(factor=[app_commands.Choice(name="1.5×", value=1.5), app_commands.Choice(name="2×", value=2.0)])
+    @app_commands.autocomplete(image=handler.image_choices)
+    async def zoomout(interaction: discord.Interaction, image: str, factor: Optional[float] = None,
+                      n: Optional[Images] = None, seed: Optional[Seed] = None) -> None:
+        await handler.edit(interaction, image, op="zoomout", factor=factor or 2.0, n=n, seed=seed)
+
+    @tree.command(name="pan", description="Pan one of your images: the picture goes on that way")
+    @app_commands.guild_only()
+    @app_commands.describe(image="One of imagine-bot's images", direction="Which way",
+                           n="How many images (1-4)", seed="Seed for a repeatable result")
+    @app_commands.choices(direction=[app_commands.Choice(name=d, value=d) for d in ("left", "right", "up", "down")])
+    @app_commands.autocomplete(image=handler.image_choices)
+    async def pan(interaction: discord.Interaction, image: str, direction: str, n: Optional[Images] = None,
+                  seed: Optional[Seed] = None) -> None:
+        await handler.edit(interaction, image, op="pan", direction=direction, n=n, seed=seed)
+
     @tree.command(name="upscale", description="One image of a grid, larger (one image of quota)")
     @app_commands.guild_only()
     @app_commands.describe(image="One of imagine-bot's images: 12:3, last:2, or a link to its message")
@@ -166,7 +200,7 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
 #: How each command reaches the service from Discord (tests/bot/test_reachability.py checks
 #: every Command type is here or in ABSENT, and that each named slash command is registered).
 REACHES: dict[type, str] = {
-    c.Imagine: "/imagine", c.Vary: "/vary", c.Blend: "/blend", c.Upscale: "/upscale", c.Reroll: "/reroll",
+    c.Imagine: "/imagine", c.Vary: "/vary", c.Blend: "/blend", c.Edit: "/edit", c.Upscale: "/upscale", c.Reroll: "/reroll",
     c.Cancel: "/cancel", c.History: "/history", c.Thread: "/thread", c.Quota: "/quota", c.Help: "/help",
     c.Gallery: "/gallery", c.AdminQuota: "/imagine-admin quota", c.AdminBan: "/imagine-admin ban",
     c.AdminUnban: "/imagine-admin unban", c.AdminBlockTerm: "/imagine-admin block-term",

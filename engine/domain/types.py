@@ -27,6 +27,7 @@ class GenerationKind(StrEnum):
     REROLL = "reroll"
     BLEND = "blend"
     UPSCALE = "upscale"
+    EDIT = "edit"  # a region redrawn, a zoom-out or a pan (params["edit"] says which)
 
 
 class GenerationStatus(StrEnum):
@@ -145,6 +146,18 @@ class VariationRequest:
     #: A text diff ("make it winter"): turn the image's embedding toward this text.
     toward: str | None = None
     amount: float | None = None  # 0..1, how far; None: the model's default
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """Redraw part of a stored image: a region from `prompt`, or a zoom-out or pan that
+    continues the picture (`edit` is an engine.domain.edits.EditSpec's dict)."""
+
+    image: ImageRef
+    edit: dict[str, Any]
+    prompt: str | None = None
+    seed: int | None = None
+    params: RenderParams = field(default_factory=RenderParams)
 
 
 @dataclass(frozen=True)

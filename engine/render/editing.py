@@ -10,101 +10,18 @@
 A sampler keeps the known part at every denoising step (RePaint: it is replaced by the source
 noised to that step), and the finished picture is composited over the canvas through a mask
 feathered at its edge, so outside the drawn part the picture is the source. Pure numpy and PIL
-(no torch): the service validates edit specs with it, the families build canvases with it.
+(no torch); what an edit may ask for is engine/domain/edits.py's to say.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 from PIL import Image, ImageFilter
 
-REGIONS: dict[str, tuple[float, float, float, float]] = {
-    "left": (0.0, 0.0, 0.5, 1.0),
-    "right": (0.5, 0.0, 0.5, 1.0),
-    "top": (0.0, 0.0, 1.0, 0.5),
-    "bottom": (0.0, 0.5, 1.0, 0.5),
-    "centre": (0.25, 0.25, 0.5, 0.5),
-    "center": (0.25, 0.25, 0.5, 0.5),
-}
-ZOOM_FACTORS = (1.5, 2.0)
-PAN_DIRECTIONS = ("left", "right", "up", "down")
-PAN_SHIFT = 0.25
-#: The smallest box side worth drawing (a sliver would be all edge).
-MIN_BOX_SIDE = 0.05
+from engine.domain.edits import PAN_SHIFT, EditSpec
+
 #: How wide the mask's soft edge is, as a fraction of the image side.
 FEATHER = 1 / 32
-
-
-class EditSpecError(ValueError):
-    """An edit that cannot be drawn (the message says why, for the user)."""
-
-
-@dataclass(frozen=True)
-class EditSpec:
-    op: str  # region | zoomout | pan
-    box: tuple[float, float, float, float] | None = None
-    factor: float | None = None
-    direction: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EditSpec:
-        box = data.get("box")
-        return cls(data["op"], tuple(box) if box is not None else None, data.get("factor"), data.get("direction"))
-
-
-def parse_region(text: str) -> tuple[float, float, float, float]:
-    """`left` … `centre`, or `X,Y,W,H` as fractions of the image: the box to draw anew."""
-    word = text.strip().lower()
-    if word in REGIONS:
-        return REGIONS[word]
-    parts = [p for p in word.replace(";", ",").replace(" ", ",").split(",") if p]
-    if len(parts) != 4:
-        raise EditSpecError(f"A region is left, right, top, bottom, centre or X,Y,W,H (fractions, "
-                            f"e.g. 0.5,0,0.5,1); got {text[:40]!r}.")
-    try:
-        x, y, w, h = (float(p) for p in parts)
-    except ValueError:
-        raise EditSpecError(f"X,Y,W,H must be four numbers from 0 to 1, got {text[:40]!r}.") from None
-    return check_box((x, y, w, h))
-
-
-def check_box(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-    x, y, w, h = box
-    if not all(np.isfinite(v) for v in box):
-        raise EditSpecError("The region's numbers must be finite.")
-    if w < MIN_BOX_SIDE or h < MIN_BOX_SIDE:
-        raise EditSpecError(f"The region is empty or too thin ({w:g} × {h:g}); each side must be at "
-                            f"least {MIN_BOX_SIDE:g} of the image.")
-    if x < 0 or y < 0 or x + w > 1 + 1e-9 or y + h > 1 + 1e-9:
-        raise EditSpecError(f"The region {x:g},{y:g},{w:g},{h:g} goes outside the image (X+W and Y+H "
-                            "must stay within 1).")
-    if w * h > 1 - 1e-9:
-        raise EditSpecError("The region is the whole image: that is a new picture (/imagine), or a "
-                            "variation (/vary), not an edit.")
-    return (x, y, w, h)
-
-
-def check(spec: EditSpec) -> EditSpec:
-    """`spec` if it can be drawn, else EditSpecError saying why."""
-    if spec.op == "region":
-        if spec.box is None:
-            raise EditSpecError("An edit needs a region.")
-        check_box(spec.box)
-    elif spec.op == "zoomout":
-        if spec.factor not in ZOOM_FACTORS:
-            raise EditSpecError(f"Zoom out by {' or '.join(f'{f:g}' for f in ZOOM_FACTORS)}, got {spec.factor!r}.")
-    elif spec.op == "pan":
-        if spec.direction not in PAN_DIRECTIONS:
-            raise EditSpecError(f"Pan {', '.join(PAN_DIRECTIONS)}; got {spec.direction!r}.")
-    else:
-        raise EditSpecError(f"unknown edit {spec.op!r}")
-    return spec
 
 
 def canvas_and_mask(source: Image.Image, spec: EditSpec, size: tuple[int, int]) -> tuple[Image.Image, np.ndarray]:

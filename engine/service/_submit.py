@@ -26,12 +26,14 @@ from engine.domain.errors import (
     UserBanned,
     UserFacingError,
 )
+from engine.domain import edits
 from engine.domain.limits import EDIT_AMOUNT, MAX_SEED, STRIP_FRAMES
 from engine.domain.quota import describe_duration
 from engine.domain.terms import blocked_term_in
 from engine.domain.types import (
     Actor,
     GenerationKind,
+    EditRequest,
     GenerationStatus,
     ImageRef,
     ImagineRequest,
@@ -179,6 +181,27 @@ class Submitting(ServiceBase):
         )
         return await self._submit(actor, job, reply_target or {})
 
+    async def submit_edit(
+        self, actor: Actor, request: EditRequest, reply_target: dict[str, Any] | None = None
+    ) -> SubmittedJob:
+        """Queue an edit of one stored image: a region redrawn from a prompt, a zoom-out or a pan
+        (DALL·E 2's edits and outpainting). Checked here, before anything is written or charged."""
+        self._validate_params(request.params)
+        spec = edits.check(edits.EditSpec.from_dict(request.edit))
+        prompt = ""
+        if spec.op == "region":
+            if request.prompt is None or not request.prompt.strip():
+                raise UsageError("Say what to draw in the region, e.g. `/edit 12:3 --region left a red star`.")
+            prompt = normalise_prompt(request.prompt, max_chars=self.policy.max_prompt_chars)
+        elif request.prompt:
+            raise UsageError(f"A {'zoom-out' if spec.op == 'zoomout' else 'pan'} continues the picture; it takes no prompt.")
+        job = _NewJob(
+            kind=GenerationKind.EDIT, prompt=prompt, negative_prompt=None, params=request.params,
+            seed=self._resolve_seed(request.seed), model_id="", image_ref=request.image,
+            extra_params={"edit": spec.to_dict()},
+        )
+        return await self._submit(actor, job, reply_target or {})
+
     async def reroll(
         self, actor: Actor, generation_id: int | None, reply_target: dict[str, Any] | None = None
     ) -> SubmittedJob:
@@ -239,6 +262,8 @@ class Submitting(ServiceBase):
                     job, prompt=parent.prompt, negative_prompt=parent.negative_prompt,
                     model_id=parent.model_id,
                 )
+            elif not job.model_id:  # an edit's region prompt: still drawn by its parent's model
+                job = replace(job, model_id=parent.model_id)
             if "edit_toward" in params:
                 # The text diff runs from what the parent was asked for, toward the new text.
                 described = parent.kind != "blend" and (parent.params or {}).get("source") != "upload"

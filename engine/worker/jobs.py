@@ -162,6 +162,8 @@ def operation_for(generation: Generation) -> str:
         return "upscale"
     if kind == GenerationKind.BLEND:
         return "strip" if params.get("strip") else "blend"
+    if "edit" in params:  # an edit, zoom-out or pan (or a reroll of one)
+        return "edit"
     if "edit_toward" in params:
         return "textdiff"
     if kind == GenerationKind.VARIATION or generation.parent_image_id is not None:

@@ -17,7 +17,7 @@ ALL = set(typing.get_args(c.Command))
 #: A text that reaches each command on the console and Slack (both use the text parser; Slack
 #: also sends them as `/imagine <sub-command>` and `/imagine-admin ...`).
 TEXT = {
-    c.Imagine: "/imagine a red star", c.Vary: "/vary 1:2", c.Blend: "/blend 1:1 1:2", c.Upscale: "/upscale 1:2",
+    c.Imagine: "/imagine a red star", c.Vary: "/vary 1:2", c.Edit: "/edit 1:2 --region left a blue ring", c.Blend: "/blend 1:1 1:2", c.Upscale: "/upscale 1:2",
     c.Reroll: "/reroll", c.Cancel: "/cancel 3", c.History: "/history 2", c.Thread: "/thread 1", c.Quota: "/quota",
     c.Help: "/help", c.Gallery: "/gallery", c.AdminQuota: "/imagine-admin quota set @bob 5",
     c.AdminBan: "/imagine-admin ban @bob", c.AdminUnban: "/imagine-admin unban @bob",

@@ -39,7 +39,8 @@ from engine.render.loader import (
     set_offline,
 )
 from engine.images import encode_png
-from engine.render.editing import EditSpec, canvas_and_mask, composite
+from engine.domain.edits import EditSpec
+from engine.render.editing import canvas_and_mask, composite
 from engine.render.types import RenderError, RenderJob
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from engine.render.base import (
     to_pictures,
 )
 from engine.images import encode_png
-from engine.render.editing import EditSpec, canvas_and_mask, composite
+from engine.domain.edits import EditSpec
+from engine.render.editing import canvas_and_mask, composite
 from engine.render.loader import ModelSpec, load_unclip
 from engine.render.types import RenderError
 

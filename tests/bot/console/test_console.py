@@ -93,3 +93,33 @@ async def test_hostile_numbers_and_ids_are_refused_and_the_script_goes_on(tmp_pa
     assert "error: Your prompt contains a term this team has blocked ('red circle')" in output
     assert "done, 1 image, seed 1." in output
     assert failures == 12
+
+
+async def test_edit_zoomout_and_pan_from_the_console(tmp_path, sqlite_template, tiny_model_dir):
+    """/edit, /zoomout and /pan are jobs in the variation thread, charged like any job, with the
+    operation in each PNG's manifest; bad regions are refused and charge nothing."""
+    import json
+
+    from engine.images import png_metadata
+
+    failures, output = await run_console(tmp_path, sqlite_template, tiny_model_dir, [
+        "/imagine a red star --n 1 --seed 1",
+        "/edit 1 --region right --seed 2 --n 2 a blue ring",
+        "/zoomout 1 --n 1",
+        "/pan 1 left --n 1",
+        "/edit 1 --region 0.5,0.5,0.9,0.2 a cat",
+        "/edit 1 a cat",
+        "/thread 1",
+        "/quota",
+    ])
+    assert failures == 2, output
+    assert '#2 edit of #1:1 "a blue ring": done, 2 images' in output, output
+    assert "#3 zoom-out ×2 of #1:1: done" in output and "#4 pan left of #1:1: done" in output
+    assert "error: The region 0.5,0.5,0.9,0.2 goes outside the image" in output
+    assert "error: Say which part to redraw" in output
+    assert '#2 edit of #1:1 "a blue ring" (2 images)' in output and "#4 pan left of #1:1 (1 images)" in output
+    assert "195 of 200 images left today" in output
+    paths = re.findall(r"image \d:\s+(\S+job-2-\d\.png)", output)
+    assert len(paths) == 2
+    manifest = png_metadata(Path(paths[0]).read_bytes())
+    assert json.loads(manifest["edit"]) == {"op": "region", "box": [0.5, 0.0, 0.5, 1.0]}

@@ -47,8 +47,8 @@ async def test_commands_are_registered_globally_with_admin_hidden_by_default(har
     """Start-up syncs every command; /imagine-admin defaults to Manage Server, all are guild-only."""
     put = harness.fake.find("PUT", rf"/applications/{APPLICATION_ID}/commands")[-1]
     commands = {c["name"]: c for c in put.json}
-    assert set(commands) == {"imagine", "vary", "blend", "upscale", "reroll", "cancel", "history", "thread",
-                             "quota", "gallery", "help", "imagine-admin"}
+    assert set(commands) == {"imagine", "vary", "blend", "edit", "zoomout", "pan", "upscale", "reroll", "cancel",
+                             "history", "thread", "quota", "gallery", "help", "imagine-admin"}
     assert int(commands["imagine-admin"]["default_member_permissions"]) == 1 << 5
     assert all(c["contexts"] == [0] for c in commands.values())
     imagine = {o["name"]: o for o in commands["imagine"]["options"]}

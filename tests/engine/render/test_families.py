@@ -224,7 +224,8 @@ EDITS = [{"op": "region", "box": [0.5, 0.0, 0.5, 1.0]}, {"op": "zoomout", "facto
 
 def _kept_unchanged(source_png: bytes, result_png: bytes, spec: dict) -> None:
     """Outside what the edit draws, the picture is the source's (the kept part of the canvas)."""
-    from engine.render.editing import EditSpec, canvas_and_mask
+    from engine.domain.edits import EditSpec
+    from engine.render.editing import canvas_and_mask
 
     with Image.open(io.BytesIO(result_png)) as result, Image.open(io.BytesIO(source_png)) as source:
         canvas, keep = canvas_and_mask(source, EditSpec.from_dict(spec), result.size)
