@@ -86,7 +86,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     task = app.tasks["imagine.render"]
     if args.pool == "solo":
         # One process per GPU: load the model now so a broken model fails before any job, and
-        # the first job does not pay for the load. (Never before a fork: see PLATFORM_NOTES.)
+        # the first job does not pay for the load. (Never before a fork: torch in a forked child can hang.)
         try:
             task.runtime.renderer  # noqa: B018
         except Exception as error:  # noqa: BLE001
@@ -167,7 +167,7 @@ def cmd_retention(args: argparse.Namespace) -> int:
     import json
 
     from engine.retention import apply_retention
-    from engine.storage import ImageStore
+    from engine.image_files import ImageStore
     from engine.store.db import Database
 
     settings = _settings()
@@ -204,7 +204,7 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from engine.domain.errors import UserFacingError
     from engine.retention import export_zip
-    from engine.storage import ImageStore
+    from engine.image_files import ImageStore
     from engine.store.db import Database
 
     settings = _settings()

@@ -20,7 +20,7 @@ from engine.service import (
     ServicePolicy,
     TeamGallery,
 )
-from engine.storage import ImageStore
+from engine.image_files import ImageStore
 from engine.store.db import Database
 
 log = logging.getLogger(__name__)

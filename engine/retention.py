@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 
 from engine.domain.errors import NotFound
 from engine.domain.types import FINAL_STATUSES
-from engine.storage import ImageStore
+from engine.image_files import ImageStore
 from engine.store import repo
 from engine.store.db import Database
 from engine.store.models import Generation, Team, User, utcnow

@@ -45,7 +45,7 @@ def main() -> int:
         point_at(discord_settings.api_url, discord_settings.gateway_url)
     token = discord_settings.token.get_secret_value()
     if not token:
-        print("imagine-bot discord: set IMAGINE_DISCORD_TOKEN to the bot token (see README.md, section Discord)",
+        print("imagine-bot discord: set IMAGINE_DISCORD_TOKEN to the bot token (see docs/discord.md)",
               file=sys.stderr)
         return 2
     runtime = build_bot_runtime(get_settings())

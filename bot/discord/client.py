@@ -21,7 +21,7 @@ from bot.discord.identify import IdentifyGate
 from bot.discord.interactions import InteractionHandler
 from bot.discord.options import CheckedCommandTree
 from bot.discord.reactions import ReactionHandler
-from bot.discord.render import NO_PINGS, escape
+from bot.discord.formatting import NO_PINGS, escape
 from bot.discord.slash import add_commands
 from bot.runner import CommandRunner
 from bot.runtime import BotRuntime

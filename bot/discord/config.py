@@ -1,7 +1,7 @@
 """IMAGINE_DISCORD_*: the bot token and how the Discord front-end behaves.
 
 Built lazily (`get_discord_settings()`), never at import time; every variable is documented in
-README.md, section Discord.
+docs/discord.md.
 """
 
 from __future__ import annotations

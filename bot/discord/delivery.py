@@ -30,12 +30,12 @@ import discord
 
 from bot import replies
 from bot.discord.buttons import cancel_view, result_view
-from bot.discord.render import NO_PINGS, escape, fit, job_file, message_link, result_text
+from bot.discord.formatting import NO_PINGS, escape, fit, job_file, message_link, result_text
 from bot.discord.threads import VariationThreads, result_message
 from engine.domain.types import GenerationStatus, MessageRole, Platform
 from engine.domain.views import GenerationView, MessageRef
 from engine.service import Deliveries
-from engine.storage import ImageStore
+from engine.image_files import ImageStore
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from bot import replies
 from bot.discord.actors import actor_from_interaction
 from bot.discord.buttons import history_view
 from bot.discord.delivery import DiscordDelivery
-from bot.discord.render import CHOICE_LIMIT, NO_PINGS, escape, fit
+from bot.discord.formatting import CHOICE_LIMIT, NO_PINGS, escape, fit
 from bot.replies import Reply
 from bot.runner import CommandRunner
 from engine.domain.edits import EditSpec, check, parse_region

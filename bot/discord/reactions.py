@@ -16,12 +16,12 @@ import discord
 from bot import commands as c
 from bot.discord.actors import actor_from_reaction
 from bot.discord.delivery import DiscordDelivery
-from bot.discord.render import NO_PINGS, details_text, fit, job_file
+from bot.discord.formatting import NO_PINGS, details_text, fit, job_file
 from bot.runner import CommandRunner
 from engine.domain.errors import InvalidState, UsageError, UserFacingError
 from engine.domain.types import Actor, GenerationStatus, ImageRef, MessageRole, Platform, VariationRequest
 from engine.service import Deliveries, ImagineService
-from engine.storage import ImageStore
+from engine.image_files import ImageStore
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import logging
 
 import discord
 
-from bot.discord.render import thread_name
+from bot.discord.formatting import thread_name
 from engine.domain.types import MessageRole, Platform
 from engine.domain.views import GenerationView
 from engine.service import Deliveries

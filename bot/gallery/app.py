@@ -17,7 +17,7 @@ from bot.gallery import pages
 from bot.gallery.links import GalleryLinks, InvalidLink
 from engine.domain.errors import NotFound
 from engine.service import TeamGallery
-from engine.storage import ImageStore
+from engine.image_files import ImageStore
 
 log = logging.getLogger(__name__)
 

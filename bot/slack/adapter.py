@@ -62,7 +62,7 @@ from engine.domain.types import (
 from engine.domain.views import GenerationView
 from engine.images import fit_within
 from engine.service import Deliveries, ImagineService, ProcessedEvents
-from engine.storage import ImageStore
+from engine.image_files import ImageStore
 
 log = logging.getLogger(__name__)
 

@@ -274,7 +274,7 @@ def main() -> int:
     if problems:
         for problem in problems:
             print(f"imagine-bot slack: {problem}", file=sys.stderr)
-        print("imagine-bot slack: see README.md, section Slack for setting up the Slack app", file=sys.stderr)
+        print("imagine-bot slack: see docs/slack.md for setting up the Slack app", file=sys.stderr)
         return 2
     shared = get_settings()
     runtime = build_bot_runtime(shared)

@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class SlackSettings(BaseSettings):
-    """How the Slack bot connects and behaves. Every variable is documented in README.md, section Slack."""
+    """How the Slack bot connects and behaves. Every variable is documented in docs/slack.md."""
 
     model_config = SettingsConfigDict(env_prefix="IMAGINE_SLACK_", env_file=None, extra="ignore")
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from engine.domain.errors import InvalidState, NotFound, UsageError
 from engine.domain.types import Actor, GenerationStatus, ImageRef
 from engine.domain.views import GenerationView
-from engine.storage import ImageStore
+from engine.image_files import ImageStore
 from engine.store import repo
 from engine.store.db import Database
 from engine.store.models import AuditLogEntry, Generation, Team, User, utcnow

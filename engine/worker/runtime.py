@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.config import Settings
 from engine.notify import make_publisher
-from engine.storage import ImageStore
+from engine.image_files import ImageStore
 from engine.store.db import Database
 from engine.worker.jobs import WorkerRuntime
 

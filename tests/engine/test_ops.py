@@ -67,7 +67,7 @@ def test_not_ready_says_why(ops_server):
 async def test_metrics_count_jobs_and_queue_depth(ops_server, service, database, database_url, tmp_path, tiny_renderer):
     """/metrics shows the queue depth read from the database and what the worker rendered."""
     from engine.domain.types import Actor, ImagineRequest, Platform, RenderParams
-    from engine.storage import ImageStore
+    from engine.image_files import ImageStore
     from engine.worker.jobs import WorkerRuntime, run_generation
     from tests.engine.worker.test_jobs import RecordingPublisher
 

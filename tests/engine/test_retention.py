@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from engine.domain.errors import NotFound, NotPermitted, UsageError
 from engine.domain.types import Actor, ImageRef, ImagineRequest, Platform, RenderParams, VariationRequest
 from engine.retention import apply_retention, export_zip
-from engine.storage import ImageStore
+from engine.image_files import ImageStore
 from engine.store.db import Database
 from engine.store.models import Generation, Image, utcnow
 

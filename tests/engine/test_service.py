@@ -476,7 +476,7 @@ def png_bytes(size=(16, 16), colour=(200, 10, 10)) -> bytes:
 @pytest.fixture
 def upload_service(database, queue, tmp_path):
     from engine.service import ImagineService, ServicePolicy
-    from engine.storage import ImageStore
+    from engine.image_files import ImageStore
 
     return ImagineService(
         database, queue,
@@ -637,7 +637,7 @@ async def test_a_large_upload_does_not_stall_the_event_loop(database, queue, tmp
     from PIL import Image as PILImage
 
     from engine.service import ImagineService, ServicePolicy
-    from engine.storage import ImageStore
+    from engine.image_files import ImageStore
 
     service = ImagineService(database, queue, ServicePolicy(default_model="tiny-random"),
                              store=ImageStore(tmp_path / "images"))

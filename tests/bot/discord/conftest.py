@@ -28,7 +28,7 @@ from engine.config import Settings
 from engine.images import encode_png
 from engine.notify import LocalPublisher
 from engine.render.noop import NoopRenderer
-from engine.storage import ImageStore
+from engine.image_files import ImageStore
 from engine.store.db import Database
 from engine.worker import jobs as worker_jobs
 from engine.worker.jobs import WorkerRuntime, run_generation

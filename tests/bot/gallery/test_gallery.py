@@ -23,7 +23,7 @@ from bot.runner import CommandRunner
 from engine.domain.types import Actor, ImageRef, ImagineRequest, Platform, RenderParams, VariationRequest
 from engine.render.noop import NoopRenderer
 from engine.service import TeamGallery
-from engine.storage import ImageStore
+from engine.image_files import ImageStore
 from engine.store.db import Database
 from engine.worker.jobs import WorkerRuntime, run_generation
 from tests.engine.worker.test_jobs import RecordingPublisher

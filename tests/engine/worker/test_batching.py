@@ -12,7 +12,7 @@ from PIL import Image
 from sqlalchemy import update
 
 from engine.domain.types import Actor, GenerationStatus, ImagineRequest, Platform, RenderParams
-from engine.storage import ImageStore
+from engine.image_files import ImageStore
 from engine.store.db import Database
 from engine.store.models import Generation, utcnow
 from engine.worker import jobs

@@ -20,7 +20,7 @@ from engine.domain.types import (
     VariationRequest,
 )
 from engine.images import png_metadata
-from engine.storage import ImageStore
+from engine.image_files import ImageStore
 from engine.store.db import Database
 from engine.store.models import Generation
 from engine.worker import jobs

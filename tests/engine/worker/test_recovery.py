@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from engine.domain.types import Actor, GenerationStatus, ImagineRequest, Platform, RenderParams
 from engine.render.noop import NoopRenderer
-from engine.storage import ImageStore
+from engine.image_files import ImageStore
 from engine.store.db import Database
 from engine.store.models import Generation, QuotaLedgerEntry, utcnow
 from engine.worker import jobs

@@ -1,4 +1,4 @@
-"""Where image files live: a folder on the local disk (a shared volume when bots and workers
+"""Where image files live (`ImageStore`): a folder on the local disk (a shared volume when bots and workers
 run on different machines). Keys are relative paths such as `images/0/12/1.png`."""
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from bot import replies
 from engine.domain.types import GenerationStatus
 from engine.domain.views import GenerationView
 from engine.images import fit_within
-from engine.storage import ImageStore
+from engine.image_files import ImageStore
 
 log = logging.getLogger(__name__)
 
