@@ -39,6 +39,11 @@ class Reply:
     is_error: bool = False
 
 
+#: What a user is told when something unexpected failed on imagine-bot's side (it is logged). The
+#: one copy: the runner, Slack's listeners and Discord's handlers all say this.
+APOLOGY = "Sorry, something went wrong on imagine-bot's side; it has been logged."
+
+
 def shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

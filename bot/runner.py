@@ -15,7 +15,7 @@ from typing import Any
 
 from bot import commands as c
 from bot import replies
-from bot.replies import Escape, Reply, no_escape
+from bot.replies import APOLOGY, Escape, Reply, no_escape
 from engine import metrics
 from engine.domain.errors import QuotaExceeded, UserFacingError
 from engine.domain.types import Actor
@@ -48,7 +48,7 @@ class CommandRunner:
             return Reply(error.message, ephemeral=True, is_error=True)
         except Exception:
             log.exception("command %s by %s/%s failed", type(command).__name__, actor.platform, actor.user_id)
-            return Reply("Sorry, something went wrong on imagine-bot's side; it has been logged.",
+            return Reply(APOLOGY,
                          ephemeral=True, is_error=True)
 
     async def _run(self, actor: Actor, command: c.Command, reply_target: dict[str, Any]) -> Reply:

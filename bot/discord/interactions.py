@@ -27,7 +27,7 @@ from bot.discord.actors import actor_from_interaction
 from bot.discord.buttons import history_view
 from bot.discord.delivery import DiscordDelivery
 from bot.discord.formatting import CHOICE_LIMIT, NO_PINGS, escape, fit
-from bot.replies import Reply
+from bot.replies import APOLOGY, Reply
 from bot.runner import CommandRunner
 from engine.domain.edits import EditSpec, check, parse_region
 from engine.domain.errors import UsageError, UserFacingError
@@ -46,7 +46,6 @@ from engine.service import ImagineService
 
 log = logging.getLogger(__name__)
 
-APOLOGY = "Sorry, something went wrong on imagine-bot's side; it has been logged."
 
 # A link to a message imagine-bot posted, optionally followed by which image of a grid:
 # "https://discord.com/channels/1/2/3 2" or ".../3:2".
