@@ -23,6 +23,7 @@ from discord import app_commands
 
 from bot import commands as c
 from bot import replies
+from bot.actions import JobAction, check_upload_size, command_for
 from bot.discord.actors import actor_from_interaction
 from bot.discord.buttons import history_view
 from bot.discord.delivery import DiscordDelivery
@@ -45,6 +46,10 @@ from engine.domain.types import (
 from engine.service import ImagineService
 
 log = logging.getLogger(__name__)
+
+#: The letter a job button's custom_id carries (bot/discord/buttons.py) → what it asks for.
+BUTTON_ACTIONS = {"v": JobAction.VARY, "u": JobAction.UPSCALE, "r": JobAction.REROLL, "x": JobAction.CANCEL,
+                  "z": JobAction.ZOOM_OUT, "p": JobAction.PAN}
 
 
 # A link to a message imagine-bot posted, optionally followed by which image of a grid:
@@ -112,9 +117,8 @@ class InteractionHandler:
                 if upload is not None:
                     raise UsageError("toward works on imagine-bot's own images, not on uploads.")
                 normalise_prompt(toward, max_chars=self.service.policy.max_prompt_chars, what="The toward text")
-            if upload is not None and upload.size > self.service.policy.max_upload_bytes:
-                raise UsageError(f"That file is {upload.size / 1e6:.1f} MB; images up to "
-                                 f"{self.service.policy.max_upload_bytes / 1e6:.1f} MB are accepted.")
+            if upload is not None:
+                check_upload_size(upload.size, self.service.policy.max_upload_bytes)
             reference = parse_reference(image) if image is not None else None
         except UsageError as error:
             await self.refuse(interaction, error.message)
@@ -168,7 +172,8 @@ class InteractionHandler:
         await self._start_job(interaction, actor, command, status="ack")
 
     @answers_errors
-    async def job_button(self, interaction: discord.Interaction, action: str, job_id: int, index: int | None) -> None:
+    async def job_button(self, interaction: discord.Interaction, action: str, job_id: int, index: int | None,
+                         direction: str | None = None) -> None:
         """V1–V4, U1–U4, 🔄 and ❌: charged to whoever pressed, answered only to them."""
         try:
             actor = actor_from_interaction(interaction)
@@ -177,18 +182,12 @@ class InteractionHandler:
             return
         if not await self._defer(interaction, ephemeral=True):
             return
-        if action == "x":
-            reply = await self.runner.run(actor, c.Cancel(job_id))
+        command = command_for(BUTTON_ACTIONS[action], job_id, index, direction=direction)
+        if isinstance(command, c.Cancel):
+            reply = await self.runner.run(actor, command)
             await self._answer(interaction, reply, ephemeral=True)
             self.kick()  # the delivery loop turns the status message into "cancelled"
             return
-        command: c.Command
-        if action == "v":
-            command = c.Vary(VariationRequest(ImageRef(job_id, index)))
-        elif action == "u":
-            command = c.Upscale(ImageRef(job_id, index))
-        else:
-            command = c.Reroll(job_id)
         await self._start_job(interaction, actor, command, status="ack")
 
     @answers_errors

@@ -14,14 +14,15 @@ from collections.abc import Callable
 import discord
 
 from bot import commands as c
+from bot.actions import image_to_vary, remove
 from bot.discord.actors import actor_from_reaction
 from bot.discord.delivery import DiscordDelivery
 from bot.discord.formatting import NO_PINGS, details_text, fit, job_file
 from bot.runner import CommandRunner
-from engine.domain.errors import InvalidState, UsageError, UserFacingError
-from engine.domain.types import Actor, GenerationStatus, ImageRef, MessageRole, Platform, VariationRequest
-from engine.service import Deliveries, ImagineService
+from engine.domain.errors import InvalidState, UserFacingError
+from engine.domain.types import Actor, GenerationStatus, MessageRole, Platform, VariationRequest
 from engine.image_files import ImageStore
+from engine.service import Deliveries, ImagineService
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +84,11 @@ class ReactionHandler:
 
     async def _vary(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int,
                     index: int | None, role: MessageRole) -> None:
-        if role not in (MessageRole.RESULT, MessageRole.COPY):
-            raise InvalidState(f"Job #{job_id} has no images yet; react when it is done.")
-        digit = DIGITS.get(payload.emoji.name or "")
-        if index is None and digit is None:
-            raise UsageError("That is a grid: react 1️⃣–4️⃣ to say which image to vary.")
-        if index is not None and digit is not None and digit != index:
+        # Our result and copy messages name their image unless they show a grid.
+        image = image_to_vary(job_id, role, index, DIGITS.get(payload.emoji.name or ""),
+                              shows_grid=index is None, digits="1️⃣–4️⃣")
+        if image is None:
             return  # a number on a single image: not a request we can read
-        image = ImageRef(job_id, digit or index)
         target = {"status": "channel", "channel_id": str(payload.channel_id),
                   "guild_id": str(payload.guild_id or ""), "user_id": str(payload.user_id)}
         reply = await self.runner.run(actor, c.Vary(VariationRequest(image)), target)
@@ -102,17 +100,25 @@ class ReactionHandler:
         except discord.HTTPException as error:
             log.warning("job %s: status message not shown: %s", reply.job.id, error)
 
-    async def _remove(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int, role: MessageRole) -> None:
-        if role == MessageRole.PROGRESS:
-            reply = await self.runner.run(actor, c.Cancel(job_id))
-            if reply.is_error:
-                await self._notice(payload, reply.text)
+    async def _remove(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int,
+                      role: MessageRole) -> None:
+        if role == MessageRole.COPY:  # a copy in someone's DMs is theirs to remove
+            await self._delete(payload.channel_id, payload.message_id)
+            return
+        job, cancelled = await remove(self.service, actor, job_id)
+        if cancelled:
             self.kick()  # the delivery loop turns the status message into "cancelled"
             return
-        if role != MessageRole.COPY:  # a copy in someone's DMs is theirs to remove
-            await self.service.authorize_removal(actor, job_id)
-        await self.client.get_partial_messageable(payload.channel_id).get_partial_message(payload.message_id).delete()
-        log.info("job %s: message %s removed by %s", job_id, payload.message_id, payload.user_id)
+        for message in await self.deliveries.messages_for(job.id):
+            if message.channel_id == str(payload.channel_id):
+                await self._delete(payload.channel_id, int(message.message_id))
+        log.info("job %s: messages in %s removed by %s", job_id, payload.channel_id, payload.user_id)
+
+    async def _delete(self, channel_id: int, message_id: int) -> None:
+        try:
+            await self.client.get_partial_messageable(channel_id).get_partial_message(message_id).delete()
+        except discord.NotFound:
+            pass  # already gone
 
     async def _mail(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int,
                     index: int | None) -> None:

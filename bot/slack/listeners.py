@@ -16,13 +16,14 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 
 from bot import commands as c
+from bot.actions import JobAction, command_for
 from bot.replies import APOLOGY, Reply
 from bot.slack.blocks import ACTION_PATTERN, escape, parse_action
 from bot.slack.delivery import UNREACHABLE
 from bot.slack.messages import Messages
 from bot.slack.web import api_error
 from engine.domain.errors import StoreUnavailable, UsageError, UserFacingError
-from engine.domain.types import Actor, GenerationStatus, ImageRef, Platform, VariationRequest
+from engine.domain.types import Actor, GenerationStatus, Platform
 
 log = logging.getLogger("bot.slack.adapter")
 
@@ -169,15 +170,7 @@ class Listeners(Messages):
                 user = body["user"]
                 team = (body.get("team") or {}).get("id") or user.get("team_id")
                 actor = await self.directory.actor(team, user["id"])
-                match press.kind:
-                    case "vary":
-                        command = c.Vary(VariationRequest(ImageRef(press.generation_id, press.index)))
-                    case "upscale":
-                        command = c.Upscale(ImageRef(press.generation_id, press.index))
-                    case "reroll":
-                        command = c.Reroll(press.generation_id)
-                    case _:
-                        command = c.Cancel(press.generation_id)
+                command = command_for(JobAction(press.kind), press.generation_id, press.index)
                 reply = await self.runner.run(actor, command, {"channel": channel})
                 if reply.queue_position is None:  # an error, or what a cancel did
                     await respond(text=self._text(reply, command), response_type="ephemeral",

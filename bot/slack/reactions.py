@@ -8,18 +8,12 @@ import logging
 from urllib.parse import urlparse
 
 from bot import commands as c
+from bot.actions import check_upload_size, image_to_vary, remove
 from bot.replies import APOLOGY
 from bot.slack.blocks import escape
 from bot.slack.messages import Messages
 from engine.domain.errors import UsageError, UserFacingError
-from engine.domain.types import (
-    Actor,
-    GenerationStatus,
-    ImageRef,
-    Platform,
-    RenderParams,
-    VariationRequest,
-)
+from engine.domain.types import Actor, MessageRole, Platform, RenderParams, VariationRequest
 
 log = logging.getLogger("bot.slack.adapter")
 
@@ -56,9 +50,11 @@ class Reactions(Messages):
                     if target is not None:  # only a job's messages are removed this way
                         await self._remove(actor, target[0], channel)
                 elif target is not None:
-                    generation_id, image_index = target
-                    index = VARY_REACTIONS[reaction] or image_index
-                    command = c.Vary(VariationRequest(ImageRef(generation_id, index)))
+                    generation_id, image_index, role = target
+                    image = image_to_vary(generation_id, role, image_index, VARY_REACTIONS[reaction])
+                    if image is None:
+                        return
+                    command = c.Vary(VariationRequest(image))
                     reply = await self.runner.run(actor, command, {"channel": channel})
                     if reply.queue_position is None:
                         await self._tell(channel, user, self._text(reply, command))
@@ -73,11 +69,11 @@ class Reactions(Messages):
                 await self._tell(channel, user, APOLOGY)
 
     async def _reacted_to(self, channel: str, ts: str, *, fetch: bool
-                          ) -> tuple[tuple[int, int | None] | None, dict | None]:
-        """(job id, image index) of a bot message, else the message itself (if `fetch`)."""
+                          ) -> tuple[tuple[int, int | None, MessageRole] | None, dict | None]:
+        """(job id, image index, role) of a bot message, else the message itself (if `fetch`)."""
         known = await self.deliveries.message_target(Platform.SLACK, channel, ts)
         if known is not None:
-            return (known.generation_id, known.image_index), None
+            return (known.generation_id, known.image_index, known.role), None
         if not fetch:
             return None, None
         message = await self._fetch_message(channel, ts)
@@ -87,7 +83,7 @@ class Reactions(Messages):
             # The grid's own share message: the upload API never told us its ts, but its file.
             known = await self.deliveries.message_target(Platform.SLACK, channel, f"file:{file.get('id')}")
             if known is not None:
-                return (known.generation_id, known.image_index), None
+                return (known.generation_id, known.image_index, MessageRole.FILE), None
         return None, message
 
     async def _fetch_message(self, channel: str, ts: str) -> dict | None:
@@ -129,9 +125,7 @@ class Reactions(Messages):
         if urlparse(url).hostname not in self._file_hosts:
             # The bot token goes to Slack's file host and nowhere else.
             raise UsageError("That file is not stored on Slack, so imagine-bot cannot fetch it.")
-        if int(file.get("size") or 0) > limit:
-            raise UsageError(f"That file is {file['size'] / 1e6:.1f} MB; images up to "
-                             f"{limit / 1e6:.0f} MB are accepted.")
+        check_upload_size(int(file.get("size") or 0), limit)
         headers = {"Authorization": f"Bearer {self.settings.bot_token.get_secret_value()}"}
         async with self.http.get(url, headers=headers, allow_redirects=False) as response:
             if response.status != 200 or response.content_type.startswith("text/html"):
@@ -144,9 +138,11 @@ class Reactions(Messages):
         return data
 
     async def _remove(self, actor: Actor, generation_id: int, channel: str) -> None:
-        job = await self.service.authorize_removal(actor, generation_id)
-        if job.status in (GenerationStatus.QUEUED, GenerationStatus.RUNNING):
-            await self.service.cancel(actor, job.id)  # or its result would arrive after all
+        job, cancelled = await remove(self.service, actor, generation_id)
+        if cancelled:  # its status message turns into "cancelled" with the next sweep
+            if self.delivery is not None:
+                self.delivery.kick()
+            return
         for message in await self.deliveries.messages_for(job.id):
             if message.channel_id == channel:
                 await self._delete(channel, message.message_id)
