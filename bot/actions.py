@@ -47,13 +47,15 @@ def command_for(action: JobAction, job_id: int, index: int | None, *, direction:
         case JobAction.CANCEL:
             return c.Cancel(job_id)
         case JobAction.ZOOM_OUT:
-            return c.Edit(EditRequest(ImageRef(job_id, index), {"op": "zoomout", "factor": 2.0},
-                                      params=RenderParams(n=4)))
+            return c.Edit(
+                EditRequest(ImageRef(job_id, index), {"op": "zoomout", "factor": 2.0}, params=RenderParams(n=4))
+            )
         case JobAction.PAN:
             if direction not in ("left", "right", "up", "down"):
                 raise UsageError("That button does not say which way to pan.")
-            return c.Edit(EditRequest(ImageRef(job_id, index), {"op": "pan", "direction": direction},
-                                      params=RenderParams(n=4)))
+            return c.Edit(
+                EditRequest(ImageRef(job_id, index), {"op": "pan", "direction": direction}, params=RenderParams(n=4))
+            )
     raise UsageError(f"Unknown button {action!r}.")
 
 
@@ -62,8 +64,15 @@ class Reaction(StrEnum):
     REMOVE = "remove"  # ❌ / :x:
 
 
-def image_to_vary(job_id: int, role: MessageRole, message_index: int | None, digit: int | None, *,
-                  shows_grid: bool = False, digits: str = "1–4") -> ImageRef | None:
+def image_to_vary(
+    job_id: int,
+    role: MessageRole,
+    message_index: int | None,
+    digit: int | None,
+    *,
+    shows_grid: bool = False,
+    digits: str = "1–4",
+) -> ImageRef | None:
     """Which image a vary reaction on one of the bot's messages asks for; None when the reaction
     does not name one the message shows (a digit on a single image other than its own).
     `shows_grid`: the adapter knows the message shows several images (then a reaction without

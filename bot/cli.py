@@ -39,7 +39,8 @@ def _configure_logging(args: argparse.Namespace) -> None:
     configure_logging(level, ops.log_format)
     # Whatever the configuration calls a token, secret or password never reaches a log line.
     register_secrets(
-        value for name, value in os.environ.items()
+        value
+        for name, value in os.environ.items()
         if name.startswith("IMAGINE_") and any(w in name for w in ("TOKEN", "SECRET", "PASSWORD"))
     )
 
@@ -104,9 +105,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from engine.worker.recovery import start_sweeper
 
     start_sweeper(app, settings)
-    argv = ["worker", f"--pool={args.pool}", f"--concurrency={args.concurrency}",
-            f"--queues={args.queues or GPU_QUEUE}", f"--loglevel={args.loglevel}",
-            "--without-gossip", "--without-mingle"]
+    argv = [
+        "worker",
+        f"--pool={args.pool}",
+        f"--concurrency={args.concurrency}",
+        f"--queues={args.queues or GPU_QUEUE}",
+        f"--loglevel={args.loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
     # Every worker needs a node name of its own: on RabbitMQ a second worker with the same name
     # (two workers on one host, or a replacement started before the killed one's connection is
     # gone) cannot declare its exclusive remote-control queue and exits at start.
@@ -126,11 +133,15 @@ def _start_worker_ops(settings, app, task, *, loaded: bool) -> None:
         if loaded and task.runtime._renderer is None:
             raise RuntimeError("the model is not loaded")
 
-    OpsServer(settings.ops.host, settings.ops.port, checks={
-        "database": database_check(Database(settings.database_url, pool_size=1, max_overflow=1)),
-        "broker": broker_check(app),
-        "model": model_check,
-    }).start()
+    OpsServer(
+        settings.ops.host,
+        settings.ops.port,
+        checks={
+            "database": database_check(Database(settings.database_url, pool_size=1, max_overflow=1)),
+            "broker": broker_check(app),
+            "model": model_check,
+        },
+    ).start()
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -171,8 +182,12 @@ def cmd_retention(args: argparse.Namespace) -> int:
     from engine.store.db import Database
 
     settings = _settings()
-    report = apply_retention(Database(settings.database_url), ImageStore(settings.images_dir),
-                             default_days=settings.retention.default_days, apply=args.apply)
+    report = apply_retention(
+        Database(settings.database_url),
+        ImageStore(settings.images_dir),
+        default_days=settings.retention.default_days,
+        apply=args.apply,
+    )
     print(json.dumps(report.to_dict(), indent=2))
     if not args.apply:
         print("(dry run: nothing was deleted; add --apply to delete)", file=sys.stderr)
@@ -191,8 +206,10 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     settings = _settings()
     running_minutes = args.running_minutes or max(1, -(-int(settings.worker.lease_s) // 60))
     found = requeue_stuck(
-        Database(settings.database_url), CeleryJobQueue(build_app(settings)),
-        queued_for=timedelta(minutes=args.queued_minutes), running_for=timedelta(minutes=running_minutes),
+        Database(settings.database_url),
+        CeleryJobQueue(build_app(settings)),
+        queued_for=timedelta(minutes=args.queued_minutes),
+        running_for=timedelta(minutes=running_minutes),
         apply=args.apply,
     )
     print(json.dumps(found))
@@ -209,8 +226,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     settings = _settings()
     try:
-        data = export_zip(Database(settings.database_url), ImageStore(settings.images_dir),
-                          platform=args.platform, team=args.team, user=args.user, thread=args.thread)
+        data = export_zip(
+            Database(settings.database_url),
+            ImageStore(settings.images_dir),
+            platform=args.platform,
+            team=args.team,
+            user=args.user,
+            thread=args.thread,
+        )
     except UserFacingError as error:
         print(f"imagine-bot export: {error.message}", file=sys.stderr)
         return 2
@@ -227,8 +250,9 @@ def cmd_train_builtin(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imagine-bot", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--log-level", default=None,
-                        help="default: WARNING for the console, IMAGINE_OPS_LOG_LEVEL for servers")
+    parser.add_argument(
+        "--log-level", default=None, help="default: WARNING for the console, IMAGINE_OPS_LOG_LEVEL for servers"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     console = sub.add_parser("console", help="the local front-end (interactive, or --script FILE)")
@@ -245,10 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=cmd_worker)
 
-    sub.add_parser("discord", help="the Discord bot (configured by IMAGINE_DISCORD_* variables)"
-                   ).set_defaults(func=cmd_discord)
-    sub.add_parser("slack", help="the Slack bot (configured by IMAGINE_SLACK_* variables)"
-                   ).set_defaults(func=cmd_slack)
+    sub.add_parser("discord", help="the Discord bot (configured by IMAGINE_DISCORD_* variables)").set_defaults(
+        func=cmd_discord
+    )
+    sub.add_parser("slack", help="the Slack bot (configured by IMAGINE_SLACK_* variables)").set_defaults(func=cmd_slack)
 
     migrate = sub.add_parser("migrate", help="upgrade (or downgrade) the database schema")
     migrate.add_argument("--revision", default="head")
@@ -263,8 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     requeue = sub.add_parser("requeue", help="publish again jobs whose queue messages were lost")
     requeue.add_argument("--queued-minutes", type=int, default=30, help="queued longer than this")
-    requeue.add_argument("--running-minutes", type=int, default=0,
-                         help="running with no heartbeat for longer than this (default: the lease)")
+    requeue.add_argument(
+        "--running-minutes",
+        type=int,
+        default=0,
+        help="running with no heartbeat for longer than this (default: the lease)",
+    )
     requeue.add_argument("--apply", action="store_true", help="really publish (default: report only)")
     requeue.set_defaults(func=cmd_requeue)
 
@@ -277,8 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="the zip file to write")
     export.set_defaults(func=cmd_export)
 
-    train = sub.add_parser("train-builtin", help="retrain the built-in model (see --help)",
-                           add_help=False)
+    train = sub.add_parser("train-builtin", help="retrain the built-in model (see --help)", add_help=False)
     train.add_argument("rest", nargs=argparse.REMAINDER)
     train.set_defaults(func=cmd_train_builtin)
     return parser

@@ -139,8 +139,12 @@ class Delivery:
         claimed_at = time.monotonic()
         try:
             claimed, active = await self.deliveries.claim_deliveries(
-                self.target.platform, self.claim, self.lease_s, active_since=self._active_since,
-                limit=self.claim_batch, reclaim=self._reclaim,
+                self.target.platform,
+                self.claim,
+                self.lease_s,
+                active_since=self._active_since,
+                limit=self.claim_batch,
+                reclaim=self._reclaim,
             )
         except StoreUnavailable:
             # The claim may have committed although its answer was lost: take what this
@@ -182,8 +186,9 @@ class Delivery:
         # The claim may be older than the lease by now (deliveries before this one were slow):
         # renewing it is also the check that no other replica took the job over. A claim made
         # moments ago cannot have been taken over yet: no round trip for it (the common case).
-        if time.monotonic() - claimed_at > self.lease_s / 3 and \
-                not await self.deliveries.renew_delivery(job.id, self.claim):
+        if time.monotonic() - claimed_at > self.lease_s / 3 and not await self.deliveries.renew_delivery(
+            job.id, self.claim
+        ):
             log.info("job %s: delivered or claimed by another replica meanwhile; skipping it", job.id)
             return False
         keeper = asyncio.create_task(self._keep_claim(job.id))
@@ -192,8 +197,9 @@ class Delivery:
         except StoreUnavailable as error:
             # The database blinked between two steps: retry at the next sweep, not after the
             # lease (a step already done is found again: `delivery_attempts` goes up).
-            log.warning("job %s: delivery interrupted (%s); retrying at the next sweep", job.id,
-                        error.__cause__ or error)
+            log.warning(
+                "job %s: delivery interrupted (%s); retrying at the next sweep", job.id, error.__cause__ or error
+            )
             with contextlib.suppress(Exception):
                 await self.deliveries.release_delivery(job.id, self.claim)
             return False
@@ -205,12 +211,15 @@ class Delivery:
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
         if not await self.deliveries.mark_delivered(job.id, self.claim):
-            log.warning("job %s: delivered, but the claim had passed to another replica (this "
-                        "replica stalled for longer than the %.0f s lease)", job.id, self.lease_s)
+            log.warning(
+                "job %s: delivered, but the claim had passed to another replica (this "
+                "replica stalled for longer than the %.0f s lease)",
+                job.id,
+                self.lease_s,
+            )
             return False
         if job.finished_at is not None:
-            metrics.JOB_SECONDS.labels(phase="delivery").observe(
-                max(0.0, (utcnow() - job.finished_at).total_seconds()))
+            metrics.JOB_SECONDS.labels(phase="delivery").observe(max(0.0, (utcnow() - job.finished_at).total_seconds()))
         self._shown.pop(job.id, None)
         log.info("job %s delivered (%s)", job.id, job.status)
         return True

@@ -59,8 +59,11 @@ def job_title(job: GenerationView, escape: Escape = no_escape, limit: int = 120)
         return f"#{job.id} {escape(job.prompt)}"
     edit = job.params.get("edit")
     if edit and job.parent_label:
-        what = {"region": "edit", "zoomout": f"zoom-out ×{edit.get('factor', 2):g}",
-                "pan": f"pan {edit.get('direction', '')}"}.get(edit.get("op"), "edit")
+        what = {
+            "region": "edit",
+            "zoomout": f"zoom-out ×{edit.get('factor', 2):g}",
+            "pan": f"pan {edit.get('direction', '')}",
+        }.get(edit.get("op"), "edit")
         title = f"#{job.id} {what} of {job.parent_label}"
         if edit.get("op") == "region":
             title += f' "{escape(shorten(job.prompt, limit))}"'
@@ -103,7 +106,9 @@ def result_caption(job: GenerationView, escape: Escape = no_escape) -> str:
     lines = [job_title(job, escape)]
     if job.negative_prompt:
         lines.append(f"without: {escape(shorten(job.negative_prompt, 200))}")
-    lines.append(f"seed {job.seed} · model {escape(job.model_id)} · by {escape(job.requester_name or job.requester_external_id)}")
+    lines.append(
+        f"seed {job.seed} · model {escape(job.model_id)} · by {escape(job.requester_name or job.requester_external_id)}"
+    )
     return "\n".join(lines)
 
 
@@ -158,14 +163,19 @@ def audit_text(entries: list[AuditEntry], escape: Escape = no_escape) -> str:
 
 def stats_text(stats: TeamStats, escape: Escape = no_escape) -> str:
     statuses = ", ".join(f"{count} {status}" for status, count in sorted(stats.by_status.items()))
-    lines = [f"Last {stats.days} days: {stats.jobs} jobs, {stats.images} images charged"
-             + (f" ({statuses})" if statuses else "") + "."]
+    lines = [
+        f"Last {stats.days} days: {stats.jobs} jobs, {stats.images} images charged"
+        + (f" ({statuses})" if statuses else "")
+        + "."
+    ]
     if stats.failures:
         lines.append("Failures: " + "; ".join(f"{escape(reason)} ×{n}" for reason, n in stats.failures))
     if stats.by_user:
-        lines.append("By user: " + ", ".join(
-            f"{escape(row.who)} {row.images} images/{row.jobs} jobs" for row in stats.by_user))
+        lines.append(
+            "By user: " + ", ".join(f"{escape(row.who)} {row.images} images/{row.jobs} jobs" for row in stats.by_user)
+        )
     if stats.by_role:
-        lines.append("By role: " + ", ".join(
-            f"{escape(row.who)} {row.images} images/{row.jobs} jobs" for row in stats.by_role))
+        lines.append(
+            "By role: " + ", ".join(f"{escape(row.who)} {row.images} images/{row.jobs} jobs" for row in stats.by_role)
+        )
     return "\n".join(lines)

@@ -48,8 +48,7 @@ class CommandRunner:
             return Reply(error.message, ephemeral=True, is_error=True)
         except Exception:
             log.exception("command %s by %s/%s failed", type(command).__name__, actor.platform, actor.user_id)
-            return Reply(APOLOGY,
-                         ephemeral=True, is_error=True)
+            return Reply(APOLOGY, ephemeral=True, is_error=True)
 
     async def _run(self, actor: Actor, command: c.Command, reply_target: dict[str, Any]) -> Reply:
         service, escape = self.service, self.escape
@@ -62,8 +61,13 @@ class CommandRunner:
                 return self._queued(submitted)
             case c.Blend(images, weights, seed, params, strip):
                 submitted = await service.submit_blend(
-                    actor, list(images), list(weights) if weights else None, params, seed,
-                    reply_target, strip=strip,
+                    actor,
+                    list(images),
+                    list(weights) if weights else None,
+                    params,
+                    seed,
+                    reply_target,
+                    strip=strip,
                 )
                 return self._queued(submitted)
             case c.Edit(request):
@@ -87,8 +91,11 @@ class CommandRunner:
                 return Reply(c.USAGE, ephemeral=True)
             case c.Gallery():
                 if self.gallery_links is None:
-                    return Reply("The team gallery is not set up on this imagine-bot "
-                                 "(an admin sets IMAGINE_GALLERY_SECRET).", ephemeral=True, is_error=True)
+                    return Reply(
+                        "The team gallery is not set up on this imagine-bot (an admin sets IMAGINE_GALLERY_SECRET).",
+                        ephemeral=True,
+                        is_error=True,
+                    )
                 url = self.gallery_links.url(await service.team_id(actor))
                 days = max(1, self.gallery_links.ttl_s // 86400)
                 return Reply(f"Your team's gallery (a private link, valid {days} days): {url}", ephemeral=True)

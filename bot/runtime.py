@@ -48,7 +48,8 @@ class BotRuntime:
         if not self.settings.ops.port:
             return None
         return OpsServer(
-            self.settings.ops.host, self.settings.ops.port,
+            self.settings.ops.host,
+            self.settings.ops.port,
             checks={"database": database_check(self.db), "broker": broker_check(self.celery_app)},
             before_scrape=[queue_depth_hook(self.db)],
         ).start()
@@ -100,12 +101,22 @@ def build_bot_runtime(settings: Settings, *, queue: JobQueue | None = None) -> B
         from engine.store.migrate import upgrade
 
         upgrade(settings.database_url)
-    db = Database(settings.database_url, pool_size=settings.database.pool_size,
-                  max_overflow=settings.database.max_overflow, echo=settings.database.echo)
+    db = Database(
+        settings.database_url,
+        pool_size=settings.database.pool_size,
+        max_overflow=settings.database.max_overflow,
+        echo=settings.database.echo,
+    )
     app = build_app(settings)
     store = ImageStore(settings.images_dir)
     service = ImagineService(db, queue or CeleryJobQueue(app), service_policy(settings), store=store)
     return BotRuntime(
-        settings=settings, db=db, service=service, deliveries=Deliveries(db),
-        gallery=TeamGallery(db), events=ProcessedEvents(db), store=store, celery_app=app,
+        settings=settings,
+        db=db,
+        service=service,
+        deliveries=Deliveries(db),
+        gallery=TeamGallery(db),
+        events=ProcessedEvents(db),
+        store=store,
+        celery_app=app,
     )

@@ -40,10 +40,8 @@ def parse_target(text: str) -> QuotaTarget:
         return QuotaTarget("user", bounds.external_id(match.group(1), what="That user"))
     for prefix, kind in (("@&", "role"), ("role:", "role"), ("user:", "user"), ("@", "user")):
         if text.lower().startswith(prefix) and len(text) > len(prefix):
-            return QuotaTarget(kind, bounds.external_id(text[len(prefix):], what=f"That {kind}"))
-    raise UsageError(
-        f"{text!r} is not a user, role or team; use @user, @&role (a mention works too) or team."
-    )
+            return QuotaTarget(kind, bounds.external_id(text[len(prefix) :], what=f"That {kind}"))
+    raise UsageError(f"{text!r} is not a user, role or team; use @user, @&role (a mention works too) or team.")
 
 
 def parse_user(text: str) -> str:
@@ -55,8 +53,9 @@ def parse_user(text: str) -> str:
 
 def _admin_quota(rest: list[str]) -> Command:
     if not rest or rest[0].lower() not in ("set", "grant", "reset"):
-        raise UsageError("Use `quota set <target> <N|unlimited>`, `quota grant <target> <N>` "
-                         "or `quota reset <target>`.")
+        raise UsageError(
+            "Use `quota set <target> <N|unlimited>`, `quota grant <target> <N>` or `quota reset <target>`."
+        )
     verb = rest[0].lower()
     if len(rest) < 2:
         raise UsageError(f"Say whose quota to {verb}: @user, @&role or team.")

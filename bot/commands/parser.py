@@ -67,13 +67,23 @@ def _in_range(text: str, low: int, high: int) -> bool:
         return False
     return True
 
+
 MAX_COMMAND_CHARS = 4000
 
 # --- options ---------------------------------------------------------------------------------
 
 _IMAGINE_OPTIONS = {
-    "seed", "n", "ar", "no", "steps", "prior-steps", "decoder-steps", "upscale-steps",
-    "guidance", "prior-guidance", "model",
+    "seed",
+    "n",
+    "ar",
+    "no",
+    "steps",
+    "prior-steps",
+    "decoder-steps",
+    "upscale-steps",
+    "guidance",
+    "prior-guidance",
+    "model",
 }
 _VARY_OPTIONS = {"strength", "n", "seed", "toward", "amount"}
 _BLEND_OPTIONS = {"weights", "n", "seed", "strip"}
@@ -92,7 +102,8 @@ def _split_options(words: list[str], allowed: set[str], command: str) -> tuple[l
             if name not in allowed:
                 raise UsageError(
                     f"Unknown option --{name} for {command}; options are "
-                    + ", ".join(f"--{o}" for o in sorted(allowed)) + "."
+                    + ", ".join(f"--{o}" for o in sorted(allowed))
+                    + "."
                 )
             if name in options:
                 raise UsageError(f"--{name} is given twice; give it once.")
@@ -233,9 +244,7 @@ def parse_imagine_text(text: str, limits: Limits = Limits()) -> Command:
     head, options = _split_options(words, _IMAGINE_OPTIONS, "/imagine")
     prompt = " ".join(head)
     if not prompt:
-        raise UsageError(
-            "The prompt is missing: put it before the options, e.g. `/imagine a red star --seed 3`."
-        )
+        raise UsageError("The prompt is missing: put it before the options, e.g. `/imagine a red star --seed 3`.")
     return Imagine(
         ImagineRequest(
             prompt=prompt,
@@ -290,8 +299,7 @@ def _page(text: str) -> int:
     if _in_range(text, 1, bounds.MAX_HISTORY_PAGE):
         return int(text)
     if _in_range(text, 1, 10**40):
-        raise UsageError(f"There is no page {text.strip()}; history has at most "
-                         f"{bounds.MAX_HISTORY_PAGE:,} pages.")
+        raise UsageError(f"There is no page {text.strip()}; history has at most {bounds.MAX_HISTORY_PAGE:,} pages.")
     raise UsageError(f"Pages are numbered from 1, got {text[:40]!r}.")
 
 
@@ -308,10 +316,15 @@ def _vary(rest: list[str], limits: Limits, strict: bool) -> Command:
     extra, options = _split_options(rest[1:], _VARY_OPTIONS, "/vary")
     if extra:
         raise UsageError(f"Unexpected text after the image: {' '.join(extra)!r}.")
-    return Vary(VariationRequest(
-        image=ref, seed=_seed(options), params=_render_params(options, limits), toward=options.get("toward"),
-        amount=_float("amount", options["amount"], *bounds.EDIT_AMOUNT) if "amount" in options else None,
-    ))
+    return Vary(
+        VariationRequest(
+            image=ref,
+            seed=_seed(options),
+            params=_render_params(options, limits),
+            toward=options.get("toward"),
+            amount=_float("amount", options["amount"], *bounds.EDIT_AMOUNT) if "amount" in options else None,
+        )
+    )
 
 
 def _blend(rest: list[str], limits: Limits, strict: bool) -> Command:
@@ -323,15 +336,23 @@ def _blend(rest: list[str], limits: Limits, strict: bool) -> Command:
         raise UsageError(f"Blend 2 to 4 images, e.g. `/blend 12:1 12:3`; got {len(refs)}.")
     weights = None
     if "weights" in options:
-        weights = tuple(_float("weights", w, 0, bounds.MAX_BLEND_WEIGHT)
-                        for w in options["weights"].replace(",", " ").split())
+        weights = tuple(
+            _float("weights", w, 0, bounds.MAX_BLEND_WEIGHT) for w in options["weights"].replace(",", " ").split()
+        )
         if len(weights) != len(refs):
             raise UsageError(f"--weights needs one number per image ({len(refs)}), got {len(weights)}.")
-    return Blend(refs, weights, seed=_seed(options), params=_render_params(options, limits),
-                 strip=_int("strip", options["strip"], *bounds.STRIP_FRAMES) if "strip" in options else None)
+    return Blend(
+        refs,
+        weights,
+        seed=_seed(options),
+        params=_render_params(options, limits),
+        strip=_int("strip", options["strip"], *bounds.STRIP_FRAMES) if "strip" in options else None,
+    )
 
 
-def _edit_words(name: str, rest: list[str], strict: bool, flags: set[str]) -> tuple[ImageRef, dict[str, str], list[str]]:
+def _edit_words(
+    name: str, rest: list[str], strict: bool, flags: set[str]
+) -> tuple[ImageRef, dict[str, str], list[str]]:
     """The image, the one-word options, and the other words (a prompt or a direction)."""
     if not rest:
         if not strict:
@@ -348,8 +369,11 @@ def _edit_words(name: str, rest: list[str], strict: bool, flags: set[str]) -> tu
             continue
         option = match.group(1)
         if option not in flags:
-            raise UsageError(f"Unknown option --{option} for /{name}; options are "
-                             + ", ".join(f"--{o}" for o in sorted(flags)) + ".")
+            raise UsageError(
+                f"Unknown option --{option} for /{name}; options are "
+                + ", ".join(f"--{o}" for o in sorted(flags))
+                + "."
+            )
         if option in options:
             raise UsageError(f"--{option} is given twice; give it once.")
         value = next(items, None)

@@ -132,9 +132,27 @@ class AdminModRole:
 
 
 Command = (
-    Imagine | Vary | Blend | Edit | Upscale | Reroll | Cancel | History | Thread | Quota | Help | Gallery
-    | AdminQuota | AdminBan | AdminUnban | AdminBlockTerm | AdminUnblockTerm | AdminAudit
-    | AdminStats | AdminRetention | AdminModRole
+    Imagine
+    | Vary
+    | Blend
+    | Edit
+    | Upscale
+    | Reroll
+    | Cancel
+    | History
+    | Thread
+    | Quota
+    | Help
+    | Gallery
+    | AdminQuota
+    | AdminBan
+    | AdminUnban
+    | AdminBlockTerm
+    | AdminUnblockTerm
+    | AdminAudit
+    | AdminStats
+    | AdminRetention
+    | AdminModRole
 )
 
 USAGE = """\

@@ -41,13 +41,15 @@ class ConsoleAdapter:
         self.stream = stream
         self.job_timeout_s = job_timeout_s
         # The person at the keyboard runs the bot: they are its admin.
-        self.actor = Actor(Platform.CONSOLE, team_id="local", user_id=user, user_name=user,
-                           team_name="console", is_platform_admin=True)
+        self.actor = Actor(
+            Platform.CONSOLE, team_id="local", user_id=user, user_name=user, team_name="console", is_platform_admin=True
+        )
         settings = runtime.settings
         self.limits = Limits(max_steps=settings.limits.max_steps, max_guidance=settings.limits.max_guidance)
         self.runner = CommandRunner(runtime.service, gallery_links=runtime.gallery_links())
-        self.delivery = Delivery(runtime.deliveries, self, runtime.wakeups(),
-                                 sweep_interval_s=1.0, progress_interval_s=0.5)
+        self.delivery = Delivery(
+            runtime.deliveries, self, runtime.wakeups(), sweep_interval_s=1.0, progress_interval_s=0.5
+        )
         self._finished: dict[int, asyncio.Future[GenerationView]] = {}
         self._tty = stream.isatty() if hasattr(stream, "isatty") else False
         self.errors = 0
@@ -116,8 +118,10 @@ class ConsoleAdapter:
                 await asyncio.wait_for(future, self.job_timeout_s)
             except TimeoutError:
                 self.errors += 1
-                self.say(f"error: job #{job.id} did not finish within {self.job_timeout_s:.0f} s "
-                         "(is a worker running? see `imagine-bot worker`)")
+                self.say(
+                    f"error: job #{job.id} did not finish within {self.job_timeout_s:.0f} s "
+                    "(is a worker running? see `imagine-bot worker`)"
+                )
         return reply
 
     async def run_script(self, lines: list[str]) -> int:

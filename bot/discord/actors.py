@@ -49,8 +49,12 @@ def actor_from_reaction(payload: discord.RawReactionActionEvent, team_id: str) -
     member = payload.member
     if payload.guild_id is None or member is None:
         # A DM, or a guild not in the cache: no roles known, so no role-based rights either.
-        return Actor(Platform.DISCORD, team_id=str(payload.guild_id or team_id), user_id=str(payload.user_id),
-                     role_ids=(str(payload.guild_id),) if payload.guild_id else ())
+        return Actor(
+            Platform.DISCORD,
+            team_id=str(payload.guild_id or team_id),
+            user_id=str(payload.user_id),
+            role_ids=(str(payload.guild_id),) if payload.guild_id else (),
+        )
     return Actor(
         Platform.DISCORD,
         team_id=str(payload.guild_id),

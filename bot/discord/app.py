@@ -45,8 +45,7 @@ def main() -> int:
         point_at(discord_settings.api_url, discord_settings.gateway_url)
     token = discord_settings.token.get_secret_value()
     if not token:
-        print("imagine-bot discord: set IMAGINE_DISCORD_TOKEN to the bot token (see docs/discord.md)",
-              file=sys.stderr)
+        print("imagine-bot discord: set IMAGINE_DISCORD_TOKEN to the bot token (see docs/discord.md)", file=sys.stderr)
         return 2
     runtime = build_bot_runtime(get_settings())
     runtime.start_ops()
@@ -70,8 +69,9 @@ def main() -> int:
         return 1
     except discord.ConnectionClosed as error:
         # 4004: the token was refused; 4013/4014: intents the application may not use.
-        print(f"imagine-bot discord: Discord closed the connection ({error.code}): {error.reason or ''}",
-              file=sys.stderr)
+        print(
+            f"imagine-bot discord: Discord closed the connection ({error.code}): {error.reason or ''}", file=sys.stderr
+        )
         return 1
     except KeyboardInterrupt:
         pass

@@ -27,9 +27,17 @@ class JobButton(
 ):
     """V1–V4, U1–U4, 🔄 and ❌ on a job's messages."""
 
-    def __init__(self, action: str, job_id: int, index: int | None = None, *, label: str | None = None,
-                 emoji: str | None = None, style: discord.ButtonStyle = discord.ButtonStyle.secondary,
-                 row: int | None = None) -> None:
+    def __init__(
+        self,
+        action: str,
+        job_id: int,
+        index: int | None = None,
+        *,
+        label: str | None = None,
+        emoji: str | None = None,
+        style: discord.ButtonStyle = discord.ButtonStyle.secondary,
+        row: int | None = None,
+    ) -> None:
         custom_id = f"imagine:{action}:{job_id}" + (f":{index}" if index else "")
         super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=custom_id, row=row))
         self.action = action
@@ -37,8 +45,9 @@ class JobButton(
         self.index = index
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
-                             match: re.Match[str], /) -> JobButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+    ) -> JobButton:
         index = match["index"]
         return cls(match["action"], int(match["job"]), int(index) if index else None)
 
@@ -54,8 +63,9 @@ class HistoryButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagin
         self.page = page
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
-                             match: re.Match[str], /) -> HistoryButton:
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+    ) -> HistoryButton:
         return cls(int(match["page"]), label=item.label or "")
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
@@ -80,7 +90,7 @@ def result_view(job: GenerationView) -> discord.ui.View | None:
         # Discord allows 5 buttons per row and 5 rows: U and V rows of up to 5, then 🔄.
         for action in ("u", "v"):
             for start in range(0, len(indices), 5):
-                for index in indices[start:start + 5]:
+                for index in indices[start : start + 5]:
                     view.add_item(JobButton(action, job.id, index, label=f"{action.upper()}{index}", row=row))
                 row += 1
     else:

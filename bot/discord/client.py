@@ -69,15 +69,27 @@ class ImagineClient(discord.AutoShardedClient):
         self.tree.on_error = self._on_command_error
         runner = CommandRunner(service, escape=escape)
         self.jobs = DiscordDelivery(self, runtime.deliveries, runtime.store)
-        self.delivery = Delivery(runtime.deliveries, self.jobs, runtime.wakeups(),
-                                 sweep_interval_s=settings.sweep_interval_s,
-                                 progress_interval_s=settings.progress_interval_s,
-                                 lease_s=settings.delivery_lease_s)
-        self.handler = InteractionHandler(service, runner, self.jobs, self.delivery.kick,
-                                          max_working=settings.max_concurrent_commands)
-        self.reactions = ReactionHandler(self, service, runtime.deliveries, runner, self.jobs,
-                                         runtime.store, notice_ttl_s=settings.notice_ttl_s,
-                                         kick=self.delivery.kick)
+        self.delivery = Delivery(
+            runtime.deliveries,
+            self.jobs,
+            runtime.wakeups(),
+            sweep_interval_s=settings.sweep_interval_s,
+            progress_interval_s=settings.progress_interval_s,
+            lease_s=settings.delivery_lease_s,
+        )
+        self.handler = InteractionHandler(
+            service, runner, self.jobs, self.delivery.kick, max_working=settings.max_concurrent_commands
+        )
+        self.reactions = ReactionHandler(
+            self,
+            service,
+            runtime.deliveries,
+            runner,
+            self.jobs,
+            runtime.store,
+            notice_ttl_s=settings.notice_ttl_s,
+            kick=self.delivery.kick,
+        )
         add_commands(self.tree, self.handler, models=service.policy.available_models)
         self._delivering = False
 
@@ -94,8 +106,12 @@ class ImagineClient(discord.AutoShardedClient):
         self._max_concurrency = max(1, int((limits or {}).get("max_concurrency", 1)))
         if self.shard_count is None:
             self.shard_count = shards
-        log.info("discord: %d shard(s) in all, this process runs %s (identify concurrency %d)",
-                 self.shard_count, list(self.shard_ids or range(self.shard_count)), self._max_concurrency)
+        log.info(
+            "discord: %d shard(s) in all, this process runs %s (identify concurrency %d)",
+            self.shard_count,
+            list(self.shard_ids or range(self.shard_count)),
+            self._max_concurrency,
+        )
         await super().launch_shards()
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
@@ -129,6 +145,5 @@ class ImagineClient(discord.AutoShardedClient):
         await self.reactions.handle(payload)
 
     async def _on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        log.error("command %s failed", interaction.command and interaction.command.qualified_name,
-                  exc_info=error)
+        log.error("command %s failed", interaction.command and interaction.command.qualified_name, exc_info=error)
         await self.handler.apologise(interaction)

@@ -74,8 +74,10 @@ def ordinal_of(hostname: str) -> int:
     """The ordinal a StatefulSet puts at the end of a pod's name (`imagine-discord-2` → 2)."""
     match = re.search(r"-([0-9]+)$", hostname)
     if match is None:
-        raise ValueError(f"cannot read a replica ordinal from the host name {hostname!r}; "
-                         "set IMAGINE_DISCORD_ORDINAL or IMAGINE_DISCORD_SHARD_IDS")
+        raise ValueError(
+            f"cannot read a replica ordinal from the host name {hostname!r}; "
+            "set IMAGINE_DISCORD_ORDINAL or IMAGINE_DISCORD_SHARD_IDS"
+        )
     return int(match.group(1))
 
 

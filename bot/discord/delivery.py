@@ -91,15 +91,18 @@ class DiscordDelivery:
                     # Recorded before it shows the ❌, so a reaction on it at once finds the job.
                     await self._record_status(job, channel_id, known)
                 message = await interaction.edit_original_response(
-                    content=fit(text), view=cancel_view(job.id), allowed_mentions=NO_PINGS)
+                    content=fit(text), view=cancel_view(job.id), allowed_mentions=NO_PINGS
+                )
             else:
                 channel_id = await self._channel_for(job)
                 message = await self._channel(channel_id, job).send(
-                    fit(text), view=cancel_view(job.id), allowed_mentions=NO_PINGS, nonce=nonce(job.id, "s"))
+                    fit(text), view=cancel_view(job.id), allowed_mentions=NO_PINGS, nonce=nonce(job.id, "s")
+                )
                 if interaction is not None:
                     link = message_link(job.team_external_id, channel_id, message.id)
-                    await interaction.edit_original_response(content=fit(f"{text}\nFollow it here: {link}"),
-                                                             allowed_mentions=NO_PINGS)
+                    await interaction.edit_original_response(
+                        content=fit(f"{text}\nFollow it here: {link}"), allowed_mentions=NO_PINGS
+                    )
             await self._record_status(job, channel_id, message.id)
 
     # --- DeliveryTarget -------------------------------------------------------------------------
@@ -114,13 +117,15 @@ class DiscordDelivery:
             target = job.reply_target
             try:
                 if target.get("status") == "original" and token_alive(target):
-                    await self._webhook(target).edit_message("@original", content=text, view=cancel_view(job.id),
-                                                             allowed_mentions=NO_PINGS)
+                    await self._webhook(target).edit_message(
+                        "@original", content=text, view=cancel_view(job.id), allowed_mentions=NO_PINGS
+                    )
                     return
                 status = await self._status_message(job)
                 if status is not None:
-                    await self._partial(status, job).edit(content=text, view=cancel_view(job.id),
-                                                          allowed_mentions=NO_PINGS)
+                    await self._partial(status, job).edit(
+                        content=text, view=cancel_view(job.id), allowed_mentions=NO_PINGS
+                    )
             except discord.HTTPException as error:
                 # Progress is best effort (the result is what matters); no traceback per tick.
                 log.info("job %s: progress not shown: %s", job.id, error)
@@ -152,8 +157,8 @@ class DiscordDelivery:
         if target.get("status") == "original" and token_alive(target):
             try:
                 posted = await self._webhook(target).edit_message(
-                    "@original", content=content, attachments=await with_file(), view=view,
-                    allowed_mentions=NO_PINGS)
+                    "@original", content=content, attachments=await with_file(), view=view, allowed_mentions=NO_PINGS
+                )
                 channel_id = int(target["channel_id"])
             except discord.HTTPException as error:
                 if not is_dead_token(error):
@@ -162,7 +167,8 @@ class DiscordDelivery:
         elif target.get("status") != "original" and status is not None:
             try:
                 posted = await self._partial(status, job).edit(
-                    content=content, attachments=await with_file(), view=view, allowed_mentions=NO_PINGS)
+                    content=content, attachments=await with_file(), view=view, allowed_mentions=NO_PINGS
+                )
                 channel_id = status[0]
             except discord.NotFound:
                 log.info("job %s: its status message was deleted; posting the result anew", job.id)
@@ -172,11 +178,18 @@ class DiscordDelivery:
             channel_id = await self._channel_for(job)
             reference = None
             if status is not None and status[0] == channel_id:
-                reference = discord.MessageReference(message_id=status[1], channel_id=status[0],
-                                                     fail_if_not_exists=False)
+                reference = discord.MessageReference(
+                    message_id=status[1], channel_id=status[0], fail_if_not_exists=False
+                )
             posted = await self._channel(channel_id, job).send(
-                content, files=await with_file(), view=view, allowed_mentions=NO_PINGS,
-                nonce=nonce(job.id, "r"), reference=reference, mention_author=False)
+                content,
+                files=await with_file(),
+                view=view,
+                allowed_mentions=NO_PINGS,
+                nonce=nonce(job.id, "r"),
+                reference=reference,
+                mention_author=False,
+            )
             if status is not None and target.get("status") == "original":
                 await self._point_to(job, status, message_link(job.team_external_id, channel_id, posted.id))
 
@@ -184,14 +197,17 @@ class DiscordDelivery:
             # A status message edited into the result is already recorded (as "progress": a
             # message keeps the role it was first recorded with); a new message is recorded now.
             index = job.images[0].index if len(job.images) == 1 else None
-            await self.deliveries.record_message(Platform.DISCORD, str(channel_id), str(posted.id), job.id,
-                                                 index, role=MessageRole.RESULT)
+            await self.deliveries.record_message(
+                Platform.DISCORD, str(channel_id), str(posted.id), job.id, index, role=MessageRole.RESULT
+            )
         if target.get("status") == "ack" and token_alive(target):
             link = message_link(job.team_external_id, channel_id, posted.id)
             try:
                 await self._webhook(target).edit_message(
-                    "@original", content=fit(f"{replies.job_status(job, escape=escape)}\n{link}"),
-                    allowed_mentions=NO_PINGS)
+                    "@original",
+                    content=fit(f"{replies.job_status(job, escape=escape)}\n{link}"),
+                    allowed_mentions=NO_PINGS,
+                )
             except discord.HTTPException as error:
                 log.info("job %s: could not update the button's reply: %s", job.id, error)
 
@@ -201,8 +217,9 @@ class DiscordDelivery:
         if self._status.get(job.id) == (int(channel_id), int(message_id)):
             return
         self._status[job.id] = (int(channel_id), int(message_id))
-        await self.deliveries.record_message(Platform.DISCORD, str(channel_id), str(message_id), job.id,
-                                             role=MessageRole.PROGRESS)
+        await self.deliveries.record_message(
+            Platform.DISCORD, str(channel_id), str(message_id), job.id, role=MessageRole.PROGRESS
+        )
 
     def _lock(self, job_id: int) -> asyncio.Lock:
         if job_id not in self._locks and len(self._locks) >= FINISHED_MEMORY:
@@ -262,7 +279,9 @@ class DiscordDelivery:
         """Turn an old status message into a pointer to the result posted below it."""
         try:
             await self._partial(status, job).edit(
-                content=fit(f"{replies.job_title(job, escape)}: finished — {link}"), view=None,
-                allowed_mentions=NO_PINGS)
+                content=fit(f"{replies.job_title(job, escape)}: finished — {link}"),
+                view=None,
+                allowed_mentions=NO_PINGS,
+            )
         except discord.HTTPException as error:
             log.info("job %s: old status message not updated: %s", job.id, error)

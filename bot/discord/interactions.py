@@ -48,8 +48,14 @@ from engine.service import ImagineService
 log = logging.getLogger(__name__)
 
 #: The letter a job button's custom_id carries (bot/discord/buttons.py) → what it asks for.
-BUTTON_ACTIONS = {"v": JobAction.VARY, "u": JobAction.UPSCALE, "r": JobAction.REROLL, "x": JobAction.CANCEL,
-                  "z": JobAction.ZOOM_OUT, "p": JobAction.PAN}
+BUTTON_ACTIONS = {
+    "v": JobAction.VARY,
+    "u": JobAction.UPSCALE,
+    "r": JobAction.REROLL,
+    "x": JobAction.CANCEL,
+    "z": JobAction.ZOOM_OUT,
+    "p": JobAction.PAN,
+}
 
 
 # A link to a message imagine-bot posted, optionally followed by which image of a grid:
@@ -77,8 +83,15 @@ def answers_errors(method: Callable[..., Awaitable[None]]) -> Callable[..., Awai
 
 
 class InteractionHandler:
-    def __init__(self, service: ImagineService, runner: CommandRunner, delivery: DiscordDelivery,
-                 kick: Callable[[], None], *, max_working: int = 8) -> None:
+    def __init__(
+        self,
+        service: ImagineService,
+        runner: CommandRunner,
+        delivery: DiscordDelivery,
+        kick: Callable[[], None],
+        *,
+        max_working: int = 8,
+    ) -> None:
         self.service = service
         self.runner = runner
         self.delivery = delivery
@@ -103,15 +116,25 @@ class InteractionHandler:
             await self._start_job(interaction, actor, c.Imagine(request), status="original")
 
     @answers_errors
-    async def vary(self, interaction: discord.Interaction, *, upload: discord.Attachment | None,
-                   image: str | None, params: RenderParams, seed: int | None, toward: str | None,
-                   amount: float | None) -> None:
+    async def vary(
+        self,
+        interaction: discord.Interaction,
+        *,
+        upload: discord.Attachment | None,
+        image: str | None,
+        params: RenderParams,
+        seed: int | None,
+        toward: str | None,
+        amount: float | None,
+    ) -> None:
         """`/vary`: variations of an uploaded file (a new root) or of one of our images (its lineage)."""
         try:
             actor = actor_from_interaction(interaction)
             if (upload is None) == (image is None):
-                raise UsageError("Give either a file to upload or one of imagine-bot's images "
-                                 "(12:3, last:2, or a link to its message), not both.")
+                raise UsageError(
+                    "Give either a file to upload or one of imagine-bot's images "
+                    "(12:3, last:2, or a link to its message), not both."
+                )
             params.validate(max_steps=self.service.policy.max_steps, max_guidance=self.service.policy.max_guidance)
             if toward is not None:
                 if upload is not None:
@@ -136,8 +159,14 @@ class InteractionHandler:
         command = c.Vary(VariationRequest(resolved, seed, params, toward, amount))
         await self._start_job(interaction, actor, command, status="ack")
 
-    async def _vary_upload(self, interaction: discord.Interaction, actor: Actor, upload: discord.Attachment,
-                           params: RenderParams, seed: int | None) -> None:
+    async def _vary_upload(
+        self,
+        interaction: discord.Interaction,
+        actor: Actor,
+        upload: discord.Attachment,
+        params: RenderParams,
+        seed: int | None,
+    ) -> None:
         data = await upload.read()
         target = self._target(interaction, "original")
         submitted = await self._guarded(self.service.submit_upload_variation(actor, data, params, seed, target))
@@ -148,8 +177,15 @@ class InteractionHandler:
         await self._announce(interaction, submitted.generation, text)
 
     @answers_errors
-    async def blend(self, interaction: discord.Interaction, images: list[str], weights: str | None,
-                    params: RenderParams, seed: int | None, strip: int | None) -> None:
+    async def blend(
+        self,
+        interaction: discord.Interaction,
+        images: list[str],
+        weights: str | None,
+        params: RenderParams,
+        seed: int | None,
+        strip: int | None,
+    ) -> None:
         """`/blend`: 2-4 of our images mixed (or a strip from one to another), in the first's lineage."""
         try:
             actor = actor_from_interaction(interaction)
@@ -172,8 +208,14 @@ class InteractionHandler:
         await self._start_job(interaction, actor, command, status="ack")
 
     @answers_errors
-    async def job_button(self, interaction: discord.Interaction, action: str, job_id: int, index: int | None,
-                         direction: str | None = None) -> None:
+    async def job_button(
+        self,
+        interaction: discord.Interaction,
+        action: str,
+        job_id: int,
+        index: int | None,
+        direction: str | None = None,
+    ) -> None:
         """V1–V4, U1–U4, 🔄 and ❌: charged to whoever pressed, answered only to them."""
         try:
             actor = actor_from_interaction(interaction)
@@ -208,9 +250,20 @@ class InteractionHandler:
         await self._start_job(interaction, actor, c.Upscale(resolved), status="ack")
 
     @answers_errors
-    async def edit(self, interaction: discord.Interaction, image: str, *, op: str, region: str | None = None,
-                   box: str | None = None, prompt: str | None = None, factor: float | None = None,
-                   direction: str | None = None, n: int | None = None, seed: int | None = None) -> None:
+    async def edit(
+        self,
+        interaction: discord.Interaction,
+        image: str,
+        *,
+        op: str,
+        region: str | None = None,
+        box: str | None = None,
+        prompt: str | None = None,
+        factor: float | None = None,
+        direction: str | None = None,
+        n: int | None = None,
+        seed: int | None = None,
+    ) -> None:
         """`/edit`, `/zoomout`, `/pan` (and their buttons): a new job in the image's lineage."""
         try:
             actor = actor_from_interaction(interaction)
@@ -286,8 +339,9 @@ class InteractionHandler:
         if isinstance(shown, Reply):
             await interaction.edit_original_response(content=fit(shown.text), view=None, allowed_mentions=NO_PINGS)
             return
-        await interaction.edit_original_response(content=fit(replies.history_text(shown, escape)),
-                                                 view=history_view(shown), allowed_mentions=NO_PINGS)
+        await interaction.edit_original_response(
+            content=fit(replies.history_text(shown, escape)), view=history_view(shown), allowed_mentions=NO_PINGS
+        )
 
     # --- autocomplete -------------------------------------------------------------------------
 
@@ -310,8 +364,11 @@ class InteractionHandler:
 
     async def model_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         models = self.service.policy.available_models or (self.service.policy.default_model,)
-        return [app_commands.Choice(name=m[:CHOICE_LIMIT], value=m[:CHOICE_LIMIT])
-                for m in models if current.lower() in m.lower()][:25]
+        return [
+            app_commands.Choice(name=m[:CHOICE_LIMIT], value=m[:CHOICE_LIMIT])
+            for m in models
+            if current.lower() in m.lower()
+        ][:25]
 
     # --- the steps ------------------------------------------------------------------------------
 
@@ -351,8 +408,9 @@ class InteractionHandler:
             "upload_limit": interaction.filesize_limit,
         }
 
-    async def _start_job(self, interaction: discord.Interaction, actor: Actor, command: c.Command, *,
-                         status: str) -> None:
+    async def _start_job(
+        self, interaction: discord.Interaction, actor: Actor, command: c.Command, *, status: str
+    ) -> None:
         reply = await self.runner.run(actor, command, self._target(interaction, status))
         if reply.is_error or reply.job is None:
             await self._answer(interaction, reply, ephemeral=status != "original")
@@ -396,8 +454,9 @@ class InteractionHandler:
 
     async def refuse(self, interaction: discord.Interaction, message: str) -> None:
         """Answer at once, only to the user (the first and only response)."""
-        await interaction.response.send_message(fit(discord.utils.escape_mentions(message)), ephemeral=True,
-                                                allowed_mentions=NO_PINGS)
+        await interaction.response.send_message(
+            fit(discord.utils.escape_mentions(message)), ephemeral=True, allowed_mentions=NO_PINGS
+        )
 
     async def apologise(self, interaction: discord.Interaction) -> None:
         try:

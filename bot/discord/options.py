@@ -93,6 +93,9 @@ class CheckedCommandTree(app_commands.CommandTree):
         problem = option_problem(command, interaction.data or {})
         if problem is None:
             return True
-        await interaction.response.send_message(discord.utils.escape_mentions(problem)[:2000], ephemeral=True,
-                                                allowed_mentions=discord.AllowedMentions.none())
+        await interaction.response.send_message(
+            discord.utils.escape_mentions(problem)[:2000],
+            ephemeral=True,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
         return False

@@ -46,9 +46,18 @@ def reaction_action(emoji: discord.PartialEmoji) -> str | None:
 
 
 class ReactionHandler:
-    def __init__(self, client: discord.Client, service: ImagineService, deliveries: Deliveries,
-                 runner: CommandRunner, delivery: DiscordDelivery, store: ImageStore, *,
-                 notice_ttl_s: float, kick: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        client: discord.Client,
+        service: ImagineService,
+        deliveries: Deliveries,
+        runner: CommandRunner,
+        delivery: DiscordDelivery,
+        store: ImageStore,
+        *,
+        notice_ttl_s: float,
+        kick: Callable[[], None],
+    ) -> None:
         self.client = client
         self.service = service
         self.deliveries = deliveries
@@ -69,7 +78,11 @@ class ReactionHandler:
             return  # not one of our messages
         job_id, index, role = found.generation_id, found.image_index, found.role
         try:
-            team = str(payload.guild_id) if payload.guild_id else (await self.deliveries.generation(job_id)).team_external_id
+            team = (
+                str(payload.guild_id)
+                if payload.guild_id
+                else (await self.deliveries.generation(job_id)).team_external_id
+            )
             actor = actor_from_reaction(payload, team)
             if action == "vary":
                 await self._vary(payload, actor, job_id, index, role)
@@ -82,15 +95,21 @@ class ReactionHandler:
         except Exception:
             log.exception("reaction %s on message %s (job %s) failed", payload.emoji, payload.message_id, job_id)
 
-    async def _vary(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int,
-                    index: int | None, role: MessageRole) -> None:
+    async def _vary(
+        self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int, index: int | None, role: MessageRole
+    ) -> None:
         # Our result and copy messages name their image unless they show a grid.
-        image = image_to_vary(job_id, role, index, DIGITS.get(payload.emoji.name or ""),
-                              shows_grid=index is None, digits="1️⃣–4️⃣")
+        image = image_to_vary(
+            job_id, role, index, DIGITS.get(payload.emoji.name or ""), shows_grid=index is None, digits="1️⃣–4️⃣"
+        )
         if image is None:
             return  # a number on a single image: not a request we can read
-        target = {"status": "channel", "channel_id": str(payload.channel_id),
-                  "guild_id": str(payload.guild_id or ""), "user_id": str(payload.user_id)}
+        target = {
+            "status": "channel",
+            "channel_id": str(payload.channel_id),
+            "guild_id": str(payload.guild_id or ""),
+            "user_id": str(payload.user_id),
+        }
         reply = await self.runner.run(actor, c.Vary(VariationRequest(image)), target)
         if reply.is_error or reply.job is None:
             await self._notice(payload, reply.text)
@@ -100,8 +119,9 @@ class ReactionHandler:
         except discord.HTTPException as error:
             log.warning("job %s: status message not shown: %s", reply.job.id, error)
 
-    async def _remove(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int,
-                      role: MessageRole) -> None:
+    async def _remove(
+        self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int, role: MessageRole
+    ) -> None:
         if role == MessageRole.COPY:  # a copy in someone's DMs is theirs to remove
             await self._delete(payload.channel_id, payload.message_id)
             return
@@ -120,8 +140,9 @@ class ReactionHandler:
         except discord.NotFound:
             pass  # already gone
 
-    async def _mail(self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int,
-                    index: int | None) -> None:
+    async def _mail(
+        self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int, index: int | None
+    ) -> None:
         job = await self.service.job_for_actor(actor, job_id)
         if job.status != GenerationStatus.DONE:
             raise InvalidState(f"Job #{job.id} is {job.status}: there is nothing to send yet.")
@@ -131,17 +152,28 @@ class ReactionHandler:
             message = await channel.send(details_text(job), files=[file] if file else [], allowed_mentions=NO_PINGS)
         except discord.Forbidden:
             raise InvalidState("I cannot send you DMs: allow direct messages from this server's members.") from None
-        await self.deliveries.record_message(Platform.DISCORD, str(channel.id), str(message.id), job.id,
-                                             job.images[0].index if len(job.images) == 1 else None,
-                                             role=MessageRole.COPY)
+        await self.deliveries.record_message(
+            Platform.DISCORD,
+            str(channel.id),
+            str(message.id),
+            job.id,
+            job.images[0].index if len(job.images) == 1 else None,
+            role=MessageRole.COPY,
+        )
 
     async def _notice(self, payload: discord.RawReactionActionEvent, text: str) -> None:
         channel = self.client.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
-        reference = discord.MessageReference(message_id=payload.message_id, channel_id=payload.channel_id,
-                                             fail_if_not_exists=False)
+        reference = discord.MessageReference(
+            message_id=payload.message_id, channel_id=payload.channel_id, fail_if_not_exists=False
+        )
         body = fit(f"<@{payload.user_id}> {discord.utils.escape_mentions(text)}")
         try:
-            await channel.send(body, reference=reference, allowed_mentions=NO_PINGS, mention_author=False,
-                               delete_after=self.notice_ttl_s)
+            await channel.send(
+                body,
+                reference=reference,
+                allowed_mentions=NO_PINGS,
+                mention_author=False,
+                delete_after=self.notice_ttl_s,
+            )
         except discord.HTTPException as error:
             log.info("notice for %s not posted: %s", payload.user_id, error)

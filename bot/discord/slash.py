@@ -39,11 +39,18 @@ IMAGINE_HELP = {
 }
 
 
-def render_params(n: int | None, aspect: str | None, steps: int | None, guidance: float | None,
-                  strength: float | None = None) -> RenderParams:
+def render_params(
+    n: int | None, aspect: str | None, steps: int | None, guidance: float | None, strength: float | None = None
+) -> RenderParams:
     # `steps` sets the prior's and the decoder's steps, as `--steps` does in text commands.
-    return RenderParams(n=n or 4, prior_steps=steps, decoder_steps=steps, decoder_guidance=guidance,
-                        aspect=aspect or "1:1", strength=strength)
+    return RenderParams(
+        n=n or 4,
+        prior_steps=steps,
+        decoder_steps=steps,
+        decoder_guidance=guidance,
+        aspect=aspect or "1:1",
+        strength=strength,
+    )
 
 
 def quota_target(target: Target | None) -> QuotaTarget:
@@ -62,68 +69,125 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     @app_commands.guild_only()
     @app_commands.describe(**{k: v for k, v in IMAGINE_HELP.items() if k != "model"})
     @app_commands.choices(aspect=ASPECT_CHOICES)
-    async def imagine(interaction: discord.Interaction, prompt: str, negative: Optional[str] = None,
-                      seed: Optional[Seed] = None, n: Optional[Images] = None, aspect: Optional[str] = None,
-                      steps: Optional[Steps] = None, guidance: Optional[Guidance] = None) -> None:
-        await handler.imagine(interaction, ImagineRequest(
-            prompt, negative, seed, None, render_params(n, aspect, steps, guidance)))
+    async def imagine(
+        interaction: discord.Interaction,
+        prompt: str,
+        negative: Optional[str] = None,
+        seed: Optional[Seed] = None,
+        n: Optional[Images] = None,
+        aspect: Optional[str] = None,
+        steps: Optional[Steps] = None,
+        guidance: Optional[Guidance] = None,
+    ) -> None:
+        await handler.imagine(
+            interaction, ImagineRequest(prompt, negative, seed, None, render_params(n, aspect, steps, guidance))
+        )
 
     @app_commands.guild_only()
     @app_commands.describe(**IMAGINE_HELP)
     @app_commands.choices(aspect=ASPECT_CHOICES)
     @app_commands.autocomplete(model=handler.model_choices)
-    async def imagine_with_model(interaction: discord.Interaction, prompt: str, negative: Optional[str] = None,
-                                 seed: Optional[Seed] = None, n: Optional[Images] = None,
-                                 aspect: Optional[str] = None, steps: Optional[Steps] = None,
-                                 guidance: Optional[Guidance] = None, model: Optional[str] = None) -> None:
-        await handler.imagine(interaction, ImagineRequest(
-            prompt, negative, seed, model, render_params(n, aspect, steps, guidance)))
+    async def imagine_with_model(
+        interaction: discord.Interaction,
+        prompt: str,
+        negative: Optional[str] = None,
+        seed: Optional[Seed] = None,
+        n: Optional[Images] = None,
+        aspect: Optional[str] = None,
+        steps: Optional[Steps] = None,
+        guidance: Optional[Guidance] = None,
+        model: Optional[str] = None,
+    ) -> None:
+        await handler.imagine(
+            interaction, ImagineRequest(prompt, negative, seed, model, render_params(n, aspect, steps, guidance))
+        )
 
-    tree.add_command(app_commands.Command(
-        name="imagine", description="Imagine an image from a text prompt",
-        callback=imagine_with_model if len(models) > 1 else imagine))
+    tree.add_command(
+        app_commands.Command(
+            name="imagine",
+            description="Imagine an image from a text prompt",
+            callback=imagine_with_model if len(models) > 1 else imagine,
+        )
+    )
 
     @tree.command(name="vary", description="Variations of one of your images, or of a file you upload")
     @app_commands.guild_only()
     @app_commands.describe(
         image="One of imagine-bot's images: 12:3, last:2, or a link to its message",
-        upload="Or a file of your own", strength="How far from the source (0.05 close to 1 free)",
-        toward="Turn it toward this text, e.g. 'in winter'", amount="How far toward that text (0.05-1)",
-        n="How many variations (1-4)", seed="Seed for a repeatable result")
+        upload="Or a file of your own",
+        strength="How far from the source (0.05 close to 1 free)",
+        toward="Turn it toward this text, e.g. 'in winter'",
+        amount="How far toward that text (0.05-1)",
+        n="How many variations (1-4)",
+        seed="Seed for a repeatable result",
+    )
     @app_commands.autocomplete(image=handler.image_choices)
-    async def vary(interaction: discord.Interaction, image: Optional[str] = None,
-                   upload: Optional[discord.Attachment] = None, strength: Optional[Strength] = None,
-                   toward: Optional[str] = None, amount: Optional[Strength] = None,
-                   n: Optional[Images] = None, seed: Optional[Seed] = None) -> None:
-        await handler.vary(interaction, upload=upload, image=image, seed=seed, toward=toward, amount=amount,
-                           params=render_params(n, None, None, None, strength))
+    async def vary(
+        interaction: discord.Interaction,
+        image: Optional[str] = None,
+        upload: Optional[discord.Attachment] = None,
+        strength: Optional[Strength] = None,
+        toward: Optional[str] = None,
+        amount: Optional[Strength] = None,
+        n: Optional[Images] = None,
+        seed: Optional[Seed] = None,
+    ) -> None:
+        await handler.vary(
+            interaction,
+            upload=upload,
+            image=image,
+            seed=seed,
+            toward=toward,
+            amount=amount,
+            params=render_params(n, None, None, None, strength),
+        )
 
     @tree.command(name="blend", description="Blend 2-4 of imagine-bot's images into new ones")
     @app_commands.guild_only()
     @app_commands.describe(
-        first="An image: 12:3, last:2, or a link to its message", second="Another image",
-        third="A third image (optional)", fourth="A fourth image (optional)",
-        weights="How much of each, e.g. '1, 2'", strip="Instead: a strip of 3-8 frames from first to second",
-        n="How many images (1-4)", seed="Seed for a repeatable result")
-    @app_commands.autocomplete(first=handler.image_choices, second=handler.image_choices,
-                               third=handler.image_choices, fourth=handler.image_choices)
-    async def blend(interaction: discord.Interaction, first: str, second: str, third: Optional[str] = None,
-                    fourth: Optional[str] = None, weights: Optional[str] = None,
-                    strip: Optional[app_commands.Range[int, *limits.STRIP_FRAMES]] = None, n: Optional[Images] = None,
-                    seed: Optional[Seed] = None) -> None:
+        first="An image: 12:3, last:2, or a link to its message",
+        second="Another image",
+        third="A third image (optional)",
+        fourth="A fourth image (optional)",
+        weights="How much of each, e.g. '1, 2'",
+        strip="Instead: a strip of 3-8 frames from first to second",
+        n="How many images (1-4)",
+        seed="Seed for a repeatable result",
+    )
+    @app_commands.autocomplete(
+        first=handler.image_choices,
+        second=handler.image_choices,
+        third=handler.image_choices,
+        fourth=handler.image_choices,
+    )
+    async def blend(
+        interaction: discord.Interaction,
+        first: str,
+        second: str,
+        third: Optional[str] = None,
+        fourth: Optional[str] = None,
+        weights: Optional[str] = None,
+        strip: Optional[app_commands.Range[int, *limits.STRIP_FRAMES]] = None,
+        n: Optional[Images] = None,
+        seed: Optional[Seed] = None,
+    ) -> None:
         images = [image for image in (first, second, third, fourth) if image]
         await handler.blend(interaction, images, weights, render_params(n, None, None, None), seed, strip)
 
     @tree.command(name="history", description="Your recent jobs (only you see them)")
     @app_commands.guild_only()
     @app_commands.describe(page="Which page (newest first)")
-    async def history(interaction: discord.Interaction, page: Optional[app_commands.Range[int, 1, limits.MAX_HISTORY_PAGE]] = None) -> None:
+    async def history(
+        interaction: discord.Interaction, page: Optional[app_commands.Range[int, 1, limits.MAX_HISTORY_PAGE]] = None
+    ) -> None:
         await handler.history(interaction, page or 1)
 
     @tree.command(name="thread", description="The variation tree a job belongs to")
     @app_commands.guild_only()
     @app_commands.describe(job="A job number (your latest when empty)")
-    async def thread(interaction: discord.Interaction, job: Optional[app_commands.Range[int, 1, limits.MAX_ID]] = None) -> None:
+    async def thread(
+        interaction: discord.Interaction, job: Optional[app_commands.Range[int, 1, limits.MAX_ID]] = None
+    ) -> None:
         await handler.run(interaction, c.Thread(job), ephemeral=False)
 
     @tree.command(name="quota", description="How many images you have left today, and when it resets")
@@ -135,34 +199,65 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
 
     @tree.command(name="edit", description="Redraw part of one of your images from a prompt")
     @app_commands.guild_only()
-    @app_commands.describe(image="One of imagine-bot's images: 12:3, last:2, or a link to its message",
-                           region="Which part to redraw", prompt="What to draw there",
-                           box="Or a box: X,Y,W,H as fractions of the image, e.g. 0.5,0,0.5,1",
-                           n="How many images (1-4)", seed="Seed for a repeatable result")
+    @app_commands.describe(
+        image="One of imagine-bot's images: 12:3, last:2, or a link to its message",
+        region="Which part to redraw",
+        prompt="What to draw there",
+        box="Or a box: X,Y,W,H as fractions of the image, e.g. 0.5,0,0.5,1",
+        n="How many images (1-4)",
+        seed="Seed for a repeatable result",
+    )
     @app_commands.choices(region=region_choices)
     @app_commands.autocomplete(image=handler.image_choices)
-    async def edit(interaction: discord.Interaction, image: str, prompt: str, region: Optional[str] = None,
-                   box: Optional[str] = None, n: Optional[Images] = None, seed: Optional[Seed] = None) -> None:
+    async def edit(
+        interaction: discord.Interaction,
+        image: str,
+        prompt: str,
+        region: Optional[str] = None,
+        box: Optional[str] = None,
+        n: Optional[Images] = None,
+        seed: Optional[Seed] = None,
+    ) -> None:
         await handler.edit(interaction, image, op="region", region=region, box=box, prompt=prompt, n=n, seed=seed)
 
     @tree.command(name="zoomout", description="Zoom out of one of your images: the picture goes on around it")
     @app_commands.guild_only()
-    @app_commands.describe(image="One of imagine-bot's images", factor="How far (default 2×)",
-                           n="How many images (1-4)", seed="Seed for a repeatable result")
-    @app_commands.choices(factor=[app_commands.Choice(name="1.5×", value=1.5), app_commands.Choice(name="2×", value=2.0)])
+    @app_commands.describe(
+        image="One of imagine-bot's images",
+        factor="How far (default 2×)",
+        n="How many images (1-4)",
+        seed="Seed for a repeatable result",
+    )
+    @app_commands.choices(
+        factor=[app_commands.Choice(name="1.5×", value=1.5), app_commands.Choice(name="2×", value=2.0)]
+    )
     @app_commands.autocomplete(image=handler.image_choices)
-    async def zoomout(interaction: discord.Interaction, image: str, factor: Optional[float] = None,
-                      n: Optional[Images] = None, seed: Optional[Seed] = None) -> None:
+    async def zoomout(
+        interaction: discord.Interaction,
+        image: str,
+        factor: Optional[float] = None,
+        n: Optional[Images] = None,
+        seed: Optional[Seed] = None,
+    ) -> None:
         await handler.edit(interaction, image, op="zoomout", factor=factor or 2.0, n=n, seed=seed)
 
     @tree.command(name="pan", description="Pan one of your images: the picture goes on that way")
     @app_commands.guild_only()
-    @app_commands.describe(image="One of imagine-bot's images", direction="Which way",
-                           n="How many images (1-4)", seed="Seed for a repeatable result")
+    @app_commands.describe(
+        image="One of imagine-bot's images",
+        direction="Which way",
+        n="How many images (1-4)",
+        seed="Seed for a repeatable result",
+    )
     @app_commands.choices(direction=[app_commands.Choice(name=d, value=d) for d in ("left", "right", "up", "down")])
     @app_commands.autocomplete(image=handler.image_choices)
-    async def pan(interaction: discord.Interaction, image: str, direction: str, n: Optional[Images] = None,
-                  seed: Optional[Seed] = None) -> None:
+    async def pan(
+        interaction: discord.Interaction,
+        image: str,
+        direction: str,
+        n: Optional[Images] = None,
+        seed: Optional[Seed] = None,
+    ) -> None:
         await handler.edit(interaction, image, op="pan", direction=direction, n=n, seed=seed)
 
     @tree.command(name="upscale", description="One image of a grid, larger (one image of quota)")
@@ -175,13 +270,17 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     @tree.command(name="reroll", description="The same request again with a new seed")
     @app_commands.guild_only()
     @app_commands.describe(job="A job number (your latest when empty)")
-    async def reroll(interaction: discord.Interaction, job: Optional[app_commands.Range[int, 1, limits.MAX_ID]] = None) -> None:
+    async def reroll(
+        interaction: discord.Interaction, job: Optional[app_commands.Range[int, 1, limits.MAX_ID]] = None
+    ) -> None:
         await handler.job_command(interaction, c.Reroll(job))
 
     @tree.command(name="cancel", description="Cancel a queued or running job (refunded)")
     @app_commands.guild_only()
     @app_commands.describe(job="A job number (your latest when empty)")
-    async def cancel(interaction: discord.Interaction, job: Optional[app_commands.Range[int, 1, limits.MAX_ID]] = None) -> None:
+    async def cancel(
+        interaction: discord.Interaction, job: Optional[app_commands.Range[int, 1, limits.MAX_ID]] = None
+    ) -> None:
         await handler.run(interaction, c.Cancel(job), ephemeral=True)
 
     @tree.command(name="gallery", description="A private link to this server's gallery")
@@ -200,12 +299,26 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
 #: How each command reaches the service from Discord (tests/bot/test_reachability.py checks
 #: every Command type is here or in ABSENT, and that each named slash command is registered).
 REACHES: dict[type, str] = {
-    c.Imagine: "/imagine", c.Vary: "/vary", c.Blend: "/blend", c.Edit: "/edit", c.Upscale: "/upscale", c.Reroll: "/reroll",
-    c.Cancel: "/cancel", c.History: "/history", c.Thread: "/thread", c.Quota: "/quota", c.Help: "/help",
-    c.Gallery: "/gallery", c.AdminQuota: "/imagine-admin quota", c.AdminBan: "/imagine-admin ban",
-    c.AdminUnban: "/imagine-admin unban", c.AdminBlockTerm: "/imagine-admin block-term",
-    c.AdminUnblockTerm: "/imagine-admin unblock-term", c.AdminAudit: "/imagine-admin audit",
-    c.AdminStats: "/imagine-admin stats", c.AdminRetention: "/imagine-admin retention",
+    c.Imagine: "/imagine",
+    c.Vary: "/vary",
+    c.Blend: "/blend",
+    c.Edit: "/edit",
+    c.Upscale: "/upscale",
+    c.Reroll: "/reroll",
+    c.Cancel: "/cancel",
+    c.History: "/history",
+    c.Thread: "/thread",
+    c.Quota: "/quota",
+    c.Help: "/help",
+    c.Gallery: "/gallery",
+    c.AdminQuota: "/imagine-admin quota",
+    c.AdminBan: "/imagine-admin ban",
+    c.AdminUnban: "/imagine-admin unban",
+    c.AdminBlockTerm: "/imagine-admin block-term",
+    c.AdminUnblockTerm: "/imagine-admin unblock-term",
+    c.AdminAudit: "/imagine-admin audit",
+    c.AdminStats: "/imagine-admin stats",
+    c.AdminRetention: "/imagine-admin retention",
     c.AdminModRole: "/imagine-admin mod-role",
 }
 ABSENT: dict[type, str] = {}
@@ -213,18 +326,24 @@ ABSENT: dict[type, str] = {}
 
 def admin_group(handler: InteractionHandler) -> app_commands.Group:
     admin = app_commands.Group(
-        name="imagine-admin", description="imagine-bot moderation: quotas, bans, blocked terms, audit, stats",
+        name="imagine-admin",
+        description="imagine-bot moderation: quotas, bans, blocked terms, audit, stats",
         # guild_only sets dm_permission false: with contexts alone the group said "DMs allowed".
-        guild_only=True, allowed_contexts=app_commands.AppCommandContext(guild=True),
-        default_permissions=discord.Permissions(manage_guild=True))
+        guild_only=True,
+        allowed_contexts=app_commands.AppCommandContext(guild=True),
+        default_permissions=discord.Permissions(manage_guild=True),
+    )
     quota = app_commands.Group(name="quota", description="Daily image quotas", parent=admin)
     target_help = "A member or a role (@everyone for all); empty: the server's default"
 
     @quota.command(name="set", description="Set a daily image limit")
     @app_commands.describe(target=target_help, images="Images per day", unlimited="No limit at all")
-    async def quota_set(interaction: discord.Interaction, target: Optional[Target] = None,
-                        images: Optional[app_commands.Range[int, 0, limits.MAX_QUOTA_IMAGES]] = None,
-                        unlimited: bool = False) -> None:
+    async def quota_set(
+        interaction: discord.Interaction,
+        target: Optional[Target] = None,
+        images: Optional[app_commands.Range[int, 0, limits.MAX_QUOTA_IMAGES]] = None,
+        unlimited: bool = False,
+    ) -> None:
         if unlimited == (images is not None):
             await handler.refuse(interaction, "Give either a number of images or unlimited: True.")
             return
@@ -232,8 +351,11 @@ def admin_group(handler: InteractionHandler) -> app_commands.Group:
 
     @quota.command(name="grant", description="Give extra images for today")
     @app_commands.describe(target=target_help, images="Extra images for today")
-    async def quota_grant(interaction: discord.Interaction, images: app_commands.Range[int, 1, limits.MAX_QUOTA_IMAGES],
-                          target: Optional[Target] = None) -> None:
+    async def quota_grant(
+        interaction: discord.Interaction,
+        images: app_commands.Range[int, 1, limits.MAX_QUOTA_IMAGES],
+        target: Optional[Target] = None,
+    ) -> None:
         await handler.admin(interaction, c.AdminQuota("grant", quota_target(target), images))
 
     @quota.command(name="reset", description="Start today's usage over")
@@ -243,8 +365,11 @@ def admin_group(handler: InteractionHandler) -> app_commands.Group:
 
     @admin.command(name="ban", description="Stop a member from using imagine-bot here")
     @app_commands.describe(user="Who", reason="Why (they are told)")
-    async def ban(interaction: discord.Interaction, user: discord.User,
-                  reason: Optional[app_commands.Range[str, 1, limits.MAX_BAN_REASON_CHARS]] = None) -> None:
+    async def ban(
+        interaction: discord.Interaction,
+        user: discord.User,
+        reason: Optional[app_commands.Range[str, 1, limits.MAX_BAN_REASON_CHARS]] = None,
+    ) -> None:
         await handler.admin(interaction, c.AdminBan(str(user.id), reason))
 
     @admin.command(name="unban", description="Let a banned member use imagine-bot again")
@@ -261,30 +386,42 @@ def admin_group(handler: InteractionHandler) -> app_commands.Group:
 
     @admin.command(name="audit", description="Recent moderator actions")
     @app_commands.describe(entries="How many (1-100)")
-    async def audit(interaction: discord.Interaction, entries: Optional[app_commands.Range[int, *limits.AUDIT_ENTRIES]] = None) -> None:
+    async def audit(
+        interaction: discord.Interaction, entries: Optional[app_commands.Range[int, *limits.AUDIT_ENTRIES]] = None
+    ) -> None:
         await handler.admin(interaction, c.AdminAudit(entries) if entries is not None else c.AdminAudit())
 
     @admin.command(name="stats", description="Jobs, failures and usage by member and role")
     @app_commands.describe(days="Over how many days (1-90)")
-    async def stats(interaction: discord.Interaction, days: Optional[app_commands.Range[int, *limits.STATS_DAYS]] = None) -> None:
+    async def stats(
+        interaction: discord.Interaction, days: Optional[app_commands.Range[int, *limits.STATS_DAYS]] = None
+    ) -> None:
         await handler.admin(interaction, c.AdminStats(days) if days is not None else c.AdminStats())
 
     @admin.command(name="retention", description="How long this server's jobs and images are kept")
     @app_commands.describe(days="Days to keep them", keep="Or: forever, or the deployment's default")
-    @app_commands.choices(keep=[app_commands.Choice(name="forever", value="forever"),
-                                app_commands.Choice(name="default", value="default")])
-    async def retention(interaction: discord.Interaction,
-                        days: Optional[app_commands.Range[int, 1, limits.RETENTION_DAYS[1]]] = None,
-                        keep: Optional[str] = None) -> None:
+    @app_commands.choices(
+        keep=[
+            app_commands.Choice(name="forever", value="forever"),
+            app_commands.Choice(name="default", value="default"),
+        ]
+    )
+    async def retention(
+        interaction: discord.Interaction,
+        days: Optional[app_commands.Range[int, 1, limits.RETENTION_DAYS[1]]] = None,
+        keep: Optional[str] = None,
+    ) -> None:
         if (days is None) == (keep is None):
             await handler.refuse(interaction, "Give either a number of days or keep: forever/default.")
             return
-        await handler.admin(interaction, c.AdminRetention(days if days is not None else
-                                                          (0 if keep == "forever" else None)))
+        await handler.admin(
+            interaction, c.AdminRetention(days if days is not None else (0 if keep == "forever" else None))
+        )
 
     @admin.command(name="mod-role", description="Make a role's members imagine-bot moderators (or stop)")
-    @app_commands.choices(action=[app_commands.Choice(name="add", value="add"),
-                                  app_commands.Choice(name="remove", value="remove")])
+    @app_commands.choices(
+        action=[app_commands.Choice(name="add", value="add"), app_commands.Choice(name="remove", value="remove")]
+    )
     async def mod_role(interaction: discord.Interaction, action: str, role: discord.Role) -> None:
         await handler.admin(interaction, c.AdminModRole(str(role.id), action == "add"))
 

@@ -28,8 +28,7 @@ ARCHIVE_AFTER_MINUTES = 1440
 async def result_message(deliveries: Deliveries, job_id: int, image_index: int | None = None) -> tuple[int, int] | None:
     """(channel, message) where a finished job is shown: the message of that one image if there
     is one, else its grid (a new result message, or the status message edited into it)."""
-    shown = [m for m in await deliveries.messages_for(job_id)
-             if m.role in (MessageRole.RESULT, MessageRole.PROGRESS)]
+    shown = [m for m in await deliveries.messages_for(job_id) if m.role in (MessageRole.RESULT, MessageRole.PROGRESS)]
     for wanted in ((image_index, MessageRole.RESULT), (None, MessageRole.RESULT), (None, MessageRole.PROGRESS)):
         found = next((m for m in shown if (m.image_index, m.role) == wanted), None)
         if found is not None:
@@ -71,25 +70,34 @@ class VariationThreads:
             return None
         channel_id, message_id = result
         guild_id = int(job.team_external_id) if job.team_external_id.isdigit() else None
-        root_message = self.client.get_partial_messageable(channel_id, guild_id=guild_id).get_partial_message(message_id)
+        root_message = self.client.get_partial_messageable(channel_id, guild_id=guild_id).get_partial_message(
+            message_id
+        )
         try:
             root_view = await self.deliveries.generation(root)
-            thread = await root_message.create_thread(name=thread_name(root_view),
-                                                      auto_archive_duration=ARCHIVE_AFTER_MINUTES)
+            thread = await root_message.create_thread(
+                name=thread_name(root_view), auto_archive_duration=ARCHIVE_AFTER_MINUTES
+            )
             thread_id = thread.id
         except discord.HTTPException as error:
             if error.code != THREAD_ALREADY_EXISTS:
                 # Deleted root message, a root inside a thread, missing permission: post the
                 # lineage in the channel instead (once per process, not once per job).
-                log.warning("job %s: cannot open a thread on message %s (%s); posting in channel %s",
-                            job.id, message_id, error, channel_id)
+                log.warning(
+                    "job %s: cannot open a thread on message %s (%s); posting in channel %s",
+                    job.id,
+                    message_id,
+                    error,
+                    channel_id,
+                )
                 return channel_id
             # Another replica (or an earlier try of ours) opened it: a thread started from a
             # message has that message's id.
             thread_id = message_id
         except ValueError:  # the guild is not in the cache yet: no thread can be made from here
             return channel_id
-        await self.deliveries.record_message(Platform.DISCORD, str(channel_id), str(thread_id), root,
-                                             role=MessageRole.THREAD)
+        await self.deliveries.record_message(
+            Platform.DISCORD, str(channel_id), str(thread_id), root, role=MessageRole.THREAD
+        )
         log.info("job %s: variation thread %s opened on root %s", job.id, thread_id, root)
         return thread_id

@@ -1,10 +1,10 @@
 """The gallery's aiohttp app: every page needs a valid signed link for its team.
 
-    /g/<token>                    recent images of the team (?q= searches prompts)
-    /g/<token>/users/<user id>    one member's history
-    /g/<token>/threads/<job id>   a variation thread drawn as a tree
-    /g/<token>/images/<id>.png    an image file (only the link's team's)
-    /healthz
+/g/<token>                    recent images of the team (?q= searches prompts)
+/g/<token>/users/<user id>    one member's history
+/g/<token>/threads/<job id>   a variation thread drawn as a tree
+/g/<token>/images/<id>.png    an image file (only the link's team's)
+/healthz
 """
 
 from __future__ import annotations
@@ -108,8 +108,11 @@ def run_gallery(settings) -> int:
     if not settings.gallery.secret:
         log.warning("IMAGINE_GALLERY_SECRET is empty: every gallery link will be refused")
     runtime = build_bot_runtime(settings)
-    links = GalleryLinks(settings.gallery.secret, settings.gallery.base_url,
-                         settings.gallery.link_ttl_hours * 3600)
-    web.run_app(make_app(runtime.gallery, runtime.store, links), host=settings.gallery.host,
-                port=settings.gallery.port, print=None)
+    links = GalleryLinks(settings.gallery.secret, settings.gallery.base_url, settings.gallery.link_ttl_hours * 3600)
+    web.run_app(
+        make_app(runtime.gallery, runtime.store, links),
+        host=settings.gallery.host,
+        port=settings.gallery.port,
+        print=None,
+    )
     return 0

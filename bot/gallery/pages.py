@@ -47,8 +47,10 @@ def _caption(base: str, job: GenerationView) -> str:
 
 
 def gallery(base: str, title: str, jobs: list[GenerationView], query: str = "") -> str:
-    search = (f"<form method='get' action='{base}'><input name='q' value='{escape(query, quote=True)}' "
-              "placeholder='search prompts'> <button>Search</button></form>")
+    search = (
+        f"<form method='get' action='{base}'><input name='q' value='{escape(query, quote=True)}' "
+        "placeholder='search prompts'> <button>Search</button></form>"
+    )
     if not jobs:
         return page(title, search + "<p class='muted'>Nothing here yet.</p>")
     cards = "".join(f"<div class='card'>{_images(base, job)}{_caption(base, job)}</div>" for job in jobs)
@@ -59,14 +61,17 @@ def thread(base: str, tree: ThreadNode) -> str:
     def node(item: ThreadNode) -> str:
         job = item.generation
         children = "".join(node(child) for child in item.children)
-        return (f"<li data-job='{job.id}'>{_images(base, job)}{_caption(base, job)}"
-                + (f"<ul>{children}</ul>" if children else "") + "</li>")
+        return (
+            f"<li data-job='{job.id}'>{_images(base, job)}{_caption(base, job)}"
+            + (f"<ul>{children}</ul>" if children else "")
+            + "</li>"
+        )
 
     root = tree.generation
-    return page(f"Thread of #{root.id}",
-                f"<p><a href='{base}'>all images</a></p><div class='tree'><ul>{node(tree)}</ul></div>")
+    return page(
+        f"Thread of #{root.id}", f"<p><a href='{base}'>all images</a></p><div class='tree'><ul>{node(tree)}</ul></div>"
+    )
 
 
 def forbidden() -> str:
-    return page("This gallery link is not valid",
-                "<p>Ask the bot for a fresh one: <code>/imagine gallery</code>.</p>")
+    return page("This gallery link is not valid", "<p>Ask the bot for a fresh one: <code>/imagine gallery</code>.</p>")

@@ -81,4 +81,3 @@ class SlackAdapter(Listeners, Reactions, SlackDeliveryTarget):
         self._file_hosts = {"files.slack.com", urlparse(settings.api_url).hostname}
         self._background: set[asyncio.Task] = set()
         self._in_flight: set[asyncio.Task] = set()
-

@@ -53,8 +53,7 @@ def signed_by_slack(body: bytes, headers, secret: str, *, now: float | None = No
         return False
     if abs((now if now is not None else time.time()) - int(timestamp)) > SIGNATURE_MAX_AGE_S:
         return False
-    expected = "v0=" + hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + body,
-                                hashlib.sha256).hexdigest()
+    expected = "v0=" + hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
 
 
@@ -103,11 +102,13 @@ class Ingress:
             if not signed_by_slack(body, request.headers, self.settings.signing_secret.get_secret_value()):
                 return web.Response(status=401, text="")
             try:
-                bolt_request = AsyncBoltRequest(body=body.decode("utf-8"), query=request.query_string,
-                                                headers=dict(request.headers))
+                bolt_request = AsyncBoltRequest(
+                    body=body.decode("utf-8"), query=request.query_string, headers=dict(request.headers)
+                )
                 # Everything Slack sends is an object with a type, a slash command, or an SSL check.
                 readable = isinstance(bolt_request.body, dict) and any(
-                    bolt_request.body.get(key) for key in ("type", "command", "ssl_check"))
+                    bolt_request.body.get(key) for key in ("type", "command", "ssl_check")
+                )
             except (ValueError, TypeError, AttributeError, KeyError):
                 readable = False
             if not readable:
@@ -185,19 +186,28 @@ class SlackBot:
             process_before_response=True,
             logger=logging.getLogger("slack_bolt.imagine"),
         )
-        limits = Limits(max_steps=runtime.settings.limits.max_steps,
-                        max_guidance=runtime.settings.limits.max_guidance)
+        limits = Limits(max_steps=runtime.settings.limits.max_steps, max_guidance=runtime.settings.limits.max_guidance)
         self.adapter = SlackAdapter(
-            runtime.service, runtime.deliveries, runtime.events, runtime.store,
-            build_client(settings, self._session), settings,
-            http=self._session, limits=limits, gallery_links=runtime.gallery_links(),
+            runtime.service,
+            runtime.deliveries,
+            runtime.events,
+            runtime.store,
+            build_client(settings, self._session),
+            settings,
+            http=self._session,
+            limits=limits,
+            gallery_links=runtime.gallery_links(),
             progress_client=build_client(settings, self._session, wait_out_rate_limits=False),
         )
         self.adapter.register(self.app, lambda work: asyncio.run_coroutine_threadsafe(work, work_loop))
-        self.delivery = Delivery(runtime.deliveries, self.adapter, runtime.wakeups(),
-                                 sweep_interval_s=settings.delivery_sweep_s,
-                                 progress_interval_s=settings.progress_interval_s,
-                                 lease_s=settings.delivery_lease_s)
+        self.delivery = Delivery(
+            runtime.deliveries,
+            self.adapter,
+            runtime.wakeups(),
+            sweep_interval_s=settings.delivery_sweep_s,
+            progress_interval_s=settings.progress_interval_s,
+            lease_s=settings.delivery_lease_s,
+        )
         self.adapter.delivery = self.delivery
         await self.delivery.start()
         self._pruner = asyncio.create_task(self._forget_old_events(), name="slack-event-pruner")
@@ -254,8 +264,7 @@ async def serve(runtime: BotRuntime, settings: SlackSettings) -> int:
         loop.add_signal_handler(signum, stopping.set)
     bot = SlackBot(runtime, settings)
     await bot.start()
-    where = (f"http://{settings.host}:{bot.port}{settings.path}" if settings.mode == "http"
-             else "Socket Mode")
+    where = f"http://{settings.host}:{bot.port}{settings.path}" if settings.mode == "http" else "Socket Mode"
     print(f"imagine-bot slack: ready ({where})", file=sys.stderr, flush=True)
     try:
         await stopping.wait()

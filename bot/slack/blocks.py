@@ -53,8 +53,10 @@ def parse_action(action_id: str, value: str) -> ButtonPress | None:
 
 def section(text: str) -> dict[str, Any]:
     # verbatim: Slack must not auto-link channel names or parse mentions in (escaped) user text.
-    return {"type": "section",
-            "text": {"type": "mrkdwn", "text": replies.shorten(text, SECTION_LIMIT), "verbatim": True}}
+    return {
+        "type": "section",
+        "text": {"type": "mrkdwn", "text": replies.shorten(text, SECTION_LIMIT), "verbatim": True},
+    }
 
 
 def context(text: str) -> dict[str, Any]:
@@ -62,8 +64,12 @@ def context(text: str) -> dict[str, Any]:
 
 
 def button(label: str, action: str, job_id: int, *, style: str | None = None) -> dict[str, Any]:
-    element: dict[str, Any] = {"type": "button", "text": {"type": "plain_text", "text": label},
-                               "action_id": ACTION_PREFIX + action, "value": str(job_id)}
+    element: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": label},
+        "action_id": ACTION_PREFIX + action,
+        "value": str(job_id),
+    }
     if style:
         element["style"] = style
     return element
@@ -79,8 +85,13 @@ def progress_message(job: GenerationView, position: int | None = None) -> tuple[
     text = replies.job_status(job, position, escape)
     blocks = [section(text), context(f"requested by {requester(job)}")]
     if job.status in (GenerationStatus.QUEUED, GenerationStatus.RUNNING):
-        blocks.append({"type": "actions", "block_id": f"imagine-progress-{job.id}",
-                       "elements": [button("Cancel", "cancel", job.id, style="danger")]})
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"imagine-progress-{job.id}",
+                "elements": [button("Cancel", "cancel", job.id, style="danger")],
+            }
+        )
     return text, blocks
 
 
@@ -89,18 +100,19 @@ def result_message(job: GenerationView) -> tuple[str, list[dict]]:
     caption = replies.result_caption(job, escape)
     count = len(job.images)
     blocks: list[dict[str, Any]] = [section(caption)]
-    vary = [button(f"V{i}" if count > 1 else "Variations", f"vary:{i}", job.id)
-            for i in range(1, count + 1)]
+    vary = [button(f"V{i}" if count > 1 else "Variations", f"vary:{i}", job.id) for i in range(1, count + 1)]
     if job.kind == GenerationKind.UPSCALE:
         blocks.append({"type": "actions", "block_id": f"imagine-vary-{job.id}", "elements": vary})
     else:
-        upscale = [button(f"U{i}" if count > 1 else "Upscale", f"upscale:{i}", job.id)
-                   for i in range(1, count + 1)]
+        upscale = [button(f"U{i}" if count > 1 else "Upscale", f"upscale:{i}", job.id) for i in range(1, count + 1)]
         vary.append(button("Reroll", "reroll", job.id))
         blocks.append({"type": "actions", "block_id": f"imagine-vary-{job.id}", "elements": vary})
         blocks.append({"type": "actions", "block_id": f"imagine-upscale-{job.id}", "elements": upscale})
-    hint = ("V = variations of that image, U = upscale it; or react :one:–:four:"
-            if count > 1 else "or react :repeat: for variations")
+    hint = (
+        "V = variations of that image, U = upscale it; or react :one:–:four:"
+        if count > 1
+        else "or react :repeat: for variations"
+    )
     blocks.append(context(hint + ", :x: removes it."))
     return replies.shorten(caption, SECTION_LIMIT), blocks
 

@@ -47,8 +47,7 @@ class SlackDeliveryTarget(Messages):
             return
         text, blocks = progress_message(job)
         try:
-            await self.progress_client.chat_update(channel=location[0], ts=location[1], text=text,
-                                                   blocks=blocks)
+            await self.progress_client.chat_update(channel=location[0], ts=location[1], text=text, blocks=blocks)
         except SlackApiError as error:
             if error.response.status_code != 429:
                 raise
@@ -68,8 +67,9 @@ class SlackDeliveryTarget(Messages):
                 raise  # the delivery loop retries after its lease
             # Retrying cannot help (the channel was archived, or the bot removed from it); the
             # images stay in the requester's history and the gallery.
-            log.error("job %s: channel %s is unreachable (%s); not delivered to Slack", job.id,
-                      channel, api_error(error))
+            log.error(
+                "job %s: channel %s is unreachable (%s); not delivered to Slack", job.id, channel, api_error(error)
+            )
 
     async def _deliver(self, job: GenerationView, channel: str) -> None:
         posted = await self.deliveries.messages_for(job.id)
@@ -86,16 +86,16 @@ class SlackDeliveryTarget(Messages):
                 file_id = await self._uploaded_file(job, channel) if retry else None
                 if file_id is None:
                     file_id = await self._upload(job, channel, thread_ts)
-                await self.deliveries.record_message(Platform.SLACK, channel, f"file:{file_id}", job.id,
-                                                     role=MessageRole.FILE)
+                await self.deliveries.record_message(
+                    Platform.SLACK, channel, f"file:{file_id}", job.id, role=MessageRole.FILE
+                )
                 self._later(self._record_share(job.id, channel, file_id))
             if MessageRole.RESULT not in roles:
                 ts = await self._posted(job, channel, thread_ts, RESULT_EVENT) if retry else None
                 if ts is None:
                     text, blocks = result_message(job)
                     ts = await self._post(channel, text, blocks, thread_ts, _metadata(RESULT_EVENT, job))
-                await self.deliveries.record_message(Platform.SLACK, channel, ts, job.id,
-                                                     role=MessageRole.RESULT)
+                await self.deliveries.record_message(Platform.SLACK, channel, ts, job.id, role=MessageRole.RESULT)
             for progress_channel, ts in progress:
                 await self._delete(progress_channel, ts)
         else:
@@ -114,8 +114,12 @@ class SlackDeliveryTarget(Messages):
         oldest = f"{(job.finished_at or job.created_at).timestamp() - LOOKBACK_S:.6f}"
         cursor = None
         for _ in range(LOOKUP_PAGES):
-            arguments: dict[str, Any] = {"channel": channel, "oldest": oldest, "limit": 200,
-                                         "include_all_metadata": True}
+            arguments: dict[str, Any] = {
+                "channel": channel,
+                "oldest": oldest,
+                "limit": 200,
+                "include_all_metadata": True,
+            }
             if cursor:
                 arguments["cursor"] = cursor
             try:
@@ -125,15 +129,17 @@ class SlackDeliveryTarget(Messages):
                     page = await self.client.conversations_history(**arguments)
             except SlackApiError as error:
                 # Cannot look (a missing history scope, a rate limit): post rather than never.
-                log.warning("job %s: could not look for an earlier %s (%s); posting it", job.id, event,
-                            api_error(error))
+                log.warning(
+                    "job %s: could not look for an earlier %s (%s); posting it", job.id, event, api_error(error)
+                )
                 return None
             for message in page.get("messages") or []:
                 metadata = message.get("metadata") or {}
-                if (metadata.get("event_type") == event
-                        and (metadata.get("event_payload") or {}).get("job_id") == job.id):
-                    log.info("job %s: found the %s an earlier delivery posted (%s)", job.id, event,
-                             message.get("ts"))
+                if (
+                    metadata.get("event_type") == event
+                    and (metadata.get("event_payload") or {}).get("job_id") == job.id
+                ):
+                    log.info("job %s: found the %s an earlier delivery posted (%s)", job.id, event, message.get("ts"))
                     return message.get("ts")
             cursor = (page.get("response_metadata") or {}).get("next_cursor")
             if not cursor:
@@ -153,4 +159,3 @@ class SlackDeliveryTarget(Messages):
                 log.info("job %s: found the grid an earlier delivery uploaded (%s)", job.id, file.get("id"))
                 return file.get("id")
         return None
-

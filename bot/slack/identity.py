@@ -38,8 +38,13 @@ class SlackDirectory:
         user = await self.user(team_id, user_id)
         groups = await self.groups(team_id)
         return Actor(
-            Platform.SLACK, team_id=team_id, user_id=user_id, user_name=user.name,
-            team_name=team_name, role_ids=groups.get(user_id, ()), is_platform_admin=user.is_admin,
+            Platform.SLACK,
+            team_id=team_id,
+            user_id=user_id,
+            user_name=user.name,
+            team_name=team_name,
+            role_ids=groups.get(user_id, ()),
+            is_platform_admin=user.is_admin,
         )
 
     async def user(self, team_id: str, user_id: str) -> SlackUser:
@@ -51,8 +56,7 @@ class SlackDirectory:
             response = await self.client.users_info(user=user_id)
         except SlackApiError as error:
             # Fail closed and do not remember it: no admin rights until Slack answers again.
-            log.warning("users.info %s failed (%s): treating them as a member",
-                        user_id, api_error(error))
+            log.warning("users.info %s failed (%s): treating them as a member", user_id, api_error(error))
             return SlackUser(user_id, False)
         data = response["user"]
         profile = data.get("profile") or {}

@@ -118,8 +118,14 @@ class Listeners(Messages):
                     text = await self._after_command(actor, reply, channel) or text
                 public = not (reply.ephemeral or reply.is_error or reply.job)
                 await respond(text=text, response_type="in_channel" if public else "ephemeral")
-                log.info("%s by %s/%s: %s in %.0f ms", command.get("command"), command["team_id"],
-                         command["user_id"], type(parsed).__name__, (time.perf_counter() - started) * 1000)
+                log.info(
+                    "%s by %s/%s: %s in %.0f ms",
+                    command.get("command"),
+                    command["team_id"],
+                    command["user_id"],
+                    type(parsed).__name__,
+                    (time.perf_counter() - started) * 1000,
+                )
             except Exception:  # noqa: BLE001 - the command was acked: tell the user, never go silent
                 log.exception("%s by %s failed after the ack", command.get("command"), command.get("user_id"))
                 await self._respond_quietly(respond, APOLOGY)
@@ -142,10 +148,11 @@ class Listeners(Messages):
             if api_error(error) not in UNREACHABLE:
                 raise
             await self.service.cancel(actor, reply.job.id)
-            log.info("job %s: cancelled, imagine-bot cannot post in %s (%s)", reply.job.id, channel,
-                     api_error(error))
-            return ("imagine-bot cannot post in this channel, so nothing was queued or charged. "
-                    "Invite it (`/invite @imagine`) and try again.")
+            log.info("job %s: cancelled, imagine-bot cannot post in %s (%s)", reply.job.id, channel, api_error(error))
+            return (
+                "imagine-bot cannot post in this channel, so nothing was queued or charged. "
+                "Invite it (`/invite @imagine`) and try again."
+            )
         finally:
             if self.delivery is not None and reply.job.status == GenerationStatus.CANCELLED:
                 # No worker will publish a wake-up for a cancel: show it now, not at the next
@@ -173,11 +180,9 @@ class Listeners(Messages):
                 command = command_for(JobAction(press.kind), press.generation_id, press.index)
                 reply = await self.runner.run(actor, command, {"channel": channel})
                 if reply.queue_position is None:  # an error, or what a cancel did
-                    await respond(text=self._text(reply, command), response_type="ephemeral",
-                                  replace_original=False)
+                    await respond(text=self._text(reply, command), response_type="ephemeral", replace_original=False)
                 if reply.job is not None:
                     await self._after_command(actor, reply, channel)
             except Exception:  # noqa: BLE001
                 log.exception("button %s failed after the ack", action.get("action_id"))
                 await self._respond_quietly(respond, APOLOGY, replace_original=False)
-

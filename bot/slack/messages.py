@@ -68,8 +68,7 @@ class Messages:
         ts = await self._post(channel, text, blocks, await self._thread_ts(job, channel))
         for attempt in range(3):
             try:
-                await self.deliveries.record_message(Platform.SLACK, channel, ts, job.id,
-                                                     role=MessageRole.PROGRESS)
+                await self.deliveries.record_message(Platform.SLACK, channel, ts, job.id, role=MessageRole.PROGRESS)
                 break
             except StoreUnavailable:
                 # The job is queued and will be delivered: say so, not "something went wrong".
@@ -109,10 +108,21 @@ class Messages:
                         return message.message_id
         return job.reply_target.get("thread_ts")
 
-    async def _post(self, channel: str, text: str, blocks: list[dict], thread_ts: str | None = None,
-                    metadata: dict[str, Any] | None = None) -> str:
-        arguments: dict[str, Any] = {"channel": channel, "text": text, "blocks": blocks,
-                                     "unfurl_links": False, "unfurl_media": False}
+    async def _post(
+        self,
+        channel: str,
+        text: str,
+        blocks: list[dict],
+        thread_ts: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
+        arguments: dict[str, Any] = {
+            "channel": channel,
+            "text": text,
+            "blocks": blocks,
+            "unfurl_links": False,
+            "unfurl_media": False,
+        }
         if thread_ts:
             arguments["thread_ts"] = thread_ts
         if metadata:
@@ -137,10 +147,14 @@ class Messages:
         data = await asyncio.to_thread(fit_within, data, self.settings.max_upload_bytes)
         extension = "png" if data.startswith(b"\x89PNG") else "jpg"
         response = await self.client.files_upload_v2(
-            channel=channel, thread_ts=thread_ts, file=data, filename=f"imagine-{job.id}.{extension}",
+            channel=channel,
+            thread_ts=thread_ts,
+            file=data,
+            filename=f"imagine-{job.id}.{extension}",
             # Escaped like every text the bot sends; short enough that escaping stays under
             # Slack's 1000-character limit.
-            title=f"imagine #{job.id}", alt_txt=escape(shorten(job.prompt, 240)),
+            title=f"imagine #{job.id}",
+            alt_txt=escape(shorten(job.prompt, 240)),
             initial_comment=f"#{job.id} · {len(job.images)} image{'s' if len(job.images) != 1 else ''}",
         )
         file_id = response["files"][0]["id"]
@@ -160,11 +174,15 @@ class Messages:
             shares = (info.get("file") or {}).get("shares") or {}
             for visibility in ("public", "private"):
                 for share in (shares.get(visibility) or {}).get(channel) or []:
-                    await self.deliveries.record_message(Platform.SLACK, channel, share["ts"], job_id,
-                                                         role=MessageRole.SHARE)
+                    await self.deliveries.record_message(
+                        Platform.SLACK, channel, share["ts"], job_id, role=MessageRole.SHARE
+                    )
                     return
-        log.info("job %s: the share of %s never showed in files.info; reactions on it fall back "
-                 "to conversations.history", job_id, file_id)
+        log.info(
+            "job %s: the share of %s never showed in files.info; reactions on it fall back to conversations.history",
+            job_id,
+            file_id,
+        )
 
     @contextlib.asynccontextmanager
     async def _working(self):
@@ -220,4 +238,3 @@ class Messages:
             await respond(text=text, response_type="ephemeral", **options)
         except Exception:  # noqa: BLE001 - the response_url may have expired; nothing more to do
             log.warning("could not answer through the response_url", exc_info=True)
-

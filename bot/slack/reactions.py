@@ -41,8 +41,7 @@ class Reactions(Messages):
                 # Only messages of the bot (a grid share not yet recorded) and pictures people
                 # shared (for :repeat:) are worth fetching; other reactions are just reactions.
                 ours = event.get("item_user") == bot_user_id
-                target, message = await self._reacted_to(
-                    channel, ts, fetch=ours or reaction == "repeat")
+                target, message = await self._reacted_to(channel, ts, fetch=ours or reaction == "repeat")
                 if target is None and (ours or message is None):
                     return
                 actor = await self.directory.actor(body.get("team_id") or "", user)
@@ -68,8 +67,9 @@ class Reactions(Messages):
                 log.exception("reaction %s on %s/%s failed", reaction, channel, ts)
                 await self._tell(channel, user, APOLOGY)
 
-    async def _reacted_to(self, channel: str, ts: str, *, fetch: bool
-                          ) -> tuple[tuple[int, int | None, MessageRole] | None, dict | None]:
+    async def _reacted_to(
+        self, channel: str, ts: str, *, fetch: bool
+    ) -> tuple[tuple[int, int | None, MessageRole] | None, dict | None]:
         """(job id, image index, role) of a bot message, else the message itself (if `fetch`)."""
         known = await self.deliveries.message_target(Platform.SLACK, channel, ts)
         if known is not None:
@@ -90,17 +90,18 @@ class Reactions(Messages):
         """A message by its ts: from the channel's history, or — a reply, which history does not
         hold — from its thread, found among the parents before it whose replies reach it."""
         history = await self.client.conversations_history(
-            channel=channel, latest=ts, oldest=ts, inclusive=True, limit=1)
+            channel=channel, latest=ts, oldest=ts, inclusive=True, limit=1
+        )
         for message in history.get("messages") or []:
             if message.get("ts") == ts:
                 return message
-        recent = await self.client.conversations_history(channel=channel, latest=ts, inclusive=True,
-                                                         limit=THREAD_SCAN)
+        recent = await self.client.conversations_history(channel=channel, latest=ts, inclusive=True, limit=THREAD_SCAN)
         for parent in recent.get("messages") or []:
             if not parent.get("reply_count") or float(parent.get("latest_reply") or 0) < float(ts):
                 continue
             replies = await self.client.conversations_replies(
-                channel=channel, ts=parent["ts"], oldest=ts, latest=ts, inclusive=True, limit=2)
+                channel=channel, ts=parent["ts"], oldest=ts, latest=ts, inclusive=True, limit=2
+            )
             found = next((m for m in replies.get("messages") or [] if m.get("ts") == ts), None)
             if found is not None:
                 return found
@@ -108,13 +109,14 @@ class Reactions(Messages):
 
     async def _vary_upload(self, actor: Actor, channel: str, message: dict) -> None:
         """Variations of an image someone shared: download it, queue it, answer in its thread."""
-        image = next((f for f in message.get("files") or []
-                      if str(f.get("mimetype", "")).startswith("image/")), None)
+        image = next((f for f in message.get("files") or [] if str(f.get("mimetype", "")).startswith("image/")), None)
         if image is None:
             return
         data = await self._download(image)
         submitted = await self.service.submit_upload_variation(
-            actor, data, RenderParams(),
+            actor,
+            data,
+            RenderParams(),
             reply_target={"channel": channel, "thread_ts": message.get("thread_ts") or message["ts"]},
         )
         await self._post_progress(submitted.generation, submitted.queue_position, channel)
@@ -130,8 +132,10 @@ class Reactions(Messages):
         async with self.http.get(url, headers=headers, allow_redirects=False) as response:
             if response.status != 200 or response.content_type.startswith("text/html"):
                 # files.slack.com answers a missing files:read scope with a login page.
-                raise UsageError("imagine-bot could not download that file "
-                                 "(it needs the files:read scope and access to the channel).")
+                raise UsageError(
+                    "imagine-bot could not download that file "
+                    "(it needs the files:read scope and access to the channel)."
+                )
             data = await response.content.read(limit + 1)
         if len(data) > limit:
             raise UsageError(f"That file is over {limit / 1e6:.0f} MB; smaller images only.")
@@ -148,4 +152,3 @@ class Reactions(Messages):
                 await self._delete(channel, message.message_id)
         self._progress.pop(job.id, None)
         log.info("job %s: messages removed by %s", job.id, actor.user_id)
-

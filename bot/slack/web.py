@@ -14,16 +14,17 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.slack.config import SlackSettings
 
 
-def build_client(settings: SlackSettings, session: aiohttp.ClientSession | None = None, *,
-                 wait_out_rate_limits: bool = True) -> AsyncWebClient:
+def build_client(
+    settings: SlackSettings, session: aiohttp.ClientSession | None = None, *, wait_out_rate_limits: bool = True
+) -> AsyncWebClient:
     """A Web API client that retries 429s after Retry-After (unless told not to wait), and 5xx
     and lost connections once."""
-    handlers = [AsyncConnectionErrorRetryHandler(max_retry_count=2),
-                AsyncServerErrorRetryHandler(max_retry_count=1)]
+    handlers = [AsyncConnectionErrorRetryHandler(max_retry_count=2), AsyncServerErrorRetryHandler(max_retry_count=1)]
     if wait_out_rate_limits:
         handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=settings.rate_limit_retries))
-    return AsyncWebClient(token=settings.bot_token.get_secret_value(), base_url=settings.api_url,
-                          session=session, retry_handlers=handlers)
+    return AsyncWebClient(
+        token=settings.bot_token.get_secret_value(), base_url=settings.api_url, session=session, retry_handlers=handlers
+    )
 
 
 def api_error(error: SlackApiError) -> str:
