@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from engine.config import Settings
 
 
-def _settings():
+def _settings() -> Settings:
     from engine.config import get_settings
 
     return get_settings()
@@ -122,7 +127,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_worker_ops(settings, app, task, *, loaded: bool) -> None:
+def _start_worker_ops(settings: Settings, app: Celery, task: Any, *, loaded: bool) -> None:
     """/metrics, /healthz, /readyz for a worker (metrics are this process's: use the solo pool)."""
     if not settings.ops.port:
         return
@@ -177,8 +182,8 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 def cmd_retention(args: argparse.Namespace) -> int:
     import json
 
-    from engine.retention import apply_retention
     from engine.image_files import ImageStore
+    from engine.retention import apply_retention
     from engine.store.db import Database
 
     settings = _settings()
@@ -220,8 +225,8 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from engine.domain.errors import UserFacingError
-    from engine.retention import export_zip
     from engine.image_files import ImageStore
+    from engine.retention import export_zip
     from engine.store.db import Database
 
     settings = _settings()

@@ -26,8 +26,8 @@ from typing import Protocol
 from engine import metrics
 from engine.domain.errors import StoreUnavailable
 from engine.domain.types import Platform
-from engine.logs import job_context
 from engine.domain.views import GenerationView
+from engine.logs import job_context
 from engine.notify import Wakeups
 from engine.service import Deliveries
 from engine.store.models import utcnow
@@ -96,10 +96,8 @@ class Delivery:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
             except TimeoutError:
                 self._task.cancel()
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-                except asyncio.CancelledError:
-                    pass
         await self.wakeups.close()
 
     def kick(self) -> None:

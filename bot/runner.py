@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import commands as c
 from bot import replies
@@ -19,8 +19,12 @@ from bot.replies import APOLOGY, Escape, Reply, no_escape
 from engine import metrics
 from engine.domain.errors import QuotaExceeded, UserFacingError
 from engine.domain.types import Actor
+from engine.domain.views import ModerationResult, SubmittedJob
 from engine.service import ImagineService
 from engine.store.models import utcnow
+
+if TYPE_CHECKING:
+    from bot.gallery.links import GalleryLinks
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ class CommandRunner:
         *,
         escape: Escape = no_escape,
         clock: Callable[[], datetime] = utcnow,
-        gallery_links=None,
+        gallery_links: GalleryLinks | None = None,
     ) -> None:
         self.service = service
         self.escape = escape
@@ -50,7 +54,7 @@ class CommandRunner:
             log.exception("command %s by %s/%s failed", type(command).__name__, actor.platform, actor.user_id)
             return Reply(APOLOGY, ephemeral=True, is_error=True)
 
-    async def _run(self, actor: Actor, command: c.Command, reply_target: dict[str, Any]) -> Reply:
+    async def _run(self, actor: Actor, command: c.Command, reply_target: dict[str, Any]) -> Reply:  # noqa: C901 - one branch per command, by design
         service, escape = self.service, self.escape
         match command:
             case c.Imagine(request):
@@ -123,7 +127,7 @@ class CommandRunner:
                 return self._moderation(await service.set_moderator_role(actor, role_id, add=add))
         raise TypeError(f"unhandled command {command!r}")
 
-    def _queued(self, submitted) -> Reply:
+    def _queued(self, submitted: SubmittedJob) -> Reply:
         job = submitted.generation
         return Reply(
             replies.job_status(job, submitted.queue_position, self.escape),
@@ -131,5 +135,5 @@ class CommandRunner:
             queue_position=submitted.queue_position,
         )
 
-    def _moderation(self, result) -> Reply:
+    def _moderation(self, result: ModerationResult) -> Reply:
         return Reply(self.escape(result.message), ephemeral=True)

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from celery import Celery
 
 from engine.config import Settings
+from engine.image_files import ImageStore
 from engine.notify import Wakeups, make_wakeups
 from engine.service import (
     Deliveries,
@@ -20,8 +22,12 @@ from engine.service import (
     ServicePolicy,
     TeamGallery,
 )
-from engine.image_files import ImageStore
 from engine.store.db import Database
+
+if TYPE_CHECKING:
+    from bot.gallery.links import GalleryLinks
+    from engine.ops import OpsServer
+    from engine.worker.embedded import EmbeddedWorker
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +47,7 @@ class BotRuntime:
     store: ImageStore
     celery_app: Celery
 
-    def start_ops(self):
+    def start_ops(self) -> OpsServer | None:
         """Serve /metrics, /healthz, /readyz for this bot process (None if the port is 0)."""
         from engine.ops import OpsServer, broker_check, database_check, queue_depth_hook
 
@@ -54,7 +60,7 @@ class BotRuntime:
             before_scrape=[queue_depth_hook(self.db)],
         ).start()
 
-    def start_embedded_worker(self):
+    def start_embedded_worker(self) -> EmbeddedWorker | None:
         """With the embedded broker, run a render worker in this process, so one command is a
         whole working bot; None otherwise (workers run on their own, one per GPU)."""
         if not self.settings.embedded_worker:
@@ -65,7 +71,7 @@ class BotRuntime:
         worker.start()
         return worker
 
-    def gallery_links(self):
+    def gallery_links(self) -> GalleryLinks | None:
         """Signed-link maker for `/imagine gallery`, or None if no gallery secret is set."""
         from bot.gallery.links import GalleryLinks
 

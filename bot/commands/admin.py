@@ -104,7 +104,9 @@ def _admin_term(action: str, make: Callable[[str], Command]) -> Callable[[list[s
     return parse
 
 
-def _admin_count(action: str, what: str, limits_: tuple[int, int], make: Callable[..., Command]):
+def _admin_count(
+    action: str, what: str, limits_: tuple[int, int], make: Callable[..., Command]
+) -> Callable[[list[str]], Command]:
     def parse(rest: list[str]) -> Command:
         if not rest:
             return make()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.domain.types import (
+    EditRequest,
     ImageRef,
     ImagineRequest,
     QuotaTarget,

@@ -17,11 +17,11 @@ from bot.delivery import Delivery
 from bot.discord.buttons import HistoryButton, JobButton
 from bot.discord.config import DiscordSettings
 from bot.discord.delivery import DiscordDelivery
+from bot.discord.formatting import NO_PINGS, escape
 from bot.discord.identify import IdentifyGate
 from bot.discord.interactions import InteractionHandler
 from bot.discord.options import CheckedCommandTree
 from bot.discord.reactions import ReactionHandler
-from bot.discord.formatting import NO_PINGS, escape
 from bot.discord.slash import add_commands
 from bot.runner import CommandRunner
 from bot.runtime import BotRuntime

@@ -22,8 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 import discord
@@ -34,8 +34,8 @@ from bot.discord.formatting import NO_PINGS, escape, fit, job_file, message_link
 from bot.discord.threads import VariationThreads, result_message
 from engine.domain.types import GenerationStatus, MessageRole, Platform
 from engine.domain.views import GenerationView, MessageRef
-from engine.service import Deliveries
 from engine.image_files import ImageStore
+from engine.service import Deliveries
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import discord
 from bot import replies
 from engine.domain.types import GenerationStatus
 from engine.domain.views import GenerationView
-from engine.images import fit_within
 from engine.image_files import ImageStore
+from engine.images import fit_within
 
 log = logging.getLogger(__name__)
 

@@ -43,6 +43,7 @@ from engine.domain.types import (
     VariationRequest,
     normalise_prompt,
 )
+from engine.domain.views import GenerationView
 from engine.service import ImagineService
 
 log = logging.getLogger(__name__)
@@ -417,7 +418,7 @@ class InteractionHandler:
             return
         await self._announce(interaction, reply.job, reply.text)
 
-    async def _announce(self, interaction: discord.Interaction, job, text: str) -> None:
+    async def _announce(self, interaction: discord.Interaction, job: GenerationView | None, text: str) -> None:
         try:
             await self.delivery.announce(job, text, interaction)
         except discord.HTTPException as error:

@@ -36,7 +36,8 @@ def option_problem(command: app_commands.Command, data: dict[str, Any]) -> str |
     parameters = {p.display_name: p for p in command.parameters}
     for option in leaf_options(data):
         if not isinstance(option, dict) or option.get("name") not in parameters:
-            return f"{command.qualified_name} has no option {str(option.get('name') if isinstance(option, dict) else option)[:40]!r}."
+            name = option.get("name") if isinstance(option, dict) else option
+            return f"{command.qualified_name} has no option {str(name)[:40]!r}."
         parameter = parameters[option["name"]]
         problem = value_problem(parameter, option.get("value"))
         if problem:
@@ -68,9 +69,10 @@ def value_problem(parameter: app_commands.Parameter, value: Any) -> str | None:
     elif kind is Kind.boolean:
         if type(value) is not bool:
             return f"{name} must be true or false, got {shown}."
-    elif kind in (Kind.user, Kind.channel, Kind.role, Kind.mentionable, Kind.attachment):
-        if not isinstance(value, str) or not _SNOWFLAKE.fullmatch(value):
-            return f"{name} must name a Discord {kind.name}, got {shown}."
+    elif kind in (Kind.user, Kind.channel, Kind.role, Kind.mentionable, Kind.attachment) and (
+        not isinstance(value, str) or not _SNOWFLAKE.fullmatch(value)
+    ):
+        return f"{name} must name a Discord {kind.name}, got {shown}."
     # Choices (an aspect ratio, add/remove) are checked where they are used, with their own words.
     return None
 

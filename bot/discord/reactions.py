@@ -8,6 +8,7 @@ reacted-to message, naming the member without pinging them, and deleted after a 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -135,10 +136,8 @@ class ReactionHandler:
         log.info("job %s: messages in %s removed by %s", job_id, payload.channel_id, payload.user_id)
 
     async def _delete(self, channel_id: int, message_id: int) -> None:
-        try:
+        with contextlib.suppress(discord.NotFound):  # already gone
             await self.client.get_partial_messageable(channel_id).get_partial_message(message_id).delete()
-        except discord.NotFound:
-            pass  # already gone
 
     async def _mail(
         self, payload: discord.RawReactionActionEvent, actor: Actor, job_id: int, index: int | None

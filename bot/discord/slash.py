@@ -8,8 +8,6 @@ the service checks moderator rights on every call.
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import discord
 from discord import app_commands
 
@@ -24,7 +22,7 @@ Steps = app_commands.Range[int, 2, 1000]
 Guidance = app_commands.Range[float, 0.0, 100.0]
 Seed = app_commands.Range[int, 0, MAX_SEED]
 Strength = app_commands.Range[float, *limits.VARIATION_STRENGTH]
-Target = Union[discord.Member, discord.User, discord.Role]  # a "mentionable" option
+Target = discord.Member | discord.User | discord.Role  # a "mentionable" option
 
 ASPECT_CHOICES = [app_commands.Choice(name=a, value=a) for a in ASPECTS]
 IMAGINE_HELP = {
@@ -63,7 +61,7 @@ def quota_target(target: Target | None) -> QuotaTarget:
     return QuotaTarget("user", str(target.id))
 
 
-def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *, models: tuple[str, ...]) -> None:
+def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *, models: tuple[str, ...]) -> None:  # noqa: C901 - one block per command
     """Register every imagine-bot command on the tree (offering `model` only if there is a choice)."""
 
     @app_commands.guild_only()
@@ -72,12 +70,12 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     async def imagine(
         interaction: discord.Interaction,
         prompt: str,
-        negative: Optional[str] = None,
-        seed: Optional[Seed] = None,
-        n: Optional[Images] = None,
-        aspect: Optional[str] = None,
-        steps: Optional[Steps] = None,
-        guidance: Optional[Guidance] = None,
+        negative: str | None = None,
+        seed: Seed | None = None,
+        n: Images | None = None,
+        aspect: str | None = None,
+        steps: Steps | None = None,
+        guidance: Guidance | None = None,
     ) -> None:
         await handler.imagine(
             interaction, ImagineRequest(prompt, negative, seed, None, render_params(n, aspect, steps, guidance))
@@ -90,13 +88,13 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     async def imagine_with_model(
         interaction: discord.Interaction,
         prompt: str,
-        negative: Optional[str] = None,
-        seed: Optional[Seed] = None,
-        n: Optional[Images] = None,
-        aspect: Optional[str] = None,
-        steps: Optional[Steps] = None,
-        guidance: Optional[Guidance] = None,
-        model: Optional[str] = None,
+        negative: str | None = None,
+        seed: Seed | None = None,
+        n: Images | None = None,
+        aspect: str | None = None,
+        steps: Steps | None = None,
+        guidance: Guidance | None = None,
+        model: str | None = None,
     ) -> None:
         await handler.imagine(
             interaction, ImagineRequest(prompt, negative, seed, model, render_params(n, aspect, steps, guidance))
@@ -124,13 +122,13 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     @app_commands.autocomplete(image=handler.image_choices)
     async def vary(
         interaction: discord.Interaction,
-        image: Optional[str] = None,
-        upload: Optional[discord.Attachment] = None,
-        strength: Optional[Strength] = None,
-        toward: Optional[str] = None,
-        amount: Optional[Strength] = None,
-        n: Optional[Images] = None,
-        seed: Optional[Seed] = None,
+        image: str | None = None,
+        upload: discord.Attachment | None = None,
+        strength: Strength | None = None,
+        toward: str | None = None,
+        amount: Strength | None = None,
+        n: Images | None = None,
+        seed: Seed | None = None,
     ) -> None:
         await handler.vary(
             interaction,
@@ -164,12 +162,12 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
         interaction: discord.Interaction,
         first: str,
         second: str,
-        third: Optional[str] = None,
-        fourth: Optional[str] = None,
-        weights: Optional[str] = None,
-        strip: Optional[app_commands.Range[int, *limits.STRIP_FRAMES]] = None,
-        n: Optional[Images] = None,
-        seed: Optional[Seed] = None,
+        third: str | None = None,
+        fourth: str | None = None,
+        weights: str | None = None,
+        strip: app_commands.Range[int, *limits.STRIP_FRAMES] | None = None,
+        n: Images | None = None,
+        seed: Seed | None = None,
     ) -> None:
         images = [image for image in (first, second, third, fourth) if image]
         await handler.blend(interaction, images, weights, render_params(n, None, None, None), seed, strip)
@@ -178,7 +176,7 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     @app_commands.guild_only()
     @app_commands.describe(page="Which page (newest first)")
     async def history(
-        interaction: discord.Interaction, page: Optional[app_commands.Range[int, 1, limits.MAX_HISTORY_PAGE]] = None
+        interaction: discord.Interaction, page: app_commands.Range[int, 1, limits.MAX_HISTORY_PAGE] | None = None
     ) -> None:
         await handler.history(interaction, page or 1)
 
@@ -186,7 +184,7 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     @app_commands.guild_only()
     @app_commands.describe(job="A job number (your latest when empty)")
     async def thread(
-        interaction: discord.Interaction, job: Optional[app_commands.Range[int, 1, limits.MAX_ID]] = None
+        interaction: discord.Interaction, job: app_commands.Range[int, 1, limits.MAX_ID] | None = None
     ) -> None:
         await handler.run(interaction, c.Thread(job), ephemeral=False)
 
@@ -213,10 +211,10 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
         interaction: discord.Interaction,
         image: str,
         prompt: str,
-        region: Optional[str] = None,
-        box: Optional[str] = None,
-        n: Optional[Images] = None,
-        seed: Optional[Seed] = None,
+        region: str | None = None,
+        box: str | None = None,
+        n: Images | None = None,
+        seed: Seed | None = None,
     ) -> None:
         await handler.edit(interaction, image, op="region", region=region, box=box, prompt=prompt, n=n, seed=seed)
 
@@ -235,9 +233,9 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     async def zoomout(
         interaction: discord.Interaction,
         image: str,
-        factor: Optional[float] = None,
-        n: Optional[Images] = None,
-        seed: Optional[Seed] = None,
+        factor: float | None = None,
+        n: Images | None = None,
+        seed: Seed | None = None,
     ) -> None:
         await handler.edit(interaction, image, op="zoomout", factor=factor or 2.0, n=n, seed=seed)
 
@@ -255,8 +253,8 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
         interaction: discord.Interaction,
         image: str,
         direction: str,
-        n: Optional[Images] = None,
-        seed: Optional[Seed] = None,
+        n: Images | None = None,
+        seed: Seed | None = None,
     ) -> None:
         await handler.edit(interaction, image, op="pan", direction=direction, n=n, seed=seed)
 
@@ -271,7 +269,7 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     @app_commands.guild_only()
     @app_commands.describe(job="A job number (your latest when empty)")
     async def reroll(
-        interaction: discord.Interaction, job: Optional[app_commands.Range[int, 1, limits.MAX_ID]] = None
+        interaction: discord.Interaction, job: app_commands.Range[int, 1, limits.MAX_ID] | None = None
     ) -> None:
         await handler.job_command(interaction, c.Reroll(job))
 
@@ -279,7 +277,7 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     @app_commands.guild_only()
     @app_commands.describe(job="A job number (your latest when empty)")
     async def cancel(
-        interaction: discord.Interaction, job: Optional[app_commands.Range[int, 1, limits.MAX_ID]] = None
+        interaction: discord.Interaction, job: app_commands.Range[int, 1, limits.MAX_ID] | None = None
     ) -> None:
         await handler.run(interaction, c.Cancel(job), ephemeral=True)
 
@@ -340,8 +338,8 @@ def admin_group(handler: InteractionHandler) -> app_commands.Group:
     @app_commands.describe(target=target_help, images="Images per day", unlimited="No limit at all")
     async def quota_set(
         interaction: discord.Interaction,
-        target: Optional[Target] = None,
-        images: Optional[app_commands.Range[int, 0, limits.MAX_QUOTA_IMAGES]] = None,
+        target: Target | None = None,
+        images: app_commands.Range[int, 0, limits.MAX_QUOTA_IMAGES] | None = None,
         unlimited: bool = False,
     ) -> None:
         if unlimited == (images is not None):
@@ -354,13 +352,13 @@ def admin_group(handler: InteractionHandler) -> app_commands.Group:
     async def quota_grant(
         interaction: discord.Interaction,
         images: app_commands.Range[int, 1, limits.MAX_QUOTA_IMAGES],
-        target: Optional[Target] = None,
+        target: Target | None = None,
     ) -> None:
         await handler.admin(interaction, c.AdminQuota("grant", quota_target(target), images))
 
     @quota.command(name="reset", description="Start today's usage over")
     @app_commands.describe(target=target_help)
-    async def quota_reset(interaction: discord.Interaction, target: Optional[Target] = None) -> None:
+    async def quota_reset(interaction: discord.Interaction, target: Target | None = None) -> None:
         await handler.admin(interaction, c.AdminQuota("reset", quota_target(target)))
 
     @admin.command(name="ban", description="Stop a member from using imagine-bot here")
@@ -368,7 +366,7 @@ def admin_group(handler: InteractionHandler) -> app_commands.Group:
     async def ban(
         interaction: discord.Interaction,
         user: discord.User,
-        reason: Optional[app_commands.Range[str, 1, limits.MAX_BAN_REASON_CHARS]] = None,
+        reason: app_commands.Range[str, 1, limits.MAX_BAN_REASON_CHARS] | None = None,
     ) -> None:
         await handler.admin(interaction, c.AdminBan(str(user.id), reason))
 
@@ -387,14 +385,14 @@ def admin_group(handler: InteractionHandler) -> app_commands.Group:
     @admin.command(name="audit", description="Recent moderator actions")
     @app_commands.describe(entries="How many (1-100)")
     async def audit(
-        interaction: discord.Interaction, entries: Optional[app_commands.Range[int, *limits.AUDIT_ENTRIES]] = None
+        interaction: discord.Interaction, entries: app_commands.Range[int, *limits.AUDIT_ENTRIES] | None = None
     ) -> None:
         await handler.admin(interaction, c.AdminAudit(entries) if entries is not None else c.AdminAudit())
 
     @admin.command(name="stats", description="Jobs, failures and usage by member and role")
     @app_commands.describe(days="Over how many days (1-90)")
     async def stats(
-        interaction: discord.Interaction, days: Optional[app_commands.Range[int, *limits.STATS_DAYS]] = None
+        interaction: discord.Interaction, days: app_commands.Range[int, *limits.STATS_DAYS] | None = None
     ) -> None:
         await handler.admin(interaction, c.AdminStats(days) if days is not None else c.AdminStats())
 
@@ -408,8 +406,8 @@ def admin_group(handler: InteractionHandler) -> app_commands.Group:
     )
     async def retention(
         interaction: discord.Interaction,
-        days: Optional[app_commands.Range[int, 1, limits.RETENTION_DAYS[1]]] = None,
-        keep: Optional[str] = None,
+        days: app_commands.Range[int, 1, limits.RETENTION_DAYS[1]] | None = None,
+        keep: str | None = None,
     ) -> None:
         if (days is None) == (keep is None):
             await handler.refuse(interaction, "Give either a number of days or keep: forever/default.")

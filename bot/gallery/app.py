@@ -10,14 +10,20 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from bot.gallery import pages
 from bot.gallery.links import GalleryLinks, InvalidLink
 from engine.domain.errors import NotFound
-from engine.service import TeamGallery
 from engine.image_files import ImageStore
+from engine.service import TeamGallery
+
+if TYPE_CHECKING:
+    from aiohttp.typedefs import Handler
+
+    from engine.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +37,7 @@ SECURITY_HEADERS = {
 }
 
 
-def make_app(gallery: TeamGallery, store: ImageStore, links: GalleryLinks) -> web.Application:
+def make_app(gallery: TeamGallery, store: ImageStore, links: GalleryLinks) -> web.Application:  # noqa: C901 - one nested handler per route
     routes = web.RouteTableDef()
 
     def team_of(request: web.Request) -> int:
@@ -88,7 +94,7 @@ def make_app(gallery: TeamGallery, store: ImageStore, links: GalleryLinks) -> we
         return web.FileResponse(path, headers={**SECURITY_HEADERS, "Content-Type": "image/png"})
 
     @web.middleware
-    async def forbid_unknown(request: web.Request, handler):
+    async def forbid_unknown(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
         except web.HTTPNotFound:
@@ -101,7 +107,7 @@ def make_app(gallery: TeamGallery, store: ImageStore, links: GalleryLinks) -> we
     return app
 
 
-def run_gallery(settings) -> int:
+def run_gallery(settings: Settings) -> int:
     """`imagine-bot gallery`: serve the gallery until stopped."""
     from bot.runtime import build_bot_runtime
 

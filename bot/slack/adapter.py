@@ -20,6 +20,7 @@ the job:
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import aiohttp
@@ -37,6 +38,11 @@ from bot.slack.reactions import Reactions
 from engine.domain.types import Platform
 from engine.image_files import ImageStore
 from engine.service import Deliveries, ImagineService, ProcessedEvents
+
+if TYPE_CHECKING:
+    from bot.gallery.links import GalleryLinks
+
+DEFAULT_LIMITS = c.Limits()
 
 __all__ = ["Relay", "SlackAdapter", "acknowledge", "delivery_id"]
 
@@ -59,8 +65,8 @@ class SlackAdapter(Listeners, Reactions, SlackDeliveryTarget):
         *,
         http: aiohttp.ClientSession,
         progress_client: AsyncWebClient | None = None,
-        limits: c.Limits = c.Limits(),
-        gallery_links=None,
+        limits: c.Limits = DEFAULT_LIMITS,
+        gallery_links: GalleryLinks | None = None,
     ) -> None:
         self.service = service
         self.deliveries = deliveries

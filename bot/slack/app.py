@@ -18,7 +18,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -43,7 +45,7 @@ EVENT_PRUNE_INTERVAL_S = 600
 SIGNATURE_MAX_AGE_S = 300
 
 
-def signed_by_slack(body: bytes, headers, secret: str, *, now: float | None = None) -> bool:
+def signed_by_slack(body: bytes, headers: Mapping[str, Any], secret: str, *, now: float | None = None) -> bool:
     """Whether a request carries Slack's signature of these exact bytes, made in the last five
     minutes (`v0=` + HMAC-SHA256 of `v0:{timestamp}:{body}`). Works on any bytes and any
     header values: a forged or garbled request is simply not signed."""

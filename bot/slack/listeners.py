@@ -8,10 +8,14 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 
@@ -44,7 +48,7 @@ def delivery_id(body: dict, headers: dict[str, Any]) -> str | None:
     return None
 
 
-async def acknowledge(ack) -> None:
+async def acknowledge(ack: AsyncAck) -> None:
     """Only ack: anything that could raise belongs in the lazy listener."""
     await ack()
 
@@ -56,7 +60,9 @@ class Listeners(Messages):
         """Listen on `app`. Its loop only acks; `relay` hands each piece of work to this adapter's
         loop, so an ack never waits behind a database transaction or a Slack call."""
 
-        async def skip_repeats(req, body: dict, next) -> BoltResponse:
+        async def skip_repeats(
+            req: AsyncBoltRequest, body: dict, next: Callable[[], Awaitable[BoltResponse]]
+        ) -> BoltResponse:
             delivery = delivery_id(body, req.headers)
             if delivery:
                 # The ack is this HTTP answer, so this one insert comes before it: it decides
@@ -71,16 +77,16 @@ class Listeners(Messages):
                     return BoltResponse(status=200, body="")
             return await next()
 
-        async def imagine(command: dict, respond) -> None:
+        async def imagine(command: dict, respond: AsyncRespond) -> None:
             relay(self.imagine_command(command, respond))
 
-        async def imagine_admin(command: dict, respond) -> None:
+        async def imagine_admin(command: dict, respond: AsyncRespond) -> None:
             relay(self.admin_command(command, respond))
 
-        async def button(body: dict, action: dict, respond) -> None:
+        async def button(body: dict, action: dict, respond: AsyncRespond) -> None:
             relay(self.button_pressed(body, action, respond))
 
-        async def reaction(event: dict, body: dict, context) -> None:
+        async def reaction(event: dict, body: dict, context: AsyncBoltContext) -> None:
             relay(self.reaction_added(event, body, context.bot_user_id))
 
         app.middleware(skip_repeats)
@@ -91,15 +97,15 @@ class Listeners(Messages):
 
     # --- slash commands ----------------------------------------------------------------------
 
-    async def imagine_command(self, command: dict, respond) -> None:
+    async def imagine_command(self, command: dict, respond: AsyncRespond) -> None:
         """`/imagine <prompt | history | quota | thread N | vary … | blend … | …>`."""
         await self._slash(command, respond, lambda text: c.parse_imagine_text(text, self.limits))
 
-    async def admin_command(self, command: dict, respond) -> None:
+    async def admin_command(self, command: dict, respond: AsyncRespond) -> None:
         """`/imagine-admin quota|ban|unban|block-term|unblock-term|audit|stats|mod-role …`."""
         await self._slash(command, respond, lambda text: c.parse_admin(text.split()))
 
-    async def _slash(self, command: dict, respond, parse) -> None:
+    async def _slash(self, command: dict, respond: AsyncRespond, parse: Callable[[str], c.Command]) -> None:
         async with self._working():
             started = time.perf_counter()
             try:
@@ -162,7 +168,7 @@ class Listeners(Messages):
 
     # --- buttons -----------------------------------------------------------------------------
 
-    async def button_pressed(self, body: dict, action: dict, respond) -> None:
+    async def button_pressed(self, body: dict, action: dict, respond: AsyncRespond) -> None:
         """Variations n, Upscale n, Reroll, Cancel (their meaning is all in the action id)."""
         async with self._working():
             try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
@@ -21,6 +22,7 @@ from engine.images import fit_within
 
 if TYPE_CHECKING:
     import aiohttp
+    from slack_bolt.context.respond.async_respond import AsyncRespond
     from slack_sdk.web.async_client import AsyncWebClient
 
     from bot import commands as c
@@ -185,7 +187,7 @@ class Messages:
         )
 
     @contextlib.asynccontextmanager
-    async def _working(self):
+    async def _working(self) -> AsyncIterator[None]:
         """A slot for one piece of listener work; `close` lets the work in progress finish."""
         task = asyncio.current_task()
         self._in_flight.add(task)
@@ -195,7 +197,7 @@ class Messages:
         finally:
             self._in_flight.discard(task)
 
-    def _later(self, work) -> None:
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -233,7 +235,7 @@ class Messages:
             log.warning("could not tell %s in %s: %s", user, channel, api_error(error))
 
     @staticmethod
-    async def _respond_quietly(respond, text: str, **options: Any) -> None:
+    async def _respond_quietly(respond: AsyncRespond, text: str, **options: Any) -> None:
         try:
             await respond(text=text, response_type="ephemeral", **options)
         except Exception:  # noqa: BLE001 - the response_url may have expired; nothing more to do
