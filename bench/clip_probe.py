@@ -69,7 +69,7 @@ def embed(tower, processor, scenes: list) -> "torch.Tensor":
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(scenes), 256):
-            images = [render_scene(scene) for scene in scenes[start:start + 256]]
+            images = [render_scene(scene) for scene in scenes[start : start + 256]]
             pixels = processor(images=images, return_tensors="pt").pixel_values
             chunks.append(tower(pixel_values=pixels).image_embeds)
     return torch.cat(chunks)
@@ -122,10 +122,19 @@ def prior_prompts(count: int, split: str, seed: int) -> list[tuple[str, dict[str
             scene = single_object_scene(rng, colour, shape, background, "medium", "centre")
         else:
             scene = sample_single(rng, "train")
-        prompt, _ = caption_single(rng, scene, name_background=True, name_colour=True,
-                                   name_position=False, name_size=False)
-        prompts.append((prompt, {"foreground_colour": scene.objects[0].colour,
-                                 "background_colour": scene.background, "shape": scene.objects[0].shape}))
+        prompt, _ = caption_single(
+            rng, scene, name_background=True, name_colour=True, name_position=False, name_size=False
+        )
+        prompts.append(
+            (
+                prompt,
+                {
+                    "foreground_colour": scene.objects[0].colour,
+                    "background_colour": scene.background,
+                    "shape": scene.objects[0].shape,
+                },
+            )
+        )
     return prompts
 
 
@@ -145,12 +154,17 @@ def prior_embeddings(model_dir: Path, prompts: list[str], seed: int) -> "torch.T
     pipe = renderer.pipe
     chunks = []
     for start in range(0, len(prompts), 64):
-        batch = prompts[start:start + 64]
+        batch = prompts[start : start + 64]
         generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(batch))]
-        chunks.append(pipe.sample_prior(
-            pipe.encode_text(batch), pipe.encode_text([""] * len(batch)), generators,
-            num_inference_steps=int(settings["prior_steps"]),
-            guidance_scale=float(settings["prior_guidance"])))
+        chunks.append(
+            pipe.sample_prior(
+                pipe.encode_text(batch),
+                pipe.encode_text([""] * len(batch)),
+                generators,
+                num_inference_steps=int(settings["prior_steps"]),
+                guidance_scale=float(settings["prior_guidance"]),
+            )
+        )
     return torch.cat(chunks)
 
 
@@ -166,8 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--prior", type=int, default=0, metavar="N",
-                        help="also read the prior's embeddings for N held-out and N training prompts")
+    parser.add_argument(
+        "--prior",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also read the prior's embeddings for N held-out and N training prompts",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -179,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.work:
         found = checkpoint_tower(args.work)
         if found is None:
-            print(f"--work: no CLIP checkpoint in {args.work} (train one with `imagine-bot train-builtin "
-                  f"--stages clip --work {args.work}`)", file=sys.stderr)
+            print(
+                f"--work: no CLIP checkpoint in {args.work} (train one with `imagine-bot train-builtin "
+                f"--stages clip --work {args.work}`)",
+                file=sys.stderr,
+            )
             return 2
         tower, result["step"] = found
     else:
@@ -201,9 +223,14 @@ def main(argv: list[str] | None = None) -> int:
             prompts = prior_prompts(args.prior, split, args.seed)
             predicted = prior_embeddings(args.model, [p for p, _ in prompts], args.seed)
             result[f"prior_{split}"] = {
-                name: round(float(np.mean([read == labels[name] for read, (_, labels)
-                                           in zip(readers[name](predicted), prompts)])), 4)
-                for name in ("foreground_colour", "background_colour", "shape")}
+                name: round(
+                    float(
+                        np.mean([read == labels[name] for read, (_, labels) in zip(readers[name](predicted), prompts)])
+                    ),
+                    4,
+                )
+                for name in ("foreground_colour", "background_colour", "shape")
+            }
     print(json.dumps(result))
     return 0
 

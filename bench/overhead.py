@@ -107,12 +107,19 @@ async def measure_postgres_redis(jobs: int) -> dict:
         settings.paths.data_dir = Path(folder)
         settings.database.url = url
         settings.broker.url = REDIS
-        env = {**os.environ, "IMAGINE_DATA_DIR": folder, "IMAGINE_DB_URL": url,
-               "IMAGINE_BROKER_URL": REDIS, "IMAGINE_RENDER_BACKEND": "noop"}
+        env = {
+            **os.environ,
+            "IMAGINE_DATA_DIR": folder,
+            "IMAGINE_DB_URL": url,
+            "IMAGINE_BROKER_URL": REDIS,
+            "IMAGINE_RENDER_BACKEND": "noop",
+        }
         try:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "bot", "worker", "--pool", "solo", "--loglevel", "WARNING"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             return await measure(settings, jobs)
         finally:
@@ -135,7 +142,8 @@ def main() -> int:
 
         result["celery_round_trip"] = celery_round_trip(args.jobs)
         result["postgres_redis_over_celery"] = round(
-            result["postgres_redis"]["p50_ms"] / result["celery_round_trip"]["p50_ms"], 2)
+            result["postgres_redis"]["p50_ms"] / result["celery_round_trip"]["p50_ms"], 2
+        )
     print(json.dumps(result))
     return 0
 

@@ -96,8 +96,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler()
     handler.addFilter(RedactingFilter())
     handler.setFormatter(
-        JsonFormatter() if fmt == "json"
-        else TextFormatter("%(asctime)s %(levelname)s %(name)s%(job)s: %(message)s")
+        JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s%(job)s: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

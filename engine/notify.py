@@ -111,8 +111,7 @@ class RedisWakeups:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout=5)
         except TimeoutError:
-            log.warning("Redis wake-ups not ready: falling back to polling every %.1fs",
-                        self.fallback_interval)
+            log.warning("Redis wake-ups not ready: falling back to polling every %.1fs", self.fallback_interval)
 
     async def _listen(self) -> None:
         import redis.asyncio as aioredis

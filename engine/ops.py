@@ -27,8 +27,15 @@ Check = Callable[[], None]  # raises when not ready
 
 
 class OpsServer:
-    def __init__(self, host: str, port: int, *, checks: dict[str, Check] | None = None,
-                 before_scrape: list[Callable[[], None]] | None = None, cache_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        checks: dict[str, Check] | None = None,
+        before_scrape: list[Callable[[], None]] | None = None,
+        cache_s: float = 2.0,
+    ) -> None:
         self.host = host
         self.port = port
         self.checks = dict(checks or {})

@@ -56,8 +56,10 @@ def restore_logging() -> Iterator[None]:
     would print a "Logging error" traceback."""
     import logging
 
-    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
-                                      if isinstance(logger, logging.Logger))]
+    loggers = [
+        logging.getLogger(),
+        *(logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)),
+    ]
     saved = {logger: (logger.handlers[:], logger.level, logger.propagate) for logger in loggers}
     yield
     for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
@@ -81,9 +83,23 @@ def private_redis(tmp_path) -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -192,8 +208,7 @@ def queue() -> RecordingQueue:
 def service(database, queue):
     from engine.service import ImagineService, ServicePolicy
 
-    return ImagineService(database, queue, ServicePolicy(default_model="tiny-random",
-                                                         default_daily_images=100))
+    return ImagineService(database, queue, ServicePolicy(default_model="tiny-random", default_daily_images=100))
 
 
 @pytest.fixture

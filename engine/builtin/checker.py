@@ -48,8 +48,9 @@ def as_array(image) -> np.ndarray:
 
 def background_rgb(image: np.ndarray) -> np.ndarray:
     """Median colour of the 2-pixel border (objects rarely reach the edge)."""
-    border = np.concatenate([image[:2].reshape(-1, 3), image[-2:].reshape(-1, 3),
-                             image[:, :2].reshape(-1, 3), image[:, -2:].reshape(-1, 3)])
+    border = np.concatenate(
+        [image[:2].reshape(-1, 3), image[-2:].reshape(-1, 3), image[:, :2].reshape(-1, 3), image[:, -2:].reshape(-1, 3)]
+    )
     return np.median(border, axis=0)
 
 
@@ -85,8 +86,9 @@ def judge_region(image: np.ndarray, background: np.ndarray | None = None) -> Reg
         position = "left" if dx < 0 else "right"
     else:
         position = "top" if dy < 0 else "bottom"
-    return Region(background_name, name_colour(rgb), position,
-                  _silhouette(distance, mask, xs, ys), tuple(float(v) for v in rgb))
+    return Region(
+        background_name, name_colour(rgb), position, _silhouette(distance, mask, xs, ys), tuple(float(v) for v in rgb)
+    )
 
 
 def _silhouette(distance: np.ndarray, mask: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -134,12 +136,17 @@ class ShapeClassifier:
         from torch import nn
 
         def block(i: int, o: int):
-            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(),
-                                 nn.MaxPool2d(2))
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
 
         torch.manual_seed(0)
-        return nn.Sequential(block(1, 16), block(16, 32), block(32, 64), nn.Flatten(),
-                             nn.Dropout(0.2), nn.Linear(64 * 4 * 4, len(SHAPES)))
+        return nn.Sequential(
+            block(1, 16),
+            block(16, 32),
+            block(32, 64),
+            nn.Flatten(),
+            nn.Dropout(0.2),
+            nn.Linear(64 * 4 * 4, len(SHAPES)),
+        )
 
     @classmethod
     def load_or_train(cls, cache: Path | None = None, *, steps: int = 1200, seed: int = 1) -> ShapeClassifier:
@@ -160,7 +167,8 @@ class ShapeClassifier:
         for _ in range(steps):
             silhouettes, labels = training_silhouettes(rng, 128)
             loss = torch.nn.functional.cross_entropy(
-                network(torch.from_numpy(silhouettes)[:, None]), torch.from_numpy(labels))
+                network(torch.from_numpy(silhouettes)[:, None]), torch.from_numpy(labels)
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -43,11 +43,24 @@ class Architecture:
     @classmethod
     def smoke(cls) -> Architecture:
         return cls(
-            embed_dim=32, max_tokens=32, vocab_size=400, text_layers=1, text_heads=2,
-            vision_width=32, vision_layers=1, vision_heads=2, vision_patch=8,
-            prior_layers=1, prior_heads=2, prior_head_dim=16,
-            decoder_widths=(16, 32), decoder_layers_per_block=1, decoder_head_dim=16,
-            cross_attention_dim=32, upsampler_widths=(8, 16), upsampler_layers_per_block=1,
+            embed_dim=32,
+            max_tokens=32,
+            vocab_size=400,
+            text_layers=1,
+            text_heads=2,
+            vision_width=32,
+            vision_layers=1,
+            vision_heads=2,
+            vision_patch=8,
+            prior_layers=1,
+            prior_heads=2,
+            prior_head_dim=16,
+            decoder_widths=(16, 32),
+            decoder_layers_per_block=1,
+            decoder_head_dim=16,
+            cross_attention_dim=32,
+            upsampler_widths=(8, 16),
+            upsampler_layers_per_block=1,
             norm_groups=8,
         )
 
@@ -64,10 +77,15 @@ def build_text_encoder(arch: Architecture, tokenizer):
 
     return CLIPTextModelWithProjection(
         CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=arch.embed_dim, projection_dim=arch.embed_dim,
-            intermediate_size=4 * arch.embed_dim, num_hidden_layers=arch.text_layers,
-            num_attention_heads=arch.text_heads, max_position_embeddings=arch.max_tokens,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            vocab_size=len(tokenizer),
+            hidden_size=arch.embed_dim,
+            projection_dim=arch.embed_dim,
+            intermediate_size=4 * arch.embed_dim,
+            num_hidden_layers=arch.text_layers,
+            num_attention_heads=arch.text_heads,
+            max_position_embeddings=arch.max_tokens,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )
     )
@@ -78,9 +96,12 @@ def build_image_encoder(arch: Architecture):
 
     return CLIPVisionModelWithProjection(
         CLIPVisionConfig(
-            hidden_size=arch.vision_width, projection_dim=arch.embed_dim,
-            intermediate_size=4 * arch.vision_width, num_hidden_layers=arch.vision_layers,
-            num_attention_heads=arch.vision_heads, image_size=arch.clip_size,
+            hidden_size=arch.vision_width,
+            projection_dim=arch.embed_dim,
+            intermediate_size=4 * arch.vision_width,
+            num_hidden_layers=arch.vision_layers,
+            num_attention_heads=arch.vision_heads,
+            image_size=arch.clip_size,
             patch_size=arch.vision_patch,
         )
     )
@@ -93,7 +114,10 @@ def build_feature_extractor(arch: Architecture):
     return CLIPImageProcessor(
         size={"shortest_edge": arch.clip_size},
         crop_size={"height": arch.clip_size, "width": arch.clip_size},
-        do_center_crop=True, resample=3, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+        do_center_crop=True,
+        resample=3,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
     )
 
 
@@ -101,8 +125,11 @@ def build_prior(arch: Architecture):
     from diffusers import PriorTransformer
 
     return PriorTransformer(
-        num_attention_heads=arch.prior_heads, attention_head_dim=arch.prior_head_dim,
-        num_layers=arch.prior_layers, embedding_dim=arch.embed_dim, num_embeddings=arch.max_tokens,
+        num_attention_heads=arch.prior_heads,
+        attention_head_dim=arch.prior_head_dim,
+        num_layers=arch.prior_layers,
+        embedding_dim=arch.embed_dim,
+        num_embeddings=arch.max_tokens,
     )
 
 
@@ -110,7 +137,8 @@ def build_text_proj(arch: Architecture):
     from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
 
     return UnCLIPTextProjModel(
-        clip_embeddings_dim=arch.embed_dim, time_embed_dim=4 * arch.decoder_widths[0],
+        clip_embeddings_dim=arch.embed_dim,
+        time_embed_dim=4 * arch.decoder_widths[0],
         cross_attention_dim=arch.cross_attention_dim,
     )
 
@@ -121,13 +149,18 @@ def build_decoder(arch: Architecture):
 
     levels = len(arch.decoder_widths)
     return UNet2DConditionModel(
-        sample_size=arch.decoder_size, in_channels=3, out_channels=6,
+        sample_size=arch.decoder_size,
+        in_channels=3,
+        out_channels=6,
         down_block_types=("ResnetDownsampleBlock2D",) * (levels - 1) + ("SimpleCrossAttnDownBlock2D",),
         up_block_types=("SimpleCrossAttnUpBlock2D",) + ("ResnetUpsampleBlock2D",) * (levels - 1),
         mid_block_type="UNetMidBlock2DSimpleCrossAttn",
-        block_out_channels=arch.decoder_widths, layers_per_block=arch.decoder_layers_per_block,
-        cross_attention_dim=arch.cross_attention_dim, attention_head_dim=arch.decoder_head_dim,
-        resnet_time_scale_shift="scale_shift", class_embed_type="identity",
+        block_out_channels=arch.decoder_widths,
+        layers_per_block=arch.decoder_layers_per_block,
+        cross_attention_dim=arch.cross_attention_dim,
+        attention_head_dim=arch.decoder_head_dim,
+        resnet_time_scale_shift="scale_shift",
+        class_embed_type="identity",
         norm_num_groups=arch.norm_groups,
     )
 
@@ -138,10 +171,14 @@ def build_upsampler(arch: Architecture):
 
     levels = len(arch.upsampler_widths)
     return UNet2DModel(
-        sample_size=arch.image_size, in_channels=6, out_channels=3,
-        layers_per_block=arch.upsampler_layers_per_block, block_out_channels=arch.upsampler_widths,
+        sample_size=arch.image_size,
+        in_channels=6,
+        out_channels=3,
+        layers_per_block=arch.upsampler_layers_per_block,
+        block_out_channels=arch.upsampler_widths,
         down_block_types=("ResnetDownsampleBlock2D",) * levels,
         up_block_types=("ResnetUpsampleBlock2D",) * levels,
-        add_attention=False, resnet_time_scale_shift="scale_shift",
+        add_attention=False,
+        resnet_time_scale_shift="scale_shift",
         norm_num_groups=min(arch.norm_groups, min(arch.upsampler_widths)),
     )

@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     _scaled(_open(result.grid_png)).save(args.out / "builtin-grid.png")
 
     source = result.images[0]
-    variation_job = RenderJob(2, "variation", "", None, args.seed + 100, 4,
-                              source_embeddings=(source.embedding,), source_images=(source.png,))
+    variation_job = RenderJob(
+        2, "variation", "", None, args.seed + 100, 4, source_embeddings=(source.embedding,), source_images=(source.png,)
+    )
     variations = renderer.render(variation_job, lambda *_: None)
     pictures = [_open(source.png)] + [_open(image.png) for image in variations.images]
     gap = 2

@@ -50,8 +50,13 @@ DEFAULT_WORK = Path("data/builtin-train")
 #: bench's 50 sources; 0.785 → 0.835 on 50 others). `/vary strength:1` gives the paper's pure
 #: embedding variations.
 SAMPLING_DEFAULTS = {
-    "prior_steps": 25, "decoder_steps": 25, "super_res_steps": 10, "super_res_strength": 0.5,
-    "prior_guidance": 2.0, "decoder_guidance": 8.0, "strength": 0.4,
+    "prior_steps": 25,
+    "decoder_steps": 25,
+    "super_res_steps": 10,
+    "super_res_strength": 0.5,
+    "prior_guidance": 2.0,
+    "decoder_guidance": 8.0,
+    "strength": 0.4,
 }
 
 
@@ -88,14 +93,14 @@ PLANS: dict[str, dict[str, StagePlan]] = {
         "upsampler": StagePlan(steps=1000, batch=16, lr=3e-4, ema_decay=0.999),
     },
     "smoke": {
-        "clip": StagePlan(steps=30, batch=32, lr=1e-3, warmup=5, ema_decay=None, checkpoint_every=20,
-                          log_every=10, cosine=True),
-        "prior": StagePlan(steps=30, batch=32, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20,
-                           log_every=10),
-        "decoder": StagePlan(steps=30, batch=8, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20,
-                             log_every=10, offset_noise_from=20),
-        "upsampler": StagePlan(steps=20, batch=8, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20,
-                               log_every=10),
+        "clip": StagePlan(
+            steps=30, batch=32, lr=1e-3, warmup=5, ema_decay=None, checkpoint_every=20, log_every=10, cosine=True
+        ),
+        "prior": StagePlan(steps=30, batch=32, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20, log_every=10),
+        "decoder": StagePlan(
+            steps=30, batch=8, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20, log_every=10, offset_noise_from=20
+        ),
+        "upsampler": StagePlan(steps=20, batch=8, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20, log_every=10),
     },
 }
 
@@ -132,9 +137,9 @@ def clip_pixels(images, size: int):
     import torch
     from PIL import Image
 
-    resized = np.stack([
-        np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC)) for image in images
-    ]).astype(np.float32)
+    resized = np.stack(
+        [np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC)) for image in images]
+    ).astype(np.float32)
     return torch.from_numpy(resized / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
 
 
@@ -156,8 +161,9 @@ def area_downsample(pixels, size: int):
 def tokenize(tokenizer, captions: list[str]):
     """Padded token ids and attention mask, as `ImagineUnCLIPPipeline.encode_text` makes them
     (CPU work: it runs in the data loader)."""
-    inputs = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
-                       truncation=True, return_tensors="pt")
+    inputs = tokenizer(
+        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
     return inputs.input_ids, inputs.attention_mask.bool()
 
 
@@ -175,8 +181,17 @@ def encode_text(tokenizer, text_encoder, captions: list[str]):
 
 #: Attribute heads of the CLIP stage's auxiliary loss, and how many values each has.
 ATTRIBUTE_HEADS: dict[str, int] = {
-    "background": 12, "count": 2, "colour": 12, "shape": 9, "size": 3, "position": 5,
-    "first_colour": 12, "first_shape": 9, "second_colour": 12, "second_shape": 9, "arrangement": 2,
+    "background": 12,
+    "count": 2,
+    "colour": 12,
+    "shape": 9,
+    "size": 3,
+    "position": 5,
+    "first_colour": 12,
+    "first_shape": 9,
+    "second_colour": 12,
+    "second_shape": 9,
+    "arrangement": 2,
 }
 IGNORE = -100
 
@@ -190,14 +205,21 @@ def scene_labels(scene) -> dict[str, int]:
     labels["count"] = len(scene.objects) - 1
     if len(scene.objects) == 1:
         (obj,) = scene.objects
-        labels.update(colour=COLOUR_NAMES.index(obj.colour), shape=SHAPES.index(obj.shape),
-                      size=SIZE_NAMES.index(obj.size), position=POSITION_NAMES.index(obj.position))
+        labels.update(
+            colour=COLOUR_NAMES.index(obj.colour),
+            shape=SHAPES.index(obj.shape),
+            size=SIZE_NAMES.index(obj.size),
+            position=POSITION_NAMES.index(obj.position),
+        )
     else:
         first, second = scene.objects
-        labels.update(first_colour=COLOUR_NAMES.index(first.colour), first_shape=SHAPES.index(first.shape),
-                      second_colour=COLOUR_NAMES.index(second.colour),
-                      second_shape=SHAPES.index(second.shape),
-                      arrangement=("horizontal", "vertical").index(scene.arrangement))
+        labels.update(
+            first_colour=COLOUR_NAMES.index(first.colour),
+            first_shape=SHAPES.index(first.shape),
+            second_colour=COLOUR_NAMES.index(second.colour),
+            second_shape=SHAPES.index(second.shape),
+            arrangement=("horizontal", "vertical").index(scene.arrangement),
+        )
     return labels
 
 
@@ -212,14 +234,20 @@ def meaning_labels(meaning) -> dict[str, int]:
     labels["background"] = index(COLOUR_NAMES, meaning.background)
     labels["count"] = len(meaning.shapes) - 1
     if len(meaning.shapes) == 1:
-        labels.update(colour=index(COLOUR_NAMES, meaning.colours[0]), shape=SHAPES.index(meaning.shapes[0]),
-                      size=index(SIZE_NAMES, meaning.size), position=index(POSITION_NAMES, meaning.position))
+        labels.update(
+            colour=index(COLOUR_NAMES, meaning.colours[0]),
+            shape=SHAPES.index(meaning.shapes[0]),
+            size=index(SIZE_NAMES, meaning.size),
+            position=index(POSITION_NAMES, meaning.position),
+        )
     else:
         if meaning.ordered:
-            labels.update(first_colour=index(COLOUR_NAMES, meaning.colours[0]),
-                          first_shape=SHAPES.index(meaning.shapes[0]),
-                          second_colour=index(COLOUR_NAMES, meaning.colours[1]),
-                          second_shape=SHAPES.index(meaning.shapes[1]))
+            labels.update(
+                first_colour=index(COLOUR_NAMES, meaning.colours[0]),
+                first_shape=SHAPES.index(meaning.shapes[0]),
+                second_colour=index(COLOUR_NAMES, meaning.colours[1]),
+                second_shape=SHAPES.index(meaning.shapes[1]),
+            )
         if meaning.arrangement is not None:
             labels["arrangement"] = ("horizontal", "vertical").index(meaning.arrangement)
     return labels
@@ -229,8 +257,7 @@ def fits_matrix(examples):
     """M[i, j] = caption i is a correct description of scene j."""
     import torch
 
-    return torch.tensor([[e.meaning.fits(o.scene) for o in examples] for e in examples],
-                        dtype=torch.float32)
+    return torch.tensor([[e.meaning.fits(o.scene) for o in examples] for e in examples], dtype=torch.float32)
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -384,8 +411,9 @@ class ClipStage(Stage):
         self.image_encoder = build_image_encoder(ctx.arch).to(ctx.device)
         self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07), device=ctx.device))
         self.heads = torch.nn.ModuleDict(
-            {name: torch.nn.Linear(ctx.arch.embed_dim, size) for name, size in ATTRIBUTE_HEADS.items()})
-        self.heads["patch_mask"] = torch.nn.Linear(ctx.arch.vision_width, ctx.arch.vision_patch ** 2)
+            {name: torch.nn.Linear(ctx.arch.embed_dim, size) for name, size in ATTRIBUTE_HEADS.items()}
+        )
+        self.heads["patch_mask"] = torch.nn.Linear(ctx.arch.vision_width, ctx.arch.vision_patch**2)
         self.heads.to(ctx.device)
 
     def trainable(self):
@@ -435,8 +463,12 @@ class ClipStage(Stage):
             for obj in scene.objects:
                 masks[i] = np.maximum(masks[i], np.asarray(object_mask(obj, size), dtype=np.float32) / 255)
         grid = size // patch
-        return (torch.from_numpy(masks).reshape(len(scenes), grid, patch, grid, patch)
-                .permute(0, 1, 3, 2, 4).reshape(len(scenes), grid * grid, patch * patch))
+        return (
+            torch.from_numpy(masks)
+            .reshape(len(scenes), grid, patch, grid, patch)
+            .permute(0, 1, 3, 2, 4)
+            .reshape(len(scenes), grid * grid, patch * patch)
+        )
 
     def batch(self, step, plan):
         import torch
@@ -454,7 +486,10 @@ class ClipStage(Stage):
         pixels = pixels + sigma * torch.randn(pixels.shape, generator=generator)
         ids, mask = tokenize(self.ctx.tokenizer, [e.caption for e in examples])
         return {
-            "pixels": pixels, "ids": ids, "mask": mask, "patch_masks": self.patch_masks(scenes),
+            "pixels": pixels,
+            "ids": ids,
+            "mask": mask,
+            "patch_masks": self.patch_masks(scenes),
             "fits": fits_matrix(examples),
             "image_labels": self.label_tensors([scene_labels(scene) for scene in scenes]),
             "text_labels": self.label_tensors([meaning_labels(e.meaning) for e in examples]),
@@ -477,17 +512,21 @@ class ClipStage(Stage):
             F.cross_entropy(logits, fits / fits.sum(1, keepdim=True))
             + F.cross_entropy(logits.T, fits.T / fits.T.sum(1, keepdim=True))
         )
-        attributes = (
-            self.IMAGE_ATTRIBUTE_WEIGHT * self.attribute_loss(image_embeds, data["image_labels"])
-            + self.TEXT_ATTRIBUTE_WEIGHT * self.attribute_loss(text_embeds, data["text_labels"])
-        )
+        attributes = self.IMAGE_ATTRIBUTE_WEIGHT * self.attribute_loss(
+            image_embeds, data["image_labels"]
+        ) + self.TEXT_ATTRIBUTE_WEIGHT * self.attribute_loss(text_embeds, data["text_labels"])
         with torch.no_grad():
             rows = torch.arange(len(fits), device=fits.device)
             text_to_image = fits[rows, logits.argmax(1)].mean().item()
             image_to_text = fits[logits.argmax(0), rows].mean().item()
         return contrastive + attributes + self.MASK_WEIGHT * mask_loss, {
-            "contrastive": contrastive.item(), "attributes": attributes.item(), "mask": mask_loss.item(),
-            "t2i": text_to_image, "i2t": image_to_text, "scale": self.logit_scale.exp().item()}
+            "contrastive": contrastive.item(),
+            "attributes": attributes.item(),
+            "mask": mask_loss.item(),
+            "t2i": text_to_image,
+            "i2t": image_to_text,
+            "scale": self.logit_scale.exp().item(),
+        }
 
 
 class PriorStage(Stage):
@@ -520,14 +559,18 @@ class PriorStage(Stage):
             for chunk in range(8):
                 rng = batch_rng(self.ctx.seed, "prior-stats", chunk)
                 examples = sample_examples(rng, 512, pair_fraction=PAIR_FRACTION)
-                pixels = clip_pixels(render_batch([e.scene for e in examples], self.ctx.arch.image_size),
-                                     self.ctx.arch.clip_size)
+                pixels = clip_pixels(
+                    render_batch([e.scene for e in examples], self.ctx.arch.image_size), self.ctx.arch.clip_size
+                )
                 embeds.append(self.image_encoder(pixel_values=pixels.to(self.ctx.device)).image_embeds)
         embeds = torch.cat(embeds)
         self.prior.clip_mean.data.copy_(embeds.mean(0, keepdim=True))
         self.prior.clip_std.data.copy_(embeds.std(0, keepdim=True))
-        log.info("prior: image embedding mean norm %.3f, mean std %.3f",
-                 embeds.norm(dim=1).mean().item(), embeds.std(0).mean().item())
+        log.info(
+            "prior: image embedding mean norm %.3f, mean std %.3f",
+            embeds.norm(dim=1).mean().item(),
+            embeds.std(0).mean().item(),
+        )
 
     def batch(self, step, plan):
         import torch
@@ -540,8 +583,9 @@ class PriorStage(Stage):
         examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION)
         captions = [e.caption if rng.random() >= PRIOR_TEXT_DROPOUT else "" for e in examples]
         ids, mask = tokenize(self.ctx.tokenizer, captions)
-        pixels = clip_pixels(render_batch([e.scene for e in examples], self.ctx.arch.image_size),
-                             self.ctx.arch.clip_size)
+        pixels = clip_pixels(
+            render_batch([e.scene for e in examples], self.ctx.arch.image_size), self.ctx.arch.clip_size
+        )
         t = self.schedule.sample_timesteps(size, generator)
         noise = torch.randn(size, self.ctx.arch.embed_dim, generator=generator)
         return {"ids": ids, "mask": mask, "pixels": pixels, "t": t, "noise": noise}
@@ -556,12 +600,14 @@ class PriorStage(Stage):
         x0 = (image_embeds - self.prior.clip_mean) / self.prior.clip_std
         t = data["t"]
         x_t = self.schedule.add_noise(x0, data["noise"], t)
-        predicted = self.prior(x_t, timestep=t, proj_embedding=text_embeds, encoder_hidden_states=hidden,
-                               attention_mask=mask).predicted_image_embedding
+        predicted = self.prior(
+            x_t, timestep=t, proj_embedding=text_embeds, encoder_hidden_states=hidden, attention_mask=mask
+        ).predicted_image_embedding
         loss = F.mse_loss(predicted, x0)
         with torch.no_grad():
-            cosine = F.cosine_similarity(predicted * self.prior.clip_std + self.prior.clip_mean,
-                                         image_embeds).mean().item()
+            cosine = (
+                F.cosine_similarity(predicted * self.prior.clip_std + self.prior.clip_mean, image_embeds).mean().item()
+            )
         return loss, {"cos": cosine}
 
 
@@ -608,8 +654,16 @@ class DecoderStage(Stage):
             # Its own generator: every other draw of the step stays what it is without offset.
             offsets = torch.randn(size, 3, 1, 1, generator=torch_generator(self.ctx.seed, "offset", step))
             noise = noise + OFFSET_NOISE * offsets
-        return {"ids": ids, "mask": mask, "clip_pixels": clip_pixels(images, arch.clip_size),
-                "drop_text": drop_text, "drop_image": drop_image, "x0": x0, "t": t, "noise": noise}
+        return {
+            "ids": ids,
+            "mask": mask,
+            "clip_pixels": clip_pixels(images, arch.clip_size),
+            "drop_text": drop_text,
+            "drop_image": drop_image,
+            "x0": x0,
+            "t": t,
+            "noise": noise,
+        }
 
     def loss(self, data):
         import torch
@@ -631,12 +685,15 @@ class DecoderStage(Stage):
         x_t = self.schedule.add_noise(x0, noise, t)
         with self.autocast():
             states, time_embeds = self.text_proj(
-                image_embeddings=image_embeds, prompt_embeds=text_embeds,
-                text_encoder_hidden_states=hidden, do_classifier_free_guidance=False,
+                image_embeddings=image_embeds,
+                prompt_embeds=text_embeds,
+                text_encoder_hidden_states=hidden,
+                do_classifier_free_guidance=False,
             )
             full_mask = F.pad(mask, (self.text_proj.config.clip_extra_context_tokens, 0), value=True)
-            output = self.decoder(x_t, t, encoder_hidden_states=states, class_labels=time_embeds,
-                                  attention_mask=full_mask).sample
+            output = self.decoder(
+                x_t, t, encoder_hidden_states=states, class_labels=time_embeds, attention_mask=full_mask
+            ).sample
         noise_pred, variance_pred = output.float().split(3, dim=1)
         mse = ((noise_pred - noise) ** 2).flatten(1).mean(1)
         vb = self.schedule.variance_bound(x_t, x0, t, noise_pred, variance_pred)
@@ -678,10 +735,12 @@ class UpsamplerStage(Stage):
         amount = torch.rand(size, 1, 1, 1, generator=generator) * 0.5
         small = small + amount * (blurred - small)
         small = small + torch.rand(size, 1, 1, 1, generator=generator) * 0.04 * torch.randn(
-            small.shape, generator=generator)
+            small.shape, generator=generator
+        )
         small = small.clamp(-1, 1)
-        upscaled = F.interpolate(small, size=(arch.image_size, arch.image_size), mode="bicubic",
-                                 align_corners=False, antialias=True)
+        upscaled = F.interpolate(
+            small, size=(arch.image_size, arch.image_size), mode="bicubic", align_corners=False, antialias=True
+        )
         t = self.schedule.sample_timesteps(size, generator)
         noise = torch.randn(x0.shape, generator=generator)
         return {"x0": x0, "upscaled": upscaled, "t": t, "noise": noise}
@@ -699,7 +758,10 @@ class UpsamplerStage(Stage):
 
 
 STAGE_CLASSES: dict[str, type[Stage]] = {
-    "clip": ClipStage, "prior": PriorStage, "decoder": DecoderStage, "upsampler": UpsamplerStage,
+    "clip": ClipStage,
+    "prior": PriorStage,
+    "decoder": DecoderStage,
+    "upsampler": UpsamplerStage,
 }
 
 
@@ -736,9 +798,15 @@ def batches(stage: Stage, plan: StagePlan, start: int, workers: int):
     """The batches of steps start.. in order, made by `workers` processes (0: in this one)."""
     from torch.utils.data import DataLoader
 
-    return DataLoader(StepBatches(stage, plan, start), batch_size=None, shuffle=False,
-                      num_workers=workers, worker_init_fn=_one_thread if workers else None,
-                      prefetch_factor=8 if workers else None, pin_memory=stage.ctx.device.startswith("cuda"))
+    return DataLoader(
+        StepBatches(stage, plan, start),
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        worker_init_fn=_one_thread if workers else None,
+        prefetch_factor=8 if workers else None,
+        pin_memory=stage.ctx.device.startswith("cuda"),
+    )
 
 
 def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]:
@@ -755,8 +823,9 @@ def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]
     checkpoint = _load(path)
     modules = stage.trainable()
     if checkpoint is not None and checkpoint["step"] >= plan.steps and checkpoint["done"]:
-        log.info("%s: already trained (%d steps, %.0f s); skipping", stage.name, checkpoint["step"],
-                 checkpoint["elapsed"])
+        log.info(
+            "%s: already trained (%d steps, %.0f s); skipping", stage.name, checkpoint["step"], checkpoint["elapsed"]
+        )
         return stage_summary(checkpoint)
 
     parameters = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
@@ -774,8 +843,13 @@ def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]
         start, elapsed = checkpoint["step"], checkpoint["elapsed"]
         log.info("%s: resuming at step %d of %d (%.0f s so far)", stage.name, start, plan.steps, elapsed)
     else:
-        log.info("%s: %s trainable parameters, %d steps of batch %d", stage.name,
-                 f"{sum(p.numel() for p in parameters):,}", plan.steps, plan.batch)
+        log.info(
+            "%s: %s trainable parameters, %d steps of batch %d",
+            stage.name,
+            f"{sum(p.numel() for p in parameters):,}",
+            plan.steps,
+            plan.batch,
+        )
         began = time.perf_counter()
         stage.prepare()
         elapsed += time.perf_counter() - began
@@ -787,14 +861,19 @@ def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]
         return rate
 
     def save(step: int, done: bool) -> dict:
-        weights = {name: (ema.module_state(name) if ema else module.state_dict())
-                   for name, module in modules.items()}
+        weights = {name: (ema.module_state(name) if ema else module.state_dict()) for name, module in modules.items()}
         checkpoint = {
-            "step": step, "elapsed": elapsed, "done": done, "plan": asdict(plan),
+            "step": step,
+            "elapsed": elapsed,
+            "done": done,
+            "plan": asdict(plan),
             "modules": {name: module.state_dict() for name, module in modules.items()},
-            "optimizer": optimizer.state_dict(), "ema": ema.state_dict() if ema else None,
-            "extra": stage.extra_state(), "weights": weights,
-            "device": stage.ctx.device, "workers": workers,
+            "optimizer": optimizer.state_dict(),
+            "ema": ema.state_dict() if ema else None,
+            "extra": stage.extra_state(),
+            "weights": weights,
+            "device": stage.ctx.device,
+            "workers": workers,
         }
         _save_atomic(checkpoint, path)
         return checkpoint
@@ -802,8 +881,15 @@ def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]
     for module in modules.values():
         module.train()
     interactive = sys.stderr.isatty()
-    bar = tqdm(total=plan.steps, initial=start, desc=stage.name, unit="step", dynamic_ncols=True,
-               mininterval=1 if interactive else 30, file=sys.stderr)
+    bar = tqdm(
+        total=plan.steps,
+        initial=start,
+        desc=stage.name,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1 if interactive else 30,
+        file=sys.stderr,
+    )
     running: dict[str, float] = {}
     elapsed_before = elapsed
     last = time.perf_counter()
@@ -827,9 +913,16 @@ def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]
             count = (step % plan.log_every) + 1
             summary = " ".join(f"{k}={v / count:.4f}" for k, v in running.items())
             bar.set_postfix_str(summary, refresh=False)
-            log.info("%s step %d/%d %s lr=%.2e (%.0f s, %.2f s/step)", stage.name, step + 1,
-                     plan.steps, summary, learning_rate(step), elapsed,
-                     (elapsed - elapsed_before) / (step + 1 - start))
+            log.info(
+                "%s step %d/%d %s lr=%.2e (%.0f s, %.2f s/step)",
+                stage.name,
+                step + 1,
+                plan.steps,
+                summary,
+                learning_rate(step),
+                elapsed,
+                (elapsed - elapsed_before) / (step + 1 - start),
+            )
             running = {}
         if (step + 1) % plan.checkpoint_every == 0 and step + 1 < plan.steps:
             save(step + 1, done=False)
@@ -841,9 +934,13 @@ def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]
 
 def stage_summary(checkpoint: dict) -> dict[str, Any]:
     """How a finished stage was trained, for times.json and imagine.json."""
-    return {"seconds": round(checkpoint["elapsed"]), "steps": checkpoint["step"],
-            "batch": checkpoint["plan"]["batch"], "device": checkpoint.get("device", "cpu"),
-            "workers": checkpoint.get("workers", 0)}
+    return {
+        "seconds": round(checkpoint["elapsed"]),
+        "steps": checkpoint["step"],
+        "batch": checkpoint["plan"]["batch"],
+        "device": checkpoint.get("device", "cpu"),
+        "workers": checkpoint.get("workers", 0),
+    }
 
 
 # --- export ------------------------------------------------------------------------------------
@@ -901,14 +998,18 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
         UnCLIPScheduler(**config).save_pretrained(out / name)
     components = {name: lib_cls for name, (_, lib_cls) in parts.items()}
     components.update({name: ("diffusers", "UnCLIPScheduler") for name in scheduler_configs()})
-    write_model_index(out, components, {
-        "name": "builtin",
-        "description": description,
-        "trained": True,
-        "defaults": dict(SAMPLING_DEFAULTS),
-        "training": training,
-        "architecture": arch.to_dict(),
-    })
+    write_model_index(
+        out,
+        components,
+        {
+            "name": "builtin",
+            "description": description,
+            "trained": True,
+            "defaults": dict(SAMPLING_DEFAULTS),
+            "training": training,
+            "architecture": arch.to_dict(),
+        },
+    )
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     log.info("exported to %s (%.1f MB)", out, size / 1e6)
     return out
@@ -958,16 +1059,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="weights folder to write")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="checkpoints and log")
     parser.add_argument("--smoke", action="store_true", help="toy sizes, about a minute")
-    parser.add_argument("--stages", default=",".join(STAGES),
-                        help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
+    parser.add_argument(
+        "--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)} (default: all)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", action="append", default=[], metavar="STAGE=N",
-                        help="train STAGE to N steps instead of the plan (continues a finished stage)")
+    parser.add_argument(
+        "--steps",
+        action="append",
+        default=[],
+        metavar="STAGE=N",
+        help="train STAGE to N steps instead of the plan (continues a finished stage)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
-    parser.add_argument("--device", default="cpu",
-                        help="where the networks train: cpu (default) or cuda[:N]; the data is made on the CPU")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="processes making batches ahead (default: none on the CPU, all cores but two on a GPU)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the networks train: cpu (default) or cuda[:N]; the data is made on the CPU",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes making batches ahead (default: none on the CPU, all cores but two on a GPU)",
+    )
     parser.add_argument("--no-export", action="store_true", help="train only, do not write --out")
     return parser.parse_args(argv)
 
@@ -991,8 +1105,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        print(f"--stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}",
-              file=sys.stderr)
+        print(f"--stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}", file=sys.stderr)
         return 2
     mode = "smoke" if args.smoke else "full"
     plans = dict(PLANS[mode])
@@ -1037,9 +1150,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     ctx = TrainContext(arch=arch, work=work, seed=args.seed, device=args.device)
     ctx.tokenizer = _tokenizer(ctx, work / "tokenizer")
-    log.info("training %s (%s mode, seed %d) in %s on %s with %d threads, %d data workers; UNets in %s",
-             ", ".join(stages), mode, args.seed, work, args.device, torch.get_num_threads(), workers,
-             "bf16 autocast" if fast_bf16(args.device) else "fp32 (no native bf16 here)")
+    log.info(
+        "training %s (%s mode, seed %d) in %s on %s with %d threads, %d data workers; UNets in %s",
+        ", ".join(stages),
+        mode,
+        args.seed,
+        work,
+        args.device,
+        torch.get_num_threads(),
+        workers,
+        "bf16 autocast" if fast_bf16(args.device) else "fp32 (no native bf16 here)",
+    )
 
     times_file = work / "times.json"
     times = json.loads(times_file.read_text()) if times_file.exists() else {}
@@ -1059,14 +1180,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     total = sum(v["seconds"] for v in times.values())
     export_weights(
-        ctx, args.out,
-        description=("imagine-bot's own small unCLIP model, trained from scratch on generated "
-                     "coloured shapes (64 px)" + (" - SMOKE RUN, not a usable model" if args.smoke else "")),
-        training={"mode": mode, "seed": args.seed, "stages": times, "total_seconds": total,
-                  "torch_threads": torch.get_num_threads()},
+        ctx,
+        args.out,
+        description=(
+            "imagine-bot's own small unCLIP model, trained from scratch on generated "
+            "coloured shapes (64 px)" + (" - SMOKE RUN, not a usable model" if args.smoke else "")
+        ),
+        training={
+            "mode": mode,
+            "seed": args.seed,
+            "stages": times,
+            "total_seconds": total,
+            "torch_threads": torch.get_num_threads(),
+        },
     )
-    log.info("stage wall times: %s (total %.0f s)",
-             ", ".join(f"{k} {v['seconds']} s" for k, v in times.items()), total)
+    log.info("stage wall times: %s (total %.0f s)", ", ".join(f"{k} {v['seconds']} s" for k, v in times.items()), total)
     return 0
 
 

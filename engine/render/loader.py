@@ -185,8 +185,12 @@ def load_unclip(spec: ModelSpec, *, device: str = "cpu", dtype=None):
         else:
             cls = getattr(transformers, class_name)
         kwargs: dict[str, Any] = {}
-        if dtype is not None and hasattr(cls, "save_pretrained") and "Scheduler" not in class_name \
-                and class_name not in ("CLIPTokenizer", "CLIPImageProcessor"):
+        if (
+            dtype is not None
+            and hasattr(cls, "save_pretrained")
+            and "Scheduler" not in class_name
+            and class_name not in ("CLIPTokenizer", "CLIPImageProcessor")
+        ):
             kwargs["dtype"] = dtype
         try:
             parts[name] = cls.from_pretrained(folder, **kwargs)

@@ -68,6 +68,5 @@ def check_tokenizer(tokenizer, folder: Path | str) -> None:
     """Fail loudly when a folder's tokenizer files were missing (it would load as 2 tokens)."""
     if len(tokenizer) < 300:
         raise RuntimeError(
-            f"the tokenizer in {folder} has only {len(tokenizer)} tokens: its vocab/merges files "
-            "are missing or broken"
+            f"the tokenizer in {folder} has only {len(tokenizer)} tokens: its vocab/merges files are missing or broken"
         )

@@ -84,8 +84,11 @@ def batch_key(job: RenderJob) -> tuple:
     p = job.params
     return (
         job.operation,
-        p.get("prior_steps"), p.get("decoder_steps"), p.get("super_res_steps"),
-        p.get("prior_guidance"), p.get("decoder_guidance"),
+        p.get("prior_steps"),
+        p.get("decoder_steps"),
+        p.get("super_res_steps"),
+        p.get("prior_guidance"),
+        p.get("decoder_guidance"),
         p.get("strength") if job.operation == "variation" else None,
         p.get("aspect", "1:1"),
         bool(job.negative_prompt),  # a negative prompt changes how the prior is batched

@@ -77,21 +77,38 @@ class ServiceBase:
 
     @staticmethod
     def _is_moderator(team: Team, actor: Actor) -> bool:
-        return actor.is_platform_admin or bool(
-            set(actor.role_ids) & set(team.moderator_role_ids or [])
-        )
+        return actor.is_platform_admin or bool(set(actor.role_ids) & set(team.moderator_role_ids or []))
 
     def _audit(
-        self, session: Session, team: Team, actor: User, action: str, target: str,
+        self,
+        session: Session,
+        team: Team,
+        actor: User,
+        action: str,
+        target: str,
         details: dict[str, Any],
     ) -> None:
-        session.add(AuditLogEntry(team_id=team.id, actor_id=actor.id, action=action,
-                                  target=target, details=details, created_at=self.clock()))
+        session.add(
+            AuditLogEntry(
+                team_id=team.id,
+                actor_id=actor.id,
+                action=action,
+                target=target,
+                details=details,
+                created_at=self.clock(),
+            )
+        )
         log.info("moderation: %s by %s on %s %s", action, actor.external_id, target, details)
 
     def _find_generation(
-        self, session: Session, team: Team, user: User, generation_id: int | None,
-        *, lock: bool = False, done_only: bool = False,
+        self,
+        session: Session,
+        team: Team,
+        user: User,
+        generation_id: int | None,
+        *,
+        lock: bool = False,
+        done_only: bool = False,
     ) -> Generation:
         if generation_id is None:
             generation = repo.latest_generation(session, user, done_only=done_only)
@@ -119,17 +136,13 @@ class ServiceBase:
         index = ref.index
         if index is None:
             if count != 1:
-                raise UsageError(
-                    f"Job #{generation.id} has {count} images: say which, e.g. `{generation.id}:2`."
-                )
+                raise UsageError(f"Job #{generation.id} has {count} images: say which, e.g. `{generation.id}:2`.")
             index = 1
         image = next((i for i in generation.images if i.index == index), None)
         if image is None:
             raise NotFound(f"Job #{generation.id} has no image {index} (it has {count}).")
         return image
 
-    def _load_for_actor(
-        self, session: Session, actor: Actor, generation_id: int | None
-    ) -> GenerationView:
+    def _load_for_actor(self, session: Session, actor: Actor, generation_id: int | None) -> GenerationView:
         team, user = repo.ensure_actor(session, actor)
         return repo.generation_view(self._find_generation(session, team, user, generation_id))

@@ -48,8 +48,7 @@ class Moderation(ServiceBase):
             user = repo.ensure_user(session, team, target.subject)
             usage = repo.lock_usage(session, team, user, now)
             usage.granted += images
-            repo.ledger(session, usage, "grant", images, "granted by a moderator",
-                        actor_id=moderator.id)
+            repo.ledger(session, usage, "grant", images, "granted by a moderator", actor_id=moderator.id)
         else:
             policy = self._policy_row(session, team, target)
             same_day = policy.bonus_day and policy.bonus_day.date() == now.date()
@@ -69,8 +68,7 @@ class Moderation(ServiceBase):
             user = repo.ensure_user(session, team, target.subject)
             usage = repo.lock_usage(session, team, user, now)
             if usage.used:
-                repo.ledger(session, usage, "reset", usage.used, "reset by a moderator",
-                            actor_id=moderator.id)
+                repo.ledger(session, usage, "reset", usage.used, "reset by a moderator", actor_id=moderator.id)
             usage.used = 0
         else:
             self._policy_row(session, team, target).reset_at = now
@@ -90,8 +88,15 @@ class Moderation(ServiceBase):
             raise UsageError("You cannot ban yourself.")
         if repo.find_ban(session, team, user_id) is not None:
             raise InvalidState(f"User {user_id} is already banned.")
-        session.add(Ban(team_id=team.id, user_external_id=user_id, reason=reason,
-                        banned_by_id=moderator.id, created_at=self.clock()))
+        session.add(
+            Ban(
+                team_id=team.id,
+                user_external_id=user_id,
+                reason=reason,
+                banned_by_id=moderator.id,
+                created_at=self.clock(),
+            )
+        )
         self._audit(session, team, moderator, "ban", f"user {user_id}", {"reason": reason})
         return ModerationResult(f"User {user_id} is banned" + (f": {reason}" if reason else "."))
 
@@ -117,8 +122,7 @@ class Moderation(ServiceBase):
         normalised = self._valid_term(term)
         if normalised in repo.blocked_terms(session, team):
             raise InvalidState(f"{normalised!r} is already blocked.")
-        session.add(BlockedTerm(team_id=team.id, term=normalised, added_by_id=moderator.id,
-                                created_at=self.clock()))
+        session.add(BlockedTerm(team_id=team.id, term=normalised, added_by_id=moderator.id, created_at=self.clock()))
         self._audit(session, team, moderator, "term.block", normalised, {})
         return ModerationResult(f"Prompts containing {normalised!r} are now refused.")
 
@@ -157,8 +161,9 @@ class Moderation(ServiceBase):
         elif not add and role_id in roles:
             roles.remove(role_id)
         team.moderator_role_ids = roles
-        self._audit(session, team, admin, "moderator_role.add" if add else "moderator_role.remove",
-                    f"role {role_id}", {})
+        self._audit(
+            session, team, admin, "moderator_role.add" if add else "moderator_role.remove", f"role {role_id}", {}
+        )
         verb = "are now" if add else "are no longer"
         return ModerationResult(f"Members of role {role_id} {verb} imagine-bot moderators.")
 
@@ -189,9 +194,12 @@ class Moderation(ServiceBase):
         rows = repo.audit_entries(session, team, max(1, min(limit, 100)))
         return [
             AuditEntry(
-                id=r.id, created_at=r.created_at,
+                id=r.id,
+                created_at=r.created_at,
                 actor=(r.actor.display_name or r.actor.external_id) if r.actor else "?",
-                action=r.action, target=r.target, details=dict(r.details or {}),
+                action=r.action,
+                target=r.target,
+                details=dict(r.details or {}),
             )
             for r in rows
         ]
@@ -226,10 +234,13 @@ class Moderation(ServiceBase):
             return [UsageRow(who, jobs, images) for who, (jobs, images) in ordered[:10]]
 
         return TeamStats(
-            days=days, jobs=len(rows),
+            days=days,
+            jobs=len(rows),
             images=sum(totals[1] for totals in users.values()),
-            by_status=dict(by_status), failures=failures.most_common(5),
-            by_user=ranked(users), by_role=ranked(roles),
+            by_status=dict(by_status),
+            failures=failures.most_common(5),
+            by_user=ranked(users),
+            by_role=ranked(roles),
         )
 
     async def is_moderator(self, actor: Actor) -> bool:
@@ -244,9 +255,7 @@ class Moderation(ServiceBase):
     def _moderator(self, session: Session, actor: Actor, what: str) -> tuple[Team, User]:
         team, user = repo.ensure_actor(session, actor)
         if not self._is_moderator(team, actor):
-            raise NotPermitted(
-                f"Only moderators can {what} (server admins, or members of a moderator role)."
-            )
+            raise NotPermitted(f"Only moderators can {what} (server admins, or members of a moderator role).")
         return team, user
 
     def _policy_row(self, session: Session, team: Team, target: QuotaTarget) -> QuotaPolicy:
@@ -259,8 +268,7 @@ class Moderation(ServiceBase):
             external_id(subject, what=f"That {target.kind}")
         policy = repo.find_policy(session, team, target.kind, subject)
         if policy is None:
-            policy = QuotaPolicy(team_id=team.id, scope=target.kind, subject=subject, bonus=0,
-                                 unlimited=False)
+            policy = QuotaPolicy(team_id=team.id, scope=target.kind, subject=subject, bonus=0, unlimited=False)
             session.add(policy)
         return policy
 

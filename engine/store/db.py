@@ -38,17 +38,13 @@ def _backend(url: str) -> str:
 def async_url(url: str) -> str:
     """The same database, named with its asyncio driver."""
     parsed = make_url(url)
-    return parsed.set(drivername=_ASYNC_DRIVERS[parsed.get_backend_name()]).render_as_string(
-        hide_password=False
-    )
+    return parsed.set(drivername=_ASYNC_DRIVERS[parsed.get_backend_name()]).render_as_string(hide_password=False)
 
 
 def sync_url(url: str) -> str:
     """The same database, named with its blocking driver."""
     parsed = make_url(url)
-    return parsed.set(drivername=_SYNC_DRIVERS[parsed.get_backend_name()]).render_as_string(
-        hide_password=False
-    )
+    return parsed.set(drivername=_SYNC_DRIVERS[parsed.get_backend_name()]).render_as_string(hide_password=False)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -130,11 +126,15 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 20, echo: bool = False):
         self.url = url
         self.backend = _backend(url)
-        self._pool = {} if self.backend == "sqlite" else {
-            "pool_size": pool_size,
-            "max_overflow": max_overflow,
-            "pool_pre_ping": True,
-        }
+        self._pool = (
+            {}
+            if self.backend == "sqlite"
+            else {
+                "pool_size": pool_size,
+                "max_overflow": max_overflow,
+                "pool_pre_ping": True,
+            }
+        )
         self._echo = echo
         self._async_engine: AsyncEngine | None = None
         self._sync_engine: Engine | None = None
@@ -181,8 +181,7 @@ class Database:
                 raise StoreUnavailable() from error
             raise
 
-    def retrying(self, fn: Callable[..., T], /, *args: Any, deadline_s: float = 30.0,
-                 **kwargs: Any) -> T:
+    def retrying(self, fn: Callable[..., T], /, *args: Any, deadline_s: float = 30.0, **kwargs: Any) -> T:
         """Run `fn(session, *args, **kwargs)` in one transaction, again and again while the
         database is unreachable (a failover, a terminated connection), for up to `deadline_s`.
 
@@ -199,8 +198,7 @@ class Database:
             except Exception as error:
                 if not is_unavailable(error) or time.monotonic() + delay > deadline:
                     raise
-                log.warning("database unreachable (%s); retrying in %.2f s",
-                            str(error).splitlines()[0][:200], delay)
+                log.warning("database unreachable (%s); retrying in %.2f s", str(error).splitlines()[0][:200], delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 

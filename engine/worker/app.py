@@ -70,7 +70,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # One quick retry (a connection the broker dropped is reopened); the service gives up
         # after the publish timeout in any case.
         "task_publish_retry_policy": {
-            "max_retries": 1, "interval_start": 0.1, "interval_step": 0.5, "interval_max": 1.0,
+            "max_retries": 1,
+            "interval_start": 0.1,
+            "interval_step": 0.5,
+            "interval_max": 1.0,
         },
         "worker_send_task_events": False,
         "worker_hijack_root_logger": False,

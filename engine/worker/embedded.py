@@ -28,8 +28,9 @@ class _ReadyWorkController(WorkController):
 
 
 class EmbeddedWorker:
-    def __init__(self, app: Celery, *, queues: tuple[str, ...] = (GPU_QUEUE, "default"),
-                 pool: str = "solo", concurrency: int = 1) -> None:
+    def __init__(
+        self, app: Celery, *, queues: tuple[str, ...] = (GPU_QUEUE, "default"), pool: str = "solo", concurrency: int = 1
+    ) -> None:
         self.app = app
         self.queues = queues
         self.pool = pool
@@ -43,9 +44,15 @@ class EmbeddedWorker:
         self.app.set_current()
         self.app.set_default()
         self._controller = _ReadyWorkController(
-            app=self.app, pool=self.pool, concurrency=self.concurrency,
-            queues=list(self.queues), without_heartbeat=True, without_mingle=True,
-            without_gossip=True, loglevel="WARNING", hostname=f"embedded@{threading.get_ident()}",
+            app=self.app,
+            pool=self.pool,
+            concurrency=self.concurrency,
+            queues=list(self.queues),
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            loglevel="WARNING",
+            hostname=f"embedded@{threading.get_ident()}",
         )
         self._thread = threading.Thread(target=self._controller.start, name="imagine-worker", daemon=True)
         self._thread.start()

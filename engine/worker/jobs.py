@@ -136,8 +136,11 @@ class Heartbeat:
 def _renew_leases(session, generation_ids: list[int], worker: str) -> int:
     result = session.execute(
         update(Generation)
-        .where(Generation.id.in_(generation_ids), Generation.worker == worker,
-               Generation.status == str(GenerationStatus.RUNNING))
+        .where(
+            Generation.id.in_(generation_ids),
+            Generation.worker == worker,
+            Generation.status == str(GenerationStatus.RUNNING),
+        )
         # updated_at stays: a heartbeat is not a change the delivery loop needs to look at.
         .values(heartbeat_at=utcnow(), updated_at=Generation.updated_at)
         .execution_options(synchronize_session=False)
@@ -184,9 +187,12 @@ def render_job_from_row(session, generation: Generation, store: ImageStore) -> R
         except FileNotFoundError as error:
             raise JobFailed("the uploaded image is missing from storage") from error
     elif operation in ("blend", "strip"):
-        rows = {i.id: i for i in session.scalars(
-            select(Image).where(Image.id.in_([s["image_id"] for s in params.get("sources", [])]))
-        )}
+        rows = {
+            i.id: i
+            for i in session.scalars(
+                select(Image).where(Image.id.in_([s["image_id"] for s in params.get("sources", [])]))
+            )
+        }
         sources = [rows.get(s["image_id"]) for s in params.get("sources", [])]
         if len(sources) < 2 or any(i is None for i in sources):
             raise JobFailed("a source image of the blend no longer exists")
@@ -237,8 +243,7 @@ def claim(runtime: WorkerRuntime, generation_id: int) -> list[RenderJob]:
     return jobs
 
 
-def _claim_row(session, runtime: WorkerRuntime, generation_id: int
-               ) -> tuple[RenderJob | None, bool, list[RenderJob]]:
+def _claim_row(session, runtime: WorkerRuntime, generation_id: int) -> tuple[RenderJob | None, bool, list[RenderJob]]:
     """(the job to render or None, whether it was failed instead, the jobs batched with it) —
     safe to run twice. The first look for a batch is in the same transaction: one round trip
     fewer per job (a retried claim just renders without them; their lease brings them back)."""
@@ -255,12 +260,19 @@ def _claim_row(session, runtime: WorkerRuntime, generation_id: int
             if generation.worker == runtime.name and generation.batch_leader_id is None:
                 # Our own claim, committed although its answer was lost: go on with it.
                 return render_job_from_row(session, generation, runtime.store), False, []
-            log.info("job %s: rendering on %s%s (lease live); this message is a duplicate",
-                     generation_id, generation.worker,
-                     f" in job {generation.batch_leader_id}'s batch" if generation.batch_leader_id else "")
+            log.info(
+                "job %s: rendering on %s%s (lease live); this message is a duplicate",
+                generation_id,
+                generation.worker,
+                f" in job {generation.batch_leader_id}'s batch" if generation.batch_leader_id else "",
+            )
             return None, False, []
-        log.warning("job %s: %s stopped renewing its lease (attempt %d): rendering it here",
-                    generation_id, generation.worker, generation.attempts)
+        log.warning(
+            "job %s: %s stopped renewing its lease (attempt %d): rendering it here",
+            generation_id,
+            generation.worker,
+            generation.attempts,
+        )
     job = _start(session, runtime, generation, leader=None)
     if job is None:
         return None, True, []
@@ -280,7 +292,8 @@ def _start(session, runtime: WorkerRuntime, row: Generation, *, leader: int | No
     if row.started_at is None:
         row.started_at = utcnow()
         metrics.JOB_SECONDS.labels(phase="queue_wait").observe(
-            max(0.0, (row.started_at - row.created_at).total_seconds()))
+            max(0.0, (row.started_at - row.created_at).total_seconds())
+        )
     row.attempts += 1
     row.worker = runtime.name
     row.batch_leader_id = leader
@@ -326,12 +339,17 @@ def _gather_once(session, runtime: WorkerRuntime, leader_id: int, key: tuple, ro
     """One look at the queue: claim what fits into the leader's batch."""
     model_id = session.get(Generation, leader_id).model_id
     # SKIP LOCKED: rows another worker is claiming right now are simply not offered.
-    candidates = session.scalars(
-        select(Generation)
-        .where(Generation.status == str(GenerationStatus.QUEUED), Generation.model_id == model_id)
-        .order_by(Generation.id).limit(32)
-        .with_for_update(of=Generation, skip_locked=True)
-    ).unique().all()
+    candidates = (
+        session.scalars(
+            select(Generation)
+            .where(Generation.status == str(GenerationStatus.QUEUED), Generation.model_id == model_id)
+            .order_by(Generation.id)
+            .limit(32)
+            .with_for_update(of=Generation, skip_locked=True)
+        )
+        .unique()
+        .all()
+    )
     claimed: list[RenderJob] = []
     for row in candidates:
         if int((row.params or {}).get("n", 4)) > room:
@@ -371,30 +389,31 @@ class ProgressReporter:
                 result = session.execute(
                     update(Generation)
                     .where(*_owned(self.runtime, self.job))
-                    .values(progress=min(1.0, max(0.0, fraction)), stage=stage, updated_at=utcnow(),
-                            heartbeat_at=utcnow())
+                    .values(
+                        progress=min(1.0, max(0.0, fraction)), stage=stage, updated_at=utcnow(), heartbeat_at=utcnow()
+                    )
                     .execution_options(synchronize_session=False)
                 )
         except Exception as error:
             if not is_unavailable(error):
                 raise
             # Progress is best effort: a database blip must not stop (or fail) the render.
-            log.info("job %s: progress not written (%s)", self.job.generation_id,
-                     str(error).splitlines()[0][:200])
+            log.info("job %s: progress not written (%s)", self.job.generation_id, str(error).splitlines()[0][:200])
             return
         if result.rowcount == 0:
-            log.info("job %s: no longer this render's (cancelled, or taken over), stopping",
-                     self.job.generation_id)
+            log.info("job %s: no longer this render's (cancelled, or taken over), stopping", self.job.generation_id)
             raise RenderAborted()
         self.runtime.publisher.publish(self.job.generation_id, "running", fraction)
 
 
 def _owned(runtime: WorkerRuntime, job: RenderJob) -> tuple:
     """WHERE clauses: the job is running, and still under this render's claim."""
-    return (Generation.id == job.generation_id,
-            Generation.status == str(GenerationStatus.RUNNING),
-            Generation.worker == runtime.name,
-            Generation.attempts == job.attempt)
+    return (
+        Generation.id == job.generation_id,
+        Generation.status == str(GenerationStatus.RUNNING),
+        Generation.worker == runtime.name,
+        Generation.attempts == job.attempt,
+    )
 
 
 def _fail(session, generation: Generation, message: str) -> None:
@@ -410,10 +429,17 @@ def fail_job(runtime: WorkerRuntime, job: RenderJob, message: str) -> None:
     """Mark a job failed and refund it, if it is still this render's."""
 
     def fail(session) -> bool:
-        generation = session.scalars(
-            select(Generation).where(*_owned(runtime, job)).with_for_update(of=Generation)
-            .options(lazyload(Generation.images)).execution_options(populate_existing=True)
-        ).unique().one_or_none()
+        generation = (
+            session.scalars(
+                select(Generation)
+                .where(*_owned(runtime, job))
+                .with_for_update(of=Generation)
+                .options(lazyload(Generation.images))
+                .execution_options(populate_existing=True)
+            )
+            .unique()
+            .one_or_none()
+        )
         if generation is None:
             return False  # finished, cancelled, or taken over by another worker meanwhile
         _fail(session, generation, message)
@@ -434,12 +460,13 @@ def store_result(runtime: WorkerRuntime, job: RenderJob, result: RenderResult, r
     first to finish wins, the others discard their files.
     """
     prefix = f"a{job.attempt}-"
-    keys = [runtime.store.put(ImageStore.key_for(job.generation_id, f"{prefix}{image.index}.png"), image.png)
-            for image in result.images]
+    keys = [
+        runtime.store.put(ImageStore.key_for(job.generation_id, f"{prefix}{image.index}.png"), image.png)
+        for image in result.images
+    ]
     grid_key = None
     if result.grid_png is not None:
-        grid_key = runtime.store.put(ImageStore.key_for(job.generation_id, f"{prefix}grid.png"),
-                                     result.grid_png)
+        grid_key = runtime.store.put(ImageStore.key_for(job.generation_id, f"{prefix}grid.png"), result.grid_png)
 
     def commit(session) -> tuple[str, bool]:
         """(the job's status, whether this render's files are the stored ones)."""
@@ -453,11 +480,19 @@ def store_result(runtime: WorkerRuntime, job: RenderJob, result: RenderResult, r
         if GenerationStatus(generation.status).is_final:
             return generation.status, False
         for image, key in zip(result.images, keys, strict=True):
-            session.add(Image(
-                generation_id=generation.id, index=image.index, storage_key=key,
-                width=image.width, height=image.height, seed=image.seed, sha256=image.sha256,
-                embedding=image.embedding, embedding_dim=image.embedding_dim,
-            ))
+            session.add(
+                Image(
+                    generation_id=generation.id,
+                    index=image.index,
+                    storage_key=key,
+                    width=image.width,
+                    height=image.height,
+                    seed=image.seed,
+                    sha256=image.sha256,
+                    embedding=image.embedding,
+                    embedding_dim=image.embedding_dim,
+                )
+            )
         generation.status = str(GenerationStatus.DONE)
         generation.progress = 1.0
         generation.stage = None
@@ -529,8 +564,14 @@ def _render_and_store(runtime: WorkerRuntime, generation_id: int, jobs: list[Ren
         metrics.JOBS.labels(status=status).inc()
         if status == str(GenerationStatus.DONE):
             metrics.IMAGES.inc(len(result.images))
-        log.info("job %s %s: %d image(s) in %d ms (batch of %d)", job.generation_id, status,
-                 len(result.images), render_ms, len(jobs))
+        log.info(
+            "job %s %s: %d image(s) in %d ms (batch of %d)",
+            job.generation_id,
+            status,
+            len(result.images),
+            render_ms,
+            len(jobs),
+        )
     return outcome.get(generation_id, "skipped")
 
 

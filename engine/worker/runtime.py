@@ -16,9 +16,15 @@ def build_runtime(settings: Settings) -> WorkerRuntime:
 
         render = settings.render
         return load_renderer(
-            render.model, settings.data_dir, backend=render.backend, device=render.device,
-            dtype=render.dtype, cpu_offload=render.cpu_offload, compile=render.compile,
-            torch_threads=render.torch_threads, prior_model=render.prior_model or None,
+            render.model,
+            settings.data_dir,
+            backend=render.backend,
+            device=render.device,
+            dtype=render.dtype,
+            cpu_offload=render.cpu_offload,
+            compile=render.compile,
+            torch_threads=render.torch_threads,
+            prior_model=render.prior_model or None,
             noop_delay_ms=render.noop_delay_ms,
         )
 

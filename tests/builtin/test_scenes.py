@@ -100,7 +100,7 @@ def test_meaning_rejects_wrong_scenes():
 
 @pytest.mark.parametrize("relation, fits_swapped", [("left of", False), ("and", True)])
 def test_pair_meaning_respects_order_only_when_the_caption_gives_one(relation, fits_swapped):
-    """"a red circle left of a blue square" fits only that order; "... and ..." fits both."""
+    """ "a red circle left of a blue square" fits only that order; "... and ..." fits both."""
     rng = np.random.default_rng(7)
     scene = scenes.two_object_scene(rng, ("red", "circle"), ("blue", "square"), "white", "horizontal")
     swapped = scenes.two_object_scene(rng, ("blue", "square"), ("red", "circle"), "white", "horizontal")

@@ -26,6 +26,8 @@ KIND = {"imagine-bot-discord": "StatefulSet"}
 
 def workload(objects: list[dict], name: str) -> dict:
     return by_name(objects, KIND.get(name, "Deployment"), name)
+
+
 CONFIG = env_file_values(K8S / "base" / "config.env")
 SECRETS_EXAMPLE = env_file_values(K8S / "production" / "secrets.env.example")
 
@@ -67,10 +69,16 @@ def test_schema_check_catches_a_misspelt_field(k8s_base):
 def test_base_has_every_part(k8s_base):
     """The base holds the namespace, config, storage, the four deployments, their services and the jobs."""
     kinds = {(o["kind"], o["metadata"]["name"]) for o in k8s_base}
-    expected = {("Namespace", NAMESPACE), ("Job", "imagine-bot-migrate"),
-                ("CronJob", "imagine-bot-retention"), ("Service", "imagine-bot-gallery"),
-                ("Service", "imagine-bot-slack"), ("PersistentVolumeClaim", "imagine-images"),
-                ("PersistentVolumeClaim", "imagine-models"), ("PersistentVolumeClaim", "imagine-hf-cache")}
+    expected = {
+        ("Namespace", NAMESPACE),
+        ("Job", "imagine-bot-migrate"),
+        ("CronJob", "imagine-bot-retention"),
+        ("Service", "imagine-bot-gallery"),
+        ("Service", "imagine-bot-slack"),
+        ("PersistentVolumeClaim", "imagine-images"),
+        ("PersistentVolumeClaim", "imagine-models"),
+        ("PersistentVolumeClaim", "imagine-hf-cache"),
+    }
     expected |= {(KIND.get(name, "Deployment"), name) for name in LONG_RUNNING}
     assert expected <= kinds
     assert any(kind == "ConfigMap" and name.startswith("imagine-bot-config-") for kind, name in kinds)
@@ -238,13 +246,18 @@ def test_workers_get_no_chat_secrets(k8s_base):
 
 def test_bots_get_their_tokens(k8s_base):
     """The Discord bot gets its token, the Slack bot its tokens, and both the gallery secret."""
+
     def env(name):
         (container,) = workload(k8s_base, name)["spec"]["template"]["spec"]["containers"]
         return {var["name"] for var in container.get("env", [])}
 
     assert {"IMAGINE_DISCORD_TOKEN", "IMAGINE_GALLERY_SECRET"} <= env("imagine-bot-discord")
-    assert {"IMAGINE_SLACK_BOT_TOKEN", "IMAGINE_SLACK_SIGNING_SECRET", "IMAGINE_SLACK_APP_TOKEN",
-            "IMAGINE_GALLERY_SECRET"} <= env("imagine-bot-slack")
+    assert {
+        "IMAGINE_SLACK_BOT_TOKEN",
+        "IMAGINE_SLACK_SIGNING_SECRET",
+        "IMAGINE_SLACK_APP_TOKEN",
+        "IMAGINE_GALLERY_SECRET",
+    } <= env("imagine-bot-slack")
     assert "IMAGINE_GALLERY_SECRET" in env("imagine-bot-gallery")
 
 

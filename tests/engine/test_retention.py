@@ -36,8 +36,19 @@ async def make_job(service, database, store, actor=ALICE, age_days=0, parent=Non
         if status == "done":
             for index in (1, 2):
                 key = store.put(ImageStore.key_for(job.id, f"{index}.png"), f"png {job.id}-{index}".encode())
-                session.add(Image(generation_id=job.id, index=index, storage_key=key, width=8, height=8,
-                                  seed=index, sha256="0" * 64, embedding=b"\0" * 8, embedding_dim=2))
+                session.add(
+                    Image(
+                        generation_id=job.id,
+                        index=index,
+                        storage_key=key,
+                        width=8,
+                        height=8,
+                        seed=index,
+                        sha256="0" * 64,
+                        embedding=b"\0" * 8,
+                        embedding_dim=2,
+                    )
+                )
 
     await database.run(finish)
     return job

@@ -52,8 +52,14 @@ class KandinskyRenderer(BaseRenderer):
     """Kandinsky 2.2 models through diffusers' prior and decoder pipelines."""
 
     family = "kandinsky22"
-    defaults = {"prior_steps": 25, "decoder_steps": 50, "prior_guidance": 4.0,
-                "decoder_guidance": 4.0, "strength": 1.0, "size": 512}
+    defaults = {
+        "prior_steps": 25,
+        "decoder_steps": 50,
+        "prior_guidance": 4.0,
+        "decoder_guidance": 4.0,
+        "strength": 1.0,
+        "size": 512,
+    }
     step_keys = ("prior_steps", "decoder_steps")
     guidance_keys = ("prior_guidance", "decoder_guidance")
 
@@ -69,13 +75,23 @@ class KandinskyRenderer(BaseRenderer):
         # The prior encodes a black image for every unconditional (negative) embedding it needs:
         # the same tensor every time, so compute it once per process.
         zero = prior_pipe.get_zero_embed(1)
-        prior_pipe.get_zero_embed = lambda batch_size=1, device=None: zero.to(
-            device or zero.device).repeat(batch_size, 1)
+        prior_pipe.get_zero_embed = lambda batch_size=1, device=None: zero.to(device or zero.device).repeat(
+            batch_size, 1
+        )
         self.zero_embed = zero
 
     @classmethod
-    def load(cls, spec: ModelSpec, data_dir, *, prior_model: str | None = None, device: str = "auto",
-             dtype: str = "auto", cpu_offload: bool = False, compile: bool = False) -> KandinskyRenderer:
+    def load(
+        cls,
+        spec: ModelSpec,
+        data_dir,
+        *,
+        prior_model: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        cpu_offload: bool = False,
+        compile: bool = False,
+    ) -> KandinskyRenderer:
         set_offline()
         quiet_libraries()
         from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
@@ -92,7 +108,9 @@ class KandinskyRenderer(BaseRenderer):
             prior_pipe = KandinskyV22PriorPipeline.from_pretrained(prior_spec.path, dtype=torch_dtype)
             decoder_pipe = KandinskyV22Pipeline.from_pretrained(spec.path, dtype=torch_dtype)
         except Exception as error:
-            raise ModelUnavailable(f"cannot load Kandinsky 2.2 from {spec.path} + {prior_spec.path}: {error}") from error
+            raise ModelUnavailable(
+                f"cannot load Kandinsky 2.2 from {spec.path} + {prior_spec.path}: {error}"
+            ) from error
         for pipe in (prior_pipe, decoder_pipe):
             pipe.set_progress_bar_config(disable=True)
             if cpu_offload and device.startswith("cuda"):
@@ -101,8 +119,9 @@ class KandinskyRenderer(BaseRenderer):
                 pipe.to(device)
         if compile:
             decoder_pipe.unet = torch.compile(decoder_pipe.unet)
-        log.info("Kandinsky 2.2 loaded on %s (%s) in %.0f ms", device, torch_dtype,
-                 (time.perf_counter() - started) * 1000)
+        log.info(
+            "Kandinsky 2.2 loaded on %s (%s) in %.0f ms", device, torch_dtype, (time.perf_counter() - started) * 1000
+        )
         return cls(spec, prior_pipe, decoder_pipe, device=device, dtype=torch_dtype)
 
     @property
@@ -122,8 +141,13 @@ class KandinskyRenderer(BaseRenderer):
 
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         prior = self.prior_pipe
-        tokens = prior.tokenizer(texts, padding="max_length", truncation=True,
-                                 max_length=prior.tokenizer.model_max_length, return_tensors="pt")
+        tokens = prior.tokenizer(
+            texts,
+            padding="max_length",
+            truncation=True,
+            max_length=prior.tokenizer.model_max_length,
+            return_tensors="pt",
+        )
         with torch.no_grad():
             return prior.text_encoder(tokens.input_ids.to(prior.text_encoder.device)).text_embeds
 
@@ -152,12 +176,16 @@ class KandinskyRenderer(BaseRenderer):
             # its batch: those draws get generators of their own (seeded apart from the images').
             prior_generators = generators + (
                 [torch.Generator("cpu").manual_seed(g.initial_seed() ^ 0x5EED) for g in generators]
-                if has_negative else []
+                if has_negative
+                else []
             )
             prior_out = self.prior_pipe(
-                prompt=prompts, negative_prompt=negatives if has_negative else None,
-                num_inference_steps=settings["prior_steps"], guidance_scale=settings["prior_guidance"],
-                generator=prior_generators, callback_on_step_end=step("prior"),
+                prompt=prompts,
+                negative_prompt=negatives if has_negative else None,
+                num_inference_steps=settings["prior_steps"],
+                guidance_scale=settings["prior_guidance"],
+                generator=prior_generators,
+                callback_on_step_end=step("prior"),
             )
             image_embeds, negative_embeds = prior_out.image_embeds, prior_out.negative_image_embeds
             init = None
@@ -173,10 +201,15 @@ class KandinskyRenderer(BaseRenderer):
             init = self._init_images(jobs, settings, height, width)
 
         common = {
-            "image_embeds": image_embeds, "negative_image_embeds": negative_embeds,
-            "height": height, "width": width, "num_inference_steps": settings["decoder_steps"],
-            "guidance_scale": settings["decoder_guidance"], "generator": generators,
-            "output_type": "np", "callback_on_step_end": step("decoder"),
+            "image_embeds": image_embeds,
+            "negative_image_embeds": negative_embeds,
+            "height": height,
+            "width": width,
+            "num_inference_steps": settings["decoder_steps"],
+            "guidance_scale": settings["decoder_guidance"],
+            "generator": generators,
+            "output_type": "np",
+            "callback_on_step_end": step("decoder"),
         }
         if init is not None:
             output = self._img2img(image=init, strength=settings["strength"], **common)
@@ -184,8 +217,7 @@ class KandinskyRenderer(BaseRenderer):
             output = self.decoder_pipe(**common)
         pictures = to_pictures(output.images)
         # The picture's own CLIP image embedding: later variations follow what was drawn.
-        return Drawn(pictures, self.encode_images(pictures).float().cpu(), "clip_image_encoder",
-                     init is not None)
+        return Drawn(pictures, self.encode_images(pictures).float().cpu(), "clip_image_encoder", init is not None)
 
     def _draw_edit(self, job: RenderJob, settings: dict[str, Any], generators, on_step) -> Drawn:
         """An edit, zoom-out or pan on the plain decoder: the canvas is encoded to MoVQ latents
@@ -208,9 +240,12 @@ class KandinskyRenderer(BaseRenderer):
 
         if spec.op == "region":
             prior_out = self.prior_pipe(
-                prompt=[job.prompt] * job.n, num_inference_steps=prior_steps,
-                guidance_scale=settings["prior_guidance"], generator=generators,
-                callback_on_step_end=lambda pipe, i, t, kw: (count("prior"), kw)[1])
+                prompt=[job.prompt] * job.n,
+                num_inference_steps=prior_steps,
+                guidance_scale=settings["prior_guidance"],
+                generator=generators,
+                callback_on_step_end=lambda pipe, i, t, kw: (count("prior"), kw)[1],
+            )
             image_embeds = prior_out.image_embeds
         else:
             image_embeds = torch.stack([self.source_embedding(replace(job, operation="variation"))] * job.n)
@@ -222,7 +257,8 @@ class KandinskyRenderer(BaseRenderer):
             known = movq.encode(pixels.to(self.device, movq.dtype))["latents"].to(self.dtype).repeat(job.n, 1, 1, 1)
         latent_size = known.shape[-2:]
         keep_latent = torch.nn.functional.interpolate(
-            torch.from_numpy(keep)[None, None], size=latent_size, mode="area").to(self.device, self.dtype)
+            torch.from_numpy(keep)[None, None], size=latent_size, mode="area"
+        ).to(self.device, self.dtype)
         scheduler = pipe.scheduler
         scheduler.set_timesteps(steps, device=self.device)
         timesteps = scheduler.timesteps
@@ -233,7 +269,9 @@ class KandinskyRenderer(BaseRenderer):
             count("decoder")
             if i + 1 < len(timesteps):
                 fresh = torch.stack([torch.randn(known.shape[1:], generator=g) for g in generators])
-                target = scheduler.add_noise(known, fresh.to(self.device, self.dtype), timesteps[i + 1:i + 2].repeat(job.n))
+                target = scheduler.add_noise(
+                    known, fresh.to(self.device, self.dtype), timesteps[i + 1 : i + 2].repeat(job.n)
+                )
             else:
                 target = known
             kwargs["latents"] = keep_latent * target + (1 - keep_latent) * kwargs["latents"]
@@ -242,9 +280,15 @@ class KandinskyRenderer(BaseRenderer):
         output = pipe(
             image_embeds=image_embeds,
             negative_image_embeds=self.zero_embed.to(self.device, self.dtype).repeat(job.n, 1),
-            height=size, width=size, num_inference_steps=steps, guidance_scale=settings["decoder_guidance"],
-            generator=generators, latents=start, output_type="np",
-            callback_on_step_end=keep_known, callback_on_step_end_tensor_inputs=["latents"],
+            height=size,
+            width=size,
+            num_inference_steps=steps,
+            guidance_scale=settings["decoder_guidance"],
+            generator=generators,
+            latents=start,
+            output_type="np",
+            callback_on_step_end=keep_known,
+            callback_on_step_end_tensor_inputs=["latents"],
         )
         pictures = [composite(picture, canvas, keep) for picture in to_pictures(output.images)]
         return Drawn(pictures, self.encode_images(pictures).float().cpu(), "clip_image_encoder")
@@ -282,14 +326,22 @@ class KandinskyRenderer(BaseRenderer):
             image=[source.resize((width, height), Image.Resampling.BICUBIC)],
             image_embeds=embeds.to(self.device, self.dtype),
             negative_image_embeds=self.zero_embed.to(self.device, self.dtype),
-            height=height, width=width, num_inference_steps=steps,
+            height=height,
+            width=width,
+            num_inference_steps=steps,
             # Low strength: keep the picture, redraw its detail at the larger size.
-            strength=0.35, guidance_scale=settings["decoder_guidance"],
-            generator=[torch.Generator("cpu").manual_seed(job.draw_seeds()[0])], output_type="np",
+            strength=0.35,
+            guidance_scale=settings["decoder_guidance"],
+            generator=[torch.Generator("cpu").manual_seed(job.draw_seeds()[0])],
+            output_type="np",
             callback_on_step_end=lambda pipe, i, t, kw: (
-                progress(min(1.0, (i + 1) / max(1, int(steps * 0.35))), "upscale"), kw)[1],
+                progress(min(1.0, (i + 1) / max(1, int(steps * 0.35))), "upscale"),
+                kw,
+            )[1],
         )
         # Multiples of 64 rarely match twice the source exactly: land on exactly 2x.
-        pictures = [p.resize((source.width * 2, source.height * 2), Image.Resampling.LANCZOS)
-                    for p in to_pictures(output.images)]
+        pictures = [
+            p.resize((source.width * 2, source.height * 2), Image.Resampling.LANCZOS)
+            for p in to_pictures(output.images)
+        ]
         return Drawn(pictures, self.encode_images(pictures).float().cpu(), "clip_image_encoder")

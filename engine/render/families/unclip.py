@@ -39,9 +39,16 @@ class UnCLIPRenderer(BaseRenderer):
 
     family = "unclip"
     #: Karlo's defaults; a model folder's imagine.json may override them.
-    defaults = {"prior_steps": 25, "decoder_steps": 25, "super_res_steps": 7,
-                "prior_guidance": 4.0, "decoder_guidance": 8.0, "strength": 1.0,
-                "super_res_strength": 1.0, "edit_decoder_guidance": 4.0}
+    defaults = {
+        "prior_steps": 25,
+        "decoder_steps": 25,
+        "super_res_steps": 7,
+        "prior_guidance": 4.0,
+        "decoder_guidance": 8.0,
+        "strength": 1.0,
+        "super_res_strength": 1.0,
+        "edit_decoder_guidance": 4.0,
+    }
     step_keys = ("prior_steps", "decoder_steps", "super_res_steps")
     guidance_keys = ("prior_guidance", "decoder_guidance")
     # Edits guide the decoder less: with the kept part forced at every step, strong guidance
@@ -54,8 +61,15 @@ class UnCLIPRenderer(BaseRenderer):
         self.pipe = pipe
 
     @classmethod
-    def load(cls, spec: ModelSpec, *, device: str = "auto", dtype: str = "auto",
-             cpu_offload: bool = False, compile: bool = False) -> UnCLIPRenderer:
+    def load(
+        cls,
+        spec: ModelSpec,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        cpu_offload: bool = False,
+        compile: bool = False,
+    ) -> UnCLIPRenderer:
         device = choose_device(device)
         torch_dtype = choose_dtype(dtype, device)
         started = time.perf_counter()
@@ -66,8 +80,13 @@ class UnCLIPRenderer(BaseRenderer):
             pipe.decoder = torch.compile(pipe.decoder)
             if pipe.super_res_first is not None:
                 pipe.super_res_first = torch.compile(pipe.super_res_first)
-        log.info("model %s loaded on %s (%s) in %.0f ms", spec.name, device, torch_dtype,
-                 (time.perf_counter() - started) * 1000)
+        log.info(
+            "model %s loaded on %s (%s) in %.0f ms",
+            spec.name,
+            device,
+            torch_dtype,
+            (time.perf_counter() - started) * 1000,
+        )
         return cls(spec, pipe, device=device, dtype=torch_dtype)
 
     @property
@@ -76,9 +95,7 @@ class UnCLIPRenderer(BaseRenderer):
 
     def encode_images(self, pictures: list[Image.Image]) -> torch.Tensor:
         if self.pipe.image_encoder is None:
-            raise RenderError(
-                f"model {self.model_id} has no CLIP image encoder, so it cannot vary uploaded images"
-            )
+            raise RenderError(f"model {self.model_id} has no CLIP image encoder, so it cannot vary uploaded images")
         return self.pipe.encode_images(pictures)
 
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
@@ -134,8 +151,7 @@ class UnCLIPRenderer(BaseRenderer):
         # Keep the CLIP image embedding of what was actually drawn when the model has an image
         # encoder (variations of it then follow the picture); else the embedding it came from.
         if self.pipe.image_encoder is not None:
-            return Drawn(pictures, self.pipe.encode_images(pictures).float().cpu(),
-                         "clip_image_encoder", use_init)
+            return Drawn(pictures, self.pipe.encode_images(pictures).float().cpu(), "clip_image_encoder", use_init)
         source = "prior_output" if jobs[0].operation == "text2image" else "source"
         return Drawn(pictures, output.image_embeds, source, use_init)
 
@@ -155,12 +171,18 @@ class UnCLIPRenderer(BaseRenderer):
         keep_masks = torch.from_numpy(keep)[None, None].repeat(job.n, 1, 1, 1)
         # A region is drawn from its prompt (through the prior); a zoom-out or pan continues the
         # picture, so it decodes the source's own image embedding, like a variation.
-        embeds = None if spec.op == "region" else torch.stack([self.source_embedding(
-            replace(job, operation="variation"))] * job.n)
+        embeds = (
+            None
+            if spec.op == "region"
+            else torch.stack([self.source_embedding(replace(job, operation="variation"))] * job.n)
+        )
         output = self.pipe(
-            [job.prompt if spec.op == "region" else ""] * job.n, generators,
-            negative_prompts=[job.negative_prompt] * job.n, image_embeds=embeds,
-            known_images=known, keep_masks=keep_masks,
+            [job.prompt if spec.op == "region" else ""] * job.n,
+            generators,
+            negative_prompts=[job.negative_prompt] * job.n,
+            image_embeds=embeds,
+            known_images=known,
+            keep_masks=keep_masks,
             prior_num_inference_steps=settings["prior_steps"],
             decoder_num_inference_steps=settings["decoder_steps"],
             super_res_num_inference_steps=settings["super_res_steps"],
@@ -182,7 +204,8 @@ class UnCLIPRenderer(BaseRenderer):
         arrays = self.pipe.upscale(
             png_to_tensor(job.source_images[0]).unsqueeze(0),
             [torch.Generator("cpu").manual_seed(job.draw_seeds()[0])],
-            num_inference_steps=settings["super_res_steps"], strength=settings["super_res_strength"],
+            num_inference_steps=settings["super_res_steps"],
+            strength=settings["super_res_strength"],
             callback=lambda stage, done, total: progress(done / total, stage),
         )
         pictures = to_pictures(arrays)

@@ -25,6 +25,4 @@ def remember_event(session: Session, platform: Platform, event_id: str, now: dat
 
 def forget_events_before(session: Session, cutoff: datetime) -> int:
     """Drop event ids recorded before `cutoff`; returns how many."""
-    return session.execute(
-        delete(ProcessedEvent).where(ProcessedEvent.created_at < cutoff)
-    ).rowcount
+    return session.execute(delete(ProcessedEvent).where(ProcessedEvent.created_at < cutoff)).rowcount

@@ -16,6 +16,4 @@ def dialect_insert(session: Session):
 
 def insert_ignore(session: Session, model: type, values: dict[str, Any], keys: list[str]) -> None:
     """INSERT ... ON CONFLICT DO NOTHING: safe when many requests create the same row at once."""
-    session.execute(
-        dialect_insert(session)(model).values(**values).on_conflict_do_nothing(index_elements=keys)
-    )
+    session.execute(dialect_insert(session)(model).values(**values).on_conflict_do_nothing(index_elements=keys))
