@@ -28,6 +28,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported inside the functions: --help should not pay for it
+    import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -61,7 +65,7 @@ def checkpoint_tower(work: Path):
     return tower.float().eval(), step
 
 
-def embed(tower, processor, scenes: list) -> "torch.Tensor":
+def embed(tower, processor, scenes: list) -> torch.Tensor:
     import torch
 
     from engine.builtin.scenes import render_scene
@@ -75,7 +79,7 @@ def embed(tower, processor, scenes: list) -> "torch.Tensor":
     return torch.cat(chunks)
 
 
-def fit_probe(features: "torch.Tensor", labels: list[str], train: int, seed: int):
+def fit_probe(features: torch.Tensor, labels: list[str], train: int, seed: int):
     """A softmax regression fitted on the first `train` rows: (its accuracy on the other rows,
     a function naming the label of new features)."""
     import torch
@@ -98,7 +102,7 @@ def fit_probe(features: "torch.Tensor", labels: list[str], train: int, seed: int
     optimiser.step(loss)
 
     @torch.no_grad()
-    def read(new: "torch.Tensor") -> list[str]:
+    def read(new: torch.Tensor) -> list[str]:
         return [names[i] for i in probe((new.float() - mean) / std).argmax(1).tolist()]
 
     with torch.no_grad():
@@ -138,7 +142,7 @@ def prior_prompts(count: int, split: str, seed: int) -> list[tuple[str, dict[str
     return prompts
 
 
-def prior_embeddings(model_dir: Path, prompts: list[str], seed: int) -> "torch.Tensor":
+def prior_embeddings(model_dir: Path, prompts: list[str], seed: int) -> torch.Tensor:
     """One image embedding per prompt from the model's prior, at the sampling settings a worker
     resolves for a plain /imagine (the model's imagine.json defaults)."""
     import tempfile

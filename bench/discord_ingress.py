@@ -40,12 +40,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scratch import percentile, scratch_postgres_redis  # noqa: E402  (bench/scratch.py)
+
 from bot.discord.client import ImagineClient  # noqa: E402
 from bot.discord.config import DiscordSettings  # noqa: E402
 from bot.runtime import build_bot_runtime  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from tests.bot.discord.fake_discord import FakeDiscord, FakeGuild, FakeUser, option  # noqa: E402
-from scratch import percentile, scratch_postgres_redis  # noqa: E402  (bench/scratch.py)
 
 REDIS = os.environ.get("IMAGINE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
 GUILD = FakeGuild(700000000000000001, "bench", owner_id=1, channel_id=700000000000000002)
@@ -204,12 +205,14 @@ async def measure(
                 if cpu is not None:
                     cpu.pids["fake"] = fake.pid
                     cpu.start()
-                async with aiohttp.ClientSession(timeout=timeout) as session:
-                    async with session.post(
+                async with (
+                    aiohttp.ClientSession(timeout=timeout) as session,
+                    session.post(
                         f"http://127.0.0.1:{port}/bench/feed",
                         json={"commands": commands, "users": users, "rate": rate, "window": window},
-                    ) as response:
-                        result = await response.json()
+                    ) as response,
+                ):
+                    result = await response.json()
                 if cpu is not None:  # where the time goes, for reading the result (stderr: not the JSON)
                     print(cpu.report(commands), file=sys.stderr)
                 return result

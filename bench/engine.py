@@ -100,8 +100,8 @@ def compare(renderer, batch: int, repeats: int) -> dict:
 async def batching_gain(renderer, repeats: int) -> float:
     """Time for 8 queued one-image jobs through the worker, unbatched over batched."""
     from engine.domain.types import Actor, ImagineRequest, Platform, RenderParams
-    from engine.service import ImagineService, ServicePolicy
     from engine.image_files import ImageStore
+    from engine.service import ImagineService, ServicePolicy
     from engine.store.db import Database
     from engine.store.migrate import upgrade
     from engine.worker.jobs import WorkerRuntime, run_generation

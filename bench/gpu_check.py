@@ -309,8 +309,8 @@ def build_kandinsky(config: dict, device: str, dtype):
         KandinskyV22Pipeline,
         KandinskyV22PriorPipeline,
         PriorTransformer,
-        UNet2DConditionModel,
         UnCLIPScheduler,
+        UNet2DConditionModel,
         VQModel,
     )
     from transformers import (

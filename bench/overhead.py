@@ -31,11 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scratch import percentile, scratch_postgres_redis  # noqa: E402  (bench/scratch.py)
+
 from bot.delivery import Delivery  # noqa: E402
 from bot.runtime import build_bot_runtime  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from engine.domain.types import Actor, ImagineRequest, Platform, RenderParams  # noqa: E402
-from scratch import percentile, scratch_postgres_redis  # noqa: E402  (bench/scratch.py)
 
 REDIS = os.environ.get("IMAGINE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
 ACTOR = Actor(Platform.CONSOLE, "bench", "bench-user")

@@ -214,8 +214,8 @@ def build_tiny_kandinsky(folder: Path | str, *, seed: int = 0) -> Path:
         KandinskyV22Pipeline,
         KandinskyV22PriorPipeline,
         PriorTransformer,
-        UNet2DConditionModel,
         UnCLIPScheduler,
+        UNet2DConditionModel,
         VQModel,
     )
 

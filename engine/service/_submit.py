@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from engine.domain import edits
 from engine.domain.errors import (
     InvalidState,
     PromptRejected,
@@ -26,14 +27,13 @@ from engine.domain.errors import (
     UserBanned,
     UserFacingError,
 )
-from engine.domain import edits
 from engine.domain.limits import EDIT_AMOUNT, MAX_SEED, STRIP_FRAMES
 from engine.domain.quota import describe_duration
 from engine.domain.terms import blocked_term_in
 from engine.domain.types import (
     Actor,
-    GenerationKind,
     EditRequest,
+    GenerationKind,
     GenerationStatus,
     ImageRef,
     ImagineRequest,

@@ -38,10 +38,10 @@ from sqlalchemy.orm import lazyload
 
 from engine import faults, metrics
 from engine.domain.types import GenerationKind, GenerationStatus
+from engine.image_files import ImageStore
 from engine.logs import job_context
 from engine.notify import Publisher
 from engine.render.types import RenderAborted, RenderError, RenderJob, RenderResult, batch_key
-from engine.image_files import ImageStore
 from engine.store import repo
 from engine.store.db import Database, is_unavailable
 from engine.store.models import Generation, Image, utcnow

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from engine.config import Settings
-from engine.notify import make_publisher
 from engine.image_files import ImageStore
+from engine.notify import make_publisher
 from engine.store.db import Database
 from engine.worker.jobs import WorkerRuntime
 

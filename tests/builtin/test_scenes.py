@@ -37,7 +37,7 @@ def test_different_seeds_differ():
 def test_held_out_set_is_fixed_and_spares_showcase_prompts():
     """The held-out triples do not depend on anything but their own seed, and the README's
     example prompts are trained on."""
-    assert HELD_OUT_TRIPLES == scenes._held_out_triples()
+    assert scenes._held_out_triples() == HELD_OUT_TRIPLES
     assert len(HELD_OUT_TRIPLES) == 95
     assert not HELD_OUT_TRIPLES & SHOWCASE_TRIPLES
 

@@ -8,12 +8,12 @@ import zipfile
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from engine.domain.errors import NotFound, NotPermitted, UsageError
 from engine.domain.types import Actor, ImageRef, ImagineRequest, Platform, RenderParams, VariationRequest
-from engine.retention import apply_retention, export_zip
 from engine.image_files import ImageStore
+from engine.retention import apply_retention, export_zip
 from engine.store.db import Database
 from engine.store.models import Generation, Image, utcnow
 

@@ -487,8 +487,8 @@ def png_bytes(size=(16, 16), colour=(200, 10, 10)) -> bytes:
 
 @pytest.fixture
 def upload_service(database, queue, tmp_path):
-    from engine.service import ImagineService, ServicePolicy
     from engine.image_files import ImageStore
+    from engine.service import ImagineService, ServicePolicy
 
     return ImagineService(
         database,
@@ -663,8 +663,8 @@ async def test_a_large_upload_does_not_stall_the_event_loop(database, queue, tmp
     import numpy as np
     from PIL import Image as PILImage
 
-    from engine.service import ImagineService, ServicePolicy
     from engine.image_files import ImageStore
+    from engine.service import ImagineService, ServicePolicy
 
     service = ImagineService(
         database, queue, ServicePolicy(default_model="tiny-random"), store=ImageStore(tmp_path / "images")

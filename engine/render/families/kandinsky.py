@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from engine.domain.edits import EditSpec
+from engine.images import encode_png
 from engine.render.base import (
     BaseRenderer,
     Drawn,
@@ -31,6 +33,7 @@ from engine.render.base import (
     size_for,
     to_pictures,
 )
+from engine.render.editing import canvas_and_mask, composite
 from engine.render.loader import (
     ModelSpec,
     ModelUnavailable,
@@ -38,9 +41,6 @@ from engine.render.loader import (
     resolve_model,
     set_offline,
 )
-from engine.images import encode_png
-from engine.domain.edits import EditSpec
-from engine.render.editing import canvas_and_mask, composite
 from engine.render.types import RenderError, RenderJob
 
 log = logging.getLogger(__name__)

@@ -16,6 +16,8 @@ from dataclasses import replace
 import torch
 from PIL import Image
 
+from engine.domain.edits import EditSpec
+from engine.images import encode_png
 from engine.render.base import (
     BaseRenderer,
     Drawn,
@@ -25,8 +27,6 @@ from engine.render.base import (
     png_to_tensor,
     to_pictures,
 )
-from engine.images import encode_png
-from engine.domain.edits import EditSpec
 from engine.render.editing import canvas_and_mask, composite
 from engine.render.loader import ModelSpec, load_unclip
 from engine.render.types import RenderError

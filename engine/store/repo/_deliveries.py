@@ -13,7 +13,6 @@ from engine.domain.types import ACTIVE_STATUSES, FINAL_STATUSES, MessageRole, Pl
 from engine.store.models import ChatMessage, Generation, utcnow
 from engine.store.repo._insert import insert_ignore
 
-
 # --- delivery claims -------------------------------------------------------------------------
 
 

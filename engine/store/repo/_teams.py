@@ -12,7 +12,6 @@ from engine.domain.types import Actor
 from engine.store.models import AuditLogEntry, Ban, BlockedTerm, Team, User, utcnow
 from engine.store.repo._insert import insert_ignore
 
-
 # --- teams and users -------------------------------------------------------------------------
 
 

@@ -25,10 +25,10 @@ from bot.discord.client import ImagineClient
 from bot.discord.config import DiscordSettings
 from bot.runtime import BotRuntime, build_bot_runtime
 from engine.config import Settings
+from engine.image_files import ImageStore
 from engine.images import encode_png
 from engine.notify import LocalPublisher
 from engine.render.noop import NoopRenderer
-from engine.image_files import ImageStore
 from engine.store.db import Database
 from engine.worker import jobs as worker_jobs
 from engine.worker.jobs import WorkerRuntime, run_generation

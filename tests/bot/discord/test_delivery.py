@@ -129,7 +129,7 @@ async def test_rate_limit_without_via_loses_nothing_and_posts_once(harness):
     assert result.custom_ids()[0] == "imagine:u:2:1"
     assert len(fake.channel_messages(int(thread))) == 1
 
-    fake.rate_limit_next("PATCH", rf"/webhooks/\d+/[^/]+/messages/@original", via=False)
+    fake.rate_limit_next("PATCH", r"/webhooks/\d+/[^/]+/messages/@original", via=False)
     mark = fake.mark()
     payload = await harness.slash("imagine", [option("prompt", "a blue ring")])
     await fake.wait_for(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import shutil
 import subprocess
@@ -21,9 +20,9 @@ from bot.gallery.app import make_app
 from bot.gallery.links import GalleryLinks, InvalidLink
 from bot.runner import CommandRunner
 from engine.domain.types import Actor, ImageRef, ImagineRequest, Platform, RenderParams, VariationRequest
+from engine.image_files import ImageStore
 from engine.render.noop import NoopRenderer
 from engine.service import TeamGallery
-from engine.image_files import ImageStore
 from engine.store.db import Database
 from engine.worker.jobs import WorkerRuntime, run_generation
 from tests.engine.worker.test_jobs import RecordingPublisher

@@ -9,7 +9,6 @@ import time
 import uuid
 
 import pytest
-
 from sqlalchemy import func, select
 
 from bot.slack.app import SlackBot

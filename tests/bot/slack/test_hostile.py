@@ -248,9 +248,9 @@ async def test_repeat_on_a_picture_shared_in_a_thread_finds_it_through_its_paren
     from PIL import Image
 
     from engine.images import encode_png
+    from tests.bot.slack.conftest import post_json
     from tests.bot.slack.fake_slack import reaction_event
     from tests.bot.slack.test_app import is_result
-    from tests.bot.slack.conftest import post_json
 
     bot = await bots.start()
     parent = fake_slack.add_message("C1", BOB, "look at this")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tests.bot.slack.conftest import ALICE, BOB
-from tests.bot.slack.test_app import delivered
 from tests.bot.slack.fake_slack import reaction_event, slash_command
+from tests.bot.slack.test_app import delivered
 
 
 async def test_slash_command_over_socket_mode(bots, fake_slack):

@@ -19,8 +19,8 @@ from engine.domain.types import (
     RenderParams,
     VariationRequest,
 )
-from engine.images import png_metadata
 from engine.image_files import ImageStore
+from engine.images import png_metadata
 from engine.store.db import Database
 from engine.store.models import Generation
 from engine.worker import jobs

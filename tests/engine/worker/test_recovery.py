@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select, update
 
 from engine.domain.types import Actor, GenerationStatus, ImagineRequest, Platform, RenderParams
-from engine.render.noop import NoopRenderer
 from engine.image_files import ImageStore
+from engine.render.noop import NoopRenderer
 from engine.store.db import Database
 from engine.store.models import Generation, QuotaLedgerEntry, utcnow
 from engine.worker import jobs
