@@ -229,7 +229,12 @@ def main(argv: list[str] | None = None) -> int:
             result[f"prior_{split}"] = {
                 name: round(
                     float(
-                        np.mean([read == labels[name] for read, (_, labels) in zip(readers[name](predicted), prompts)])
+                        np.mean(
+                            [
+                                read == labels[name]
+                                for read, (_, labels) in zip(readers[name](predicted), prompts, strict=True)
+                            ]
+                        )
                     ),
                     4,
                 )

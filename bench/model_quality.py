@@ -279,7 +279,7 @@ def score_edits(checker, probes, sources, edited, zoomed) -> dict:
 def score_singles(checker, probes: list[SingleProbe], images: list[list[np.ndarray]]) -> dict:
     counts = {"foreground_colour": 0, "background_colour": 0, "shape": 0, "position": 0}
     totals = {"images": 0, "positioned_images": 0}
-    for probe, group in zip(probes, images):
+    for probe, group in zip(probes, images, strict=True):
         for verdict in checker.judge(group):
             totals["images"] += 1
             counts["foreground_colour"] += verdict.foreground == probe.colour
@@ -300,7 +300,7 @@ def score_singles(checker, probes: list[SingleProbe], images: list[list[np.ndarr
 def score_pairs(checker, probes: list[PairProbe], images: list[list[np.ndarray]]) -> dict:
     """Binding: both objects have the right colour and shape, on the right side."""
     correct = total = 0
-    for probe, group in zip(probes, images):
+    for probe, group in zip(probes, images, strict=True):
         for first, second in checker.judge_pairs(group, probe.arrangement):
             total += 1
             correct += (first.foreground, first.shape) == probe.first and (
@@ -313,9 +313,9 @@ def score_pairs(checker, probes: list[PairProbe], images: list[list[np.ndarray]]
 def score_variations(checker, scenes, sources, variations) -> dict:
     kept = total = 0
     differences = []
-    for scene, source, group in zip(scenes, sources, variations):
+    for scene, source, group in zip(scenes, sources, variations, strict=True):
         obj = scene.objects[0]
-        for verdict, image in zip(checker.judge(group), group):
+        for verdict, image in zip(checker.judge(group), group, strict=True):
             total += 1
             kept += (
                 verdict.foreground == obj.colour

@@ -187,7 +187,7 @@ class ShapeClassifier:
             batch = torch.from_numpy(np.stack([silhouettes[i] for i in present]))[:, None]
             with torch.no_grad():
                 predicted = self.network(batch).argmax(1).tolist()
-            for i, p in zip(present, predicted):
+            for i, p in zip(present, predicted, strict=True):
                 names[i] = SHAPES[p]
         return names
 
@@ -215,7 +215,7 @@ def training_silhouettes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, 
         else:
             scene = sample_pair(rng)
             image = degrade(np.asarray(render_scene(scene, 64)), rng)
-            parts = list(zip(split_pair(image, scene.arrangement), (o.shape for o in scene.objects)))
+            parts = list(zip(split_pair(image, scene.arrangement), (o.shape for o in scene.objects), strict=True))
             background = background_rgb(image)
         for part, shape in parts:
             region = judge_region(part, None if len(parts) == 1 else background)
@@ -234,7 +234,7 @@ class SceneChecker:
     def judge(self, images) -> list[Verdict]:
         regions = [judge_region(as_array(image)) for image in images]
         shapes = self.shapes.classify([r.silhouette for r in regions])
-        return [Verdict(r.background, r.foreground, s, r.position) for r, s in zip(regions, shapes)]
+        return [Verdict(r.background, r.foreground, s, r.position) for r, s in zip(regions, shapes, strict=True)]
 
     def judge_pairs(self, images, arrangement: str) -> list[tuple[Verdict, Verdict]]:
         """For each image, the verdict on its left/top half and on its right/bottom half."""
@@ -244,5 +244,5 @@ class SceneChecker:
             background = background_rgb(array)
             regions.extend(judge_region(half, background) for half in split_pair(array, arrangement))
         shapes = self.shapes.classify([r.silhouette for r in regions])
-        verdicts = [Verdict(r.background, r.foreground, s, None) for r, s in zip(regions, shapes)]
-        return list(zip(verdicts[::2], verdicts[1::2]))
+        verdicts = [Verdict(r.background, r.foreground, s, None) for r, s in zip(regions, shapes, strict=True)]
+        return list(zip(verdicts[::2], verdicts[1::2], strict=True))

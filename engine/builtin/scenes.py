@@ -199,10 +199,11 @@ class CaptionMeaning:
             )
         if self.arrangement is not None and self.arrangement != scene.arrangement:
             return False
-        named = list(zip(self.colours, self.shapes))
+        named = list(zip(self.colours, self.shapes, strict=True))
         orders = [named] if self.ordered else [named, named[::-1]]
         return any(
-            all(c in (None, o.colour) and s == o.shape for (c, s), o in zip(order, scene.objects)) for order in orders
+            all(c in (None, o.colour) and s == o.shape for (c, s), o in zip(order, scene.objects, strict=True))
+            for order in orders
         )
 
 
@@ -257,7 +258,7 @@ def two_object_scene(
     where = ("left", "right") if arrangement == "horizontal" else ("top", "bottom")
     objects = tuple(
         _make_object(rng, colour, shape, "medium", pos, POSITIONS[pos], TWO_OBJECT_RADIUS)
-        for (colour, shape), pos in zip((first, second), where)
+        for (colour, shape), pos in zip((first, second), where, strict=True)
     )
     return Scene(background, _jitter_rgb(rng, background), objects, arrangement)
 

@@ -23,7 +23,7 @@ def test_same_seed_same_examples_and_pixels():
     first = sample_examples(np.random.default_rng(3), 50)
     second = sample_examples(np.random.default_rng(3), 50)
     assert [e.caption for e in first] == [e.caption for e in second]
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert np.array_equal(np.asarray(render_scene(a.scene)), np.asarray(render_scene(b.scene)))
 
 
@@ -78,7 +78,7 @@ def test_captions_name_the_scene_attributes():
     rng = np.random.default_rng(5)
     for example in sample_examples(rng, 1000, pair_fraction=0.4):
         meaning = example.meaning
-        for colour, shape in zip(meaning.colours, meaning.shapes):
+        for colour, shape in zip(meaning.colours, meaning.shapes, strict=True):
             assert any(word in example.caption for word in SHAPE_WORDS[shape])
             if colour is not None:
                 assert any(word in example.caption for word in COLOUR_WORDS[colour])

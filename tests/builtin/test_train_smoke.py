@@ -152,7 +152,7 @@ def test_worker_processes_make_the_same_batches_as_the_main_process(smoke_decode
     inline = list(train.batches(stage, plan, start=plan.steps - 3, workers=0))
     ahead = list(train.batches(stage, plan, start=plan.steps - 3, workers=2))
     assert len(inline) == len(ahead) == 3
-    for mine, theirs in zip(inline, ahead):
+    for mine, theirs in zip(inline, ahead, strict=True):
         assert mine.keys() == theirs.keys()
         for key in mine:
             assert torch.equal(mine[key], theirs[key]), key

@@ -166,7 +166,7 @@ async def test_cancelled_member_is_dropped_from_the_batch(service, deliveries, r
 
             return on_progress
 
-        return real_render(batch, [wrap(fn, job.generation_id) for fn, job in zip(progress_fns, batch)])
+        return real_render(batch, [wrap(fn, job.generation_id) for fn, job in zip(progress_fns, batch, strict=True)])
 
     monkeypatch.setattr(runtime.renderer.real, "render_batch", cancel_member_midway)
     assert await run(runtime, leader.id) == "done"
