@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -344,10 +345,8 @@ class Slack:
         tasks = []
         while not stop.is_set():
             tasks.append(asyncio.create_task(self.imagine()))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1 / rate)
-            except TimeoutError:
-                pass
         await asyncio.gather(*tasks)
 
 

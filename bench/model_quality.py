@@ -7,7 +7,8 @@ no-prior baseline, the same `ImagineUnCLIPPipeline` with `use_prior=False`. Imag
 `engine.builtin.checker`: pixel statistics for colours and positions, a small CNN trained only on
 generator labels for shapes; the model's own CLIP judges nothing.
 
-    python bench/model_quality.py            # 200 prompts × 4 images, ~80 min on 2 cores (+8 the first time: shape checker)
+    python bench/model_quality.py            # 200 prompts × 4 images, ~80 min on 2 cores
+                                             # (+8 the first time: the shape checker)
     python bench/model_quality.py --quick    # 40 prompts, for tuning
 
 Output: {"prior": {"foreground_colour", "background_colour", "shape", "position", "binding"},
@@ -205,7 +206,7 @@ def edit_probes(count: int, seed: int = 11) -> list[tuple[np.ndarray, str, tuple
     rng = np.random.default_rng(seed)
     triples = sorted(HELD_OUT_TRIPLES)
     probes = []
-    for i in range(count):
+    for _ in range(count):
         colour, shape, background = triples[int(rng.integers(len(triples)))]
         others = [t for t in triples if t[2] == background and t[:2] != (colour, shape)] or triples
         new_colour, new_shape, _ = others[int(rng.integers(len(others)))]
@@ -251,7 +252,7 @@ def score_edits(checker, probes, sources, edited, zoomed) -> dict:
     from PIL import Image
 
     outside, followed, total, centre = [], 0, 0, []
-    for (scene, _prompt, wanted, background), source, group in zip(probes, sources, edited, strict=True):
+    for (_scene, _prompt, wanted, _background), source, group in zip(probes, sources, edited, strict=True):
         half = source.shape[1] // 2
         for image, (_, right) in zip(group, checker.judge_pairs(group, "horizontal"), strict=True):
             total += 1

@@ -38,7 +38,10 @@ def require(name: str) -> None:
     """Skip (locally) or fail (CI=true) when a service the test needs is not running."""
     if service_up(name):
         return
-    message = f"{name} is not running on 127.0.0.1:{_PORTS[name]} (start it: `bash scripts/services.sh`; see README, Two commands)"
+    message = (
+        f"{name} is not running on 127.0.0.1:{_PORTS[name]}"
+        " (start it: `bash scripts/services.sh`; see README, Two commands)"
+    )
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI requires {message}")
     pytest.skip(message)

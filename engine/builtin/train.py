@@ -43,12 +43,12 @@ DEFAULT_WORK = Path("data/builtin-train")
 #: noise it draws colours and shapes best at 8 (48 prompts: foreground 0.95, background 0.88,
 #: shape 0.97; at 12: 0.88, 0.87, 0.93). The prior is best at guidance 2: at 4 it pushes
 #: embeddings towards combinations it has seen (background 0.74 against 0.76, shape 0.86 against
-#: 0.89, with the previous decoder and the 1200-step prior; not re-tuned for the 4800-step one). The upsampler starts half-way from the bicubic upscale: from
-#: pure noise it washes the colours out. Variations start from the source image (strength 0.4):
-#: the CLIP image embedding alone reads shape poorly (crosses come back as diamonds or stars), so
-#: the source's own pixels have to carry it (keep colour and shape: 0.6 → 0.725, 0.4 → 0.81 on the
-#: bench's 50 sources; 0.785 → 0.835 on 50 others). `/vary strength:1` gives the paper's pure
-#: embedding variations.
+#: 0.89, with the previous decoder and the 1200-step prior; not re-tuned for the 4800-step one).
+#: The upsampler starts half-way from the bicubic upscale: from pure noise it washes the colours
+#: out. Variations start from the source image (strength 0.4): the CLIP image embedding alone reads
+#: shape poorly (crosses come back as diamonds or stars), so the source's own pixels have to carry
+#: it (keep colour and shape: 0.6 → 0.725, 0.4 → 0.81 on the bench's 50 sources; 0.785 → 0.835 on
+#: 50 others). `/vary strength:1` gives the paper's pure embedding variations.
 SAMPLING_DEFAULTS = {
     "prior_steps": 25,
     "decoder_steps": 25,
@@ -321,13 +321,13 @@ class Stage(ABC):
     def loss(self, data: dict[str, Any]) -> tuple[Any, dict[str, float]]:
         """The loss of one batch already on `ctx.device`, and metrics to log."""
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027 - an optional hook, not abstract: most stages need no preparation
         """Work done once before the first step (not repeated on resume)."""
 
     def extra_state(self) -> dict:
         return {}
 
-    def load_extra_state(self, state: dict) -> None:
+    def load_extra_state(self, state: dict) -> None:  # noqa: B027 - an optional hook: only stages with extra state override it
         pass
 
     def autocast(self):

@@ -219,12 +219,12 @@ class Moderation(ServiceBase):
         failures: Counter[str] = Counter()
         users: dict[str, list[int]] = {}
         roles: dict[str, list[int]] = {}
-        for status, cost, error, role_ids, name, external_id in rows:
+        for status, cost, error, role_ids, name, user_external_id in rows:
             by_status[status] += 1
             charged = cost if status not in ("failed", "cancelled") else 0
             if status == "failed":
                 failures[error or "unknown"] += 1
-            for bucket, key in [(users, name or external_id)] + [(roles, r) for r in role_ids or []]:
+            for bucket, key in [(users, name or user_external_id)] + [(roles, r) for r in role_ids or []]:
                 totals = bucket.setdefault(key, [0, 0])
                 totals[0] += 1
                 totals[1] += charged

@@ -200,7 +200,7 @@ def test_errors(text, message):
 def test_error_messages_are_distinct():
     """No two different mistakes share one message (each says what is wrong)."""
     messages = {}
-    for text, expected in ERRORS:
+    for text, _expected in ERRORS:
         with pytest.raises(UsageError) as error:
             parse_command(text)
         messages.setdefault(error.value.message, []).append(text)

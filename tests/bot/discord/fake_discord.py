@@ -635,7 +635,7 @@ class FakeDiscord:
                 return fault
         return None
 
-    def _handle(
+    def _handle(  # noqa: C901 - one route table: every REST route the fake serves, read top to bottom
         self, method: str, path: str, body: Any, files: list[tuple[str, bytes]], query: dict[str, str]
     ) -> web.Response:
         parts = path.strip("/").split("/")

@@ -8,6 +8,7 @@ unCLIP stack loaded through the real loader.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -48,10 +49,8 @@ def purge(settings: Settings, app) -> None:
     with app.connection_for_write() as connection:
         channel = connection.default_channel
         for queue in ("gpu", "default"):
-            try:
+            with contextlib.suppress(Exception):  # the queue may not exist yet
                 channel.queue_purge(queue)
-            except Exception:  # noqa: BLE001 - the queue may not exist yet
-                pass
 
 
 class RecordingTarget:
