@@ -16,7 +16,7 @@ class NoiseSchedule:
     """The 1000-step cosine schedule of `UnCLIPScheduler`, as tensors for training."""
 
     def __init__(self, num_train_timesteps: int = 1000) -> None:
-        from diffusers.schedulers import UnCLIPScheduler
+        from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
 
         scheduler = UnCLIPScheduler(num_train_timesteps=num_train_timesteps)
         self.num_train_timesteps = num_train_timesteps

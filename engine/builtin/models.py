@@ -122,7 +122,7 @@ def build_feature_extractor(arch: Architecture):
 
 
 def build_prior(arch: Architecture):
-    from diffusers import PriorTransformer
+    from diffusers.models.transformers.prior_transformer import PriorTransformer
 
     return PriorTransformer(
         num_attention_heads=arch.prior_heads,
@@ -145,7 +145,7 @@ def build_text_proj(arch: Architecture):
 
 def build_decoder(arch: Architecture):
     """Karlo's decoder blocks, cross-attention only at the lowest resolution (the CPU's budget)."""
-    from diffusers import UNet2DConditionModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
     levels = len(arch.decoder_widths)
     return UNet2DConditionModel(
@@ -167,7 +167,7 @@ def build_decoder(arch: Architecture):
 
 def build_upsampler(arch: Architecture):
     """A convolution-only UNet: input = noisy high-res (3) + upscaled low-res (3) channels."""
-    from diffusers import UNet2DModel
+    from diffusers.models.unets.unet_2d import UNet2DModel
 
     levels = len(arch.upsampler_widths)
     return UNet2DModel(

@@ -951,7 +951,7 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
     import shutil
 
     import torch
-    from diffusers.schedulers import UnCLIPScheduler
+    from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
 
     from engine.builtin import models
     from engine.render.tiny import scheduler_configs, write_model_index

@@ -121,9 +121,11 @@ def _tiny_clip(seed: int):
 
 def build_tiny_unclip(folder: Path | str, *, seed: int = 0) -> Path:
     """Create the tiny random stack in `folder` (deterministic for a seed) and return the path."""
-    from diffusers import PriorTransformer, UNet2DConditionModel, UNet2DModel
+    from diffusers.models.transformers.prior_transformer import PriorTransformer
+    from diffusers.models.unets.unet_2d import UNet2DModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
-    from diffusers.schedulers import UnCLIPScheduler
+    from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -209,15 +211,13 @@ def build_tiny_unclip(folder: Path | str, *, seed: int = 0) -> Path:
 def build_tiny_kandinsky(folder: Path | str, *, seed: int = 0) -> Path:
     """Tiny random Kandinsky 2.2 prior and decoder folders (the classes and layouts of
     kandinsky-community/kandinsky-2-2-prior and -decoder); returns the decoder folder."""
-    from diffusers import (
-        DDPMScheduler,
-        KandinskyV22Pipeline,
-        KandinskyV22PriorPipeline,
-        PriorTransformer,
-        UnCLIPScheduler,
-        UNet2DConditionModel,
-        VQModel,
-    )
+    from diffusers.models.autoencoders.vq_model import VQModel
+    from diffusers.models.transformers.prior_transformer import PriorTransformer
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+    from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
+    from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+    from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
 
     folder = Path(folder)
     tokenizer, text_encoder, image_encoder, image_processor = _tiny_clip(seed)

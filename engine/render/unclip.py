@@ -20,9 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, PriorTransformer, UNet2DConditionModel, UNet2DModel
+
+# Each class from the module that defines it: for a type checker, diffusers' top level exports
+# placeholder classes (its TYPE_CHECKING block imports the no-torch dummies first).
+from diffusers.models.transformers.prior_transformer import PriorTransformer
+from diffusers.models.unets.unet_2d import UNet2DModel
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
-from diffusers.schedulers import UnCLIPScheduler
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from torch.nn import functional as F
 from transformers import (
@@ -57,7 +63,8 @@ class UnCLIPOutput:
 class ImagineUnCLIPPipeline(DiffusionPipeline):
     """Text → image, embedding → image, and image → embedding with an unCLIP stack."""
 
-    model_cpu_offload_seq = "text_encoder->image_encoder->prior->text_proj->decoder->super_res_first->super_res_last"
+    # diffusers declares it `= None` with no annotation, so mypy takes None for its type.
+    model_cpu_offload_seq = "text_encoder->image_encoder->prior->text_proj->decoder->super_res_first->super_res_last"  # type: ignore[assignment]
     _optional_components = [
         "prior",
         "prior_scheduler",
@@ -259,6 +266,8 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         else:
             latents = noise * self.decoder_scheduler.init_noise_sigma
         if known is not None:
+            if keep is None:
+                raise ValueError("`known` needs `keep`: which part of it to keep")
             known = F.interpolate(known.to(device, dtype), size=(size, size), mode="area")
             keep = F.interpolate(keep.to(device, dtype), size=(size, size), mode="bilinear", align_corners=False)
             latents = self._keep_known(latents, known, keep, timesteps[0], generators)
@@ -281,7 +290,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
             latents = self.decoder_scheduler.step(
                 noise_pred, t, latents, prev_timestep=prev_t, generator=generators
             ).prev_sample
-            if known is not None:
+            if known is not None and keep is not None:
                 latents = self._keep_known(latents, known, keep, prev_t, generators)
             if on_step:
                 on_step()

@@ -65,7 +65,7 @@ class KandinskyRenderer(BaseRenderer):
 
     def __init__(self, spec: ModelSpec, prior_pipe, decoder_pipe, *, device: str, dtype: torch.dtype):
         super().__init__(spec, device=device, dtype=dtype)
-        from diffusers import KandinskyV22Img2ImgPipeline
+        from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_img2img import KandinskyV22Img2ImgPipeline
 
         self.prior_pipe = prior_pipe
         self.decoder_pipe = decoder_pipe
@@ -94,7 +94,8 @@ class KandinskyRenderer(BaseRenderer):
     ) -> KandinskyRenderer:
         set_offline()
         quiet_libraries()
-        from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
+        from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+        from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
 
         device = choose_device(device)
         torch_dtype = choose_dtype(dtype, device)
