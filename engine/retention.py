@@ -140,8 +140,9 @@ def export_zip(
                 .unique()
                 .all()
             )
-            subject = {"user": user}
+            subject: dict[str, str | int] = {"user": user}
         else:
+            assert thread is not None  # checked above: exactly one of user and thread
             root = repo.get_generation(session, thread)
             if root is None or root.team_id != team_row.id:
                 raise NotFound(f"There is no job #{thread} in this team.")

@@ -61,7 +61,8 @@ def build_clip_tokenizer(corpus: Iterable[str], *, vocab_size: int = 1000, max_l
         for token in (symbol, symbol + "</w>"):
             if token not in vocab:
                 vocab[token] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+    # transformers annotates `merges` as list[str]; the BPE model it hands them to takes pairs.
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)  # type: ignore[arg-type]
 
 
 def check_tokenizer(tokenizer, folder: Path | str) -> None:

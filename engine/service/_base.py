@@ -19,7 +19,7 @@ from engine.domain.views import GenerationView
 from engine.image_files import ImageStore
 from engine.store import repo
 from engine.store.db import Database
-from engine.store.models import AuditLogEntry, Generation, Team, User, utcnow
+from engine.store.models import AuditLogEntry, Generation, Image, Team, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,10 @@ class ServiceBase:
                     raise NotFound("You have no finished jobs yet: start with `/imagine <prompt>`.")
                 raise NotFound("You have no jobs yet: start with `/imagine <prompt>`.")
             if lock:
-                generation = repo.get_generation(session, generation.id, lock=True)
+                locked = repo.get_generation(session, generation.id, lock=True)
+                if locked is None:  # deleted between the two reads
+                    raise NotFound(f"There is no job #{generation.id} in this team.")
+                generation = locked
             return generation
         generation = repo.get_generation(session, generation_id, lock=lock)
         # Another team's job is reported as missing: ids must not leak across teams.
@@ -125,7 +128,7 @@ class ServiceBase:
             raise NotFound(f"There is no job #{generation_id} in this team.")
         return generation
 
-    def _resolve_image(self, session: Session, team: Team, user: User, ref: ImageRef):
+    def _resolve_image(self, session: Session, team: Team, user: User, ref: ImageRef) -> Image:
         generation = self._find_generation(session, team, user, ref.generation_id, done_only=True)
         status = GenerationStatus(generation.status)
         if status != GenerationStatus.DONE:

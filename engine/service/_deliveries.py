@@ -88,7 +88,7 @@ class Deliveries:
         """(finished jobs now claimed for delivery under `claim` — with `reclaim`, also those it
         already held — and queued/running jobs changed since `active_since`, or all of them)."""
 
-        def claim_rows(session: Session):
+        def claim_rows(session: Session) -> tuple[list[GenerationView], list[GenerationView]]:
             claimed, active = repo.claim_deliveries(
                 session,
                 platform,

@@ -26,7 +26,7 @@ class Moderation(ServiceBase):
             raise UsageError(f"A quota cannot be negative, got {limit}.")
         return await self.db.run(self._set_quota, actor, target, limit)
 
-    def _set_quota(self, session: Session, actor: Actor, target: QuotaTarget, limit: int | None):
+    def _set_quota(self, session: Session, actor: Actor, target: QuotaTarget, limit: int | None) -> ModerationResult:
         team, moderator = self._moderator(session, actor, "set quotas")
         policy = self._policy_row(session, team, target)
         policy.daily_limit = limit
@@ -41,7 +41,7 @@ class Moderation(ServiceBase):
             raise UsageError(f"Grant a positive number of images, got {images}.")
         return await self.db.run(self._grant_quota, actor, target, images)
 
-    def _grant_quota(self, session: Session, actor: Actor, target: QuotaTarget, images: int):
+    def _grant_quota(self, session: Session, actor: Actor, target: QuotaTarget, images: int) -> ModerationResult:
         team, moderator = self._moderator(session, actor, "grant quota")
         now = self.clock()
         if target.kind == "user":
@@ -61,7 +61,7 @@ class Moderation(ServiceBase):
         """Start today's usage over for a user, every member of a role, or everyone."""
         return await self.db.run(self._reset_quota, actor, target)
 
-    def _reset_quota(self, session: Session, actor: Actor, target: QuotaTarget):
+    def _reset_quota(self, session: Session, actor: Actor, target: QuotaTarget) -> ModerationResult:
         team, moderator = self._moderator(session, actor, "reset quotas")
         now = self.clock()
         if target.kind == "user":
@@ -82,7 +82,7 @@ class Moderation(ServiceBase):
             raise UsageError(f"The ban reason can be at most {MAX_BAN_REASON_CHARS} characters.")
         return await self.db.run(self._ban, actor, user_id, reason)
 
-    def _ban(self, session: Session, actor: Actor, user_id: str, reason: str | None):
+    def _ban(self, session: Session, actor: Actor, user_id: str, reason: str | None) -> ModerationResult:
         team, moderator = self._moderator(session, actor, "ban users")
         if user_id == actor.user_id:
             raise UsageError("You cannot ban yourself.")
@@ -104,7 +104,7 @@ class Moderation(ServiceBase):
         external_id(user_id, what="That user")
         return await self.db.run(self._unban, actor, user_id)
 
-    def _unban(self, session: Session, actor: Actor, user_id: str):
+    def _unban(self, session: Session, actor: Actor, user_id: str) -> ModerationResult:
         team, moderator = self._moderator(session, actor, "unban users")
         ban = repo.find_ban(session, team, user_id)
         if ban is None:
@@ -117,7 +117,7 @@ class Moderation(ServiceBase):
         """Refuse prompts containing `term` (whole words, any case) in this team."""
         return await self.db.run(self._block_term, actor, term)
 
-    def _block_term(self, session: Session, actor: Actor, term: str):
+    def _block_term(self, session: Session, actor: Actor, term: str) -> ModerationResult:
         team, moderator = self._moderator(session, actor, "block terms")
         normalised = self._valid_term(term)
         if normalised in repo.blocked_terms(session, team):
@@ -129,7 +129,7 @@ class Moderation(ServiceBase):
     async def unblock_term(self, actor: Actor, term: str) -> ModerationResult:
         return await self.db.run(self._unblock_term, actor, term)
 
-    def _unblock_term(self, session: Session, actor: Actor, term: str):
+    def _unblock_term(self, session: Session, actor: Actor, term: str) -> ModerationResult:
         team, moderator = self._moderator(session, actor, "unblock terms")
         normalised = self._valid_term(term)
         if not repo.remove_blocked_term(session, team, normalised):
@@ -151,7 +151,7 @@ class Moderation(ServiceBase):
         external_id(role_id, what="That role")
         return await self.db.run(self._set_moderator_role, actor, role_id, add)
 
-    def _set_moderator_role(self, session: Session, actor: Actor, role_id: str, add: bool):
+    def _set_moderator_role(self, session: Session, actor: Actor, role_id: str, add: bool) -> ModerationResult:
         team, admin = repo.ensure_actor(session, actor)
         if not actor.is_platform_admin:
             raise NotPermitted("Only server/workspace admins can choose the moderator roles.")

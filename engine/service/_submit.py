@@ -330,6 +330,7 @@ class Submitting(ServiceBase):
                 params["edit_from"] = parent.prompt if described else ""
                 self._refuse_blocked_terms(session, team, params["edit_toward"])
         if job.extra_refs:
+            assert parent_image is not None  # a blend: its first source is job.image_ref
             sources = [parent_image] + [self._resolve_image(session, team, user, ref) for ref in job.extra_refs]
             params["sources"] = [
                 {"image_id": image.id, "label": f"#{image.generation_id}:{image.index}", "weight": w}
@@ -348,6 +349,7 @@ class Submitting(ServiceBase):
         status, usage = repo.quota_status(
             session, team, user, actor.role_ids, self.policy.default_daily_images, now, lock=True
         )
+        assert usage is not None  # locked: quota_status created today's usage row
         if status.remaining is not None and status.remaining < cost:
             raise QuotaExceeded(cost, status.remaining, describe_duration(status.resets_at - now))
 

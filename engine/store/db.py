@@ -13,13 +13,15 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from engine.domain.errors import StoreUnavailable
 
@@ -29,6 +31,12 @@ T = TypeVar("T")
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 _SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
+
+
+def rowcount(result: Result[*tuple[Any, ...]]) -> int:
+    """The number of rows an UPDATE or DELETE matched. `Session.execute` is typed to return a
+    plain `Result`, but a DML statement's result is a `CursorResult`, which carries the count."""
+    return cast("CursorResult[*tuple[Any, ...]]", result).rowcount
 
 
 def _backend(url: str) -> str:
@@ -56,7 +64,7 @@ def _configure_sqlite(engine: Engine) -> None:
     """
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record) -> None:
+    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -66,7 +74,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(connection) -> None:
+    def _on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -93,7 +101,7 @@ UNAVAILABLE_PHRASES = (
 
 def _sqlstate(error: BaseException) -> str:
     """The SQLSTATE behind a driver error (psycopg and asyncpg name it differently)."""
-    seen = error
+    seen: BaseException | None = error
     while seen is not None:
         state = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
         if isinstance(state, str):
@@ -123,7 +131,7 @@ def is_unavailable(error: BaseException) -> bool:
 class Database:
     """One database: an async engine for the bots, a sync engine for the worker and alembic."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 20, echo: bool = False):
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 20, echo: bool = False) -> None:
         self.url = url
         self.backend = _backend(url)
         self._pool = (
@@ -221,7 +229,7 @@ class Database:
             self._sync_engine.dispose()
 
 
-def _forget_connections_after_fork(ref: weakref.ref) -> Callable[[], None]:
+def _forget_connections_after_fork(ref: weakref.ref[Database]) -> Callable[[], None]:
     def forget() -> None:
         db = ref()
         if db is not None and db._sync_engine is not None:

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from celery.worker import WorkController
+from celery.worker.consumer import Consumer
 
 from engine.worker.app import GPU_QUEUE
+
+if TYPE_CHECKING:
+    from engine.worker.recovery import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -18,11 +23,11 @@ log = logging.getLogger(__name__)
 class _ReadyWorkController(WorkController):
     """A WorkController that says when its consumer is ready to take jobs."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.ready = threading.Event()
         super().__init__(*args, **kwargs)
 
-    def on_consumer_ready(self, consumer) -> None:
+    def on_consumer_ready(self, consumer: Consumer) -> None:
         super().on_consumer_ready(consumer)
         self.ready.set()
 
@@ -37,7 +42,7 @@ class EmbeddedWorker:
         self.concurrency = concurrency
         self._controller: _ReadyWorkController | None = None
         self._thread: threading.Thread | None = None
-        self._sweeper = None
+        self._sweeper: Sweeper | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         # The solo pool looks tasks up on the *current* app: make it this one.
@@ -89,5 +94,5 @@ class EmbeddedWorker:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -30,20 +30,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import lazyload
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.orm import Session, lazyload
 
 from engine import faults, metrics
 from engine.domain.types import GenerationKind, GenerationStatus
 from engine.image_files import ImageStore
 from engine.logs import job_context
 from engine.notify import Publisher
-from engine.render.types import RenderAborted, RenderError, RenderJob, RenderResult, batch_key
+from engine.render.types import ProgressFn, RenderAborted, RenderError, RenderJob, RenderResult, batch_key
 from engine.store import repo
-from engine.store.db import Database, is_unavailable
+from engine.store.db import Database, is_unavailable, rowcount
 from engine.store.models import Generation, Image, utcnow
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ MAX_ATTEMPTS = 3
 class Renderer(Protocol):
     model_id: str
 
-    def render_batch(self, jobs: list[RenderJob], progress_fns: list) -> list[RenderResult | None]:
+    def render_batch(self, jobs: list[RenderJob], progress_fns: list[ProgressFn]) -> list[RenderResult | None]:
         """One pipeline call for compatible jobs; None for a job dropped (cancelled) on the way."""
 
 
@@ -133,7 +133,7 @@ class Heartbeat:
                 log.warning("heartbeat not written: %s", str(error).splitlines()[0][:200])
 
 
-def _renew_leases(session, generation_ids: list[int], worker: str) -> int:
+def _renew_leases(session: Session, generation_ids: list[int], worker: str) -> int:
     result = session.execute(
         update(Generation)
         .where(
@@ -145,10 +145,10 @@ def _renew_leases(session, generation_ids: list[int], worker: str) -> int:
         .values(heartbeat_at=utcnow(), updated_at=Generation.updated_at)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount
+    return rowcount(result)
 
 
-def lease_live(generation: Generation, lease_s: float, now=None) -> bool:
+def lease_live(generation: Generation, lease_s: float, now: datetime | None = None) -> bool:
     """Whether the worker that last claimed this running job renewed its lease recently."""
     beat = generation.heartbeat_at or generation.started_at
     return beat is not None and beat > (now or utcnow()) - timedelta(seconds=lease_s)
@@ -174,7 +174,7 @@ def operation_for(generation: Generation) -> str:
     return "text2image"
 
 
-def render_job_from_row(session, generation: Generation, store: ImageStore) -> RenderJob:
+def render_job_from_row(session: Session, generation: Generation, store: ImageStore) -> RenderJob:
     """Everything the renderer needs, read now, so the render runs outside any transaction."""
     params = dict(generation.params or {})
     sources_embeddings: tuple[bytes, ...] = ()
@@ -193,12 +193,14 @@ def render_job_from_row(session, generation: Generation, store: ImageStore) -> R
                 select(Image).where(Image.id.in_([s["image_id"] for s in params.get("sources", [])]))
             )
         }
-        sources = [rows.get(s["image_id"]) for s in params.get("sources", [])]
-        if len(sources) < 2 or any(i is None for i in sources):
+        found = [rows.get(s["image_id"]) for s in params.get("sources", [])]
+        sources = [i for i in found if i is not None]
+        if len(found) < 2 or len(sources) < len(found):
             raise JobFailed("a source image of the blend no longer exists")
-        if any(i.embedding is None for i in sources):
+        embeddings = [i.embedding for i in sources]
+        if any(e is None for e in embeddings):
             raise JobFailed("a source image of the blend has no stored CLIP embedding to blend")
-        sources_embeddings = tuple(i.embedding for i in sources)
+        sources_embeddings = tuple(e for e in embeddings if e is not None)
         weights = tuple(float(s.get("weight", 1.0)) for s in params["sources"])
     elif generation.parent_image is not None:
         parent = generation.parent_image
@@ -243,7 +245,9 @@ def claim(runtime: WorkerRuntime, generation_id: int) -> list[RenderJob]:
     return jobs
 
 
-def _claim_row(session, runtime: WorkerRuntime, generation_id: int) -> tuple[RenderJob | None, bool, list[RenderJob]]:
+def _claim_row(
+    session: Session, runtime: WorkerRuntime, generation_id: int
+) -> tuple[RenderJob | None, bool, list[RenderJob]]:
     """(the job to render or None, whether it was failed instead, the jobs batched with it) —
     safe to run twice. The first look for a batch is in the same transaction: one round trip
     fewer per job (a retried claim just renders without them; their lease brings them back)."""
@@ -282,7 +286,7 @@ def _claim_row(session, runtime: WorkerRuntime, generation_id: int) -> tuple[Ren
     return job, False, gathered
 
 
-def _start(session, runtime: WorkerRuntime, row: Generation, *, leader: int | None) -> RenderJob | None:
+def _start(session: Session, runtime: WorkerRuntime, row: Generation, *, leader: int | None) -> RenderJob | None:
     """Mark one row running on this worker; None (and the row failed) if it cannot render."""
     if row.attempts >= runtime.max_attempts:
         _fail(session, row, f"the worker stopped {row.attempts} times while rendering it")
@@ -335,9 +339,13 @@ def _gather_batch(runtime: WorkerRuntime, leader_id: int, jobs: list[RenderJob])
     return gathered
 
 
-def _gather_once(session, runtime: WorkerRuntime, leader_id: int, key: tuple, room: int) -> list[RenderJob]:
+def _gather_once(
+    session: Session, runtime: WorkerRuntime, leader_id: int, key: tuple[Any, ...], room: int
+) -> list[RenderJob]:
     """One look at the queue: claim what fits into the leader's batch."""
-    model_id = session.get(Generation, leader_id).model_id
+    leader = session.get(Generation, leader_id)
+    assert leader is not None  # this worker holds the leader's claim: its row is there
+    model_id = leader.model_id
     # SKIP LOCKED: rows another worker is claiming right now are simply not offered.
     candidates = (
         session.scalars(
@@ -400,13 +408,13 @@ class ProgressReporter:
             # Progress is best effort: a database blip must not stop (or fail) the render.
             log.info("job %s: progress not written (%s)", self.job.generation_id, str(error).splitlines()[0][:200])
             return
-        if result.rowcount == 0:
+        if rowcount(result) == 0:
             log.info("job %s: no longer this render's (cancelled, or taken over), stopping", self.job.generation_id)
             raise RenderAborted()
         self.runtime.publisher.publish(self.job.generation_id, "running", fraction)
 
 
-def _owned(runtime: WorkerRuntime, job: RenderJob) -> tuple:
+def _owned(runtime: WorkerRuntime, job: RenderJob) -> tuple[ColumnElement[bool], ...]:
     """WHERE clauses: the job is running, and still under this render's claim."""
     return (
         Generation.id == job.generation_id,
@@ -416,7 +424,7 @@ def _owned(runtime: WorkerRuntime, job: RenderJob) -> tuple:
     )
 
 
-def _fail(session, generation: Generation, message: str) -> None:
+def _fail(session: Session, generation: Generation, message: str) -> None:
     generation.status = str(GenerationStatus.FAILED)
     generation.error = message
     generation.finished_at = utcnow()
@@ -428,7 +436,7 @@ def _fail(session, generation: Generation, message: str) -> None:
 def fail_job(runtime: WorkerRuntime, job: RenderJob, message: str) -> None:
     """Mark a job failed and refund it, if it is still this render's."""
 
-    def fail(session) -> bool:
+    def fail(session: Session) -> bool:
         generation = (
             session.scalars(
                 select(Generation)
@@ -468,7 +476,7 @@ def store_result(runtime: WorkerRuntime, job: RenderJob, result: RenderResult, r
     if result.grid_png is not None:
         grid_key = runtime.store.put(ImageStore.key_for(job.generation_id, f"{prefix}grid.png"), result.grid_png)
 
-    def commit(session) -> tuple[str, bool]:
+    def commit(session: Session) -> tuple[str, bool]:
         """(the job's status, whether this render's files are the stored ones)."""
         generation = repo.get_generation(session, job.generation_id, lock=True, images=False)
         if generation is None:
@@ -530,7 +538,7 @@ def _render_and_store(runtime: WorkerRuntime, generation_id: int, jobs: list[Ren
     metrics.BATCH_FILL.observe(min(1.0, sum(j.n for j in jobs) / max(1, runtime.max_batch_images)))
     started = time.perf_counter()
     try:
-        reporters = [ProgressReporter(runtime, job) for job in jobs]
+        reporters: list[ProgressFn] = [ProgressReporter(runtime, job) for job in jobs]
         results = runtime.renderer.render_batch(jobs, reporters)
     except RenderAborted:
         metrics.JOBS.labels(status="cancelled").inc(len(jobs))

@@ -24,20 +24,29 @@ import logging
 import random
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from engine.domain.types import GenerationStatus
 from engine.store.db import Database
 from engine.store.models import Generation, utcnow
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from engine.config import Settings
+    from engine.service import JobQueue
 
 log = logging.getLogger(__name__)
 
 SWEEP_LIMIT = 100
 
 
-def requeue_expired(session, queue, *, lease_s: float, now: datetime | None = None) -> list[int]:
+def requeue_expired(session: Session, queue: JobQueue, *, lease_s: float, now: datetime | None = None) -> list[int]:
     """Running jobs whose lease ran out: published again, back to queued. Returns their ids."""
     now = now or utcnow()
     beat = func.coalesce(Generation.heartbeat_at, Generation.started_at, Generation.created_at)
@@ -67,7 +76,9 @@ def requeue_expired(session, queue, *, lease_s: float, now: datetime | None = No
     return [row.id for row in rows]
 
 
-def republish_unqueued(session, queue, *, older_than_s: float, now: datetime | None = None) -> list[int]:
+def republish_unqueued(
+    session: Session, queue: JobQueue, *, older_than_s: float, now: datetime | None = None
+) -> list[int]:
     """Queued jobs last published more than `older_than_s` ago: published again. Only call it when
     the render queue is empty (then their message is certainly not waiting in it)."""
     now = now or utcnow()
@@ -93,7 +104,7 @@ def republish_unqueued(session, queue, *, older_than_s: float, now: datetime | N
     return [row.id for row in rows]
 
 
-def _publish(queue, row: Generation, now: datetime) -> None:
+def _publish(queue: JobQueue, row: Generation, now: datetime) -> None:
     row.task_id = uuid.uuid4().hex
     queue.enqueue(row.id, row.task_id)
     row.enqueued_at = now
@@ -104,11 +115,18 @@ class Sweeper:
     SKIP LOCKED keeps two sweepers from handling the same job)."""
 
     def __init__(
-        self, db: Database, queue, queue_size, *, lease_s: float, interval_s: float, republish_after_s: float
+        self,
+        db: Database,
+        queue: JobQueue,
+        queue_size: Callable[[], int | None],
+        *,
+        lease_s: float,
+        interval_s: float,
+        republish_after_s: float,
     ) -> None:
         self.db = db
         self.queue = queue
-        self.queue_size = queue_size  # () -> messages waiting in the render queue
+        self.queue_size = queue_size  # messages waiting in the render queue (None: unknown)
         self.lease_s = lease_s
         self.interval_s = interval_s
         self.republish_after_s = republish_after_s
@@ -145,7 +163,7 @@ class Sweeper:
                 log.warning("recovery sweep failed: %s", str(error).splitlines()[0][:300])
 
 
-def start_sweeper(app, settings) -> Sweeper:
+def start_sweeper(app: Celery, settings: Settings) -> Sweeper:
     """The sweeper of a worker process (`imagine-bot worker`, the embedded worker), started."""
     from engine.worker.queue import CeleryJobQueue
 
@@ -165,7 +183,7 @@ def start_sweeper(app, settings) -> Sweeper:
 
 def requeue_stuck(
     db: Database,
-    queue,
+    queue: JobQueue,
     *,
     queued_for: timedelta,
     running_for: timedelta,
@@ -186,14 +204,14 @@ def requeue_stuck(
     with db.sync_session() as session:
         beat = func.coalesce(Generation.heartbeat_at, Generation.started_at, Generation.created_at)
         published = func.coalesce(Generation.enqueued_at, Generation.created_at)
-        queued = session.scalars(
+        stale_queued = session.scalars(
             select(Generation.id)
             .where(Generation.status == str(GenerationStatus.QUEUED), published < now - queued_for)
             .order_by(Generation.id)
         ).all()
-        running = session.scalars(
+        stale_running = session.scalars(
             select(Generation.id)
             .where(Generation.status == str(GenerationStatus.RUNNING), beat < now - running_for)
             .order_by(Generation.id)
         ).all()
-    return {"queued": list(queued), "running": list(running)}
+    return {"queued": list(stale_queued), "running": list(stale_running)}

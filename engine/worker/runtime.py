@@ -6,11 +6,11 @@ from engine.config import Settings
 from engine.image_files import ImageStore
 from engine.notify import make_publisher
 from engine.store.db import Database
-from engine.worker.jobs import WorkerRuntime
+from engine.worker.jobs import Renderer, WorkerRuntime
 
 
 def build_runtime(settings: Settings) -> WorkerRuntime:
-    def load():
+    def load() -> Renderer:
         # Heavy: imports torch and loads the model. Runs once per worker process, on first use.
         from engine.render.factory import load_renderer
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from engine.domain.types import ACTIVE_STATUSES, FINAL_STATUSES, MessageRole, Platform
+from engine.store.db import rowcount
 from engine.store.models import ChatMessage, Generation, utcnow
 from engine.store.repo._insert import insert_ignore
 
@@ -73,7 +74,7 @@ def claim_deliveries(
         if claimed_ids
         else []
     )
-    active_filter = Generation.status.in_([str(s) for s in ACTIVE_STATUSES])
+    active_filter: ColumnElement[bool] = Generation.status.in_([str(s) for s in ACTIVE_STATUSES])
     if active_since is not None:
         active_filter = active_filter & (Generation.updated_at >= active_since)
     active = (
@@ -98,7 +99,7 @@ def renew_delivery(session: Session, generation_id: int, claim: str, now: dateti
         .values(delivery_claimed_at=now, updated_at=Generation.updated_at)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def release_delivery(session: Session, generation_id: int, claim: str) -> bool:
@@ -109,7 +110,7 @@ def release_delivery(session: Session, generation_id: int, claim: str) -> bool:
         .values(delivery_claimed_at=None, updated_at=Generation.updated_at)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def mark_delivered(session: Session, generation_id: int, now: datetime, claim: str | None = None) -> bool:
@@ -121,7 +122,7 @@ def mark_delivered(session: Session, generation_id: int, now: datetime, claim: s
     result = session.execute(
         update(Generation).where(condition).values(delivered_at=now).execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 # --- chat messages ---------------------------------------------------------------------------

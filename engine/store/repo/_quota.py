@@ -95,6 +95,7 @@ def quota_status(
         default_limit=default_limit,
         now=now,
     )
+    usage: QuotaUsage | None
     if lock:
         usage = lock_usage(session, team, user, now)
         apply_role_reset(session, usage, limit.reset_at)

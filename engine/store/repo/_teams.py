@@ -9,6 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from engine.domain.types import Actor
+from engine.store.db import rowcount
 from engine.store.models import AuditLogEntry, Ban, BlockedTerm, Team, User, utcnow
 from engine.store.repo._insert import insert_ignore
 
@@ -90,7 +91,7 @@ def blocked_terms(session: Session, team: Team) -> list[str]:
 def remove_blocked_term(session: Session, team: Team, term: str) -> bool:
     """Unblock a (normalised) term; False if it was not blocked."""
     result = session.execute(delete(BlockedTerm).where(BlockedTerm.team_id == team.id, BlockedTerm.term == term))
-    return result.rowcount != 0
+    return rowcount(result) != 0
 
 
 def audit_entries(session: Session, team: Team, limit: int) -> Sequence[AuditLogEntry]:
