@@ -42,6 +42,7 @@ from engine.render.types import (
     RenderError,
     RenderJob,
     RenderResult,
+    StepFn,
     batch_key,
 )
 
@@ -201,7 +202,9 @@ class BaseRenderer(ABC):
     # Every family draws; the rest it implements if its model can (else the job is refused
     # with a message the user sees).
     @abstractmethod
-    def _draw(self, jobs: list[RenderJob], settings: dict[str, Any], generators, on_step) -> Drawn:
+    def _draw(
+        self, jobs: list[RenderJob], settings: dict[str, Any], generators: list[torch.Generator], on_step: StepFn
+    ) -> Drawn:
         """One pipeline call for a batch of compatible jobs, their images in job order."""
 
     def _upscale(self, job: RenderJob, settings: dict[str, Any], progress: ProgressFn) -> Drawn:

@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from engine.render.loader import quiet_libraries, set_offline
 from engine.render.names import TINY_MODEL_NAME
+
+if TYPE_CHECKING:  # torch and its libraries are imported when a stack is built
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+        CLIPVisionModelWithProjection,
+    )
 
 # Every dimension that must agree across the stack (see the loader's checks).
 EMBED_DIM = 32  # CLIP hidden = projection = prior embedding = text_proj clip_embeddings_dim
@@ -30,7 +39,7 @@ _CORPUS = [
 ]
 
 
-def scheduler_configs() -> dict[str, dict]:
+def scheduler_configs() -> dict[str, dict[str, Any]]:
     """Karlo's scheduler settings: the prior predicts x0, decoder and upsampler predict noise."""
     base = {"num_train_timesteps": 1000, "clip_sample": True}
     return {
@@ -55,9 +64,9 @@ def scheduler_configs() -> dict[str, dict]:
     }
 
 
-def write_model_index(folder: Path, components: dict[str, tuple[str, str]], meta: dict) -> None:
+def write_model_index(folder: Path, components: dict[str, tuple[str, str]], meta: dict[str, Any]) -> None:
     """model_index.json as Karlo has it, plus imagine.json with our own metadata."""
-    index = {"_class_name": "UnCLIPPipeline", "_diffusers_version": "0.42.1"}
+    index: dict[str, str | list[str]] = {"_class_name": "UnCLIPPipeline", "_diffusers_version": "0.42.1"}
     index.update({name: list(lib_cls) for name, lib_cls in sorted(components.items())})
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     (folder / "imagine.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -67,7 +76,9 @@ def transformers_logging_quiet() -> None:
     quiet_libraries()
 
 
-def _tiny_clip(seed: int):
+def _tiny_clip(
+    seed: int,
+) -> tuple[CLIPTokenizer, CLIPTextModelWithProjection, CLIPVisionModelWithProjection, CLIPImageProcessor]:
     """The tiny CLIP parts both families share: tokenizer, text tower, vision tower, processor."""
     import torch
     from transformers import (

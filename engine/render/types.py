@@ -15,6 +15,9 @@ from engine.domain.limits import MAX_SEED
 
 #: progress(fraction 0..1, stage name); may raise to abort the render (a cancelled job).
 ProgressFn = Callable[[float, str], None]
+#: on_step(stage, steps done over all stages, total steps over all stages): a family's pipeline
+#: reports each denoising step through it.
+StepFn = Callable[[str, int, int], None]
 
 
 class RenderAborted(Exception):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,6 +38,9 @@ from transformers import (
     CLIPTokenizer,
     CLIPVisionModelWithProjection,
 )
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: callback(stage, steps done over all stages, total steps over all stages)
 ProgressCallback = Callable[[str, int, int], None]
@@ -89,7 +93,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         super_res_scheduler: UnCLIPScheduler | None = None,
         image_encoder: CLIPVisionModelWithProjection | None = None,
         feature_extractor: CLIPImageProcessor | None = None,
-    ):
+    ) -> None:
         super().__init__()
         self.register_modules(
             tokenizer=tokenizer,
@@ -147,7 +151,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         )
 
     @torch.no_grad()
-    def encode_images(self, images) -> torch.Tensor:
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
         """CLIP image embeddings of PIL images (needs `image_encoder` and `feature_extractor`)."""
         if self.image_encoder is None or self.feature_extractor is None:
             raise ValueError("this model has no CLIP image encoder: it cannot encode images")

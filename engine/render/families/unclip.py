@@ -12,6 +12,7 @@ import io
 import logging
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -29,7 +30,10 @@ from engine.render.base import (
 )
 from engine.render.editing import canvas_and_mask, composite
 from engine.render.loader import ModelSpec, load_unclip
-from engine.render.types import RenderError
+from engine.render.types import ProgressFn, RenderError, RenderJob, StepFn
+
+if TYPE_CHECKING:
+    from engine.render.unclip import ImagineUnCLIPPipeline
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ class UnCLIPRenderer(BaseRenderer):
     # prompt in 0.75 of images at guidance 8, 0.92 at 2, 4 and 6).
     model_keys = ("super_res_strength", "edit_decoder_guidance")
 
-    def __init__(self, spec: ModelSpec, pipe, *, device: str, dtype: torch.dtype) -> None:
+    def __init__(self, spec: ModelSpec, pipe: ImagineUnCLIPPipeline, *, device: str, dtype: torch.dtype) -> None:
         super().__init__(spec, device=device, dtype=dtype)
         self.pipe = pipe
 
@@ -101,7 +105,9 @@ class UnCLIPRenderer(BaseRenderer):
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         return self.pipe.encode_text(texts).embeds
 
-    def _draw(self, jobs, settings, generators, on_step) -> Drawn:
+    def _draw(
+        self, jobs: list[RenderJob], settings: dict[str, Any], generators: list[torch.Generator], on_step: StepFn
+    ) -> Drawn:
         if jobs[0].operation == "edit":
             return self._draw_edit(jobs[0], settings, generators, on_step)
         if jobs[0].operation == "text2image" and self.pipe.prior is None:
@@ -113,9 +119,10 @@ class UnCLIPRenderer(BaseRenderer):
         negatives: list[str | None] = []
         embeds: list[torch.Tensor] = []
         inits: list[torch.Tensor] = []
+        sources: list[torch.Tensor | None]
         for job in jobs:
             if job.operation == "strip":
-                sources = self.strip_embeddings(job)
+                sources = list(self.strip_embeddings(job))
             elif job.operation == "text2image":
                 sources = [None] * job.n
             else:
@@ -152,10 +159,12 @@ class UnCLIPRenderer(BaseRenderer):
         # encoder (variations of it then follow the picture); else the embedding it came from.
         if self.pipe.image_encoder is not None:
             return Drawn(pictures, self.pipe.encode_images(pictures).float().cpu(), "clip_image_encoder", use_init)
-        source = "prior_output" if jobs[0].operation == "text2image" else "source"
-        return Drawn(pictures, output.image_embeds, source, use_init)
+        embedding_source = "prior_output" if jobs[0].operation == "text2image" else "source"
+        return Drawn(pictures, output.image_embeds, embedding_source, use_init)
 
-    def _draw_edit(self, job, settings, generators, on_step) -> Drawn:
+    def _draw_edit(
+        self, job: RenderJob, settings: dict[str, Any], generators: list[torch.Generator], on_step: StepFn
+    ) -> Drawn:
         """An edit, zoom-out or pan: the decoder draws the canvas's open part (RePaint), the
         upsampler the whole, and the result is composited over the canvas (editing.py)."""
         spec = EditSpec.from_dict(job.params["edit"])
@@ -196,7 +205,7 @@ class UnCLIPRenderer(BaseRenderer):
             return Drawn(pictures, self.pipe.encode_images(pictures).float().cpu(), "clip_image_encoder")
         return Drawn(pictures, output.image_embeds, "prior_output" if spec.op == "region" else "source")
 
-    def _upscale(self, job, settings, progress) -> Drawn:
+    def _upscale(self, job: RenderJob, settings: dict[str, Any], progress: ProgressFn) -> Drawn:
         if not self.pipe.has_upsampler:
             raise RenderError(f"model {self.model_id} has no upsampler, so it cannot upscale")
         if not job.source_images:
