@@ -9,6 +9,19 @@ positions = prior tokens, text_proj time embedding = 4 × the decoder's first bl
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # each builder imports its library when called: this module stays light
+    from diffusers.models.transformers.prior_transformer import PriorTransformer
+    from diffusers.models.unets.unet_2d import UNet2DModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextModelWithProjection,
+        CLIPVisionModelWithProjection,
+        PreTrainedTokenizerBase,
+    )
 
 
 @dataclass(frozen=True)
@@ -64,15 +77,17 @@ class Architecture:
             norm_groups=8,
         )
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> Architecture:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    def from_dict(cls, data: dict[str, Any]) -> Architecture:
+        # JSON gives the tuple fields back as lists.
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**fields)
 
 
-def build_text_encoder(arch: Architecture, tokenizer):
+def build_text_encoder(arch: Architecture, tokenizer: PreTrainedTokenizerBase) -> CLIPTextModelWithProjection:
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     return CLIPTextModelWithProjection(
@@ -91,7 +106,7 @@ def build_text_encoder(arch: Architecture, tokenizer):
     )
 
 
-def build_image_encoder(arch: Architecture):
+def build_image_encoder(arch: Architecture) -> CLIPVisionModelWithProjection:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     return CLIPVisionModelWithProjection(
@@ -107,7 +122,7 @@ def build_image_encoder(arch: Architecture):
     )
 
 
-def build_feature_extractor(arch: Architecture):
+def build_feature_extractor(arch: Architecture) -> CLIPImageProcessor:
     """Resize to the CLIP tower's size (bicubic, as `clip_pixels` does in training), scale to [-1, 1]."""
     from transformers import CLIPImageProcessor
 
@@ -121,7 +136,7 @@ def build_feature_extractor(arch: Architecture):
     )
 
 
-def build_prior(arch: Architecture):
+def build_prior(arch: Architecture) -> PriorTransformer:
     from diffusers.models.transformers.prior_transformer import PriorTransformer
 
     return PriorTransformer(
@@ -133,7 +148,7 @@ def build_prior(arch: Architecture):
     )
 
 
-def build_text_proj(arch: Architecture):
+def build_text_proj(arch: Architecture) -> UnCLIPTextProjModel:
     from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
 
     return UnCLIPTextProjModel(
@@ -143,7 +158,7 @@ def build_text_proj(arch: Architecture):
     )
 
 
-def build_decoder(arch: Architecture):
+def build_decoder(arch: Architecture) -> UNet2DConditionModel:
     """Karlo's decoder blocks, cross-attention only at the lowest resolution (the CPU's budget)."""
     from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
@@ -165,7 +180,7 @@ def build_decoder(arch: Architecture):
     )
 
 
-def build_upsampler(arch: Architecture):
+def build_upsampler(arch: Architecture) -> UNet2DModel:
     """A convolution-only UNet: input = noisy high-res (3) + upscaled low-res (3) channels."""
     from diffusers.models.unets.unet_2d import UNet2DModel
 

@@ -15,6 +15,7 @@ the shape anywhere), instead of assuming each caption fits only its own image.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -216,7 +217,8 @@ class Example:
 
 def _jitter_rgb(rng: np.random.Generator, name: str) -> tuple[int, int, int]:
     base = np.array(COLOURS[name])
-    return tuple(int(v) for v in np.clip(base + rng.integers(-8, 9, size=3), 0, 255))
+    red, green, blue = (int(v) for v in np.clip(base + rng.integers(-8, 9, size=3), 0, 255))
+    return red, green, blue
 
 
 def _make_object(
@@ -361,7 +363,7 @@ def caption_pair(
 # --- sampling ----------------------------------------------------------------------------------
 
 
-def _choice(rng: np.random.Generator, options) -> str:
+def _choice(rng: np.random.Generator, options: Sequence[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
@@ -439,6 +441,7 @@ def perturb(rng: np.random.Generator, scene: Scene) -> Scene:
         else:
             a, b = ((o.colour, o.shape) for o in scene.objects)
             what = _choice(rng, ("swap_colours", "swap_order", "colour", "arrangement", "background"))
+            assert scene.arrangement is not None  # two objects always have one
             bg, arrangement = scene.background, scene.arrangement
             if what == "swap_colours":  # the binding hard negative
                 a, b = (b[0], a[1]), (a[0], b[1])

@@ -28,11 +28,29 @@ import os
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+if TYPE_CHECKING:  # numpy, torch and the model libraries are imported where they are used
+    import numpy as np
+    import numpy.typing as npt
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+    from transformers import (
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+        CLIPVisionModelWithProjection,
+        PreTrainedTokenizerBase,
+    )
+
+    from engine.builtin.scenes import CaptionMeaning, Example, Scene
 
 log = logging.getLogger("engine.builtin.train")
+
+ModuleT = TypeVar("ModuleT", bound="torch.nn.Module")
 
 STAGES = ("clip", "prior", "decoder", "upsampler")
 DEFAULT_OUT = Path(__file__).resolve().parent / "weights"
@@ -118,19 +136,28 @@ OFFSET_NOISE = 0.1
 # --- batches -----------------------------------------------------------------------------------
 
 
-def batch_rng(seed: int, stage: str, step: int):
+def on(module: ModuleT, target: str | torch.dtype) -> ModuleT:
+    """`module.to(target)`: a module's `to` moves it in place and returns it. Called through
+    `nn.Module` because transformers and diffusers wrap their models' `to` in functools.wraps,
+    which typeshed types as an unbound function (mypy would ask for `self` again)."""
+    as_module: torch.nn.Module = module
+    as_module.to(target)
+    return module
+
+
+def batch_rng(seed: int, stage: str, step: int) -> np.random.Generator:
     import numpy as np
 
     return np.random.default_rng([seed, STAGES.index(stage) if stage in STAGES else 99, step])
 
 
-def torch_generator(seed: int, stage: str, step: int):
+def torch_generator(seed: int, stage: str, step: int) -> torch.Generator:
     import torch
 
     return torch.Generator().manual_seed(int(batch_rng(seed, stage, step).integers(2**62)))
 
 
-def clip_pixels(images, size: int):
+def clip_pixels(images: Sequence[np.ndarray] | np.ndarray, size: int) -> torch.Tensor:
     """(N, H, W, 3) uint8 → (N, 3, size, size) in [-1, 1], resized as the CLIPImageProcessor does
     (Pillow bicubic), so training sees what `encode_images` sees."""
     import numpy as np
@@ -138,12 +165,12 @@ def clip_pixels(images, size: int):
     from PIL import Image
 
     resized = np.stack(
-        [np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC)) for image in images]
+        [np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)) for image in images]
     ).astype(np.float32)
     return torch.from_numpy(resized / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
 
 
-def to_tensor(images):
+def to_tensor(images: npt.ArrayLike) -> torch.Tensor:
     """(N, H, W, 3) uint8 → (N, 3, H, W) float in [-1, 1]."""
     import numpy as np
     import torch
@@ -151,14 +178,14 @@ def to_tensor(images):
     return torch.from_numpy(np.asarray(images, dtype=np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
 
 
-def area_downsample(pixels, size: int):
+def area_downsample(pixels: torch.Tensor, size: int) -> torch.Tensor:
     """What the pipeline does to init images (`mode="area"`); exact box filter for 2×."""
     from torch.nn import functional as F
 
     return F.interpolate(pixels, size=(size, size), mode="area")
 
 
-def tokenize(tokenizer, captions: list[str]):
+def tokenize(tokenizer: PreTrainedTokenizerBase, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded token ids and attention mask, as `ImagineUnCLIPPipeline.encode_text` makes them
     (CPU work: it runs in the data loader)."""
     inputs = tokenizer(
@@ -167,13 +194,17 @@ def tokenize(tokenizer, captions: list[str]):
     return inputs.input_ids, inputs.attention_mask.bool()
 
 
-def embed_text(text_encoder, ids, mask):
+def embed_text(
+    text_encoder: CLIPTextModelWithProjection, ids: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Exactly `ImagineUnCLIPPipeline.encode_text`: no attention mask to the encoder."""
     output = text_encoder(ids)
     return output.text_embeds, output.last_hidden_state, mask
 
 
-def encode_text(tokenizer, text_encoder, captions: list[str]):
+def encode_text(
+    tokenizer: PreTrainedTokenizerBase, text_encoder: CLIPTextModelWithProjection, captions: list[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     ids, mask = tokenize(tokenizer, captions)
     device = text_encoder.device
     return embed_text(text_encoder, ids.to(device), mask.to(device))
@@ -196,7 +227,7 @@ ATTRIBUTE_HEADS: dict[str, int] = {
 IGNORE = -100
 
 
-def scene_labels(scene) -> dict[str, int]:
+def scene_labels(scene: Scene) -> dict[str, int]:
     """The generator's labels for a scene, per attribute head (IGNORE where not applicable)."""
     from engine.builtin.scenes import COLOUR_NAMES, POSITION_NAMES, SHAPES, SIZE_NAMES
 
@@ -223,11 +254,11 @@ def scene_labels(scene) -> dict[str, int]:
     return labels
 
 
-def meaning_labels(meaning) -> dict[str, int]:
+def meaning_labels(meaning: CaptionMeaning) -> dict[str, int]:
     """The labels a caption pins down: what it leaves unsaid is IGNORE."""
     from engine.builtin.scenes import COLOUR_NAMES, POSITION_NAMES, SHAPES, SIZE_NAMES
 
-    def index(values, value):
+    def index(values: Sequence[str], value: str | None) -> int:
         return IGNORE if value is None else values.index(value)
 
     labels = dict.fromkeys(ATTRIBUTE_HEADS, IGNORE)
@@ -253,7 +284,7 @@ def meaning_labels(meaning) -> dict[str, int]:
     return labels
 
 
-def fits_matrix(examples):
+def fits_matrix(examples: Sequence[Example]) -> torch.Tensor:
     """M[i, j] = caption i is a correct description of scene j."""
     import torch
 
@@ -310,7 +341,7 @@ class Stage(ABC):
         self.ctx = ctx
 
     @abstractmethod
-    def trainable(self) -> dict:
+    def trainable(self) -> dict[str, torch.nn.Module]:
         """The modules this stage trains and checkpoints, by name."""
 
     @abstractmethod
@@ -318,19 +349,19 @@ class Stage(ABC):
         """The CPU tensors of step `step` of `plan` (a pure function of seed, stage, plan and step)."""
 
     @abstractmethod
-    def loss(self, data: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+    def loss(self, data: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of one batch already on `ctx.device`, and metrics to log."""
 
     def prepare(self) -> None:  # noqa: B027 - an optional hook, not abstract: most stages need no preparation
         """Work done once before the first step (not repeated on resume)."""
 
-    def extra_state(self) -> dict:
+    def extra_state(self) -> dict[str, Any]:
         return {}
 
-    def load_extra_state(self, state: dict) -> None:  # noqa: B027 - an optional hook: only stages with extra state override it
+    def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - an optional hook: only stages with extra state override it
         pass
 
-    def autocast(self):
+    def autocast(self) -> AbstractContextManager[None]:
         """bf16 autocast for the UNets where the device computes bf16 natively; plain fp32 where
         it would only emulate it (`fast_bf16`)."""
         import contextlib
@@ -364,7 +395,7 @@ class TrainContext:
     tokenizer: Any = None
     device: str = "cpu"
 
-    def frozen_clip(self):
+    def frozen_clip(self) -> tuple[CLIPTextModelWithProjection, CLIPVisionModelWithProjection]:
         """The trained CLIP towers, frozen, for the later stages."""
         from engine.builtin.models import build_image_encoder, build_text_encoder
 
@@ -374,7 +405,7 @@ class TrainContext:
         text_encoder.load_state_dict(weights["text_encoder"])
         image_encoder.load_state_dict(weights["image_encoder"])
         for model in (text_encoder, image_encoder):
-            model.to(self.device).eval().requires_grad_(False)
+            on(model, self.device).eval().requires_grad_(False)
         return text_encoder, image_encoder
 
 
@@ -407,8 +438,8 @@ class ClipStage(Stage):
         from engine.builtin.models import build_image_encoder, build_text_encoder
 
         super().__init__(ctx)
-        self.text_encoder = build_text_encoder(ctx.arch, ctx.tokenizer).to(ctx.device)
-        self.image_encoder = build_image_encoder(ctx.arch).to(ctx.device)
+        self.text_encoder = on(build_text_encoder(ctx.arch, ctx.tokenizer), ctx.device)
+        self.image_encoder = on(build_image_encoder(ctx.arch), ctx.device)
         self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07), device=ctx.device))
         self.heads = torch.nn.ModuleDict(
             {name: torch.nn.Linear(ctx.arch.embed_dim, size) for name, size in ATTRIBUTE_HEADS.items()}
@@ -416,27 +447,27 @@ class ClipStage(Stage):
         self.heads["patch_mask"] = torch.nn.Linear(ctx.arch.vision_width, ctx.arch.vision_patch**2)
         self.heads.to(ctx.device)
 
-    def trainable(self):
+    def trainable(self) -> dict[str, torch.nn.Module]:
         return {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder}
 
-    def extra_parameters(self):
+    def extra_parameters(self) -> list[torch.nn.Parameter]:
         return [self.logit_scale, *self.heads.parameters()]
 
-    def extra_state(self):
+    def extra_state(self) -> dict[str, Any]:
         return {"logit_scale": self.logit_scale.detach().clone(), "heads": self.heads.state_dict()}
 
-    def load_extra_state(self, state):
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         self.logit_scale.data.copy_(state["logit_scale"])
         self.heads.load_state_dict(state["heads"])
 
     @staticmethod
-    def label_tensors(labels: list[dict[str, int]]):
+    def label_tensors(labels: list[dict[str, int]]) -> dict[str, torch.Tensor]:
         """{head: (N,) long tensor} from per-example label dicts."""
         import torch
 
         return {name: torch.tensor([row[name] for row in labels]) for name in ATTRIBUTE_HEADS}
 
-    def attribute_loss(self, embeds, targets):
+    def attribute_loss(self, embeds: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean cross-entropy of the heads that have labels in this batch."""
         import torch
         from torch.nn import functional as F
@@ -450,7 +481,7 @@ class ClipStage(Stage):
                 losses.append(F.cross_entropy(self.AUX_SCALE * head(embeds), target, ignore_index=IGNORE))
         return torch.stack(losses).mean()
 
-    def patch_masks(self, scenes):
+    def patch_masks(self, scenes: Sequence[Scene]) -> torch.Tensor:
         """(N, patches, patch²) object coverage of every pixel of every ViT patch, in [0, 1]."""
         import numpy as np
         import torch
@@ -470,7 +501,7 @@ class ClipStage(Stage):
             .reshape(len(scenes), grid * grid, patch * patch)
         )
 
-    def batch(self, step, plan):
+    def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
         import torch
 
         from engine.builtin.scenes import render_batch, sample_contrastive_batch
@@ -495,7 +526,7 @@ class ClipStage(Stage):
             "text_labels": self.label_tensors([meaning_labels(e.meaning) for e in examples]),
         }
 
-    def loss(self, data):
+    def loss(self, data: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         import torch
         from torch.nn import functional as F
 
@@ -540,21 +571,21 @@ class PriorStage(Stage):
 
         super().__init__(ctx)
         self.text_encoder, self.image_encoder = ctx.frozen_clip()
-        self.prior = build_prior(ctx.arch).to(ctx.device)
+        self.prior = on(build_prior(ctx.arch), ctx.device)
         # clip_mean/clip_std are data statistics, not learned: set in prepare(), kept frozen.
         self.prior.clip_mean.requires_grad_(False)
         self.prior.clip_std.requires_grad_(False)
         self.schedule = NoiseSchedule().to(ctx.device)
 
-    def trainable(self):
+    def trainable(self) -> dict[str, torch.nn.Module]:
         return {"prior": self.prior}
 
-    def prepare(self):
+    def prepare(self) -> None:
         import torch
 
         from engine.builtin.scenes import render_batch, sample_examples
 
-        embeds = []
+        chunks: list[torch.Tensor] = []
         with torch.no_grad():
             for chunk in range(8):
                 rng = batch_rng(self.ctx.seed, "prior-stats", chunk)
@@ -562,8 +593,8 @@ class PriorStage(Stage):
                 pixels = clip_pixels(
                     render_batch([e.scene for e in examples], self.ctx.arch.image_size), self.ctx.arch.clip_size
                 )
-                embeds.append(self.image_encoder(pixel_values=pixels.to(self.ctx.device)).image_embeds)
-        embeds = torch.cat(embeds)
+                chunks.append(self.image_encoder(pixel_values=pixels.to(self.ctx.device)).image_embeds)
+        embeds = torch.cat(chunks)
         self.prior.clip_mean.data.copy_(embeds.mean(0, keepdim=True))
         self.prior.clip_std.data.copy_(embeds.std(0, keepdim=True))
         log.info(
@@ -572,7 +603,7 @@ class PriorStage(Stage):
             embeds.std(0).mean().item(),
         )
 
-    def batch(self, step, plan):
+    def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
         import torch
 
         from engine.builtin.scenes import render_batch, sample_examples
@@ -590,7 +621,7 @@ class PriorStage(Stage):
         noise = torch.randn(size, self.ctx.arch.embed_dim, generator=generator)
         return {"ids": ids, "mask": mask, "pixels": pixels, "t": t, "noise": noise}
 
-    def loss(self, data):
+    def loss(self, data: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         import torch
         from torch.nn import functional as F
 
@@ -624,16 +655,16 @@ class DecoderStage(Stage):
 
         super().__init__(ctx)
         self.text_encoder, self.image_encoder = ctx.frozen_clip()
-        self.text_proj = build_text_proj(ctx.arch).to(ctx.device)
-        self.decoder = build_decoder(ctx.arch).to(ctx.device)
+        self.text_proj = on(build_text_proj(ctx.arch), ctx.device)
+        self.decoder = on(build_decoder(ctx.arch), ctx.device)
         self.schedule = NoiseSchedule().to(ctx.device)
         with torch.no_grad():
             self.empty = encode_text(ctx.tokenizer, self.text_encoder, [""])
 
-    def trainable(self):
+    def trainable(self) -> dict[str, torch.nn.Module]:
         return {"text_proj": self.text_proj, "decoder": self.decoder}
 
-    def batch(self, step, plan):
+    def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
         import torch
 
         from engine.builtin.scenes import render_batch, sample_examples
@@ -665,7 +696,7 @@ class DecoderStage(Stage):
             "noise": noise,
         }
 
-    def loss(self, data):
+    def loss(self, data: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         import torch
         from torch.nn import functional as F
 
@@ -690,7 +721,7 @@ class DecoderStage(Stage):
                 text_encoder_hidden_states=hidden,
                 do_classifier_free_guidance=False,
             )
-            full_mask = F.pad(mask, (self.text_proj.config.clip_extra_context_tokens, 0), value=True)
+            full_mask = F.pad(mask, (self.text_proj.config["clip_extra_context_tokens"], 0), value=True)
             output = self.decoder(
                 x_t, t, encoder_hidden_states=states, class_labels=time_embeds, attention_mask=full_mask
             ).sample
@@ -711,13 +742,13 @@ class UpsamplerStage(Stage):
         from engine.builtin.models import build_upsampler
 
         super().__init__(ctx)
-        self.upsampler = build_upsampler(ctx.arch).to(ctx.device)
+        self.upsampler = on(build_upsampler(ctx.arch), ctx.device)
         self.schedule = NoiseSchedule().to(ctx.device)
 
-    def trainable(self):
+    def trainable(self) -> dict[str, torch.nn.Module]:
         return {"super_res": self.upsampler}
 
-    def batch(self, step, plan):
+    def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
         import torch
         from torch.nn import functional as F
 
@@ -745,7 +776,7 @@ class UpsamplerStage(Stage):
         noise = torch.randn(x0.shape, generator=generator)
         return {"x0": x0, "upscaled": upscaled, "t": t, "noise": noise}
 
-    def loss(self, data):
+    def loss(self, data: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         import torch
 
         x0, t, noise = data["x0"], data["t"], data["noise"]
@@ -794,12 +825,13 @@ def to_device(data: Any, device: str) -> Any:
     return data.to(device, non_blocking=True) if hasattr(data, "to") else data
 
 
-def batches(stage: Stage, plan: StagePlan, start: int, workers: int):
+def batches(stage: Stage, plan: StagePlan, start: int, workers: int) -> DataLoader[dict[str, Any]]:
     """The batches of steps start.. in order, made by `workers` processes (0: in this one)."""
     from torch.utils.data import DataLoader
 
     return DataLoader(
-        StepBatches(stage, plan, start),
+        # A map-style dataset by protocol (len and getitem), not a Dataset subclass.
+        cast("Dataset[dict[str, Any]]", StepBatches(stage, plan, start)),
         batch_size=None,
         shuffle=False,
         num_workers=workers,
@@ -951,6 +983,7 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
     import shutil
 
     import torch
+    from diffusers.models.modeling_utils import ModelMixin
     from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
 
     from engine.builtin import models
@@ -987,9 +1020,9 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
         shutil.rmtree(out)
     out.mkdir(parents=True)
     for name, (part, (library, _)) in parts.items():
-        if isinstance(part, torch.nn.Module) and library != "transformers":
+        if isinstance(part, ModelMixin) and library != "transformers":
             # fp16 halves the size; diffusers loads it back as float32 unless told otherwise.
-            part.to(torch.float16).save_pretrained(out / name, safe_serialization=True)
+            on(part, torch.float16).save_pretrained(out / name, safe_serialization=True)
         else:
             # The CLIP towers stay float32: they are small, and transformers would otherwise load
             # them as float16 next to float32 diffusers parts when no dtype is given.
@@ -1018,7 +1051,7 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
 # --- entry point -------------------------------------------------------------------------------
 
 
-def _tokenizer(ctx: TrainContext, folder: Path):
+def _tokenizer(ctx: TrainContext, folder: Path) -> CLIPTokenizer:
     """Build the tokenizer once per work folder (from seeded captions) and reuse it after."""
     from transformers import CLIPTokenizer
 
