@@ -30,8 +30,14 @@ WARMUP = 10
 
 def make_app(redis_url: str) -> Celery:
     app = Celery("floor", broker=redis_url, backend=redis_url, set_as_current=False)
-    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json",
-                    worker_prefetch_multiplier=1, task_acks_late=True, worker_hijack_root_logger=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        worker_prefetch_multiplier=1,
+        task_acks_late=True,
+        worker_hijack_root_logger=False,
+    )
 
     @app.task(name="floor.noop")
     def noop(value: int) -> int:
@@ -41,8 +47,17 @@ def make_app(redis_url: str) -> Celery:
 
 
 def run_worker(redis_url: str) -> None:
-    make_app(redis_url).worker_main(["worker", "--pool=solo", "--loglevel=WARNING", "--without-gossip",
-                                     "--without-mingle", "--without-heartbeat", f"--hostname=floor-{os.getpid()}@%h"])
+    make_app(redis_url).worker_main(
+        [
+            "worker",
+            "--pool=solo",
+            "--loglevel=WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            f"--hostname=floor-{os.getpid()}@%h",
+        ]
+    )
 
 
 def measure(calls: int, redis_url: str = REDIS) -> dict:
@@ -50,8 +65,11 @@ def measure(calls: int, redis_url: str = REDIS) -> dict:
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
-    worker = subprocess.Popen([sys.executable, __file__, "--worker", "--redis", redis_url],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, __file__, "--worker", "--redis", redis_url],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     app = make_app(redis_url)
     timings: list[float] = []
     try:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -100,9 +101,22 @@ class PrivateRedis:
     def __init__(self, folder: Path) -> None:
         self.port = free_port()
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         import redis
 
         self.client = redis.Redis(port=self.port, socket_timeout=5)
@@ -128,15 +142,30 @@ class RabbitVhost:
     def __init__(self) -> None:
         self.name = f"imagine_chaos_{uuid.uuid4().hex[:8]}"
         subprocess.run(["rabbitmqctl", "-q", "add_vhost", self.name], check=True, capture_output=True)
-        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", self.name, "guest", ".*", ".*", ".*"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["rabbitmqctl", "-q", "set_permissions", "-p", self.name, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+        )
 
     def url(self) -> str:
         return f"{RABBIT}/{self.name}"
 
     def close_connections(self) -> None:
-        subprocess.run(["rabbitmqctl", "-q", "close_all_connections", "--vhost", self.name, "--limit", "1000",
-                        "chaos: dropped broker connection"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "rabbitmqctl",
+                "-q",
+                "close_all_connections",
+                "--vhost",
+                self.name,
+                "--limit",
+                "1000",
+                "chaos: dropped broker connection",
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     def delete(self) -> None:
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", self.name], capture_output=True)
@@ -162,9 +191,13 @@ class ScratchDatabase:
 
     def terminate_all(self) -> int:
         """pg_terminate_backend every connection to this database but the bench's own."""
-        return len(self.rows(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid() AND coalesce(application_name, '') <> %s", APP))
+        return len(
+            self.rows(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND coalesce(application_name, '') <> %s",
+                APP,
+            )
+        )
 
     def drop(self) -> None:
         import psycopg
@@ -203,8 +236,13 @@ class Cluster:
     def _spawn(self, args: list[str], name: str, extra: dict[str, str] | None = None) -> subprocess.Popen:
         self.started += 1
         log = (self.logs / f"{name}-{self.started}.log").open("w")
-        return subprocess.Popen([sys.executable, "-m", "bot", *args], env={**self.env, **(extra or {})},
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
+        return subprocess.Popen(
+            [sys.executable, "-m", "bot", *args],
+            env={**self.env, **(extra or {})},
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
 
     def start_worker(self, *, failpoint: bool = False) -> subprocess.Popen:
         extra = {"IMAGINE_FAILPOINTS": "worker.after_store=kill"} if failpoint else None
@@ -279,9 +317,15 @@ class Slack:
         n = n or random.randint(1, 4)
         seed = seed if seed is not None else random.randint(0, 10**6)
         hook = f"cmd{number}"
-        body = form_body(slash_command("/imagine", f"chaos {number} --n {n} --seed {seed}",
-                                       user=f"U{number % USERS:04d}", channel=f"C{number % 3}",
-                                       response_url=f"{self.fake_url}/response/{hook}"))
+        body = form_body(
+            slash_command(
+                "/imagine",
+                f"chaos {number} --n {n} --seed {seed}",
+                user=f"U{number % USERS:04d}",
+                channel=f"C{number % 3}",
+                response_url=f"{self.fake_url}/response/{hook}",
+            )
+        )
         headers = {"Content-Type": "application/x-www-form-urlencoded", **sign(body)}
         for _ in range(20):
             urls = [u for u in self.cluster.bot_urls if u]
@@ -301,10 +345,8 @@ class Slack:
         tasks = []
         while not stop.is_set():
             tasks.append(asyncio.create_task(self.imagine()))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1 / rate)
-            except TimeoutError:
-                pass
         await asyncio.gather(*tasks)
 
 
@@ -312,8 +354,17 @@ class Slack:
 
 
 class Run:
-    def __init__(self, broker: str, plan: Plan, db: ScratchDatabase, cluster: Cluster, slack: Slack,
-                 redis: PrivateRedis, vhost: RabbitVhost | None, fake_url: str) -> None:
+    def __init__(
+        self,
+        broker: str,
+        plan: Plan,
+        db: ScratchDatabase,
+        cluster: Cluster,
+        slack: Slack,
+        redis: PrivateRedis,
+        vhost: RabbitVhost | None,
+        fake_url: str,
+    ) -> None:
         self.broker = broker
         self.plan = plan
         self.db = db
@@ -323,8 +374,13 @@ class Run:
         self.vhost = vhost
         self.fake_url = fake_url
         self.recovery: dict[str, float] = {}
-        self.faults: dict[str, int] = {"worker_kills": 0, "pg_terminations": 0, "bot_kills": 0,
-                                       "batch_kills": 0, "broker_faults": 0}
+        self.faults: dict[str, int] = {
+            "worker_kills": 0,
+            "pg_terminations": 0,
+            "bot_kills": 0,
+            "batch_kills": 0,
+            "broker_faults": 0,
+        }
 
     def _state(self) -> dict:
         import urllib.request
@@ -435,8 +491,11 @@ class Run:
         for slot in (0, 1):
             self.cluster.kill_bot(slot)
             self.faults["bot_kills"] += 1
-        while (await asyncio.to_thread(self.db.rows, "SELECT count(*) FROM generations WHERE status IN "
-                                                     "('queued', 'running')"))[0][0]:
+        while (
+            await asyncio.to_thread(
+                self.db.rows, "SELECT count(*) FROM generations WHERE status IN ('queued', 'running')"
+            )
+        )[0][0]:
             await asyncio.sleep(0.25)
         for slot in (0, 1):
             await asyncio.to_thread(self.cluster.start_bot, slot)
@@ -467,8 +526,10 @@ class Run:
     async def _wait_for_deliveries(self, first: int, count: int) -> None:
         for _ in range(600):
             rows = await asyncio.to_thread(
-                self.db.rows, "SELECT count(*) FROM generations WHERE delivered_at IS NOT NULL "
-                              "AND prompt = ANY(%s)", [f"chaos {n}" for n in range(first, self.slack.sent)])
+                self.db.rows,
+                "SELECT count(*) FROM generations WHERE delivered_at IS NOT NULL AND prompt = ANY(%s)",
+                [f"chaos {n}" for n in range(first, self.slack.sent)],
+            )
             if rows[0][0] >= count:
                 return
             await asyncio.sleep(0.05)
@@ -495,7 +556,8 @@ class Run:
     # the audit -------------------------------------------------------------------------------
     def audit(self, images_dir: Path) -> dict:
         rows = self.db.rows(
-            "SELECT id, prompt, status, params, cost, requester_id, delivered_at IS NOT NULL FROM generations")
+            "SELECT id, prompt, status, params, cost, requester_id, delivered_at IS NOT NULL FROM generations"
+        )
         images = self.db.rows("SELECT generation_id, storage_key, sha256 FROM images")
         ledger = self.db.rows("SELECT generation_id, user_id, kind, amount FROM quota_ledger")
         usage = self.db.rows("SELECT user_id, sum(used) FROM quota_usage GROUP BY user_id")
@@ -503,8 +565,7 @@ class Run:
 
         by_prompt = {prompt: job_id for job_id, prompt, *_ in rows}
         answered = {r["hook"] for r in state["responses"]}
-        lost = sum(1 for hook, n in self.slack.acked.items()
-                   if f"chaos {n}" not in by_prompt and hook not in answered)
+        lost = sum(1 for hook, n in self.slack.acked.items() if f"chaos {n}" not in by_prompt and hook not in answered)
         lost += sum(1 for *_, delivered in rows if not delivered)
         stuck = sum(1 for _, _, status, *_ in rows if status in ("queued", "running"))
 
@@ -520,7 +581,8 @@ class Run:
             n = int((params or {}).get("n", 4))
             ok = len(stored) == n and all(
                 (images_dir / key).exists() and hashlib.sha256((images_dir / key).read_bytes()).hexdigest() == sha
-                for key, sha in stored)
+                for key, sha in stored
+            )
             rendered_twice += not ok
 
         results: dict[int, int] = {}
@@ -535,8 +597,11 @@ class Run:
             if match and file["complete"] and file["shares"]:
                 grids[int(match.group(1))] = grids.get(int(match.group(1)), 0) + 1
         delivered_twice = sum(1 for count in [*results.values(), *grids.values()] if count > 1)
-        lost += sum(1 for job_id, _, status, *_ in rows
-                    if status == "done" and (results.get(job_id, 0) == 0 or grids.get(job_id, 0) == 0))
+        lost += sum(
+            1
+            for job_id, _, status, *_ in rows
+            if status == "done" and (results.get(job_id, 0) == 0 or grids.get(job_id, 0) == 0)
+        )
 
         quota_mismatch = 0
         entries: dict[int, list[tuple[str, int]]] = {}
@@ -552,12 +617,17 @@ class Run:
         quota_mismatch += sum(1 for user_id, used in usage if net.get(user_id, 0) != used)
 
         return {
-            "jobs": len(rows), "commands": len(self.slack.acked), "lost": lost, "stuck": stuck,
-            "rendered_twice": rendered_twice, "delivered_twice": delivered_twice,
+            "jobs": len(rows),
+            "commands": len(self.slack.acked),
+            "lost": lost,
+            "stuck": stuck,
+            "rendered_twice": rendered_twice,
+            "delivered_twice": delivered_twice,
             "quota_mismatch": quota_mismatch,
             "failed": sum(1 for _, _, status, *_ in rows if status == "failed"),
             "max_recovery_s": max(self.recovery.values(), default=0.0),
-            "recovery_s": self.recovery, "faults": self.faults,
+            "recovery_s": self.recovery,
+            "faults": self.faults,
         }
 
 
@@ -574,14 +644,22 @@ async def run_broker(broker: str, plan: Plan, folder: Path, keep_logs: Path | No
     try:
         from tests.bot.slack.fake_slack import BOT_TOKEN, SIGNING_SECRET
 
-        env = {**os.environ, "IMAGINE_DATA_DIR": str(folder), "IMAGINE_DB_URL": db.url,
-               "IMAGINE_BROKER_URL": redis.url(0) if broker == "redis" else vhost.url(),
-               "IMAGINE_BROKER_NOTIFY_URL": redis.url(1),
-               "IMAGINE_RENDER_BACKEND": "noop", "IMAGINE_RENDER_NOOP_DELAY_MS": "300-2000",
-               "IMAGINE_QUOTA_DEFAULT_DAILY_IMAGES": "1000000", "IMAGINE_OPS_PORT": "0",
-               "IMAGINE_SLACK_BOT_TOKEN": BOT_TOKEN, "IMAGINE_SLACK_SIGNING_SECRET": SIGNING_SECRET,
-               "IMAGINE_SLACK_API_URL": f"{fake_url}/api/", "IMAGINE_SLACK_HOST": "127.0.0.1",
-               "IMAGINE_SLACK_PORT": "0"}
+        env = {
+            **os.environ,
+            "IMAGINE_DATA_DIR": str(folder),
+            "IMAGINE_DB_URL": db.url,
+            "IMAGINE_BROKER_URL": redis.url(0) if broker == "redis" else vhost.url(),
+            "IMAGINE_BROKER_NOTIFY_URL": redis.url(1),
+            "IMAGINE_RENDER_BACKEND": "noop",
+            "IMAGINE_RENDER_NOOP_DELAY_MS": "300-2000",
+            "IMAGINE_QUOTA_DEFAULT_DAILY_IMAGES": "1000000",
+            "IMAGINE_OPS_PORT": "0",
+            "IMAGINE_SLACK_BOT_TOKEN": BOT_TOKEN,
+            "IMAGINE_SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "IMAGINE_SLACK_API_URL": f"{fake_url}/api/",
+            "IMAGINE_SLACK_HOST": "127.0.0.1",
+            "IMAGINE_SLACK_PORT": "0",
+        }
         logs = folder / "logs"
         logs.mkdir()
         cluster = Cluster(env, logs)
@@ -635,8 +713,9 @@ def main() -> int:
             results[broker] = asyncio.run(run_broker(broker, plan, Path(folder), args.keep_logs))
             results[broker]["seconds"] = round(time.monotonic() - started)
     print(json.dumps(results))
-    worst = [r[k] for r in results.values()
-             for k in ("lost", "stuck", "rendered_twice", "delivered_twice", "quota_mismatch")]
+    worst = [
+        r[k] for r in results.values() for k in ("lost", "stuck", "rendered_twice", "delivered_twice", "quota_mismatch")
+    ]
     return 0 if not any(worst) else 1
 
 

@@ -28,6 +28,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported inside the functions: --help should not pay for it
+    import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -61,7 +65,7 @@ def checkpoint_tower(work: Path):
     return tower.float().eval(), step
 
 
-def embed(tower, processor, scenes: list) -> "torch.Tensor":
+def embed(tower, processor, scenes: list) -> torch.Tensor:
     import torch
 
     from engine.builtin.scenes import render_scene
@@ -69,13 +73,13 @@ def embed(tower, processor, scenes: list) -> "torch.Tensor":
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(scenes), 256):
-            images = [render_scene(scene) for scene in scenes[start:start + 256]]
+            images = [render_scene(scene) for scene in scenes[start : start + 256]]
             pixels = processor(images=images, return_tensors="pt").pixel_values
             chunks.append(tower(pixel_values=pixels).image_embeds)
     return torch.cat(chunks)
 
 
-def fit_probe(features: "torch.Tensor", labels: list[str], train: int, seed: int):
+def fit_probe(features: torch.Tensor, labels: list[str], train: int, seed: int):
     """A softmax regression fitted on the first `train` rows: (its accuracy on the other rows,
     a function naming the label of new features)."""
     import torch
@@ -98,7 +102,7 @@ def fit_probe(features: "torch.Tensor", labels: list[str], train: int, seed: int
     optimiser.step(loss)
 
     @torch.no_grad()
-    def read(new: "torch.Tensor") -> list[str]:
+    def read(new: torch.Tensor) -> list[str]:
         return [names[i] for i in probe((new.float() - mean) / std).argmax(1).tolist()]
 
     with torch.no_grad():
@@ -122,14 +126,23 @@ def prior_prompts(count: int, split: str, seed: int) -> list[tuple[str, dict[str
             scene = single_object_scene(rng, colour, shape, background, "medium", "centre")
         else:
             scene = sample_single(rng, "train")
-        prompt, _ = caption_single(rng, scene, name_background=True, name_colour=True,
-                                   name_position=False, name_size=False)
-        prompts.append((prompt, {"foreground_colour": scene.objects[0].colour,
-                                 "background_colour": scene.background, "shape": scene.objects[0].shape}))
+        prompt, _ = caption_single(
+            rng, scene, name_background=True, name_colour=True, name_position=False, name_size=False
+        )
+        prompts.append(
+            (
+                prompt,
+                {
+                    "foreground_colour": scene.objects[0].colour,
+                    "background_colour": scene.background,
+                    "shape": scene.objects[0].shape,
+                },
+            )
+        )
     return prompts
 
 
-def prior_embeddings(model_dir: Path, prompts: list[str], seed: int) -> "torch.Tensor":
+def prior_embeddings(model_dir: Path, prompts: list[str], seed: int) -> torch.Tensor:
     """One image embedding per prompt from the model's prior, at the sampling settings a worker
     resolves for a plain /imagine (the model's imagine.json defaults)."""
     import tempfile
@@ -145,12 +158,17 @@ def prior_embeddings(model_dir: Path, prompts: list[str], seed: int) -> "torch.T
     pipe = renderer.pipe
     chunks = []
     for start in range(0, len(prompts), 64):
-        batch = prompts[start:start + 64]
+        batch = prompts[start : start + 64]
         generators = [torch.Generator().manual_seed(seed + start + i) for i in range(len(batch))]
-        chunks.append(pipe.sample_prior(
-            pipe.encode_text(batch), pipe.encode_text([""] * len(batch)), generators,
-            num_inference_steps=int(settings["prior_steps"]),
-            guidance_scale=float(settings["prior_guidance"])))
+        chunks.append(
+            pipe.sample_prior(
+                pipe.encode_text(batch),
+                pipe.encode_text([""] * len(batch)),
+                generators,
+                num_inference_steps=int(settings["prior_steps"]),
+                guidance_scale=float(settings["prior_guidance"]),
+            )
+        )
     return torch.cat(chunks)
 
 
@@ -166,8 +184,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--prior", type=int, default=0, metavar="N",
-                        help="also read the prior's embeddings for N held-out and N training prompts")
+    parser.add_argument(
+        "--prior",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also read the prior's embeddings for N held-out and N training prompts",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -179,8 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.work:
         found = checkpoint_tower(args.work)
         if found is None:
-            print(f"--work: no CLIP checkpoint in {args.work} (train one with `imagine-bot train-builtin "
-                  f"--stages clip --work {args.work}`)", file=sys.stderr)
+            print(
+                f"--work: no CLIP checkpoint in {args.work} (train one with `imagine-bot train-builtin "
+                f"--stages clip --work {args.work}`)",
+                file=sys.stderr,
+            )
             return 2
         tower, result["step"] = found
     else:
@@ -201,9 +227,19 @@ def main(argv: list[str] | None = None) -> int:
             prompts = prior_prompts(args.prior, split, args.seed)
             predicted = prior_embeddings(args.model, [p for p, _ in prompts], args.seed)
             result[f"prior_{split}"] = {
-                name: round(float(np.mean([read == labels[name] for read, (_, labels)
-                                           in zip(readers[name](predicted), prompts)])), 4)
-                for name in ("foreground_colour", "background_colour", "shape")}
+                name: round(
+                    float(
+                        np.mean(
+                            [
+                                read == labels[name]
+                                for read, (_, labels) in zip(readers[name](predicted), prompts, strict=True)
+                            ]
+                        )
+                    ),
+                    4,
+                )
+                for name in ("foreground_colour", "background_colour", "shape")
+            }
     print(json.dumps(result))
     return 0
 

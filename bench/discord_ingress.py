@@ -40,12 +40,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scratch import percentile, scratch_postgres_redis  # noqa: E402  (bench/scratch.py)
+
 from bot.discord.client import ImagineClient  # noqa: E402
 from bot.discord.config import DiscordSettings  # noqa: E402
 from bot.runtime import build_bot_runtime  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from tests.bot.discord.fake_discord import FakeDiscord, FakeGuild, FakeUser, option  # noqa: E402
-from scratch import percentile, scratch_postgres_redis  # noqa: E402  (bench/scratch.py)
 
 REDIS = os.environ.get("IMAGINE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
 GUILD = FakeGuild(700000000000000001, "bench", owner_id=1, channel_id=700000000000000002)
@@ -87,8 +88,12 @@ async def serve_fake() -> None:
         spec = await request.json()
         commands, users, rate, window = spec["commands"], spec["users"], spec["rate"], spec["window"]
         members = [FakeUser(600000000000000000 + i, f"member{i}") for i in range(users)]
-        payloads = [fake.slash_command("imagine", [option("prompt", f"bench {i}"), option("n", 1)],
-                                       user=members[i % users], guild=GUILD) for i in range(commands)]
+        payloads = [
+            fake.slash_command(
+                "imagine", [option("prompt", f"bench {i}"), option("n", 1)], user=members[i % users], guild=GUILD
+            )
+            for i in range(commands)
+        ]
         fed: dict[str, float] = {}
         unacknowledged = asyncio.Semaphore(window)
         fake.on_request = lambda r: unacknowledged.release() if r.path.endswith("/callback") else None
@@ -102,20 +107,23 @@ async def serve_fake() -> None:
             await fake.dispatch("INTERACTION_CREATE", payload)
 
         def handled() -> list:
-            return fake.find("PATCH", r"/webhooks/\d+/[^/]+/messages/@original",
-                             lambda r: "queued" in (r.content or ""))
+            return fake.find(
+                "PATCH", r"/webhooks/\d+/[^/]+/messages/@original", lambda r: "queued" in (r.content or "")
+            )
 
         await fake.wait_until(lambda: len(handled()) >= commands, timeout=600)
         finished = max(r.at for r in handled())
         defers = fake.find("POST", r"/interactions/\d+/[^/]+/callback", arrived=True)
         latencies = [(r.at - fed[r.path.split("/")[3]]) * 1000 for r in defers]
         assert len(latencies) == commands, f"{len(latencies)} defers for {commands} commands"
-        return web.json_response({
-            "commands": commands,
-            "per_s": round(commands / (finished - started), 1),
-            "p50_ms": round(statistics.median(latencies), 2),
-            "p99_ms": round(percentile(latencies, 0.99), 2),
-        })
+        return web.json_response(
+            {
+                "commands": commands,
+                "per_s": round(commands / (finished - started), 1),
+                "p50_ms": round(statistics.median(latencies), 2),
+                "p99_ms": round(percentile(latencies, 0.99), 2),
+            }
+        )
 
     await fake.start([web.post("/bench/feed", feed)])
     print(json.dumps({"port": fake.port}), flush=True)
@@ -178,8 +186,9 @@ class CpuAccount:
 # --- the bot's process ------------------------------------------------------------------------
 
 
-async def measure(settings: Settings, commands: int, users: int, rate: float, window: int,
-                  cpu: CpuAccount | None) -> dict:
+async def measure(
+    settings: Settings, commands: int, users: int, rate: float, window: int, cpu: CpuAccount | None
+) -> dict:
     import aiohttp
 
     fake = subprocess.Popen([sys.executable, __file__, "--serve-fake"], stdout=subprocess.PIPE, text=True)
@@ -196,11 +205,14 @@ async def measure(settings: Settings, commands: int, users: int, rate: float, wi
                 if cpu is not None:
                     cpu.pids["fake"] = fake.pid
                     cpu.start()
-                async with aiohttp.ClientSession(timeout=timeout) as session:
-                    async with session.post(f"http://127.0.0.1:{port}/bench/feed",
-                                            json={"commands": commands, "users": users, "rate": rate,
-                                                  "window": window}) as response:
-                        result = await response.json()
+                async with (
+                    aiohttp.ClientSession(timeout=timeout) as session,
+                    session.post(
+                        f"http://127.0.0.1:{port}/bench/feed",
+                        json={"commands": commands, "users": users, "rate": rate, "window": window},
+                    ) as response,
+                ):
+                    result = await response.json()
                 if cpu is not None:  # where the time goes, for reading the result (stderr: not the JSON)
                     print(cpu.report(commands), file=sys.stderr)
                 return result
@@ -223,12 +235,19 @@ async def run(commands: int, users: int, rate: float = 0.0, window: int = 8, sho
         settings.broker.url = REDIS
         settings.render.backend = "noop"
         settings.quota.default_daily_images = 10**6
-        env = {**os.environ, "IMAGINE_DATA_DIR": folder, "IMAGINE_DB_URL": url,
-               "IMAGINE_BROKER_URL": REDIS, "IMAGINE_RENDER_BACKEND": "noop"}
+        env = {
+            **os.environ,
+            "IMAGINE_DATA_DIR": folder,
+            "IMAGINE_DB_URL": url,
+            "IMAGINE_BROKER_URL": REDIS,
+            "IMAGINE_RENDER_BACKEND": "noop",
+        }
         try:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "bot", "worker", "--pool", "solo", "--loglevel", "WARNING"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             cpu = CpuAccount({"worker": worker.pid}, url.rsplit("/", 1)[1]) if show_cpu else None
             return await measure(settings, commands, users, rate, window, cpu)
@@ -242,10 +261,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--commands", type=int, default=1000)
     parser.add_argument("--users", type=int, default=100)
-    parser.add_argument("--window", type=int, default=8,
-                        help="interactions written but not yet deferred, at most (as fast as accepted)")
-    parser.add_argument("--rate", type=float, default=0.0,
-                        help="instead, write this many per second whether or not the bot keeps up")
+    parser.add_argument(
+        "--window", type=int, default=8, help="interactions written but not yet deferred, at most (as fast as accepted)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="instead, write this many per second whether or not the bot keeps up"
+    )
     parser.add_argument("--cpu", action="store_true", help="also print each process's CPU per command to stderr")
     parser.add_argument("--serve-fake", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

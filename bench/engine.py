@@ -33,9 +33,15 @@ def direct_pipeline(renderer):
 
     pipe = renderer.pipe
     direct = UnCLIPPipeline(
-        prior=pipe.prior, decoder=pipe.decoder, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
-        text_proj=pipe.text_proj, super_res_first=pipe.super_res_first, super_res_last=pipe.super_res_last,
-        prior_scheduler=pipe.prior_scheduler, decoder_scheduler=pipe.decoder_scheduler,
+        prior=pipe.prior,
+        decoder=pipe.decoder,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        text_proj=pipe.text_proj,
+        super_res_first=pipe.super_res_first,
+        super_res_last=pipe.super_res_last,
+        prior_scheduler=pipe.prior_scheduler,
+        decoder_scheduler=pipe.decoder_scheduler,
         super_res_scheduler=pipe.super_res_scheduler,
     )
     direct.set_progress_bar_config(disable=True)
@@ -58,8 +64,9 @@ def compare(renderer, batch: int, repeats: int) -> dict:
 
     settings = renderer.resolved_settings(RenderJob(0, "text2image", "", None, 0, 1))
     prompt = "a red star on a blue background"
-    jobs = [RenderJob(i, "text2image", prompt, None, 1000 + 4 * i, min(4, batch - 4 * i))
-            for i in range((batch + 3) // 4)]
+    jobs = [
+        RenderJob(i, "text2image", prompt, None, 1000 + 4 * i, min(4, batch - 4 * i)) for i in range((batch + 3) // 4)
+    ]
     quiet = [lambda f, s: None] * len(jobs)
     direct = direct_pipeline(renderer)
 
@@ -69,7 +76,8 @@ def compare(renderer, batch: int, repeats: int) -> dict:
     def direct_run():
         seeds = [seed for job in jobs for seed in job.image_seeds()]
         direct(
-            prompt=prompt, num_images_per_prompt=batch,
+            prompt=prompt,
+            num_images_per_prompt=batch,
             generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
             prior_num_inference_steps=settings["prior_steps"],
             decoder_num_inference_steps=settings["decoder_steps"],
@@ -82,15 +90,18 @@ def compare(renderer, batch: int, repeats: int) -> dict:
     direct_run()
     engine_s = best_time(engine_run, repeats)
     direct_s = best_time(direct_run, repeats)
-    return {"engine_img_s": round(batch / engine_s, 3), "direct_img_s": round(batch / direct_s, 3),
-            "ratio": round(direct_s / engine_s, 3)}
+    return {
+        "engine_img_s": round(batch / engine_s, 3),
+        "direct_img_s": round(batch / direct_s, 3),
+        "ratio": round(direct_s / engine_s, 3),
+    }
 
 
 async def batching_gain(renderer, repeats: int) -> float:
     """Time for 8 queued one-image jobs through the worker, unbatched over batched."""
     from engine.domain.types import Actor, ImagineRequest, Platform, RenderParams
-    from engine.service import ImagineService, ServicePolicy
     from engine.image_files import ImageStore
+    from engine.service import ImagineService, ServicePolicy
     from engine.store.db import Database
     from engine.store.migrate import upgrade
     from engine.worker.jobs import WorkerRuntime, run_generation
@@ -104,8 +115,9 @@ async def batching_gain(renderer, repeats: int) -> float:
         url = f"sqlite:///{folder}/bench.db"
         upgrade(url)
         db = Database(url)
-        service = ImagineService(db, NoQueue(), ServicePolicy(default_model=renderer.model_id,
-                                                              default_daily_images=10**6))
+        service = ImagineService(
+            db, NoQueue(), ServicePolicy(default_model=renderer.model_id, default_daily_images=10**6)
+        )
         actor = Actor(Platform.CONSOLE, "bench", "bench")
         for _ in range(repeats):
             for batch_images in (1, 8):
@@ -113,9 +125,13 @@ async def batching_gain(renderer, repeats: int) -> float:
                 for i in range(8):
                     request = ImagineRequest("a red star on a blue background", seed=i, params=RenderParams(n=1))
                     ids.append((await service.submit_imagine(actor, request)).generation.id)
-                runtime = WorkerRuntime(db=db, store=ImageStore(Path(folder) / "images"),
-                                        publisher=_Quiet(), renderer_factory=lambda: renderer,
-                                        max_batch_images=batch_images)
+                runtime = WorkerRuntime(
+                    db=db,
+                    store=ImageStore(Path(folder) / "images"),
+                    publisher=_Quiet(),
+                    renderer_factory=lambda: renderer,
+                    max_batch_images=batch_images,
+                )
                 started = time.perf_counter()
                 for job_id in ids:
                     await asyncio.to_thread(run_generation, runtime, job_id)
@@ -139,8 +155,7 @@ def main() -> int:
 
     from engine.render.factory import load_renderer
 
-    renderer = load_renderer(args.model, Path("data"), device="cpu", dtype="float32",
-                             torch_threads=args.threads)
+    renderer = load_renderer(args.model, Path("data"), device="cpu", dtype="float32", torch_threads=args.threads)
     result = {f"batch_{b}": compare(renderer, b, args.repeats) for b in (1, 4, 8)}
     result["batching_gain_8_jobs"] = asyncio.run(batching_gain(renderer, args.repeats))
     print(json.dumps(result))

@@ -28,48 +28,120 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # Published configurations (diffusers' convert_kakao_brain_unclip_to_diffusers.py for Karlo;
 # kandinsky-community/kandinsky-2-2-{prior,decoder} for Kandinsky 2.2).
 KARLO = {
-    "text": {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-             "num_attention_heads": 12, "projection_dim": 768, "max_position_embeddings": 77},
+    "text": {
+        "vocab_size": 49408,
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "projection_dim": 768,
+        "max_position_embeddings": 77,
+    },
     "prior": {},  # PriorTransformer's defaults are Karlo's: 20 layers, 32x64 heads, 768-d, 77 tokens
     "decoder": {
-        "sample_size": 64, "layers_per_block": 3, "in_channels": 3, "out_channels": 6,
-        "down_block_types": ("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D",
-                             "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D"),
-        "up_block_types": ("SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D",
-                           "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
-        "mid_block_type": "UNetMidBlock2DSimpleCrossAttn", "block_out_channels": (320, 640, 960, 1280),
-        "cross_attention_dim": 1536, "attention_head_dim": 64, "resnet_time_scale_shift": "scale_shift",
+        "sample_size": 64,
+        "layers_per_block": 3,
+        "in_channels": 3,
+        "out_channels": 6,
+        "down_block_types": (
+            "ResnetDownsampleBlock2D",
+            "SimpleCrossAttnDownBlock2D",
+            "SimpleCrossAttnDownBlock2D",
+            "SimpleCrossAttnDownBlock2D",
+        ),
+        "up_block_types": (
+            "SimpleCrossAttnUpBlock2D",
+            "SimpleCrossAttnUpBlock2D",
+            "SimpleCrossAttnUpBlock2D",
+            "ResnetUpsampleBlock2D",
+        ),
+        "mid_block_type": "UNetMidBlock2DSimpleCrossAttn",
+        "block_out_channels": (320, 640, 960, 1280),
+        "cross_attention_dim": 1536,
+        "attention_head_dim": 64,
+        "resnet_time_scale_shift": "scale_shift",
         "class_embed_type": "identity",
     },
     "text_proj": {"clip_embeddings_dim": 768, "time_embed_dim": 1280, "cross_attention_dim": 1536},
     "super_res": {
-        "sample_size": 256, "layers_per_block": 3, "in_channels": 6, "out_channels": 3, "add_attention": False,
-        "down_block_types": ("ResnetDownsampleBlock2D",) * 4, "up_block_types": ("ResnetUpsampleBlock2D",) * 4,
+        "sample_size": 256,
+        "layers_per_block": 3,
+        "in_channels": 6,
+        "out_channels": 3,
+        "add_attention": False,
+        "down_block_types": ("ResnetDownsampleBlock2D",) * 4,
+        "up_block_types": ("ResnetUpsampleBlock2D",) * 4,
         "block_out_channels": (320, 640, 960, 1280),
     },
 }
 KANDINSKY = {
-    "text": {"vocab_size": 49408, "hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
-             "num_attention_heads": 20, "projection_dim": 1280, "max_position_embeddings": 77},
-    "vision": {"hidden_size": 1664, "intermediate_size": 8192, "num_hidden_layers": 48,
-               "num_attention_heads": 16, "projection_dim": 1280, "image_size": 224, "patch_size": 14},
-    "prior": {"num_attention_heads": 32, "attention_head_dim": 64, "num_layers": 20,
-              "embedding_dim": 1280, "num_embeddings": 77},
+    "text": {
+        "vocab_size": 49408,
+        "hidden_size": 1280,
+        "intermediate_size": 5120,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 20,
+        "projection_dim": 1280,
+        "max_position_embeddings": 77,
+    },
+    "vision": {
+        "hidden_size": 1664,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 48,
+        "num_attention_heads": 16,
+        "projection_dim": 1280,
+        "image_size": 224,
+        "patch_size": 14,
+    },
+    "prior": {
+        "num_attention_heads": 32,
+        "attention_head_dim": 64,
+        "num_layers": 20,
+        "embedding_dim": 1280,
+        "num_embeddings": 77,
+    },
     "unet": {
-        "in_channels": 4, "out_channels": 8, "layers_per_block": 3, "block_out_channels": (384, 768, 1536, 3072),
-        "cross_attention_dim": 768, "encoder_hid_dim": 1280, "encoder_hid_dim_type": "image_proj",
-        "addition_embed_type": "image", "attention_head_dim": 64, "class_embed_type": None,
-        "down_block_types": ("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D",
-                             "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D"),
-        "up_block_types": ("SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D",
-                           "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
-        "mid_block_type": "UNetMidBlock2DSimpleCrossAttn", "resnet_time_scale_shift": "scale_shift",
+        "in_channels": 4,
+        "out_channels": 8,
+        "layers_per_block": 3,
+        "block_out_channels": (384, 768, 1536, 3072),
+        "cross_attention_dim": 768,
+        "encoder_hid_dim": 1280,
+        "encoder_hid_dim_type": "image_proj",
+        "addition_embed_type": "image",
+        "attention_head_dim": 64,
+        "class_embed_type": None,
+        "down_block_types": (
+            "ResnetDownsampleBlock2D",
+            "SimpleCrossAttnDownBlock2D",
+            "SimpleCrossAttnDownBlock2D",
+            "SimpleCrossAttnDownBlock2D",
+        ),
+        "up_block_types": (
+            "SimpleCrossAttnUpBlock2D",
+            "SimpleCrossAttnUpBlock2D",
+            "SimpleCrossAttnUpBlock2D",
+            "ResnetUpsampleBlock2D",
+        ),
+        "mid_block_type": "UNetMidBlock2DSimpleCrossAttn",
+        "resnet_time_scale_shift": "scale_shift",
     },
     "movq": {
-        "block_out_channels": [128, 256, 256, 512], "layers_per_block": 2, "latent_channels": 4,
-        "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
+        "block_out_channels": [128, 256, 256, 512],
+        "layers_per_block": 2,
+        "latent_channels": 4,
+        "down_block_types": [
+            "DownEncoderBlock2D",
+            "DownEncoderBlock2D",
+            "DownEncoderBlock2D",
+            "AttnDownEncoderBlock2D",
+        ],
         "up_block_types": ["AttnUpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
-        "norm_type": "spatial", "num_vq_embeddings": 16384, "vq_embed_dim": 4, "in_channels": 3, "out_channels": 3,
+        "norm_type": "spatial",
+        "num_vq_embeddings": 16384,
+        "vq_embed_dim": 4,
+        "in_channels": 3,
+        "out_channels": 3,
     },
     "size": 512,
 }
@@ -80,13 +152,19 @@ def shrink(config: dict) -> dict:
     small = json.loads(json.dumps(config))
     for key in ("text", "vision"):
         if key in small:
-            small[key].update(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                              projection_dim=32)
+            small[key].update(
+                hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, projection_dim=32
+            )
             if key == "vision":
                 small[key].update(image_size=32, patch_size=8)
     if "prior" in small:
-        small["prior"] = {"num_attention_heads": 2, "attention_head_dim": 8, "num_layers": 1, "embedding_dim": 32,
-                          "num_embeddings": 77}
+        small["prior"] = {
+            "num_attention_heads": 2,
+            "attention_head_dim": 8,
+            "num_layers": 1,
+            "embedding_dim": 32,
+            "num_embeddings": 77,
+        }
     for key in ("decoder", "super_res", "unet"):
         if key in small:
             small[key]["block_out_channels"] = [16, 32, 32, 32]
@@ -103,8 +181,9 @@ def shrink(config: dict) -> dict:
         small["super_res"]["sample_size"] = 64
         small["text_proj"] = {"clip_embeddings_dim": 32, "time_embed_dim": 64, "cross_attention_dim": 24}
     if "movq" in small:
-        small["movq"].update(block_out_channels=[32, 32, 32, 32], layers_per_block=1, num_vq_embeddings=16,
-                             norm_num_groups=8)
+        small["movq"].update(
+            block_out_channels=[32, 32, 32, 32], layers_per_block=1, num_vq_embeddings=16, norm_num_groups=8
+        )
         small["size"] = 64
     return small
 
@@ -137,8 +216,9 @@ def build_karlo(config: dict, device: str, dtype):
     from engine.render.tokenizer import build_clip_tokenizer
     from engine.render.unclip import ImagineUnCLIPPipeline
 
-    tokenizer = build_clip_tokenizer(["a red star on a blue background"], vocab_size=300,
-                                     max_length=config["text"]["max_position_embeddings"])
+    tokenizer = build_clip_tokenizer(
+        ["a red star on a blue background"], vocab_size=300, max_length=config["text"]["max_position_embeddings"]
+    )
     with torch.device(device):
         text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(**config["text"]))
         prior = PriorTransformer(**config["prior"])
@@ -147,9 +227,16 @@ def build_karlo(config: dict, device: str, dtype):
         text_proj = UnCLIPTextProjModel(**config["text_proj"])
         super_res = UNet2DModel(**config["super_res"])
     schedulers = {name: UnCLIPScheduler(**cfg) for name, cfg in scheduler_configs().items()}
-    pipe = ImagineUnCLIPPipeline(tokenizer=tokenizer, text_encoder=text_encoder, text_proj=text_proj,
-                                 decoder=decoder, prior=prior, super_res_first=super_res,
-                                 super_res_last=super_res, **schedulers)
+    pipe = ImagineUnCLIPPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        text_proj=text_proj,
+        decoder=decoder,
+        prior=prior,
+        super_res_first=super_res,
+        super_res_last=super_res,
+        **schedulers,
+    )
     return pipe.to(device=device, dtype=dtype)
 
 
@@ -158,37 +245,61 @@ def run_karlo(pipe, batch: int, device: str, steps: dict) -> dict:
     prompts = ["a high-resolution photograph of a big red frog on a green leaf"] * batch
     text, seconds_text = timed(device, lambda: pipe.encode_text(prompts))
     uncond = pipe.encode_text([""] * batch)
-    embeds, seconds_prior = timed(device, lambda: pipe.sample_prior(
-        text, uncond, generators, num_inference_steps=steps["prior"], guidance_scale=4.0))
-    small, seconds_decoder = timed(device, lambda: pipe.decode(
-        embeds, text, uncond, generators, num_inference_steps=steps["decoder"], guidance_scale=8.0))
+    embeds, seconds_prior = timed(
+        device,
+        lambda: pipe.sample_prior(text, uncond, generators, num_inference_steps=steps["prior"], guidance_scale=4.0),
+    )
+    small, seconds_decoder = timed(
+        device,
+        lambda: pipe.decode(embeds, text, uncond, generators, num_inference_steps=steps["decoder"], guidance_scale=8.0),
+    )
     _, seconds_sr = timed(device, lambda: pipe.super_resolve(small, generators, num_inference_steps=steps["super_res"]))
 
     # FLOPs of one forward of each stage's network, at this batch (x2 rows where guided).
     dtype = pipe.decoder.dtype
     latents = torch.randn(2 * batch, pipe.prior.config.embedding_dim, device=device, dtype=dtype)
-    prior_flops = flops_of(pipe.prior, latents, timestep=torch.tensor(1, device=device),
-                           proj_embedding=torch.cat([uncond.embeds, text.embeds]).to(dtype),
-                           encoder_hidden_states=torch.cat([uncond.hidden_states, text.hidden_states]).to(dtype),
-                           attention_mask=torch.cat([uncond.mask, text.mask]))
+    prior_flops = flops_of(
+        pipe.prior,
+        latents,
+        timestep=torch.tensor(1, device=device),
+        proj_embedding=torch.cat([uncond.embeds, text.embeds]).to(dtype),
+        encoder_hidden_states=torch.cat([uncond.hidden_states, text.hidden_states]).to(dtype),
+        attention_mask=torch.cat([uncond.mask, text.mask]),
+    )
     states, time_embeds = pipe.text_proj(
-        image_embeddings=embeds.to(dtype), prompt_embeds=torch.cat([uncond.embeds, text.embeds]).to(dtype),
+        image_embeddings=embeds.to(dtype),
+        prompt_embeds=torch.cat([uncond.embeds, text.embeds]).to(dtype),
         text_encoder_hidden_states=torch.cat([uncond.hidden_states, text.hidden_states]).to(dtype),
-        do_classifier_free_guidance=True)
+        do_classifier_free_guidance=True,
+    )
     size = pipe.decoder_size
-    decoder_flops = flops_of(pipe.decoder, torch.randn(2 * batch, 3, size, size, device=device, dtype=dtype),
-                             torch.tensor(1, device=device), encoder_hidden_states=states, class_labels=time_embeds)
+    decoder_flops = flops_of(
+        pipe.decoder,
+        torch.randn(2 * batch, 3, size, size, device=device, dtype=dtype),
+        torch.tensor(1, device=device),
+        encoder_hidden_states=states,
+        class_labels=time_embeds,
+    )
     out = pipe.output_size
-    sr_flops = flops_of(pipe.super_res_first, torch.randn(batch, 6, out, out, device=device, dtype=dtype),
-                        torch.tensor(1, device=device))
+    sr_flops = flops_of(
+        pipe.super_res_first,
+        torch.randn(batch, 6, out, out, device=device, dtype=dtype),
+        torch.tensor(1, device=device),
+    )
     total = seconds_text + seconds_prior + seconds_decoder + seconds_sr
     return {
         "img_s": round(batch / total, 3),
-        "stage_s": {"text": round(seconds_text, 4), "prior": round(seconds_prior, 3),
-                    "decoder": round(seconds_decoder, 3), "super_res": round(seconds_sr, 3)},
-        "tflop_s": {"prior": round(prior_flops * steps["prior"] / seconds_prior / 1e12, 2),
-                    "decoder": round(decoder_flops * steps["decoder"] / seconds_decoder / 1e12, 2),
-                    "super_res": round(sr_flops * steps["super_res"] / seconds_sr / 1e12, 2)},
+        "stage_s": {
+            "text": round(seconds_text, 4),
+            "prior": round(seconds_prior, 3),
+            "decoder": round(seconds_decoder, 3),
+            "super_res": round(seconds_sr, 3),
+        },
+        "tflop_s": {
+            "prior": round(prior_flops * steps["prior"] / seconds_prior / 1e12, 2),
+            "decoder": round(decoder_flops * steps["decoder"] / seconds_decoder / 1e12, 2),
+            "super_res": round(sr_flops * steps["super_res"] / seconds_sr / 1e12, 2),
+        },
     }
 
 
@@ -198,8 +309,8 @@ def build_kandinsky(config: dict, device: str, dtype):
         KandinskyV22Pipeline,
         KandinskyV22PriorPipeline,
         PriorTransformer,
-        UNet2DConditionModel,
         UnCLIPScheduler,
+        UNet2DConditionModel,
         VQModel,
     )
     from transformers import (
@@ -213,22 +324,34 @@ def build_kandinsky(config: dict, device: str, dtype):
     from engine.render.tiny import scheduler_configs
     from engine.render.tokenizer import build_clip_tokenizer
 
-    tokenizer = build_clip_tokenizer(["a red star on a blue background"], vocab_size=300,
-                                     max_length=config["text"]["max_position_embeddings"])
+    tokenizer = build_clip_tokenizer(
+        ["a red star on a blue background"], vocab_size=300, max_length=config["text"]["max_position_embeddings"]
+    )
     with torch.device(device):
         prior = PriorTransformer(**config["prior"])
         prior.clip_std.data.fill_(1.0)
         prior_pipe = KandinskyV22PriorPipeline(
-            prior=prior, image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**config["vision"])),
-            text_encoder=CLIPTextModelWithProjection(CLIPTextConfig(**config["text"])), tokenizer=tokenizer,
+            prior=prior,
+            image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig(**config["vision"])),
+            text_encoder=CLIPTextModelWithProjection(CLIPTextConfig(**config["text"])),
+            tokenizer=tokenizer,
             scheduler=UnCLIPScheduler(**scheduler_configs()["prior_scheduler"]),
-            image_processor=CLIPImageProcessor(size={"shortest_edge": config["vision"]["image_size"]},
-                                               crop_size=config["vision"]["image_size"]))
+            image_processor=CLIPImageProcessor(
+                size={"shortest_edge": config["vision"]["image_size"]}, crop_size=config["vision"]["image_size"]
+            ),
+        )
         decoder_pipe = KandinskyV22Pipeline(
             unet=UNet2DConditionModel(**config["unet"]),
-            scheduler=DDPMScheduler(beta_schedule="linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
-                                    steps_offset=1, prediction_type="epsilon"),
-            movq=VQModel(**config["movq"]))
+            scheduler=DDPMScheduler(
+                beta_schedule="linear",
+                beta_start=0.00085,
+                beta_end=0.012,
+                clip_sample=False,
+                steps_offset=1,
+                prediction_type="epsilon",
+            ),
+            movq=VQModel(**config["movq"]),
+        )
     for pipe in (prior_pipe, decoder_pipe):
         pipe.to(device=device, dtype=dtype)
         pipe.set_progress_bar_config(disable=True)
@@ -239,17 +362,32 @@ def run_kandinsky(pipes, batch: int, device: str, steps: dict, size: int) -> dic
     prior_pipe, decoder_pipe = pipes
     generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
     prompts = ["a high-resolution photograph of a big red frog on a green leaf"] * batch
-    prior_out, seconds_prior = timed(device, lambda: prior_pipe(
-        prompt=prompts, num_inference_steps=steps["prior"], generator=generators))
-    _, seconds_decoder = timed(device, lambda: decoder_pipe(
-        image_embeds=prior_out.image_embeds, negative_image_embeds=prior_out.negative_image_embeds,
-        height=size, width=size, num_inference_steps=steps["decoder"], generator=generators, output_type="pt"))
+    prior_out, seconds_prior = timed(
+        device, lambda: prior_pipe(prompt=prompts, num_inference_steps=steps["prior"], generator=generators)
+    )
+    _, seconds_decoder = timed(
+        device,
+        lambda: decoder_pipe(
+            image_embeds=prior_out.image_embeds,
+            negative_image_embeds=prior_out.negative_image_embeds,
+            height=size,
+            width=size,
+            num_inference_steps=steps["decoder"],
+            generator=generators,
+            output_type="pt",
+        ),
+    )
     dtype = decoder_pipe.unet.dtype
     latent = size // 8
-    unet_flops = flops_of(decoder_pipe.unet, torch.randn(2 * batch, 4, latent, latent, device=device, dtype=dtype),
-                          torch.tensor(1, device=device), encoder_hidden_states=None,
-                          added_cond_kwargs={"image_embeds": torch.cat([prior_out.negative_image_embeds,
-                                                                        prior_out.image_embeds]).to(dtype)})
+    unet_flops = flops_of(
+        decoder_pipe.unet,
+        torch.randn(2 * batch, 4, latent, latent, device=device, dtype=dtype),
+        torch.tensor(1, device=device),
+        encoder_hidden_states=None,
+        added_cond_kwargs={
+            "image_embeds": torch.cat([prior_out.negative_image_embeds, prior_out.image_embeds]).to(dtype)
+        },
+    )
     total = seconds_prior + seconds_decoder
     return {
         "img_s": round(batch / total, 3),
@@ -264,8 +402,11 @@ def main() -> int:
     parser.add_argument("--batches", default="1,4,8")
     parser.add_argument("--tiny", action="store_true", help="tiny configurations: a smoke run of this script")
     parser.add_argument("--families", default="karlo,kandinsky22")
-    parser.add_argument("--steps", default=None,
-                        help="prior,decoder,super_res steps (default 25,25,7; Kandinsky's decoder runs 2x decoder)")
+    parser.add_argument(
+        "--steps",
+        default=None,
+        help="prior,decoder,super_res steps (default 25,25,7; Kandinsky's decoder runs 2x decoder)",
+    )
     args = parser.parse_args()
     from engine.render.loader import quiet_libraries, set_offline
 
@@ -273,34 +414,48 @@ def main() -> int:
     quiet_libraries()
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     batches = [int(b) for b in args.batches.split(",")]
-    steps = {"prior": 25, "decoder": 25, "super_res": 7} if not args.tiny else {"prior": 2, "decoder": 2, "super_res": 2}
+    steps = (
+        {"prior": 25, "decoder": 25, "super_res": 7} if not args.tiny else {"prior": 2, "decoder": 2, "super_res": 2}
+    )
     if args.steps:
         steps = dict(zip(("prior", "decoder", "super_res"), (int(n) for n in args.steps.split(",")), strict=True))
-    result: dict = {"device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
-                    "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__}
+    result: dict = {
+        "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else args.device,
+        "dtype": str(dtype).replace("torch.", ""),
+        "torch": torch.__version__,
+    }
     families = args.families.split(",")
     if "karlo" in families:
         config = shrink(KARLO) if args.tiny else KARLO
         pipe, seconds = timed(args.device, lambda: build_karlo(config, args.device, dtype))
         run_karlo(pipe, 1, args.device, steps)  # warm-up: kernels, allocator
-        result["karlo"] = {"build_s": round(seconds, 1), **{
-            f"batch_{b}": run_karlo(pipe, b, args.device, steps) for b in batches}}
+        result["karlo"] = {
+            "build_s": round(seconds, 1),
+            **{f"batch_{b}": run_karlo(pipe, b, args.device, steps) for b in batches},
+        }
         del pipe
     if "kandinsky22" in families:
         config = shrink(KANDINSKY) if args.tiny else KANDINSKY
         k_steps = {"prior": steps["prior"], "decoder": 2 * steps["decoder"]}
         pipes, seconds = timed(args.device, lambda: build_kandinsky(config, args.device, dtype))
         run_kandinsky(pipes, 1, args.device, k_steps, config["size"])
-        result["kandinsky22"] = {"build_s": round(seconds, 1), "size": config["size"], **{
-            f"batch_{b}": run_kandinsky(pipes, b, args.device, k_steps, config["size"]) for b in batches}}
+        result["kandinsky22"] = {
+            "build_s": round(seconds, 1),
+            "size": config["size"],
+            **{f"batch_{b}": run_kandinsky(pipes, b, args.device, k_steps, config["size"]) for b in batches},
+        }
     print(json.dumps(result))
     print(markdown(result), file=sys.stderr)
     return 0
 
 
 def markdown(result: dict) -> str:
-    lines = [f"GPU check on {result['device']} ({result['dtype']}, torch {result['torch']})", "",
-             "| family | batch | images/s | stage seconds | TFLOP/s |", "|---|---|---|---|---|"]
+    lines = [
+        f"GPU check on {result['device']} ({result['dtype']}, torch {result['torch']})",
+        "",
+        "| family | batch | images/s | stage seconds | TFLOP/s |",
+        "|---|---|---|---|---|",
+    ]
     for family in ("karlo", "kandinsky22"):
         for key, row in result.get(family, {}).items():
             if key.startswith("batch_"):

@@ -7,7 +7,8 @@ no-prior baseline, the same `ImagineUnCLIPPipeline` with `use_prior=False`. Imag
 `engine.builtin.checker`: pixel statistics for colours and positions, a small CNN trained only on
 generator labels for shapes; the model's own CLIP judges nothing.
 
-    python bench/model_quality.py            # 200 prompts × 4 images, ~80 min on 2 cores (+8 the first time: shape checker)
+    python bench/model_quality.py            # 200 prompts × 4 images, ~80 min on 2 cores
+                                             # (+8 the first time: the shape checker)
     python bench/model_quality.py --quick    # 40 prompts, for tuning
 
 Output: {"prior": {"foreground_colour", "background_colour", "shape", "position", "binding"},
@@ -77,8 +78,9 @@ def single_probes(count: int, seed: int = 7) -> list[SingleProbe]:
         colour, shape, background = triples[order[i % len(triples)]]
         position = None if i % 3 == 0 else POSITION_NAMES[int(rng.integers(len(POSITION_NAMES)))]
         scene = single_object_scene(rng, colour, shape, background, "medium", position or "centre")
-        prompt, _ = caption_single(rng, scene, name_background=True, name_colour=True,
-                                   name_position=position is not None, name_size=False)
+        prompt, _ = caption_single(
+            rng, scene, name_background=True, name_colour=True, name_position=position is not None, name_size=False
+        )
         probes.append(SingleProbe(prompt, colour, shape, background, position))
     return probes
 
@@ -119,12 +121,21 @@ def render_with_prior(renderer, prompts: list[str], params: dict, seed: int) -> 
     """IMAGES_PER_PROMPT images per prompt through `UnCLIPRenderer.render_batch` (the worker path)."""
     from engine.render.types import RenderJob
 
-    jobs = [RenderJob(generation_id=i, operation="text2image", prompt=p, negative_prompt=None,
-                      seed=seed + 100 * i, n=IMAGES_PER_PROMPT, params=dict(params))
-            for i, p in enumerate(prompts)]
+    jobs = [
+        RenderJob(
+            generation_id=i,
+            operation="text2image",
+            prompt=p,
+            negative_prompt=None,
+            seed=seed + 100 * i,
+            n=IMAGES_PER_PROMPT,
+            params=dict(params),
+        )
+        for i, p in enumerate(prompts)
+    ]
     images = []
     for start in range(0, len(jobs), JOBS_PER_CALL):
-        chunk = jobs[start:start + JOBS_PER_CALL]
+        chunk = jobs[start : start + JOBS_PER_CALL]
         for result in renderer.render_batch(chunk, [lambda *_: None] * len(chunk)):
             images.append([_decode(image.png) for image in result.images])
     return images
@@ -145,14 +156,16 @@ def render_without_prior(renderer, prompts: list[str], params: dict, seed: int) 
                 batch_prompts.append(prompts[i])
                 generators.append(torch.Generator("cpu").manual_seed(seed + 100 * i + k))
         output = renderer.pipe(
-            batch_prompts, generators, use_prior=False,
+            batch_prompts,
+            generators,
+            use_prior=False,
             decoder_num_inference_steps=settings["decoder_steps"],
             super_res_num_inference_steps=settings["super_res_steps"],
             decoder_guidance_scale=settings["decoder_guidance"],
         )
         pictures = (output.images * 255).round().astype(np.uint8)
         for j in range(0, len(pictures), IMAGES_PER_PROMPT):
-            images.append(list(pictures[j:j + IMAGES_PER_PROMPT]))
+            images.append(list(pictures[j : j + IMAGES_PER_PROMPT]))
     return images
 
 
@@ -165,14 +178,23 @@ def render_variations(renderer, sources: list[np.ndarray], params: dict, seed: i
     from engine.render.types import RenderJob
 
     embeddings = renderer.pipe.encode_images([Image.fromarray(s) for s in sources]).float().cpu()
-    jobs = [RenderJob(generation_id=i, operation="variation", prompt="", negative_prompt=None,
-                      seed=seed + 100 * i, n=IMAGES_PER_PROMPT, params=dict(params),
-                      source_embeddings=(embedding_to_bytes(embeddings[i]),),
-                      source_images=(_encode(sources[i]),))
-            for i in range(len(sources))]
+    jobs = [
+        RenderJob(
+            generation_id=i,
+            operation="variation",
+            prompt="",
+            negative_prompt=None,
+            seed=seed + 100 * i,
+            n=IMAGES_PER_PROMPT,
+            params=dict(params),
+            source_embeddings=(embedding_to_bytes(embeddings[i]),),
+            source_images=(_encode(sources[i]),),
+        )
+        for i in range(len(sources))
+    ]
     images = []
     for start in range(0, len(jobs), JOBS_PER_CALL):
-        chunk = jobs[start:start + JOBS_PER_CALL]
+        chunk = jobs[start : start + JOBS_PER_CALL]
         for result in renderer.render_batch(chunk, [lambda *_: None] * len(chunk)):
             images.append([_decode(image.png) for image in result.images])
     return images
@@ -184,20 +206,22 @@ def edit_probes(count: int, seed: int = 11) -> list[tuple[np.ndarray, str, tuple
     rng = np.random.default_rng(seed)
     triples = sorted(HELD_OUT_TRIPLES)
     probes = []
-    for i in range(count):
+    for _ in range(count):
         colour, shape, background = triples[int(rng.integers(len(triples)))]
         others = [t for t in triples if t[2] == background and t[:2] != (colour, shape)] or triples
         new_colour, new_shape, _ = others[int(rng.integers(len(others)))]
         scene = single_object_scene(rng, colour, shape, background, "medium", "left")
         right = single_object_scene(rng, new_colour, new_shape, background, "medium", "right")
-        prompt, _ = caption_single(rng, right, name_background=True, name_colour=True,
-                                   name_position=True, name_size=False)
+        prompt, _ = caption_single(
+            rng, right, name_background=True, name_colour=True, name_position=True, name_size=False
+        )
         probes.append((scene, prompt, (new_colour, new_shape), background))
     return probes
 
 
-def render_edits(renderer, sources: list[np.ndarray], prompts: list[str], spec: dict, params: dict,
-                 seed: int) -> list[list[np.ndarray]]:
+def render_edits(
+    renderer, sources: list[np.ndarray], prompts: list[str], spec: dict, params: dict, seed: int
+) -> list[list[np.ndarray]]:
     """Edits as the worker asks for them: the source's PNG and embedding, the edit spec."""
     from PIL import Image
 
@@ -207,9 +231,17 @@ def render_edits(renderer, sources: list[np.ndarray], prompts: list[str], spec: 
     embeddings = renderer.pipe.encode_images([Image.fromarray(s) for s in sources]).float().cpu()
     images = []
     for i, (source, prompt) in enumerate(zip(sources, prompts, strict=True)):
-        job = RenderJob(generation_id=i, operation="edit", prompt=prompt, negative_prompt=None,
-                        seed=seed + 100 * i, n=IMAGES_PER_PROMPT, params={**params, "edit": spec},
-                        source_embeddings=(embedding_to_bytes(embeddings[i]),), source_images=(_encode(source),))
+        job = RenderJob(
+            generation_id=i,
+            operation="edit",
+            prompt=prompt,
+            negative_prompt=None,
+            seed=seed + 100 * i,
+            n=IMAGES_PER_PROMPT,
+            params={**params, "edit": spec},
+            source_embeddings=(embedding_to_bytes(embeddings[i]),),
+            source_images=(_encode(source),),
+        )
         images.append([_decode(image.png) for image in renderer.render(job, lambda *_: None).images])
     return images
 
@@ -220,7 +252,7 @@ def score_edits(checker, probes, sources, edited, zoomed) -> dict:
     from PIL import Image
 
     outside, followed, total, centre = [], 0, 0, []
-    for (scene, _prompt, wanted, background), source, group in zip(probes, sources, edited, strict=True):
+    for (_scene, _prompt, wanted, _background), source, group in zip(probes, sources, edited, strict=True):
         half = source.shape[1] // 2
         for image, (_, right) in zip(group, checker.judge_pairs(group, "horizontal"), strict=True):
             total += 1
@@ -228,13 +260,18 @@ def score_edits(checker, probes, sources, edited, zoomed) -> dict:
             followed += (right.foreground, right.shape) == wanted
     for source, group in zip(sources, zoomed, strict=True):
         size = source.shape[0]
-        inner = np.asarray(Image.fromarray(source).resize((size // 2, size // 2), Image.Resampling.LANCZOS),
-                           dtype=np.float32)
+        inner = np.asarray(
+            Image.fromarray(source).resize((size // 2, size // 2), Image.Resampling.LANCZOS), dtype=np.float32
+        )
         q = size // 4
         for image in group:
-            centre.append(np.abs(image[q:q + size // 2, q:q + size // 2].astype(np.float32) - inner).mean() / 255)
-    return {"outside_mean_abs_diff": float(np.mean(outside)), "inside_follows_prompt": followed / max(1, total),
-            "zoomout_centre_mean_abs_diff": float(np.mean(centre)), "_edits": total}
+            centre.append(np.abs(image[q : q + size // 2, q : q + size // 2].astype(np.float32) - inner).mean() / 255)
+    return {
+        "outside_mean_abs_diff": float(np.mean(outside)),
+        "inside_follows_prompt": followed / max(1, total),
+        "zoomout_centre_mean_abs_diff": float(np.mean(centre)),
+        "_edits": total,
+    }
 
 
 # --- scoring -----------------------------------------------------------------------------------
@@ -243,7 +280,7 @@ def score_edits(checker, probes, sources, edited, zoomed) -> dict:
 def score_singles(checker, probes: list[SingleProbe], images: list[list[np.ndarray]]) -> dict:
     counts = {"foreground_colour": 0, "background_colour": 0, "shape": 0, "position": 0}
     totals = {"images": 0, "positioned_images": 0}
-    for probe, group in zip(probes, images):
+    for probe, group in zip(probes, images, strict=True):
         for verdict in checker.judge(group):
             totals["images"] += 1
             counts["foreground_colour"] += verdict.foreground == probe.colour
@@ -264,26 +301,34 @@ def score_singles(checker, probes: list[SingleProbe], images: list[list[np.ndarr
 def score_pairs(checker, probes: list[PairProbe], images: list[list[np.ndarray]]) -> dict:
     """Binding: both objects have the right colour and shape, on the right side."""
     correct = total = 0
-    for probe, group in zip(probes, images):
+    for probe, group in zip(probes, images, strict=True):
         for first, second in checker.judge_pairs(group, probe.arrangement):
             total += 1
-            correct += ((first.foreground, first.shape) == probe.first
-                        and (second.foreground, second.shape) == probe.second)
+            correct += (first.foreground, first.shape) == probe.first and (
+                second.foreground,
+                second.shape,
+            ) == probe.second
     return {"binding": correct / max(1, total), "_pair_images": total}
 
 
 def score_variations(checker, scenes, sources, variations) -> dict:
     kept = total = 0
     differences = []
-    for scene, source, group in zip(scenes, sources, variations):
+    for scene, source, group in zip(scenes, sources, variations, strict=True):
         obj = scene.objects[0]
-        for verdict, image in zip(checker.judge(group), group):
+        for verdict, image in zip(checker.judge(group), group, strict=True):
             total += 1
-            kept += (verdict.foreground == obj.colour and verdict.background == scene.background
-                     and verdict.shape == obj.shape)
+            kept += (
+                verdict.foreground == obj.colour
+                and verdict.background == scene.background
+                and verdict.shape == obj.shape
+            )
             differences.append(np.abs(image.astype(np.float32) - source.astype(np.float32)).mean() / 255)
-    return {"keep_colour_and_shape": kept / max(1, total),
-            "mean_abs_pixel_diff": float(np.mean(differences)), "_variations": total}
+    return {
+        "keep_colour_and_shape": kept / max(1, total),
+        "mean_abs_pixel_diff": float(np.mean(differences)),
+        "_variations": total,
+    }
 
 
 def public(scores: dict) -> dict:
@@ -300,13 +345,19 @@ def parse_args(argv):
     parser.add_argument("--quick", action="store_true", help="40 prompts, 16 pairs, 12 variation sources")
     parser.add_argument("--prompts", type=int, default=None, help="single-object prompts (default 200)")
     parser.add_argument("--seed", type=int, default=1000)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="sampling override, e.g. decoder_guidance=4 or decoder_steps=20")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="sampling override, e.g. decoder_guidance=4 or decoder_steps=20",
+    )
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda; the numbers differ only by float noise")
     parser.add_argument("--details", type=Path, default=None, help="also write counts and timings here")
-    parser.add_argument("--skip", default="",
-                        help="comma-separated parts to skip: prior,no_prior,binding,variations,edit")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated parts to skip: prior,no_prior,binding,variations,edit"
+    )
     return parser.parse_args(argv)
 
 
@@ -362,8 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         no_prior = score_singles(checker, singles, render_without_prior(renderer, single_prompts, params, args.seed))
         lap("no prior")
         if "binding" not in skip:
-            no_prior.update(score_pairs(checker, pair_list,
-                                        render_without_prior(renderer, pair_prompts, params, args.seed)))
+            no_prior.update(
+                score_pairs(checker, pair_list, render_without_prior(renderer, pair_prompts, params, args.seed))
+            )
             lap("no prior binding")
     variations: dict = {"keep_colour_and_shape": 0.0, "mean_abs_pixel_diff": 0.0}
     pure_variations: dict | None = None
@@ -371,15 +423,20 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng(9)
         scenes = [sample_single(rng, split="heldout") for _ in range(sources)]
         source_images = [np.asarray(render_scene(s, renderer.pipe.output_size)) for s in scenes]
-        variations = score_variations(checker, scenes, source_images,
-                                      render_variations(renderer, source_images, params, args.seed))
+        variations = score_variations(
+            checker, scenes, source_images, render_variations(renderer, source_images, params, args.seed)
+        )
         lap("variations")
         job = RenderJob(0, "variation", "", None, 0, 1, dict(params))
         if renderer.resolved_settings(job)["strength"] < 1.0:
             # The model starts variations from the source image by default; also measure the
             # paper's pure variations (the image embedding alone), for the details file.
-            pure_variations = score_variations(checker, scenes, source_images, render_variations(
-                renderer, source_images, {**params, "strength": 1.0}, args.seed))
+            pure_variations = score_variations(
+                checker,
+                scenes,
+                source_images,
+                render_variations(renderer, source_images, {**params, "strength": 1.0}, args.seed),
+            )
             lap("pure variations")
 
     edits: dict = {"outside_mean_abs_diff": 0.0, "inside_follows_prompt": 0.0, "zoomout_centre_mean_abs_diff": 0.0}
@@ -387,10 +444,17 @@ def main(argv: list[str] | None = None) -> int:
         probes = edit_probes(sources)
         size = renderer.pipe.output_size
         edit_sources = [np.asarray(render_scene(scene, size)) for scene, *_ in probes]
-        edited = render_edits(renderer, edit_sources, [p for _, p, _, _ in probes],
-                              {"op": "region", "box": [0.5, 0.0, 0.5, 1.0]}, params, args.seed)
-        zoomed = render_edits(renderer, edit_sources, [""] * len(probes), {"op": "zoomout", "factor": 2.0},
-                              params, args.seed)
+        edited = render_edits(
+            renderer,
+            edit_sources,
+            [p for _, p, _, _ in probes],
+            {"op": "region", "box": [0.5, 0.0, 0.5, 1.0]},
+            params,
+            args.seed,
+        )
+        zoomed = render_edits(
+            renderer, edit_sources, [""] * len(probes), {"op": "zoomout", "factor": 2.0}, params, args.seed
+        )
         edits = score_edits(checker, probes, edit_sources, edited, zoomed)
         lap("edits")
 
@@ -403,14 +467,25 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result))
     if args.details:
         args.details.parent.mkdir(parents=True, exist_ok=True)
-        args.details.write_text(json.dumps({
-            "result": result, "counts": {"prior": prior, "no_prior": no_prior, "variations": variations,
-                                         "edit": edits},
-            "pure_variations": pure_variations,
-            "settings": renderer.resolved_settings(RenderJob(0, "text2image", "", None, 0, 1, dict(params))),
-            "model": str(renderer.spec.path), "prompts": prompts, "pairs": pairs, "sources": sources,
-            "timings_s": timings, "threads": torch.get_num_threads(), "device": args.device,
-        }, indent=2) + "\n")
+        args.details.write_text(
+            json.dumps(
+                {
+                    "result": result,
+                    "counts": {"prior": prior, "no_prior": no_prior, "variations": variations, "edit": edits},
+                    "pure_variations": pure_variations,
+                    "settings": renderer.resolved_settings(RenderJob(0, "text2image", "", None, 0, 1, dict(params))),
+                    "model": str(renderer.spec.path),
+                    "prompts": prompts,
+                    "pairs": pairs,
+                    "sources": sources,
+                    "timings_s": timings,
+                    "threads": torch.get_num_threads(),
+                    "device": args.device,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

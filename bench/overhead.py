@@ -31,11 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scratch import percentile, scratch_postgres_redis  # noqa: E402  (bench/scratch.py)
+
 from bot.delivery import Delivery  # noqa: E402
 from bot.runtime import build_bot_runtime  # noqa: E402
 from engine.config import Settings  # noqa: E402
 from engine.domain.types import Actor, ImagineRequest, Platform, RenderParams  # noqa: E402
-from scratch import percentile, scratch_postgres_redis  # noqa: E402  (bench/scratch.py)
 
 REDIS = os.environ.get("IMAGINE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/8")
 ACTOR = Actor(Platform.CONSOLE, "bench", "bench-user")
@@ -107,12 +108,19 @@ async def measure_postgres_redis(jobs: int) -> dict:
         settings.paths.data_dir = Path(folder)
         settings.database.url = url
         settings.broker.url = REDIS
-        env = {**os.environ, "IMAGINE_DATA_DIR": folder, "IMAGINE_DB_URL": url,
-               "IMAGINE_BROKER_URL": REDIS, "IMAGINE_RENDER_BACKEND": "noop"}
+        env = {
+            **os.environ,
+            "IMAGINE_DATA_DIR": folder,
+            "IMAGINE_DB_URL": url,
+            "IMAGINE_BROKER_URL": REDIS,
+            "IMAGINE_RENDER_BACKEND": "noop",
+        }
         try:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "bot", "worker", "--pool", "solo", "--loglevel", "WARNING"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             return await measure(settings, jobs)
         finally:
@@ -135,7 +143,8 @@ def main() -> int:
 
         result["celery_round_trip"] = celery_round_trip(args.jobs)
         result["postgres_redis_over_celery"] = round(
-            result["postgres_redis"]["p50_ms"] / result["celery_round_trip"]["p50_ms"], 2)
+            result["postgres_redis"]["p50_ms"] / result["celery_round_trip"]["p50_ms"], 2
+        )
     print(json.dumps(result))
     return 0
 

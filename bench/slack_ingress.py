@@ -56,8 +56,9 @@ def serve_fake_slack(port_out, users: int) -> None:
 
 
 def start_process(args: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bot", *args], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=log_file.open("w"))
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", *args], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file.open("w")
+    )
 
 
 def wait_for_ready(process: subprocess.Popen, log_file: Path, timeout: float = 90.0) -> int:
@@ -81,8 +82,15 @@ async def load(url: str, fake_url: str, count: int, rate: float) -> tuple[list[f
     latencies: list[float] = []
 
     async def one(session: aiohttp.ClientSession, i: int, record: bool) -> None:
-        body = form_body(slash_command("/imagine", f"bench prompt {i} --n 1", user=f"U{i % USERS:04d}",
-                                       channel=f"C{i % 5}", response_url=f"{fake_url}/response/{i}"))
+        body = form_body(
+            slash_command(
+                "/imagine",
+                f"bench prompt {i} --n 1",
+                user=f"U{i % USERS:04d}",
+                channel=f"C{i % 5}",
+                response_url=f"{fake_url}/response/{i}",
+            )
+        )
         headers = {"Content-Type": "application/x-www-form-urlencoded", **sign(body)}
         started = time.perf_counter()
         async with session.post(url, data=body, headers=headers) as response:
@@ -142,21 +150,31 @@ def main() -> int:
             fake.start()
             fake_url = f"http://127.0.0.1:{port_in.recv()}"
             with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as folder:
-                env = {**os.environ, "IMAGINE_DATA_DIR": folder, "IMAGINE_DB_URL": db_url,
-                       "IMAGINE_BROKER_URL": REDIS, "IMAGINE_RENDER_BACKEND": "noop",
-                       "IMAGINE_QUOTA_DEFAULT_DAILY_IMAGES": "1000000", "IMAGINE_OPS_PORT": "0",
-                       "IMAGINE_OPS_LOG_LEVEL": "WARNING",
-                       "IMAGINE_SLACK_BOT_TOKEN": BOT_TOKEN, "IMAGINE_SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                       "IMAGINE_SLACK_API_URL": f"{fake_url}/api/", "IMAGINE_SLACK_HOST": "127.0.0.1",
-                       "IMAGINE_SLACK_PORT": "0"}
+                env = {
+                    **os.environ,
+                    "IMAGINE_DATA_DIR": folder,
+                    "IMAGINE_DB_URL": db_url,
+                    "IMAGINE_BROKER_URL": REDIS,
+                    "IMAGINE_RENDER_BACKEND": "noop",
+                    "IMAGINE_QUOTA_DEFAULT_DAILY_IMAGES": "1000000",
+                    "IMAGINE_OPS_PORT": "0",
+                    "IMAGINE_OPS_LOG_LEVEL": "WARNING",
+                    "IMAGINE_SLACK_BOT_TOKEN": BOT_TOKEN,
+                    "IMAGINE_SLACK_SIGNING_SECRET": SIGNING_SECRET,
+                    "IMAGINE_SLACK_API_URL": f"{fake_url}/api/",
+                    "IMAGINE_SLACK_HOST": "127.0.0.1",
+                    "IMAGINE_SLACK_PORT": "0",
+                }
                 logs = Path(folder)
-                processes.append(start_process(["worker", "--pool", "solo", "--loglevel", "WARNING"], env,
-                                               logs / "worker.log"))
+                processes.append(
+                    start_process(["worker", "--pool", "solo", "--loglevel", "WARNING"], env, logs / "worker.log")
+                )
                 bot = start_process(["slack"], env, logs / "slack.log")
                 processes.append(bot)
                 port = wait_for_ready(bot, logs / "slack.log")
                 latencies, elapsed = asyncio.run(
-                    load(f"http://127.0.0.1:{port}/slack/events", fake_url, args.commands, args.rate))
+                    load(f"http://127.0.0.1:{port}/slack/events", fake_url, args.commands, args.rate)
+                )
 
                 expected = args.commands + WARMUP
                 deadline = time.monotonic() + 300
@@ -171,12 +189,16 @@ def main() -> int:
         stop(processes)
         if fake.is_alive():
             fake.terminate()
-    print(json.dumps({
-        "commands": len(latencies),
-        "per_s": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(statistics.median(latencies), 2),
-        "p99_ms": round(percentile(latencies, 0.99), 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "commands": len(latencies),
+                "per_s": round(len(latencies) / elapsed, 1),
+                "p50_ms": round(statistics.median(latencies), 2),
+                "p99_ms": round(percentile(latencies, 0.99), 2),
+            }
+        )
+    )
     return 0
 
 

@@ -60,16 +60,12 @@ def make_strip(images: Sequence[Image.Image], metadata: dict[str, Any] | None = 
 def decode_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     """Open an uploaded image safely or raise UsageError saying what is wrong with it."""
     if len(data) > max_bytes:
-        raise UsageError(
-            f"That file is {_size(len(data))}; images up to {_size(max_bytes)} are accepted."
-        )
+        raise UsageError(f"That file is {_size(len(data))}; images up to {_size(max_bytes)} are accepted.")
     try:
         with Image.open(io.BytesIO(data)) as probe:
             width, height = probe.size
             if width * height > max_pixels:
-                raise UsageError(
-                    f"That image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted."
-                )
+                raise UsageError(f"That image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted.")
             probe.verify()
         image = Image.open(io.BytesIO(data))
         image.load()

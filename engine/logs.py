@@ -77,10 +77,13 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if getattr(record, "job_id", None) is not None:
-            entry["job_id"] = record.job_id
-        if record.exc_text or record.exc_info:
-            entry["exception"] = record.exc_text or redact(self.formatException(record.exc_info))
+        job_id = getattr(record, "job_id", None)
+        if job_id is not None:
+            entry["job_id"] = job_id
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        elif record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -96,8 +99,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler()
     handler.addFilter(RedactingFilter())
     handler.setFormatter(
-        JsonFormatter() if fmt == "json"
-        else TextFormatter("%(asctime)s %(levelname)s %(name)s%(job)s: %(message)s")
+        JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s%(job)s: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

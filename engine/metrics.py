@@ -19,8 +19,11 @@ FAILURES = Counter("imagine_job_failures_total", "Jobs that failed, by reason", 
 JOB_SECONDS = Histogram("imagine_job_seconds", "Where a job's time goes", ["phase"], buckets=_SECONDS)
 IMAGES = Counter("imagine_images_rendered_total", "Images rendered and stored")
 QUOTA_REFUSALS = Counter("imagine_quota_refusals_total", "Requests refused for lack of quota")
-BATCH_FILL = Histogram("imagine_batch_fill", "Images per pipeline call over the batch size",
-                       buckets=(0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0))
+BATCH_FILL = Histogram(
+    "imagine_batch_fill",
+    "Images per pipeline call over the batch size",
+    buckets=(0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0),
+)
 GPU_MEMORY = Gauge("imagine_gpu_memory_bytes", "GPU memory held by this worker's tensors")
 WORKER_READY = Gauge("imagine_worker_ready", "1 when this worker has its model loaded")
 

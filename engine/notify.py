@@ -5,6 +5,7 @@ in-process signal, so a worker embedded in the bot's process (the console) wakes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -23,10 +24,8 @@ def wake_local() -> None:
     with _local_lock:
         waiters = list(_local_waiters)
     for loop, event in waiters:
-        try:
+        with contextlib.suppress(RuntimeError):  # that loop is closed
             loop.call_soon_threadsafe(event.set)
-        except RuntimeError:  # that loop is closed
-            pass
 
 
 class Publisher(Protocol):
@@ -111,8 +110,7 @@ class RedisWakeups:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout=5)
         except TimeoutError:
-            log.warning("Redis wake-ups not ready: falling back to polling every %.1fs",
-                        self.fallback_interval)
+            log.warning("Redis wake-ups not ready: falling back to polling every %.1fs", self.fallback_interval)
 
     async def _listen(self) -> None:
         import redis.asyncio as aioredis
@@ -144,10 +142,8 @@ class RedisWakeups:
     async def close(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # however the task ended, it is over
                 await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
 
 
 def make_wakeups(url: str | None, poll_interval: float) -> Wakeups:

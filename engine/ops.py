@@ -18,8 +18,14 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+if TYPE_CHECKING:  # for annotations only: this module imports its heavier dependencies lazily
+    from celery import Celery
+
+    from engine.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +33,15 @@ Check = Callable[[], None]  # raises when not ready
 
 
 class OpsServer:
-    def __init__(self, host: str, port: int, *, checks: dict[str, Check] | None = None,
-                 before_scrape: list[Callable[[], None]] | None = None, cache_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        checks: dict[str, Check] | None = None,
+        before_scrape: list[Callable[[], None]] | None = None,
+        cache_s: float = 2.0,
+    ) -> None:
         self.host = host
         self.port = port
         self.checks = dict(checks or {})
@@ -87,7 +100,7 @@ class OpsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args) -> None:  # probes every few seconds: keep the log quiet
+            def log_message(self, *args: Any) -> None:  # probes every few seconds: keep the log quiet
                 return None
 
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
@@ -106,7 +119,7 @@ class OpsServer:
 # --- checks shared by bots and workers ----------------------------------------------------------
 
 
-def database_check(db) -> Check:
+def database_check(db: Database) -> Check:
     def check() -> None:
         from sqlalchemy import text
 
@@ -116,7 +129,7 @@ def database_check(db) -> Check:
     return check
 
 
-def broker_check(celery_app, timeout_s: float = 2.0) -> Check:
+def broker_check(celery_app: Celery, timeout_s: float = 2.0) -> Check:
     def check() -> None:
         with celery_app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, timeout=timeout_s)
@@ -124,7 +137,7 @@ def broker_check(celery_app, timeout_s: float = 2.0) -> Check:
     return check
 
 
-def queue_depth_hook(db) -> Callable[[], None]:
+def queue_depth_hook(db: Database) -> Callable[[], None]:
     """Refresh imagine_queue_depth from the database (jobs queued for the gpu queue)."""
 
     def refresh() -> None:

@@ -34,8 +34,9 @@ class RetentionReport:
         return asdict(self)
 
 
-def apply_retention(db: Database, store: ImageStore, *, default_days: int, apply: bool = False,
-                    now: datetime | None = None) -> RetentionReport:
+def apply_retention(
+    db: Database, store: ImageStore, *, default_days: int, apply: bool = False, now: datetime | None = None
+) -> RetentionReport:
     """Delete finished jobs older than each team's policy, rows first, then their files.
 
     Without `apply` nothing is deleted: the report says what would be. Queued and running jobs
@@ -50,19 +51,22 @@ def apply_retention(db: Database, store: ImageStore, *, default_days: int, apply
             days = team.retention_days if team.retention_days is not None else default_days
             if days <= 0:
                 continue
-            old = session.scalars(
-                select(Generation).where(
-                    Generation.team_id == team.id,
-                    Generation.created_at < now - timedelta(days=days),
-                    Generation.status.in_([str(s) for s in FINAL_STATUSES]),
+            old = (
+                session.scalars(
+                    select(Generation).where(
+                        Generation.team_id == team.id,
+                        Generation.created_at < now - timedelta(days=days),
+                        Generation.status.in_([str(s) for s in FINAL_STATUSES]),
+                    )
                 )
-            ).unique().all()
+                .unique()
+                .all()
+            )
             keys = [image.storage_key for job in old for image in job.images]
             keys += [job.grid_key for job in old if job.grid_key]
             keys += [job.params["source_key"] for job in old if (job.params or {}).get("source_key")]
             plans.append((team, days, [job.id for job in old], keys))
-            report.teams[f"{team.platform}:{team.external_id}"] = {
-                "days": days, "jobs": len(old), "files": len(keys)}
+            report.teams[f"{team.platform}:{team.external_id}"] = {"days": days, "jobs": len(old), "files": len(keys)}
         if apply:
             for _, _, ids, _ in plans:
                 if ids:
@@ -73,8 +77,14 @@ def apply_retention(db: Database, store: ImageStore, *, default_days: int, apply
             for key in keys:
                 store.delete(key)
             if ids:
-                log.info("retention: team %s/%s: deleted %d job(s) and %d file(s) older than %d days",
-                         team.platform, team.external_id, len(ids), len(keys), days)
+                log.info(
+                    "retention: team %s/%s: deleted %d job(s) and %d file(s) older than %d days",
+                    team.platform,
+                    team.external_id,
+                    len(ids),
+                    len(keys),
+                    days,
+                )
     return report
 
 
@@ -96,15 +106,22 @@ def _job_manifest(job: Generation, files: dict[int, str]) -> dict:
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "render_info": job.render_info,
         "images": [
-            {"index": image.index, "file": files.get(image.id), "width": image.width,
-             "height": image.height, "seed": image.seed, "sha256": image.sha256}
+            {
+                "index": image.index,
+                "file": files.get(image.id),
+                "width": image.width,
+                "height": image.height,
+                "seed": image.seed,
+                "sha256": image.sha256,
+            }
             for image in job.images
         ],
     }
 
 
-def export_zip(db: Database, store: ImageStore, *, platform: str, team: str,
-               user: str | None = None, thread: int | None = None) -> bytes:
+def export_zip(
+    db: Database, store: ImageStore, *, platform: str, team: str, user: str | None = None, thread: int | None = None
+) -> bytes:
     """A zip of one user's history or one thread: images/<job>-<k>.png and manifest.json."""
     if (user is None) == (thread is None):
         raise ValueError("export a user's history or a thread, not both or neither")
@@ -116,11 +133,16 @@ def export_zip(db: Database, store: ImageStore, *, platform: str, team: str,
             user_row = session.scalar(select(User).where(User.team_id == team_row.id, User.external_id == user))
             if user_row is None:
                 raise NotFound(f"User {user!r} has no jobs in this team.")
-            jobs = session.scalars(
-                select(Generation).where(Generation.requester_id == user_row.id).order_by(Generation.id)
-            ).unique().all()
-            subject = {"user": user}
+            jobs = (
+                session.scalars(
+                    select(Generation).where(Generation.requester_id == user_row.id).order_by(Generation.id)
+                )
+                .unique()
+                .all()
+            )
+            subject: dict[str, str | int] = {"user": user}
         else:
+            assert thread is not None  # checked above: exactly one of user and thread
             root = repo.get_generation(session, thread)
             if root is None or root.team_id != team_row.id:
                 raise NotFound(f"There is no job #{thread} in this team.")
@@ -146,4 +168,3 @@ def export_zip(db: Database, store: ImageStore, *, platform: str, team: str,
             }
             archive.writestr("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
     return buffer.getvalue()
-

@@ -38,7 +38,10 @@ def require(name: str) -> None:
     """Skip (locally) or fail (CI=true) when a service the test needs is not running."""
     if service_up(name):
         return
-    message = f"{name} is not running on 127.0.0.1:{_PORTS[name]} (start it: `bash scripts/services.sh`; see README, Two commands)"
+    message = (
+        f"{name} is not running on 127.0.0.1:{_PORTS[name]}"
+        " (start it: `bash scripts/services.sh`; see README, Two commands)"
+    )
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI requires {message}")
     pytest.skip(message)
@@ -56,8 +59,10 @@ def restore_logging() -> Iterator[None]:
     would print a "Logging error" traceback."""
     import logging
 
-    loggers = [logging.getLogger(), *(logger for logger in logging.Logger.manager.loggerDict.values()
-                                      if isinstance(logger, logging.Logger))]
+    loggers = [
+        logging.getLogger(),
+        *(logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)),
+    ]
     saved = {logger: (logger.handlers[:], logger.level, logger.propagate) for logger in loggers}
     yield
     for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
@@ -81,9 +86,23 @@ def private_redis(tmp_path) -> Iterator[str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -192,8 +211,7 @@ def queue() -> RecordingQueue:
 def service(database, queue):
     from engine.service import ImagineService, ServicePolicy
 
-    return ImagineService(database, queue, ServicePolicy(default_model="tiny-random",
-                                                         default_daily_images=100))
+    return ImagineService(database, queue, ServicePolicy(default_model="tiny-random", default_daily_images=100))
 
 
 @pytest.fixture

@@ -11,11 +11,17 @@ Pixel judging needs numpy only; the shape classifier imports torch when it is bu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image
+
+if TYPE_CHECKING:  # torch is imported when the shape classifier is built, not with this module
+    from torch import nn
 
 from engine.builtin.scenes import COLOURS, SHAPES, render_scene, sample_pair, sample_single
 
@@ -32,13 +38,13 @@ CENTRE_RADIUS = 0.12
 SILHOUETTE_SIZE = 32
 
 
-def name_colour(rgb) -> str:
+def name_colour(rgb: npt.ArrayLike) -> str:
     """The generator colour nearest to an RGB triple."""
     distances = np.linalg.norm(_RGB - np.asarray(rgb, dtype=np.float32), axis=1)
     return _NAMES[int(distances.argmin())]
 
 
-def as_array(image) -> np.ndarray:
+def as_array(image: Image.Image | npt.ArrayLike) -> np.ndarray:
     """(H, W, 3) float32 in 0..255 from a PIL image or a uint8/float array."""
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"), dtype=np.float32)
@@ -48,8 +54,9 @@ def as_array(image) -> np.ndarray:
 
 def background_rgb(image: np.ndarray) -> np.ndarray:
     """Median colour of the 2-pixel border (objects rarely reach the edge)."""
-    border = np.concatenate([image[:2].reshape(-1, 3), image[-2:].reshape(-1, 3),
-                             image[:, :2].reshape(-1, 3), image[:, -2:].reshape(-1, 3)])
+    border = np.concatenate(
+        [image[:2].reshape(-1, 3), image[-2:].reshape(-1, 3), image[:, :2].reshape(-1, 3), image[:, -2:].reshape(-1, 3)]
+    )
     return np.median(border, axis=0)
 
 
@@ -85,8 +92,8 @@ def judge_region(image: np.ndarray, background: np.ndarray | None = None) -> Reg
         position = "left" if dx < 0 else "right"
     else:
         position = "top" if dy < 0 else "bottom"
-    return Region(background_name, name_colour(rgb), position,
-                  _silhouette(distance, mask, xs, ys), tuple(float(v) for v in rgb))
+    red, green, blue = (float(v) for v in rgb)
+    return Region(background_name, name_colour(rgb), position, _silhouette(distance, mask, xs, ys), (red, green, blue))
 
 
 def _silhouette(distance: np.ndarray, mask: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -98,7 +105,7 @@ def _silhouette(distance: np.ndarray, mask: np.ndarray, xs: np.ndarray, ys: np.n
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
     crop = Image.fromarray((soft * 255).astype(np.uint8)).transform(
-        (SILHOUETTE_SIZE, SILHOUETTE_SIZE), Image.EXTENT, box, resample=Image.BILINEAR, fillcolor=0
+        (SILHOUETTE_SIZE, SILHOUETTE_SIZE), Image.Transform.EXTENT, box, resample=Image.Resampling.BILINEAR, fillcolor=0
     )
     return np.asarray(crop, dtype=np.float32) / 255.0
 
@@ -125,21 +132,26 @@ class ShapeClassifier:
 
     VERSION = 1
 
-    def __init__(self, network) -> None:
+    def __init__(self, network: nn.Module) -> None:
         self.network = network.eval()
 
     @staticmethod
-    def _network():
+    def _network() -> nn.Sequential:
         import torch
         from torch import nn
 
-        def block(i: int, o: int):
-            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(),
-                                 nn.MaxPool2d(2))
+        def block(i: int, o: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
 
         torch.manual_seed(0)
-        return nn.Sequential(block(1, 16), block(16, 32), block(32, 64), nn.Flatten(),
-                             nn.Dropout(0.2), nn.Linear(64 * 4 * 4, len(SHAPES)))
+        return nn.Sequential(
+            block(1, 16),
+            block(16, 32),
+            block(32, 64),
+            nn.Flatten(),
+            nn.Dropout(0.2),
+            nn.Linear(64 * 4 * 4, len(SHAPES)),
+        )
 
     @classmethod
     def load_or_train(cls, cache: Path | None = None, *, steps: int = 1200, seed: int = 1) -> ShapeClassifier:
@@ -160,7 +172,8 @@ class ShapeClassifier:
         for _ in range(steps):
             silhouettes, labels = training_silhouettes(rng, 128)
             loss = torch.nn.functional.cross_entropy(
-                network(torch.from_numpy(silhouettes)[:, None]), torch.from_numpy(labels))
+                network(torch.from_numpy(silhouettes)[:, None]), torch.from_numpy(labels)
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -174,12 +187,13 @@ class ShapeClassifier:
         import torch
 
         present = [i for i, s in enumerate(silhouettes) if s is not None]
+        drawn = [s for s in silhouettes if s is not None]
         names: list[str | None] = [None] * len(silhouettes)
         if present:
-            batch = torch.from_numpy(np.stack([silhouettes[i] for i in present]))[:, None]
+            batch = torch.from_numpy(np.stack(drawn))[:, None]
             with torch.no_grad():
                 predicted = self.network(batch).argmax(1).tolist()
-            for i, p in zip(present, predicted):
+            for i, p in zip(present, predicted, strict=True):
                 names[i] = SHAPES[p]
         return names
 
@@ -190,15 +204,18 @@ def degrade(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     small = int(rng.choice([size, size // 2, size // 2, (size * 3) // 8]))
     picture = Image.fromarray(image.astype(np.uint8))
     if small != size:
-        picture = picture.resize((small, small), Image.BILINEAR).resize((size, size), Image.BICUBIC)
+        picture = picture.resize((small, small), Image.Resampling.BILINEAR).resize(
+            (size, size), Image.Resampling.BICUBIC
+        )
     out = np.asarray(picture, dtype=np.float32)
-    out = out + rng.normal(0, rng.uniform(0, 12), out.shape)
-    return np.clip(out, 0, 255)
+    noisy = out + rng.normal(0, rng.uniform(0, 12), out.shape)
+    return np.clip(noisy, 0, 255)
 
 
 def training_silhouettes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Silhouettes of degraded generator objects (whole images and halves of pairs) with labels."""
-    silhouettes, labels = [], []
+    silhouettes: list[np.ndarray] = []
+    labels: list[int] = []
     while len(labels) < n:
         if rng.random() < 0.75:
             scene = sample_single(rng, split="heldout" if rng.random() < 0.1 else "train")
@@ -206,8 +223,9 @@ def training_silhouettes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, 
             parts = [(image, scene.objects[0].shape)]
         else:
             scene = sample_pair(rng)
+            assert scene.arrangement is not None  # two objects always have one
             image = degrade(np.asarray(render_scene(scene, 64)), rng)
-            parts = list(zip(split_pair(image, scene.arrangement), (o.shape for o in scene.objects)))
+            parts = list(zip(split_pair(image, scene.arrangement), (o.shape for o in scene.objects), strict=True))
             background = background_rgb(image)
         for part, shape in parts:
             region = judge_region(part, None if len(parts) == 1 else background)
@@ -223,18 +241,20 @@ class SceneChecker:
     def __init__(self, shapes: ShapeClassifier) -> None:
         self.shapes = shapes
 
-    def judge(self, images) -> list[Verdict]:
+    def judge(self, images: Iterable[Image.Image | npt.ArrayLike]) -> list[Verdict]:
         regions = [judge_region(as_array(image)) for image in images]
         shapes = self.shapes.classify([r.silhouette for r in regions])
-        return [Verdict(r.background, r.foreground, s, r.position) for r, s in zip(regions, shapes)]
+        return [Verdict(r.background, r.foreground, s, r.position) for r, s in zip(regions, shapes, strict=True)]
 
-    def judge_pairs(self, images, arrangement: str) -> list[tuple[Verdict, Verdict]]:
+    def judge_pairs(
+        self, images: Iterable[Image.Image | npt.ArrayLike], arrangement: str
+    ) -> list[tuple[Verdict, Verdict]]:
         """For each image, the verdict on its left/top half and on its right/bottom half."""
-        regions = []
+        regions: list[Region] = []
         for image in images:
             array = as_array(image)
             background = background_rgb(array)
             regions.extend(judge_region(half, background) for half in split_pair(array, arrangement))
         shapes = self.shapes.classify([r.silhouette for r in regions])
-        verdicts = [Verdict(r.background, r.foreground, s, None) for r, s in zip(regions, shapes)]
-        return list(zip(verdicts[::2], verdicts[1::2]))
+        verdicts = [Verdict(r.background, r.foreground, s, None) for r, s in zip(regions, shapes, strict=True)]
+        return list(zip(verdicts[::2], verdicts[1::2], strict=True))

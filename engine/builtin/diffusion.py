@@ -16,7 +16,7 @@ class NoiseSchedule:
     """The 1000-step cosine schedule of `UnCLIPScheduler`, as tensors for training."""
 
     def __init__(self, num_train_timesteps: int = 1000) -> None:
-        from diffusers.schedulers import UnCLIPScheduler
+        from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
 
         scheduler = UnCLIPScheduler(num_train_timesteps=num_train_timesteps)
         self.num_train_timesteps = num_train_timesteps
@@ -32,8 +32,14 @@ class NoiseSchedule:
 
     def to(self, device: str | torch.device) -> NoiseSchedule:
         """Move the tables to where the training tensors live (timesteps index them there)."""
-        for name in ("betas", "alphas_cumprod", "alphas_cumprod_prev", "posterior_log_variance",
-                     "posterior_mean_x0", "posterior_mean_xt"):
+        for name in (
+            "betas",
+            "alphas_cumprod",
+            "alphas_cumprod_prev",
+            "posterior_log_variance",
+            "posterior_mean_x0",
+            "posterior_mean_xt",
+        ):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -55,8 +61,14 @@ class NoiseSchedule:
         snr = a / (1 - a)
         return (snr.clamp(max=gamma) / snr).float()
 
-    def variance_bound(self, x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor,
-                       noise_pred: torch.Tensor, variance_pred: torch.Tensor) -> torch.Tensor:
+    def variance_bound(
+        self,
+        x_t: torch.Tensor,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        noise_pred: torch.Tensor,
+        variance_pred: torch.Tensor,
+    ) -> torch.Tensor:
         """Per-sample KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) in bits per dimension.
 
         The mean comes from the (detached) noise prediction, so this term trains only the
@@ -74,7 +86,10 @@ class NoiseSchedule:
         frac = (variance_pred + 1) / 2
         model_log_var = frac * max_log + (1 - frac) * true_log_var
         kl = 0.5 * (
-            -1.0 + model_log_var - true_log_var + torch.exp(true_log_var - model_log_var)
+            -1.0
+            + model_log_var
+            - true_log_var
+            + torch.exp(true_log_var - model_log_var)
             + (true_mean - model_mean) ** 2 * torch.exp(-model_log_var)
         )
         return kl.flatten(1).mean(1) / math.log(2.0)
@@ -109,7 +124,7 @@ class EMA:
 
     def module_state(self, name: str) -> dict[str, torch.Tensor]:
         prefix = f"{name}."
-        return {key[len(prefix):]: value for key, value in self.shadow.items() if key.startswith(prefix)}
+        return {key[len(prefix) :]: value for key, value in self.shadow.items() if key.startswith(prefix)}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.shadow

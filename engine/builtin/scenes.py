@@ -15,6 +15,7 @@ the shape anywhere), instead of assuming each caption fits only its own image.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,8 +88,12 @@ POSITION_WORDS: dict[str, tuple[str, ...]] = {
     "bottom": ("at the bottom", "near the bottom", "in the lower part"),
 }
 BACKGROUND_PHRASES = (
-    "on {a_bg} background", "on {a_bg} background", "against {a_bg} backdrop", "on {bg}",
-    "with {a_bg} background", "over {a_bg} background",
+    "on {a_bg} background",
+    "on {a_bg} background",
+    "against {a_bg} backdrop",
+    "on {bg}",
+    "with {a_bg} background",
+    "over {a_bg} background",
 )
 #: Two-object relations: (words, arrangement, whether the first-named object is left/top).
 #: "and" / "next to" name no order.
@@ -195,10 +200,10 @@ class CaptionMeaning:
             )
         if self.arrangement is not None and self.arrangement != scene.arrangement:
             return False
-        named = list(zip(self.colours, self.shapes))
+        named = list(zip(self.colours, self.shapes, strict=True))
         orders = [named] if self.ordered else [named, named[::-1]]
         return any(
-            all(c in (None, o.colour) and s == o.shape for (c, s), o in zip(order, scene.objects))
+            all(c in (None, o.colour) and s == o.shape for (c, s), o in zip(order, scene.objects, strict=True))
             for order in orders
         )
 
@@ -212,35 +217,50 @@ class Example:
 
 def _jitter_rgb(rng: np.random.Generator, name: str) -> tuple[int, int, int]:
     base = np.array(COLOURS[name])
-    return tuple(int(v) for v in np.clip(base + rng.integers(-8, 9, size=3), 0, 255))
+    red, green, blue = (int(v) for v in np.clip(base + rng.integers(-8, 9, size=3), 0, 255))
+    return red, green, blue
 
 
-def _make_object(rng: np.random.Generator, colour: str, shape: str, size: str, position: str,
-                 centre: tuple[float, float], radius: float) -> SceneObject:
+def _make_object(
+    rng: np.random.Generator,
+    colour: str,
+    shape: str,
+    size: str,
+    position: str,
+    centre: tuple[float, float],
+    radius: float,
+) -> SceneObject:
     angle = 0.0 if shape in ("circle", "ring") else float(rng.uniform(-10, 10))
     if shape == "crescent":
         angle = float(rng.uniform(-20, 20))
     return SceneObject(
-        colour=colour, shape=shape, size=size, position=position,
+        colour=colour,
+        shape=shape,
+        size=size,
+        position=position,
         cx=centre[0] + float(rng.uniform(-0.04, 0.04)),
         cy=centre[1] + float(rng.uniform(-0.04, 0.04)),
-        radius=radius * float(rng.uniform(0.92, 1.08)), angle=angle, rgb=_jitter_rgb(rng, colour),
+        radius=radius * float(rng.uniform(0.92, 1.08)),
+        angle=angle,
+        rgb=_jitter_rgb(rng, colour),
     )
 
 
-def single_object_scene(rng: np.random.Generator, colour: str, shape: str, background: str,
-                        size: str, position: str) -> Scene:
+def single_object_scene(
+    rng: np.random.Generator, colour: str, shape: str, background: str, size: str, position: str
+) -> Scene:
     obj = _make_object(rng, colour, shape, size, position, POSITIONS[position], SIZES[size])
     return Scene(background, _jitter_rgb(rng, background), (obj,))
 
 
-def two_object_scene(rng: np.random.Generator, first: tuple[str, str], second: tuple[str, str],
-                     background: str, arrangement: str) -> Scene:
+def two_object_scene(
+    rng: np.random.Generator, first: tuple[str, str], second: tuple[str, str], background: str, arrangement: str
+) -> Scene:
     """`first` is drawn left (horizontal) or on top (vertical)."""
     where = ("left", "right") if arrangement == "horizontal" else ("top", "bottom")
     objects = tuple(
         _make_object(rng, colour, shape, "medium", pos, POSITIONS[pos], TWO_OBJECT_RADIUS)
-        for (colour, shape), pos in zip((first, second), where)
+        for (colour, shape), pos in zip((first, second), where, strict=True)
     )
     return Scene(background, _jitter_rgb(rng, background), objects, arrangement)
 
@@ -260,9 +280,15 @@ def _background_phrase(rng: np.random.Generator, colour_word: str) -> str:
     return _pick(rng, BACKGROUND_PHRASES).format(bg=colour_word, a_bg=_with_article(colour_word))
 
 
-def caption_single(rng: np.random.Generator, scene: Scene, *, name_background: bool | None = None,
-                   name_position: bool | None = None, name_size: bool | None = None,
-                   name_colour: bool | None = None) -> tuple[str, CaptionMeaning]:
+def caption_single(
+    rng: np.random.Generator,
+    scene: Scene,
+    *,
+    name_background: bool | None = None,
+    name_position: bool | None = None,
+    name_size: bool | None = None,
+    name_colour: bool | None = None,
+) -> tuple[str, CaptionMeaning]:
     """A caption for a one-object scene; each name_* forces (True/False) or samples (None)."""
     (obj,) = scene.objects
     if name_colour is None:
@@ -289,8 +315,7 @@ def caption_single(rng: np.random.Generator, scene: Scene, *, name_background: b
         # Terse, tag-like: "red star, blue background, on the left"
         parts = [", ".join(p for p in (noun, f"{bg_word} background", position) if p)]
     elif template == 3 and colour:
-        parts = [_with_article(" ".join(w for w in (size, shape) if w)), f"in {colour}", background,
-                 position]
+        parts = [_with_article(" ".join(w for w in (size, shape) if w)), f"in {colour}", background, position]
     elif template == 4:
         parts = ["a picture of " + _with_article(noun), background, position]
     else:
@@ -306,8 +331,9 @@ def caption_single(rng: np.random.Generator, scene: Scene, *, name_background: b
     return text, meaning
 
 
-def caption_pair(rng: np.random.Generator, scene: Scene, *, name_background: bool | None = None,
-                 relation: str | None = None) -> tuple[str, CaptionMeaning]:
+def caption_pair(
+    rng: np.random.Generator, scene: Scene, *, name_background: bool | None = None, relation: str | None = None
+) -> tuple[str, CaptionMeaning]:
     """A caption for a two-object scene: "a red circle left of a blue square on white"."""
     if name_background is None:
         name_background = rng.random() < 0.75
@@ -318,10 +344,7 @@ def caption_pair(rng: np.random.Generator, scene: Scene, *, name_background: boo
     named = list(scene.objects)
     if first_is_left_or_top is False or (first_is_left_or_top is None and rng.random() < 0.5):
         named = named[::-1]
-    phrases = [
-        _with_article(f"{_pick(rng, COLOUR_WORDS[o.colour])} {_pick(rng, SHAPE_WORDS[o.shape])}")
-        for o in named
-    ]
+    phrases = [_with_article(f"{_pick(rng, COLOUR_WORDS[o.colour])} {_pick(rng, SHAPE_WORDS[o.shape])}") for o in named]
     text = f"{phrases[0]} {words} {phrases[1]}"
     if name_background:
         text += " " + _background_phrase(rng, _pick(rng, COLOUR_WORDS[scene.background]))
@@ -340,12 +363,11 @@ def caption_pair(rng: np.random.Generator, scene: Scene, *, name_background: boo
 # --- sampling ----------------------------------------------------------------------------------
 
 
-def _choice(rng: np.random.Generator, options) -> str:
+def _choice(rng: np.random.Generator, options: Sequence[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def _random_triple(rng: np.random.Generator, split: str, background: str | None = None
-                   ) -> tuple[str, str, str]:
+def _random_triple(rng: np.random.Generator, split: str, background: str | None = None) -> tuple[str, str, str]:
     """A (colour, shape, background) triple from the split: "train" avoids the held-out set."""
     if split == "heldout":
         pool = sorted(HELD_OUT_TRIPLES)
@@ -361,8 +383,7 @@ def _random_triple(rng: np.random.Generator, split: str, background: str | None 
 
 def sample_single(rng: np.random.Generator, split: str = "train") -> Scene:
     colour, shape, background = _random_triple(rng, split)
-    return single_object_scene(rng, colour, shape, background, _choice(rng, SIZE_NAMES),
-                               _choice(rng, POSITION_NAMES))
+    return single_object_scene(rng, colour, shape, background, _choice(rng, SIZE_NAMES), _choice(rng, POSITION_NAMES))
 
 
 def sample_pair(rng: np.random.Generator, split: str = "train") -> Scene:
@@ -385,8 +406,9 @@ def caption_scene(rng: np.random.Generator, scene: Scene) -> tuple[str, CaptionM
     return caption_pair(rng, scene)
 
 
-def sample_examples(rng: np.random.Generator, n: int, *, pair_fraction: float = 0.25,
-                    split: str = "train") -> list[Example]:
+def sample_examples(
+    rng: np.random.Generator, n: int, *, pair_fraction: float = 0.25, split: str = "train"
+) -> list[Example]:
     """`n` scenes with a caption each, from the "train" or "heldout" combinations."""
     examples = []
     for _ in range(n):
@@ -419,6 +441,7 @@ def perturb(rng: np.random.Generator, scene: Scene) -> Scene:
         else:
             a, b = ((o.colour, o.shape) for o in scene.objects)
             what = _choice(rng, ("swap_colours", "swap_order", "colour", "arrangement", "background"))
+            assert scene.arrangement is not None  # two objects always have one
             bg, arrangement = scene.background, scene.arrangement
             if what == "swap_colours":  # the binding hard negative
                 a, b = (b[0], a[1]), (a[0], b[1])
@@ -441,8 +464,9 @@ def perturb(rng: np.random.Generator, scene: Scene) -> Scene:
     return sample_single(rng)
 
 
-def sample_contrastive_batch(rng: np.random.Generator, n: int, *, group: int = 4,
-                             pair_fraction: float = 0.25) -> list[Example]:
+def sample_contrastive_batch(
+    rng: np.random.Generator, n: int, *, group: int = 4, pair_fraction: float = 0.25
+) -> list[Example]:
     """`n` examples in groups of `group` near-identical scenes, so that in-batch negatives
     differ by one attribute and the contrastive loss has to learn every attribute."""
     examples: list[Example] = []
@@ -466,8 +490,10 @@ def _polygon(shape: str) -> list[tuple[float, float]]:
     if shape == "square":
         return [(-0.82, -0.82), (0.82, -0.82), (0.82, 0.82), (-0.82, 0.82)]
     if shape == "triangle":
-        return [(math.cos(a) * 1.1, -math.sin(a) * 1.1 + 0.12)
-                for a in (math.pi / 2, math.pi / 2 + 2 * math.pi / 3, math.pi / 2 + 4 * math.pi / 3)]
+        return [
+            (math.cos(a) * 1.1, -math.sin(a) * 1.1 + 0.12)
+            for a in (math.pi / 2, math.pi / 2 + 2 * math.pi / 3, math.pi / 2 + 4 * math.pi / 3)
+        ]
     if shape == "star":
         points = []
         for k in range(10):
@@ -485,8 +511,20 @@ def _polygon(shape: str) -> list[tuple[float, float]]:
         return points
     if shape == "cross":
         w = 0.34
-        return [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w),
-                (-1, w), (-1, -w), (-w, -w)]
+        return [
+            (-w, -1),
+            (w, -1),
+            (w, -w),
+            (1, -w),
+            (1, w),
+            (w, w),
+            (w, 1),
+            (-w, 1),
+            (-w, w),
+            (-1, w),
+            (-1, -w),
+            (-w, -w),
+        ]
     if shape == "diamond":
         return [(0, -1.15), (0.78, 0), (0, 1.15), (-0.78, 0)]
     raise ValueError(f"no polygon for {shape!r}")

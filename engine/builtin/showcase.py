@@ -28,7 +28,7 @@ def _open(png: bytes) -> Image.Image:
 
 
 def _scaled(image: Image.Image) -> Image.Image:
-    return image.resize((image.width * SCALE, image.height * SCALE), Image.NEAREST)
+    return image.resize((image.width * SCALE, image.height * SCALE), Image.Resampling.NEAREST)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,11 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     text_job = RenderJob(1, "text2image", args.prompt, None, args.seed, 4)
     result = renderer.render(text_job, lambda *_: None)
     args.out.mkdir(parents=True, exist_ok=True)
+    assert result.grid_png is not None  # four images make a grid
     _scaled(_open(result.grid_png)).save(args.out / "builtin-grid.png")
 
     source = result.images[0]
-    variation_job = RenderJob(2, "variation", "", None, args.seed + 100, 4,
-                              source_embeddings=(source.embedding,), source_images=(source.png,))
+    assert source.embedding is not None  # the unCLIP renderer returns each image's embedding
+    variation_job = RenderJob(
+        2, "variation", "", None, args.seed + 100, 4, source_embeddings=(source.embedding,), source_images=(source.png,)
+    )
     variations = renderer.render(variation_job, lambda *_: None)
     pictures = [_open(source.png)] + [_open(image.png) for image in variations.images]
     gap = 2

@@ -28,11 +28,29 @@ import os
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+if TYPE_CHECKING:  # numpy, torch and the model libraries are imported where they are used
+    import numpy as np
+    import numpy.typing as npt
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+    from transformers import (
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+        CLIPVisionModelWithProjection,
+        PreTrainedTokenizerBase,
+    )
+
+    from engine.builtin.scenes import CaptionMeaning, Example, Scene
 
 log = logging.getLogger("engine.builtin.train")
+
+ModuleT = TypeVar("ModuleT", bound="torch.nn.Module")
 
 STAGES = ("clip", "prior", "decoder", "upsampler")
 DEFAULT_OUT = Path(__file__).resolve().parent / "weights"
@@ -43,15 +61,20 @@ DEFAULT_WORK = Path("data/builtin-train")
 #: noise it draws colours and shapes best at 8 (48 prompts: foreground 0.95, background 0.88,
 #: shape 0.97; at 12: 0.88, 0.87, 0.93). The prior is best at guidance 2: at 4 it pushes
 #: embeddings towards combinations it has seen (background 0.74 against 0.76, shape 0.86 against
-#: 0.89, with the previous decoder and the 1200-step prior; not re-tuned for the 4800-step one). The upsampler starts half-way from the bicubic upscale: from
-#: pure noise it washes the colours out. Variations start from the source image (strength 0.4):
-#: the CLIP image embedding alone reads shape poorly (crosses come back as diamonds or stars), so
-#: the source's own pixels have to carry it (keep colour and shape: 0.6 → 0.725, 0.4 → 0.81 on the
-#: bench's 50 sources; 0.785 → 0.835 on 50 others). `/vary strength:1` gives the paper's pure
-#: embedding variations.
+#: 0.89, with the previous decoder and the 1200-step prior; not re-tuned for the 4800-step one).
+#: The upsampler starts half-way from the bicubic upscale: from pure noise it washes the colours
+#: out. Variations start from the source image (strength 0.4): the CLIP image embedding alone reads
+#: shape poorly (crosses come back as diamonds or stars), so the source's own pixels have to carry
+#: it (keep colour and shape: 0.6 → 0.725, 0.4 → 0.81 on the bench's 50 sources; 0.785 → 0.835 on
+#: 50 others). `/vary strength:1` gives the paper's pure embedding variations.
 SAMPLING_DEFAULTS = {
-    "prior_steps": 25, "decoder_steps": 25, "super_res_steps": 10, "super_res_strength": 0.5,
-    "prior_guidance": 2.0, "decoder_guidance": 8.0, "strength": 0.4,
+    "prior_steps": 25,
+    "decoder_steps": 25,
+    "super_res_steps": 10,
+    "super_res_strength": 0.5,
+    "prior_guidance": 2.0,
+    "decoder_guidance": 8.0,
+    "strength": 0.4,
 }
 
 
@@ -88,14 +111,14 @@ PLANS: dict[str, dict[str, StagePlan]] = {
         "upsampler": StagePlan(steps=1000, batch=16, lr=3e-4, ema_decay=0.999),
     },
     "smoke": {
-        "clip": StagePlan(steps=30, batch=32, lr=1e-3, warmup=5, ema_decay=None, checkpoint_every=20,
-                          log_every=10, cosine=True),
-        "prior": StagePlan(steps=30, batch=32, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20,
-                           log_every=10),
-        "decoder": StagePlan(steps=30, batch=8, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20,
-                             log_every=10, offset_noise_from=20),
-        "upsampler": StagePlan(steps=20, batch=8, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20,
-                               log_every=10),
+        "clip": StagePlan(
+            steps=30, batch=32, lr=1e-3, warmup=5, ema_decay=None, checkpoint_every=20, log_every=10, cosine=True
+        ),
+        "prior": StagePlan(steps=30, batch=32, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20, log_every=10),
+        "decoder": StagePlan(
+            steps=30, batch=8, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20, log_every=10, offset_noise_from=20
+        ),
+        "upsampler": StagePlan(steps=20, batch=8, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20, log_every=10),
     },
 }
 
@@ -113,32 +136,41 @@ OFFSET_NOISE = 0.1
 # --- batches -----------------------------------------------------------------------------------
 
 
-def batch_rng(seed: int, stage: str, step: int):
+def on(module: ModuleT, target: str | torch.dtype) -> ModuleT:
+    """`module.to(target)`: a module's `to` moves it in place and returns it. Called through
+    `nn.Module` because transformers and diffusers wrap their models' `to` in functools.wraps,
+    which typeshed types as an unbound function (mypy would ask for `self` again)."""
+    as_module: torch.nn.Module = module
+    as_module.to(target)
+    return module
+
+
+def batch_rng(seed: int, stage: str, step: int) -> np.random.Generator:
     import numpy as np
 
     return np.random.default_rng([seed, STAGES.index(stage) if stage in STAGES else 99, step])
 
 
-def torch_generator(seed: int, stage: str, step: int):
+def torch_generator(seed: int, stage: str, step: int) -> torch.Generator:
     import torch
 
     return torch.Generator().manual_seed(int(batch_rng(seed, stage, step).integers(2**62)))
 
 
-def clip_pixels(images, size: int):
+def clip_pixels(images: Sequence[np.ndarray] | np.ndarray, size: int) -> torch.Tensor:
     """(N, H, W, 3) uint8 → (N, 3, size, size) in [-1, 1], resized as the CLIPImageProcessor does
     (Pillow bicubic), so training sees what `encode_images` sees."""
     import numpy as np
     import torch
     from PIL import Image
 
-    resized = np.stack([
-        np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC)) for image in images
-    ]).astype(np.float32)
+    resized = np.stack(
+        [np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)) for image in images]
+    ).astype(np.float32)
     return torch.from_numpy(resized / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
 
 
-def to_tensor(images):
+def to_tensor(images: npt.ArrayLike) -> torch.Tensor:
     """(N, H, W, 3) uint8 → (N, 3, H, W) float in [-1, 1]."""
     import numpy as np
     import torch
@@ -146,28 +178,33 @@ def to_tensor(images):
     return torch.from_numpy(np.asarray(images, dtype=np.float32) / 127.5 - 1.0).permute(0, 3, 1, 2).contiguous()
 
 
-def area_downsample(pixels, size: int):
+def area_downsample(pixels: torch.Tensor, size: int) -> torch.Tensor:
     """What the pipeline does to init images (`mode="area"`); exact box filter for 2×."""
     from torch.nn import functional as F
 
     return F.interpolate(pixels, size=(size, size), mode="area")
 
 
-def tokenize(tokenizer, captions: list[str]):
+def tokenize(tokenizer: PreTrainedTokenizerBase, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded token ids and attention mask, as `ImagineUnCLIPPipeline.encode_text` makes them
     (CPU work: it runs in the data loader)."""
-    inputs = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
-                       truncation=True, return_tensors="pt")
+    inputs = tokenizer(
+        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
     return inputs.input_ids, inputs.attention_mask.bool()
 
 
-def embed_text(text_encoder, ids, mask):
+def embed_text(
+    text_encoder: CLIPTextModelWithProjection, ids: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Exactly `ImagineUnCLIPPipeline.encode_text`: no attention mask to the encoder."""
     output = text_encoder(ids)
     return output.text_embeds, output.last_hidden_state, mask
 
 
-def encode_text(tokenizer, text_encoder, captions: list[str]):
+def encode_text(
+    tokenizer: PreTrainedTokenizerBase, text_encoder: CLIPTextModelWithProjection, captions: list[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     ids, mask = tokenize(tokenizer, captions)
     device = text_encoder.device
     return embed_text(text_encoder, ids.to(device), mask.to(device))
@@ -175,13 +212,22 @@ def encode_text(tokenizer, text_encoder, captions: list[str]):
 
 #: Attribute heads of the CLIP stage's auxiliary loss, and how many values each has.
 ATTRIBUTE_HEADS: dict[str, int] = {
-    "background": 12, "count": 2, "colour": 12, "shape": 9, "size": 3, "position": 5,
-    "first_colour": 12, "first_shape": 9, "second_colour": 12, "second_shape": 9, "arrangement": 2,
+    "background": 12,
+    "count": 2,
+    "colour": 12,
+    "shape": 9,
+    "size": 3,
+    "position": 5,
+    "first_colour": 12,
+    "first_shape": 9,
+    "second_colour": 12,
+    "second_shape": 9,
+    "arrangement": 2,
 }
 IGNORE = -100
 
 
-def scene_labels(scene) -> dict[str, int]:
+def scene_labels(scene: Scene) -> dict[str, int]:
     """The generator's labels for a scene, per attribute head (IGNORE where not applicable)."""
     from engine.builtin.scenes import COLOUR_NAMES, POSITION_NAMES, SHAPES, SIZE_NAMES
 
@@ -190,47 +236,59 @@ def scene_labels(scene) -> dict[str, int]:
     labels["count"] = len(scene.objects) - 1
     if len(scene.objects) == 1:
         (obj,) = scene.objects
-        labels.update(colour=COLOUR_NAMES.index(obj.colour), shape=SHAPES.index(obj.shape),
-                      size=SIZE_NAMES.index(obj.size), position=POSITION_NAMES.index(obj.position))
+        labels.update(
+            colour=COLOUR_NAMES.index(obj.colour),
+            shape=SHAPES.index(obj.shape),
+            size=SIZE_NAMES.index(obj.size),
+            position=POSITION_NAMES.index(obj.position),
+        )
     else:
         first, second = scene.objects
-        labels.update(first_colour=COLOUR_NAMES.index(first.colour), first_shape=SHAPES.index(first.shape),
-                      second_colour=COLOUR_NAMES.index(second.colour),
-                      second_shape=SHAPES.index(second.shape),
-                      arrangement=("horizontal", "vertical").index(scene.arrangement))
+        labels.update(
+            first_colour=COLOUR_NAMES.index(first.colour),
+            first_shape=SHAPES.index(first.shape),
+            second_colour=COLOUR_NAMES.index(second.colour),
+            second_shape=SHAPES.index(second.shape),
+            arrangement=("horizontal", "vertical").index(scene.arrangement),
+        )
     return labels
 
 
-def meaning_labels(meaning) -> dict[str, int]:
+def meaning_labels(meaning: CaptionMeaning) -> dict[str, int]:
     """The labels a caption pins down: what it leaves unsaid is IGNORE."""
     from engine.builtin.scenes import COLOUR_NAMES, POSITION_NAMES, SHAPES, SIZE_NAMES
 
-    def index(values, value):
+    def index(values: Sequence[str], value: str | None) -> int:
         return IGNORE if value is None else values.index(value)
 
     labels = dict.fromkeys(ATTRIBUTE_HEADS, IGNORE)
     labels["background"] = index(COLOUR_NAMES, meaning.background)
     labels["count"] = len(meaning.shapes) - 1
     if len(meaning.shapes) == 1:
-        labels.update(colour=index(COLOUR_NAMES, meaning.colours[0]), shape=SHAPES.index(meaning.shapes[0]),
-                      size=index(SIZE_NAMES, meaning.size), position=index(POSITION_NAMES, meaning.position))
+        labels.update(
+            colour=index(COLOUR_NAMES, meaning.colours[0]),
+            shape=SHAPES.index(meaning.shapes[0]),
+            size=index(SIZE_NAMES, meaning.size),
+            position=index(POSITION_NAMES, meaning.position),
+        )
     else:
         if meaning.ordered:
-            labels.update(first_colour=index(COLOUR_NAMES, meaning.colours[0]),
-                          first_shape=SHAPES.index(meaning.shapes[0]),
-                          second_colour=index(COLOUR_NAMES, meaning.colours[1]),
-                          second_shape=SHAPES.index(meaning.shapes[1]))
+            labels.update(
+                first_colour=index(COLOUR_NAMES, meaning.colours[0]),
+                first_shape=SHAPES.index(meaning.shapes[0]),
+                second_colour=index(COLOUR_NAMES, meaning.colours[1]),
+                second_shape=SHAPES.index(meaning.shapes[1]),
+            )
         if meaning.arrangement is not None:
             labels["arrangement"] = ("horizontal", "vertical").index(meaning.arrangement)
     return labels
 
 
-def fits_matrix(examples):
+def fits_matrix(examples: Sequence[Example]) -> torch.Tensor:
     """M[i, j] = caption i is a correct description of scene j."""
     import torch
 
-    return torch.tensor([[e.meaning.fits(o.scene) for o in examples] for e in examples],
-                        dtype=torch.float32)
+    return torch.tensor([[e.meaning.fits(o.scene) for o in examples] for e in examples], dtype=torch.float32)
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -283,7 +341,7 @@ class Stage(ABC):
         self.ctx = ctx
 
     @abstractmethod
-    def trainable(self) -> dict:
+    def trainable(self) -> dict[str, torch.nn.Module]:
         """The modules this stage trains and checkpoints, by name."""
 
     @abstractmethod
@@ -291,19 +349,19 @@ class Stage(ABC):
         """The CPU tensors of step `step` of `plan` (a pure function of seed, stage, plan and step)."""
 
     @abstractmethod
-    def loss(self, data: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+    def loss(self, data: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of one batch already on `ctx.device`, and metrics to log."""
 
-    def prepare(self) -> None:
+    def prepare(self) -> None:  # noqa: B027 - an optional hook, not abstract: most stages need no preparation
         """Work done once before the first step (not repeated on resume)."""
 
-    def extra_state(self) -> dict:
+    def extra_state(self) -> dict[str, Any]:
         return {}
 
-    def load_extra_state(self, state: dict) -> None:
+    def load_extra_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - an optional hook: only stages with extra state override it
         pass
 
-    def autocast(self):
+    def autocast(self) -> AbstractContextManager[None]:
         """bf16 autocast for the UNets where the device computes bf16 natively; plain fp32 where
         it would only emulate it (`fast_bf16`)."""
         import contextlib
@@ -337,7 +395,7 @@ class TrainContext:
     tokenizer: Any = None
     device: str = "cpu"
 
-    def frozen_clip(self):
+    def frozen_clip(self) -> tuple[CLIPTextModelWithProjection, CLIPVisionModelWithProjection]:
         """The trained CLIP towers, frozen, for the later stages."""
         from engine.builtin.models import build_image_encoder, build_text_encoder
 
@@ -347,7 +405,7 @@ class TrainContext:
         text_encoder.load_state_dict(weights["text_encoder"])
         image_encoder.load_state_dict(weights["image_encoder"])
         for model in (text_encoder, image_encoder):
-            model.to(self.device).eval().requires_grad_(False)
+            on(model, self.device).eval().requires_grad_(False)
         return text_encoder, image_encoder
 
 
@@ -380,35 +438,36 @@ class ClipStage(Stage):
         from engine.builtin.models import build_image_encoder, build_text_encoder
 
         super().__init__(ctx)
-        self.text_encoder = build_text_encoder(ctx.arch, ctx.tokenizer).to(ctx.device)
-        self.image_encoder = build_image_encoder(ctx.arch).to(ctx.device)
+        self.text_encoder = on(build_text_encoder(ctx.arch, ctx.tokenizer), ctx.device)
+        self.image_encoder = on(build_image_encoder(ctx.arch), ctx.device)
         self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07), device=ctx.device))
         self.heads = torch.nn.ModuleDict(
-            {name: torch.nn.Linear(ctx.arch.embed_dim, size) for name, size in ATTRIBUTE_HEADS.items()})
-        self.heads["patch_mask"] = torch.nn.Linear(ctx.arch.vision_width, ctx.arch.vision_patch ** 2)
+            {name: torch.nn.Linear(ctx.arch.embed_dim, size) for name, size in ATTRIBUTE_HEADS.items()}
+        )
+        self.heads["patch_mask"] = torch.nn.Linear(ctx.arch.vision_width, ctx.arch.vision_patch**2)
         self.heads.to(ctx.device)
 
-    def trainable(self):
+    def trainable(self) -> dict[str, torch.nn.Module]:
         return {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder}
 
-    def extra_parameters(self):
+    def extra_parameters(self) -> list[torch.nn.Parameter]:
         return [self.logit_scale, *self.heads.parameters()]
 
-    def extra_state(self):
+    def extra_state(self) -> dict[str, Any]:
         return {"logit_scale": self.logit_scale.detach().clone(), "heads": self.heads.state_dict()}
 
-    def load_extra_state(self, state):
+    def load_extra_state(self, state: dict[str, Any]) -> None:
         self.logit_scale.data.copy_(state["logit_scale"])
         self.heads.load_state_dict(state["heads"])
 
     @staticmethod
-    def label_tensors(labels: list[dict[str, int]]):
+    def label_tensors(labels: list[dict[str, int]]) -> dict[str, torch.Tensor]:
         """{head: (N,) long tensor} from per-example label dicts."""
         import torch
 
         return {name: torch.tensor([row[name] for row in labels]) for name in ATTRIBUTE_HEADS}
 
-    def attribute_loss(self, embeds, targets):
+    def attribute_loss(self, embeds: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean cross-entropy of the heads that have labels in this batch."""
         import torch
         from torch.nn import functional as F
@@ -422,7 +481,7 @@ class ClipStage(Stage):
                 losses.append(F.cross_entropy(self.AUX_SCALE * head(embeds), target, ignore_index=IGNORE))
         return torch.stack(losses).mean()
 
-    def patch_masks(self, scenes):
+    def patch_masks(self, scenes: Sequence[Scene]) -> torch.Tensor:
         """(N, patches, patch²) object coverage of every pixel of every ViT patch, in [0, 1]."""
         import numpy as np
         import torch
@@ -435,10 +494,14 @@ class ClipStage(Stage):
             for obj in scene.objects:
                 masks[i] = np.maximum(masks[i], np.asarray(object_mask(obj, size), dtype=np.float32) / 255)
         grid = size // patch
-        return (torch.from_numpy(masks).reshape(len(scenes), grid, patch, grid, patch)
-                .permute(0, 1, 3, 2, 4).reshape(len(scenes), grid * grid, patch * patch))
+        return (
+            torch.from_numpy(masks)
+            .reshape(len(scenes), grid, patch, grid, patch)
+            .permute(0, 1, 3, 2, 4)
+            .reshape(len(scenes), grid * grid, patch * patch)
+        )
 
-    def batch(self, step, plan):
+    def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
         import torch
 
         from engine.builtin.scenes import render_batch, sample_contrastive_batch
@@ -454,13 +517,16 @@ class ClipStage(Stage):
         pixels = pixels + sigma * torch.randn(pixels.shape, generator=generator)
         ids, mask = tokenize(self.ctx.tokenizer, [e.caption for e in examples])
         return {
-            "pixels": pixels, "ids": ids, "mask": mask, "patch_masks": self.patch_masks(scenes),
+            "pixels": pixels,
+            "ids": ids,
+            "mask": mask,
+            "patch_masks": self.patch_masks(scenes),
             "fits": fits_matrix(examples),
             "image_labels": self.label_tensors([scene_labels(scene) for scene in scenes]),
             "text_labels": self.label_tensors([meaning_labels(e.meaning) for e in examples]),
         }
 
-    def loss(self, data):
+    def loss(self, data: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         import torch
         from torch.nn import functional as F
 
@@ -477,17 +543,21 @@ class ClipStage(Stage):
             F.cross_entropy(logits, fits / fits.sum(1, keepdim=True))
             + F.cross_entropy(logits.T, fits.T / fits.T.sum(1, keepdim=True))
         )
-        attributes = (
-            self.IMAGE_ATTRIBUTE_WEIGHT * self.attribute_loss(image_embeds, data["image_labels"])
-            + self.TEXT_ATTRIBUTE_WEIGHT * self.attribute_loss(text_embeds, data["text_labels"])
-        )
+        attributes = self.IMAGE_ATTRIBUTE_WEIGHT * self.attribute_loss(
+            image_embeds, data["image_labels"]
+        ) + self.TEXT_ATTRIBUTE_WEIGHT * self.attribute_loss(text_embeds, data["text_labels"])
         with torch.no_grad():
             rows = torch.arange(len(fits), device=fits.device)
             text_to_image = fits[rows, logits.argmax(1)].mean().item()
             image_to_text = fits[logits.argmax(0), rows].mean().item()
         return contrastive + attributes + self.MASK_WEIGHT * mask_loss, {
-            "contrastive": contrastive.item(), "attributes": attributes.item(), "mask": mask_loss.item(),
-            "t2i": text_to_image, "i2t": image_to_text, "scale": self.logit_scale.exp().item()}
+            "contrastive": contrastive.item(),
+            "attributes": attributes.item(),
+            "mask": mask_loss.item(),
+            "t2i": text_to_image,
+            "i2t": image_to_text,
+            "scale": self.logit_scale.exp().item(),
+        }
 
 
 class PriorStage(Stage):
@@ -501,35 +571,39 @@ class PriorStage(Stage):
 
         super().__init__(ctx)
         self.text_encoder, self.image_encoder = ctx.frozen_clip()
-        self.prior = build_prior(ctx.arch).to(ctx.device)
+        self.prior = on(build_prior(ctx.arch), ctx.device)
         # clip_mean/clip_std are data statistics, not learned: set in prepare(), kept frozen.
         self.prior.clip_mean.requires_grad_(False)
         self.prior.clip_std.requires_grad_(False)
         self.schedule = NoiseSchedule().to(ctx.device)
 
-    def trainable(self):
+    def trainable(self) -> dict[str, torch.nn.Module]:
         return {"prior": self.prior}
 
-    def prepare(self):
+    def prepare(self) -> None:
         import torch
 
         from engine.builtin.scenes import render_batch, sample_examples
 
-        embeds = []
+        chunks: list[torch.Tensor] = []
         with torch.no_grad():
             for chunk in range(8):
                 rng = batch_rng(self.ctx.seed, "prior-stats", chunk)
                 examples = sample_examples(rng, 512, pair_fraction=PAIR_FRACTION)
-                pixels = clip_pixels(render_batch([e.scene for e in examples], self.ctx.arch.image_size),
-                                     self.ctx.arch.clip_size)
-                embeds.append(self.image_encoder(pixel_values=pixels.to(self.ctx.device)).image_embeds)
-        embeds = torch.cat(embeds)
+                pixels = clip_pixels(
+                    render_batch([e.scene for e in examples], self.ctx.arch.image_size), self.ctx.arch.clip_size
+                )
+                chunks.append(self.image_encoder(pixel_values=pixels.to(self.ctx.device)).image_embeds)
+        embeds = torch.cat(chunks)
         self.prior.clip_mean.data.copy_(embeds.mean(0, keepdim=True))
         self.prior.clip_std.data.copy_(embeds.std(0, keepdim=True))
-        log.info("prior: image embedding mean norm %.3f, mean std %.3f",
-                 embeds.norm(dim=1).mean().item(), embeds.std(0).mean().item())
+        log.info(
+            "prior: image embedding mean norm %.3f, mean std %.3f",
+            embeds.norm(dim=1).mean().item(),
+            embeds.std(0).mean().item(),
+        )
 
-    def batch(self, step, plan):
+    def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
         import torch
 
         from engine.builtin.scenes import render_batch, sample_examples
@@ -540,13 +614,14 @@ class PriorStage(Stage):
         examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION)
         captions = [e.caption if rng.random() >= PRIOR_TEXT_DROPOUT else "" for e in examples]
         ids, mask = tokenize(self.ctx.tokenizer, captions)
-        pixels = clip_pixels(render_batch([e.scene for e in examples], self.ctx.arch.image_size),
-                             self.ctx.arch.clip_size)
+        pixels = clip_pixels(
+            render_batch([e.scene for e in examples], self.ctx.arch.image_size), self.ctx.arch.clip_size
+        )
         t = self.schedule.sample_timesteps(size, generator)
         noise = torch.randn(size, self.ctx.arch.embed_dim, generator=generator)
         return {"ids": ids, "mask": mask, "pixels": pixels, "t": t, "noise": noise}
 
-    def loss(self, data):
+    def loss(self, data: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         import torch
         from torch.nn import functional as F
 
@@ -556,12 +631,14 @@ class PriorStage(Stage):
         x0 = (image_embeds - self.prior.clip_mean) / self.prior.clip_std
         t = data["t"]
         x_t = self.schedule.add_noise(x0, data["noise"], t)
-        predicted = self.prior(x_t, timestep=t, proj_embedding=text_embeds, encoder_hidden_states=hidden,
-                               attention_mask=mask).predicted_image_embedding
+        predicted = self.prior(
+            x_t, timestep=t, proj_embedding=text_embeds, encoder_hidden_states=hidden, attention_mask=mask
+        ).predicted_image_embedding
         loss = F.mse_loss(predicted, x0)
         with torch.no_grad():
-            cosine = F.cosine_similarity(predicted * self.prior.clip_std + self.prior.clip_mean,
-                                         image_embeds).mean().item()
+            cosine = (
+                F.cosine_similarity(predicted * self.prior.clip_std + self.prior.clip_mean, image_embeds).mean().item()
+            )
         return loss, {"cos": cosine}
 
 
@@ -578,16 +655,16 @@ class DecoderStage(Stage):
 
         super().__init__(ctx)
         self.text_encoder, self.image_encoder = ctx.frozen_clip()
-        self.text_proj = build_text_proj(ctx.arch).to(ctx.device)
-        self.decoder = build_decoder(ctx.arch).to(ctx.device)
+        self.text_proj = on(build_text_proj(ctx.arch), ctx.device)
+        self.decoder = on(build_decoder(ctx.arch), ctx.device)
         self.schedule = NoiseSchedule().to(ctx.device)
         with torch.no_grad():
             self.empty = encode_text(ctx.tokenizer, self.text_encoder, [""])
 
-    def trainable(self):
+    def trainable(self) -> dict[str, torch.nn.Module]:
         return {"text_proj": self.text_proj, "decoder": self.decoder}
 
-    def batch(self, step, plan):
+    def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
         import torch
 
         from engine.builtin.scenes import render_batch, sample_examples
@@ -608,10 +685,18 @@ class DecoderStage(Stage):
             # Its own generator: every other draw of the step stays what it is without offset.
             offsets = torch.randn(size, 3, 1, 1, generator=torch_generator(self.ctx.seed, "offset", step))
             noise = noise + OFFSET_NOISE * offsets
-        return {"ids": ids, "mask": mask, "clip_pixels": clip_pixels(images, arch.clip_size),
-                "drop_text": drop_text, "drop_image": drop_image, "x0": x0, "t": t, "noise": noise}
+        return {
+            "ids": ids,
+            "mask": mask,
+            "clip_pixels": clip_pixels(images, arch.clip_size),
+            "drop_text": drop_text,
+            "drop_image": drop_image,
+            "x0": x0,
+            "t": t,
+            "noise": noise,
+        }
 
-    def loss(self, data):
+    def loss(self, data: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         import torch
         from torch.nn import functional as F
 
@@ -631,12 +716,15 @@ class DecoderStage(Stage):
         x_t = self.schedule.add_noise(x0, noise, t)
         with self.autocast():
             states, time_embeds = self.text_proj(
-                image_embeddings=image_embeds, prompt_embeds=text_embeds,
-                text_encoder_hidden_states=hidden, do_classifier_free_guidance=False,
+                image_embeddings=image_embeds,
+                prompt_embeds=text_embeds,
+                text_encoder_hidden_states=hidden,
+                do_classifier_free_guidance=False,
             )
-            full_mask = F.pad(mask, (self.text_proj.config.clip_extra_context_tokens, 0), value=True)
-            output = self.decoder(x_t, t, encoder_hidden_states=states, class_labels=time_embeds,
-                                  attention_mask=full_mask).sample
+            full_mask = F.pad(mask, (self.text_proj.config["clip_extra_context_tokens"], 0), value=True)
+            output = self.decoder(
+                x_t, t, encoder_hidden_states=states, class_labels=time_embeds, attention_mask=full_mask
+            ).sample
         noise_pred, variance_pred = output.float().split(3, dim=1)
         mse = ((noise_pred - noise) ** 2).flatten(1).mean(1)
         vb = self.schedule.variance_bound(x_t, x0, t, noise_pred, variance_pred)
@@ -654,13 +742,13 @@ class UpsamplerStage(Stage):
         from engine.builtin.models import build_upsampler
 
         super().__init__(ctx)
-        self.upsampler = build_upsampler(ctx.arch).to(ctx.device)
+        self.upsampler = on(build_upsampler(ctx.arch), ctx.device)
         self.schedule = NoiseSchedule().to(ctx.device)
 
-    def trainable(self):
+    def trainable(self) -> dict[str, torch.nn.Module]:
         return {"super_res": self.upsampler}
 
-    def batch(self, step, plan):
+    def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
         import torch
         from torch.nn import functional as F
 
@@ -678,15 +766,17 @@ class UpsamplerStage(Stage):
         amount = torch.rand(size, 1, 1, 1, generator=generator) * 0.5
         small = small + amount * (blurred - small)
         small = small + torch.rand(size, 1, 1, 1, generator=generator) * 0.04 * torch.randn(
-            small.shape, generator=generator)
+            small.shape, generator=generator
+        )
         small = small.clamp(-1, 1)
-        upscaled = F.interpolate(small, size=(arch.image_size, arch.image_size), mode="bicubic",
-                                 align_corners=False, antialias=True)
+        upscaled = F.interpolate(
+            small, size=(arch.image_size, arch.image_size), mode="bicubic", align_corners=False, antialias=True
+        )
         t = self.schedule.sample_timesteps(size, generator)
         noise = torch.randn(x0.shape, generator=generator)
         return {"x0": x0, "upscaled": upscaled, "t": t, "noise": noise}
 
-    def loss(self, data):
+    def loss(self, data: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         import torch
 
         x0, t, noise = data["x0"], data["t"], data["noise"]
@@ -699,7 +789,10 @@ class UpsamplerStage(Stage):
 
 
 STAGE_CLASSES: dict[str, type[Stage]] = {
-    "clip": ClipStage, "prior": PriorStage, "decoder": DecoderStage, "upsampler": UpsamplerStage,
+    "clip": ClipStage,
+    "prior": PriorStage,
+    "decoder": DecoderStage,
+    "upsampler": UpsamplerStage,
 }
 
 
@@ -732,13 +825,20 @@ def to_device(data: Any, device: str) -> Any:
     return data.to(device, non_blocking=True) if hasattr(data, "to") else data
 
 
-def batches(stage: Stage, plan: StagePlan, start: int, workers: int):
+def batches(stage: Stage, plan: StagePlan, start: int, workers: int) -> DataLoader[dict[str, Any]]:
     """The batches of steps start.. in order, made by `workers` processes (0: in this one)."""
     from torch.utils.data import DataLoader
 
-    return DataLoader(StepBatches(stage, plan, start), batch_size=None, shuffle=False,
-                      num_workers=workers, worker_init_fn=_one_thread if workers else None,
-                      prefetch_factor=8 if workers else None, pin_memory=stage.ctx.device.startswith("cuda"))
+    return DataLoader(
+        # A map-style dataset by protocol (len and getitem), not a Dataset subclass.
+        cast("Dataset[dict[str, Any]]", StepBatches(stage, plan, start)),
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        worker_init_fn=_one_thread if workers else None,
+        prefetch_factor=8 if workers else None,
+        pin_memory=stage.ctx.device.startswith("cuda"),
+    )
 
 
 def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]:
@@ -755,8 +855,9 @@ def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]
     checkpoint = _load(path)
     modules = stage.trainable()
     if checkpoint is not None and checkpoint["step"] >= plan.steps and checkpoint["done"]:
-        log.info("%s: already trained (%d steps, %.0f s); skipping", stage.name, checkpoint["step"],
-                 checkpoint["elapsed"])
+        log.info(
+            "%s: already trained (%d steps, %.0f s); skipping", stage.name, checkpoint["step"], checkpoint["elapsed"]
+        )
         return stage_summary(checkpoint)
 
     parameters = [p for m in modules.values() for p in m.parameters() if p.requires_grad]
@@ -774,8 +875,13 @@ def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]
         start, elapsed = checkpoint["step"], checkpoint["elapsed"]
         log.info("%s: resuming at step %d of %d (%.0f s so far)", stage.name, start, plan.steps, elapsed)
     else:
-        log.info("%s: %s trainable parameters, %d steps of batch %d", stage.name,
-                 f"{sum(p.numel() for p in parameters):,}", plan.steps, plan.batch)
+        log.info(
+            "%s: %s trainable parameters, %d steps of batch %d",
+            stage.name,
+            f"{sum(p.numel() for p in parameters):,}",
+            plan.steps,
+            plan.batch,
+        )
         began = time.perf_counter()
         stage.prepare()
         elapsed += time.perf_counter() - began
@@ -787,14 +893,19 @@ def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]
         return rate
 
     def save(step: int, done: bool) -> dict:
-        weights = {name: (ema.module_state(name) if ema else module.state_dict())
-                   for name, module in modules.items()}
+        weights = {name: (ema.module_state(name) if ema else module.state_dict()) for name, module in modules.items()}
         checkpoint = {
-            "step": step, "elapsed": elapsed, "done": done, "plan": asdict(plan),
+            "step": step,
+            "elapsed": elapsed,
+            "done": done,
+            "plan": asdict(plan),
             "modules": {name: module.state_dict() for name, module in modules.items()},
-            "optimizer": optimizer.state_dict(), "ema": ema.state_dict() if ema else None,
-            "extra": stage.extra_state(), "weights": weights,
-            "device": stage.ctx.device, "workers": workers,
+            "optimizer": optimizer.state_dict(),
+            "ema": ema.state_dict() if ema else None,
+            "extra": stage.extra_state(),
+            "weights": weights,
+            "device": stage.ctx.device,
+            "workers": workers,
         }
         _save_atomic(checkpoint, path)
         return checkpoint
@@ -802,8 +913,15 @@ def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]
     for module in modules.values():
         module.train()
     interactive = sys.stderr.isatty()
-    bar = tqdm(total=plan.steps, initial=start, desc=stage.name, unit="step", dynamic_ncols=True,
-               mininterval=1 if interactive else 30, file=sys.stderr)
+    bar = tqdm(
+        total=plan.steps,
+        initial=start,
+        desc=stage.name,
+        unit="step",
+        dynamic_ncols=True,
+        mininterval=1 if interactive else 30,
+        file=sys.stderr,
+    )
     running: dict[str, float] = {}
     elapsed_before = elapsed
     last = time.perf_counter()
@@ -827,9 +945,16 @@ def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]
             count = (step % plan.log_every) + 1
             summary = " ".join(f"{k}={v / count:.4f}" for k, v in running.items())
             bar.set_postfix_str(summary, refresh=False)
-            log.info("%s step %d/%d %s lr=%.2e (%.0f s, %.2f s/step)", stage.name, step + 1,
-                     plan.steps, summary, learning_rate(step), elapsed,
-                     (elapsed - elapsed_before) / (step + 1 - start))
+            log.info(
+                "%s step %d/%d %s lr=%.2e (%.0f s, %.2f s/step)",
+                stage.name,
+                step + 1,
+                plan.steps,
+                summary,
+                learning_rate(step),
+                elapsed,
+                (elapsed - elapsed_before) / (step + 1 - start),
+            )
             running = {}
         if (step + 1) % plan.checkpoint_every == 0 and step + 1 < plan.steps:
             save(step + 1, done=False)
@@ -841,9 +966,13 @@ def run_stage(stage: Stage, plan: StagePlan, workers: int = 0) -> dict[str, Any]
 
 def stage_summary(checkpoint: dict) -> dict[str, Any]:
     """How a finished stage was trained, for times.json and imagine.json."""
-    return {"seconds": round(checkpoint["elapsed"]), "steps": checkpoint["step"],
-            "batch": checkpoint["plan"]["batch"], "device": checkpoint.get("device", "cpu"),
-            "workers": checkpoint.get("workers", 0)}
+    return {
+        "seconds": round(checkpoint["elapsed"]),
+        "steps": checkpoint["step"],
+        "batch": checkpoint["plan"]["batch"],
+        "device": checkpoint.get("device", "cpu"),
+        "workers": checkpoint.get("workers", 0),
+    }
 
 
 # --- export ------------------------------------------------------------------------------------
@@ -854,7 +983,8 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
     import shutil
 
     import torch
-    from diffusers.schedulers import UnCLIPScheduler
+    from diffusers.models.modeling_utils import ModelMixin
+    from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
 
     from engine.builtin import models
     from engine.render.tiny import scheduler_configs, write_model_index
@@ -890,9 +1020,9 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
         shutil.rmtree(out)
     out.mkdir(parents=True)
     for name, (part, (library, _)) in parts.items():
-        if isinstance(part, torch.nn.Module) and library != "transformers":
+        if isinstance(part, ModelMixin) and library != "transformers":
             # fp16 halves the size; diffusers loads it back as float32 unless told otherwise.
-            part.to(torch.float16).save_pretrained(out / name, safe_serialization=True)
+            on(part, torch.float16).save_pretrained(out / name, safe_serialization=True)
         else:
             # The CLIP towers stay float32: they are small, and transformers would otherwise load
             # them as float16 next to float32 diffusers parts when no dtype is given.
@@ -901,14 +1031,18 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
         UnCLIPScheduler(**config).save_pretrained(out / name)
     components = {name: lib_cls for name, (_, lib_cls) in parts.items()}
     components.update({name: ("diffusers", "UnCLIPScheduler") for name in scheduler_configs()})
-    write_model_index(out, components, {
-        "name": "builtin",
-        "description": description,
-        "trained": True,
-        "defaults": dict(SAMPLING_DEFAULTS),
-        "training": training,
-        "architecture": arch.to_dict(),
-    })
+    write_model_index(
+        out,
+        components,
+        {
+            "name": "builtin",
+            "description": description,
+            "trained": True,
+            "defaults": dict(SAMPLING_DEFAULTS),
+            "training": training,
+            "architecture": arch.to_dict(),
+        },
+    )
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     log.info("exported to %s (%.1f MB)", out, size / 1e6)
     return out
@@ -917,7 +1051,7 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
 # --- entry point -------------------------------------------------------------------------------
 
 
-def _tokenizer(ctx: TrainContext, folder: Path):
+def _tokenizer(ctx: TrainContext, folder: Path) -> CLIPTokenizer:
     """Build the tokenizer once per work folder (from seeded captions) and reuse it after."""
     from transformers import CLIPTokenizer
 
@@ -958,16 +1092,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="weights folder to write")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="checkpoints and log")
     parser.add_argument("--smoke", action="store_true", help="toy sizes, about a minute")
-    parser.add_argument("--stages", default=",".join(STAGES),
-                        help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
+    parser.add_argument(
+        "--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)} (default: all)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", action="append", default=[], metavar="STAGE=N",
-                        help="train STAGE to N steps instead of the plan (continues a finished stage)")
+    parser.add_argument(
+        "--steps",
+        action="append",
+        default=[],
+        metavar="STAGE=N",
+        help="train STAGE to N steps instead of the plan (continues a finished stage)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
-    parser.add_argument("--device", default="cpu",
-                        help="where the networks train: cpu (default) or cuda[:N]; the data is made on the CPU")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="processes making batches ahead (default: none on the CPU, all cores but two on a GPU)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the networks train: cpu (default) or cuda[:N]; the data is made on the CPU",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes making batches ahead (default: none on the CPU, all cores but two on a GPU)",
+    )
     parser.add_argument("--no-export", action="store_true", help="train only, do not write --out")
     return parser.parse_args(argv)
 
@@ -991,8 +1138,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        print(f"--stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}",
-              file=sys.stderr)
+        print(f"--stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}", file=sys.stderr)
         return 2
     mode = "smoke" if args.smoke else "full"
     plans = dict(PLANS[mode])
@@ -1037,9 +1183,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     ctx = TrainContext(arch=arch, work=work, seed=args.seed, device=args.device)
     ctx.tokenizer = _tokenizer(ctx, work / "tokenizer")
-    log.info("training %s (%s mode, seed %d) in %s on %s with %d threads, %d data workers; UNets in %s",
-             ", ".join(stages), mode, args.seed, work, args.device, torch.get_num_threads(), workers,
-             "bf16 autocast" if fast_bf16(args.device) else "fp32 (no native bf16 here)")
+    log.info(
+        "training %s (%s mode, seed %d) in %s on %s with %d threads, %d data workers; UNets in %s",
+        ", ".join(stages),
+        mode,
+        args.seed,
+        work,
+        args.device,
+        torch.get_num_threads(),
+        workers,
+        "bf16 autocast" if fast_bf16(args.device) else "fp32 (no native bf16 here)",
+    )
 
     times_file = work / "times.json"
     times = json.loads(times_file.read_text()) if times_file.exists() else {}
@@ -1059,14 +1213,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     total = sum(v["seconds"] for v in times.values())
     export_weights(
-        ctx, args.out,
-        description=("imagine-bot's own small unCLIP model, trained from scratch on generated "
-                     "coloured shapes (64 px)" + (" - SMOKE RUN, not a usable model" if args.smoke else "")),
-        training={"mode": mode, "seed": args.seed, "stages": times, "total_seconds": total,
-                  "torch_threads": torch.get_num_threads()},
+        ctx,
+        args.out,
+        description=(
+            "imagine-bot's own small unCLIP model, trained from scratch on generated "
+            "coloured shapes (64 px)" + (" - SMOKE RUN, not a usable model" if args.smoke else "")
+        ),
+        training={
+            "mode": mode,
+            "seed": args.seed,
+            "stages": times,
+            "total_seconds": total,
+            "torch_threads": torch.get_num_threads(),
+        },
     )
-    log.info("stage wall times: %s (total %.0f s)",
-             ", ".join(f"{k} {v['seconds']} s" for k, v in times.items()), total)
+    log.info("stage wall times: %s (total %.0f s)", ", ".join(f"{k} {v['seconds']} s" for k, v in times.items()), total)
     return 0
 
 

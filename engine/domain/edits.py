@@ -57,8 +57,9 @@ def parse_region(text: str) -> tuple[float, float, float, float]:
         return REGIONS[word]
     parts = [p for p in word.replace(";", ",").replace(" ", ",").split(",") if p]
     if len(parts) != 4:
-        raise EditSpecError(f"A region is left, right, top, bottom, centre or X,Y,W,H (fractions, "
-                            f"e.g. 0.5,0,0.5,1); got {text[:40]!r}.")
+        raise EditSpecError(
+            f"A region is left, right, top, bottom, centre or X,Y,W,H (fractions, e.g. 0.5,0,0.5,1); got {text[:40]!r}."
+        )
     try:
         x, y, w, h = (float(p) for p in parts)
     except ValueError:
@@ -71,14 +72,18 @@ def check_box(box: tuple[float, float, float, float]) -> tuple[float, float, flo
     if not all(math.isfinite(v) for v in box):
         raise EditSpecError("The region's numbers must be finite.")
     if w < MIN_BOX_SIDE or h < MIN_BOX_SIDE:
-        raise EditSpecError(f"The region is empty or too thin ({w:g} × {h:g}); each side must be at "
-                            f"least {MIN_BOX_SIDE:g} of the image.")
+        raise EditSpecError(
+            f"The region is empty or too thin ({w:g} × {h:g}); each side must be at "
+            f"least {MIN_BOX_SIDE:g} of the image."
+        )
     if x < 0 or y < 0 or x + w > 1 + 1e-9 or y + h > 1 + 1e-9:
-        raise EditSpecError(f"The region {x:g},{y:g},{w:g},{h:g} goes outside the image (X+W and Y+H "
-                            "must stay within 1).")
+        raise EditSpecError(
+            f"The region {x:g},{y:g},{w:g},{h:g} goes outside the image (X+W and Y+H must stay within 1)."
+        )
     if w * h > 1 - 1e-9:
-        raise EditSpecError("The region is the whole image: that is a new picture (/imagine), or a "
-                            "variation (/vary), not an edit.")
+        raise EditSpecError(
+            "The region is the whole image: that is a new picture (/imagine), or a variation (/vary), not an edit."
+        )
     return (x, y, w, h)
 
 

@@ -27,9 +27,7 @@ class PromptRejected(UserFacingError):
     """The prompt contains a term this team's moderators blocked."""
 
     def __init__(self, term: str) -> None:
-        super().__init__(
-            f"Your prompt contains a term this team has blocked ({term!r}). Nothing was charged."
-        )
+        super().__init__(f"Your prompt contains a term this team has blocked ({term!r}). Nothing was charged.")
         self.term = term
 
 
@@ -87,6 +85,5 @@ class StoreUnavailable(UserFacingError):
 
     def __init__(self) -> None:
         super().__init__(
-            "imagine-bot cannot reach its database right now. Nothing was charged; "
-            "please try again in a minute."
+            "imagine-bot cannot reach its database right now. Nothing was charged; please try again in a minute."
         )

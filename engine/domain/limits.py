@@ -61,6 +61,5 @@ def job_id(value: int) -> int:
 def external_id(text: str, *, what: str = "That id") -> str:
     """A platform id typed or sent by someone (a user, role or team id)."""
     if not text or len(text) > MAX_EXTERNAL_ID_CHARS:
-        raise UsageError(f"{what} is not a valid id ({len(text)} characters; ids are 1 to "
-                         f"{MAX_EXTERNAL_ID_CHARS}).")
+        raise UsageError(f"{what} is not a valid id ({len(text)} characters; ids are 1 to {MAX_EXTERNAL_ID_CHARS}).")
     return text

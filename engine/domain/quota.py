@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeGuard
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def effective_limit(
     resets = [r.reset_at for r in shared if r.reset_at and r.reset_at >= today]
     reset_at = max(resets) if resets else None
 
-    def sets_limit(rule: PolicyRule | None) -> bool:
+    def sets_limit(rule: PolicyRule | None) -> TypeGuard[PolicyRule]:
         return rule is not None and (rule.unlimited or rule.daily_limit is not None)
 
     if sets_limit(user_rule):
@@ -78,7 +79,7 @@ def effective_limit(
     limiting_roles = [r for r in role_rules if sets_limit(r)]
     if limiting_roles:
         # The most generous role wins; unlimited beats any number.
-        best = max(limiting_roles, key=lambda r: float("inf") if r.unlimited else r.daily_limit)
+        best = max(limiting_roles, key=_generosity)
         return EffectiveLimit(_limit(best), bonus, f"role {best.subject}", reset_at)
     if sets_limit(team_rule):
         return EffectiveLimit(_limit(team_rule), bonus, "the team default", reset_at)
@@ -87,3 +88,9 @@ def effective_limit(
 
 def _limit(rule: PolicyRule) -> int | None:
     return None if rule.unlimited else rule.daily_limit
+
+
+def _generosity(rule: PolicyRule) -> float:
+    """How many images a rule that sets a limit allows; unlimited beats any number."""
+    limit = _limit(rule)
+    return float("inf") if limit is None else limit

@@ -186,14 +186,11 @@ def normalise_prompt(text: str, *, max_chars: int, what: str = "Prompt") -> str:
     for ch in text:
         if ch in _BIDI_CONTROLS:
             raise UsageError(
-                f"{what} contains a text-direction control character (U+{ord(ch):04X}); "
-                "remove it and try again."
+                f"{what} contains a text-direction control character (U+{ord(ch):04X}); remove it and try again."
             )
         category = unicodedata.category(ch)
         if category == "Cc" and ch not in "\n\t":
-            raise UsageError(
-                f"{what} contains a control character (U+{ord(ch):04X}); remove it and try again."
-            )
+            raise UsageError(f"{what} contains a control character (U+{ord(ch):04X}); remove it and try again.")
         if category in ("Co", "Cs", "Cn"):
             raise UsageError(
                 f"{what} contains an unsupported character (U+{ord(ch):04X}: private-use, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -89,9 +90,9 @@ class ThreadNode:
     generation: GenerationView
     children: tuple[ThreadNode, ...] = field(default_factory=tuple)
 
-    def walk(self):
+    def walk(self) -> Iterator[tuple[int, ThreadNode]]:
         """Yield (depth, node) depth-first, children in creation order."""
-        stack = [(0, self)]
+        stack: list[tuple[int, ThreadNode]] = [(0, self)]
         while stack:
             depth, node = stack.pop()
             yield depth, node

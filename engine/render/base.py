@@ -42,6 +42,7 @@ from engine.render.types import (
     RenderError,
     RenderJob,
     RenderResult,
+    StepFn,
     batch_key,
 )
 
@@ -201,7 +202,9 @@ class BaseRenderer(ABC):
     # Every family draws; the rest it implements if its model can (else the job is refused
     # with a message the user sees).
     @abstractmethod
-    def _draw(self, jobs: list[RenderJob], settings: dict[str, Any], generators, on_step) -> Drawn:
+    def _draw(
+        self, jobs: list[RenderJob], settings: dict[str, Any], generators: list[torch.Generator], on_step: StepFn
+    ) -> Drawn:
         """One pipeline call for a batch of compatible jobs, their images in job order."""
 
     def _upscale(self, job: RenderJob, settings: dict[str, Any], progress: ProgressFn) -> Drawn:
@@ -290,16 +293,19 @@ class BaseRenderer(ABC):
         if jobs[0].operation == "upscale":
             drawn = self._upscale(jobs[0], settings, lambda f, s: on_step(s, round(f * 100), 100))
         else:
-            generators = [
-                torch.Generator("cpu").manual_seed(seed) for job in jobs for seed in job.draw_seeds()
-            ]
+            generators = [torch.Generator("cpu").manual_seed(seed) for job in jobs for seed in job.draw_seeds()]
             drawn = self._draw(jobs, settings, generators, on_step)
-        log.info("rendered %d job(s), %d image(s) in %d ms", len(jobs), len(drawn.pictures),
-                 round((time.perf_counter() - started) * 1000))
+        log.info(
+            "rendered %d job(s), %d image(s) in %d ms",
+            len(jobs),
+            len(drawn.pictures),
+            round((time.perf_counter() - started) * 1000),
+        )
         return self._package(jobs, drawn, settings, aborted)
 
-    def _package(self, jobs: list[RenderJob], drawn: Drawn, settings: dict[str, Any],
-                 aborted: list[bool]) -> list[RenderResult | None]:
+    def _package(
+        self, jobs: list[RenderJob], drawn: Drawn, settings: dict[str, Any], aborted: list[bool]
+    ) -> list[RenderResult | None]:
         results: list[RenderResult | None] = []
         offset = 0
         for i, job in enumerate(jobs):
@@ -317,11 +323,16 @@ class BaseRenderer(ABC):
                     picture = crop_to_aspect(picture, job.params.get("aspect", "1:1"))
                 pictures.append(picture)
                 seed = job.draw_seeds()[k]
-                images.append(RenderedImage(
-                    index=k + 1, png=encode_png(picture, {**info, "seed": seed, "index": k + 1}),
-                    width=picture.width, height=picture.height, seed=seed,
-                    embedding=embedding_to_bytes(drawn.embeddings[offset + k]),
-                ))
+                images.append(
+                    RenderedImage(
+                        index=k + 1,
+                        png=encode_png(picture, {**info, "seed": seed, "index": k + 1}),
+                        width=picture.width,
+                        height=picture.height,
+                        seed=seed,
+                        embedding=embedding_to_bytes(drawn.embeddings[offset + k]),
+                    )
+                )
             grid = None
             if job.operation == "strip":
                 grid = make_strip(pictures, info)
@@ -331,8 +342,7 @@ class BaseRenderer(ABC):
             offset += count
         return results
 
-    def _info(self, job: RenderJob, settings: dict[str, Any], embedding_source: str,
-              used_init: bool) -> dict[str, Any]:
+    def _info(self, job: RenderJob, settings: dict[str, Any], embedding_source: str, used_init: bool) -> dict[str, Any]:
         info = {
             "software": "imagine-bot",
             "job": job.generation_id,
@@ -356,8 +366,11 @@ class BaseRenderer(ABC):
             "versions": self.versions,
         }
         if job.operation == "textdiff":
-            info["edit"] = {"from": job.params.get("edit_from", ""), "toward": job.params["edit_toward"],
-                            "amount": job.params.get("edit_amount", DEFAULT_EDIT_AMOUNT)}
+            info["edit"] = {
+                "from": job.params.get("edit_from", ""),
+                "toward": job.params["edit_toward"],
+                "amount": job.params.get("edit_amount", DEFAULT_EDIT_AMOUNT),
+            }
         if job.operation == "edit":
             # What was drawn and what was kept: the operation and its box, factor or direction.
             info["edit"] = dict(job.params["edit"])

@@ -48,17 +48,26 @@ def canvas_and_mask(source: Image.Image, spec: EditSpec, size: tuple[int, int]) 
     if spec.op == "region":
         put(picture, 0, 0)
         x, y, w, h = spec.box  # type: ignore[misc]
-        keep[oy + round(y * placed_h):oy + round((y + h) * placed_h),
-             ox + round(x * placed_w):ox + round((x + w) * placed_w)] = 0.0
+        keep[
+            oy + round(y * placed_h) : oy + round((y + h) * placed_h),
+            ox + round(x * placed_w) : ox + round((x + w) * placed_w),
+        ] = 0.0
     elif spec.op == "zoomout":
-        inner = picture.resize((round(placed_w / spec.factor), round(placed_h / spec.factor)),  # type: ignore[operator]
-                               Image.Resampling.LANCZOS)
+        inner = picture.resize(
+            (round(placed_w / spec.factor), round(placed_h / spec.factor)),  # type: ignore[operator]
+            Image.Resampling.LANCZOS,
+        )
         put(inner, (placed_w - inner.width) // 2, (placed_h - inner.height) // 2)
     else:
         dx, dy = {"left": (1, 0), "right": (-1, 0), "up": (0, 1), "down": (0, -1)}[spec.direction]  # type: ignore[index]
-        shifted = picture.crop((max(0, -round(dx * PAN_SHIFT * placed_w)), max(0, -round(dy * PAN_SHIFT * placed_h)),
-                                placed_w - max(0, round(dx * PAN_SHIFT * placed_w)),
-                                placed_h - max(0, round(dy * PAN_SHIFT * placed_h))))
+        shifted = picture.crop(
+            (
+                max(0, -round(dx * PAN_SHIFT * placed_w)),
+                max(0, -round(dy * PAN_SHIFT * placed_h)),
+                placed_w - max(0, round(dx * PAN_SHIFT * placed_w)),
+                placed_h - max(0, round(dy * PAN_SHIFT * placed_h)),
+            )
+        )
         put(shifted, max(0, round(dx * PAN_SHIFT * placed_w)), max(0, round(dy * PAN_SHIFT * placed_h)))
     return canvas, feather(keep)
 
@@ -87,8 +96,14 @@ def composite(drawn: Image.Image, canvas: Image.Image, keep: np.ndarray) -> Imag
     if canvas.size != size:
         canvas = canvas.resize(size, Image.Resampling.LANCZOS)
     if keep.shape != (size[1], size[0]):
-        keep = np.asarray(Image.fromarray((keep * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR),
-                          dtype=np.float32) / 255
+        keep = (
+            np.asarray(
+                Image.fromarray((keep * 255).astype(np.uint8)).resize(size, Image.Resampling.BILINEAR), dtype=np.float32
+            )
+            / 255
+        )
     mask = keep[..., None]
-    blended = np.asarray(canvas, dtype=np.float32) * mask + np.asarray(drawn.convert("RGB"), dtype=np.float32) * (1 - mask)
+    blended = np.asarray(canvas, dtype=np.float32) * mask + np.asarray(drawn.convert("RGB"), dtype=np.float32) * (
+        1 - mask
+    )
     return Image.fromarray(blended.round().clip(0, 255).astype(np.uint8))

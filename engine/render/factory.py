@@ -32,10 +32,19 @@ def find_model(model: str, data_dir: Path) -> ModelSpec:
     return resolve_model(model, data_dir)
 
 
-def load_renderer(model: str, data_dir: Path, *, backend: str = "unclip", device: str = "auto",
-                  dtype: str = "auto", cpu_offload: bool = False, compile: bool = False,
-                  torch_threads: int = 0, prior_model: str | None = None,
-                  noop_delay_ms: str = "") -> BaseRenderer | NoopRenderer:
+def load_renderer(
+    model: str,
+    data_dir: Path,
+    *,
+    backend: str = "unclip",
+    device: str = "auto",
+    dtype: str = "auto",
+    cpu_offload: bool = False,
+    compile: bool = False,
+    torch_threads: int = 0,
+    prior_model: str | None = None,
+    noop_delay_ms: str = "",
+) -> BaseRenderer | NoopRenderer:
     """The renderer a worker process uses: loaded once, kept warm."""
     if backend == "noop":
         from engine.render.noop import NoopRenderer, parse_delay
@@ -49,11 +58,17 @@ def load_renderer(model: str, data_dir: Path, *, backend: str = "unclip", device
     if spec.family == "unclip":
         from engine.render.families.unclip import UnCLIPRenderer
 
-        return UnCLIPRenderer.load(spec, device=device, dtype=dtype, cpu_offload=cpu_offload,
-                                   compile=compile)
+        return UnCLIPRenderer.load(spec, device=device, dtype=dtype, cpu_offload=cpu_offload, compile=compile)
     if spec.family == "kandinsky22":
         from engine.render.families.kandinsky import KandinskyRenderer
 
-        return KandinskyRenderer.load(spec, data_dir, prior_model=prior_model, device=device,
-                                      dtype=dtype, cpu_offload=cpu_offload, compile=compile)
+        return KandinskyRenderer.load(
+            spec,
+            data_dir,
+            prior_model=prior_model,
+            device=device,
+            dtype=dtype,
+            cpu_offload=cpu_offload,
+            compile=compile,
+        )
     raise ModelUnavailable(f"{spec.path}: the {spec.family} family is not supported")

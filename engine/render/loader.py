@@ -14,9 +14,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.render.names import BUILTIN_DIR, BUILTIN_MODEL_NAME, TINY_MODEL_NAME, tiny_model_dir
+
+if TYPE_CHECKING:  # torch and diffusers are imported when a model is loaded, not with this module
+    import torch
+
+    from engine.render.unclip import ImagineUnCLIPPipeline
 
 # Karlo's components: which class loads each subfolder. Optional ones may be absent.
 UNCLIP_COMPONENTS: dict[str, tuple[str, str]] = {
@@ -155,7 +160,7 @@ def weights_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_unclip(spec: ModelSpec, *, device: str = "cpu", dtype=None):
+def load_unclip(spec: ModelSpec, *, device: str = "cpu", dtype: torch.dtype | None = None) -> ImagineUnCLIPPipeline:
     """Load each component of an unCLIP folder with its class and assemble our pipeline.
 
     Loading component by component avoids diffusers' `from_pretrained` lookup of
@@ -185,8 +190,12 @@ def load_unclip(spec: ModelSpec, *, device: str = "cpu", dtype=None):
         else:
             cls = getattr(transformers, class_name)
         kwargs: dict[str, Any] = {}
-        if dtype is not None and hasattr(cls, "save_pretrained") and "Scheduler" not in class_name \
-                and class_name not in ("CLIPTokenizer", "CLIPImageProcessor"):
+        if (
+            dtype is not None
+            and hasattr(cls, "save_pretrained")
+            and "Scheduler" not in class_name
+            and class_name not in ("CLIPTokenizer", "CLIPImageProcessor")
+        ):
             kwargs["dtype"] = dtype
         try:
             parts[name] = cls.from_pretrained(folder, **kwargs)

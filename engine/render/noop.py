@@ -70,5 +70,7 @@ class NoopRenderer:
                         aborted[i] = True
             if all(aborted):
                 raise RenderAborted()
-        return [None if aborted[i] else self.render(job, fn)
-                for i, (job, fn) in enumerate(zip(jobs, progress_fns, strict=True))]
+        return [
+            None if aborted[i] else self.render(job, fn)
+            for i, (job, fn) in enumerate(zip(jobs, progress_fns, strict=True))
+        ]

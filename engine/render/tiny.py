@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from engine.render.loader import quiet_libraries, set_offline
 from engine.render.names import TINY_MODEL_NAME
+
+if TYPE_CHECKING:  # torch and its libraries are imported when a stack is built
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+        CLIPVisionModelWithProjection,
+    )
 
 # Every dimension that must agree across the stack (see the loader's checks).
 EMBED_DIM = 32  # CLIP hidden = projection = prior embedding = text_proj clip_embeddings_dim
@@ -30,22 +39,34 @@ _CORPUS = [
 ]
 
 
-def scheduler_configs() -> dict[str, dict]:
+def scheduler_configs() -> dict[str, dict[str, Any]]:
     """Karlo's scheduler settings: the prior predicts x0, decoder and upsampler predict noise."""
     base = {"num_train_timesteps": 1000, "clip_sample": True}
     return {
-        "prior_scheduler": {**base, "variance_type": "fixed_small_log", "prediction_type": "sample",
-                            "clip_sample_range": 5.0},
-        "decoder_scheduler": {**base, "variance_type": "learned_range",
-                              "prediction_type": "epsilon", "clip_sample_range": 1.0},
-        "super_res_scheduler": {**base, "variance_type": "fixed_small_log",
-                                "prediction_type": "epsilon", "clip_sample_range": 1.0},
+        "prior_scheduler": {
+            **base,
+            "variance_type": "fixed_small_log",
+            "prediction_type": "sample",
+            "clip_sample_range": 5.0,
+        },
+        "decoder_scheduler": {
+            **base,
+            "variance_type": "learned_range",
+            "prediction_type": "epsilon",
+            "clip_sample_range": 1.0,
+        },
+        "super_res_scheduler": {
+            **base,
+            "variance_type": "fixed_small_log",
+            "prediction_type": "epsilon",
+            "clip_sample_range": 1.0,
+        },
     }
 
 
-def write_model_index(folder: Path, components: dict[str, tuple[str, str]], meta: dict) -> None:
+def write_model_index(folder: Path, components: dict[str, tuple[str, str]], meta: dict[str, Any]) -> None:
     """model_index.json as Karlo has it, plus imagine.json with our own metadata."""
-    index = {"_class_name": "UnCLIPPipeline", "_diffusers_version": "0.42.1"}
+    index: dict[str, str | list[str]] = {"_class_name": "UnCLIPPipeline", "_diffusers_version": "0.42.1"}
     index.update({name: list(lib_cls) for name, lib_cls in sorted(components.items())})
     (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     (folder / "imagine.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -55,7 +76,9 @@ def transformers_logging_quiet() -> None:
     quiet_libraries()
 
 
-def _tiny_clip(seed: int):
+def _tiny_clip(
+    seed: int,
+) -> tuple[CLIPTokenizer, CLIPTextModelWithProjection, CLIPVisionModelWithProjection, CLIPImageProcessor]:
     """The tiny CLIP parts both families share: tokenizer, text tower, vision tower, processor."""
     import torch
     from transformers import (
@@ -74,56 +97,86 @@ def _tiny_clip(seed: int):
     tokenizer = build_clip_tokenizer(_CORPUS, vocab_size=400, max_length=MAX_TOKENS)
     text_encoder = CLIPTextModelWithProjection(
         CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=EMBED_DIM, projection_dim=EMBED_DIM,
-            intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            max_position_embeddings=MAX_TOKENS, bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            vocab_size=len(tokenizer),
+            hidden_size=EMBED_DIM,
+            projection_dim=EMBED_DIM,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_TOKENS,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         )
     )
     image_encoder = CLIPVisionModelWithProjection(
         CLIPVisionConfig(
-            hidden_size=EMBED_DIM, projection_dim=EMBED_DIM, intermediate_size=64,
-            num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8,
+            hidden_size=EMBED_DIM,
+            projection_dim=EMBED_DIM,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
         )
     )
     processor = CLIPImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_center_crop=True,
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+        size={"shortest_edge": 32},
+        crop_size={"height": 32, "width": 32},
+        do_center_crop=True,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
     )
     return tokenizer, text_encoder, image_encoder, processor
 
 
 def build_tiny_unclip(folder: Path | str, *, seed: int = 0) -> Path:
     """Create the tiny random stack in `folder` (deterministic for a seed) and return the path."""
-    from diffusers import PriorTransformer, UNet2DConditionModel, UNet2DModel
+    from diffusers.models.transformers.prior_transformer import PriorTransformer
+    from diffusers.models.unets.unet_2d import UNet2DModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
-    from diffusers.schedulers import UnCLIPScheduler
+    from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer, text_encoder, image_encoder, feature_extractor = _tiny_clip(seed)
     prior = PriorTransformer(
-        num_attention_heads=2, attention_head_dim=8, num_layers=1, embedding_dim=EMBED_DIM,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_layers=1,
+        embedding_dim=EMBED_DIM,
         num_embeddings=MAX_TOKENS,
     )
     # clip_mean/clip_std start at zero, which would scale every sampled embedding to 0.
     prior.clip_std.data.fill_(1.0)
     text_proj = UnCLIPTextProjModel(
-        clip_embeddings_dim=EMBED_DIM, time_embed_dim=4 * DECODER_WIDTH,
+        clip_embeddings_dim=EMBED_DIM,
+        time_embed_dim=4 * DECODER_WIDTH,
         cross_attention_dim=CROSS_ATTENTION_DIM,
     )
     decoder = UNet2DConditionModel(
-        sample_size=16, in_channels=3, out_channels=6,
+        sample_size=16,
+        in_channels=3,
+        out_channels=6,
         down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
         up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
         mid_block_type="UNetMidBlock2DSimpleCrossAttn",
-        block_out_channels=(DECODER_WIDTH, 2 * DECODER_WIDTH), layers_per_block=1,
-        cross_attention_dim=CROSS_ATTENTION_DIM, attention_head_dim=8,
-        resnet_time_scale_shift="scale_shift", class_embed_type="identity", norm_num_groups=8,
+        block_out_channels=(DECODER_WIDTH, 2 * DECODER_WIDTH),
+        layers_per_block=1,
+        cross_attention_dim=CROSS_ATTENTION_DIM,
+        attention_head_dim=8,
+        resnet_time_scale_shift="scale_shift",
+        class_embed_type="identity",
+        norm_num_groups=8,
     )
     super_res = UNet2DModel(
-        sample_size=32, in_channels=6, out_channels=3, layers_per_block=1,
-        block_out_channels=(8, 16), norm_num_groups=8,
+        sample_size=32,
+        in_channels=6,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        norm_num_groups=8,
         down_block_types=("ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D"),
         up_block_types=("ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"),
         resnet_time_scale_shift="scale_shift",
@@ -154,8 +207,13 @@ def build_tiny_unclip(folder: Path | str, *, seed: int = 0) -> Path:
             "description": "tiny randomly initialised unCLIP stack (untrained: noise-like images)",
             "trained": False,
             # Two steps per stage is the least UnCLIPScheduler accepts; enough for an untrained model.
-            "defaults": {"prior_steps": 2, "decoder_steps": 2, "super_res_steps": 2,
-                         "prior_guidance": 4.0, "decoder_guidance": 4.0},
+            "defaults": {
+                "prior_steps": 2,
+                "decoder_steps": 2,
+                "super_res_steps": 2,
+                "prior_guidance": 4.0,
+                "decoder_guidance": 4.0,
+            },
         },
     )
     return folder
@@ -164,20 +222,19 @@ def build_tiny_unclip(folder: Path | str, *, seed: int = 0) -> Path:
 def build_tiny_kandinsky(folder: Path | str, *, seed: int = 0) -> Path:
     """Tiny random Kandinsky 2.2 prior and decoder folders (the classes and layouts of
     kandinsky-community/kandinsky-2-2-prior and -decoder); returns the decoder folder."""
-    from diffusers import (
-        DDPMScheduler,
-        KandinskyV22Pipeline,
-        KandinskyV22PriorPipeline,
-        PriorTransformer,
-        UNet2DConditionModel,
-        UnCLIPScheduler,
-        VQModel,
-    )
+    from diffusers.models.autoencoders.vq_model import VQModel
+    from diffusers.models.transformers.prior_transformer import PriorTransformer
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+    from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
+    from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+    from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
 
     folder = Path(folder)
     tokenizer, text_encoder, image_encoder, image_processor = _tiny_clip(seed)
-    prior = PriorTransformer(num_attention_heads=2, attention_head_dim=8, num_layers=1,
-                             embedding_dim=EMBED_DIM, num_embeddings=MAX_TOKENS)
+    prior = PriorTransformer(
+        num_attention_heads=2, attention_head_dim=8, num_layers=1, embedding_dim=EMBED_DIM, num_embeddings=MAX_TOKENS
+    )
     prior.clip_std.data.fill_(1.0)
     prior_pipe = KandinskyV22PriorPipeline(
         prior=prior,
@@ -189,28 +246,59 @@ def build_tiny_kandinsky(folder: Path | str, *, seed: int = 0) -> Path:
     )
     decoder_pipe = KandinskyV22Pipeline(
         unet=UNet2DConditionModel(
-            in_channels=4, out_channels=8, addition_embed_type="image",
+            in_channels=4,
+            out_channels=8,
+            addition_embed_type="image",
             down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
             up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
-            mid_block_type="UNetMidBlock2DSimpleCrossAttn", block_out_channels=(16, 32),
-            layers_per_block=1, encoder_hid_dim=EMBED_DIM, encoder_hid_dim_type="image_proj",
-            cross_attention_dim=CROSS_ATTENTION_DIM, attention_head_dim=8,
-            resnet_time_scale_shift="scale_shift", class_embed_type=None, norm_num_groups=8),
-        scheduler=DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.00085,
-                                beta_end=0.012, clip_sample=False, steps_offset=1,
-                                prediction_type="epsilon", thresholding=False),
-        movq=VQModel(block_out_channels=[32, 64], down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
-                     in_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
-                     norm_type="spatial", num_vq_embeddings=12, out_channels=3,
-                     up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"], vq_embed_dim=4),
+            mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+            block_out_channels=(16, 32),
+            layers_per_block=1,
+            encoder_hid_dim=EMBED_DIM,
+            encoder_hid_dim_type="image_proj",
+            cross_attention_dim=CROSS_ATTENTION_DIM,
+            attention_head_dim=8,
+            resnet_time_scale_shift="scale_shift",
+            class_embed_type=None,
+            norm_num_groups=8,
+        ),
+        scheduler=DDPMScheduler(
+            num_train_timesteps=1000,
+            beta_schedule="linear",
+            beta_start=0.00085,
+            beta_end=0.012,
+            clip_sample=False,
+            steps_offset=1,
+            prediction_type="epsilon",
+            thresholding=False,
+        ),
+        movq=VQModel(
+            block_out_channels=[32, 64],
+            down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
+            in_channels=3,
+            latent_channels=4,
+            layers_per_block=1,
+            norm_num_groups=8,
+            norm_type="spatial",
+            num_vq_embeddings=12,
+            out_channels=3,
+            up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"],
+            vq_embed_dim=4,
+        ),
     )
     prior_pipe.save_pretrained(folder / "prior")
     decoder_pipe.save_pretrained(folder / "decoder")
-    (folder / "decoder" / "imagine.json").write_text(json.dumps({
-        "name": "tiny-kandinsky",
-        "description": "tiny randomly initialised Kandinsky 2.2 stack (untrained: noise-like images)",
-        "trained": False,
-        "prior": "../prior",
-        "defaults": {"prior_steps": 2, "decoder_steps": 2, "size": 64},
-    }, indent=2) + "\n")
+    (folder / "decoder" / "imagine.json").write_text(
+        json.dumps(
+            {
+                "name": "tiny-kandinsky",
+                "description": "tiny randomly initialised Kandinsky 2.2 stack (untrained: noise-like images)",
+                "trained": False,
+                "prior": "../prior",
+                "defaults": {"prior_steps": 2, "decoder_steps": 2, "size": 64},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return folder / "decoder"

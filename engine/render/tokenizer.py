@@ -12,11 +12,15 @@ import json
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # tokenizers and transformers are imported when a tokenizer is built
+    from transformers import CLIPTokenizer, PreTrainedTokenizerBase
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 
-def build_clip_tokenizer(corpus: Iterable[str], *, vocab_size: int = 1000, max_length: int = 32):
+def build_clip_tokenizer(corpus: Iterable[str], *, vocab_size: int = 1000, max_length: int = 32) -> CLIPTokenizer:
     """Train a CLIP-style BPE on `corpus` and return a CLIPTokenizer with `max_length` tokens."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import CLIPTokenizer
@@ -61,13 +65,13 @@ def build_clip_tokenizer(corpus: Iterable[str], *, vocab_size: int = 1000, max_l
         for token in (symbol, symbol + "</w>"):
             if token not in vocab:
                 vocab[token] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
+    # transformers annotates `merges` as list[str]; the BPE model it hands them to takes pairs.
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)  # type: ignore[arg-type]
 
 
-def check_tokenizer(tokenizer, folder: Path | str) -> None:
+def check_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: Path | str) -> None:
     """Fail loudly when a folder's tokenizer files were missing (it would load as 2 tokens)."""
     if len(tokenizer) < 300:
         raise RuntimeError(
-            f"the tokenizer in {folder} has only {len(tokenizer)} tokens: its vocab/merges files "
-            "are missing or broken"
+            f"the tokenizer in {folder} has only {len(tokenizer)} tokens: its vocab/merges files are missing or broken"
         )

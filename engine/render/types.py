@@ -15,6 +15,9 @@ from engine.domain.limits import MAX_SEED
 
 #: progress(fraction 0..1, stage name); may raise to abort the render (a cancelled job).
 ProgressFn = Callable[[float, str], None]
+#: on_step(stage, steps done over all stages, total steps over all stages): a family's pipeline
+#: reports each denoising step through it.
+StepFn = Callable[[str, int, int], None]
 
 
 class RenderAborted(Exception):
@@ -84,8 +87,11 @@ def batch_key(job: RenderJob) -> tuple:
     p = job.params
     return (
         job.operation,
-        p.get("prior_steps"), p.get("decoder_steps"), p.get("super_res_steps"),
-        p.get("prior_guidance"), p.get("decoder_guidance"),
+        p.get("prior_steps"),
+        p.get("decoder_steps"),
+        p.get("super_res_steps"),
+        p.get("prior_guidance"),
+        p.get("decoder_guidance"),
         p.get("strength") if job.operation == "variation" else None,
         p.get("aspect", "1:1"),
         bool(job.negative_prompt),  # a negative prompt changes how the prior is batched

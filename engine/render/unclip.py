@@ -17,12 +17,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, PriorTransformer, UNet2DConditionModel, UNet2DModel
+
+# Each class from the module that defines it: for a type checker, diffusers' top level exports
+# placeholder classes (its TYPE_CHECKING block imports the no-torch dummies first).
+from diffusers.models.transformers.prior_transformer import PriorTransformer
+from diffusers.models.unets.unet_2d import UNet2DModel
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
-from diffusers.schedulers import UnCLIPScheduler
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from torch.nn import functional as F
 from transformers import (
@@ -31,6 +38,9 @@ from transformers import (
     CLIPTokenizer,
     CLIPVisionModelWithProjection,
 )
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 #: callback(stage, steps done over all stages, total steps over all stages)
 ProgressCallback = Callable[[str, int, int], None]
@@ -57,9 +67,8 @@ class UnCLIPOutput:
 class ImagineUnCLIPPipeline(DiffusionPipeline):
     """Text → image, embedding → image, and image → embedding with an unCLIP stack."""
 
-    model_cpu_offload_seq = (
-        "text_encoder->image_encoder->prior->text_proj->decoder->super_res_first->super_res_last"
-    )
+    # diffusers declares it `= None` with no annotation, so mypy takes None for its type.
+    model_cpu_offload_seq = "text_encoder->image_encoder->prior->text_proj->decoder->super_res_first->super_res_last"  # type: ignore[assignment]
     _optional_components = [
         "prior",
         "prior_scheduler",
@@ -84,7 +93,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         super_res_scheduler: UnCLIPScheduler | None = None,
         image_encoder: CLIPVisionModelWithProjection | None = None,
         feature_extractor: CLIPImageProcessor | None = None,
-    ):
+    ) -> None:
         super().__init__()
         self.register_modules(
             tokenizer=tokenizer,
@@ -142,7 +151,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         )
 
     @torch.no_grad()
-    def encode_images(self, images) -> torch.Tensor:
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
         """CLIP image embeddings of PIL images (needs `image_encoder` and `feature_extractor`)."""
         if self.image_encoder is None or self.feature_extractor is None:
             raise ValueError("this model has no CLIP image encoder: it cannot encode images")
@@ -174,15 +183,23 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
 
         self.prior_scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.prior_scheduler.timesteps
-        latents = randn_tensor(
-            (len(text), self.prior.config.embedding_dim), generator=generators, device=device,
-            dtype=text.embeds.dtype,
-        ) * self.prior_scheduler.init_noise_sigma
+        latents = (
+            randn_tensor(
+                (len(text), self.prior.config.embedding_dim),
+                generator=generators,
+                device=device,
+                dtype=text.embeds.dtype,
+            )
+            * self.prior_scheduler.init_noise_sigma
+        )
 
         for i, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents
             predicted = self.prior(
-                model_input, timestep=t, proj_embedding=proj, encoder_hidden_states=states,
+                model_input,
+                timestep=t,
+                proj_embedding=proj,
+                encoder_hidden_states=states,
                 attention_mask=mask,
             ).predicted_image_embedding
             if guided:
@@ -253,6 +270,8 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         else:
             latents = noise * self.decoder_scheduler.init_noise_sigma
         if known is not None:
+            if keep is None:
+                raise ValueError("`known` needs `keep`: which part of it to keep")
             known = F.interpolate(known.to(device, dtype), size=(size, size), mode="area")
             keep = F.interpolate(keep.to(device, dtype), size=(size, size), mode="bilinear", align_corners=False)
             latents = self._keep_known(latents, known, keep, timesteps[0], generators)
@@ -260,28 +279,35 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         for i, t in enumerate(timesteps):
             model_input = torch.cat([latents] * 2) if guided else latents
             noise_pred = self.decoder(
-                sample=model_input, timestep=t, encoder_hidden_states=states,
-                class_labels=time_embeds, attention_mask=mask,
+                sample=model_input,
+                timestep=t,
+                encoder_hidden_states=states,
+                class_labels=time_embeds,
+                attention_mask=mask,
             ).sample
             if guided:
                 uncond_pred, text_pred = noise_pred.chunk(2)
                 uncond_pred, _ = uncond_pred.split(latents.shape[1], dim=1)
                 text_pred, variance = text_pred.split(latents.shape[1], dim=1)
-                noise_pred = torch.cat(
-                    [uncond_pred + guidance_scale * (text_pred - uncond_pred), variance], dim=1
-                )
+                noise_pred = torch.cat([uncond_pred + guidance_scale * (text_pred - uncond_pred), variance], dim=1)
             prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
             latents = self.decoder_scheduler.step(
                 noise_pred, t, latents, prev_timestep=prev_t, generator=generators
             ).prev_sample
-            if known is not None:
+            if known is not None and keep is not None:
                 latents = self._keep_known(latents, known, keep, prev_t, generators)
             if on_step:
                 on_step()
         return latents.clamp(-1, 1)
 
-    def _keep_known(self, latents: torch.Tensor, known: torch.Tensor, keep: torch.Tensor,
-                    timestep: torch.Tensor | None, generators: list[torch.Generator]) -> torch.Tensor:
+    def _keep_known(
+        self,
+        latents: torch.Tensor,
+        known: torch.Tensor,
+        keep: torch.Tensor,
+        timestep: torch.Tensor | None,
+        generators: list[torch.Generator],
+    ) -> torch.Tensor:
         """The kept part: `known` noised to `timestep` (the clean picture after the last step)."""
         if timestep is None:
             target = known
@@ -320,13 +346,15 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
             (small.shape[0], channels, height, width), generator=generators, device=device, dtype=dtype
         )
         upscaled = F.interpolate(
-            small.to(device, dtype), size=(height, width), mode="bicubic", align_corners=False,
+            small.to(device, dtype),
+            size=(height, width),
+            mode="bicubic",
+            align_corners=False,
             antialias=True,
         )
         if strength < 1.0:
-            timesteps = timesteps[num_inference_steps - self.decoder_steps(num_inference_steps, strength):]
-            latents = self.super_res_scheduler.add_noise(
-                upscaled.clamp(-1, 1), noise, timesteps[:1].repeat(len(noise)))
+            timesteps = timesteps[num_inference_steps - self.decoder_steps(num_inference_steps, strength) :]
+            latents = self.super_res_scheduler.add_noise(upscaled.clamp(-1, 1), noise, timesteps[:1].repeat(len(noise)))
         else:
             latents = noise * self.super_res_scheduler.init_noise_sigma
         for i, t in enumerate(timesteps):
@@ -369,8 +397,12 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
                 callback("upscale", done, self.decoder_steps(num_inference_steps, strength))
 
         result = self.super_resolve(
-            images, generators, num_inference_steps=num_inference_steps,
-            size=(round(height * factor), round(width * factor)), strength=strength, on_step=on_step,
+            images,
+            generators,
+            num_inference_steps=num_inference_steps,
+            size=(round(height * factor), round(width * factor)),
+            strength=strength,
+            on_step=on_step,
         )
         return (result.float() * 0.5 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).numpy()
 
@@ -427,7 +459,8 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         run_prior = image_embeds is None and use_prior
         decoder_steps = (
             self.decoder_steps(decoder_num_inference_steps, strength)
-            if init_images is not None else decoder_num_inference_steps
+            if init_images is not None
+            else decoder_num_inference_steps
         )
         total = (
             (prior_num_inference_steps if run_prior else 0)
@@ -453,8 +486,12 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         if image_embeds is None:
             if run_prior:
                 image_embeds = self.sample_prior(
-                    text, uncond, generators, num_inference_steps=prior_num_inference_steps,
-                    guidance_scale=prior_guidance_scale, on_step=stepper("prior"),
+                    text,
+                    uncond,
+                    generators,
+                    num_inference_steps=prior_num_inference_steps,
+                    guidance_scale=prior_guidance_scale,
+                    on_step=stepper("prior"),
                 )
             else:
                 image_embeds = text.embeds
@@ -462,9 +499,16 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
 
         # 3. decoder: draw each embedding at the decoder's size
         small = self.decode(
-            image_embeds, text, uncond, generators,
-            num_inference_steps=decoder_num_inference_steps, guidance_scale=decoder_guidance_scale,
-            init_images=init_images, strength=strength, known=known_images, keep=keep_masks,
+            image_embeds,
+            text,
+            uncond,
+            generators,
+            num_inference_steps=decoder_num_inference_steps,
+            guidance_scale=decoder_guidance_scale,
+            init_images=init_images,
+            strength=strength,
+            known=known_images,
+            keep=keep_masks,
             on_step=stepper("decoder"),
         )
 
@@ -472,11 +516,12 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         images = small
         if self.has_upsampler:
             images = self.super_resolve(
-                small, generators, num_inference_steps=super_res_num_inference_steps,
-                strength=super_res_strength, on_step=stepper("upsampler"),
+                small,
+                generators,
+                num_inference_steps=super_res_num_inference_steps,
+                strength=super_res_strength,
+                on_step=stepper("upsampler"),
             )
 
         images = (images.float() * 0.5 + 0.5).clamp(0, 1)
-        return UnCLIPOutput(
-            images=images.cpu().permute(0, 2, 3, 1).numpy(), image_embeds=image_embeds.float().cpu()
-        )
+        return UnCLIPOutput(images=images.cpu().permute(0, 2, 3, 1).numpy(), image_embeds=image_embeds.float().cpu())

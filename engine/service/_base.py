@@ -19,7 +19,7 @@ from engine.domain.views import GenerationView
 from engine.image_files import ImageStore
 from engine.store import repo
 from engine.store.db import Database
-from engine.store.models import AuditLogEntry, Generation, Team, User, utcnow
+from engine.store.models import AuditLogEntry, Generation, Image, Team, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -77,21 +77,38 @@ class ServiceBase:
 
     @staticmethod
     def _is_moderator(team: Team, actor: Actor) -> bool:
-        return actor.is_platform_admin or bool(
-            set(actor.role_ids) & set(team.moderator_role_ids or [])
-        )
+        return actor.is_platform_admin or bool(set(actor.role_ids) & set(team.moderator_role_ids or []))
 
     def _audit(
-        self, session: Session, team: Team, actor: User, action: str, target: str,
+        self,
+        session: Session,
+        team: Team,
+        actor: User,
+        action: str,
+        target: str,
         details: dict[str, Any],
     ) -> None:
-        session.add(AuditLogEntry(team_id=team.id, actor_id=actor.id, action=action,
-                                  target=target, details=details, created_at=self.clock()))
+        session.add(
+            AuditLogEntry(
+                team_id=team.id,
+                actor_id=actor.id,
+                action=action,
+                target=target,
+                details=details,
+                created_at=self.clock(),
+            )
+        )
         log.info("moderation: %s by %s on %s %s", action, actor.external_id, target, details)
 
     def _find_generation(
-        self, session: Session, team: Team, user: User, generation_id: int | None,
-        *, lock: bool = False, done_only: bool = False,
+        self,
+        session: Session,
+        team: Team,
+        user: User,
+        generation_id: int | None,
+        *,
+        lock: bool = False,
+        done_only: bool = False,
     ) -> Generation:
         if generation_id is None:
             generation = repo.latest_generation(session, user, done_only=done_only)
@@ -100,7 +117,10 @@ class ServiceBase:
                     raise NotFound("You have no finished jobs yet: start with `/imagine <prompt>`.")
                 raise NotFound("You have no jobs yet: start with `/imagine <prompt>`.")
             if lock:
-                generation = repo.get_generation(session, generation.id, lock=True)
+                locked = repo.get_generation(session, generation.id, lock=True)
+                if locked is None:  # deleted between the two reads
+                    raise NotFound(f"There is no job #{generation.id} in this team.")
+                generation = locked
             return generation
         generation = repo.get_generation(session, generation_id, lock=lock)
         # Another team's job is reported as missing: ids must not leak across teams.
@@ -108,7 +128,7 @@ class ServiceBase:
             raise NotFound(f"There is no job #{generation_id} in this team.")
         return generation
 
-    def _resolve_image(self, session: Session, team: Team, user: User, ref: ImageRef):
+    def _resolve_image(self, session: Session, team: Team, user: User, ref: ImageRef) -> Image:
         generation = self._find_generation(session, team, user, ref.generation_id, done_only=True)
         status = GenerationStatus(generation.status)
         if status != GenerationStatus.DONE:
@@ -119,17 +139,13 @@ class ServiceBase:
         index = ref.index
         if index is None:
             if count != 1:
-                raise UsageError(
-                    f"Job #{generation.id} has {count} images: say which, e.g. `{generation.id}:2`."
-                )
+                raise UsageError(f"Job #{generation.id} has {count} images: say which, e.g. `{generation.id}:2`.")
             index = 1
         image = next((i for i in generation.images if i.index == index), None)
         if image is None:
             raise NotFound(f"Job #{generation.id} has no image {index} (it has {count}).")
         return image
 
-    def _load_for_actor(
-        self, session: Session, actor: Actor, generation_id: int | None
-    ) -> GenerationView:
+    def _load_for_actor(self, session: Session, actor: Actor, generation_id: int | None) -> GenerationView:
         team, user = repo.ensure_actor(session, actor)
         return repo.generation_view(self._find_generation(session, team, user, generation_id))

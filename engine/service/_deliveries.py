@@ -48,13 +48,16 @@ class Deliveries:
     ) -> None:
         """Remember a message the bot posted so a later reaction finds its job and image."""
         await self.db.run(
-            repo.record_chat_message, platform, channel_id, message_id, generation_id,
-            image_index, role,
+            repo.record_chat_message,
+            platform,
+            channel_id,
+            message_id,
+            generation_id,
+            image_index,
+            role,
         )
 
-    async def message_target(
-        self, platform: Platform, channel_id: str, message_id: str
-    ) -> MessageRef | None:
+    async def message_target(self, platform: Platform, channel_id: str, message_id: str) -> MessageRef | None:
         """The job (and image, if one) a message belongs to, if the bot posted it."""
 
         def find(session: Session) -> MessageRef | None:
@@ -74,19 +77,29 @@ class Deliveries:
     # --- delivery ----------------------------------------------------------------------------
 
     async def claim_deliveries(
-        self, platform: Platform, claim: str, lease_s: float = 30.0,
-        active_since: datetime | None = None, limit: int = 10, reclaim: bool = False,
+        self,
+        platform: Platform,
+        claim: str,
+        lease_s: float = 30.0,
+        active_since: datetime | None = None,
+        limit: int = 10,
+        reclaim: bool = False,
     ) -> tuple[list[GenerationView], list[GenerationView]]:
         """(finished jobs now claimed for delivery under `claim` — with `reclaim`, also those it
         already held — and queued/running jobs changed since `active_since`, or all of them)."""
 
-        def claim_rows(session: Session):
+        def claim_rows(session: Session) -> tuple[list[GenerationView], list[GenerationView]]:
             claimed, active = repo.claim_deliveries(
-                session, platform, self.clock(), lease_s, claim, active_since=active_since, limit=limit,
+                session,
+                platform,
+                self.clock(),
+                lease_s,
+                claim,
+                active_since=active_since,
+                limit=limit,
                 reclaim=reclaim,
             )
-            return ([repo.generation_view(g) for g in claimed],
-                    [repo.generation_view(g) for g in active])
+            return ([repo.generation_view(g) for g in claimed], [repo.generation_view(g) for g in active])
 
         return await self.db.run(claim_rows)
 

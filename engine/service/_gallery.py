@@ -24,7 +24,10 @@ class TeamGallery:
 
         def read(session: Session) -> list[GenerationView]:
             rows = repo.team_generations(
-                session, team_id, words=query.split()[:8], user_external_id=user,
+                session,
+                team_id,
+                words=query.split()[:8],
+                user_external_id=user,
                 limit=max(1, min(limit, 200)),
             )
             return [repo.generation_view(g) for g in rows]

@@ -63,9 +63,7 @@ class Jobs(ServiceBase):
         """Resolve an image reference of the actor's team."""
         return await self.db.run(self._image_for_actor, actor, ref)
 
-    def _image_for_actor(
-        self, session: Session, actor: Actor, ref: ImageRef
-    ) -> tuple[GenerationView, ImageView]:
+    def _image_for_actor(self, session: Session, actor: Actor, ref: ImageRef) -> tuple[GenerationView, ImageView]:
         team, user = repo.ensure_actor(session, actor)
         image = self._resolve_image(session, team, user, ref)
         return repo.generation_view(image.generation), repo.image_view(image)

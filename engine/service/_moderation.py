@@ -26,7 +26,7 @@ class Moderation(ServiceBase):
             raise UsageError(f"A quota cannot be negative, got {limit}.")
         return await self.db.run(self._set_quota, actor, target, limit)
 
-    def _set_quota(self, session: Session, actor: Actor, target: QuotaTarget, limit: int | None):
+    def _set_quota(self, session: Session, actor: Actor, target: QuotaTarget, limit: int | None) -> ModerationResult:
         team, moderator = self._moderator(session, actor, "set quotas")
         policy = self._policy_row(session, team, target)
         policy.daily_limit = limit
@@ -41,15 +41,14 @@ class Moderation(ServiceBase):
             raise UsageError(f"Grant a positive number of images, got {images}.")
         return await self.db.run(self._grant_quota, actor, target, images)
 
-    def _grant_quota(self, session: Session, actor: Actor, target: QuotaTarget, images: int):
+    def _grant_quota(self, session: Session, actor: Actor, target: QuotaTarget, images: int) -> ModerationResult:
         team, moderator = self._moderator(session, actor, "grant quota")
         now = self.clock()
         if target.kind == "user":
             user = repo.ensure_user(session, team, target.subject)
             usage = repo.lock_usage(session, team, user, now)
             usage.granted += images
-            repo.ledger(session, usage, "grant", images, "granted by a moderator",
-                        actor_id=moderator.id)
+            repo.ledger(session, usage, "grant", images, "granted by a moderator", actor_id=moderator.id)
         else:
             policy = self._policy_row(session, team, target)
             same_day = policy.bonus_day and policy.bonus_day.date() == now.date()
@@ -62,15 +61,14 @@ class Moderation(ServiceBase):
         """Start today's usage over for a user, every member of a role, or everyone."""
         return await self.db.run(self._reset_quota, actor, target)
 
-    def _reset_quota(self, session: Session, actor: Actor, target: QuotaTarget):
+    def _reset_quota(self, session: Session, actor: Actor, target: QuotaTarget) -> ModerationResult:
         team, moderator = self._moderator(session, actor, "reset quotas")
         now = self.clock()
         if target.kind == "user":
             user = repo.ensure_user(session, team, target.subject)
             usage = repo.lock_usage(session, team, user, now)
             if usage.used:
-                repo.ledger(session, usage, "reset", usage.used, "reset by a moderator",
-                            actor_id=moderator.id)
+                repo.ledger(session, usage, "reset", usage.used, "reset by a moderator", actor_id=moderator.id)
             usage.used = 0
         else:
             self._policy_row(session, team, target).reset_at = now
@@ -84,14 +82,21 @@ class Moderation(ServiceBase):
             raise UsageError(f"The ban reason can be at most {MAX_BAN_REASON_CHARS} characters.")
         return await self.db.run(self._ban, actor, user_id, reason)
 
-    def _ban(self, session: Session, actor: Actor, user_id: str, reason: str | None):
+    def _ban(self, session: Session, actor: Actor, user_id: str, reason: str | None) -> ModerationResult:
         team, moderator = self._moderator(session, actor, "ban users")
         if user_id == actor.user_id:
             raise UsageError("You cannot ban yourself.")
         if repo.find_ban(session, team, user_id) is not None:
             raise InvalidState(f"User {user_id} is already banned.")
-        session.add(Ban(team_id=team.id, user_external_id=user_id, reason=reason,
-                        banned_by_id=moderator.id, created_at=self.clock()))
+        session.add(
+            Ban(
+                team_id=team.id,
+                user_external_id=user_id,
+                reason=reason,
+                banned_by_id=moderator.id,
+                created_at=self.clock(),
+            )
+        )
         self._audit(session, team, moderator, "ban", f"user {user_id}", {"reason": reason})
         return ModerationResult(f"User {user_id} is banned" + (f": {reason}" if reason else "."))
 
@@ -99,7 +104,7 @@ class Moderation(ServiceBase):
         external_id(user_id, what="That user")
         return await self.db.run(self._unban, actor, user_id)
 
-    def _unban(self, session: Session, actor: Actor, user_id: str):
+    def _unban(self, session: Session, actor: Actor, user_id: str) -> ModerationResult:
         team, moderator = self._moderator(session, actor, "unban users")
         ban = repo.find_ban(session, team, user_id)
         if ban is None:
@@ -112,20 +117,19 @@ class Moderation(ServiceBase):
         """Refuse prompts containing `term` (whole words, any case) in this team."""
         return await self.db.run(self._block_term, actor, term)
 
-    def _block_term(self, session: Session, actor: Actor, term: str):
+    def _block_term(self, session: Session, actor: Actor, term: str) -> ModerationResult:
         team, moderator = self._moderator(session, actor, "block terms")
         normalised = self._valid_term(term)
         if normalised in repo.blocked_terms(session, team):
             raise InvalidState(f"{normalised!r} is already blocked.")
-        session.add(BlockedTerm(team_id=team.id, term=normalised, added_by_id=moderator.id,
-                                created_at=self.clock()))
+        session.add(BlockedTerm(team_id=team.id, term=normalised, added_by_id=moderator.id, created_at=self.clock()))
         self._audit(session, team, moderator, "term.block", normalised, {})
         return ModerationResult(f"Prompts containing {normalised!r} are now refused.")
 
     async def unblock_term(self, actor: Actor, term: str) -> ModerationResult:
         return await self.db.run(self._unblock_term, actor, term)
 
-    def _unblock_term(self, session: Session, actor: Actor, term: str):
+    def _unblock_term(self, session: Session, actor: Actor, term: str) -> ModerationResult:
         team, moderator = self._moderator(session, actor, "unblock terms")
         normalised = self._valid_term(term)
         if not repo.remove_blocked_term(session, team, normalised):
@@ -147,7 +151,7 @@ class Moderation(ServiceBase):
         external_id(role_id, what="That role")
         return await self.db.run(self._set_moderator_role, actor, role_id, add)
 
-    def _set_moderator_role(self, session: Session, actor: Actor, role_id: str, add: bool):
+    def _set_moderator_role(self, session: Session, actor: Actor, role_id: str, add: bool) -> ModerationResult:
         team, admin = repo.ensure_actor(session, actor)
         if not actor.is_platform_admin:
             raise NotPermitted("Only server/workspace admins can choose the moderator roles.")
@@ -157,8 +161,9 @@ class Moderation(ServiceBase):
         elif not add and role_id in roles:
             roles.remove(role_id)
         team.moderator_role_ids = roles
-        self._audit(session, team, admin, "moderator_role.add" if add else "moderator_role.remove",
-                    f"role {role_id}", {})
+        self._audit(
+            session, team, admin, "moderator_role.add" if add else "moderator_role.remove", f"role {role_id}", {}
+        )
         verb = "are now" if add else "are no longer"
         return ModerationResult(f"Members of role {role_id} {verb} imagine-bot moderators.")
 
@@ -189,9 +194,12 @@ class Moderation(ServiceBase):
         rows = repo.audit_entries(session, team, max(1, min(limit, 100)))
         return [
             AuditEntry(
-                id=r.id, created_at=r.created_at,
+                id=r.id,
+                created_at=r.created_at,
                 actor=(r.actor.display_name or r.actor.external_id) if r.actor else "?",
-                action=r.action, target=r.target, details=dict(r.details or {}),
+                action=r.action,
+                target=r.target,
+                details=dict(r.details or {}),
             )
             for r in rows
         ]
@@ -211,12 +219,12 @@ class Moderation(ServiceBase):
         failures: Counter[str] = Counter()
         users: dict[str, list[int]] = {}
         roles: dict[str, list[int]] = {}
-        for status, cost, error, role_ids, name, external_id in rows:
+        for status, cost, error, role_ids, name, user_external_id in rows:
             by_status[status] += 1
             charged = cost if status not in ("failed", "cancelled") else 0
             if status == "failed":
                 failures[error or "unknown"] += 1
-            for bucket, key in [(users, name or external_id)] + [(roles, r) for r in role_ids or []]:
+            for bucket, key in [(users, name or user_external_id)] + [(roles, r) for r in role_ids or []]:
                 totals = bucket.setdefault(key, [0, 0])
                 totals[0] += 1
                 totals[1] += charged
@@ -226,10 +234,13 @@ class Moderation(ServiceBase):
             return [UsageRow(who, jobs, images) for who, (jobs, images) in ordered[:10]]
 
         return TeamStats(
-            days=days, jobs=len(rows),
+            days=days,
+            jobs=len(rows),
             images=sum(totals[1] for totals in users.values()),
-            by_status=dict(by_status), failures=failures.most_common(5),
-            by_user=ranked(users), by_role=ranked(roles),
+            by_status=dict(by_status),
+            failures=failures.most_common(5),
+            by_user=ranked(users),
+            by_role=ranked(roles),
         )
 
     async def is_moderator(self, actor: Actor) -> bool:
@@ -244,9 +255,7 @@ class Moderation(ServiceBase):
     def _moderator(self, session: Session, actor: Actor, what: str) -> tuple[Team, User]:
         team, user = repo.ensure_actor(session, actor)
         if not self._is_moderator(team, actor):
-            raise NotPermitted(
-                f"Only moderators can {what} (server admins, or members of a moderator role)."
-            )
+            raise NotPermitted(f"Only moderators can {what} (server admins, or members of a moderator role).")
         return team, user
 
     def _policy_row(self, session: Session, team: Team, target: QuotaTarget) -> QuotaPolicy:
@@ -259,8 +268,7 @@ class Moderation(ServiceBase):
             external_id(subject, what=f"That {target.kind}")
         policy = repo.find_policy(session, team, target.kind, subject)
         if policy is None:
-            policy = QuotaPolicy(team_id=team.id, scope=target.kind, subject=subject, bonus=0,
-                                 unlimited=False)
+            policy = QuotaPolicy(team_id=team.id, scope=target.kind, subject=subject, bonus=0, unlimited=False)
             session.add(policy)
         return policy
 

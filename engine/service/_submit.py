@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from engine.domain import edits
 from engine.domain.errors import (
     InvalidState,
     PromptRejected,
@@ -26,14 +27,13 @@ from engine.domain.errors import (
     UserBanned,
     UserFacingError,
 )
-from engine.domain import edits
 from engine.domain.limits import EDIT_AMOUNT, MAX_SEED, STRIP_FRAMES
 from engine.domain.quota import describe_duration
 from engine.domain.terms import blocked_term_in
 from engine.domain.types import (
     Actor,
-    GenerationKind,
     EditRequest,
+    GenerationKind,
     GenerationStatus,
     ImageRef,
     ImagineRequest,
@@ -59,15 +59,20 @@ class Submitting(ServiceBase):
         negative = None
         if request.negative_prompt is not None and request.negative_prompt.strip():
             negative = normalise_prompt(
-                request.negative_prompt, max_chars=self.policy.max_prompt_chars,
+                request.negative_prompt,
+                max_chars=self.policy.max_prompt_chars,
                 what="Negative prompt",
             )
         self._validate_params(request.params)
         model = self._resolve_model(request.model)
         seed = self._resolve_seed(request.seed)
         job = _NewJob(
-            kind=GenerationKind.IMAGINE, prompt=prompt, negative_prompt=negative,
-            params=request.params, seed=seed, model_id=model,
+            kind=GenerationKind.IMAGINE,
+            prompt=prompt,
+            negative_prompt=negative,
+            params=request.params,
+            seed=seed,
+            model_id=model,
         )
         return await self._submit(actor, job, reply_target or {})
 
@@ -91,14 +96,23 @@ class Submitting(ServiceBase):
         elif request.amount is not None:
             raise UsageError("--amount goes with --toward: say what to turn the image toward.")
         job = _NewJob(
-            kind=GenerationKind.VARIATION, prompt="", negative_prompt=None,
-            params=request.params, seed=seed, model_id="", image_ref=request.image,
+            kind=GenerationKind.VARIATION,
+            prompt="",
+            negative_prompt=None,
+            params=request.params,
+            seed=seed,
+            model_id="",
+            image_ref=request.image,
             extra_params=extra,
         )
         return await self._submit(actor, job, reply_target or {})
 
     async def submit_upload_variation(
-        self, actor: Actor, data: bytes, params: RenderParams, seed: int | None = None,
+        self,
+        actor: Actor,
+        data: bytes,
+        params: RenderParams,
+        seed: int | None = None,
         reply_target: dict[str, Any] | None = None,
     ) -> SubmittedJob:
         """Queue variations of an uploaded image (the worker encodes it with CLIP).
@@ -116,8 +130,12 @@ class Submitting(ServiceBase):
         key = f"uploads/{uuid.uuid4().hex}.png"
         await asyncio.to_thread(self.store.put, key, png)
         job = _NewJob(
-            kind=GenerationKind.VARIATION, prompt="an uploaded image", negative_prompt=None,
-            params=params, seed=self._resolve_seed(seed), model_id=self.policy.default_model,
+            kind=GenerationKind.VARIATION,
+            prompt="an uploaded image",
+            negative_prompt=None,
+            params=params,
+            seed=self._resolve_seed(seed),
+            model_id=self.policy.default_model,
             extra_params={"source_key": key, "source": "upload"},
         )
         try:
@@ -128,15 +146,18 @@ class Submitting(ServiceBase):
             raise
 
     def _reencode_upload(self, data: bytes) -> bytes:
-        picture = decode_upload(
-            data, max_bytes=self.policy.max_upload_bytes, max_pixels=self.policy.max_upload_pixels
-        )
+        picture = decode_upload(data, max_bytes=self.policy.max_upload_bytes, max_pixels=self.policy.max_upload_pixels)
         return encode_png(picture)
 
     async def submit_blend(
-        self, actor: Actor, images: list[ImageRef], weights: list[float] | None = None,
-        params: RenderParams | None = None, seed: int | None = None,
-        reply_target: dict[str, Any] | None = None, strip: int | None = None,
+        self,
+        actor: Actor,
+        images: list[ImageRef],
+        weights: list[float] | None = None,
+        params: RenderParams | None = None,
+        seed: int | None = None,
+        reply_target: dict[str, Any] | None = None,
+        strip: int | None = None,
     ) -> SubmittedJob:
         """Queue a blend of 2-4 stored images (their CLIP image embeddings, slerped by weight),
         or with `strip` an interpolation strip: that many frames from one image to another."""
@@ -149,9 +170,15 @@ class Submitting(ServiceBase):
                 raise UsageError(f"--strip must be between {low} and {high} frames, got {strip}.")
             self._validate_params(replace(params, n=1))
             job = _NewJob(
-                kind=GenerationKind.BLEND, prompt="", negative_prompt=None,
-                params=replace(params, n=strip), seed=self._resolve_seed(seed), model_id="",
-                image_ref=images[0], extra_refs=(images[1],), weights=(1.0, 1.0),
+                kind=GenerationKind.BLEND,
+                prompt="",
+                negative_prompt=None,
+                params=replace(params, n=strip),
+                seed=self._resolve_seed(seed),
+                model_id="",
+                image_ref=images[0],
+                extra_refs=(images[1],),
+                weights=(1.0, 1.0),
                 extra_params={"strip": strip},
             )
             return await self._submit(actor, job, reply_target or {})
@@ -165,9 +192,15 @@ class Submitting(ServiceBase):
         if any(w < 0 for w in weights) or sum(weights) <= 0:
             raise UsageError("Blend weights must be zero or more, and not all zero.")
         job = _NewJob(
-            kind=GenerationKind.BLEND, prompt="", negative_prompt=None, params=params,
-            seed=self._resolve_seed(seed), model_id="", image_ref=images[0],
-            extra_refs=tuple(images[1:]), weights=tuple(weights),
+            kind=GenerationKind.BLEND,
+            prompt="",
+            negative_prompt=None,
+            params=params,
+            seed=self._resolve_seed(seed),
+            model_id="",
+            image_ref=images[0],
+            extra_refs=tuple(images[1:]),
+            weights=tuple(weights),
         )
         return await self._submit(actor, job, reply_target or {})
 
@@ -176,8 +209,13 @@ class Submitting(ServiceBase):
     ) -> SubmittedJob:
         """Queue an upscale of one image of a grid (one image of quota)."""
         job = _NewJob(
-            kind=GenerationKind.UPSCALE, prompt="", negative_prompt=None,
-            params=RenderParams(n=1), seed=self._resolve_seed(None), model_id="", image_ref=image,
+            kind=GenerationKind.UPSCALE,
+            prompt="",
+            negative_prompt=None,
+            params=RenderParams(n=1),
+            seed=self._resolve_seed(None),
+            model_id="",
+            image_ref=image,
         )
         return await self._submit(actor, job, reply_target or {})
 
@@ -194,10 +232,17 @@ class Submitting(ServiceBase):
                 raise UsageError("Say what to draw in the region, e.g. `/edit 12:3 --region left a red star`.")
             prompt = normalise_prompt(request.prompt, max_chars=self.policy.max_prompt_chars)
         elif request.prompt:
-            raise UsageError(f"A {'zoom-out' if spec.op == 'zoomout' else 'pan'} continues the picture; it takes no prompt.")
+            raise UsageError(
+                f"A {'zoom-out' if spec.op == 'zoomout' else 'pan'} continues the picture; it takes no prompt."
+            )
         job = _NewJob(
-            kind=GenerationKind.EDIT, prompt=prompt, negative_prompt=None, params=request.params,
-            seed=self._resolve_seed(request.seed), model_id="", image_ref=request.image,
+            kind=GenerationKind.EDIT,
+            prompt=prompt,
+            negative_prompt=None,
+            params=request.params,
+            seed=self._resolve_seed(request.seed),
+            model_id="",
+            image_ref=request.image,
             extra_params={"edit": spec.to_dict()},
         )
         return await self._submit(actor, job, reply_target or {})
@@ -211,12 +256,16 @@ class Submitting(ServiceBase):
             raise InvalidState("An upscale renders the same image every time; there is nothing to reroll.")
         params = RenderParams.from_dict(original.params)
         job = _NewJob(
-            kind=GenerationKind.REROLL, prompt=original.prompt,
-            negative_prompt=original.negative_prompt, params=params,
-            seed=self._resolve_seed(None), model_id=original.model_id,
+            kind=GenerationKind.REROLL,
+            prompt=original.prompt,
+            negative_prompt=original.negative_prompt,
+            params=params,
+            seed=self._resolve_seed(None),
+            model_id=original.model_id,
             image_ref=(
                 ImageRef(original.parent_generation_id, original.parent_image_index)
-                if original.parent_generation_id is not None else None
+                if original.parent_generation_id is not None
+                else None
             ),
             reroll_of=original.id,
         )
@@ -227,13 +276,18 @@ class Submitting(ServiceBase):
         view, position = await self.db.run(self._create_job, actor, job, reply_target, task_id)
         log.info(
             "job %s queued: %s by %s/%s, %d image(s)",
-            view.id, view.kind, actor.platform, actor.user_id, view.cost,
+            view.id,
+            view.kind,
+            actor.platform,
+            actor.user_id,
+            view.cost,
         )
         try:
             # If the publish still completes after the timeout, the worker finds the job failed
             # and does nothing: the refund below stands.
-            await asyncio.wait_for(asyncio.to_thread(self.queue.enqueue, view.id, task_id),
-                                   self.policy.enqueue_timeout_s)
+            await asyncio.wait_for(
+                asyncio.to_thread(self.queue.enqueue, view.id, task_id), self.policy.enqueue_timeout_s
+            )
         except Exception as error:  # noqa: BLE001 - any broker failure means "queue down"
             log.error("job %s: enqueue failed, refunding: %r", view.id, error)
             await self.db.run(self._fail_enqueue, view.id)
@@ -241,7 +295,11 @@ class Submitting(ServiceBase):
         return SubmittedJob(generation=view, queue_position=position)
 
     def _create_job(
-        self, session: Session, actor: Actor, job: _NewJob, reply_target: dict[str, Any],
+        self,
+        session: Session,
+        actor: Actor,
+        job: _NewJob,
+        reply_target: dict[str, Any],
         task_id: str,
     ) -> tuple[GenerationView, int]:
         now = self.clock()
@@ -259,7 +317,9 @@ class Submitting(ServiceBase):
             thread_root_id = parent.thread_root_id or parent.id
             if not job.prompt:
                 job = replace(
-                    job, prompt=parent.prompt, negative_prompt=parent.negative_prompt,
+                    job,
+                    prompt=parent.prompt,
+                    negative_prompt=parent.negative_prompt,
                     model_id=parent.model_id,
                 )
             elif not job.model_id:  # an edit's region prompt: still drawn by its parent's model
@@ -270,22 +330,26 @@ class Submitting(ServiceBase):
                 params["edit_from"] = parent.prompt if described else ""
                 self._refuse_blocked_terms(session, team, params["edit_toward"])
         if job.extra_refs:
-            sources = [parent_image] + [
-                self._resolve_image(session, team, user, ref) for ref in job.extra_refs
-            ]
+            assert parent_image is not None  # a blend: its first source is job.image_ref
+            sources = [parent_image] + [self._resolve_image(session, team, user, ref) for ref in job.extra_refs]
             params["sources"] = [
                 {"image_id": image.id, "label": f"#{image.generation_id}:{image.index}", "weight": w}
                 for image, w in zip(sources, job.weights, strict=True)
             ]
             labels = [s["label"] for s in params["sources"]]
-            job = replace(job, prompt=(f"strip from {labels[0]} to {labels[1]}" if "strip" in params
-                                       else "blend of " + " + ".join(labels)))
+            job = replace(
+                job,
+                prompt=(
+                    f"strip from {labels[0]} to {labels[1]}" if "strip" in params else "blend of " + " + ".join(labels)
+                ),
+            )
         self._refuse_blocked_terms(session, team, job.prompt)
 
         cost = job.params.n
         status, usage = repo.quota_status(
             session, team, user, actor.role_ids, self.policy.default_daily_images, now, lock=True
         )
+        assert usage is not None  # locked: quota_status created today's usage row
         if status.remaining is not None and status.remaining < cost:
             raise QuotaExceeded(cost, status.remaining, describe_duration(status.resets_at - now))
 

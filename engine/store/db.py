@@ -13,13 +13,15 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from engine.domain.errors import StoreUnavailable
 
@@ -31,6 +33,12 @@ _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncp
 _SYNC_DRIVERS = {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"}
 
 
+def rowcount(result: Result[*tuple[Any, ...]]) -> int:
+    """The number of rows an UPDATE or DELETE matched. `Session.execute` is typed to return a
+    plain `Result`, but a DML statement's result is a `CursorResult`, which carries the count."""
+    return cast("CursorResult[*tuple[Any, ...]]", result).rowcount
+
+
 def _backend(url: str) -> str:
     return make_url(url).get_backend_name()
 
@@ -38,17 +46,13 @@ def _backend(url: str) -> str:
 def async_url(url: str) -> str:
     """The same database, named with its asyncio driver."""
     parsed = make_url(url)
-    return parsed.set(drivername=_ASYNC_DRIVERS[parsed.get_backend_name()]).render_as_string(
-        hide_password=False
-    )
+    return parsed.set(drivername=_ASYNC_DRIVERS[parsed.get_backend_name()]).render_as_string(hide_password=False)
 
 
 def sync_url(url: str) -> str:
     """The same database, named with its blocking driver."""
     parsed = make_url(url)
-    return parsed.set(drivername=_SYNC_DRIVERS[parsed.get_backend_name()]).render_as_string(
-        hide_password=False
-    )
+    return parsed.set(drivername=_SYNC_DRIVERS[parsed.get_backend_name()]).render_as_string(hide_password=False)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -60,7 +64,7 @@ def _configure_sqlite(engine: Engine) -> None:
     """
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record) -> None:
+    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -70,7 +74,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(connection) -> None:
+    def _on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -97,7 +101,7 @@ UNAVAILABLE_PHRASES = (
 
 def _sqlstate(error: BaseException) -> str:
     """The SQLSTATE behind a driver error (psycopg and asyncpg name it differently)."""
-    seen = error
+    seen: BaseException | None = error
     while seen is not None:
         state = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
         if isinstance(state, str):
@@ -127,14 +131,18 @@ def is_unavailable(error: BaseException) -> bool:
 class Database:
     """One database: an async engine for the bots, a sync engine for the worker and alembic."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 20, echo: bool = False):
+    def __init__(self, url: str, *, pool_size: int = 10, max_overflow: int = 20, echo: bool = False) -> None:
         self.url = url
         self.backend = _backend(url)
-        self._pool = {} if self.backend == "sqlite" else {
-            "pool_size": pool_size,
-            "max_overflow": max_overflow,
-            "pool_pre_ping": True,
-        }
+        self._pool = (
+            {}
+            if self.backend == "sqlite"
+            else {
+                "pool_size": pool_size,
+                "max_overflow": max_overflow,
+                "pool_pre_ping": True,
+            }
+        )
         self._echo = echo
         self._async_engine: AsyncEngine | None = None
         self._sync_engine: Engine | None = None
@@ -181,8 +189,7 @@ class Database:
                 raise StoreUnavailable() from error
             raise
 
-    def retrying(self, fn: Callable[..., T], /, *args: Any, deadline_s: float = 30.0,
-                 **kwargs: Any) -> T:
+    def retrying(self, fn: Callable[..., T], /, *args: Any, deadline_s: float = 30.0, **kwargs: Any) -> T:
         """Run `fn(session, *args, **kwargs)` in one transaction, again and again while the
         database is unreachable (a failover, a terminated connection), for up to `deadline_s`.
 
@@ -199,8 +206,7 @@ class Database:
             except Exception as error:
                 if not is_unavailable(error) or time.monotonic() + delay > deadline:
                     raise
-                log.warning("database unreachable (%s); retrying in %.2f s",
-                            str(error).splitlines()[0][:200], delay)
+                log.warning("database unreachable (%s); retrying in %.2f s", str(error).splitlines()[0][:200], delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
@@ -223,7 +229,7 @@ class Database:
             self._sync_engine.dispose()
 
 
-def _forget_connections_after_fork(ref: weakref.ref) -> Callable[[], None]:
+def _forget_connections_after_fork(ref: weakref.ref[Database]) -> Callable[[], None]:
     def forget() -> None:
         db = ref()
         if db is not None and db._sync_engine is not None:

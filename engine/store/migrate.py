@@ -6,13 +6,14 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import Connection
 
 import migrations
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
 
-def alembic_config(url: str | None = None, connection=None) -> Config:
+def alembic_config(url: str | None = None, connection: Connection | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     if url:

@@ -25,6 +25,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Named constraints: alembic's batch mode on SQLite rebuilds tables and needs the names.
@@ -37,13 +38,13 @@ NAMING_CONVENTION = {
 }
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """Aware UTC datetimes on every database (SQLite would hand back naive ones)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -51,7 +52,7 @@ class UTCDateTime(TypeDecorator):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
-    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -123,9 +124,7 @@ class Generation(Base):
         ForeignKey("images.id", ondelete="SET NULL", use_alter=True), index=True
     )
     #: The first generation of the variation lineage this job belongs to.
-    thread_root_id: Mapped[int | None] = mapped_column(
-        ForeignKey("generations.id", ondelete="SET NULL"), index=True
-    )
+    thread_root_id: Mapped[int | None] = mapped_column(ForeignKey("generations.id", ondelete="SET NULL"), index=True)
     #: The requester's roles when they asked (for usage-by-role statistics).
     requester_role_ids: Mapped[list[str]] = mapped_column(default=list)
     #: Where the adapter should deliver the result (channel, interaction token, thread, ...).
@@ -139,9 +138,7 @@ class Generation(Base):
     worker: Mapped[str | None] = mapped_column(String(200))
     #: Set while this job renders in another job's batch (dynamic batching): that job's task
     #: owns it, and if that worker dies, the redelivered task re-renders both.
-    batch_leader_id: Mapped[int | None] = mapped_column(
-        ForeignKey("generations.id", ondelete="SET NULL"), index=True
-    )
+    batch_leader_id: Mapped[int | None] = mapped_column(ForeignKey("generations.id", ondelete="SET NULL"), index=True)
     #: Reproducibility record: weights hash, scheduler, resolved steps/guidance, library versions.
     render_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
     grid_key: Mapped[str | None] = mapped_column(String(300))
@@ -171,9 +168,7 @@ class Generation(Base):
         foreign_keys="Image.generation_id",
         lazy="selectin",
     )
-    parent_image: Mapped[Image | None] = relationship(
-        foreign_keys=[parent_image_id], lazy="joined", post_update=True
-    )
+    parent_image: Mapped[Image | None] = relationship(foreign_keys=[parent_image_id], lazy="joined", post_update=True)
 
 
 class Image(Base):
@@ -193,9 +188,7 @@ class Image(Base):
     embedding_dim: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    generation: Mapped[Generation] = relationship(
-        back_populates="images", foreign_keys=[generation_id]
-    )
+    generation: Mapped[Generation] = relationship(back_populates="images", foreign_keys=[generation_id])
 
 
 class QuotaPolicy(Base):
@@ -253,9 +246,7 @@ class QuotaLedgerEntry(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    generation_id: Mapped[int | None] = mapped_column(
-        ForeignKey("generations.id", ondelete="SET NULL")
-    )
+    generation_id: Mapped[int | None] = mapped_column(ForeignKey("generations.id", ondelete="SET NULL"))
     period_start: Mapped[datetime]
     kind: Mapped[str] = mapped_column(String(8))  # debit | refund | grant | reset
     amount: Mapped[int] = mapped_column(Integer)
@@ -314,9 +305,7 @@ class ChatMessage(Base):
     platform: Mapped[str] = mapped_column(String(16))
     channel_id: Mapped[str] = mapped_column(String(64))
     message_id: Mapped[str] = mapped_column(String(64))
-    generation_id: Mapped[int] = mapped_column(
-        ForeignKey("generations.id", ondelete="CASCADE"), index=True
-    )
+    generation_id: Mapped[int] = mapped_column(ForeignKey("generations.id", ondelete="CASCADE"), index=True)
     image_index: Mapped[int | None] = mapped_column(Integer)  # None: the whole grid
     role: Mapped[str] = mapped_column(String(16), default="result")  # an engine.domain MessageRole
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import logging
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 
 from engine.config import Settings, get_settings
+
+if TYPE_CHECKING:  # the bots import this module for the task's name: no worker code at import
+    from engine.worker.jobs import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # One quick retry (a connection the broker dropped is reopened); the service gives up
         # after the publish timeout in any case.
         "task_publish_retry_policy": {
-            "max_retries": 1, "interval_start": 0.1, "interval_step": 0.5, "interval_max": 1.0,
+            "max_retries": 1,
+            "interval_start": 0.1,
+            "interval_step": 0.5,
+            "interval_max": 1.0,
         },
         "worker_send_task_events": False,
         "worker_hijack_root_logger": False,
@@ -86,7 +92,7 @@ class RenderTask(Task):
     reject_on_worker_lost = True
 
     @cached_property
-    def runtime(self):
+    def runtime(self) -> WorkerRuntime:
         from engine.worker.runtime import build_runtime
 
         return build_runtime(self.app.imagine_settings)
@@ -110,7 +116,10 @@ def build_app(settings: Settings | None = None) -> Celery:
     return app
 
 
-def __getattr__(name: str):
+app: Celery  # declared only: built by __getattr__ below on first access
+
+
+def __getattr__(name: str) -> Celery:
     # `celery -A engine.worker.app worker` looks up `app`: build it on first access, not at import.
     if name == "app":
         global app

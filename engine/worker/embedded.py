@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery
 from celery.worker import WorkController
+from celery.worker.consumer import Consumer
 
 from engine.worker.app import GPU_QUEUE
+
+if TYPE_CHECKING:
+    from engine.worker.recovery import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -18,34 +23,41 @@ log = logging.getLogger(__name__)
 class _ReadyWorkController(WorkController):
     """A WorkController that says when its consumer is ready to take jobs."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.ready = threading.Event()
         super().__init__(*args, **kwargs)
 
-    def on_consumer_ready(self, consumer) -> None:
+    def on_consumer_ready(self, consumer: Consumer) -> None:
         super().on_consumer_ready(consumer)
         self.ready.set()
 
 
 class EmbeddedWorker:
-    def __init__(self, app: Celery, *, queues: tuple[str, ...] = (GPU_QUEUE, "default"),
-                 pool: str = "solo", concurrency: int = 1) -> None:
+    def __init__(
+        self, app: Celery, *, queues: tuple[str, ...] = (GPU_QUEUE, "default"), pool: str = "solo", concurrency: int = 1
+    ) -> None:
         self.app = app
         self.queues = queues
         self.pool = pool
         self.concurrency = concurrency
         self._controller: _ReadyWorkController | None = None
         self._thread: threading.Thread | None = None
-        self._sweeper = None
+        self._sweeper: Sweeper | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         # The solo pool looks tasks up on the *current* app: make it this one.
         self.app.set_current()
         self.app.set_default()
         self._controller = _ReadyWorkController(
-            app=self.app, pool=self.pool, concurrency=self.concurrency,
-            queues=list(self.queues), without_heartbeat=True, without_mingle=True,
-            without_gossip=True, loglevel="WARNING", hostname=f"embedded@{threading.get_ident()}",
+            app=self.app,
+            pool=self.pool,
+            concurrency=self.concurrency,
+            queues=list(self.queues),
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            loglevel="WARNING",
+            hostname=f"embedded@{threading.get_ident()}",
         )
         self._thread = threading.Thread(target=self._controller.start, name="imagine-worker", daemon=True)
         self._thread.start()
@@ -82,5 +94,5 @@ class EmbeddedWorker:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -30,20 +30,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import lazyload
+from sqlalchemy import ColumnElement, select, update
+from sqlalchemy.orm import Session, lazyload
 
 from engine import faults, metrics
 from engine.domain.types import GenerationKind, GenerationStatus
+from engine.image_files import ImageStore
 from engine.logs import job_context
 from engine.notify import Publisher
-from engine.render.types import RenderAborted, RenderError, RenderJob, RenderResult, batch_key
-from engine.image_files import ImageStore
+from engine.render.types import ProgressFn, RenderAborted, RenderError, RenderJob, RenderResult, batch_key
 from engine.store import repo
-from engine.store.db import Database, is_unavailable
+from engine.store.db import Database, is_unavailable, rowcount
 from engine.store.models import Generation, Image, utcnow
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ MAX_ATTEMPTS = 3
 class Renderer(Protocol):
     model_id: str
 
-    def render_batch(self, jobs: list[RenderJob], progress_fns: list) -> list[RenderResult | None]:
+    def render_batch(self, jobs: list[RenderJob], progress_fns: list[ProgressFn]) -> list[RenderResult | None]:
         """One pipeline call for compatible jobs; None for a job dropped (cancelled) on the way."""
 
 
@@ -133,19 +133,22 @@ class Heartbeat:
                 log.warning("heartbeat not written: %s", str(error).splitlines()[0][:200])
 
 
-def _renew_leases(session, generation_ids: list[int], worker: str) -> int:
+def _renew_leases(session: Session, generation_ids: list[int], worker: str) -> int:
     result = session.execute(
         update(Generation)
-        .where(Generation.id.in_(generation_ids), Generation.worker == worker,
-               Generation.status == str(GenerationStatus.RUNNING))
+        .where(
+            Generation.id.in_(generation_ids),
+            Generation.worker == worker,
+            Generation.status == str(GenerationStatus.RUNNING),
+        )
         # updated_at stays: a heartbeat is not a change the delivery loop needs to look at.
         .values(heartbeat_at=utcnow(), updated_at=Generation.updated_at)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount
+    return rowcount(result)
 
 
-def lease_live(generation: Generation, lease_s: float, now=None) -> bool:
+def lease_live(generation: Generation, lease_s: float, now: datetime | None = None) -> bool:
     """Whether the worker that last claimed this running job renewed its lease recently."""
     beat = generation.heartbeat_at or generation.started_at
     return beat is not None and beat > (now or utcnow()) - timedelta(seconds=lease_s)
@@ -171,7 +174,7 @@ def operation_for(generation: Generation) -> str:
     return "text2image"
 
 
-def render_job_from_row(session, generation: Generation, store: ImageStore) -> RenderJob:
+def render_job_from_row(session: Session, generation: Generation, store: ImageStore) -> RenderJob:
     """Everything the renderer needs, read now, so the render runs outside any transaction."""
     params = dict(generation.params or {})
     sources_embeddings: tuple[bytes, ...] = ()
@@ -184,15 +187,20 @@ def render_job_from_row(session, generation: Generation, store: ImageStore) -> R
         except FileNotFoundError as error:
             raise JobFailed("the uploaded image is missing from storage") from error
     elif operation in ("blend", "strip"):
-        rows = {i.id: i for i in session.scalars(
-            select(Image).where(Image.id.in_([s["image_id"] for s in params.get("sources", [])]))
-        )}
-        sources = [rows.get(s["image_id"]) for s in params.get("sources", [])]
-        if len(sources) < 2 or any(i is None for i in sources):
+        rows = {
+            i.id: i
+            for i in session.scalars(
+                select(Image).where(Image.id.in_([s["image_id"] for s in params.get("sources", [])]))
+            )
+        }
+        found = [rows.get(s["image_id"]) for s in params.get("sources", [])]
+        sources = [i for i in found if i is not None]
+        if len(found) < 2 or len(sources) < len(found):
             raise JobFailed("a source image of the blend no longer exists")
-        if any(i.embedding is None for i in sources):
+        embeddings = [i.embedding for i in sources]
+        if any(e is None for e in embeddings):
             raise JobFailed("a source image of the blend has no stored CLIP embedding to blend")
-        sources_embeddings = tuple(i.embedding for i in sources)
+        sources_embeddings = tuple(e for e in embeddings if e is not None)
         weights = tuple(float(s.get("weight", 1.0)) for s in params["sources"])
     elif generation.parent_image is not None:
         parent = generation.parent_image
@@ -237,8 +245,9 @@ def claim(runtime: WorkerRuntime, generation_id: int) -> list[RenderJob]:
     return jobs
 
 
-def _claim_row(session, runtime: WorkerRuntime, generation_id: int
-               ) -> tuple[RenderJob | None, bool, list[RenderJob]]:
+def _claim_row(
+    session: Session, runtime: WorkerRuntime, generation_id: int
+) -> tuple[RenderJob | None, bool, list[RenderJob]]:
     """(the job to render or None, whether it was failed instead, the jobs batched with it) —
     safe to run twice. The first look for a batch is in the same transaction: one round trip
     fewer per job (a retried claim just renders without them; their lease brings them back)."""
@@ -255,12 +264,19 @@ def _claim_row(session, runtime: WorkerRuntime, generation_id: int
             if generation.worker == runtime.name and generation.batch_leader_id is None:
                 # Our own claim, committed although its answer was lost: go on with it.
                 return render_job_from_row(session, generation, runtime.store), False, []
-            log.info("job %s: rendering on %s%s (lease live); this message is a duplicate",
-                     generation_id, generation.worker,
-                     f" in job {generation.batch_leader_id}'s batch" if generation.batch_leader_id else "")
+            log.info(
+                "job %s: rendering on %s%s (lease live); this message is a duplicate",
+                generation_id,
+                generation.worker,
+                f" in job {generation.batch_leader_id}'s batch" if generation.batch_leader_id else "",
+            )
             return None, False, []
-        log.warning("job %s: %s stopped renewing its lease (attempt %d): rendering it here",
-                    generation_id, generation.worker, generation.attempts)
+        log.warning(
+            "job %s: %s stopped renewing its lease (attempt %d): rendering it here",
+            generation_id,
+            generation.worker,
+            generation.attempts,
+        )
     job = _start(session, runtime, generation, leader=None)
     if job is None:
         return None, True, []
@@ -270,7 +286,7 @@ def _claim_row(session, runtime: WorkerRuntime, generation_id: int
     return job, False, gathered
 
 
-def _start(session, runtime: WorkerRuntime, row: Generation, *, leader: int | None) -> RenderJob | None:
+def _start(session: Session, runtime: WorkerRuntime, row: Generation, *, leader: int | None) -> RenderJob | None:
     """Mark one row running on this worker; None (and the row failed) if it cannot render."""
     if row.attempts >= runtime.max_attempts:
         _fail(session, row, f"the worker stopped {row.attempts} times while rendering it")
@@ -280,7 +296,8 @@ def _start(session, runtime: WorkerRuntime, row: Generation, *, leader: int | No
     if row.started_at is None:
         row.started_at = utcnow()
         metrics.JOB_SECONDS.labels(phase="queue_wait").observe(
-            max(0.0, (row.started_at - row.created_at).total_seconds()))
+            max(0.0, (row.started_at - row.created_at).total_seconds())
+        )
     row.attempts += 1
     row.worker = runtime.name
     row.batch_leader_id = leader
@@ -322,16 +339,25 @@ def _gather_batch(runtime: WorkerRuntime, leader_id: int, jobs: list[RenderJob])
     return gathered
 
 
-def _gather_once(session, runtime: WorkerRuntime, leader_id: int, key: tuple, room: int) -> list[RenderJob]:
+def _gather_once(
+    session: Session, runtime: WorkerRuntime, leader_id: int, key: tuple[Any, ...], room: int
+) -> list[RenderJob]:
     """One look at the queue: claim what fits into the leader's batch."""
-    model_id = session.get(Generation, leader_id).model_id
+    leader = session.get(Generation, leader_id)
+    assert leader is not None  # this worker holds the leader's claim: its row is there
+    model_id = leader.model_id
     # SKIP LOCKED: rows another worker is claiming right now are simply not offered.
-    candidates = session.scalars(
-        select(Generation)
-        .where(Generation.status == str(GenerationStatus.QUEUED), Generation.model_id == model_id)
-        .order_by(Generation.id).limit(32)
-        .with_for_update(of=Generation, skip_locked=True)
-    ).unique().all()
+    candidates = (
+        session.scalars(
+            select(Generation)
+            .where(Generation.status == str(GenerationStatus.QUEUED), Generation.model_id == model_id)
+            .order_by(Generation.id)
+            .limit(32)
+            .with_for_update(of=Generation, skip_locked=True)
+        )
+        .unique()
+        .all()
+    )
     claimed: list[RenderJob] = []
     for row in candidates:
         if int((row.params or {}).get("n", 4)) > room:
@@ -371,33 +397,34 @@ class ProgressReporter:
                 result = session.execute(
                     update(Generation)
                     .where(*_owned(self.runtime, self.job))
-                    .values(progress=min(1.0, max(0.0, fraction)), stage=stage, updated_at=utcnow(),
-                            heartbeat_at=utcnow())
+                    .values(
+                        progress=min(1.0, max(0.0, fraction)), stage=stage, updated_at=utcnow(), heartbeat_at=utcnow()
+                    )
                     .execution_options(synchronize_session=False)
                 )
         except Exception as error:
             if not is_unavailable(error):
                 raise
             # Progress is best effort: a database blip must not stop (or fail) the render.
-            log.info("job %s: progress not written (%s)", self.job.generation_id,
-                     str(error).splitlines()[0][:200])
+            log.info("job %s: progress not written (%s)", self.job.generation_id, str(error).splitlines()[0][:200])
             return
-        if result.rowcount == 0:
-            log.info("job %s: no longer this render's (cancelled, or taken over), stopping",
-                     self.job.generation_id)
+        if rowcount(result) == 0:
+            log.info("job %s: no longer this render's (cancelled, or taken over), stopping", self.job.generation_id)
             raise RenderAborted()
         self.runtime.publisher.publish(self.job.generation_id, "running", fraction)
 
 
-def _owned(runtime: WorkerRuntime, job: RenderJob) -> tuple:
+def _owned(runtime: WorkerRuntime, job: RenderJob) -> tuple[ColumnElement[bool], ...]:
     """WHERE clauses: the job is running, and still under this render's claim."""
-    return (Generation.id == job.generation_id,
-            Generation.status == str(GenerationStatus.RUNNING),
-            Generation.worker == runtime.name,
-            Generation.attempts == job.attempt)
+    return (
+        Generation.id == job.generation_id,
+        Generation.status == str(GenerationStatus.RUNNING),
+        Generation.worker == runtime.name,
+        Generation.attempts == job.attempt,
+    )
 
 
-def _fail(session, generation: Generation, message: str) -> None:
+def _fail(session: Session, generation: Generation, message: str) -> None:
     generation.status = str(GenerationStatus.FAILED)
     generation.error = message
     generation.finished_at = utcnow()
@@ -409,11 +436,18 @@ def _fail(session, generation: Generation, message: str) -> None:
 def fail_job(runtime: WorkerRuntime, job: RenderJob, message: str) -> None:
     """Mark a job failed and refund it, if it is still this render's."""
 
-    def fail(session) -> bool:
-        generation = session.scalars(
-            select(Generation).where(*_owned(runtime, job)).with_for_update(of=Generation)
-            .options(lazyload(Generation.images)).execution_options(populate_existing=True)
-        ).unique().one_or_none()
+    def fail(session: Session) -> bool:
+        generation = (
+            session.scalars(
+                select(Generation)
+                .where(*_owned(runtime, job))
+                .with_for_update(of=Generation)
+                .options(lazyload(Generation.images))
+                .execution_options(populate_existing=True)
+            )
+            .unique()
+            .one_or_none()
+        )
         if generation is None:
             return False  # finished, cancelled, or taken over by another worker meanwhile
         _fail(session, generation, message)
@@ -434,14 +468,15 @@ def store_result(runtime: WorkerRuntime, job: RenderJob, result: RenderResult, r
     first to finish wins, the others discard their files.
     """
     prefix = f"a{job.attempt}-"
-    keys = [runtime.store.put(ImageStore.key_for(job.generation_id, f"{prefix}{image.index}.png"), image.png)
-            for image in result.images]
+    keys = [
+        runtime.store.put(ImageStore.key_for(job.generation_id, f"{prefix}{image.index}.png"), image.png)
+        for image in result.images
+    ]
     grid_key = None
     if result.grid_png is not None:
-        grid_key = runtime.store.put(ImageStore.key_for(job.generation_id, f"{prefix}grid.png"),
-                                     result.grid_png)
+        grid_key = runtime.store.put(ImageStore.key_for(job.generation_id, f"{prefix}grid.png"), result.grid_png)
 
-    def commit(session) -> tuple[str, bool]:
+    def commit(session: Session) -> tuple[str, bool]:
         """(the job's status, whether this render's files are the stored ones)."""
         generation = repo.get_generation(session, job.generation_id, lock=True, images=False)
         if generation is None:
@@ -453,11 +488,19 @@ def store_result(runtime: WorkerRuntime, job: RenderJob, result: RenderResult, r
         if GenerationStatus(generation.status).is_final:
             return generation.status, False
         for image, key in zip(result.images, keys, strict=True):
-            session.add(Image(
-                generation_id=generation.id, index=image.index, storage_key=key,
-                width=image.width, height=image.height, seed=image.seed, sha256=image.sha256,
-                embedding=image.embedding, embedding_dim=image.embedding_dim,
-            ))
+            session.add(
+                Image(
+                    generation_id=generation.id,
+                    index=image.index,
+                    storage_key=key,
+                    width=image.width,
+                    height=image.height,
+                    seed=image.seed,
+                    sha256=image.sha256,
+                    embedding=image.embedding,
+                    embedding_dim=image.embedding_dim,
+                )
+            )
         generation.status = str(GenerationStatus.DONE)
         generation.progress = 1.0
         generation.stage = None
@@ -495,7 +538,7 @@ def _render_and_store(runtime: WorkerRuntime, generation_id: int, jobs: list[Ren
     metrics.BATCH_FILL.observe(min(1.0, sum(j.n for j in jobs) / max(1, runtime.max_batch_images)))
     started = time.perf_counter()
     try:
-        reporters = [ProgressReporter(runtime, job) for job in jobs]
+        reporters: list[ProgressFn] = [ProgressReporter(runtime, job) for job in jobs]
         results = runtime.renderer.render_batch(jobs, reporters)
     except RenderAborted:
         metrics.JOBS.labels(status="cancelled").inc(len(jobs))
@@ -529,8 +572,14 @@ def _render_and_store(runtime: WorkerRuntime, generation_id: int, jobs: list[Ren
         metrics.JOBS.labels(status=status).inc()
         if status == str(GenerationStatus.DONE):
             metrics.IMAGES.inc(len(result.images))
-        log.info("job %s %s: %d image(s) in %d ms (batch of %d)", job.generation_id, status,
-                 len(result.images), render_ms, len(jobs))
+        log.info(
+            "job %s %s: %d image(s) in %d ms (batch of %d)",
+            job.generation_id,
+            status,
+            len(result.images),
+            render_ms,
+            len(jobs),
+        )
     return outcome.get(generation_id, "skipped")
 
 

@@ -24,32 +24,47 @@ import logging
 import random
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from engine.domain.types import GenerationStatus
 from engine.store.db import Database
 from engine.store.models import Generation, utcnow
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from engine.config import Settings
+    from engine.service import JobQueue
 
 log = logging.getLogger(__name__)
 
 SWEEP_LIMIT = 100
 
 
-def requeue_expired(session, queue, *, lease_s: float, now: datetime | None = None) -> list[int]:
+def requeue_expired(session: Session, queue: JobQueue, *, lease_s: float, now: datetime | None = None) -> list[int]:
     """Running jobs whose lease ran out: published again, back to queued. Returns their ids."""
     now = now or utcnow()
     beat = func.coalesce(Generation.heartbeat_at, Generation.started_at, Generation.created_at)
-    rows = session.scalars(
-        select(Generation)
-        .where(Generation.status == str(GenerationStatus.RUNNING), beat < now - timedelta(seconds=lease_s))
-        .order_by(Generation.id).limit(SWEEP_LIMIT)
-        .with_for_update(of=Generation, skip_locked=True)
-    ).unique().all()
+    rows = (
+        session.scalars(
+            select(Generation)
+            .where(Generation.status == str(GenerationStatus.RUNNING), beat < now - timedelta(seconds=lease_s))
+            .order_by(Generation.id)
+            .limit(SWEEP_LIMIT)
+            .with_for_update(of=Generation, skip_locked=True)
+        )
+        .unique()
+        .all()
+    )
     for row in rows:
-        log.warning("job %s: %s stopped renewing its lease (attempt %d); back on the queue",
-                    row.id, row.worker, row.attempts)
+        log.warning(
+            "job %s: %s stopped renewing its lease (attempt %d); back on the queue", row.id, row.worker, row.attempts
+        )
         _publish(queue, row, now)
         # Out of any batch: the next worker claims it afresh (attempts are kept: a job that
         # kills its worker again and again is failed at the limit instead of looping).
@@ -61,26 +76,35 @@ def requeue_expired(session, queue, *, lease_s: float, now: datetime | None = No
     return [row.id for row in rows]
 
 
-def republish_unqueued(session, queue, *, older_than_s: float, now: datetime | None = None) -> list[int]:
+def republish_unqueued(
+    session: Session, queue: JobQueue, *, older_than_s: float, now: datetime | None = None
+) -> list[int]:
     """Queued jobs last published more than `older_than_s` ago: published again. Only call it when
     the render queue is empty (then their message is certainly not waiting in it)."""
     now = now or utcnow()
     published = func.coalesce(Generation.enqueued_at, Generation.created_at)
-    rows = session.scalars(
-        select(Generation)
-        .where(Generation.status == str(GenerationStatus.QUEUED),
-               published < now - timedelta(seconds=older_than_s))
-        .order_by(Generation.id).limit(SWEEP_LIMIT)
-        .with_for_update(of=Generation, skip_locked=True)
-    ).unique().all()
+    rows = (
+        session.scalars(
+            select(Generation)
+            .where(Generation.status == str(GenerationStatus.QUEUED), published < now - timedelta(seconds=older_than_s))
+            .order_by(Generation.id)
+            .limit(SWEEP_LIMIT)
+            .with_for_update(of=Generation, skip_locked=True)
+        )
+        .unique()
+        .all()
+    )
     for row in rows:
-        log.warning("job %s: queued since %s but not in the broker; publishing it again",
-                    row.id, row.enqueued_at or row.created_at)
+        log.warning(
+            "job %s: queued since %s but not in the broker; publishing it again",
+            row.id,
+            row.enqueued_at or row.created_at,
+        )
         _publish(queue, row, now)
     return [row.id for row in rows]
 
 
-def _publish(queue, row: Generation, now: datetime) -> None:
+def _publish(queue: JobQueue, row: Generation, now: datetime) -> None:
     row.task_id = uuid.uuid4().hex
     queue.enqueue(row.id, row.task_id)
     row.enqueued_at = now
@@ -90,11 +114,19 @@ class Sweeper:
     """The recovery loop of one worker process (a daemon thread; every worker runs one, and
     SKIP LOCKED keeps two sweepers from handling the same job)."""
 
-    def __init__(self, db: Database, queue, queue_size, *, lease_s: float, interval_s: float,
-                 republish_after_s: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        queue: JobQueue,
+        queue_size: Callable[[], int | None],
+        *,
+        lease_s: float,
+        interval_s: float,
+        republish_after_s: float,
+    ) -> None:
         self.db = db
         self.queue = queue
-        self.queue_size = queue_size  # () -> messages waiting in the render queue
+        self.queue_size = queue_size  # messages waiting in the render queue (None: unknown)
         self.lease_s = lease_s
         self.interval_s = interval_s
         self.republish_after_s = republish_after_s
@@ -103,12 +135,12 @@ class Sweeper:
 
     def sweep(self) -> dict[str, list[int]]:
         """One pass; returns the ids it requeued and republished."""
-        requeued = self.db.retrying(requeue_expired, self.queue, lease_s=self.lease_s,
-                                    deadline_s=self.interval_s)
+        requeued = self.db.retrying(requeue_expired, self.queue, lease_s=self.lease_s, deadline_s=self.interval_s)
         republished: list[int] = []
         if self.queue_size() == 0:
-            republished = self.db.retrying(republish_unqueued, self.queue,
-                                           older_than_s=self.republish_after_s, deadline_s=self.interval_s)
+            republished = self.db.retrying(
+                republish_unqueued, self.queue, older_than_s=self.republish_after_s, deadline_s=self.interval_s
+            )
         return {"requeued": requeued, "republished": republished}
 
     def start(self) -> Sweeper:
@@ -131,7 +163,7 @@ class Sweeper:
                 log.warning("recovery sweep failed: %s", str(error).splitlines()[0][:300])
 
 
-def start_sweeper(app, settings) -> Sweeper:
+def start_sweeper(app: Celery, settings: Settings) -> Sweeper:
     """The sweeper of a worker process (`imagine-bot worker`, the embedded worker), started."""
     from engine.worker.queue import CeleryJobQueue
 
@@ -139,13 +171,25 @@ def start_sweeper(app, settings) -> Sweeper:
     worker = settings.worker
     # A database of its own (one connection): in a prefork worker the sweeper lives in the
     # parent, whose connections the forked children must not share.
-    return Sweeper(Database(settings.database_url, pool_size=1, max_overflow=1), queue, queue.waiting,
-                   lease_s=worker.lease_s, interval_s=worker.sweep_interval_s,
-                   republish_after_s=worker.republish_after_s).start()
+    return Sweeper(
+        Database(settings.database_url, pool_size=1, max_overflow=1),
+        queue,
+        queue.waiting,
+        lease_s=worker.lease_s,
+        interval_s=worker.sweep_interval_s,
+        republish_after_s=worker.republish_after_s,
+    ).start()
 
 
-def requeue_stuck(db: Database, queue, *, queued_for: timedelta, running_for: timedelta,
-                  apply: bool = False, now: datetime | None = None) -> dict[str, list[int]]:
+def requeue_stuck(
+    db: Database,
+    queue: JobQueue,
+    *,
+    queued_for: timedelta,
+    running_for: timedelta,
+    apply: bool = False,
+    now: datetime | None = None,
+) -> dict[str, list[int]]:
     """By hand (`imagine-bot requeue`): jobs queued longer than `queued_for`, or running with no
     heartbeat for longer than `running_for`, published again when `apply` is set."""
     now = now or utcnow()
@@ -160,10 +204,14 @@ def requeue_stuck(db: Database, queue, *, queued_for: timedelta, running_for: ti
     with db.sync_session() as session:
         beat = func.coalesce(Generation.heartbeat_at, Generation.started_at, Generation.created_at)
         published = func.coalesce(Generation.enqueued_at, Generation.created_at)
-        queued = session.scalars(
-            select(Generation.id).where(Generation.status == str(GenerationStatus.QUEUED),
-                                        published < now - queued_for).order_by(Generation.id)).all()
-        running = session.scalars(
-            select(Generation.id).where(Generation.status == str(GenerationStatus.RUNNING),
-                                        beat < now - running_for).order_by(Generation.id)).all()
-    return {"queued": list(queued), "running": list(running)}
+        stale_queued = session.scalars(
+            select(Generation.id)
+            .where(Generation.status == str(GenerationStatus.QUEUED), published < now - queued_for)
+            .order_by(Generation.id)
+        ).all()
+        stale_running = session.scalars(
+            select(Generation.id)
+            .where(Generation.status == str(GenerationStatus.RUNNING), beat < now - running_for)
+            .order_by(Generation.id)
+        ).all()
+    return {"queued": list(stale_queued), "running": list(stale_running)}

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 from engine.config import Settings
-from engine.notify import make_publisher
 from engine.image_files import ImageStore
+from engine.notify import make_publisher
 from engine.store.db import Database
-from engine.worker.jobs import WorkerRuntime
+from engine.worker.jobs import Renderer, WorkerRuntime
 
 
 def build_runtime(settings: Settings) -> WorkerRuntime:
-    def load():
+    def load() -> Renderer:
         # Heavy: imports torch and loads the model. Runs once per worker process, on first use.
         from engine.render.factory import load_renderer
 
         render = settings.render
         return load_renderer(
-            render.model, settings.data_dir, backend=render.backend, device=render.device,
-            dtype=render.dtype, cpu_offload=render.cpu_offload, compile=render.compile,
-            torch_threads=render.torch_threads, prior_model=render.prior_model or None,
+            render.model,
+            settings.data_dir,
+            backend=render.backend,
+            device=render.device,
+            dtype=render.dtype,
+            cpu_offload=render.cpu_offload,
+            compile=render.compile,
+            torch_threads=render.torch_threads,
+            prior_model=render.prior_model or None,
             noop_delay_ms=render.noop_delay_ms,
         )
 

@@ -19,24 +19,23 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0005'
-down_revision = '0004'
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('generations', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('heartbeat_at', sa.DateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column('enqueued_at', sa.DateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column('delivery_claim', sa.String(length=32), nullable=True))
-        batch_op.add_column(sa.Column('delivery_attempts', sa.Integer(), nullable=False,
-                                      server_default='0'))
+    with op.batch_alter_table("generations", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("delivery_claim", sa.String(length=32), nullable=True))
+        batch_op.add_column(sa.Column("delivery_attempts", sa.Integer(), nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('generations', schema=None) as batch_op:
-        batch_op.drop_column('delivery_attempts')
-        batch_op.drop_column('delivery_claim')
-        batch_op.drop_column('enqueued_at')
-        batch_op.drop_column('heartbeat_at')
+    with op.batch_alter_table("generations", schema=None) as batch_op:
+        batch_op.drop_column("delivery_attempts")
+        batch_op.drop_column("delivery_claim")
+        batch_op.drop_column("enqueued_at")
+        batch_op.drop_column("heartbeat_at")

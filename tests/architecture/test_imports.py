@@ -20,8 +20,17 @@ def loaded_after(imports: str) -> set[str]:
 
 @pytest.mark.parametrize(
     "module",
-    ["bot", "bot.cli", "bot.commands", "bot.runner", "bot.delivery", "bot.runtime",
-     "bot.console.adapter", "engine.worker.app", "engine.worker.queue"],
+    [
+        "bot",
+        "bot.cli",
+        "bot.commands",
+        "bot.runner",
+        "bot.delivery",
+        "bot.runtime",
+        "bot.console.adapter",
+        "engine.worker.app",
+        "engine.worker.queue",
+    ],
 )
 def test_bot_side_never_imports_torch(module):
     """The bot side (and the Celery app the bot publishes through) leaves torch & co. out."""

@@ -24,8 +24,9 @@ def test_quick_chaos_run_loses_and_doubles_nothing():
     and quota mismatches, every fault recovered from within 60 s."""
     for service in ("postgres", "redis", "rabbitmq"):
         require(service)
-    done = subprocess.run([sys.executable, "bench/chaos.py", "--quick"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "bench/chaos.py", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
     assert done.stdout.strip(), done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
     for broker in ("redis", "rabbitmq"):

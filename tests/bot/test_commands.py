@@ -14,9 +14,9 @@ from bot.commands import (
     AdminQuota,
     AdminRetention,
     AdminStats,
-    Blend,
     AdminUnban,
     AdminUnblockTerm,
+    Blend,
     Cancel,
     Help,
     History,
@@ -34,8 +34,11 @@ from engine.domain.types import ImageRef, QuotaTarget
 PARSES = [
     ("/imagine a red star", Imagine, {"prompt": "a red star"}),
     ("/imagine a red star --seed 4 --n 2", Imagine, {"prompt": "a red star", "seed": 4, "n": 2}),
-    ("/imagine a cat --no blurry, dark --ar 16:9", Imagine,
-     {"prompt": "a cat", "negative_prompt": "blurry, dark", "aspect": "16:9"}),
+    (
+        "/imagine a cat --no blurry, dark --ar 16:9",
+        Imagine,
+        {"prompt": "a cat", "negative_prompt": "blurry, dark", "aspect": "16:9"},
+    ),
     ("/imagine a cat —seed 3", Imagine, {"prompt": "a cat", "seed": 3}),  # phone em dash
     ("/imagine a cat --steps 10 --prior-steps 5", Imagine, {"prior_steps": 5, "decoder_steps": 10}),
     ("/imagine a cat --guidance 0", Imagine, {"decoder_guidance": 0.0}),
@@ -66,14 +69,26 @@ PARSES = [
     ("/thread", Thread, {"generation_id": None}),
     ("/quota", Quota, {}),
     ("/help", Help, {}),
-    ("/imagine-admin quota set @&mods 10", AdminQuota,
-     {"action": "set", "target": QuotaTarget("role", "mods"), "amount": 10}),
-    ("/imagine-admin quota set team unlimited", AdminQuota,
-     {"action": "set", "target": QuotaTarget("team"), "amount": None}),
-    ("/imagine-admin quota grant <@U123|bob> 5", AdminQuota,
-     {"action": "grant", "target": QuotaTarget("user", "U123"), "amount": 5}),
-    ("/imagine-admin quota reset <!subteam^S42|@artists>", AdminQuota,
-     {"action": "reset", "target": QuotaTarget("role", "S42")}),
+    (
+        "/imagine-admin quota set @&mods 10",
+        AdminQuota,
+        {"action": "set", "target": QuotaTarget("role", "mods"), "amount": 10},
+    ),
+    (
+        "/imagine-admin quota set team unlimited",
+        AdminQuota,
+        {"action": "set", "target": QuotaTarget("team"), "amount": None},
+    ),
+    (
+        "/imagine-admin quota grant <@U123|bob> 5",
+        AdminQuota,
+        {"action": "grant", "target": QuotaTarget("user", "U123"), "amount": 5},
+    ),
+    (
+        "/imagine-admin quota reset <!subteam^S42|@artists>",
+        AdminQuota,
+        {"action": "reset", "target": QuotaTarget("role", "S42")},
+    ),
     ("/imagine-admin quota reset <@&99>", AdminQuota, {"target": QuotaTarget("role", "99")}),
     ("/imagine-admin ban @bob spamming the channel", AdminBan, {"user_id": "bob", "reason": "spamming the channel"}),
     ("/imagine-admin ban <@!123>", AdminBan, {"user_id": "123", "reason": None}),
@@ -185,7 +200,7 @@ def test_errors(text, message):
 def test_error_messages_are_distinct():
     """No two different mistakes share one message (each says what is wrong)."""
     messages = {}
-    for text, expected in ERRORS:
+    for text, _expected in ERRORS:
         with pytest.raises(UsageError) as error:
             parse_command(text)
         messages.setdefault(error.value.message, []).append(text)
@@ -204,8 +219,11 @@ def test_never_crashes(text):
         assert error.message
 
 
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=50)
-       .filter(lambda s: s.strip() and not s.strip().startswith(("-", "—", "–"))))
+@given(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=50).filter(
+        lambda s: s.strip() and not s.strip().startswith(("-", "—", "–"))
+    )
+)
 def test_prompt_round_trips(prompt):
     """A prompt without options comes back as its words, whatever characters it holds."""
     try:

@@ -103,8 +103,11 @@ async def test_progress_is_shown_and_throttled(service, deliveries, database):
 
         from engine.store.models import Generation
 
-        await database.run(lambda s: s.execute(update(Generation).where(Generation.id == job.id)
-                                               .values(status="running", progress=value)))
+        await database.run(
+            lambda s: s.execute(
+                update(Generation).where(Generation.id == job.id).values(status="running", progress=value)
+            )
+        )
 
     target = Target()
     loop = delivery(deliveries, target, progress_interval_s=3600)
@@ -171,8 +174,7 @@ async def test_slow_deliveries_across_two_replicas_deliver_each_once(service, de
     for job in jobs:
         await finish(database, job.id, images=2)
     posted: list[int] = []
-    replicas = [delivery(deliveries, SlowTarget(0.15, posted), lease_s=0.6, sweep_interval_s=0.05)
-                for _ in range(2)]
+    replicas = [delivery(deliveries, SlowTarget(0.15, posted), lease_s=0.6, sweep_interval_s=0.05) for _ in range(2)]
     for replica in replicas:
         await replica.start()
     try:
@@ -199,8 +201,11 @@ async def test_a_replica_that_lost_its_claim_cannot_mark_the_job(service, delive
     assert [j.id for j in claimed] == [job.id] and claimed[0].delivery_attempts == 1
 
     def lease_runs_out(session):
-        session.execute(update(Generation).where(Generation.id == job.id)
-                        .values(delivery_claimed_at=utcnow() - timedelta(minutes=5)))
+        session.execute(
+            update(Generation)
+            .where(Generation.id == job.id)
+            .values(delivery_claimed_at=utcnow() - timedelta(minutes=5))
+        )
 
     await database.run(lease_runs_out)
     assert await healthy.sweep() == 1
@@ -247,8 +252,9 @@ async def test_a_delivery_cut_by_a_database_blip_is_retried_at_the_next_sweep(se
     assert target.delivered == [job.id]
 
 
-async def test_a_claim_whose_answer_was_lost_is_taken_back_at_the_next_sweep(service, deliveries, database,
-                                                                             monkeypatch):
+async def test_a_claim_whose_answer_was_lost_is_taken_back_at_the_next_sweep(
+    service, deliveries, database, monkeypatch
+):
     """The claim committed but its answer was lost (the connection dropped at COMMIT): the next
     sweep takes this replica's own claims back instead of leaving them for the lease."""
     from engine.domain.errors import StoreUnavailable

@@ -12,9 +12,15 @@ from tests.bot.slack.fake_slack import BOT_TOKEN, FakeSlack
 
 
 async def discord_call(fake: FakeDiscord, method: str, path: str, body: dict) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as http, http.request(
-            method, f"http://127.0.0.1:{fake.port}/api/v10{path}?with_response=true", json=body,
-            headers={"Authorization": "Bot fake"}) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(
+            method,
+            f"http://127.0.0.1:{fake.port}/api/v10{path}?with_response=true",
+            json=body,
+            headers={"Authorization": "Bot fake"},
+        ) as response,
+    ):
         return response.status, await response.json()
 
 
@@ -26,10 +32,17 @@ async def test_interaction_callbacks_carry_a_message_only_for_types_4_and_7():
     try:
         for kind in (4, 5):
             payload = fake.slash_command("imagine", [option("prompt", "x")], user=ALICE, guild=GUILD)
-            fake.interactions[payload["token"]] = {"id": int(payload["id"]), "kind": 2,
-                                                   "channel_id": int(payload["channel_id"])}
-            status, answer = await discord_call(fake, "POST", f"/interactions/{payload['id']}/{payload['token']}/callback",
-                                                {"type": kind, "data": {"content": "hi"} if kind == 4 else {}})
+            fake.interactions[payload["token"]] = {
+                "id": int(payload["id"]),
+                "kind": 2,
+                "channel_id": int(payload["channel_id"]),
+            }
+            status, answer = await discord_call(
+                fake,
+                "POST",
+                f"/interactions/{payload['id']}/{payload['token']}/callback",
+                {"type": kind, "data": {"content": "hi"} if kind == 4 else {}},
+            )
             assert status == 200 and answer["resource"]["type"] == kind
             assert ("message" in answer["resource"]) == (kind == 4)
             assert answer["interaction"]["response_message_id"]
@@ -39,8 +52,14 @@ async def test_interaction_callbacks_carry_a_message_only_for_types_4_and_7():
 
 def test_message_components_have_numeric_ids():
     """ActionRowComponentResponse / ButtonComponentResponse: `id` (int32) is required."""
-    components = FakeDiscord._numbered([{"type": 1, "components": [{"type": 2, "style": 2, "custom_id": "a"},
-                                                                   {"type": 2, "style": 2, "custom_id": "b"}]}])
+    components = FakeDiscord._numbered(
+        [
+            {
+                "type": 1,
+                "components": [{"type": 2, "style": 2, "custom_id": "a"}, {"type": 2, "style": 2, "custom_id": "b"}],
+            }
+        ]
+    )
     ids = [components[0]["id"], *(c["id"] for c in components[0]["components"])]
     assert all(isinstance(i, int) for i in ids) and len(set(ids)) == 3
 
@@ -80,6 +99,7 @@ async def test_slack_replies_need_the_thread_parent():
         first = fake.add_message("C1", "U2", "one", thread_ts=parent.ts)
         second = fake.add_message("C1", "U2", "two", thread_ts=parent.ts)
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {BOT_TOKEN}"}) as http:
+
             async def replies(**params):
                 async with http.post(f"{fake.api_url}conversations.replies", data={"channel": "C1", **params}) as r:
                     return await r.json()

@@ -17,13 +17,27 @@ ALL = set(typing.get_args(c.Command))
 #: A text that reaches each command on the console and Slack (both use the text parser; Slack
 #: also sends them as `/imagine <sub-command>` and `/imagine-admin ...`).
 TEXT = {
-    c.Imagine: "/imagine a red star", c.Vary: "/vary 1:2", c.Edit: "/edit 1:2 --region left a blue ring", c.Blend: "/blend 1:1 1:2", c.Upscale: "/upscale 1:2",
-    c.Reroll: "/reroll", c.Cancel: "/cancel 3", c.History: "/history 2", c.Thread: "/thread 1", c.Quota: "/quota",
-    c.Help: "/help", c.Gallery: "/gallery", c.AdminQuota: "/imagine-admin quota set @bob 5",
-    c.AdminBan: "/imagine-admin ban @bob", c.AdminUnban: "/imagine-admin unban @bob",
-    c.AdminBlockTerm: "/imagine-admin block-term gore", c.AdminUnblockTerm: "/imagine-admin unblock-term gore",
-    c.AdminAudit: "/imagine-admin audit", c.AdminStats: "/imagine-admin stats 7",
-    c.AdminRetention: "/imagine-admin retention 30", c.AdminModRole: "/imagine-admin mod-role add @&mods",
+    c.Imagine: "/imagine a red star",
+    c.Vary: "/vary 1:2",
+    c.Edit: "/edit 1:2 --region left a blue ring",
+    c.Blend: "/blend 1:1 1:2",
+    c.Upscale: "/upscale 1:2",
+    c.Reroll: "/reroll",
+    c.Cancel: "/cancel 3",
+    c.History: "/history 2",
+    c.Thread: "/thread 1",
+    c.Quota: "/quota",
+    c.Help: "/help",
+    c.Gallery: "/gallery",
+    c.AdminQuota: "/imagine-admin quota set @bob 5",
+    c.AdminBan: "/imagine-admin ban @bob",
+    c.AdminUnban: "/imagine-admin unban @bob",
+    c.AdminBlockTerm: "/imagine-admin block-term gore",
+    c.AdminUnblockTerm: "/imagine-admin unblock-term gore",
+    c.AdminAudit: "/imagine-admin audit",
+    c.AdminStats: "/imagine-admin stats 7",
+    c.AdminRetention: "/imagine-admin retention 30",
+    c.AdminModRole: "/imagine-admin mod-role add @&mods",
 }
 
 
@@ -41,6 +55,7 @@ def test_every_command_is_a_discord_command_or_absent_with_a_reason():
     assert not set(REACHES) & set(ABSENT)
     assert all(reason.strip() for reason in ABSENT.values())
     tree = app_commands.CommandTree(discord.Client(intents=discord.Intents.none()))
+
     async def no_choices(interaction, current):
         return []
 

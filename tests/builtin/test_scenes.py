@@ -23,7 +23,7 @@ def test_same_seed_same_examples_and_pixels():
     first = sample_examples(np.random.default_rng(3), 50)
     second = sample_examples(np.random.default_rng(3), 50)
     assert [e.caption for e in first] == [e.caption for e in second]
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert np.array_equal(np.asarray(render_scene(a.scene)), np.asarray(render_scene(b.scene)))
 
 
@@ -37,7 +37,7 @@ def test_different_seeds_differ():
 def test_held_out_set_is_fixed_and_spares_showcase_prompts():
     """The held-out triples do not depend on anything but their own seed, and the README's
     example prompts are trained on."""
-    assert HELD_OUT_TRIPLES == scenes._held_out_triples()
+    assert scenes._held_out_triples() == HELD_OUT_TRIPLES
     assert len(HELD_OUT_TRIPLES) == 95
     assert not HELD_OUT_TRIPLES & SHOWCASE_TRIPLES
 
@@ -78,7 +78,7 @@ def test_captions_name_the_scene_attributes():
     rng = np.random.default_rng(5)
     for example in sample_examples(rng, 1000, pair_fraction=0.4):
         meaning = example.meaning
-        for colour, shape in zip(meaning.colours, meaning.shapes):
+        for colour, shape in zip(meaning.colours, meaning.shapes, strict=True):
             assert any(word in example.caption for word in SHAPE_WORDS[shape])
             if colour is not None:
                 assert any(word in example.caption for word in COLOUR_WORDS[colour])
@@ -100,7 +100,7 @@ def test_meaning_rejects_wrong_scenes():
 
 @pytest.mark.parametrize("relation, fits_swapped", [("left of", False), ("and", True)])
 def test_pair_meaning_respects_order_only_when_the_caption_gives_one(relation, fits_swapped):
-    """"a red circle left of a blue square" fits only that order; "... and ..." fits both."""
+    """ "a red circle left of a blue square" fits only that order; "... and ..." fits both."""
     rng = np.random.default_rng(7)
     scene = scenes.two_object_scene(rng, ("red", "circle"), ("blue", "square"), "white", "horizontal")
     swapped = scenes.two_object_scene(rng, ("blue", "square"), ("red", "circle"), "white", "horizontal")

@@ -9,8 +9,7 @@ import pytest
 
 from engine.render.names import BUILTIN_DIR
 
-pytestmark = pytest.mark.skipif(not (BUILTIN_DIR / "model_index.json").exists(),
-                                reason="built-in weights not present")
+pytestmark = pytest.mark.skipif(not (BUILTIN_DIR / "model_index.json").exists(), reason="built-in weights not present")
 
 MAX_BYTES = 40 * 1024 * 1024
 
@@ -25,8 +24,9 @@ def test_shipped_metadata_says_trained_with_defaults():
     """imagine.json names the model, marks it trained and carries tuned sampling defaults."""
     meta = json.loads((BUILTIN_DIR / "imagine.json").read_text())
     assert meta["name"] == "builtin" and meta["trained"] is True
-    assert {"prior_steps", "decoder_steps", "super_res_steps", "prior_guidance",
-            "decoder_guidance"} <= set(meta["defaults"])
+    assert {"prior_steps", "decoder_steps", "super_res_steps", "prior_guidance", "decoder_guidance"} <= set(
+        meta["defaults"]
+    )
 
 
 def test_shipped_weights_render_64px_images(tmp_path):
@@ -38,7 +38,8 @@ def test_shipped_weights_render_64px_images(tmp_path):
     renderer = load_renderer("builtin", tmp_path, device="cpu")
     fast = {"prior_steps": 4, "decoder_steps": 4, "super_res_steps": 2}
     result = renderer.render(
-        RenderJob(1, "text2image", "a red star on a blue background", None, 0, 4, fast), lambda *_: None)
+        RenderJob(1, "text2image", "a red star on a blue background", None, 0, 4, fast), lambda *_: None
+    )
     assert [(i.width, i.height) for i in result.images] == [(64, 64)] * 4
     assert result.grid_png is not None
     assert result.info["model"] == "builtin"
@@ -56,8 +57,7 @@ def test_shipped_model_draws_the_readme_prompt(tmp_path):
     from engine.render.types import RenderJob
 
     renderer = load_renderer("builtin", tmp_path, device="cpu")
-    result = renderer.render(
-        RenderJob(1, "text2image", "a red star on a blue background", None, 7, 4), lambda *_: None)
+    result = renderer.render(RenderJob(1, "text2image", "a red star on a blue background", None, 7, 4), lambda *_: None)
     verdicts = []
     for image in result.images:
         with Image.open(io.BytesIO(image.png)) as picture:

@@ -27,9 +27,19 @@ def test_smoke_run_writes_a_karlo_layout_folder(smoke_run):
     _, out = smoke_run
     index = json.loads((out / "model_index.json").read_text())
     assert index["_class_name"] == "UnCLIPPipeline"
-    for name in ("tokenizer", "text_encoder", "text_proj", "decoder", "prior", "image_encoder",
-                 "feature_extractor", "super_res_first", "decoder_scheduler", "prior_scheduler",
-                 "super_res_scheduler"):
+    for name in (
+        "tokenizer",
+        "text_encoder",
+        "text_proj",
+        "decoder",
+        "prior",
+        "image_encoder",
+        "feature_extractor",
+        "super_res_first",
+        "decoder_scheduler",
+        "prior_scheduler",
+        "super_res_scheduler",
+    ):
         assert (out / name).is_dir(), name
     assert not (out / "super_res_last").exists()
     meta = json.loads((out / "imagine.json").read_text())
@@ -57,13 +67,15 @@ def test_smoke_weights_load_and_render_through_the_renderer(smoke_run, tmp_path)
     renderer = UnCLIPRenderer(spec, pipe, device="cpu", dtype=torch.float32)
     fast = {"prior_steps": 2, "decoder_steps": 2, "super_res_steps": 2}
     result = renderer.render(
-        RenderJob(1, "text2image", "a red star on a blue background", None, 3, 4, fast), lambda *_: None)
+        RenderJob(1, "text2image", "a red star on a blue background", None, 3, 4, fast), lambda *_: None
+    )
     assert [(i.width, i.height) for i in result.images] == [(64, 64)] * 4
     assert result.grid_png is not None
 
     variation = renderer.render(
         RenderJob(2, "variation", "", None, 4, 2, fast, source_embeddings=(result.images[0].embedding,)),
-        lambda *_: None)
+        lambda *_: None,
+    )
     assert len(variation.images) == 2
 
 
@@ -86,8 +98,12 @@ def test_a_stage_can_be_continued_from_its_checkpoint(tmp_path, smoke_run):
     copy = tmp_path / "work"
     shutil.copytree(work, copy)
     steps = train.PLANS["smoke"]["upsampler"].steps + 5
-    assert train.main(["--smoke", "--work", str(copy), "--stages", "upsampler",
-                       "--steps", f"upsampler={steps}", "--no-export"]) == 0
+    assert (
+        train.main(
+            ["--smoke", "--work", str(copy), "--stages", "upsampler", "--steps", f"upsampler={steps}", "--no-export"]
+        )
+        == 0
+    )
     log = (copy / "train.log").read_text()
     assert f"upsampler: resuming at step {steps - 5} of {steps}" in log
 
@@ -136,7 +152,7 @@ def test_worker_processes_make_the_same_batches_as_the_main_process(smoke_decode
     inline = list(train.batches(stage, plan, start=plan.steps - 3, workers=0))
     ahead = list(train.batches(stage, plan, start=plan.steps - 3, workers=2))
     assert len(inline) == len(ahead) == 3
-    for mine, theirs in zip(inline, ahead):
+    for mine, theirs in zip(inline, ahead, strict=True):
         assert mine.keys() == theirs.keys()
         for key in mine:
             assert torch.equal(mine[key], theirs[key]), key
@@ -198,11 +214,14 @@ def test_prior_prompts_come_from_the_split_they_name(clip_probe):
     assert not any(triple(labels) in HELD_OUT_TRIPLES for _, labels in clip_probe.prior_prompts(60, "train", 3))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--device", "cuda:99"], "--device cuda:99"),
-    (["--device", "not-a-device"], "--device not-a-device"),
-    (["--workers", "-1"], "--workers -1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--device", "cuda:99"], "--device cuda:99"),
+        (["--device", "not-a-device"], "--device not-a-device"),
+        (["--workers", "-1"], "--workers -1"),
+    ],
+)
 def test_bad_device_or_workers_is_a_usage_error(tmp_path, capsys, args, message):
     """A CUDA index past the visible GPUs, a device torch does not know, or a negative worker
     count exits 2 with the option named, before anything is trained or written."""
@@ -211,7 +230,9 @@ def test_bad_device_or_workers_is_a_usage_error(tmp_path, capsys, args, message)
     assert not (tmp_path / "work").exists()
 
 
-@pytest.mark.parametrize("avx512_bf16, amx, expected", [(False, False, False), (True, False, True), (False, True, True)])
+@pytest.mark.parametrize(
+    "avx512_bf16, amx, expected", [(False, False, False), (True, False, True), (False, True, True)]
+)
 def test_unets_autocast_to_bf16_only_where_the_cpu_computes_it(monkeypatch, tmp_path, avx512_bf16, amx, expected):
     """bf16 autocast speeds the UNets up on CPUs with native bf16 and slows them ~2.7x where it is
     emulated, so a CPU without AVX512-BF16 or AMX trains them in fp32."""

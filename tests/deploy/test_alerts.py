@@ -23,8 +23,12 @@ def exported_series() -> dict[str, set[str]]:
         if not isinstance(metric, MetricWrapperBase):
             continue
         labels = set(metric._labelnames)
-        suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"],
-                    "summary": ["_sum", "_count"]}[metric._type]
+        suffixes = {
+            "counter": ["_total"],
+            "gauge": [""],
+            "histogram": ["_bucket", "_sum", "_count"],
+            "summary": ["_sum", "_count"],
+        }[metric._type]
         for suffix in suffixes:
             series[metric._name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
     return series
@@ -79,6 +83,5 @@ def test_alerts_cover_the_failure_modes():
     """There are alerts on queue depth, worker readiness, job failures and delivery lag."""
     used = {name for rule in ALERTS for name, _ in selectors(rule["expr"])}
     text = " ".join(rule["expr"] for rule in ALERTS)
-    assert {"imagine_queue_depth", "imagine_worker_ready", "imagine_jobs_total",
-            "imagine_job_seconds_bucket"} <= used
+    assert {"imagine_queue_depth", "imagine_worker_ready", "imagine_jobs_total", "imagine_job_seconds_bucket"} <= used
     assert 'phase="delivery"' in text and 'status="failed"' in text

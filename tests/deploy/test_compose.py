@@ -58,8 +58,17 @@ def test_default_profiles_start_both_bots_and_one_worker(tmp_path):
     """The example's COMPOSE_PROFILES starts the Discord and Slack bots and the GPU 0 worker."""
     deploy = compose_project(tmp_path, {"POSTGRES_PASSWORD": "x"})
     services = set(compose(deploy, "config", "--services").stdout.split())
-    assert services == {"postgres", "redis", "migrate", "discord", "slack", "gallery",
-                        "retention", "worker-gpu0", "flower"}
+    assert services == {
+        "postgres",
+        "redis",
+        "migrate",
+        "discord",
+        "slack",
+        "gallery",
+        "retention",
+        "worker-gpu0",
+        "flower",
+    }
 
 
 @pytest.mark.parametrize("gpus", [1, 2, 5, 8])
@@ -233,8 +242,11 @@ def test_bots_get_their_tokens(compose_resolved):
 
 def test_workers_pass_through_every_setting_they_read(compose_raw):
     """A worker passes on every engine setting (all but the gallery's) from deploy/.env."""
-    needed = {env for env, s in SETTINGS.items()
-              if s.cls.__module__ == "engine.config" and not env.startswith("IMAGINE_GALLERY_")}
+    needed = {
+        env
+        for env, s in SETTINGS.items()
+        if s.cls.__module__ == "engine.config" and not env.startswith("IMAGINE_GALLERY_")
+    }
     for name, service in compose_raw["services"].items():
         if is_worker(name):
             missing = sorted(needed - env_names(service))
@@ -267,8 +279,11 @@ def test_prometheus_scrapes_every_process_with_an_ops_port(compose_raw):
     (job,) = config["scrape_configs"]
     (dns,) = job["dns_sd_configs"]
     scraped = set(dns["names"])
-    with_ops = {name for name, s in compose_raw["services"].items()
-                if "/readyz" in " ".join((s.get("healthcheck") or {}).get("test", []))}
+    with_ops = {
+        name
+        for name, s in compose_raw["services"].items()
+        if "/readyz" in " ".join((s.get("healthcheck") or {}).get("test", []))
+    }
     assert scraped == with_ops
     assert dns["port"] == SETTINGS["IMAGINE_OPS_PORT"].cls.model_fields["port"].default
     prometheus = compose_raw["services"]["prometheus"]

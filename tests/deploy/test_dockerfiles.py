@@ -155,8 +155,7 @@ def ignored(path: str, patterns: list[str]) -> bool:
     """Docker's rule, closely enough: a pattern matches the path or one of its parent folders."""
     parts = Path(path).parts
     candidates = ["/".join(parts[: n + 1]) for n in range(len(parts))]
-    return any(fnmatch.fnmatch(c, p.replace("**/", "*")) or fnmatch.fnmatch(c, p)
-               for p in patterns for c in candidates)
+    return any(fnmatch.fnmatch(c, p.replace("**/", "*")) or fnmatch.fnmatch(c, p) for p in patterns for c in candidates)
 
 
 @pytest.mark.parametrize("image", DOCKERFILES)
@@ -175,9 +174,17 @@ def test_copied_sources_exist_and_reach_the_build(image):
 def test_secrets_and_bulk_stay_out_of_the_build_context():
     """.dockerignore keeps env files, secrets, the venv, data and model folders out of images."""
     patterns = dockerignore_patterns()
-    for path in ("deploy/.env", ".env", "deploy/k8s/production/secrets.env", ".venv/bin/python",
-                 ".git/config", "data/imagine.db", "models/karlo/model_index.json",
-                 "deploy/models/karlo/model_index.json", "deploy/hf-cache/hub/x"):
+    for path in (
+        "deploy/.env",
+        ".env",
+        "deploy/k8s/production/secrets.env",
+        ".venv/bin/python",
+        ".git/config",
+        "data/imagine.db",
+        "models/karlo/model_index.json",
+        "deploy/models/karlo/model_index.json",
+        "deploy/hf-cache/hub/x",
+    ):
         assert ignored(path, patterns), path
     for path in ("engine/builtin/weights/model_index.json", "migrations/versions/x.py"):
         assert not ignored(path, patterns), path

@@ -9,8 +9,13 @@ from tests.deploy.conftest import DOCS, ROOT
 ONE_COMMAND = "docker compose --env-file deploy/.env -f deploy/compose.yaml up -d"
 TEXT = DOCS.read_text(encoding="utf-8")
 # Made by the operator from their examples; never in the repository.
-MADE_BY_HAND = {"deploy/.env", "deploy/k8s/production/secrets.env", "deploy/models", "deploy/hf-cache",
-                "deploy/models/karlo-v1-alpha"}
+MADE_BY_HAND = {
+    "deploy/.env",
+    "deploy/k8s/production/secrets.env",
+    "deploy/models",
+    "deploy/hf-cache",
+    "deploy/models/karlo-v1-alpha",
+}
 
 
 def headings() -> list[str]:
@@ -40,7 +45,12 @@ def test_relative_links_resolve():
 def test_runbook_has_the_operator_sections():
     """The runbook covers scaling workers, upgrades, rotating tokens, backups and every alert."""
     found = set(headings())
-    assert {"Scaling workers", "Upgrading", "Rotating tokens and secrets",
-            "Backing up and restoring", "Alerts"} <= found
+    assert {
+        "Scaling workers",
+        "Upgrading",
+        "Rotating tokens and secrets",
+        "Backing up and restoring",
+        "Alerts",
+    } <= found
     assert "kubectl -n imagine-bot scale deployment/imagine-bot-worker" in TEXT
     assert "pg_dump" in TEXT and "pg_restore" in TEXT and "imagine-bot_images" in TEXT

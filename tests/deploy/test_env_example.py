@@ -88,8 +88,7 @@ def test_example_values_are_the_defaults(example_environment, monkeypatch):
         monkeypatch.delenv(name)
     for cls, from_example in built.items():
         default = cls()
-        differing = {field for field in cls.model_fields
-                     if getattr(from_example, field) != getattr(default, field)}
+        differing = {field for field in cls.model_fields if getattr(from_example, field) != getattr(default, field)}
         assert not differing, f"{cls.__name__}: env.example differs from the default for {differing}"
 
 

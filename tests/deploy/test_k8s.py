@@ -26,6 +26,8 @@ KIND = {"imagine-bot-discord": "StatefulSet"}
 
 def workload(objects: list[dict], name: str) -> dict:
     return by_name(objects, KIND.get(name, "Deployment"), name)
+
+
 CONFIG = env_file_values(K8S / "base" / "config.env")
 SECRETS_EXAMPLE = env_file_values(K8S / "production" / "secrets.env.example")
 
@@ -67,10 +69,16 @@ def test_schema_check_catches_a_misspelt_field(k8s_base):
 def test_base_has_every_part(k8s_base):
     """The base holds the namespace, config, storage, the four deployments, their services and the jobs."""
     kinds = {(o["kind"], o["metadata"]["name"]) for o in k8s_base}
-    expected = {("Namespace", NAMESPACE), ("Job", "imagine-bot-migrate"),
-                ("CronJob", "imagine-bot-retention"), ("Service", "imagine-bot-gallery"),
-                ("Service", "imagine-bot-slack"), ("PersistentVolumeClaim", "imagine-images"),
-                ("PersistentVolumeClaim", "imagine-models"), ("PersistentVolumeClaim", "imagine-hf-cache")}
+    expected = {
+        ("Namespace", NAMESPACE),
+        ("Job", "imagine-bot-migrate"),
+        ("CronJob", "imagine-bot-retention"),
+        ("Service", "imagine-bot-gallery"),
+        ("Service", "imagine-bot-slack"),
+        ("PersistentVolumeClaim", "imagine-images"),
+        ("PersistentVolumeClaim", "imagine-models"),
+        ("PersistentVolumeClaim", "imagine-hf-cache"),
+    }
     expected |= {(KIND.get(name, "Deployment"), name) for name in LONG_RUNNING}
     assert expected <= kinds
     assert any(kind == "ConfigMap" and name.startswith("imagine-bot-config-") for kind, name in kinds)
@@ -154,7 +162,7 @@ def test_migration_job_and_retention_cronjob(k8s_base):
 
 def test_container_args_are_imagine_bot_subcommands(k8s_base):
     """Every container's args parse with the real CLI."""
-    for obj, spec in workloads(k8s_base):
+    for _obj, spec in workloads(k8s_base):
         for container in containers(spec):
             build_parser().parse_args(container["args"])
 
@@ -169,7 +177,7 @@ def test_images_match_their_roles(k8s_base):
 
 def test_production_overlay_pins_image_tags(k8s_production):
     """The deployable overlay names a registry and a tag for both images (never :latest)."""
-    for obj, spec in workloads(k8s_production):
+    for _obj, spec in workloads(k8s_production):
         for container in containers(spec):
             image = container["image"]
             assert "/" in image and ":" in image and not image.endswith(":latest"), image
@@ -177,7 +185,7 @@ def test_production_overlay_pins_image_tags(k8s_production):
 
 def test_pods_run_as_the_images_user(k8s_base):
     """Every pod runs as non-root uid 10001 (the images' user) without privilege escalation."""
-    for obj, spec in workloads(k8s_base):
+    for _obj, spec in workloads(k8s_base):
         context = spec["securityContext"]
         assert context["runAsNonRoot"] is True and context["runAsUser"] == IMAGE_UID
         for container in containers(spec):
@@ -189,7 +197,7 @@ def test_secrets_are_referenced_never_inlined(k8s_base):
     """No secret value sits in a manifest or the ConfigMap; the base ships no Secret at all."""
     assert not [o for o in k8s_base if o["kind"] == "Secret"]
     assert not [k for k in CONFIG if SECRET_NAME.search(k)], "secrets belong in secrets.env"
-    for obj, spec in workloads(k8s_base):
+    for _obj, spec in workloads(k8s_base):
         for container in containers(spec):
             for var in container.get("env", []):
                 if SECRET_NAME.search(var["name"]):
@@ -202,7 +210,7 @@ def test_secret_references_resolve_to_the_generated_secret(k8s_production):
     assert secret["metadata"]["name"].startswith("imagine-bot-secrets-")
     assert set(secret["data"]) == set(SECRETS_EXAMPLE)
     refs = 0
-    for obj, spec in workloads(k8s_production):
+    for _obj, spec in workloads(k8s_production):
         for container in containers(spec):
             for var in container.get("env", []):
                 ref = var.get("valueFrom", {}).get("secretKeyRef")
@@ -217,7 +225,7 @@ def test_secret_references_resolve_to_the_generated_secret(k8s_production):
 def test_config_map_reference_resolves(k8s_production):
     """Every pod reads the generated ConfigMap by its hashed name."""
     (config,) = [o for o in k8s_production if o["kind"] == "ConfigMap"]
-    for obj, spec in workloads(k8s_production):
+    for _obj, spec in workloads(k8s_production):
         for container in containers(spec):
             names = [e["configMapRef"]["name"] for e in container["envFrom"]]
             assert names == [config["metadata"]["name"]]
@@ -238,20 +246,25 @@ def test_workers_get_no_chat_secrets(k8s_base):
 
 def test_bots_get_their_tokens(k8s_base):
     """The Discord bot gets its token, the Slack bot its tokens, and both the gallery secret."""
+
     def env(name):
         (container,) = workload(k8s_base, name)["spec"]["template"]["spec"]["containers"]
         return {var["name"] for var in container.get("env", [])}
 
     assert {"IMAGINE_DISCORD_TOKEN", "IMAGINE_GALLERY_SECRET"} <= env("imagine-bot-discord")
-    assert {"IMAGINE_SLACK_BOT_TOKEN", "IMAGINE_SLACK_SIGNING_SECRET", "IMAGINE_SLACK_APP_TOKEN",
-            "IMAGINE_GALLERY_SECRET"} <= env("imagine-bot-slack")
+    assert {
+        "IMAGINE_SLACK_BOT_TOKEN",
+        "IMAGINE_SLACK_SIGNING_SECRET",
+        "IMAGINE_SLACK_APP_TOKEN",
+        "IMAGINE_GALLERY_SECRET",
+    } <= env("imagine-bot-slack")
     assert "IMAGINE_GALLERY_SECRET" in env("imagine-bot-gallery")
 
 
 def test_config_and_secret_keys_are_settings(k8s_base):
     """Every variable the ConfigMap, the secrets example or a container env sets is a real setting."""
     names = set(CONFIG) | set(SECRETS_EXAMPLE)
-    for obj, spec in workloads(k8s_base):
+    for _obj, spec in workloads(k8s_base):
         for container in containers(spec):
             names |= {var["name"] for var in container.get("env", [])}
     unknown = sorted(names - set(SETTINGS))

@@ -73,7 +73,10 @@ def test_user_override_beats_roles_and_team():
     """A user's own limit wins over their roles and the team default."""
     limit = effective_limit(
         [rule("team", limit=10), rule("role", "artists", 50), rule("user", "bob", 3)],
-        user_id="bob", role_ids=("artists",), default_limit=100, now=NOW,
+        user_id="bob",
+        role_ids=("artists",),
+        default_limit=100,
+        now=NOW,
     )
     assert (limit.limit, limit.source) == (3, "your personal limit")
 
@@ -88,8 +91,7 @@ def test_most_generous_role_wins():
 
 def test_team_default_then_server_default():
     """Without user or role rules the team default applies, else the configured default."""
-    assert effective_limit([rule("team", limit=7)], user_id="u", role_ids=(), default_limit=5,
-                           now=NOW).limit == 7
+    assert effective_limit([rule("team", limit=7)], user_id="u", role_ids=(), default_limit=5, now=NOW).limit == 7
     assert effective_limit([], user_id="u", role_ids=(), default_limit=5, now=NOW).source == "the server default"
 
 
@@ -113,17 +115,20 @@ def test_period_is_the_utc_day():
     assert describe_duration(timedelta(seconds=10)) == "1 min"
 
 
-@pytest.mark.parametrize("prompt", [
-    "a red circle",
-    "a\u200b r\u200ded c\u2060ircle",           # zero-width space, joiner, word joiner
-    "a r\u00aded circle",                        # soft hyphen
-    "a RED   Circle",                            # case and spacing
-    "a ｒｅｄ circle",                             # full-width letters
-    "a r\u0435d circle",                         # Cyrillic е
-    "a red \u0441ircle",                         # Cyrillic с
-    "a ré\u0301d circle",                        # combining accents
-    "a red\u200e circle",                        # a direction mark
-])
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "a red circle",
+        "a\u200b r\u200ded c\u2060ircle",  # zero-width space, joiner, word joiner
+        "a r\u00aded circle",  # soft hyphen
+        "a RED   Circle",  # case and spacing
+        "a ｒｅｄ circle",  # full-width letters
+        "a r\u0435d circle",  # Cyrillic е
+        "a red \u0441ircle",  # Cyrillic с
+        "a ré\u0301d circle",  # combining accents
+        "a red\u200e circle",  # a direction mark
+    ],
+)
 def test_blocked_terms_match_what_looks_the_same(prompt):
     """A blocked term is found however it is hidden: invisible characters, case, width,
     accents, and Cyrillic or Greek letters that look Latin."""

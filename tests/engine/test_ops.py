@@ -55,8 +55,9 @@ def test_health_and_readiness(ops_server, sqlite_url, tmp_path):
 
 def test_not_ready_says_why(ops_server):
     """With the database down, /readyz answers 503 and names the failed check."""
-    server = ops_server(checks={"database": database_check(Database("postgresql://postgres@127.0.0.1:1/x")),
-                                "model": lambda: None})
+    server = ops_server(
+        checks={"database": database_check(Database("postgresql://postgres@127.0.0.1:1/x")), "model": lambda: None}
+    )
     status, body = get(server, "/readyz")
     report = json.loads(body)
     assert status == 503 and report["ready"] is False
@@ -72,16 +73,23 @@ async def test_metrics_count_jobs_and_queue_depth(ops_server, service, database,
     from tests.engine.worker.test_jobs import RecordingPublisher
 
     actor = Actor(Platform.CONSOLE, "t", "u")
-    jobs = [(await service.submit_imagine(actor, ImagineRequest("x", params=RenderParams(n=1)))).generation
-            for _ in range(3)]
+    jobs = [
+        (await service.submit_imagine(actor, ImagineRequest("x", params=RenderParams(n=1)))).generation
+        for _ in range(3)
+    ]
     sync_db = Database(database_url)
     server = ops_server(before_scrape=[queue_depth_hook(sync_db)])
     assert 'imagine_queue_depth{queue="gpu"} 3.0' in get(server, "/metrics")[1].decode()
 
     done_before = metrics.JOBS.labels(status="done")._value.get()
     images_before = metrics.IMAGES._value.get()
-    runtime = WorkerRuntime(db=sync_db, store=ImageStore(tmp_path / "images"), publisher=RecordingPublisher(),
-                            renderer_factory=lambda: tiny_renderer, max_batch_images=1)
+    runtime = WorkerRuntime(
+        db=sync_db,
+        store=ImageStore(tmp_path / "images"),
+        publisher=RecordingPublisher(),
+        renderer_factory=lambda: tiny_renderer,
+        max_batch_images=1,
+    )
     await asyncio.to_thread(run_generation, runtime, jobs[0].id)
     text = get(server, "/metrics")[1].decode()
     assert 'imagine_queue_depth{queue="gpu"} 2.0' in text

@@ -8,12 +8,12 @@ import zipfile
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from engine.domain.errors import NotFound, NotPermitted, UsageError
 from engine.domain.types import Actor, ImageRef, ImagineRequest, Platform, RenderParams, VariationRequest
-from engine.retention import apply_retention, export_zip
 from engine.image_files import ImageStore
+from engine.retention import apply_retention, export_zip
 from engine.store.db import Database
 from engine.store.models import Generation, Image, utcnow
 
@@ -36,8 +36,19 @@ async def make_job(service, database, store, actor=ALICE, age_days=0, parent=Non
         if status == "done":
             for index in (1, 2):
                 key = store.put(ImageStore.key_for(job.id, f"{index}.png"), f"png {job.id}-{index}".encode())
-                session.add(Image(generation_id=job.id, index=index, storage_key=key, width=8, height=8,
-                                  seed=index, sha256="0" * 64, embedding=b"\0" * 8, embedding_dim=2))
+                session.add(
+                    Image(
+                        generation_id=job.id,
+                        index=index,
+                        storage_key=key,
+                        width=8,
+                        height=8,
+                        seed=index,
+                        sha256="0" * 64,
+                        embedding=b"\0" * 8,
+                        embedding_dim=2,
+                    )
+                )
 
     await database.run(finish)
     return job

@@ -57,9 +57,19 @@ async def finish(db, generation_id, images=4):
         generation.status = str(GenerationStatus.DONE)
         generation.finished_at = utcnow()
         for index in range(1, images + 1):
-            session.add(Image(generation_id=generation_id, index=index, storage_key=f"k/{index}",
-                              width=64, height=64, seed=index, sha256="0" * 64,
-                              embedding=b"\x00" * 128, embedding_dim=32))
+            session.add(
+                Image(
+                    generation_id=generation_id,
+                    index=index,
+                    storage_key=f"k/{index}",
+                    width=64,
+                    height=64,
+                    seed=index,
+                    sha256="0" * 64,
+                    embedding=b"\x00" * 128,
+                    embedding_dim=32,
+                )
+            )
 
     await db.run(done)
 
@@ -70,11 +80,13 @@ async def ledger_balances(db) -> bool:
     def check(session):
         for usage in session.scalars(select(QuotaUsage)):
             entries = session.scalars(
-                select(QuotaLedgerEntry).where(QuotaLedgerEntry.user_id == usage.user_id,
-                                               QuotaLedgerEntry.period_start == usage.period_start)
+                select(QuotaLedgerEntry).where(
+                    QuotaLedgerEntry.user_id == usage.user_id, QuotaLedgerEntry.period_start == usage.period_start
+                )
             ).all()
-            total = sum(e.amount if e.kind == "debit" else -e.amount
-                        for e in entries if e.kind in ("debit", "refund", "reset"))
+            total = sum(
+                e.amount if e.kind == "debit" else -e.amount for e in entries if e.kind in ("debit", "refund", "reset")
+            )
             grants = sum(e.amount for e in entries if e.kind == "grant")
             if total != usage.used or grants != usage.granted:
                 return False
@@ -475,11 +487,12 @@ def png_bytes(size=(16, 16), colour=(200, 10, 10)) -> bytes:
 
 @pytest.fixture
 def upload_service(database, queue, tmp_path):
-    from engine.service import ImagineService, ServicePolicy
     from engine.image_files import ImageStore
+    from engine.service import ImagineService, ServicePolicy
 
     return ImagineService(
-        database, queue,
+        database,
+        queue,
         ServicePolicy(default_model="tiny-random", max_upload_bytes=50_000, max_upload_pixels=256 * 256),
         store=ImageStore(tmp_path / "images"),
     )
@@ -519,7 +532,12 @@ async def test_decompression_bomb_is_refused(upload_service):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
-    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1000))
+        + chunk(b"IEND", b"")
+    )
     with pytest.raises(UsageError, match="pixels"):
         await upload_service.submit_upload_variation(ALICE, bomb, RenderParams())
 
@@ -547,8 +565,13 @@ async def test_blend_records_its_sources(service, database):
 
 @pytest.mark.parametrize(
     ("count", "weights", "message"),
-    [(1, None, "Blend 2 to 4 images, got 1"), (5, None, "Blend 2 to 4 images, got 5"),
-     (2, [1.0], "one weight per image"), (2, [0.0, 0.0], "not all zero"), (2, [-1.0, 2.0], "zero or more")],
+    [
+        (1, None, "Blend 2 to 4 images, got 1"),
+        (5, None, "Blend 2 to 4 images, got 5"),
+        (2, [1.0], "one weight per image"),
+        (2, [0.0, 0.0], "not all zero"),
+        (2, [-1.0, 2.0], "zero or more"),
+    ],
 )
 async def test_blend_errors(service, database, count, weights, message):
     """Blends of too few or too many images, or with bad weights, are refused clearly."""
@@ -602,10 +625,14 @@ async def test_text_diff_variation(service, database):
     """`--toward` turns a variation toward a text, starting from the parent's prompt."""
     root = (await service.submit_imagine(ALICE, imagine("a red star"))).generation
     await finish(database, root.id)
-    job = (await service.submit_variation(
-        ALICE, VariationRequest(ImageRef(root.id, 1), toward="  in winter ", amount=0.4))).generation
+    job = (
+        await service.submit_variation(ALICE, VariationRequest(ImageRef(root.id, 1), toward="  in winter ", amount=0.4))
+    ).generation
     assert (job.params["edit_toward"], job.params["edit_from"], job.params["edit_amount"]) == (
-        "in winter", "a red star", 0.4)
+        "in winter",
+        "a red star",
+        0.4,
+    )
     await service.block_term(ADMIN, "gore")
     with pytest.raises(PromptRejected):
         await service.submit_variation(ALICE, VariationRequest(ImageRef(root.id, 1), toward="more gore"))
@@ -636,11 +663,12 @@ async def test_a_large_upload_does_not_stall_the_event_loop(database, queue, tmp
     import numpy as np
     from PIL import Image as PILImage
 
-    from engine.service import ImagineService, ServicePolicy
     from engine.image_files import ImageStore
+    from engine.service import ImagineService, ServicePolicy
 
-    service = ImagineService(database, queue, ServicePolicy(default_model="tiny-random"),
-                             store=ImageStore(tmp_path / "images"))
+    service = ImagineService(
+        database, queue, ServicePolicy(default_model="tiny-random"), store=ImageStore(tmp_path / "images")
+    )
     gradient = np.add.outer(np.arange(4096), np.arange(4096)).astype(np.uint8)
     buffer = io.BytesIO()
     PILImage.fromarray(np.stack([gradient] * 3, axis=-1)).save(buffer, format="PNG")

@@ -15,12 +15,17 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
+import numpy as np
 import torch
 from PIL import Image
 
+from engine.domain.edits import EditSpec
+from engine.images import encode_png
 from engine.render.base import (
     BaseRenderer,
     Drawn,
@@ -31,6 +36,7 @@ from engine.render.base import (
     size_for,
     to_pictures,
 )
+from engine.render.editing import canvas_and_mask, composite
 from engine.render.loader import (
     ModelSpec,
     ModelUnavailable,
@@ -38,12 +44,18 @@ from engine.render.loader import (
     resolve_model,
     set_offline,
 )
-from engine.images import encode_png
-from engine.domain.edits import EditSpec
-from engine.render.editing import canvas_and_mask, composite
-from engine.render.types import RenderError, RenderJob
+from engine.render.types import ProgressFn, RenderError, RenderJob, StepFn
+
+if TYPE_CHECKING:
+    from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+    from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
+    from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 
 log = logging.getLogger(__name__)
+
+#: diffusers' callback_on_step_end(pipe, step index, timestep, tensors) -> tensors; the pipelines
+#: may replace the latents with what it returns.
+StepEndCallback = Callable[["DiffusionPipeline", int, torch.Tensor, dict[str, Any]], dict[str, Any]]
 
 DEFAULT_PRIOR = "kandinsky-community/kandinsky-2-2-prior"
 
@@ -52,14 +64,28 @@ class KandinskyRenderer(BaseRenderer):
     """Kandinsky 2.2 models through diffusers' prior and decoder pipelines."""
 
     family = "kandinsky22"
-    defaults = {"prior_steps": 25, "decoder_steps": 50, "prior_guidance": 4.0,
-                "decoder_guidance": 4.0, "strength": 1.0, "size": 512}
+    defaults = {
+        "prior_steps": 25,
+        "decoder_steps": 50,
+        "prior_guidance": 4.0,
+        "decoder_guidance": 4.0,
+        "strength": 1.0,
+        "size": 512,
+    }
     step_keys = ("prior_steps", "decoder_steps")
     guidance_keys = ("prior_guidance", "decoder_guidance")
 
-    def __init__(self, spec: ModelSpec, prior_pipe, decoder_pipe, *, device: str, dtype: torch.dtype):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        prior_pipe: KandinskyV22PriorPipeline,
+        decoder_pipe: KandinskyV22Pipeline,
+        *,
+        device: str,
+        dtype: torch.dtype,
+    ) -> None:
         super().__init__(spec, device=device, dtype=dtype)
-        from diffusers import KandinskyV22Img2ImgPipeline
+        from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_img2img import KandinskyV22Img2ImgPipeline
 
         self.prior_pipe = prior_pipe
         self.decoder_pipe = decoder_pipe
@@ -69,16 +95,29 @@ class KandinskyRenderer(BaseRenderer):
         # The prior encodes a black image for every unconditional (negative) embedding it needs:
         # the same tensor every time, so compute it once per process.
         zero = prior_pipe.get_zero_embed(1)
-        prior_pipe.get_zero_embed = lambda batch_size=1, device=None: zero.to(
-            device or zero.device).repeat(batch_size, 1)
+
+        def cached_zero_embed(batch_size: int = 1, device: torch.device | str | None = None) -> torch.Tensor:
+            return zero.to(device or zero.device).repeat(batch_size, 1)
+
+        prior_pipe.get_zero_embed = cached_zero_embed  # type: ignore[method-assign]
         self.zero_embed = zero
 
     @classmethod
-    def load(cls, spec: ModelSpec, data_dir, *, prior_model: str | None = None, device: str = "auto",
-             dtype: str = "auto", cpu_offload: bool = False, compile: bool = False) -> KandinskyRenderer:
+    def load(
+        cls,
+        spec: ModelSpec,
+        data_dir: Path,
+        *,
+        prior_model: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        cpu_offload: bool = False,
+        compile: bool = False,
+    ) -> KandinskyRenderer:
         set_offline()
         quiet_libraries()
-        from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
+        from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+        from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
 
         device = choose_device(device)
         torch_dtype = choose_dtype(dtype, device)
@@ -92,7 +131,9 @@ class KandinskyRenderer(BaseRenderer):
             prior_pipe = KandinskyV22PriorPipeline.from_pretrained(prior_spec.path, dtype=torch_dtype)
             decoder_pipe = KandinskyV22Pipeline.from_pretrained(spec.path, dtype=torch_dtype)
         except Exception as error:
-            raise ModelUnavailable(f"cannot load Kandinsky 2.2 from {spec.path} + {prior_spec.path}: {error}") from error
+            raise ModelUnavailable(
+                f"cannot load Kandinsky 2.2 from {spec.path} + {prior_spec.path}: {error}"
+            ) from error
         for pipe in (prior_pipe, decoder_pipe):
             pipe.set_progress_bar_config(disable=True)
             if cpu_offload and device.startswith("cuda"):
@@ -101,8 +142,9 @@ class KandinskyRenderer(BaseRenderer):
                 pipe.to(device)
         if compile:
             decoder_pipe.unet = torch.compile(decoder_pipe.unet)
-        log.info("Kandinsky 2.2 loaded on %s (%s) in %.0f ms", device, torch_dtype,
-                 (time.perf_counter() - started) * 1000)
+        log.info(
+            "Kandinsky 2.2 loaded on %s (%s) in %.0f ms", device, torch_dtype, (time.perf_counter() - started) * 1000
+        )
         return cls(spec, prior_pipe, decoder_pipe, device=device, dtype=torch_dtype)
 
     @property
@@ -122,12 +164,19 @@ class KandinskyRenderer(BaseRenderer):
 
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         prior = self.prior_pipe
-        tokens = prior.tokenizer(texts, padding="max_length", truncation=True,
-                                 max_length=prior.tokenizer.model_max_length, return_tensors="pt")
+        tokens = prior.tokenizer(
+            texts,
+            padding="max_length",
+            truncation=True,
+            max_length=prior.tokenizer.model_max_length,
+            return_tensors="pt",
+        )
         with torch.no_grad():
             return prior.text_encoder(tokens.input_ids.to(prior.text_encoder.device)).text_embeds
 
-    def _draw(self, jobs: list[RenderJob], settings: dict[str, Any], generators, on_step) -> Drawn:
+    def _draw(
+        self, jobs: list[RenderJob], settings: dict[str, Any], generators: list[torch.Generator], on_step: StepFn
+    ) -> Drawn:
         if jobs[0].operation == "edit":
             return self._draw_edit(jobs[0], settings, generators, on_step)
         height, width = size_for(jobs[0].params.get("aspect", "1:1"), self.base_size)
@@ -136,8 +185,8 @@ class KandinskyRenderer(BaseRenderer):
         total = prior_steps + settings["decoder_steps"]
         done = [0]
 
-        def step(stage: str):
-            def callback(pipe, i, t, kwargs):
+        def step(stage: str) -> StepEndCallback:
+            def callback(pipe: DiffusionPipeline, i: int, t: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
                 done[0] += 1
                 on_step(stage, done[0], total)
                 return kwargs
@@ -152,17 +201,21 @@ class KandinskyRenderer(BaseRenderer):
             # its batch: those draws get generators of their own (seeded apart from the images').
             prior_generators = generators + (
                 [torch.Generator("cpu").manual_seed(g.initial_seed() ^ 0x5EED) for g in generators]
-                if has_negative else []
+                if has_negative
+                else []
             )
             prior_out = self.prior_pipe(
-                prompt=prompts, negative_prompt=negatives if has_negative else None,
-                num_inference_steps=settings["prior_steps"], guidance_scale=settings["prior_guidance"],
-                generator=prior_generators, callback_on_step_end=step("prior"),
+                prompt=prompts,
+                negative_prompt=negatives if has_negative else None,
+                num_inference_steps=settings["prior_steps"],
+                guidance_scale=settings["prior_guidance"],
+                generator=prior_generators,
+                callback_on_step_end=step("prior"),
             )
             image_embeds, negative_embeds = prior_out.image_embeds, prior_out.negative_image_embeds
             init = None
         else:
-            vectors = []
+            vectors: list[torch.Tensor] = []
             for job in jobs:
                 if job.operation == "strip":
                     vectors.extend(self.strip_embeddings(job))
@@ -173,21 +226,27 @@ class KandinskyRenderer(BaseRenderer):
             init = self._init_images(jobs, settings, height, width)
 
         common = {
-            "image_embeds": image_embeds, "negative_image_embeds": negative_embeds,
-            "height": height, "width": width, "num_inference_steps": settings["decoder_steps"],
-            "guidance_scale": settings["decoder_guidance"], "generator": generators,
-            "output_type": "np", "callback_on_step_end": step("decoder"),
+            "image_embeds": image_embeds,
+            "negative_image_embeds": negative_embeds,
+            "height": height,
+            "width": width,
+            "num_inference_steps": settings["decoder_steps"],
+            "guidance_scale": settings["decoder_guidance"],
+            "generator": generators,
+            "output_type": "np",
+            "callback_on_step_end": step("decoder"),
         }
         if init is not None:
             output = self._img2img(image=init, strength=settings["strength"], **common)
         else:
             output = self.decoder_pipe(**common)
-        pictures = to_pictures(output.images)
+        pictures = to_pictures(cast(np.ndarray, output.images))  # output_type="np"
         # The picture's own CLIP image embedding: later variations follow what was drawn.
-        return Drawn(pictures, self.encode_images(pictures).float().cpu(), "clip_image_encoder",
-                     init is not None)
+        return Drawn(pictures, self.encode_images(pictures).float().cpu(), "clip_image_encoder", init is not None)
 
-    def _draw_edit(self, job: RenderJob, settings: dict[str, Any], generators, on_step) -> Drawn:
+    def _draw_edit(
+        self, job: RenderJob, settings: dict[str, Any], generators: list[torch.Generator], on_step: StepFn
+    ) -> Drawn:
         """An edit, zoom-out or pan on the plain decoder: the canvas is encoded to MoVQ latents
         and, after every denoising step, the kept part of the latents is replaced by the canvas's
         noised to the next step (RePaint); the picture is then composited over the canvas."""
@@ -206,11 +265,18 @@ class KandinskyRenderer(BaseRenderer):
             done[0] += 1
             on_step(stage, done[0], total)
 
+        def prior_step(pipe: DiffusionPipeline, i: int, t: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
+            count("prior")
+            return kwargs
+
         if spec.op == "region":
             prior_out = self.prior_pipe(
-                prompt=[job.prompt] * job.n, num_inference_steps=prior_steps,
-                guidance_scale=settings["prior_guidance"], generator=generators,
-                callback_on_step_end=lambda pipe, i, t, kw: (count("prior"), kw)[1])
+                prompt=[job.prompt] * job.n,
+                num_inference_steps=prior_steps,
+                guidance_scale=settings["prior_guidance"],
+                generator=generators,
+                callback_on_step_end=prior_step,
+            )
             image_embeds = prior_out.image_embeds
         else:
             image_embeds = torch.stack([self.source_embedding(replace(job, operation="variation"))] * job.n)
@@ -222,18 +288,21 @@ class KandinskyRenderer(BaseRenderer):
             known = movq.encode(pixels.to(self.device, movq.dtype))["latents"].to(self.dtype).repeat(job.n, 1, 1, 1)
         latent_size = known.shape[-2:]
         keep_latent = torch.nn.functional.interpolate(
-            torch.from_numpy(keep)[None, None], size=latent_size, mode="area").to(self.device, self.dtype)
+            torch.from_numpy(keep)[None, None], size=latent_size, mode="area"
+        ).to(self.device, self.dtype)
         scheduler = pipe.scheduler
         scheduler.set_timesteps(steps, device=self.device)
         timesteps = scheduler.timesteps
         noise = torch.stack([torch.randn(known.shape[1:], generator=g) for g in generators]).to(self.device, self.dtype)
         start = keep_latent * scheduler.add_noise(known, noise, timesteps[:1].repeat(job.n)) + (1 - keep_latent) * noise
 
-        def keep_known(pipe, i, t, kwargs):
+        def keep_known(pipe: DiffusionPipeline, i: int, t: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
             count("decoder")
             if i + 1 < len(timesteps):
                 fresh = torch.stack([torch.randn(known.shape[1:], generator=g) for g in generators])
-                target = scheduler.add_noise(known, fresh.to(self.device, self.dtype), timesteps[i + 1:i + 2].repeat(job.n))
+                target = scheduler.add_noise(
+                    known, fresh.to(self.device, self.dtype), timesteps[i + 1 : i + 2].repeat(job.n)
+                )
             else:
                 target = known
             kwargs["latents"] = keep_latent * target + (1 - keep_latent) * kwargs["latents"]
@@ -242,30 +311,39 @@ class KandinskyRenderer(BaseRenderer):
         output = pipe(
             image_embeds=image_embeds,
             negative_image_embeds=self.zero_embed.to(self.device, self.dtype).repeat(job.n, 1),
-            height=size, width=size, num_inference_steps=steps, guidance_scale=settings["decoder_guidance"],
-            generator=generators, latents=start, output_type="np",
-            callback_on_step_end=keep_known, callback_on_step_end_tensor_inputs=["latents"],
+            height=size,
+            width=size,
+            num_inference_steps=steps,
+            guidance_scale=settings["decoder_guidance"],
+            generator=generators,
+            latents=start,
+            output_type="np",
+            callback_on_step_end=keep_known,
+            callback_on_step_end_tensor_inputs=["latents"],
         )
         pictures = [composite(picture, canvas, keep) for picture in to_pictures(output.images)]
         return Drawn(pictures, self.encode_images(pictures).float().cpu(), "clip_image_encoder")
 
-    def _img2img(self, *, height: int, width: int, **kwargs):
+    def _img2img(self, *, height: int, width: int, **kwargs: Any) -> ImagePipelineOutput:
         # diffusers 0.42's KandinskyV22Img2ImgPipeline hands (width, height) to
         # VaeImageProcessor.preprocess(image, height, width) — swapped — and uses them nowhere
         # else: pass them swapped so non-square images keep their orientation.
-        return self.img2img_pipe(height=width, width=height, **kwargs)
+        # With return_dict (the default) the pipeline returns its output object, not a tuple.
+        return cast("ImagePipelineOutput", self.img2img_pipe(height=width, width=height, **kwargs))
 
-    def _init_images(self, jobs, settings, height, width) -> list[Image.Image] | None:
+    def _init_images(
+        self, jobs: list[RenderJob], settings: dict[str, Any], height: int, width: int
+    ) -> list[Image.Image] | None:
         """Source pictures for variations with strength < 1 (image-to-image)."""
         if settings["strength"] >= 1.0 or any(j.operation != "variation" or not j.source_images for j in jobs):
             return None
-        pictures = []
+        pictures: list[Image.Image] = []
         for job in jobs:
             with Image.open(io.BytesIO(job.source_images[0])) as picture:
                 pictures.extend([picture.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)] * job.n)
         return pictures
 
-    def _upscale(self, job: RenderJob, settings: dict[str, Any], progress) -> Drawn:
+    def _upscale(self, job: RenderJob, settings: dict[str, Any], progress: ProgressFn) -> Drawn:
         if not job.source_images:
             raise RenderError("the image to upscale is missing from storage")
         with Image.open(io.BytesIO(job.source_images[0])) as picture:
@@ -278,18 +356,28 @@ class KandinskyRenderer(BaseRenderer):
             embeds = self.encode_images([source]).float().cpu()
         # Image-to-image runs strength x steps of them: keep at least one.
         steps = max(settings["decoder_steps"], 4)
+
+        def report(pipe: DiffusionPipeline, i: int, t: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
+            progress(min(1.0, (i + 1) / max(1, int(steps * 0.35))), "upscale")
+            return kwargs
+
         output = self._img2img(
             image=[source.resize((width, height), Image.Resampling.BICUBIC)],
             image_embeds=embeds.to(self.device, self.dtype),
             negative_image_embeds=self.zero_embed.to(self.device, self.dtype),
-            height=height, width=width, num_inference_steps=steps,
+            height=height,
+            width=width,
+            num_inference_steps=steps,
             # Low strength: keep the picture, redraw its detail at the larger size.
-            strength=0.35, guidance_scale=settings["decoder_guidance"],
-            generator=[torch.Generator("cpu").manual_seed(job.draw_seeds()[0])], output_type="np",
-            callback_on_step_end=lambda pipe, i, t, kw: (
-                progress(min(1.0, (i + 1) / max(1, int(steps * 0.35))), "upscale"), kw)[1],
+            strength=0.35,
+            guidance_scale=settings["decoder_guidance"],
+            generator=[torch.Generator("cpu").manual_seed(job.draw_seeds()[0])],
+            output_type="np",
+            callback_on_step_end=report,
         )
         # Multiples of 64 rarely match twice the source exactly: land on exactly 2x.
-        pictures = [p.resize((source.width * 2, source.height * 2), Image.Resampling.LANCZOS)
-                    for p in to_pictures(output.images)]
+        pictures = [
+            p.resize((source.width * 2, source.height * 2), Image.Resampling.LANCZOS)
+            for p in to_pictures(cast(np.ndarray, output.images))  # output_type="np"
+        ]
         return Drawn(pictures, self.encode_images(pictures).float().cpu(), "clip_image_encoder")

@@ -12,10 +12,13 @@ import io
 import logging
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
 
+from engine.domain.edits import EditSpec
+from engine.images import encode_png
 from engine.render.base import (
     BaseRenderer,
     Drawn,
@@ -25,11 +28,12 @@ from engine.render.base import (
     png_to_tensor,
     to_pictures,
 )
-from engine.images import encode_png
-from engine.domain.edits import EditSpec
 from engine.render.editing import canvas_and_mask, composite
 from engine.render.loader import ModelSpec, load_unclip
-from engine.render.types import RenderError
+from engine.render.types import ProgressFn, RenderError, RenderJob, StepFn
+
+if TYPE_CHECKING:
+    from engine.render.unclip import ImagineUnCLIPPipeline
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +43,16 @@ class UnCLIPRenderer(BaseRenderer):
 
     family = "unclip"
     #: Karlo's defaults; a model folder's imagine.json may override them.
-    defaults = {"prior_steps": 25, "decoder_steps": 25, "super_res_steps": 7,
-                "prior_guidance": 4.0, "decoder_guidance": 8.0, "strength": 1.0,
-                "super_res_strength": 1.0, "edit_decoder_guidance": 4.0}
+    defaults = {
+        "prior_steps": 25,
+        "decoder_steps": 25,
+        "super_res_steps": 7,
+        "prior_guidance": 4.0,
+        "decoder_guidance": 8.0,
+        "strength": 1.0,
+        "super_res_strength": 1.0,
+        "edit_decoder_guidance": 4.0,
+    }
     step_keys = ("prior_steps", "decoder_steps", "super_res_steps")
     guidance_keys = ("prior_guidance", "decoder_guidance")
     # Edits guide the decoder less: with the kept part forced at every step, strong guidance
@@ -49,13 +60,20 @@ class UnCLIPRenderer(BaseRenderer):
     # prompt in 0.75 of images at guidance 8, 0.92 at 2, 4 and 6).
     model_keys = ("super_res_strength", "edit_decoder_guidance")
 
-    def __init__(self, spec: ModelSpec, pipe, *, device: str, dtype: torch.dtype) -> None:
+    def __init__(self, spec: ModelSpec, pipe: ImagineUnCLIPPipeline, *, device: str, dtype: torch.dtype) -> None:
         super().__init__(spec, device=device, dtype=dtype)
         self.pipe = pipe
 
     @classmethod
-    def load(cls, spec: ModelSpec, *, device: str = "auto", dtype: str = "auto",
-             cpu_offload: bool = False, compile: bool = False) -> UnCLIPRenderer:
+    def load(
+        cls,
+        spec: ModelSpec,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        cpu_offload: bool = False,
+        compile: bool = False,
+    ) -> UnCLIPRenderer:
         device = choose_device(device)
         torch_dtype = choose_dtype(dtype, device)
         started = time.perf_counter()
@@ -66,8 +84,13 @@ class UnCLIPRenderer(BaseRenderer):
             pipe.decoder = torch.compile(pipe.decoder)
             if pipe.super_res_first is not None:
                 pipe.super_res_first = torch.compile(pipe.super_res_first)
-        log.info("model %s loaded on %s (%s) in %.0f ms", spec.name, device, torch_dtype,
-                 (time.perf_counter() - started) * 1000)
+        log.info(
+            "model %s loaded on %s (%s) in %.0f ms",
+            spec.name,
+            device,
+            torch_dtype,
+            (time.perf_counter() - started) * 1000,
+        )
         return cls(spec, pipe, device=device, dtype=torch_dtype)
 
     @property
@@ -76,15 +99,15 @@ class UnCLIPRenderer(BaseRenderer):
 
     def encode_images(self, pictures: list[Image.Image]) -> torch.Tensor:
         if self.pipe.image_encoder is None:
-            raise RenderError(
-                f"model {self.model_id} has no CLIP image encoder, so it cannot vary uploaded images"
-            )
+            raise RenderError(f"model {self.model_id} has no CLIP image encoder, so it cannot vary uploaded images")
         return self.pipe.encode_images(pictures)
 
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         return self.pipe.encode_text(texts).embeds
 
-    def _draw(self, jobs, settings, generators, on_step) -> Drawn:
+    def _draw(
+        self, jobs: list[RenderJob], settings: dict[str, Any], generators: list[torch.Generator], on_step: StepFn
+    ) -> Drawn:
         if jobs[0].operation == "edit":
             return self._draw_edit(jobs[0], settings, generators, on_step)
         if jobs[0].operation == "text2image" and self.pipe.prior is None:
@@ -96,9 +119,10 @@ class UnCLIPRenderer(BaseRenderer):
         negatives: list[str | None] = []
         embeds: list[torch.Tensor] = []
         inits: list[torch.Tensor] = []
+        sources: list[torch.Tensor | None]
         for job in jobs:
             if job.operation == "strip":
-                sources = self.strip_embeddings(job)
+                sources = list(self.strip_embeddings(job))
             elif job.operation == "text2image":
                 sources = [None] * job.n
             else:
@@ -134,12 +158,13 @@ class UnCLIPRenderer(BaseRenderer):
         # Keep the CLIP image embedding of what was actually drawn when the model has an image
         # encoder (variations of it then follow the picture); else the embedding it came from.
         if self.pipe.image_encoder is not None:
-            return Drawn(pictures, self.pipe.encode_images(pictures).float().cpu(),
-                         "clip_image_encoder", use_init)
-        source = "prior_output" if jobs[0].operation == "text2image" else "source"
-        return Drawn(pictures, output.image_embeds, source, use_init)
+            return Drawn(pictures, self.pipe.encode_images(pictures).float().cpu(), "clip_image_encoder", use_init)
+        embedding_source = "prior_output" if jobs[0].operation == "text2image" else "source"
+        return Drawn(pictures, output.image_embeds, embedding_source, use_init)
 
-    def _draw_edit(self, job, settings, generators, on_step) -> Drawn:
+    def _draw_edit(
+        self, job: RenderJob, settings: dict[str, Any], generators: list[torch.Generator], on_step: StepFn
+    ) -> Drawn:
         """An edit, zoom-out or pan: the decoder draws the canvas's open part (RePaint), the
         upsampler the whole, and the result is composited over the canvas (editing.py)."""
         spec = EditSpec.from_dict(job.params["edit"])
@@ -155,12 +180,18 @@ class UnCLIPRenderer(BaseRenderer):
         keep_masks = torch.from_numpy(keep)[None, None].repeat(job.n, 1, 1, 1)
         # A region is drawn from its prompt (through the prior); a zoom-out or pan continues the
         # picture, so it decodes the source's own image embedding, like a variation.
-        embeds = None if spec.op == "region" else torch.stack([self.source_embedding(
-            replace(job, operation="variation"))] * job.n)
+        embeds = (
+            None
+            if spec.op == "region"
+            else torch.stack([self.source_embedding(replace(job, operation="variation"))] * job.n)
+        )
         output = self.pipe(
-            [job.prompt if spec.op == "region" else ""] * job.n, generators,
-            negative_prompts=[job.negative_prompt] * job.n, image_embeds=embeds,
-            known_images=known, keep_masks=keep_masks,
+            [job.prompt if spec.op == "region" else ""] * job.n,
+            generators,
+            negative_prompts=[job.negative_prompt] * job.n,
+            image_embeds=embeds,
+            known_images=known,
+            keep_masks=keep_masks,
             prior_num_inference_steps=settings["prior_steps"],
             decoder_num_inference_steps=settings["decoder_steps"],
             super_res_num_inference_steps=settings["super_res_steps"],
@@ -174,7 +205,7 @@ class UnCLIPRenderer(BaseRenderer):
             return Drawn(pictures, self.pipe.encode_images(pictures).float().cpu(), "clip_image_encoder")
         return Drawn(pictures, output.image_embeds, "prior_output" if spec.op == "region" else "source")
 
-    def _upscale(self, job, settings, progress) -> Drawn:
+    def _upscale(self, job: RenderJob, settings: dict[str, Any], progress: ProgressFn) -> Drawn:
         if not self.pipe.has_upsampler:
             raise RenderError(f"model {self.model_id} has no upsampler, so it cannot upscale")
         if not job.source_images:
@@ -182,7 +213,8 @@ class UnCLIPRenderer(BaseRenderer):
         arrays = self.pipe.upscale(
             png_to_tensor(job.source_images[0]).unsqueeze(0),
             [torch.Generator("cpu").manual_seed(job.draw_seeds()[0])],
-            num_inference_steps=settings["super_res_steps"], strength=settings["super_res_strength"],
+            num_inference_steps=settings["super_res_steps"],
+            strength=settings["super_res_strength"],
             callback=lambda stage, done, total: progress(done / total, stage),
         )
         pictures = to_pictures(arrays)

@@ -6,13 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.orm import Session
 
 from engine.domain.types import ACTIVE_STATUSES, FINAL_STATUSES, MessageRole, Platform
+from engine.store.db import rowcount
 from engine.store.models import ChatMessage, Generation, utcnow
 from engine.store.repo._insert import insert_ignore
-
 
 # --- delivery claims -------------------------------------------------------------------------
 
@@ -22,8 +22,15 @@ ACTIVE_LIMIT = 100
 
 
 def claim_deliveries(
-    session: Session, platform: Platform, now: datetime, lease_s: float, claim: str, *,
-    active_since: datetime | None = None, limit: int = 10, reclaim: bool = False,
+    session: Session,
+    platform: Platform,
+    now: datetime,
+    lease_s: float,
+    claim: str,
+    *,
+    active_since: datetime | None = None,
+    limit: int = 10,
+    reclaim: bool = False,
 ) -> tuple[Sequence[Generation], Sequence[Generation]]:
     """Claim up to `limit` of this platform's finished, undelivered jobs for the replica whose
     token is `claim`, and list its active ones (only those changed since `active_since`, when
@@ -37,8 +44,9 @@ def claim_deliveries(
     claim may have committed although its answer was lost (a connection dropped at COMMIT).
     Returns (claimed finished jobs, queued/running jobs).
     """
-    free = (Generation.delivery_claimed_at.is_(None)
-            | (Generation.delivery_claimed_at <= now - timedelta(seconds=lease_s)))
+    free = Generation.delivery_claimed_at.is_(None) | (
+        Generation.delivery_claimed_at <= now - timedelta(seconds=lease_s)
+    )
     if reclaim:
         free = free | (Generation.delivery_claim == claim)
     claimable = (
@@ -50,28 +58,35 @@ def claim_deliveries(
     # The conditions are checked again by the UPDATE itself, row by row under its lock, so two
     # replicas picking the same candidates still claim each job once.
     candidates = select(Generation.id).where(claimable).order_by(Generation.id).limit(limit)
-    claimed_ids = set(session.scalars(
-        update(Generation)
-        .where(Generation.id.in_(candidates.scalar_subquery()), claimable)
-        .values(delivery_claimed_at=now, delivery_claim=claim,
-                delivery_attempts=Generation.delivery_attempts + 1)
-        .returning(Generation.id)
-        .execution_options(synchronize_session=False)
-    ).all())
+    claimed_ids = set(
+        session.scalars(
+            update(Generation)
+            .where(Generation.id.in_(candidates.scalar_subquery()), claimable)
+            .values(delivery_claimed_at=now, delivery_claim=claim, delivery_attempts=Generation.delivery_attempts + 1)
+            .returning(Generation.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+    )
     # Two reads: with one, ordered by id and limited, active jobs with lower ids pushed claimed
     # ones out of the result — claimed, never delivered until their lease ran out.
-    claimed = session.scalars(
-        select(Generation).where(Generation.id.in_(claimed_ids)).order_by(Generation.id)
-    ).unique().all() if claimed_ids else []
-    active_filter = Generation.status.in_([str(s) for s in ACTIVE_STATUSES])
+    claimed = (
+        session.scalars(select(Generation).where(Generation.id.in_(claimed_ids)).order_by(Generation.id)).unique().all()
+        if claimed_ids
+        else []
+    )
+    active_filter: ColumnElement[bool] = Generation.status.in_([str(s) for s in ACTIVE_STATUSES])
     if active_since is not None:
         active_filter = active_filter & (Generation.updated_at >= active_since)
-    active = session.scalars(
-        select(Generation)
-        .where(Generation.platform == str(platform), Generation.delivered_at.is_(None), active_filter)
-        .order_by(Generation.id)
-        .limit(ACTIVE_LIMIT)
-    ).unique().all()
+    active = (
+        session.scalars(
+            select(Generation)
+            .where(Generation.platform == str(platform), Generation.delivered_at.is_(None), active_filter)
+            .order_by(Generation.id)
+            .limit(ACTIVE_LIMIT)
+        )
+        .unique()
+        .all()
+    )
     return claimed, active
 
 
@@ -80,24 +95,22 @@ def renew_delivery(session: Session, generation_id: int, claim: str, now: dateti
     the job was delivered meanwhile)."""
     result = session.execute(
         update(Generation)
-        .where(Generation.id == generation_id, Generation.delivery_claim == claim,
-               Generation.delivered_at.is_(None))
+        .where(Generation.id == generation_id, Generation.delivery_claim == claim, Generation.delivered_at.is_(None))
         .values(delivery_claimed_at=now, updated_at=Generation.updated_at)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def release_delivery(session: Session, generation_id: int, claim: str) -> bool:
     """Give up this replica's claim at once (the next sweep of any replica takes the job)."""
     result = session.execute(
         update(Generation)
-        .where(Generation.id == generation_id, Generation.delivery_claim == claim,
-               Generation.delivered_at.is_(None))
+        .where(Generation.id == generation_id, Generation.delivery_claim == claim, Generation.delivered_at.is_(None))
         .values(delivery_claimed_at=None, updated_at=Generation.updated_at)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 def mark_delivered(session: Session, generation_id: int, now: datetime, claim: str | None = None) -> bool:
@@ -107,12 +120,9 @@ def mark_delivered(session: Session, generation_id: int, now: datetime, claim: s
     if claim is not None:
         condition = condition & (Generation.delivery_claim == claim)
     result = session.execute(
-        update(Generation)
-        .where(condition)
-        .values(delivered_at=now)
-        .execution_options(synchronize_session=False)
+        update(Generation).where(condition).values(delivered_at=now).execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 # --- chat messages ---------------------------------------------------------------------------
@@ -131,17 +141,19 @@ def record_chat_message(
         session,
         ChatMessage,
         {
-            "platform": str(platform), "channel_id": channel_id, "message_id": message_id,
-            "generation_id": generation_id, "image_index": image_index, "role": str(role),
+            "platform": str(platform),
+            "channel_id": channel_id,
+            "message_id": message_id,
+            "generation_id": generation_id,
+            "image_index": image_index,
+            "role": str(role),
             "created_at": utcnow(),
         },
         ["platform", "channel_id", "message_id"],
     )
 
 
-def find_chat_message(
-    session: Session, platform: Platform, channel_id: str, message_id: str
-) -> ChatMessage | None:
+def find_chat_message(session: Session, platform: Platform, channel_id: str, message_id: str) -> ChatMessage | None:
     return session.scalar(
         select(ChatMessage).where(
             ChatMessage.platform == str(platform),

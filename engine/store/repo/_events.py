@@ -8,6 +8,7 @@ from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from engine.domain.types import Platform
+from engine.store.db import rowcount
 from engine.store.models import ProcessedEvent
 from engine.store.repo._insert import dialect_insert
 
@@ -25,6 +26,4 @@ def remember_event(session: Session, platform: Platform, event_id: str, now: dat
 
 def forget_events_before(session: Session, cutoff: datetime) -> int:
     """Drop event ids recorded before `cutoff`; returns how many."""
-    return session.execute(
-        delete(ProcessedEvent).where(ProcessedEvent.created_at < cutoff)
-    ).rowcount
+    return rowcount(session.execute(delete(ProcessedEvent).where(ProcessedEvent.created_at < cutoff)))

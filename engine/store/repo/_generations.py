@@ -47,32 +47,40 @@ def queue_position(session: Session, generation: Generation) -> int:
     return int(ahead or 0) + 1
 
 
-def user_generations(
-    session: Session, user: User, *, offset: int, limit: int
-) -> tuple[Sequence[Generation], int]:
-    total = session.scalar(
-        select(func.count()).select_from(Generation).where(Generation.requester_id == user.id)
+def user_generations(session: Session, user: User, *, offset: int, limit: int) -> tuple[Sequence[Generation], int]:
+    total = session.scalar(select(func.count()).select_from(Generation).where(Generation.requester_id == user.id))
+    rows = (
+        session.scalars(
+            select(Generation)
+            .where(Generation.requester_id == user.id)
+            .order_by(Generation.id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        .unique()
+        .all()
     )
-    rows = session.scalars(
-        select(Generation)
-        .where(Generation.requester_id == user.id)
-        .order_by(Generation.id.desc())
-        .offset(offset)
-        .limit(limit)
-    ).unique().all()
     return rows, int(total or 0)
 
 
 def thread_members(session: Session, root_id: int) -> Sequence[Generation]:
-    return session.scalars(
-        select(Generation)
-        .where((Generation.id == root_id) | (Generation.thread_root_id == root_id))
-        .order_by(Generation.id)
-    ).unique().all()
+    return (
+        session.scalars(
+            select(Generation)
+            .where((Generation.id == root_id) | (Generation.thread_root_id == root_id))
+            .order_by(Generation.id)
+        )
+        .unique()
+        .all()
+    )
 
 
 def team_generations(
-    session: Session, team_id: int, *, words: Sequence[str] = (), user_external_id: str | None = None,
+    session: Session,
+    team_id: int,
+    *,
+    words: Sequence[str] = (),
+    user_external_id: str | None = None,
     limit: int,
 ) -> Sequence[Generation]:
     """A team's finished jobs, newest first: only those whose prompt contains every word (in
@@ -86,9 +94,7 @@ def team_generations(
     for word in words:
         query = query.where(Generation.prompt.ilike(f"%{_escape_like(word)}%", escape="\\"))
     if user_external_id is not None:
-        query = query.join(User, Generation.requester_id == User.id).where(
-            User.external_id == user_external_id
-        )
+        query = query.join(User, Generation.requester_id == User.id).where(User.external_id == user_external_id)
     return session.scalars(query).unique().all()
 
 
@@ -100,8 +106,14 @@ def team_jobs_since(session: Session, team: Team, since: datetime) -> Sequence[R
     """(status, cost, error, requester_role_ids, display_name, external_id) of each of a team's
     jobs created since `since`, for statistics."""
     return session.execute(
-        select(Generation.status, Generation.cost, Generation.error,
-               Generation.requester_role_ids, User.display_name, User.external_id)
+        select(
+            Generation.status,
+            Generation.cost,
+            Generation.error,
+            Generation.requester_role_ids,
+            User.display_name,
+            User.external_id,
+        )
         .join(User, Generation.requester_id == User.id)
         .where(Generation.team_id == team.id, Generation.created_at >= since)
     ).all()
@@ -114,6 +126,4 @@ def get_image(session: Session, image_id: int) -> Image | None:
 
 
 def find_image(session: Session, generation_id: int, index: int) -> Image | None:
-    return session.scalar(
-        select(Image).where(Image.generation_id == generation_id, Image.index == index)
-    )
+    return session.scalar(select(Image).where(Image.generation_id == generation_id, Image.index == index))

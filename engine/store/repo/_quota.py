@@ -16,10 +16,7 @@ from engine.store.repo._insert import dialect_insert
 
 def policy_rules(session: Session, team: Team) -> list[PolicyRule]:
     rows = session.scalars(select(QuotaPolicy).where(QuotaPolicy.team_id == team.id))
-    return [
-        PolicyRule(r.scope, r.subject, r.daily_limit, r.unlimited, r.bonus, r.bonus_day, r.reset_at)
-        for r in rows
-    ]
+    return [PolicyRule(r.scope, r.subject, r.daily_limit, r.unlimited, r.bonus, r.bonus_day, r.reset_at) for r in rows]
 
 
 def find_policy(session: Session, team: Team, scope: str, subject: str) -> QuotaPolicy | None:
@@ -40,14 +37,10 @@ def lock_usage(session: Session, team: Team, user: User, now: datetime) -> Quota
     statement = (
         insert(QuotaUsage)
         .values(team_id=team.id, user_id=user.id, period_start=start, used=0, granted=0)
-        .on_conflict_do_update(
-            index_elements=["user_id", "period_start"], set_={"used": QuotaUsage.used}
-        )
+        .on_conflict_do_update(index_elements=["user_id", "period_start"], set_={"used": QuotaUsage.used})
         .returning(QuotaUsage)
     )
-    return session.scalars(
-        statement, execution_options={"populate_existing": True}
-    ).one()
+    return session.scalars(statement, execution_options={"populate_existing": True}).one()
 
 
 def ledger(
@@ -86,8 +79,14 @@ def apply_role_reset(session: Session, usage: QuotaUsage, reset_at: datetime | N
 
 
 def quota_status(
-    session: Session, team: Team, user: User, role_ids: tuple[str, ...], default_limit: int,
-    now: datetime, *, lock: bool = False,
+    session: Session,
+    team: Team,
+    user: User,
+    role_ids: tuple[str, ...],
+    default_limit: int,
+    now: datetime,
+    *,
+    lock: bool = False,
 ) -> tuple[QuotaStatus, QuotaUsage | None]:
     limit = effective_limit(
         policy_rules(session, team),
@@ -96,21 +95,18 @@ def quota_status(
         default_limit=default_limit,
         now=now,
     )
+    usage: QuotaUsage | None
     if lock:
         usage = lock_usage(session, team, user, now)
         apply_role_reset(session, usage, limit.reset_at)
         used, granted = usage.used, usage.granted
     else:
         usage = session.scalar(
-            select(QuotaUsage).where(
-                QuotaUsage.user_id == user.id, QuotaUsage.period_start == period_start(now)
-            )
+            select(QuotaUsage).where(QuotaUsage.user_id == user.id, QuotaUsage.period_start == period_start(now))
         )
         used = usage.used if usage else 0
         granted = usage.granted if usage else 0
-        if usage and limit.reset_at and (
-            usage.reset_applied_at is None or usage.reset_applied_at < limit.reset_at
-        ):
+        if usage and limit.reset_at and (usage.reset_applied_at is None or usage.reset_applied_at < limit.reset_at):
             used = 0  # a role reset not yet applied to this row
     remaining = None
     if limit.limit is not None:
@@ -127,18 +123,14 @@ def quota_status(
     return status, usage
 
 
-def debit(
-    session: Session, usage: QuotaUsage, generation: Generation, cost: int, reason: str
-) -> None:
+def debit(session: Session, usage: QuotaUsage, generation: Generation, cost: int, reason: str) -> None:
     usage.used += cost
     ledger(session, usage, "debit", cost, reason, generation_id=generation.id)
 
 
 def refund(session: Session, generation: Generation, reason: str) -> int:
     """Give back what a job was charged; returns the images refunded (0 if already refunded)."""
-    entries = session.scalars(
-        select(QuotaLedgerEntry).where(QuotaLedgerEntry.generation_id == generation.id)
-    ).all()
+    entries = session.scalars(select(QuotaLedgerEntry).where(QuotaLedgerEntry.generation_id == generation.id)).all()
     charged = next((e for e in entries if e.kind == "debit"), None)
     if charged is None or any(e.kind == "refund" for e in entries):
         return 0

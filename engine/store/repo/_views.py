@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from engine.domain.types import GenerationKind, GenerationStatus, MessageRole, Platform
 from engine.domain.views import GenerationView, ImageView, MessageRef
 from engine.store.models import ChatMessage, Generation, Image

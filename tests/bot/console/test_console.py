@@ -31,8 +31,7 @@ async def run_console(tmp_path, sqlite_template, tiny_model_dir, lines: list[str
 async def test_demo_script(tmp_path, sqlite_template, tiny_model_dir):
     """The demo's commands save a grid and images, vary image 2 and print the thread tree."""
     script = Path(__file__).resolve().parents[3] / "demo" / "demo.imagine"
-    failures, output = await run_console(tmp_path, sqlite_template, tiny_model_dir,
-                                         script.read_text().splitlines())
+    failures, output = await run_console(tmp_path, sqlite_template, tiny_model_dir, script.read_text().splitlines())
     assert failures == 0, output
     paths = re.findall(r"(?:grid|image \d):\s+(\S+\.png)", output)
     assert len(paths) == 2 + 8  # two grids, 4 + 4 images
@@ -44,14 +43,19 @@ async def test_demo_script(tmp_path, sqlite_template, tiny_model_dir):
 
 async def test_errors_are_reported_and_counted(tmp_path, sqlite_template, tiny_model_dir):
     """Bad commands print a specific error and count as failures; good ones still run."""
-    failures, output = await run_console(tmp_path, sqlite_template, tiny_model_dir, [
-        "/imagine a cat --n 9",
-        "/vary last:2",
-        "/imagine-admin ban @tester",
-        "# a comment is ignored",
-        "/imagine a cat --n 1 --seed 1",
-        "/cancel",
-    ])
+    failures, output = await run_console(
+        tmp_path,
+        sqlite_template,
+        tiny_model_dir,
+        [
+            "/imagine a cat --n 9",
+            "/vary last:2",
+            "/imagine-admin ban @tester",
+            "# a comment is ignored",
+            "/imagine a cat --n 1 --seed 1",
+            "/cancel",
+        ],
+    )
     assert "error: --n must be between 1 and 4, got 9." in output
     assert "error: You have no finished jobs yet" in output
     assert "error: You cannot ban yourself." in output
@@ -63,22 +67,27 @@ async def test_errors_are_reported_and_counted(tmp_path, sqlite_template, tiny_m
 async def test_hostile_numbers_and_ids_are_refused_and_the_script_goes_on(tmp_path, sqlite_template, tiny_model_dir):
     """Digits from other scripts, superscripts, ids past what the database holds and user ids
     longer than it stores each get their own error; the script carries on to the end."""
-    failures, output = await run_console(tmp_path, sqlite_template, tiny_model_dir, [
-        "/history ²",
-        "/history 99999999999999999999",
-        "/thread 999999999999",
-        "/reroll 99999999999999999999",
-        "/vary ²:1",
-        "/vary 999999999999:1",
-        "/imagine-admin stats ²",
-        "/imagine-admin audit ٣",
-        "/imagine-admin retention ²",
-        "/imagine-admin quota set @bob ²",
-        "/imagine-admin ban @" + "U" * 70,
-        "/imagine-admin block-term red circle",
-        "/imagine a\u200b r\u200ded c\u2060ircle",
-        "/imagine a cat --n 1 --seed 1",
-    ])
+    failures, output = await run_console(
+        tmp_path,
+        sqlite_template,
+        tiny_model_dir,
+        [
+            "/history ²",
+            "/history 99999999999999999999",
+            "/thread 999999999999",
+            "/reroll 99999999999999999999",
+            "/vary ²:1",
+            "/vary 999999999999:1",
+            "/imagine-admin stats ²",
+            "/imagine-admin audit ٣",
+            "/imagine-admin retention ²",
+            "/imagine-admin quota set @bob ²",
+            "/imagine-admin ban @" + "U" * 70,
+            "/imagine-admin block-term red circle",
+            "/imagine a\u200b r\u200ded c\u2060ircle",
+            "/imagine a cat --n 1 --seed 1",
+        ],
+    )
     assert "Traceback" not in output and "Sorry, something went wrong" not in output
     assert "error: Pages are numbered from 1, got '²'." in output
     assert "error: There is no page 99999999999999999999" in output
@@ -102,16 +111,21 @@ async def test_edit_zoomout_and_pan_from_the_console(tmp_path, sqlite_template, 
 
     from engine.images import png_metadata
 
-    failures, output = await run_console(tmp_path, sqlite_template, tiny_model_dir, [
-        "/imagine a red star --n 1 --seed 1",
-        "/edit 1 --region right --seed 2 --n 2 a blue ring",
-        "/zoomout 1 --n 1",
-        "/pan 1 left --n 1",
-        "/edit 1 --region 0.5,0.5,0.9,0.2 a cat",
-        "/edit 1 a cat",
-        "/thread 1",
-        "/quota",
-    ])
+    failures, output = await run_console(
+        tmp_path,
+        sqlite_template,
+        tiny_model_dir,
+        [
+            "/imagine a red star --n 1 --seed 1",
+            "/edit 1 --region right --seed 2 --n 2 a blue ring",
+            "/zoomout 1 --n 1",
+            "/pan 1 left --n 1",
+            "/edit 1 --region 0.5,0.5,0.9,0.2 a cat",
+            "/edit 1 a cat",
+            "/thread 1",
+            "/quota",
+        ],
+    )
     assert failures == 2, output
     assert '#2 edit of #1:1 "a blue ring": done, 2 images' in output, output
     assert "#3 zoom-out ×2 of #1:1: done" in output and "#4 pan left of #1:1: done" in output

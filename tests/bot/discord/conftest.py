@@ -8,6 +8,7 @@ renderer's images). The database is a real SQLite file (PostgreSQL where a test 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import queue
 import random
@@ -25,10 +26,10 @@ from bot.discord.client import ImagineClient
 from bot.discord.config import DiscordSettings
 from bot.runtime import BotRuntime, build_bot_runtime
 from engine.config import Settings
+from engine.image_files import ImageStore
 from engine.images import encode_png
 from engine.notify import LocalPublisher
 from engine.render.noop import NoopRenderer
-from engine.image_files import ImageStore
 from engine.store.db import Database
 from engine.worker import jobs as worker_jobs
 from engine.worker.jobs import WorkerRuntime, run_generation
@@ -46,8 +47,13 @@ CHANNEL_ID = 900000000000000002
 MOD_ROLE = 900000000000000003
 ARTISTS_ROLE = 900000000000000004
 ADMINS_ROLE = 900000000000000005
-GUILD = FakeGuild(GUILD_ID, "Painters", owner_id=1, channel_id=CHANNEL_ID,
-                  roles={MOD_ROLE: ("mods", 0), ARTISTS_ROLE: ("artists", 0), ADMINS_ROLE: ("admins", MANAGE_GUILD)})
+GUILD = FakeGuild(
+    GUILD_ID,
+    "Painters",
+    owner_id=1,
+    channel_id=CHANNEL_ID,
+    roles={MOD_ROLE: ("mods", 0), ARTISTS_ROLE: ("artists", 0), ADMINS_ROLE: ("admins", MANAGE_GUILD)},
+)
 ALICE = FakeUser(800000000000000001, "alice")
 BOB = FakeUser(800000000000000002, "bob", roles=(ARTISTS_ROLE,))
 # Manage Server through a role: interactions carry it computed, reactions only carry the role.
@@ -99,7 +105,8 @@ class ThreadWorker:
     def __init__(self, settings: Settings, gpu: FakeGpu) -> None:
         self.runtime = WorkerRuntime(
             db=Database(settings.database_url, pool_size=2, max_overflow=2),
-            store=ImageStore(settings.images_dir), publisher=LocalPublisher(),
+            store=ImageStore(settings.images_dir),
+            publisher=LocalPublisher(),
             renderer_factory=lambda: gpu,
         )
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fake-gpu-worker")
@@ -138,8 +145,14 @@ def make_settings(tmp_path: Path, sqlite_template: Path, database_url: str | Non
 
 
 def discord_settings(**overrides: Any) -> DiscordSettings:
-    values = {"token": "fake-token", "sync_commands": True, "progress_interval_s": 0.0,
-              "sweep_interval_s": 0.5, "delivery_lease_s": 1.0, "notice_ttl_s": 60.0}
+    values = {
+        "token": "fake-token",
+        "sync_commands": True,
+        "progress_interval_s": 0.0,
+        "sweep_interval_s": 0.5,
+        "delivery_lease_s": 1.0,
+        "notice_ttl_s": 60.0,
+    }
     return DiscordSettings(**{**values, **overrides})
 
 
@@ -159,23 +172,27 @@ class Harness:
         await self.fake.dispatch(event, payload)
         return payload
 
-    async def slash(self, name: str, options: list[dict[str, Any]] | None = None, *, user: FakeUser = ALICE,
-                    **kwargs: Any) -> dict[str, Any]:
+    async def slash(
+        self, name: str, options: list[dict[str, Any]] | None = None, *, user: FakeUser = ALICE, **kwargs: Any
+    ) -> dict[str, Any]:
         return await self.send(self.fake.slash_command(name, options, user=user, guild=GUILD, **kwargs))
 
-    async def imagine(self, prompt: str, *, user: FakeUser = ALICE, n: int | None = None,
-                      **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    async def imagine(
+        self, prompt: str, *, user: FakeUser = ALICE, n: int | None = None, **kwargs: Any
+    ) -> tuple[str, dict[str, Any]]:
         """Run /imagine and wait for its grid; returns (token, the result message)."""
         options = [option("prompt", prompt)] + ([option("n", n)] if n else [])
         mark = self.fake.mark()
         payload = await self.slash("imagine", options, user=user, **kwargs)
         token = payload["token"]
-        await self.fake.wait_for("PATCH", rf"/webhooks/\d+/{token}/messages/@original",
-                                 lambda r: bool(r.files), since=mark)
+        await self.fake.wait_for(
+            "PATCH", rf"/webhooks/\d+/{token}/messages/@original", lambda r: bool(r.files), since=mark
+        )
         return token, self.fake.original(token)
 
-    async def click(self, message: dict[str, Any], custom_id: str, *, user: FakeUser = ALICE,
-                    **kwargs: Any) -> dict[str, Any]:
+    async def click(
+        self, message: dict[str, Any], custom_id: str, *, user: FakeUser = ALICE, **kwargs: Any
+    ) -> dict[str, Any]:
         return await self.send(self.fake.click(int(message["id"]), custom_id, user=user, guild=GUILD, **kwargs))
 
     async def react(self, message: dict[str, Any], emoji: str, *, user: FakeUser = ALICE) -> dict[str, Any]:
@@ -200,8 +217,11 @@ async def start_client(fake: FakeDiscord, runtime: BotRuntime, settings: Discord
     client = ImagineClient(runtime, settings, guild_ready_timeout=0.05)
     client._test_task = asyncio.create_task(client.start("fake-token"))  # type: ignore[attr-defined]
     ready = asyncio.create_task(client.wait_until_ready())
-    done, _ = await asyncio.wait({ready, client._test_task}, timeout=20,  # type: ignore[attr-defined]
-                                 return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait(
+        {ready, client._test_task},
+        timeout=20,  # type: ignore[attr-defined]
+        return_when=asyncio.FIRST_COMPLETED,
+    )
     if ready not in done:
         ready.cancel()
         if client._test_task.done():  # type: ignore[attr-defined]
@@ -213,10 +233,9 @@ async def start_client(fake: FakeDiscord, runtime: BotRuntime, settings: Discord
 async def stop_client(client: ImagineClient) -> None:
     await client.close()
     task = client._test_task  # type: ignore[attr-defined]
-    try:
+    # A closed client may end its task with an error; it is gone.
+    with contextlib.suppress(Exception):
         await asyncio.wait_for(task, 10)
-    except Exception:  # noqa: BLE001 - a closed client may end its task with an error; it is gone
-        pass
 
 
 @pytest.fixture

@@ -49,8 +49,15 @@ def iso_now() -> str:
 
 
 def user_payload(user_id: int, name: str, *, bot: bool = False) -> dict[str, Any]:
-    return {"id": str(user_id), "username": name, "global_name": name, "discriminator": "0",
-            "avatar": None, "bot": bot, "public_flags": 0}
+    return {
+        "id": str(user_id),
+        "username": name,
+        "global_name": name,
+        "discriminator": "0",
+        "avatar": None,
+        "bot": bot,
+        "public_flags": 0,
+    }
 
 
 @dataclass
@@ -64,9 +71,18 @@ class FakeUser:
         return user_payload(self.id, self.name)
 
     def member(self) -> dict[str, Any]:
-        return {"user": self.payload(), "roles": [str(r) for r in self.roles], "nick": None,
-                "avatar": None, "joined_at": iso_now(), "deaf": False, "mute": False, "flags": 0,
-                "pending": False, "permissions": str(self.permissions)}
+        return {
+            "user": self.payload(),
+            "roles": [str(r) for r in self.roles],
+            "nick": None,
+            "avatar": None,
+            "joined_at": iso_now(),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "pending": False,
+            "permissions": str(self.permissions),
+        }
 
 
 @dataclass
@@ -80,27 +96,68 @@ class FakeGuild:
     def role_payloads(self) -> list[dict[str, Any]]:
         everyone = {self.id: ("@everyone", BASIC_PERMISSIONS)}
         return [
-            {"id": str(rid), "name": name, "permissions": str(perms), "position": i, "color": 0,
-             "hoist": False, "managed": False, "mentionable": True, "flags": 0}
+            {
+                "id": str(rid),
+                "name": name,
+                "permissions": str(perms),
+                "position": i,
+                "color": 0,
+                "hoist": False,
+                "managed": False,
+                "mentionable": True,
+                "flags": 0,
+            }
             for i, (rid, (name, perms)) in enumerate({**everyone, **self.roles}.items())
         ]
 
     def channel_payload(self) -> dict[str, Any]:
-        return {"id": str(self.channel_id), "type": 0, "guild_id": str(self.id), "name": "general",
-                "position": 0, "permission_overwrites": [], "nsfw": False, "parent_id": None,
-                "topic": None, "last_message_id": None, "rate_limit_per_user": 0}
+        return {
+            "id": str(self.channel_id),
+            "type": 0,
+            "guild_id": str(self.id),
+            "name": "general",
+            "position": 0,
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+        }
 
     def create_payload(self) -> dict[str, Any]:
         return {
-            "id": str(self.id), "name": self.name, "owner_id": str(self.owner_id), "icon": None,
-            "roles": self.role_payloads(), "channels": [self.channel_payload()], "threads": [],
-            "members": [], "emojis": [], "stickers": [], "features": [], "member_count": 3,
-            "large": False, "unavailable": False, "premium_tier": 0, "mfa_level": 0,
-            "verification_level": 0, "explicit_content_filter": 0, "default_message_notifications": 0,
-            "preferred_locale": "en-US", "system_channel_id": None, "afk_channel_id": None,
-            "afk_timeout": 300, "nsfw_level": 0, "premium_progress_bar_enabled": False,
-            "joined_at": iso_now(), "voice_states": [], "presences": [], "stage_instances": [],
-            "guild_scheduled_events": [], "soundboard_sounds": [],
+            "id": str(self.id),
+            "name": self.name,
+            "owner_id": str(self.owner_id),
+            "icon": None,
+            "roles": self.role_payloads(),
+            "channels": [self.channel_payload()],
+            "threads": [],
+            "members": [],
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "member_count": 3,
+            "large": False,
+            "unavailable": False,
+            "premium_tier": 0,
+            "mfa_level": 0,
+            "verification_level": 0,
+            "explicit_content_filter": 0,
+            "default_message_notifications": 0,
+            "preferred_locale": "en-US",
+            "system_channel_id": None,
+            "afk_channel_id": None,
+            "afk_timeout": 300,
+            "nsfw_level": 0,
+            "premium_progress_bar_enabled": False,
+            "joined_at": iso_now(),
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
         }
 
 
@@ -159,15 +216,22 @@ class DiscordError(Exception):
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     # discord.py parses JSON only when Content-Type is exactly application/json (no charset).
-    return web.Response(body=json.dumps(data).encode(), status=status,
-                        headers={"Content-Type": "application/json", **(headers or {})})
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json", **(headers or {})}
+    )
 
 
 class FakeDiscord:
     """Discord's REST API, CDN and gateway on one loopback port."""
 
-    def __init__(self, guilds: Iterable[FakeGuild] = (), *, shard_count: int = 1, max_concurrency: int = 16,
-                 guild_limit: int = 2500) -> None:
+    def __init__(
+        self,
+        guilds: Iterable[FakeGuild] = (),
+        *,
+        shard_count: int = 1,
+        max_concurrency: int = 16,
+        guild_limit: int = 2500,
+    ) -> None:
         self.guilds = {g.id: g for g in guilds}
         #: What /gateway/bot recommends; an unsharded IDENTIFY with more guilds than
         #: `guild_limit` is closed with 4011, as Discord does past 2,500 guilds.
@@ -243,16 +307,37 @@ class FakeDiscord:
         """A position in the request log: `wait_for(..., since=mark)` looks only after it."""
         return len(self.requests)
 
-    def find(self, method: str, pattern: str, where: Callable[[Request], bool] | None = None,
-             since: int = 0, *, arrived: bool = False) -> list[Request]:
+    def find(
+        self,
+        method: str,
+        pattern: str,
+        where: Callable[[Request], bool] | None = None,
+        since: int = 0,
+        *,
+        arrived: bool = False,
+    ) -> list[Request]:
         """Matching requests after `since` that were answered (or only arrived, if asked)."""
         regex = re.compile(pattern)
-        return [r for r in self.requests[since:]
-                if r.method == method and regex.fullmatch(r.path) and (arrived or r.answered)
-                and (where is None or where(r))]
+        return [
+            r
+            for r in self.requests[since:]
+            if r.method == method
+            and regex.fullmatch(r.path)
+            and (arrived or r.answered)
+            and (where is None or where(r))
+        ]
 
-    async def wait_for(self, method: str, pattern: str, where: Callable[[Request], bool] | None = None,
-                       *, since: int = 0, count: int = 1, timeout: float = 15.0, arrived: bool = False) -> Request:
+    async def wait_for(
+        self,
+        method: str,
+        pattern: str,
+        where: Callable[[Request], bool] | None = None,
+        *,
+        since: int = 0,
+        count: int = 1,
+        timeout: float = 15.0,
+        arrived: bool = False,
+    ) -> Request:
         """Wait until `count` matching requests were answered (or arrived) after `since`; return
         the last of them."""
 
@@ -283,19 +368,40 @@ class FakeDiscord:
 
     # --- misbehaving ------------------------------------------------------------------------
 
-    def fail_next(self, method: str, pattern: str, status: int, body: Any = None, *,
-                  headers: dict[str, str] | None = None, after_effect: bool = False, times: int = 1) -> None:
+    def fail_next(
+        self,
+        method: str,
+        pattern: str,
+        status: int,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        after_effect: bool = False,
+        times: int = 1,
+    ) -> None:
         """Answer the next `times` matching requests with `status` (after doing them, if asked)."""
-        self._faults.append(Fault(method, re.compile(pattern), status,
-                                  body if body is not None else {"message": "fake failure", "code": 0},
-                                  headers or {}, after_effect, times))
+        self._faults.append(
+            Fault(
+                method,
+                re.compile(pattern),
+                status,
+                body if body is not None else {"message": "fake failure", "code": 0},
+                headers or {},
+                after_effect,
+                times,
+            )
+        )
 
     def rate_limit_next(self, method: str, pattern: str, *, retry_after: float = 0.05, via: bool = True) -> None:
         """A 429 as Discord sends it (with `Via`), or as Cloudflare's ban looks (without)."""
         headers = {"Via": "1.1 google"} if via else {}
-        self.fail_next(method, pattern, 429, {"message": "You are being rate limited.",
-                                              "retry_after": retry_after, "global": False, "code": 0},
-                       headers=headers)
+        self.fail_next(
+            method,
+            pattern,
+            429,
+            {"message": "You are being rate limited.", "retry_after": retry_after, "global": False, "code": 0},
+            headers=headers,
+        )
 
     def pause(self, method: str, pattern: str) -> asyncio.Event:
         """Hold the answer to the next matching request (recorded at once) until the event is set."""
@@ -343,31 +449,62 @@ class FakeDiscord:
 
     # --- payload builders -------------------------------------------------------------------
 
-    def _interaction(self, kind: int, data: dict[str, Any], user: FakeUser, guild: FakeGuild,
-                     channel: dict[str, Any], at: float | None, message: dict[str, Any] | None = None,
-                     upload_limit: int = DEFAULT_UPLOAD_LIMIT) -> dict[str, Any]:
+    def _interaction(
+        self,
+        kind: int,
+        data: dict[str, Any],
+        user: FakeUser,
+        guild: FakeGuild,
+        channel: dict[str, Any],
+        at: float | None,
+        message: dict[str, Any] | None = None,
+        upload_limit: int = DEFAULT_UPLOAD_LIMIT,
+    ) -> dict[str, Any]:
         interaction_id = snowflake(at)
         token = f"itoken-{interaction_id}"
         payload = {
-            "id": str(interaction_id), "application_id": str(APPLICATION_ID), "type": kind,
-            "token": token, "version": 1, "guild_id": str(guild.id),
+            "id": str(interaction_id),
+            "application_id": str(APPLICATION_ID),
+            "type": kind,
+            "token": token,
+            "version": 1,
+            "guild_id": str(guild.id),
             "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
-            "channel_id": channel["id"], "channel": channel, "member": user.member(),
-            "data": data, "app_permissions": str(BASIC_PERMISSIONS), "locale": "en-US",
-            "guild_locale": "en-US", "entitlements": [], "context": 0,
+            "channel_id": channel["id"],
+            "channel": channel,
+            "member": user.member(),
+            "data": data,
+            "app_permissions": str(BASIC_PERMISSIONS),
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "entitlements": [],
+            "context": 0,
             "authorizing_integration_owners": {"0": str(guild.id)},
             "attachment_size_limit": upload_limit,
         }
         if message is not None:
             payload["message"] = message
-        self.interactions[token] = {"id": interaction_id, "channel_id": int(channel["id"]),
-                                    "guild_id": guild.id, "kind": kind,
-                                    "message_id": int(message["id"]) if message else None}
+        self.interactions[token] = {
+            "id": interaction_id,
+            "channel_id": int(channel["id"]),
+            "guild_id": guild.id,
+            "kind": kind,
+            "message_id": int(message["id"]) if message else None,
+        }
         return payload
 
-    def slash_command(self, name: str, options: list[dict[str, Any]] | None = None, *, user: FakeUser,
-                      guild: FakeGuild, resolved: dict[str, Any] | None = None, at: float | None = None,
-                      channel_id: int | None = None, upload_limit: int = DEFAULT_UPLOAD_LIMIT) -> dict[str, Any]:
+    def slash_command(
+        self,
+        name: str,
+        options: list[dict[str, Any]] | None = None,
+        *,
+        user: FakeUser,
+        guild: FakeGuild,
+        resolved: dict[str, Any] | None = None,
+        at: float | None = None,
+        channel_id: int | None = None,
+        upload_limit: int = DEFAULT_UPLOAD_LIMIT,
+    ) -> dict[str, Any]:
         """An INTERACTION_CREATE for `/name` with options (see `option`, `subcommand`)."""
         data: dict[str, Any] = {"id": str(snowflake()), "name": name, "type": 1, "options": options or []}
         if resolved:
@@ -375,18 +512,21 @@ class FakeDiscord:
         channel = self._channel_payload(guild, channel_id)
         return self._interaction(2, data, user, guild, channel, at, upload_limit=upload_limit)
 
-    def autocomplete(self, name: str, options: list[dict[str, Any]], *, user: FakeUser,
-                     guild: FakeGuild) -> dict[str, Any]:
+    def autocomplete(
+        self, name: str, options: list[dict[str, Any]], *, user: FakeUser, guild: FakeGuild
+    ) -> dict[str, Any]:
         data = {"id": str(snowflake()), "name": name, "type": 1, "options": options}
         return self._interaction(4, data, user, guild, self._channel_payload(guild, None), None)
 
-    def click(self, message_id: int, custom_id: str, *, user: FakeUser, guild: FakeGuild,
-              at: float | None = None) -> dict[str, Any]:
+    def click(
+        self, message_id: int, custom_id: str, *, user: FakeUser, guild: FakeGuild, at: float | None = None
+    ) -> dict[str, Any]:
         """An INTERACTION_CREATE for pressing a button on a message the bot posted."""
         message = self.messages[message_id]
         if custom_id not in custom_ids(message.get("components") or []):
-            raise AssertionError(f"message {message_id} has no button {custom_id!r}: "
-                                 f"{custom_ids(message.get('components') or [])}")
+            raise AssertionError(
+                f"message {message_id} has no button {custom_id!r}: {custom_ids(message.get('components') or [])}"
+            )
         channel = self._channel_payload(guild, int(message["channel_id"]))
         data = {"custom_id": custom_id, "component_type": 2}
         return self._interaction(3, data, user, guild, channel, at, message=message)
@@ -396,8 +536,12 @@ class FakeDiscord:
         message = self.messages.get(message_id)
         channel_id = message["channel_id"] if message else str(self.dm_channels.get(user.id, 0))
         payload: dict[str, Any] = {
-            "user_id": str(user.id), "channel_id": channel_id, "message_id": str(message_id),
-            "emoji": {"id": None, "name": emoji}, "burst": False, "type": 0,
+            "user_id": str(user.id),
+            "channel_id": channel_id,
+            "message_id": str(message_id),
+            "emoji": {"id": None, "name": emoji},
+            "burst": False,
+            "type": 0,
             "message_author_id": str(BOT_USER_ID),
         }
         if guild is not None:
@@ -420,8 +564,14 @@ class FakeDiscord:
         file_id = snowflake()
         self.files[file_id] = data
         url = f"{self.base_url}/attachments/{file_id}/{name}"
-        return {"id": str(file_id), "filename": name, "size": len(data), "url": url,
-                "proxy_url": url, "content_type": content_type}
+        return {
+            "id": str(file_id),
+            "filename": name,
+            "size": len(data),
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }
 
     # --- HTTP -------------------------------------------------------------------------------
 
@@ -434,8 +584,9 @@ class FakeDiscord:
     async def _api(self, request: web.Request) -> web.Response:
         path = "/" + request.match_info["tail"]
         body, files = await self._read_body(request)
-        recorded = Request(request.method, path, dict(request.query), body, files,
-                           dict(request.headers), time.perf_counter())
+        recorded = Request(
+            request.method, path, dict(request.query), body, files, dict(request.headers), time.perf_counter()
+        )
         async with self._changed:
             self.requests.append(recorded)
             self._changed.notify_all()
@@ -484,23 +635,41 @@ class FakeDiscord:
                 return fault
         return None
 
-    def _handle(self, method: str, path: str, body: Any, files: list[tuple[str, bytes]],
-                query: dict[str, str]) -> web.Response:
+    def _handle(  # noqa: C901 - one route table: every REST route the fake serves, read top to bottom
+        self, method: str, path: str, body: Any, files: list[tuple[str, bytes]], query: dict[str, str]
+    ) -> web.Response:
         parts = path.strip("/").split("/")
         match method, parts:
             case "GET", ["users", "@me"]:
                 return json_response(self.bot)
             case "GET", ["oauth2", "applications", "@me"]:
-                return json_response({
-                    "id": str(APPLICATION_ID), "name": "imagine-bot", "description": "", "icon": None,
-                    "bot_public": True, "bot_require_code_grant": False, "verify_key": "0" * 64,
-                    "owner": user_payload(1, "owner"), "flags": 0, "bot": self.bot,
-                })
+                return json_response(
+                    {
+                        "id": str(APPLICATION_ID),
+                        "name": "imagine-bot",
+                        "description": "",
+                        "icon": None,
+                        "bot_public": True,
+                        "bot_require_code_grant": False,
+                        "verify_key": "0" * 64,
+                        "owner": user_payload(1, "owner"),
+                        "flags": 0,
+                        "bot": self.bot,
+                    }
+                )
             case "GET", ["gateway", "bot"]:
-                return json_response({"url": f"ws://127.0.0.1:{self.port}/", "shards": self.shard_count,
-                                      "session_start_limit": {"total": 1000, "remaining": 1000,
-                                                              "reset_after": 0,
-                                                              "max_concurrency": self.max_concurrency}})
+                return json_response(
+                    {
+                        "url": f"ws://127.0.0.1:{self.port}/",
+                        "shards": self.shard_count,
+                        "session_start_limit": {
+                            "total": 1000,
+                            "remaining": 1000,
+                            "reset_after": 0,
+                            "max_concurrency": self.max_concurrency,
+                        },
+                    }
+                )
             case "PUT", ["applications", _, "commands"]:
                 return json_response(self._register_commands("global", body))
             case "PUT", ["applications", _, "guilds", guild_id, "commands"]:
@@ -542,9 +711,19 @@ class FakeDiscord:
     def _register_commands(self, scope: str, body: list[dict[str, Any]]) -> list[dict[str, Any]]:
         registered = []
         for command in body:
-            registered.append({"id": str(snowflake()), "application_id": str(APPLICATION_ID),
-                               "version": str(snowflake()), "type": 1, "default_member_permissions": None,
-                               "nsfw": False, "options": [], "description": "", **command})
+            registered.append(
+                {
+                    "id": str(snowflake()),
+                    "application_id": str(APPLICATION_ID),
+                    "version": str(snowflake()),
+                    "type": 1,
+                    "default_member_permissions": None,
+                    "nsfw": False,
+                    "options": [],
+                    "description": "",
+                    **command,
+                }
+            )
         self.commands[scope] = registered
         return registered
 
@@ -554,8 +733,9 @@ class FakeDiscord:
         if token not in self.interactions:
             raise DiscordError(404, 10015, "Unknown Webhook")
 
-    def _callback(self, interaction_id: int, token: str, body: dict[str, Any],
-                  files: list[tuple[str, bytes]]) -> dict[str, Any]:
+    def _callback(
+        self, interaction_id: int, token: str, body: dict[str, Any], files: list[tuple[str, bytes]]
+    ) -> dict[str, Any]:
         interaction = self.interactions.get(token)
         if interaction is None or interaction["id"] != interaction_id or token in self.expired_tokens:
             raise DiscordError(404, 10062, "Unknown interaction")
@@ -565,16 +745,26 @@ class FakeDiscord:
         kind = body.get("type")
         data = body.get("data") or {}
         flags = data.get("flags", 0) or 0
-        result: dict[str, Any] = {"interaction": {
-            "id": str(interaction_id), "type": interaction["kind"], "activity_instance_id": None,
-            "response_message_loading": kind == 5, "response_message_ephemeral": bool(flags & 64),
-        }}
+        result: dict[str, Any] = {
+            "interaction": {
+                "id": str(interaction_id),
+                "type": interaction["kind"],
+                "activity_instance_id": None,
+                "response_message_loading": kind == 5,
+                "response_message_ephemeral": bool(flags & 64),
+            }
+        }
         # As Discord answers (with_response=true): the message itself only for the responses that
         # carry content (4 sends one, 7 edits one); a defer (5, 6) gets only its type, and the
         # id of the message it will become in `interaction.response_message_id`.
         if kind in (4, 5):
-            message = self._create(interaction["channel_id"], data if kind == 4 else {"content": ""},
-                                   files, webhook=True, flags=flags | (128 if kind == 5 else 0))
+            message = self._create(
+                interaction["channel_id"],
+                data if kind == 4 else {"content": ""},
+                files,
+                webhook=True,
+                flags=flags | (128 if kind == 5 else 0),
+            )
             interaction["original"] = int(message["id"])
             result["interaction"]["response_message_id"] = message["id"]
             result["resource"] = {"type": kind, "message": message} if kind == 4 else {"type": kind}
@@ -603,8 +793,9 @@ class FakeDiscord:
             raise DiscordError(404, 10008, "Unknown Message")
         return message
 
-    def _attachments(self, listed: list[dict[str, Any]] | None, files: list[tuple[str, bytes]],
-                     existing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _attachments(
+        self, listed: list[dict[str, Any]] | None, files: list[tuple[str, bytes]], existing: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         kept = []
         if listed:
             keep_ids = {str(a.get("id")) for a in listed}
@@ -612,19 +803,41 @@ class FakeDiscord:
         new = [self.upload(name, data) for name, data in files]
         return kept + new
 
-    def _create(self, channel_id: int, body: dict[str, Any], files: list[tuple[str, bytes]], *,
-                webhook: bool = False, flags: int = 0) -> dict[str, Any]:
+    def _create(
+        self,
+        channel_id: int,
+        body: dict[str, Any],
+        files: list[tuple[str, bytes]],
+        *,
+        webhook: bool = False,
+        flags: int = 0,
+    ) -> dict[str, Any]:
         message_id = snowflake()
-        guild_id = next((g.id for g in self.guilds.values()
-                         if channel_id == g.channel_id or self.threads.get(channel_id, {}).get("guild_id") == str(g.id)),
-                        None)
+        guild_id = next(
+            (
+                g.id
+                for g in self.guilds.values()
+                if channel_id == g.channel_id or self.threads.get(channel_id, {}).get("guild_id") == str(g.id)
+            ),
+            None,
+        )
         message: dict[str, Any] = {
-            "id": str(message_id), "channel_id": str(channel_id), "type": 0, "author": self.bot,
-            "content": body.get("content") or "", "embeds": body.get("embeds") or [],
+            "id": str(message_id),
+            "channel_id": str(channel_id),
+            "type": 0,
+            "author": self.bot,
+            "content": body.get("content") or "",
+            "embeds": body.get("embeds") or [],
             "components": self._numbered(body.get("components") or []),
             "attachments": self._attachments(None, files, []),
-            "timestamp": iso_now(), "edited_timestamp": None, "tts": False, "mention_everyone": False,
-            "mentions": [], "mention_roles": [], "pinned": False, "flags": flags,
+            "timestamp": iso_now(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "pinned": False,
+            "flags": flags,
             "allowed_mentions": body.get("allowed_mentions"),  # not Discord's: kept for tests to read
         }
         if body.get("message_reference"):
@@ -690,11 +903,23 @@ class FakeDiscord:
             raise DiscordError(400, 160004, "A thread has already been created for this message")
         guild_id = message.get("guild_id")
         thread = {
-            "id": str(message_id), "type": 11, "guild_id": guild_id, "parent_id": str(channel_id),
-            "name": body.get("name", ""), "owner_id": str(BOT_USER_ID), "last_message_id": None,
-            "rate_limit_per_user": 0, "message_count": 0, "member_count": 1, "flags": 0,
-            "thread_metadata": {"archived": False, "auto_archive_duration": body.get("auto_archive_duration", 1440),
-                                "archive_timestamp": iso_now(), "locked": False},
+            "id": str(message_id),
+            "type": 11,
+            "guild_id": guild_id,
+            "parent_id": str(channel_id),
+            "name": body.get("name", ""),
+            "owner_id": str(BOT_USER_ID),
+            "last_message_id": None,
+            "rate_limit_per_user": 0,
+            "message_count": 0,
+            "member_count": 1,
+            "flags": 0,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": body.get("auto_archive_duration", 1440),
+                "archive_timestamp": iso_now(),
+                "locked": False,
+            },
         }
         self.threads[message_id] = thread
         message["thread"] = thread
@@ -702,8 +927,12 @@ class FakeDiscord:
 
     def _dm_channel(self, user_id: int) -> dict[str, Any]:
         channel_id = self.dm_channels.setdefault(user_id, snowflake())
-        return {"id": str(channel_id), "type": 1, "last_message_id": None,
-                "recipients": [user_payload(user_id, f"user-{user_id}")]}
+        return {
+            "id": str(channel_id),
+            "type": 1,
+            "last_message_id": None,
+            "recipients": [user_payload(user_id, f"user-{user_id}")],
+        }
 
     # --- gateway ----------------------------------------------------------------------------
 
@@ -740,17 +969,24 @@ class FakeDiscord:
         self._sockets.append(ws)
         mine = [g for g in self.guilds.values() if shard_of(g.id, num_shards) == shard_id]
         ready = {
-            "v": 10, "user": self.bot, "guilds": [{"id": str(g.id), "unavailable": True} for g in mine],
-            "session_id": f"session-{snowflake()}", "resume_gateway_url": f"ws://127.0.0.1:{self.port}/",
-            "application": {"id": str(APPLICATION_ID), "flags": 0}, "private_channels": [],
-            "relationships": [], "user_settings": {}, "shard": [shard_id, num_shards],
+            "v": 10,
+            "user": self.bot,
+            "guilds": [{"id": str(g.id), "unavailable": True} for g in mine],
+            "session_id": f"session-{snowflake()}",
+            "resume_gateway_url": f"ws://127.0.0.1:{self.port}/",
+            "application": {"id": str(APPLICATION_ID), "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+            "user_settings": {},
+            "shard": [shard_id, num_shards],
         }
         self._sequence += 1
         await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": self._sequence, "d": ready}))
         for guild in mine:
             self._sequence += 1
-            await ws.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": self._sequence,
-                                          "d": guild.create_payload()}))
+            await ws.send_str(
+                json.dumps({"op": 0, "t": "GUILD_CREATE", "s": self._sequence, "d": guild.create_payload()})
+            )
         held, self._held = self._held, []
         for event, data in held:  # events that waited for this shard (the others wait on)
             await self.dispatch(event, data)

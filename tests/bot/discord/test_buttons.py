@@ -27,13 +27,18 @@ async def test_variation_button_opens_a_thread_on_the_root_and_links_the_parent(
     assert status.body["allowed_mentions"] == NO_PINGS
     status_message = fake.channel_messages(thread_id)[0]
 
-    result = await fake.wait_for("PATCH", rf"/channels/{thread_id}/messages/{status_message['id']}",
-                                 lambda r: bool(r.files), since=mark)
+    result = await fake.wait_for(
+        "PATCH", rf"/channels/{thread_id}/messages/{status_message['id']}", lambda r: bool(r.files), since=mark
+    )
     link = f"https://discord.com/channels/{GUILD_ID}/{CHANNEL_ID}/{grid['id']}"
     assert f"from #1:2: {link}" in result.content
     assert "imagine:v:2:4" in result.custom_ids()
-    ack = await fake.wait_for("PATCH", rf"/webhooks/\d+/{click['token']}/messages/@original",
-                              lambda r: "done" in (r.content or ""), since=mark)
+    ack = await fake.wait_for(
+        "PATCH",
+        rf"/webhooks/\d+/{click['token']}/messages/@original",
+        lambda r: "done" in (r.content or ""),
+        since=mark,
+    )
     assert f"https://discord.com/channels/{GUILD_ID}/{thread_id}/{status_message['id']}" in ack.content
     assert await harness.quota_used(BOB) == 4
     assert await harness.quota_used(ALICE) == 4
@@ -96,7 +101,7 @@ async def test_cancel_button_cancels_refunds_and_updates_the_status_message(harn
 
     click = await harness.click(status, "imagine:x:1")
     answer = await fake.wait_for("PATCH", rf"/webhooks/\d+/{click['token']}/messages/@original", since=mark)
-    assert answer.content == '''Cancelled #1 imagine "a slow cat"; the quota was refunded.'''
+    assert answer.content == """Cancelled #1 imagine "a slow cat"; the quota was refunded."""
     updated = await fake.wait_for("PATCH", original, lambda r: "cancelled" in (r.content or ""), since=mark)
     assert updated.body["components"] == []
     assert await harness.quota_used(ALICE) == 0

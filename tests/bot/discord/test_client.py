@@ -47,8 +47,23 @@ async def test_commands_are_registered_globally_with_admin_hidden_by_default(har
     """Start-up syncs every command; /imagine-admin defaults to Manage Server, all are guild-only."""
     put = harness.fake.find("PUT", rf"/applications/{APPLICATION_ID}/commands")[-1]
     commands = {c["name"]: c for c in put.json}
-    assert set(commands) == {"imagine", "vary", "blend", "edit", "zoomout", "pan", "upscale", "reroll", "cancel",
-                             "history", "thread", "quota", "gallery", "help", "imagine-admin"}
+    assert set(commands) == {
+        "imagine",
+        "vary",
+        "blend",
+        "edit",
+        "zoomout",
+        "pan",
+        "upscale",
+        "reroll",
+        "cancel",
+        "history",
+        "thread",
+        "quota",
+        "gallery",
+        "help",
+        "imagine-admin",
+    }
     assert int(commands["imagine-admin"]["default_member_permissions"]) == 1 << 5
     assert all(c["contexts"] == [0] for c in commands.values())
     imagine = {o["name"]: o for o in commands["imagine"]["options"]}
@@ -56,8 +71,7 @@ async def test_commands_are_registered_globally_with_admin_hidden_by_default(har
     assert imagine["prompt"]["required"] and not imagine["n"]["required"]
     assert [c["value"] for c in imagine["aspect"]["choices"]][:2] == ["1:1", "4:3"]
     admin = {o["name"] for o in commands["imagine-admin"]["options"]}
-    assert admin == {"quota", "ban", "unban", "block-term", "unblock-term", "audit", "stats", "retention",
-                     "mod-role"}
+    assert admin == {"quota", "ban", "unban", "block-term", "unblock-term", "audit", "stats", "retention", "mod-role"}
 
 
 async def test_guild_sync_and_a_model_option_where_several_models_exist(fake, gpu, settings):
@@ -132,7 +146,9 @@ async def test_imagine_bot_discord_runs_from_the_environment(fake, monkeypatch, 
         assert fake.find("PUT", rf"/applications/{APPLICATION_ID}/commands")
         assert fake.find("GET", "/users/@me")[0].headers["Authorization"] == "Bot env-token"
         for path in ("/healthz", "/readyz"):
-            with await asyncio.to_thread(urllib.request.urlopen, f"http://127.0.0.1:{ops_port}{path}", None, 10) as answer:
+            with await asyncio.to_thread(
+                urllib.request.urlopen, f"http://127.0.0.1:{ops_port}{path}", None, 10
+            ) as answer:
                 assert answer.status == 200, path
         await fake.close_gateway(code=4004)
         await asyncio.to_thread(thread.join, 60)

@@ -42,8 +42,9 @@ async def test_expired_token_falls_back_to_a_channel_message(harness):
     assert str(result.body["message_reference"]["message_id"]) == status["id"]
     posted = fake.channel_messages(CHANNEL_ID)[-1]
     pointer = await fake.wait_for("PATCH", rf"/channels/{CHANNEL_ID}/messages/{status['id']}", since=mark)
-    assert pointer.content == (f'#1 imagine "a red star": finished — '
-                               f"https://discord.com/channels/{GUILD_ID}/{CHANNEL_ID}/{posted['id']}")
+    assert pointer.content == (
+        f'#1 imagine "a red star": finished — https://discord.com/channels/{GUILD_ID}/{CHANNEL_ID}/{posted["id"]}'
+    )
     assert pointer.body["components"] == []
     assert len(fake.find("POST", rf"/channels/{CHANNEL_ID}/messages", lambda r: bool(r.files))) == 1
 
@@ -56,8 +57,9 @@ async def test_an_interaction_older_than_15_minutes_is_answered_with_the_bot_tok
     status = fake.original(payload["token"])
     mark = fake.mark()
     harness.gpu.step(0.5)
-    await fake.wait_for("PATCH", rf"/channels/{CHANNEL_ID}/messages/{status['id']}",
-                        lambda r: "50%" in (r.content or ""), since=mark)
+    await fake.wait_for(
+        "PATCH", rf"/channels/{CHANNEL_ID}/messages/{status['id']}", lambda r: "50%" in (r.content or ""), since=mark
+    )
     harness.gpu.step(1.0)
     await fake.wait_for("POST", rf"/channels/{CHANNEL_ID}/messages", lambda r: bool(r.files), since=mark)
     assert fake.find("PATCH", r"/webhooks/.*", since=mark) == []
@@ -86,8 +88,9 @@ async def test_restart_delivers_what_finished_while_down_and_old_buttons_still_w
     runtime = build_bot_runtime(settings, queue=worker)
     client = await start_client(fake, runtime, discord_settings())
     try:
-        await fake.wait_for("PATCH", rf"/webhooks/\d+/{payload['token']}/messages/@original",
-                            lambda r: bool(r.files), since=mark)
+        await fake.wait_for(
+            "PATCH", rf"/webhooks/\d+/{payload['token']}/messages/@original", lambda r: bool(r.files), since=mark
+        )
         grid = fake.original(payload["token"])
         gpu.steps = None
         mark = fake.mark()
@@ -126,11 +129,12 @@ async def test_rate_limit_without_via_loses_nothing_and_posts_once(harness):
     assert result.custom_ids()[0] == "imagine:u:2:1"
     assert len(fake.channel_messages(int(thread))) == 1
 
-    fake.rate_limit_next("PATCH", rf"/webhooks/\d+/[^/]+/messages/@original", via=False)
+    fake.rate_limit_next("PATCH", r"/webhooks/\d+/[^/]+/messages/@original", via=False)
     mark = fake.mark()
     payload = await harness.slash("imagine", [option("prompt", "a blue ring")])
-    await fake.wait_for("PATCH", rf"/webhooks/\d+/{payload['token']}/messages/@original",
-                        lambda r: bool(r.files), since=mark)
+    await fake.wait_for(
+        "PATCH", rf"/webhooks/\d+/{payload['token']}/messages/@original", lambda r: bool(r.files), since=mark
+    )
     assert fake.original(payload["token"])["attachments"]
 
 

@@ -34,8 +34,9 @@ def discord_bot_for_fuzzing(tmp_path_factory, sqlite_template):
         async def start():
             fake = await FakeDiscord([GUILD]).start()
             fake.install(patch)
-            bot = running_bot(fake, FakeGpu(), make_settings(tmp_path_factory.mktemp("fuzz"), sqlite_template),
-                              discord_settings())
+            bot = running_bot(
+                fake, FakeGpu(), make_settings(tmp_path_factory.mktemp("fuzz"), sqlite_template), discord_settings()
+            )
             return fake, bot, await bot.__aenter__()
 
         fake, bot, harness = asyncio.run_coroutine_threadsafe(start(), loop).result(60)
@@ -56,22 +57,39 @@ async def jobs(harness) -> int:
 
 async def first_answer(harness, payload) -> dict:
     """The bot's first response to an interaction (its callback)."""
-    return (await harness.fake.wait_for(
-        "POST", rf"/interactions/{payload['id']}/{payload['token']}/callback")).body
+    return (await harness.fake.wait_for("POST", rf"/interactions/{payload['id']}/{payload['token']}/callback")).body
 
 
-@pytest.mark.parametrize(("name", "options", "message"), [
-    ("imagine", [option("prompt", "a star"), option("n", 2.5, kind=4)], "--n must be a whole number, got 2.5."),
-    ("imagine", [option("prompt", "a star"), option("n", True, kind=4)], "--n must be a whole number, got True."),
-    ("imagine", [option("prompt", "a star"), option("seed", 1.5, kind=4)], "--seed must be a whole number, got 1.5."),
-    ("imagine", [option("prompt", 123, kind=3)], "--prompt must be text, got 123."),
-    ("imagine", [option("prompt", "a star"), option("steps", "5", kind=4)], "--steps must be a whole number, got '5'."),
-    ("imagine", [option("prompt", "a star"), option("guidance", float("nan"), kind=10)],
-     "--guidance must be a number, got nan."),
-    ("history", [option("page", 10**20)], "--page must be between 1 and 100000, got 100000000000000000000."),
-    ("thread", [option("job", 10**12)], "--job must be between 1 and 2147483647, got 1000000000000."),
-    ("vary", [option("image", "1:1"), option("strength", "a lot", kind=10)], "--strength must be a number, got 'a lot'."),
-])
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("imagine", [option("prompt", "a star"), option("n", 2.5, kind=4)], "--n must be a whole number, got 2.5."),
+        ("imagine", [option("prompt", "a star"), option("n", True, kind=4)], "--n must be a whole number, got True."),
+        (
+            "imagine",
+            [option("prompt", "a star"), option("seed", 1.5, kind=4)],
+            "--seed must be a whole number, got 1.5.",
+        ),
+        ("imagine", [option("prompt", 123, kind=3)], "--prompt must be text, got 123."),
+        (
+            "imagine",
+            [option("prompt", "a star"), option("steps", "5", kind=4)],
+            "--steps must be a whole number, got '5'.",
+        ),
+        (
+            "imagine",
+            [option("prompt", "a star"), option("guidance", float("nan"), kind=10)],
+            "--guidance must be a number, got nan.",
+        ),
+        ("history", [option("page", 10**20)], "--page must be between 1 and 100000, got 100000000000000000000."),
+        ("thread", [option("job", 10**12)], "--job must be between 1 and 2147483647, got 1000000000000."),
+        (
+            "vary",
+            [option("image", "1:1"), option("strength", "a lot", kind=10)],
+            "--strength must be a number, got 'a lot'.",
+        ),
+    ],
+)
 async def test_raw_option_values_the_declaration_does_not_allow_are_refused(harness, name, options, message):
     """A value of the wrong type or past the declared range — which Discord does not stop — is
     refused at once, privately, with what was wrong; nothing is queued or charged."""
@@ -84,8 +102,9 @@ async def test_raw_option_values_the_declaration_does_not_allow_are_refused(harn
 
 async def test_admin_options_are_checked_too(harness):
     """Subcommands' raw values are checked like top-level ones (a 2.5-image grant)."""
-    payload = await harness.slash("imagine-admin", [subcommand("quota", [
-        subcommand("grant", [option("images", 2.5, kind=4)])], group=True)])
+    payload = await harness.slash(
+        "imagine-admin", [subcommand("quota", [subcommand("grant", [option("images", 2.5, kind=4)])], group=True)]
+    )
     answer = await first_answer(harness, payload)
     assert answer["data"]["content"] == "--images must be a whole number, got 2.5."
 
@@ -116,9 +135,13 @@ async def test_the_admin_group_is_guild_only_in_every_field(harness):
 
 
 _OPTION_VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30),
-    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 
 
@@ -140,8 +163,11 @@ def test_no_option_value_gets_the_apology_or_silence(discord_bot_for_fuzzing, pr
         assert text and APOLOGY not in text
 
     kinds = {bool: 5, int: 4, float: 10, str: 3}
-    imagine = [{"name": "prompt", "type": 3, "value": prompt}, {"name": "n", "type": 4, "value": n},
-               {"name": "seed", "type": kinds.get(type(seed), 4), "value": seed}]
+    imagine = [
+        {"name": "prompt", "type": 3, "value": prompt},
+        {"name": "n", "type": 4, "value": n},
+        {"name": "seed", "type": kinds.get(type(seed), 4), "value": seed},
+    ]
     history = [{"name": "page", "type": 4, "value": page}]
     for name, options in (("imagine", imagine), ("history", history)):
         asyncio.run_coroutine_threadsafe(run(name, options), loop).result(60)

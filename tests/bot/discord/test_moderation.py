@@ -10,8 +10,17 @@ EPHEMERAL = 64
 
 
 def role_payload(role_id: int, name: str) -> dict:
-    return {"id": str(role_id), "name": name, "permissions": "0", "position": 1, "color": 0,
-            "hoist": False, "managed": False, "mentionable": True, "flags": 0}
+    return {
+        "id": str(role_id),
+        "name": name,
+        "permissions": "0",
+        "position": 1,
+        "color": 0,
+        "hoist": False,
+        "managed": False,
+        "mentionable": True,
+        "flags": 0,
+    }
 
 
 def mentionable(name: str, role_id: int, role_name: str) -> tuple[dict, dict]:
@@ -36,11 +45,19 @@ async def admin(harness, options, *, user, resolved=None) -> str:
 async def test_a_member_without_rights_is_refused_and_nothing_is_audited(harness):
     """Without Manage Server or a moderator role, every admin command is refused (privately)."""
     role, resolved = mentionable("target", ARTISTS_ROLE, "artists")
-    refused = await admin(harness, [subcommand("quota", [subcommand("set", [role, option("images", 5)])], group=True)],
-                          user=BOB, resolved=resolved)
+    refused = await admin(
+        harness,
+        [subcommand("quota", [subcommand("set", [role, option("images", 5)])], group=True)],
+        user=BOB,
+        resolved=resolved,
+    )
     assert refused == "Only moderators can set quotas (server admins, or members of a moderator role)."
-    refused = await admin(harness, [subcommand("ban", [option("user", str(ALICE.id), kind=6)])], user=BOB,
-                          resolved={"users": {str(ALICE.id): ALICE.payload()}})
+    refused = await admin(
+        harness,
+        [subcommand("ban", [option("user", str(ALICE.id), kind=6)])],
+        user=BOB,
+        resolved={"users": {str(ALICE.id): ALICE.payload()}},
+    )
     assert refused.startswith("Only moderators can ban users")
     assert await admin(harness, [subcommand("audit")], user=ADMIN) == "No moderator actions yet."
 
@@ -48,8 +65,12 @@ async def test_a_member_without_rights_is_refused_and_nothing_is_audited(harness
 async def test_manage_server_sets_a_role_quota_that_its_members_get(harness):
     """Manage Server sets 6/day for a role; a member of it sees 6 in /quota; the audit log has it."""
     role, resolved = mentionable("target", ARTISTS_ROLE, "artists")
-    done = await admin(harness, [subcommand("quota", [subcommand("set", [role, option("images", 6)])], group=True)],
-                       user=ADMIN, resolved=resolved)
+    done = await admin(
+        harness,
+        [subcommand("quota", [subcommand("set", [role, option("images", 6)])], group=True)],
+        user=ADMIN,
+        resolved=resolved,
+    )
     assert done == f"Daily quota for role {ARTISTS_ROLE} set to 6 images/day."
 
     fake = harness.fake
@@ -66,8 +87,12 @@ async def test_manage_server_sets_a_role_quota_that_its_members_get(harness):
 async def test_everyone_quota_applies_to_every_member(harness):
     """@everyone (the guild's id as a role) is a target like any role."""
     role, resolved = mentionable("target", GUILD_ID, "@everyone")
-    await admin(harness, [subcommand("quota", [subcommand("set", [role, option("images", 2)])], group=True)],
-                user=ADMIN, resolved=resolved)
+    await admin(
+        harness,
+        [subcommand("quota", [subcommand("set", [role, option("images", 2)])], group=True)],
+        user=ADMIN,
+        resolved=resolved,
+    )
     fake = harness.fake
     mark = fake.mark()
     payload = await harness.slash("imagine", [option("prompt", "a red star")], user=ALICE)
@@ -81,12 +106,16 @@ async def test_everyone_quota_applies_to_every_member(harness):
 async def test_a_moderator_role_chosen_by_an_admin_gets_the_rights(harness):
     """An admin makes `mods` moderators; a member of it can then ban; the banned member is refused."""
     role, resolved = mentionable("role", MOD_ROLE, "mods")
-    done = await admin(harness, [subcommand("mod-role", [option("action", "add"), {**role, "type": 8}])],
-                       user=ADMIN, resolved=resolved)
+    done = await admin(
+        harness, [subcommand("mod-role", [option("action", "add"), {**role, "type": 8}])], user=ADMIN, resolved=resolved
+    )
     assert done == f"Members of role {MOD_ROLE} are now imagine-bot moderators."
-    banned = await admin(harness, [subcommand("ban", [option("user", str(BOB.id), kind=6),
-                                                      option("reason", "spam @everyone")])],
-                         user=MOD, resolved={"users": {str(BOB.id): BOB.payload()}})
+    banned = await admin(
+        harness,
+        [subcommand("ban", [option("user", str(BOB.id), kind=6), option("reason", "spam @everyone")])],
+        user=MOD,
+        resolved={"users": {str(BOB.id): BOB.payload()}},
+    )
     assert banned == f"User {BOB.id} is banned: spam @\u200beveryone"
 
     fake = harness.fake
@@ -98,19 +127,27 @@ async def test_a_moderator_role_chosen_by_an_admin_gets_the_rights(harness):
 
 async def test_blocked_terms_stats_and_bad_options(harness):
     """block-term refuses prompts with it; stats counts jobs; a bad option is refused before deferring."""
-    assert await admin(harness, [subcommand("block-term", [option("term", "Gore")])], user=ADMIN) == \
-        "Prompts containing 'gore' are now refused."
+    assert (
+        await admin(harness, [subcommand("block-term", [option("term", "Gore")])], user=ADMIN)
+        == "Prompts containing 'gore' are now refused."
+    )
     fake = harness.fake
     mark = fake.mark()
     payload = await harness.slash("imagine", [option("prompt", "some gore here")], user=ALICE)
     followup = await fake.wait_for("POST", rf"/webhooks/\d+/{payload['token']}", since=mark)
-    assert followup.body["content"] == "Your prompt contains a term this team has blocked ('gore'). Nothing was charged."
+    assert (
+        followup.body["content"] == "Your prompt contains a term this team has blocked ('gore'). Nothing was charged."
+    )
 
     await harness.imagine("a red star", user=BOB)
     stats = await admin(harness, [subcommand("stats", [option("days", 7)])], user=ADMIN)
     assert stats.startswith("Last 7 days: 1 jobs, 4 images charged (1 done).")
     # Past the option's declared range: refused by the command tree, like every option value.
-    assert await admin(harness, [subcommand("stats", [option("days", 400)])], user=ADMIN) == \
-        "--days must be between 1 and 90, got 400."
-    assert await admin(harness, [subcommand("quota", [subcommand("set")], group=True)], user=ADMIN) == \
-        "Give either a number of images or unlimited: True."
+    assert (
+        await admin(harness, [subcommand("stats", [option("days", 400)])], user=ADMIN)
+        == "--days must be between 1 and 90, got 400."
+    )
+    assert (
+        await admin(harness, [subcommand("quota", [subcommand("set")], group=True)], user=ADMIN)
+        == "Give either a number of images or unlimited: True."
+    )

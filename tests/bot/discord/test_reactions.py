@@ -67,7 +67,8 @@ async def test_cross_by_someone_else_is_refused_but_a_moderator_may_and_is_audit
     await harness.react(grid, "❌", user=ADMIN)
     await fake.wait_for("DELETE", rf"/channels/{CHANNEL_ID}/messages/{grid['id']}", since=mark)
     entries = await harness.runtime.service.audit_log(
-        Actor(Platform.DISCORD, str(GUILD_ID), str(ADMIN.id), is_platform_admin=True))
+        Actor(Platform.DISCORD, str(GUILD_ID), str(ADMIN.id), is_platform_admin=True)
+    )
     assert [(e.action, e.target) for e in entries] == [("messages.remove", "job #1")]
 
 
@@ -111,8 +112,10 @@ async def test_other_emoji_and_other_messages_are_ignored(harness):
     await harness.send(fake.reaction(12345, "🔁", user=BOB, guild=GUILD))
     await harness.react(grid, "✉️", user=BOB)  # a reaction that does act, to know the others were seen
     await fake.wait_for("POST", r"/channels/\d+/messages", since=mark)
-    assert [r.path for r in fake.requests[mark:]] == ["/users/@me/channels",
-                                                      f"/channels/{fake.dm_channels[BOB.id]}/messages"]
+    assert [r.path for r in fake.requests[mark:]] == [
+        "/users/@me/channels",
+        f"/channels/{fake.dm_channels[BOB.id]}/messages",
+    ]
 
 
 async def test_with_dm_reactions_a_repeat_on_the_dm_copy_varies_it_in_the_servers_thread(fake, gpu, settings):

@@ -22,8 +22,10 @@ from tests.conftest import require
 
 SHARDS = 4
 #: One guild on each shard: (k << 22) with k ≡ shard (mod 4).
-GUILDS = [FakeGuild((1_000_000_000 + k) << 22, f"guild-{k}", owner_id=1, channel_id=((1_000_000_000 + k) << 22) + 1)
-          for k in range(SHARDS)]
+GUILDS = [
+    FakeGuild((1_000_000_000 + k) << 22, f"guild-{k}", owner_id=1, channel_id=((1_000_000_000 + k) << 22) + 1)
+    for k in range(SHARDS)
+]
 USERS = [FakeUser(800000000000000100 + k, f"user{k}") for k in range(SHARDS)]
 
 
@@ -64,8 +66,9 @@ class Processes:
 
     def start(self, name: str, args: list[str], **extra: str) -> subprocess.Popen:
         log = (self.tmp_path / f"{name}.log").open("a")
-        process = subprocess.Popen([sys.executable, "-m", "bot", *args], env={**self.env, **extra},
-                                   stdout=subprocess.DEVNULL, stderr=log)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot", *args], env={**self.env, **extra}, stdout=subprocess.DEVNULL, stderr=log
+        )
         self.started.append(process)
         return process
 
@@ -105,12 +108,20 @@ async def test_two_processes_two_shards_each_handle_every_guild_once(tmp_path, s
     data.mkdir()
     db_file = data / "imagine.db"
     shutil.copyfile(sqlite_template, db_file)
-    env = {**os.environ, "IMAGINE_DATA_DIR": str(data), "IMAGINE_DB_URL": f"sqlite:///{db_file}",
-           "IMAGINE_DB_AUTO_MIGRATE": "false", "IMAGINE_BROKER_URL": private_redis,
-           "IMAGINE_RENDER_BACKEND": "noop", "IMAGINE_OPS_PORT": "0", "IMAGINE_DISCORD_TOKEN": "fake-token",
-           "IMAGINE_DISCORD_API_URL": f"http://127.0.0.1:{fake.port}/api/v10",
-           "IMAGINE_DISCORD_GATEWAY_URL": f"ws://127.0.0.1:{fake.port}/",
-           "IMAGINE_DISCORD_SHARD_COUNT": str(SHARDS), "IMAGINE_DISCORD_SWEEP_INTERVAL_S": "0.5"}
+    env = {
+        **os.environ,
+        "IMAGINE_DATA_DIR": str(data),
+        "IMAGINE_DB_URL": f"sqlite:///{db_file}",
+        "IMAGINE_DB_AUTO_MIGRATE": "false",
+        "IMAGINE_BROKER_URL": private_redis,
+        "IMAGINE_RENDER_BACKEND": "noop",
+        "IMAGINE_OPS_PORT": "0",
+        "IMAGINE_DISCORD_TOKEN": "fake-token",
+        "IMAGINE_DISCORD_API_URL": f"http://127.0.0.1:{fake.port}/api/v10",
+        "IMAGINE_DISCORD_GATEWAY_URL": f"ws://127.0.0.1:{fake.port}/",
+        "IMAGINE_DISCORD_SHARD_COUNT": str(SHARDS),
+        "IMAGINE_DISCORD_SWEEP_INTERVAL_S": "0.5",
+    }
     processes = Processes(tmp_path, env)
     try:
         processes.start("worker", ["worker", "--pool", "solo"])
@@ -120,8 +131,9 @@ async def test_two_processes_two_shards_each_handle_every_guild_once(tmp_path, s
         assert sorted((s, n) for s, n, _ in fake.identified_shards) == [(k, SHARDS) for k in range(SHARDS)]
 
         async def imagine(round_: str, k: int) -> dict:
-            payload = fake.slash_command("imagine", [option("prompt", f"{round_} {k}"), option("n", 2)],
-                                         user=USERS[k], guild=GUILDS[k])
+            payload = fake.slash_command(
+                "imagine", [option("prompt", f"{round_} {k}"), option("n", 2)], user=USERS[k], guild=GUILDS[k]
+            )
             await fake.dispatch("INTERACTION_CREATE", payload)
             return payload
 
@@ -140,10 +152,16 @@ async def test_two_processes_two_shards_each_handle_every_guild_once(tmp_path, s
         # Reactions (2️⃣ on each grid) reach the shard of their guild: one variation each.
         for k, payload in enumerate(first_round):
             grid = fake.original(payload["token"])
-            await fake.dispatch("MESSAGE_REACTION_ADD",
-                                fake.reaction(int(grid["id"]), "2\ufe0f\u20e3", user=USERS[k], guild=GUILDS[k]))
-        await until(lambda: len([p for p in jobs_by_prompt(db_file) if p.startswith("one")]) == SHARDS
-                    and sum(jobs_by_prompt(db_file).values()) == 2 * SHARDS, what="four variations")
+            await fake.dispatch(
+                "MESSAGE_REACTION_ADD", fake.reaction(int(grid["id"]), "2\ufe0f\u20e3", user=USERS[k], guild=GUILDS[k])
+            )
+        await until(
+            lambda: (
+                len([p for p in jobs_by_prompt(db_file) if p.startswith("one")]) == SHARDS
+                and sum(jobs_by_prompt(db_file).values()) == 2 * SHARDS
+            ),
+            what="four variations",
+        )
 
         # 2. One process killed: its shards' guilds wait, the other's keep working.
         first.kill()
@@ -172,7 +190,14 @@ async def test_two_processes_two_shards_each_handle_every_guild_once(tmp_path, s
 async def test_identify_concurrency_is_respected(tmp_path, sqlite_template, monkeypatch, max_concurrency, apart):
     """Two shards in one bucket (max_concurrency 1) identify 5 s apart; in two buckets, at once."""
     from bot.runtime import build_bot_runtime
-    from tests.bot.discord.conftest import FakeGpu, ThreadWorker, discord_settings, make_settings, start_client, stop_client
+    from tests.bot.discord.conftest import (
+        FakeGpu,
+        ThreadWorker,
+        discord_settings,
+        make_settings,
+        start_client,
+        stop_client,
+    )
 
     fake = await FakeDiscord(GUILDS, shard_count=2, max_concurrency=max_concurrency).start()
     fake.install(monkeypatch)

@@ -47,8 +47,15 @@ async def test_imagine_defers_before_any_database_work_then_shows_queue_progress
 
     assert final.files[0][0] == "imagine-1.png"
     assert final.custom_ids() == [
-        "imagine:u:1:1", "imagine:u:1:2", "imagine:u:1:3", "imagine:u:1:4",
-        "imagine:v:1:1", "imagine:v:1:2", "imagine:v:1:3", "imagine:v:1:4", "imagine:r:1",
+        "imagine:u:1:1",
+        "imagine:u:1:2",
+        "imagine:u:1:3",
+        "imagine:u:1:4",
+        "imagine:v:1:1",
+        "imagine:v:1:2",
+        "imagine:v:1:3",
+        "imagine:v:1:4",
+        "imagine:r:1",
     ]
     assert final.content.startswith('#1 imagine "a red star"\nseed 7 · model builtin · by alice')
     assert final.body["allowed_mentions"] == NO_PINGS
@@ -80,7 +87,7 @@ async def test_mention_injection_never_pings_anyone(harness):
     token, grid = await harness.imagine(prompt)
     await harness.react(grid, "🔁")  # a notice naming the reactor
     await fake.wait_for("POST", rf"/channels/{CHANNEL_ID}/messages", since=0)
-    escaped = (f"@\u200beveryone @\u200bhere <@\u200b&{GUILD_ID}> <@\u200b{ALICE.id}> \\*\\*loud\\*\\*")
+    escaped = f"@\u200beveryone @\u200bhere <@\u200b&{GUILD_ID}> <@\u200b{ALICE.id}> \\*\\*loud\\*\\*"
     assert escaped in grid["content"]
     assert "@everyone" not in grid["content"] and f"<@&{GUILD_ID}>" not in grid["content"]
     with_text = [r for r in fake.requests if r.content is not None]
@@ -96,8 +103,7 @@ async def test_an_error_after_deferring_replaces_the_public_thinking_message_wit
     fake = harness.fake
     await harness.imagine("a red star", n=4)
     mark = fake.mark()
-    payload = await harness.slash("imagine", [option("prompt", "more"), option("n", 4)],
-                                  user=ALICE)
+    payload = await harness.slash("imagine", [option("prompt", "more"), option("n", 4)], user=ALICE)
     for _ in range(9):  # 40 a day: 4 used, 9 × 4 more fit, the 10th does not
         await fake.wait_for("PATCH", rf"/webhooks/\d+/{payload['token']}/messages/@original", since=mark)
         mark = fake.mark()
@@ -149,10 +155,14 @@ async def test_vary_an_uploaded_file_and_blend_by_reference_and_by_message_link(
     fake = harness.fake
     upload = fake.upload("cat.png", noisy_png(64))
     mark = fake.mark()
-    payload = await harness.slash("vary", [option("upload", upload["id"], kind=11), option("n", 2)],
-                                  resolved={"attachments": {upload["id"]: upload}})
-    await fake.wait_for("PATCH", rf"/webhooks/\d+/{payload['token']}/messages/@original",
-                        lambda r: bool(r.files), since=mark)
+    payload = await harness.slash(
+        "vary",
+        [option("upload", upload["id"], kind=11), option("n", 2)],
+        resolved={"attachments": {upload["id"]: upload}},
+    )
+    await fake.wait_for(
+        "PATCH", rf"/webhooks/\d+/{payload['token']}/messages/@original", lambda r: bool(r.files), since=mark
+    )
     root = fake.original(payload["token"])
     assert root["content"].startswith("#1 variation")
 
@@ -171,13 +181,23 @@ async def test_bad_options_are_refused_before_deferring(harness):
     fake = harness.fake
     cases = [
         ("imagine", [option("prompt", "a star"), option("n", 9)], "--n must be between 1 and 4, got 9."),
-        ("imagine", [option("prompt", "a star"), option("aspect", "5:1")],
-         "--ar must be one of 1:1, 4:3, 3:4, 16:9, 9:16, 3:2, 2:3, got '5:1'."),
-        ("vary", [], "Give either a file to upload or one of imagine-bot's images "
-                     "(12:3, last:2, or a link to its message), not both."),
-        ("blend", [option("first", "1:1"), option("second", "banana")],
-         "'banana' is not an image reference; use 12:3 (job 12, image 3), 12 (a one-image job) "
-         "or last:3 (image 3 of your latest job)."),
+        (
+            "imagine",
+            [option("prompt", "a star"), option("aspect", "5:1")],
+            "--ar must be one of 1:1, 4:3, 3:4, 16:9, 9:16, 3:2, 2:3, got '5:1'.",
+        ),
+        (
+            "vary",
+            [],
+            "Give either a file to upload or one of imagine-bot's images "
+            "(12:3, last:2, or a link to its message), not both.",
+        ),
+        (
+            "blend",
+            [option("first", "1:1"), option("second", "banana")],
+            "'banana' is not an image reference; use 12:3 (job 12, image 3), 12 (a one-image job) "
+            "or last:3 (image 3 of your latest job).",
+        ),
     ]
     for name, options, message in cases:
         mark = fake.mark()
@@ -191,12 +211,15 @@ async def test_image_autocomplete_offers_your_finished_images(harness):
     fake = harness.fake
     await harness.imagine("a red star", n=2)
     mark = fake.mark()
-    payload = fake.autocomplete("vary", [{"name": "image", "type": 3, "value": "red", "focused": True}],
-                                user=ALICE, guild=GUILD)
+    payload = fake.autocomplete(
+        "vary", [{"name": "image", "type": 3, "value": "red", "focused": True}], user=ALICE, guild=GUILD
+    )
     await harness.send(payload)
     answer = await fake.wait_for("POST", rf"/interactions/{payload['id']}/{payload['token']}/callback", since=mark)
-    assert answer.body == {"type": 8, "data": {"choices": [
-        {"name": "#1:1 a red star", "value": "1:1"}, {"name": "#1:2 a red star", "value": "1:2"}]}}
+    assert answer.body == {
+        "type": 8,
+        "data": {"choices": [{"name": "#1:1 a red star", "value": "1:1"}, {"name": "#1:2 a red star", "value": "1:2"}]},
+    }
 
 
 async def test_upscale_reroll_cancel_gallery_and_help_are_slash_commands(harness):
@@ -208,8 +231,9 @@ async def test_upscale_reroll_cancel_gallery_and_help_are_slash_commands(harness
     async def private_answer(name, options=None):
         mark = fake.mark()
         payload = await harness.slash(name, options)
-        return (await fake.wait_for("PATCH", rf"/webhooks/\d+/{payload['token']}/messages/@original",
-                                    since=mark)).content
+        return (
+            await fake.wait_for("PATCH", rf"/webhooks/\d+/{payload['token']}/messages/@original", since=mark)
+        ).content
 
     assert (await private_answer("upscale", [option("image", "1:2")])).startswith("#2 upscale of #1:2: queued")
     assert (await private_answer("reroll", [option("job", 1)])).startswith('#3 reroll "a red star": queued')
@@ -217,7 +241,10 @@ async def test_upscale_reroll_cancel_gallery_and_help_are_slash_commands(harness
     mark = fake.mark()
     held = await harness.slash("imagine", [option("prompt", "a blue ring")])
     await fake.wait_for("PATCH", rf"/webhooks/\d+/{held['token']}/messages/@original", since=mark)
-    assert await private_answer("cancel", [option("job", 4)]) == 'Cancelled #4 imagine "a blue ring"; the quota was refunded.'
+    assert (
+        await private_answer("cancel", [option("job", 4)])
+        == 'Cancelled #4 imagine "a blue ring"; the quota was refunded.'
+    )
     assert "gallery" in (await private_answer("gallery")).lower()
     assert "/imagine <prompt>" in await private_answer("help")
 
@@ -228,7 +255,11 @@ async def test_retention_is_an_admin_command(harness):
     from tests.bot.discord.fake_discord import subcommand
     from tests.bot.discord.test_moderation import admin
 
-    assert await admin(harness, [subcommand("retention", [option("days", 30)])], user=ADMIN) == \
-        "Jobs and images older than 30 days will be deleted."
-    assert await admin(harness, [subcommand("retention", [])], user=ADMIN) == \
-        "Give either a number of days or keep: forever/default."
+    assert (
+        await admin(harness, [subcommand("retention", [option("days", 30)])], user=ADMIN)
+        == "Jobs and images older than 30 days will be deleted."
+    )
+    assert (
+        await admin(harness, [subcommand("retention", [])], user=ADMIN)
+        == "Give either a number of days or keep: forever/default."
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import shutil
 import subprocess
@@ -21,9 +20,9 @@ from bot.gallery.app import make_app
 from bot.gallery.links import GalleryLinks, InvalidLink
 from bot.runner import CommandRunner
 from engine.domain.types import Actor, ImageRef, ImagineRequest, Platform, RenderParams, VariationRequest
+from engine.image_files import ImageStore
 from engine.render.noop import NoopRenderer
 from engine.service import TeamGallery
-from engine.image_files import ImageStore
 from engine.store.db import Database
 from engine.worker.jobs import WorkerRuntime, run_generation
 from tests.engine.worker.test_jobs import RecordingPublisher
@@ -58,14 +57,21 @@ async def thread_of_colours(service, database, database_url, tmp_path):
     store = ImageStore(tmp_path / "images")
     db = Database(database_url)
     runtime = WorkerRuntime(db=db, store=store, publisher=RecordingPublisher(), renderer_factory=NoopRenderer)
-    root = (await service.submit_imagine(ALICE, ImagineRequest("a <b>red</b> square", seed=RED,
-                                                               params=RenderParams(n=1)))).generation
+    root = (
+        await service.submit_imagine(ALICE, ImagineRequest("a <b>red</b> square", seed=RED, params=RenderParams(n=1)))
+    ).generation
     await asyncio.to_thread(run_generation, runtime, root.id)
-    green = (await service.submit_variation(ALICE, VariationRequest(ImageRef(root.id, 1), seed=GREEN,
-                                                                     params=RenderParams(n=1)))).generation
+    green = (
+        await service.submit_variation(
+            ALICE, VariationRequest(ImageRef(root.id, 1), seed=GREEN, params=RenderParams(n=1))
+        )
+    ).generation
     await asyncio.to_thread(run_generation, runtime, green.id)
-    blue = (await service.submit_variation(ALICE, VariationRequest(ImageRef(green.id, 1), seed=BLUE,
-                                                                    params=RenderParams(n=1)))).generation
+    blue = (
+        await service.submit_variation(
+            ALICE, VariationRequest(ImageRef(green.id, 1), seed=BLUE, params=RenderParams(n=1))
+        )
+    ).generation
     await asyncio.to_thread(run_generation, runtime, blue.id)
     other = (await service.submit_imagine(EVE, ImagineRequest("secret", seed=1, params=RenderParams(n=1)))).generation
     await asyncio.to_thread(run_generation, runtime, other.id)
@@ -111,8 +117,12 @@ async def test_pages_need_a_valid_link(service, deliveries, gallery_server, thre
     other_image = (await deliveries.generation(other.id)).images[0].id
     assert (await fetch(f"{base}/images/{other_image}.png"))[0] == 404
     assert (await fetch(f"{base}/threads/{other.id}"))[0] == 404
-    for url in (f"{gallery_server}/g/not-a-token", f"{gallery_server}/g/{LINKS.token(team, now=0)}",
-                f"{gallery_server}/", f"{gallery_server}/g/{GalleryLinks('x' * 20, '').token(team)}"):
+    for url in (
+        f"{gallery_server}/g/not-a-token",
+        f"{gallery_server}/g/{LINKS.token(team, now=0)}",
+        f"{gallery_server}/",
+        f"{gallery_server}/g/{GalleryLinks('x' * 20, '').token(team)}",
+    ):
         assert (await fetch(url))[0] == 403, url
 
 
@@ -143,16 +153,33 @@ async def test_thread_tree_in_a_real_browser(service, gallery_server, thread_of_
     shot = tmp_path / "thread.png"
     if os.environ.get("IMAGINE_KEEP_SCREENSHOT"):
         shot = Path(os.environ["IMAGINE_KEEP_SCREENSHOT"])
-    await asyncio.to_thread(subprocess.run, [
-        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=900,700",
-        f"--screenshot={shot}", url], check=True, capture_output=True, timeout=120)
+    await asyncio.to_thread(
+        subprocess.run,
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=900,700",
+            f"--screenshot={shot}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     with Image.open(shot) as picture:
         pixels = np.asarray(picture.convert("RGB")).astype(int)
 
     def where(colour):
-        mask = (np.abs(pixels - np.array(colour)).sum(axis=2) < 10)
+        mask = np.abs(pixels - np.array(colour)).sum(axis=2) < 10
         ys, xs = np.nonzero(mask)
         assert len(xs) > 30 * 30, f"{colour} not drawn"  # a 64 px thumbnail, mostly visible
         return xs.min(), ys.min()

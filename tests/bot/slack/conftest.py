@@ -33,9 +33,17 @@ async def fake_slack():
 
 
 def slack_settings(fake: FakeSlack, **overrides) -> SlackSettings:
-    values = dict(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, api_url=fake.api_url,
-                  app_token=fake.app_token, host="127.0.0.1", port=0, delivery_sweep_s=0.5,
-                  delivery_lease_s=1.0, directory_cache_s=60.0)
+    values = dict(
+        bot_token=BOT_TOKEN,
+        signing_secret=SIGNING_SECRET,
+        api_url=fake.api_url,
+        app_token=fake.app_token,
+        host="127.0.0.1",
+        port=0,
+        delivery_sweep_s=0.5,
+        delivery_lease_s=1.0,
+        directory_cache_s=60.0,
+    )
     values.update(overrides)
     return SlackSettings(**values)
 
@@ -66,8 +74,14 @@ class Bots:
         self.started: list[tuple[SlackBot, object]] = []
         self.workers: list[EmbeddedWorker] = []
 
-    async def start(self, *, worker: bool = True, database_url: str | None = None,
-                    settings: Settings | None = None, **slack_overrides) -> SlackBot:
+    async def start(
+        self,
+        *,
+        worker: bool = True,
+        database_url: str | None = None,
+        settings: Settings | None = None,
+        **slack_overrides,
+    ) -> SlackBot:
         settings = settings or bot_settings(self.tmp_path, self.sqlite_template, database_url)
         runtime = build_bot_runtime(settings)
         if worker:
@@ -105,18 +119,28 @@ def events_url(bot: SlackBot | str) -> str:
     return bot if isinstance(bot, str) else f"http://127.0.0.1:{bot.port}{bot.settings.path}"
 
 
-async def post_form(http: aiohttp.ClientSession, bot: SlackBot | str, fields: dict[str, str], *,
-                    headers: dict[str, str] | None = None, signature: dict[str, str] | None = None):
+async def post_form(
+    http: aiohttp.ClientSession,
+    bot: SlackBot | str,
+    fields: dict[str, str],
+    *,
+    headers: dict[str, str] | None = None,
+    signature: dict[str, str] | None = None,
+):
     """POST a form body to the bot the way Slack does (signed); returns (status, body text)."""
     body = form_body(fields)
-    all_headers = {"Content-Type": "application/x-www-form-urlencoded",
-                   **(signature if signature is not None else sign(body)), **(headers or {})}
+    all_headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        **(signature if signature is not None else sign(body)),
+        **(headers or {}),
+    }
     async with http.post(events_url(bot), data=body, headers=all_headers) as response:
         return response.status, await response.text()
 
 
-async def post_json(http: aiohttp.ClientSession, bot: SlackBot | str, payload: dict, *,
-                    headers: dict[str, str] | None = None):
+async def post_json(
+    http: aiohttp.ClientSession, bot: SlackBot | str, payload: dict, *, headers: dict[str, str] | None = None
+):
     """POST an Events API body to the bot, signed; returns (status, body text)."""
     body = json.dumps(payload)
     all_headers = {"Content-Type": "application/json", **sign(body), **(headers or {})}

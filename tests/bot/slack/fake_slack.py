@@ -158,8 +158,15 @@ class FakeSlack:
     def add_usergroup(self, group_id: str, members: list[str]) -> None:
         self.usergroups[group_id] = list(members)
 
-    def add_file_message(self, channel: str, user: str, data: bytes, name: str = "photo.png",
-                         mimetype: str = "image/png", thread_ts: str | None = None) -> FakeMessage:
+    def add_file_message(
+        self,
+        channel: str,
+        user: str,
+        data: bytes,
+        name: str = "photo.png",
+        mimetype: str = "image/png",
+        thread_ts: str | None = None,
+    ) -> FakeMessage:
         """A message a person posted with one file attached (what a channel upload looks like),
         in a thread when `thread_ts` is given."""
         file = FakeFile(self._new_file_id(), name, data, mimetype, name, user)
@@ -170,8 +177,15 @@ class FakeSlack:
         """A plain message a person posted (in a thread when `thread_ts` is given)."""
         return self._store_message(channel, user, text, [], thread_ts, [])
 
-    def fail(self, method: str, *, status: int = 500, times: int = 1, retry_after: int | None = None,
-             error: str = "internal_error") -> None:
+    def fail(
+        self,
+        method: str,
+        *,
+        status: int = 500,
+        times: int = 1,
+        retry_after: int | None = None,
+        error: str = "internal_error",
+    ) -> None:
         """Answer the next `times` calls of `method` with `status` (429s carry Retry-After)."""
         self.failures.setdefault(method, []).append(Failure(status, times, retry_after, error))
 
@@ -180,8 +194,9 @@ class FakeSlack:
     def received(self, method: str, where: Callable[[Call], bool] | None = None) -> list[Call]:
         return [c for c in self.calls if c.method == method and (where is None or where(c))]
 
-    async def wait_for(self, method: str, where: Callable[[Call], bool] | None = None, *,
-                       count: int = 1, timeout: float = 20.0) -> Call:
+    async def wait_for(
+        self, method: str, where: Callable[[Call], bool] | None = None, *, count: int = 1, timeout: float = 20.0
+    ) -> Call:
         """Wait until `count` matching requests arrived; return the last of them."""
 
         def enough() -> bool:
@@ -193,8 +208,7 @@ class FakeSlack:
             except TimeoutError:
                 seen = sorted({c.method for c in self.calls})
                 raise AssertionError(
-                    f"the fake Slack did not receive {count} x {method} within {timeout} s; "
-                    f"it received: {seen}"
+                    f"the fake Slack did not receive {count} x {method} within {timeout} s; it received: {seen}"
                 ) from None
         return self.received(method, where)[count - 1]
 
@@ -219,22 +233,34 @@ class FakeSlack:
     async def send_envelope(self, kind: str, payload: dict[str, Any], *, retry_attempt: int = 0) -> str:
         """Push one Socket Mode envelope (events_api, slash_commands, interactive) to the app."""
         envelope_id = uuid.uuid4().hex
-        await self._sockets[-1].send_str(json.dumps({
-            "envelope_id": envelope_id, "type": kind, "payload": payload,
-            "accepts_response_payload": kind != "events_api",
-            "retry_attempt": retry_attempt, "retry_reason": "timeout" if retry_attempt else "",
-        }))
+        await self._sockets[-1].send_str(
+            json.dumps(
+                {
+                    "envelope_id": envelope_id,
+                    "type": kind,
+                    "payload": payload,
+                    "accepts_response_payload": kind != "events_api",
+                    "retry_attempt": retry_attempt,
+                    "retry_reason": "timeout" if retry_attempt else "",
+                }
+            )
+        )
         return envelope_id
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse(autoping=True)
         await socket.prepare(request)
         self._sockets.append(socket)
-        await socket.send_str(json.dumps({
-            "type": "hello", "num_connections": 1,
-            "debug_info": {"host": "fake", "approximate_connection_time": 3600},
-            "connection_info": {"app_id": "AFAKE"},
-        }))
+        await socket.send_str(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "num_connections": 1,
+                    "debug_info": {"host": "fake", "approximate_connection_time": 3600},
+                    "connection_info": {"app_id": "AFAKE"},
+                }
+            )
+        )
         await self._notify()
         try:
             async for message in socket:
@@ -313,14 +339,30 @@ class FakeSlack:
     async def _state(self, request: web.Request) -> web.Response:
         """Not Slack: what the fake holds now, for a benchmark in another process to audit —
         messages (with metadata), files and their shares, and the response_url answers."""
-        return web.json_response({
-            "messages": [{"channel": m.channel, "ts": m.ts, "text": m.text, "thread_ts": m.thread_ts,
-                          "metadata": m.metadata, "files": m.files} for m in self.messages.values()],
-            "files": [{"id": f.id, "name": f.name, "shares": f.shares, "complete": bool(f.data)}
-                      for f in self.files.values()],
-            "responses": [{"hook": c.params.get("hook"), "text": c.params.get("text")}
-                          for c in self.calls if c.method == "response_url"],
-        })
+        return web.json_response(
+            {
+                "messages": [
+                    {
+                        "channel": m.channel,
+                        "ts": m.ts,
+                        "text": m.text,
+                        "thread_ts": m.thread_ts,
+                        "metadata": m.metadata,
+                        "files": m.files,
+                    }
+                    for m in self.messages.values()
+                ],
+                "files": [
+                    {"id": f.id, "name": f.name, "shares": f.shares, "complete": bool(f.data)}
+                    for f in self.files.values()
+                ],
+                "responses": [
+                    {"hook": c.params.get("hook"), "text": c.params.get("text")}
+                    for c in self.calls
+                    if c.method == "response_url"
+                ],
+            }
+        )
 
     async def _response_url(self, request: web.Request) -> web.Response:
         call = await self._record("response_url", request)
@@ -355,37 +397,57 @@ class FakeSlack:
     def _new_file_id(self) -> str:
         return f"F{next(self._file_ids):07d}"
 
-    def _store_message(self, channel: str, user: str, text: str, blocks: list, thread_ts: str | None,
-                       files: list[str]) -> FakeMessage:
+    def _store_message(
+        self, channel: str, user: str, text: str, blocks: list, thread_ts: str | None, files: list[str]
+    ) -> FakeMessage:
         message = FakeMessage(channel, self._new_ts(), user, text, blocks, thread_ts, files)
         self.messages[(channel, message.ts)] = message
         return message
 
     def _message_json(self, message: FakeMessage, *, metadata: bool = False) -> dict[str, Any]:
-        data: dict[str, Any] = {"type": "message", "ts": message.ts, "user": message.user,
-                                "text": message.text, "blocks": message.blocks}
+        data: dict[str, Any] = {
+            "type": "message",
+            "ts": message.ts,
+            "user": message.user,
+            "text": message.text,
+            "blocks": message.blocks,
+        }
         if metadata and message.metadata:
             data["metadata"] = message.metadata  # only with include_all_metadata, as Slack does
         if message.thread_ts:
             data["thread_ts"] = message.thread_ts
-        replies = [m.ts for (c, _), m in self.messages.items()
-                   if c == message.channel and m.thread_ts == message.ts and m.ts != message.ts]
+        replies = [
+            m.ts
+            for (c, _), m in self.messages.items()
+            if c == message.channel and m.thread_ts == message.ts and m.ts != message.ts
+        ]
         if replies:  # a thread's parent says how many replies and the latest one's ts
-            data.update(thread_ts=message.ts, reply_count=len(replies),
-                        latest_reply=max(replies, key=float))
+            data.update(thread_ts=message.ts, reply_count=len(replies), latest_reply=max(replies, key=float))
         if message.files:
             data["files"] = [self._file_json(self.files[f]) for f in message.files if f in self.files]
         return data
 
     def _file_json(self, file: FakeFile) -> dict[str, Any]:
-        return {"id": file.id, "name": file.name, "title": file.title, "mimetype": file.mimetype,
-                "size": len(file.data), "user": file.user,
-                "url_private": f"{self.base_url}/files/{file.id}",
-                "url_private_download": f"{self.base_url}/files/{file.id}?download=1"}
+        return {
+            "id": file.id,
+            "name": file.name,
+            "title": file.title,
+            "mimetype": file.mimetype,
+            "size": len(file.data),
+            "user": file.user,
+            "url_private": f"{self.base_url}/files/{file.id}",
+            "url_private_download": f"{self.base_url}/files/{file.id}?download=1",
+        }
 
     def _m_auth_test(self, params):
-        return {"url": "https://fake.slack.com/", "team": "Fake", "user": "imagine", "team_id": TEAM,
-                "user_id": BOT_USER, "bot_id": "BFAKE"}
+        return {
+            "url": "https://fake.slack.com/",
+            "team": "Fake",
+            "user": "imagine",
+            "team_id": TEAM,
+            "user_id": BOT_USER,
+            "bot_id": "BFAKE",
+        }
 
     def _m_apps_connections_open(self, params):
         return {"url": f"ws://127.0.0.1:{self.port}/socket"}
@@ -394,10 +456,19 @@ class FakeSlack:
         user = self.users.get(params.get("user", ""))
         if user is None:
             raise _ApiError("user_not_found")
-        return {"user": {"id": user.id, "team_id": user.team_id, "name": user.name.lower(),
-                         "real_name": user.name, "is_admin": user.is_admin, "is_owner": user.is_owner,
-                         "is_primary_owner": False, "is_bot": False,
-                         "profile": {"display_name": user.name, "real_name": user.name}}}
+        return {
+            "user": {
+                "id": user.id,
+                "team_id": user.team_id,
+                "name": user.name.lower(),
+                "real_name": user.name,
+                "is_admin": user.is_admin,
+                "is_owner": user.is_owner,
+                "is_primary_owner": False,
+                "is_bot": False,
+                "profile": {"display_name": user.name, "real_name": user.name},
+            }
+        }
 
     def _m_usergroups_list(self, params):
         include = str(params.get("include_users", "")).lower() in ("1", "true")
@@ -411,8 +482,9 @@ class FakeSlack:
 
     def _m_chat_postMessage(self, params):
         channel = params["channel"]
-        message = self._store_message(channel, BOT_USER, params.get("text", ""),
-                                      _blocks(params.get("blocks")), params.get("thread_ts"), [])
+        message = self._store_message(
+            channel, BOT_USER, params.get("text", ""), _blocks(params.get("blocks")), params.get("thread_ts"), []
+        )
         metadata = params.get("metadata")
         message.metadata = json.loads(metadata) if isinstance(metadata, str) else metadata
         return {"channel": channel, "ts": message.ts, "message": self._message_json(message)}
@@ -423,8 +495,12 @@ class FakeSlack:
             raise _ApiError("message_not_found")
         message.text = params.get("text", message.text)
         message.blocks = _blocks(params.get("blocks"))
-        return {"channel": message.channel, "ts": message.ts, "text": message.text,
-                "message": self._message_json(message)}
+        return {
+            "channel": message.channel,
+            "ts": message.ts,
+            "text": message.text,
+            "message": self._message_json(message),
+        }
 
     def _m_chat_delete(self, params):
         if self.messages.pop((params["channel"], params["ts"]), None) is None:
@@ -442,13 +518,18 @@ class FakeSlack:
         first, within latest/oldest (each inclusive only with `inclusive`), as Slack answers."""
         channel = params["channel"]
         inclusive = _flag(params.get("inclusive"))
-        found = [m for (c, ts), m in self.messages.items()
-                 if c == channel and m.thread_ts in (None, ts) and _in_window(ts, params, inclusive)]
+        found = [
+            m
+            for (c, ts), m in self.messages.items()
+            if c == channel and m.thread_ts in (None, ts) and _in_window(ts, params, inclusive)
+        ]
         found.sort(key=lambda m: float(m.ts), reverse=True)
         metadata = _flag(params.get("include_all_metadata"))
         limit = int(params.get("limit", 100))
-        return {"messages": [self._message_json(m, metadata=metadata) for m in found[:limit]],
-                "has_more": len(found) > limit}
+        return {
+            "messages": [self._message_json(m, metadata=metadata) for m in found[:limit]],
+            "has_more": len(found) > limit,
+        }
 
     def _m_conversations_replies(self, params):
         """A thread: its parent first, then the replies within latest/oldest. `ts` must be an
@@ -458,22 +539,32 @@ class FakeSlack:
         if parent is None or (parent.thread_ts not in (None, ts)):
             raise _ApiError("thread_not_found")
         inclusive = _flag(params.get("inclusive"))
-        replies = sorted((m for (c, mts), m in self.messages.items()
-                          if c == channel and m.thread_ts == ts and mts != ts and _in_window(mts, params, inclusive)),
-                         key=lambda m: float(m.ts))
+        replies = sorted(
+            (
+                m
+                for (c, mts), m in self.messages.items()
+                if c == channel and m.thread_ts == ts and mts != ts and _in_window(mts, params, inclusive)
+            ),
+            key=lambda m: float(m.ts),
+        )
         metadata = _flag(params.get("include_all_metadata"))
         limit = int(params.get("limit", 1000))
         found = [parent, *replies][:limit]
-        return {"messages": [self._message_json(m, metadata=metadata) for m in found],
-                "has_more": len(replies) + 1 > limit}
+        return {
+            "messages": [self._message_json(m, metadata=metadata) for m in found],
+            "has_more": len(replies) + 1 > limit,
+        }
 
     def _m_files_list(self, params):
         channel = params.get("channel")
         since = int(params.get("ts_from") or 0)
-        found = [f for f in self.files.values()
-                 if f.data and (channel is None or channel in f.shares) and f.created >= since]
-        return {"files": [self._file_json(f) for f in found][: int(params.get("count", 100))],
-                "paging": {"count": int(params.get("count", 100)), "total": len(found), "page": 1, "pages": 1}}
+        found = [
+            f for f in self.files.values() if f.data and (channel is None or channel in f.shares) and f.created >= since
+        ]
+        return {
+            "files": [self._file_json(f) for f in found][: int(params.get("count", 100))],
+            "paging": {"count": int(params.get("count", 100)), "total": len(found), "page": 1, "pages": 1},
+        }
 
     def _m_files_getUploadURLExternal(self, params):
         file = FakeFile(self._new_file_id(), params["filename"])
@@ -492,9 +583,14 @@ class FakeSlack:
             shared.append(file)
         channel = params.get("channel_id")
         if channel:
-            message = self._store_message(channel, BOT_USER, params.get("initial_comment", ""),
-                                          _blocks(params.get("blocks")), params.get("thread_ts"),
-                                          [f.id for f in shared])
+            message = self._store_message(
+                channel,
+                BOT_USER,
+                params.get("initial_comment", ""),
+                _blocks(params.get("blocks")),
+                params.get("thread_ts"),
+                [f.id for f in shared],
+            )
             for file in shared:
                 file.shares[channel] = message.ts
         return {"files": [{"id": f.id, "title": f.title} for f in shared]}
@@ -554,43 +650,84 @@ def sign(body: str, secret: str = SIGNING_SECRET, timestamp: int | None = None) 
     return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
 
 
-def slash_command(command: str, text: str, *, user: str, channel: str = "C1", team: str = TEAM,
-                  response_url: str = "", trigger_id: str = "") -> dict[str, str]:
-    return {"token": "legacy", "team_id": team, "team_domain": "fake", "channel_id": channel,
-            "channel_name": "general", "user_id": user, "user_name": user.lower(),
-            "command": command, "text": text, "api_app_id": "AFAKE", "is_enterprise_install": "false",
-            "response_url": response_url, "trigger_id": trigger_id or uuid.uuid4().hex}
+def slash_command(
+    command: str,
+    text: str,
+    *,
+    user: str,
+    channel: str = "C1",
+    team: str = TEAM,
+    response_url: str = "",
+    trigger_id: str = "",
+) -> dict[str, str]:
+    return {
+        "token": "legacy",
+        "team_id": team,
+        "team_domain": "fake",
+        "channel_id": channel,
+        "channel_name": "general",
+        "user_id": user,
+        "user_name": user.lower(),
+        "command": command,
+        "text": text,
+        "api_app_id": "AFAKE",
+        "is_enterprise_install": "false",
+        "response_url": response_url,
+        "trigger_id": trigger_id or uuid.uuid4().hex,
+    }
 
 
 def form_body(fields: dict[str, str]) -> str:
     return urlencode(fields)
 
 
-def block_action(action_id: str, value: str, *, user: str, channel: str, message_ts: str,
-                 response_url: str, team: str = TEAM) -> dict[str, str]:
+def block_action(
+    action_id: str, value: str, *, user: str, channel: str, message_ts: str, response_url: str, team: str = TEAM
+) -> dict[str, str]:
     """The form body of a button press (`payload=<json>`)."""
     payload = {
-        "type": "block_actions", "api_app_id": "AFAKE", "token": "legacy",
+        "type": "block_actions",
+        "api_app_id": "AFAKE",
+        "token": "legacy",
         "team": {"id": team, "domain": "fake"},
         "user": {"id": user, "username": user.lower(), "team_id": team},
         "channel": {"id": channel, "name": "general"},
         "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
         "message": {"type": "message", "ts": message_ts, "user": BOT_USER},
-        "response_url": response_url, "trigger_id": uuid.uuid4().hex,
-        "actions": [{"type": "button", "action_id": action_id, "block_id": "b", "value": value,
-                     "action_ts": str(time.time())}],
+        "response_url": response_url,
+        "trigger_id": uuid.uuid4().hex,
+        "actions": [
+            {"type": "button", "action_id": action_id, "block_id": "b", "value": value, "action_ts": str(time.time())}
+        ],
     }
     return {"payload": json.dumps(payload)}
 
 
-def reaction_event(reaction: str, *, user: str, channel: str, ts: str, event_id: str | None = None,
-                   team: str = TEAM, item_user: str = BOT_USER) -> dict[str, Any]:
+def reaction_event(
+    reaction: str,
+    *,
+    user: str,
+    channel: str,
+    ts: str,
+    event_id: str | None = None,
+    team: str = TEAM,
+    item_user: str = BOT_USER,
+) -> dict[str, Any]:
     """An Events API body: `user` reacted to the message `ts` that `item_user` posted."""
     return {
-        "token": "legacy", "team_id": team, "api_app_id": "AFAKE", "type": "event_callback",
-        "event_id": event_id or "Ev" + uuid.uuid4().hex[:10].upper(), "event_time": int(time.time()),
-        "event": {"type": "reaction_added", "user": user, "reaction": reaction,
-                  "item": {"type": "message", "channel": channel, "ts": ts},
-                  "item_user": item_user, "event_ts": f"{time.time():.6f}"},
+        "token": "legacy",
+        "team_id": team,
+        "api_app_id": "AFAKE",
+        "type": "event_callback",
+        "event_id": event_id or "Ev" + uuid.uuid4().hex[:10].upper(),
+        "event_time": int(time.time()),
+        "event": {
+            "type": "reaction_added",
+            "user": user,
+            "reaction": reaction,
+            "item": {"type": "message", "channel": channel, "ts": ts},
+            "item_user": item_user,
+            "event_ts": f"{time.time():.6f}",
+        },
         "authorizations": [{"team_id": team, "user_id": BOT_USER, "is_bot": True}],
     }

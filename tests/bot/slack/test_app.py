@@ -9,7 +9,6 @@ import time
 import uuid
 
 import pytest
-
 from sqlalchemy import func, select
 
 from bot.slack.app import SlackBot
@@ -29,8 +28,12 @@ from tests.bot.slack.fake_slack import (
 
 def actions_of(call: Call) -> list[str]:
     """The action ids of every button in a message's blocks."""
-    return [element["action_id"] for block in call.json_param("blocks") or []
-            if block["type"] == "actions" for element in block["elements"]]
+    return [
+        element["action_id"]
+        for block in call.json_param("blocks") or []
+        if block["type"] == "actions"
+        for element in block["elements"]
+    ]
 
 
 def is_result(call: Call, job_id: int) -> bool:
@@ -41,12 +44,12 @@ async def count_jobs(bot: SlackBot) -> int:
     return await bot.runtime.db.run(lambda s: s.scalar(select(func.count()).select_from(Generation)))
 
 
-async def imagine(fake: FakeSlack, http, bot: SlackBot, text: str, *, user: str = ALICE,
-                  channel: str = "C1") -> Call:
+async def imagine(fake: FakeSlack, http, bot: SlackBot, text: str, *, user: str = ALICE, channel: str = "C1") -> Call:
     """Run /imagine; return the result message (the one with the buttons) once it is delivered."""
     hook = uuid.uuid4().hex
-    status, _ = await post_form(http, bot, slash_command("/imagine", text, user=user, channel=channel,
-                                                          response_url=fake.response_url(hook)))
+    status, _ = await post_form(
+        http, bot, slash_command("/imagine", text, user=user, channel=channel, response_url=fake.response_url(hook))
+    )
     assert status == 200
     return await delivered(fake, bot, await job_of(fake, hook))
 
@@ -64,13 +67,16 @@ async def delivered(fake: FakeSlack, bot: SlackBot, job_id: int, timeout: float 
     The delete alone does not say the result is recorded: when a job finishes before its status
     message is recorded, the poster deletes that message itself, while the delivery may still be
     between posting the result and recording it."""
-    progress = await fake.wait_for("chat.postMessage", lambda c: c.params["text"].startswith(f"#{job_id} ")
-                                   and "imagine:cancel" in actions_of(c))
+    progress = await fake.wait_for(
+        "chat.postMessage", lambda c: c.params["text"].startswith(f"#{job_id} ") and "imagine:cancel" in actions_of(c)
+    )
     result = await fake.wait_for("chat.postMessage", lambda c: is_result(c, job_id))
     await fake.wait_for("chat.delete", lambda c: c.params["ts"] == progress.response["ts"])
     deadline = time.monotonic() + timeout
-    while await bot.runtime.deliveries.message_target(
-            Platform.SLACK, result.params["channel"], result.response["ts"]) is None:
+    while (
+        await bot.runtime.deliveries.message_target(Platform.SLACK, result.params["channel"], result.response["ts"])
+        is None
+    ):
         assert time.monotonic() < deadline, f"job {job_id}'s result message was never recorded"
         await asyncio.sleep(0.05)
     return result
@@ -80,14 +86,20 @@ async def test_imagine_acks_then_uploads_grid_with_buttons(bots, fake_slack, htt
     """/imagine acks at once, then the grid is uploaded (files_upload_v2) with V1-4/U1-4/Reroll buttons."""
     bot = await bots.start()
     started = time.monotonic()
-    status, body = await post_form(http, bot, slash_command(
-        "/imagine", "a red star --seed 7", user=ALICE, response_url=fake_slack.response_url("r1")))
+    status, body = await post_form(
+        http,
+        bot,
+        slash_command("/imagine", "a red star --seed 7", user=ALICE, response_url=fake_slack.response_url("r1")),
+    )
     assert (status, body) == (200, "")
     assert time.monotonic() - started < 3
 
     queued = await fake_slack.wait_for("response_url")
-    assert queued.params == {"hook": "r1", "response_type": "ephemeral",
-                             "text": '#1 imagine "a red star": queued, position 1 in the queue.'}
+    assert queued.params == {
+        "hook": "r1",
+        "response_type": "ephemeral",
+        "text": '#1 imagine "a red star": queued, position 1 in the queue.',
+    }
     progress = await fake_slack.wait_for("chat.postMessage")
     assert progress.params["channel"] == "C1" and actions_of(progress) == ["imagine:cancel"]
 
@@ -103,8 +115,15 @@ async def test_imagine_acks_then_uploads_grid_with_buttons(bots, fake_slack, htt
     result = await fake_slack.wait_for("chat.postMessage", lambda c: is_result(c, 1))
     assert result.params["channel"] == "C1" and "thread_ts" not in result.params
     assert actions_of(result) == [
-        "imagine:vary:1", "imagine:vary:2", "imagine:vary:3", "imagine:vary:4", "imagine:reroll",
-        "imagine:upscale:1", "imagine:upscale:2", "imagine:upscale:3", "imagine:upscale:4",
+        "imagine:vary:1",
+        "imagine:vary:2",
+        "imagine:vary:3",
+        "imagine:vary:4",
+        "imagine:reroll",
+        "imagine:upscale:1",
+        "imagine:upscale:2",
+        "imagine:upscale:3",
+        "imagine:upscale:4",
     ]
     assert '#1 imagine "a red star"\nseed 7' in result.params["text"]
     deleted = await fake_slack.wait_for("chat.delete")
@@ -117,14 +136,19 @@ async def test_variation_button_result_goes_into_root_thread(bots, fake_slack, h
     bot = await bots.start()
     result_ts = (await imagine(fake_slack, http, bot, "a blue ring")).response["ts"]
 
-    status, _ = await post_form(http, bot, block_action(
-        "imagine:vary:2", "1", user=BOB, channel="C1", message_ts=result_ts,
-        response_url=fake_slack.response_url()))
+    status, _ = await post_form(
+        http,
+        bot,
+        block_action(
+            "imagine:vary:2", "1", user=BOB, channel="C1", message_ts=result_ts, response_url=fake_slack.response_url()
+        ),
+    )
     assert status == 200
     # The status message (the one with Cancel), not the first message in the thread: a fast worker
     # can finish and post the result before the status message's own request reaches Slack.
-    progress = await fake_slack.wait_for("chat.postMessage", lambda c: c.params.get("thread_ts") == result_ts
-                                         and "imagine:cancel" in actions_of(c))
+    progress = await fake_slack.wait_for(
+        "chat.postMessage", lambda c: c.params.get("thread_ts") == result_ts and "imagine:cancel" in actions_of(c)
+    )
     assert progress.params["text"].startswith("#2 variation of #1:2: queued")
     upload = await fake_slack.wait_for("files.completeUploadExternal", count=2)
     assert upload.params["thread_ts"] == result_ts
@@ -166,16 +190,28 @@ async def test_same_event_three_times_makes_one_job(bots, fake_slack, http):
     bot = await bots.start()
     result_ts = (await imagine(fake_slack, http, bot, "a red star --n 1")).response["ts"]
     event = reaction_event("repeat", user=BOB, channel="C1", ts=result_ts, event_id="EvSAME")
-    answers = await asyncio.gather(*(
-        post_json(http, bot, event, headers={"X-Slack-Retry-Num": retry, "X-Slack-Retry-Reason": "timeout"}
-                  if retry else {})
-        for retry in (None, "1", "2")
-    ))
+    answers = await asyncio.gather(
+        *(
+            post_json(
+                http,
+                bot,
+                event,
+                headers={"X-Slack-Retry-Num": retry, "X-Slack-Retry-Reason": "timeout"} if retry else {},
+            )
+            for retry in (None, "1", "2")
+        )
+    )
     assert [status for status, _ in answers] == [200, 200, 200]
     await delivered(fake_slack, bot, 2)
     assert await count_jobs(bot) == 2
-    assert len(fake_slack.received("chat.postMessage", lambda c: "variation" in c.params["text"]
-                                   and "queued" in c.params["text"])) == 1
+    assert (
+        len(
+            fake_slack.received(
+                "chat.postMessage", lambda c: "variation" in c.params["text"] and "queued" in c.params["text"]
+            )
+        )
+        == 1
+    )
 
 
 async def test_retried_event_to_another_replica_makes_one_job(tmp_path, bots, fake_slack, http, database_url):
@@ -215,8 +251,13 @@ async def test_mention_injection_never_pings(bots, fake_slack, http):
     await fake_slack.wait_for("chat.delete")
     texts = []
     for call in fake_slack.calls:
-        if call.method in ("chat.postMessage", "chat.update", "response_url", "chat.postEphemeral",
-                           "files.completeUploadExternal"):
+        if call.method in (
+            "chat.postMessage",
+            "chat.update",
+            "response_url",
+            "chat.postEphemeral",
+            "files.completeUploadExternal",
+        ):
             assert call.params.get("link_names") in (None, False, "false", "0")
             assert call.params.get("parse") in (None, "none")
             texts.append(call.params.get("text") or call.params.get("initial_comment") or "")
@@ -242,8 +283,9 @@ async def test_work_that_raises_after_the_ack_still_acked(bots, fake_slack, http
 
     bot.adapter.directory.actor = broken_directory
     started = time.monotonic()
-    status, _ = await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE,
-                                                          response_url=fake_slack.response_url()))
+    status, _ = await post_form(
+        http, bot, slash_command("/imagine", "a red star", user=ALICE, response_url=fake_slack.response_url())
+    )
     assert status == 200 and time.monotonic() - started < 3
     apology = await fake_slack.wait_for("response_url")
     assert apology.params["text"].startswith("Sorry, something went wrong")
@@ -253,11 +295,17 @@ async def test_work_that_raises_after_the_ack_still_acked(bots, fake_slack, http
 async def test_usage_errors_are_specific_and_queue_nothing(bots, fake_slack, http):
     """A bad option is answered with what was wrong, only to the user; nothing is queued."""
     bot = await bots.start(worker=False)
-    await post_form(http, bot, slash_command("/imagine", "a cat --n 9 <!channel>", user=ALICE,
-                                             response_url=fake_slack.response_url()))
+    await post_form(
+        http,
+        bot,
+        slash_command("/imagine", "a cat --n 9 <!channel>", user=ALICE, response_url=fake_slack.response_url()),
+    )
     error = await fake_slack.wait_for("response_url")
-    assert error.params == {"hook": error.params["hook"], "response_type": "ephemeral",
-                            "text": "--n must be a whole number, got '9 &lt;!channel&gt;'."}
+    assert error.params == {
+        "hook": error.params["hook"],
+        "response_type": "ephemeral",
+        "text": "--n must be a whole number, got '9 &lt;!channel&gt;'.",
+    }
     assert await count_jobs(bot) == 0
 
 
@@ -275,14 +323,16 @@ async def test_admin_commands_need_rights(bots, fake_slack, http):
     assert (await admin("quota set <@UBOB|bob> 5", ALICE)).startswith("Only moderators can set quotas")
     assert await admin("quota set <@UBOB|bob> 5", ADA) == "Daily quota for user UBOB set to 5 images/day."
     assert (await admin("ban <@UBOB|bob> spam", MOD)).startswith("Only moderators can ban users")
-    assert await admin("mod-role add <!subteam^SMODS|@mods>", ADA) == \
-        "Members of role SMODS are now imagine-bot moderators."
+    assert (
+        await admin("mod-role add <!subteam^SMODS|@mods>", ADA)
+        == "Members of role SMODS are now imagine-bot moderators."
+    )
     assert await admin("ban <@UBOB|bob> spam", MOD) == "User UBOB is banned: spam"
-    assert await admin("quota grant <!subteam^SMODS|@mods> 3", MOD) == \
-        "Granted 3 extra image(s) for today to role SMODS."
+    assert (
+        await admin("quota grant <!subteam^SMODS|@mods> 3", MOD) == "Granted 3 extra image(s) for today to role SMODS."
+    )
     audit = await admin("audit", ADA)
-    for action in ("quota.set user UBOB", "moderator_role.add role SMODS", "ban user UBOB",
-                   "quota.grant role SMODS"):
+    for action in ("quota.set user UBOB", "moderator_role.add role SMODS", "ban user UBOB", "quota.grant role SMODS"):
         assert action in audit
     assert (await admin("stats", ALICE)).startswith("Only moderators can see statistics")
     assert (await admin("stats", MOD)).startswith("Last 7 days: 0 jobs")
@@ -320,8 +370,9 @@ async def test_rate_limited_calls_wait_for_retry_after(bots, fake_slack, http):
     """A 429 with Retry-After on chat.postMessage is retried after that many seconds."""
     bot = await bots.start(worker=False)
     fake_slack.fail("chat.postMessage", status=429, retry_after=1)
-    await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE,
-                                             response_url=fake_slack.response_url()))
+    await post_form(
+        http, bot, slash_command("/imagine", "a red star", user=ALICE, response_url=fake_slack.response_url())
+    )
     posted = await fake_slack.wait_for("chat.postMessage", count=2)
     first = fake_slack.received("chat.postMessage")[0]
     assert posted.at - first.at >= 1.0
@@ -332,8 +383,9 @@ async def test_failed_upload_is_retried_and_never_lost(bots, fake_slack, http):
     """An upload that keeps failing is retried after the lease; the grid then arrives exactly once."""
     bot = await bots.start()
     fake_slack.fail("upload", status=500, times=3)  # more than the client's own retry
-    await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE,
-                                             response_url=fake_slack.response_url()))
+    await post_form(
+        http, bot, slash_command("/imagine", "a red star", user=ALICE, response_url=fake_slack.response_url())
+    )
     await fake_slack.wait_for("chat.postMessage", lambda c: is_result(c, 1), timeout=30)
     assert len(fake_slack.received("upload")) == 4
     assert len(fake_slack.received("files.completeUploadExternal")) == 1
@@ -376,7 +428,7 @@ async def test_history_quota_thread_and_blend(tmp_path, bots, fake_slack, http, 
 
     history = await ask("history")
     assert history.params["response_type"] == "ephemeral"
-    assert 'Your jobs (page 1 of 1, 1 in all)' in history.params["text"]
+    assert "Your jobs (page 1 of 1, 1 in all)" in history.params["text"]
     assert "198 of 200 images left today" in (await ask("quota")).params["text"]
     thread = await ask("thread 1")
     assert thread.params["response_type"] == "in_channel"
@@ -391,13 +443,19 @@ async def test_history_quota_thread_and_blend(tmp_path, bots, fake_slack, http, 
 async def test_cancel_button_cancels_and_updates_status(bots, fake_slack, http):
     """Cancel on a queued job's status message cancels it and turns the message into the outcome."""
     bot = await bots.start(worker=False)  # no worker: the job stays queued
-    await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE,
-                                             response_url=fake_slack.response_url("q")))
+    await post_form(
+        http, bot, slash_command("/imagine", "a red star", user=ALICE, response_url=fake_slack.response_url("q"))
+    )
     await job_of(fake_slack, "q")  # answered once its status message is posted and recorded
     progress = await fake_slack.wait_for("chat.postMessage")
     ts = progress.response["ts"]
-    await post_form(http, bot, block_action("imagine:cancel", "1", user=ALICE, channel="C1",
-                                            message_ts=ts, response_url=fake_slack.response_url("c")))
+    await post_form(
+        http,
+        bot,
+        block_action(
+            "imagine:cancel", "1", user=ALICE, channel="C1", message_ts=ts, response_url=fake_slack.response_url("c")
+        ),
+    )
     answer = await fake_slack.wait_for("response_url", lambda c: c.params["hook"] == "c")
     assert answer.params["text"].startswith('Cancelled #1 imagine "a red star"')
     assert answer.params["replace_original"] is False
@@ -411,8 +469,13 @@ async def test_public_channel_is_joined_and_private_one_refused(bots, fake_slack
     bot = await bots.start(worker=False)
     fake_slack.fail("chat.postMessage", status=200, error="not_in_channel")
     hook = uuid.uuid4().hex
-    await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE, channel="CPUBLIC",
-                                             response_url=fake_slack.response_url(hook)))
+    await post_form(
+        http,
+        bot,
+        slash_command(
+            "/imagine", "a red star", user=ALICE, channel="CPUBLIC", response_url=fake_slack.response_url(hook)
+        ),
+    )
     assert (await job_of(fake_slack, hook)) == 1
     assert (await fake_slack.wait_for("conversations.join")).params["channel"] == "CPUBLIC"
     assert len(fake_slack.received("chat.postMessage")) == 2
@@ -420,8 +483,13 @@ async def test_public_channel_is_joined_and_private_one_refused(bots, fake_slack
     fake_slack.fail("chat.postMessage", status=200, error="not_in_channel")
     fake_slack.fail("conversations.join", status=200, error="method_not_supported_for_channel_type")
     hook = uuid.uuid4().hex
-    await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE, channel="GPRIVATE",
-                                             response_url=fake_slack.response_url(hook)))
+    await post_form(
+        http,
+        bot,
+        slash_command(
+            "/imagine", "a red star", user=ALICE, channel="GPRIVATE", response_url=fake_slack.response_url(hook)
+        ),
+    )
     told = await fake_slack.wait_for("response_url", lambda c: c.params["hook"] == hook)
     assert told.params["text"].startswith("imagine-bot cannot post in this channel")
     job = await bot.runtime.deliveries.generation(2)
@@ -437,8 +505,9 @@ async def test_rate_limited_progress_edit_pauses_instead_of_waiting(bots, fake_s
     from engine.domain.types import GenerationStatus
 
     bot = await bots.start(worker=False)
-    await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE,
-                                             response_url=fake_slack.response_url("p")))
+    await post_form(
+        http, bot, slash_command("/imagine", "a red star", user=ALICE, response_url=fake_slack.response_url("p"))
+    )
     job = await bot.runtime.deliveries.generation(await job_of(fake_slack, "p"))  # status message recorded
     running = dataclasses.replace(job, status=GenerationStatus.RUNNING, progress=0.5)
     fake_slack.fail("chat.update", status=429, retry_after=30)
@@ -464,8 +533,9 @@ async def test_delivery_cut_off_after_posting_does_not_post_twice(bots, fake_sla
         return await real_record(platform, channel, message_id, generation_id, image_index, role=role)
 
     deliveries.record_message = record_then_die
-    await post_form(http, bot, slash_command("/imagine", "a red star", user=ALICE,
-                                             response_url=fake_slack.response_url()))
+    await post_form(
+        http, bot, slash_command("/imagine", "a red star", user=ALICE, response_url=fake_slack.response_url())
+    )
     await delivered(fake_slack, bot, 1, timeout=30)
     assert cut
     assert len(fake_slack.received("upload")) == 1

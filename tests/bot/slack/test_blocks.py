@@ -60,12 +60,31 @@ def test_parse_action_refuses_values_no_button_of_ours_carries(value):
 def job(status=GenerationStatus.DONE, kind=GenerationKind.IMAGINE, images=4, prompt="a <!here> cat"):
     now = datetime(2026, 1, 1)
     return GenerationView(
-        id=5, kind=kind, status=status, platform=Platform.SLACK, team_external_id="T1",
-        requester_external_id="U1", requester_name="Al <@U2>", prompt=prompt, negative_prompt=None,
-        params={}, seed=3, model_id="builtin", parent_generation_id=None, parent_image_index=None,
-        thread_root_id=None, reply_target={"channel": "C1"}, progress=0.5, stage=None,
-        error="boom" if status == GenerationStatus.FAILED else None, cost=images, created_at=now,
-        started_at=None, finished_at=None, delivered_at=None, grid_key=None,
+        id=5,
+        kind=kind,
+        status=status,
+        platform=Platform.SLACK,
+        team_external_id="T1",
+        requester_external_id="U1",
+        requester_name="Al <@U2>",
+        prompt=prompt,
+        negative_prompt=None,
+        params={},
+        seed=3,
+        model_id="builtin",
+        parent_generation_id=None,
+        parent_image_index=None,
+        thread_root_id=None,
+        reply_target={"channel": "C1"},
+        progress=0.5,
+        stage=None,
+        error="boom" if status == GenerationStatus.FAILED else None,
+        cost=images,
+        created_at=now,
+        started_at=None,
+        finished_at=None,
+        delivered_at=None,
+        grid_key=None,
         images=tuple(ImageView(i, 5, i, f"k{i}", 8, 8, 3) for i in range(1, images + 1)),
     )
 
@@ -77,9 +96,17 @@ def buttons(blocks):
 def test_result_buttons_follow_the_grid():
     """Result buttons match the grid: V/U per image and Reroll; an upscale can only be varied."""
     _, four = result_message(job())
-    assert buttons(four) == ["imagine:vary:1", "imagine:vary:2", "imagine:vary:3", "imagine:vary:4",
-                             "imagine:reroll", "imagine:upscale:1", "imagine:upscale:2",
-                             "imagine:upscale:3", "imagine:upscale:4"]
+    assert buttons(four) == [
+        "imagine:vary:1",
+        "imagine:vary:2",
+        "imagine:vary:3",
+        "imagine:vary:4",
+        "imagine:reroll",
+        "imagine:upscale:1",
+        "imagine:upscale:2",
+        "imagine:upscale:3",
+        "imagine:upscale:4",
+    ]
     _, one = result_message(job(images=1))
     assert buttons(one) == ["imagine:vary:1", "imagine:reroll", "imagine:upscale:1"]
     _, upscaled = result_message(job(kind=GenerationKind.UPSCALE, images=1))

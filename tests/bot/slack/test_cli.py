@@ -34,12 +34,20 @@ async def test_imagine_bot_slack_serves_until_sigterm(tmp_path, sqlite_template,
     data = tmp_path / "data"
     data.mkdir()
     shutil.copyfile(sqlite_template, data / "imagine.db")
-    env = {**os.environ, "IMAGINE_DATA_DIR": str(data), "IMAGINE_RENDER_BACKEND": "noop",
-           "IMAGINE_OPS_PORT": "0", "IMAGINE_SLACK_BOT_TOKEN": BOT_TOKEN,
-           "IMAGINE_SLACK_SIGNING_SECRET": SIGNING_SECRET, "IMAGINE_SLACK_API_URL": fake_slack.api_url,
-           "IMAGINE_SLACK_HOST": "127.0.0.1", "IMAGINE_SLACK_PORT": "0"}
+    env = {
+        **os.environ,
+        "IMAGINE_DATA_DIR": str(data),
+        "IMAGINE_RENDER_BACKEND": "noop",
+        "IMAGINE_OPS_PORT": "0",
+        "IMAGINE_SLACK_BOT_TOKEN": BOT_TOKEN,
+        "IMAGINE_SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "IMAGINE_SLACK_API_URL": fake_slack.api_url,
+        "IMAGINE_SLACK_HOST": "127.0.0.1",
+        "IMAGINE_SLACK_PORT": "0",
+    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", "slack", env=env, stderr=asyncio.subprocess.PIPE)
+        sys.executable, "-m", "bot", "slack", env=env, stderr=asyncio.subprocess.PIPE
+    )
     try:
         port = None
         while port is None:
@@ -48,8 +56,11 @@ async def test_imagine_bot_slack_serves_until_sigterm(tmp_path, sqlite_template,
             if match := re.search(r"ready \(http://127\.0\.0\.1:(\d+)/slack/events\)", line):
                 port = int(match.group(1))
         assert fake_slack.received("auth.test")
-        status, _ = await post_form(http, f"http://127.0.0.1:{port}/slack/events", slash_command(
-            "/imagine", "a red star --n 1", user=ALICE, response_url=fake_slack.response_url()))
+        status, _ = await post_form(
+            http,
+            f"http://127.0.0.1:{port}/slack/events",
+            slash_command("/imagine", "a red star --n 1", user=ALICE, response_url=fake_slack.response_url()),
+        )
         assert status == 200
         await fake_slack.wait_for("files.completeUploadExternal", timeout=60)
     finally:

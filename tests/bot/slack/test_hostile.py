@@ -56,8 +56,14 @@ def slack_bot_for_fuzzing(tmp_path_factory, sqlite_template):
     thread.join(10)
 
 
-async def post_raw(http: aiohttp.ClientSession, bot, body: bytes, *, signed: bool = True,
-                   content_type: str = "application/x-www-form-urlencoded") -> tuple[int, str]:
+async def post_raw(
+    http: aiohttp.ClientSession,
+    bot,
+    body: bytes,
+    *,
+    signed: bool = True,
+    content_type: str = "application/x-www-form-urlencoded",
+) -> tuple[int, str]:
     headers = {"Content-Type": content_type}
     if signed:
         timestamp = str(int(time.time()))
@@ -92,8 +98,9 @@ async def test_a_replayed_button_press_makes_one_variation(bots, fake_slack, htt
     """A signed button press replayed makes one variation job."""
     bot = await bots.start()
     result_ts = (await imagine(fake_slack, http, bot, "a blue ring")).response["ts"]
-    fields = block_action("imagine:vary:2", "1", user=BOB, channel="C1", message_ts=result_ts,
-                          response_url=fake_slack.response_url())
+    fields = block_action(
+        "imagine:vary:2", "1", user=BOB, channel="C1", message_ts=result_ts, response_url=fake_slack.response_url()
+    )
     signature = sign(form_body(fields))
     for _ in range(3):
         assert (await post_form(http, bot, fields, signature=signature))[0] == 200
@@ -102,10 +109,21 @@ async def test_a_replayed_button_press_makes_one_variation(bots, fake_slack, htt
     assert await count_jobs(bot) == 2
 
 
-@pytest.mark.parametrize("body", [
-    b"payload=not-json", b"payload=%5B%5D", b"payload=null", b"payload=%22text%22", b"[]", b"null",
-    b"\xff\xfe\x00garbage", b"", b"=&=&", b"payload=" + quote(json.dumps({"type": 7})).encode(),
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"payload=not-json",
+        b"payload=%5B%5D",
+        b"payload=null",
+        b"payload=%22text%22",
+        b"[]",
+        b"null",
+        b"\xff\xfe\x00garbage",
+        b"",
+        b"=&=&",
+        b"payload=" + quote(json.dumps({"type": 7})).encode(),
+    ],
+)
 async def test_signed_bodies_that_cannot_be_read_get_400(bots, http, body, caplog):
     """A signed body that is not a form or JSON object Slack would send: 400, no traceback."""
     bot = await bots.start(worker=False)
@@ -124,8 +142,9 @@ async def test_unsigned_garbage_gets_401_without_a_traceback(bots, http, caplog)
     bot = await bots.start(worker=False)
     for body in (b"payload=not-json", b"\xff\xfe", b"[]", b"x" * 10_000):
         assert (await post_raw(http, bot, body, signed=False))[0] == 401
-    async with http.post(events_url(bot), data=b"payload=1", headers={
-            "X-Slack-Request-Timestamp": "१२३", "X-Slack-Signature": "v0=é"}) as response:
+    async with http.post(
+        events_url(bot), data=b"payload=1", headers={"X-Slack-Request-Timestamp": "१२३", "X-Slack-Signature": "v0=é"}
+    ) as response:
         assert response.status == 401
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -136,8 +155,9 @@ async def test_button_values_that_are_not_job_numbers_are_answered(bots, fake_sl
     silence, not the apology) and starts nothing."""
     bot = await bots.start(worker=False)
     hook = f"button-{abs(hash(value))}"
-    fields = block_action("imagine:vary:1", value, user=BOB, channel="C1", message_ts="1.1",
-                          response_url=fake_slack.response_url(hook))
+    fields = block_action(
+        "imagine:vary:1", value, user=BOB, channel="C1", message_ts="1.1", response_url=fake_slack.response_url(hook)
+    )
     assert (await post_form(http, bot, fields))[0] == 200
     answer = await fake_slack.wait_for("response_url", lambda c: c.params["hook"] == hook)
     assert "Sorry, something went wrong" not in answer.params["text"]
@@ -164,24 +184,35 @@ def test_signature_check_takes_any_bytes():
 
     good = "v0=" + hmac.new(b"s", b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
     assert signed_by_slack(body, {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": good}, "s")
-    for headers in ({}, {"X-Slack-Request-Timestamp": "abc", "X-Slack-Signature": good},
-                    {"X-Slack-Request-Timestamp": "٣", "X-Slack-Signature": good},
-                    {"X-Slack-Request-Timestamp": str(int(now) - 400), "X-Slack-Signature": good},
-                    {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": good + "0"}):
+    for headers in (
+        {},
+        {"X-Slack-Request-Timestamp": "abc", "X-Slack-Signature": good},
+        {"X-Slack-Request-Timestamp": "٣", "X-Slack-Signature": good},
+        {"X-Slack-Request-Timestamp": str(int(now) - 400), "X-Slack-Signature": good},
+        {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": good + "0"},
+    ):
         assert not signed_by_slack(body, headers, "s")
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-@given(body=st.one_of(
-    st.binary(max_size=300),
-    st.text(max_size=200).map(lambda t: ("payload=" + quote(t)).encode()),
-    st.dictionaries(st.sampled_from(["command", "text", "user_id", "team_id", "channel_id", "payload", "type"]),
-                    st.text(max_size=40), max_size=6).map(lambda d: form_body(d).encode()),
-    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-                 lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children,
-                                                                                    max_size=3),
-                 max_leaves=8).map(lambda v: json.dumps(v).encode()),
-))
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=200).map(lambda t: ("payload=" + quote(t)).encode()),
+        st.dictionaries(
+            st.sampled_from(["command", "text", "user_id", "team_id", "channel_id", "payload", "type"]),
+            st.text(max_size=40),
+            max_size=6,
+        ).map(lambda d: form_body(d).encode()),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda children: (
+                st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+            ),
+            max_leaves=8,
+        ).map(lambda v: json.dumps(v).encode()),
+    )
+)
 def test_no_signed_body_gets_a_server_error(slack_bot_for_fuzzing, body):
     """Whatever a signed request carries, the answer is 200, 400 or 404 — never a 5xx."""
     url, loop = slack_bot_for_fuzzing
@@ -192,9 +223,11 @@ def test_no_signed_body_gets_a_server_error(slack_bot_for_fuzzing, body):
 
         timestamp = str(int(time.time()))
         digest = hmac.new(SIGNING_SECRET.encode(), b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256)
-        headers = {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": "v0=" + digest.hexdigest(),
-                   "Content-Type": "application/json" if body[:1] in (b"{", b"[") else
-                   "application/x-www-form-urlencoded"}
+        headers = {
+            "X-Slack-Request-Timestamp": timestamp,
+            "X-Slack-Signature": "v0=" + digest.hexdigest(),
+            "Content-Type": "application/json" if body[:1] in (b"{", b"[") else "application/x-www-form-urlencoded",
+        }
         async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
             return response.status
 
@@ -215,15 +248,16 @@ async def test_repeat_on_a_picture_shared_in_a_thread_finds_it_through_its_paren
     from PIL import Image
 
     from engine.images import encode_png
+    from tests.bot.slack.conftest import post_json
     from tests.bot.slack.fake_slack import reaction_event
     from tests.bot.slack.test_app import is_result
-    from tests.bot.slack.conftest import post_json
 
     bot = await bots.start()
     parent = fake_slack.add_message("C1", BOB, "look at this")
     fake_slack.add_message("C1", ALICE, "nice", thread_ts=parent.ts)
-    photo = fake_slack.add_file_message("C1", BOB, encode_png(Image.new("RGB", (32, 32), (10, 200, 10))),
-                                        thread_ts=parent.ts)
+    photo = fake_slack.add_file_message(
+        "C1", BOB, encode_png(Image.new("RGB", (32, 32), (10, 200, 10))), thread_ts=parent.ts
+    )
     await post_json(http, bot, reaction_event("repeat", user=BOB, channel="C1", ts=photo.ts, item_user=BOB))
     result = await fake_slack.wait_for("chat.postMessage", lambda c: is_result(c, 1))
     assert result.params["thread_ts"] == parent.ts

@@ -21,8 +21,9 @@ from engine.render.types import RenderError, RenderJob
 
 def job(op="text2image", seed=1, n=2, **kw):
     params = kw.pop("params", {})
-    return RenderJob(kw.pop("id", 1), op, kw.pop("prompt", "a red star"), kw.pop("negative", None),
-                     seed, n, params, **kw)
+    return RenderJob(
+        kw.pop("id", 1), op, kw.pop("prompt", "a red star"), kw.pop("negative", None), seed, n, params, **kw
+    )
 
 
 def quiet(*_):
@@ -66,8 +67,9 @@ def test_kandinsky_variation_blend_strip_upscale(kandinsky):
     """Variations (with strength), blends, strips and upscales run on Kandinsky too."""
     source = kandinsky.render(job(), quiet).images
     embeds = tuple(i.embedding for i in source)
-    varied = kandinsky.render(job("variation", params={"strength": 0.5}, source_embeddings=embeds[:1],
-                                  source_images=(source[0].png,)), quiet)
+    varied = kandinsky.render(
+        job("variation", params={"strength": 0.5}, source_embeddings=embeds[:1], source_images=(source[0].png,)), quiet
+    )
     assert varied.info["strength"] == 0.5
     blend = kandinsky.render(job("blend", n=1, source_embeddings=embeds, weights=(1.0, 2.0)), quiet)
     assert len(blend.images) == 1
@@ -119,9 +121,10 @@ def test_super_res_strength_starts_the_upsampler_from_the_upscale(tiny_model_dir
     assert result.info["super_res_strength"] == 0.3 and result.info["steps"]["super_res_steps"] == 10
 
     pipe = renderer.pipe
-    small = torch.linspace(-0.8, 0.8, 3 * pipe.decoder_size ** 2).reshape(1, 3, pipe.decoder_size, -1)
-    upscaled = torch.nn.functional.interpolate(small, size=(pipe.output_size,) * 2, mode="bicubic",
-                                               align_corners=False, antialias=True)
+    small = torch.linspace(-0.8, 0.8, 3 * pipe.decoder_size**2).reshape(1, 3, pipe.decoder_size, -1)
+    upscaled = torch.nn.functional.interpolate(
+        small, size=(pipe.output_size,) * 2, mode="bicubic", align_corners=False, antialias=True
+    )
 
     def distance(strength: float) -> float:
         generator = [torch.Generator().manual_seed(0)]
@@ -208,18 +211,24 @@ def test_broken_folders_fail_at_load(tiny_model_dir, tmp_path):
 
 def test_worker_refuses_to_start_without_its_model(tmp_path):
     """`imagine-bot worker` with a missing model exits at once with the reason, before any job."""
-    env = {"IMAGINE_DATA_DIR": str(tmp_path), "IMAGINE_RENDER_MODEL": "kakaobrain/karlo-v1-alpha",
-           "HF_HOME": str(tmp_path / "empty-cache"), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "bot", "worker"], env=env, capture_output=True,
-                          text=True, timeout=120)
+    env = {
+        "IMAGINE_DATA_DIR": str(tmp_path),
+        "IMAGINE_RENDER_MODEL": "kakaobrain/karlo-v1-alpha",
+        "HF_HOME": str(tmp_path / "empty-cache"),
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run([sys.executable, "-m", "bot", "worker"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "cannot start" in done.stderr and "huggingface-cli download kakaobrain/karlo-v1-alpha" in done.stderr
 
 
 # --- edits, zoom-outs and pans --------------------------------------------------------------------
 
-EDITS = [{"op": "region", "box": [0.5, 0.0, 0.5, 1.0]}, {"op": "zoomout", "factor": 2.0},
-         {"op": "pan", "direction": "left"}]
+EDITS = [
+    {"op": "region", "box": [0.5, 0.0, 0.5, 1.0]},
+    {"op": "zoomout", "factor": 2.0},
+    {"op": "pan", "direction": "left"},
+]
 
 
 def _kept_unchanged(source_png: bytes, result_png: bytes, spec: dict) -> None:
@@ -241,8 +250,17 @@ def test_unclip_edits_draw_only_the_open_part(tiny_model_dir, tmp_path, spec):
     canvas's kept part and draws the rest, with the operation in the PNG's manifest."""
     renderer = load_renderer(str(tiny_model_dir), tmp_path, device="cpu", dtype="float32")
     source = renderer.render(job(n=1), quiet).images[0]
-    edited = renderer.render(job("edit", n=2, seed=5, params={"edit": spec},
-                                 source_embeddings=(source.embedding,), source_images=(source.png,)), quiet)
+    edited = renderer.render(
+        job(
+            "edit",
+            n=2,
+            seed=5,
+            params={"edit": spec},
+            source_embeddings=(source.embedding,),
+            source_images=(source.png,),
+        ),
+        quiet,
+    )
     assert len(edited.images) == 2 and edited.info["edit"] == spec
     for image in edited.images:
         _kept_unchanged(source.png, image.png, spec)
@@ -252,7 +270,16 @@ def test_unclip_edits_draw_only_the_open_part(tiny_model_dir, tmp_path, spec):
 def test_kandinsky_edits_draw_only_the_open_part(kandinsky, spec):
     """Kandinsky 2.2 (random weights) edits on its plain decoder the same way."""
     source = kandinsky.render(job(n=1), quiet).images[0]
-    edited = kandinsky.render(job("edit", n=1, seed=5, params={"edit": spec},
-                                  source_embeddings=(source.embedding,), source_images=(source.png,)), quiet)
+    edited = kandinsky.render(
+        job(
+            "edit",
+            n=1,
+            seed=5,
+            params={"edit": spec},
+            source_embeddings=(source.embedding,),
+            source_images=(source.png,),
+        ),
+        quiet,
+    )
     assert edited.info["edit"] == spec
     _kept_unchanged(source.png, edited.images[0].png, spec)

@@ -21,8 +21,13 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def test_gpu_check_script_smoke_runs_on_cpu():
     """bench/gpu_check.py runs end to end on tiny configurations (so it works when a GPU comes)."""
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--tiny", "--device", "cpu",
-                           "--batches", "1"], capture_output=True, text=True, timeout=300, check=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--tiny", "--device", "cpu", "--batches", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     result = json.loads(done.stdout)
     assert result["karlo"]["batch_1"]["img_s"] > 0 and result["kandinsky22"]["batch_1"]["img_s"] > 0
     assert "| karlo | 1 |" in done.stderr
@@ -43,12 +48,15 @@ def test_bf16_render_on_cuda_matches_batched(tiny_model_dir):
     import numpy as np
     from PIL import Image
 
-    renderer = UnCLIPRenderer.load(resolve_model(str(tiny_model_dir), tiny_model_dir.parent), device="cuda",
-                                   dtype="bfloat16")
+    renderer = UnCLIPRenderer.load(
+        resolve_model(str(tiny_model_dir), tiny_model_dir.parent), device="cuda", dtype="bfloat16"
+    )
     quiet = lambda f, s: None  # noqa: E731
     alone = renderer.render(RenderJob(1, "text2image", "a red star", None, 5, 2), quiet)
-    batch = renderer.render_batch([RenderJob(2, "text2image", "a ring", None, 1, 1),
-                                   RenderJob(1, "text2image", "a red star", None, 5, 2)], [quiet, quiet])
+    batch = renderer.render_batch(
+        [RenderJob(2, "text2image", "a ring", None, 1, 1), RenderJob(1, "text2image", "a red star", None, 5, 2)],
+        [quiet, quiet],
+    )
     for a, b in zip(alone.images, batch[1].images, strict=True):
         pa = np.asarray(Image.open(io.BytesIO(a.png))).astype(int)
         pb = np.asarray(Image.open(io.BytesIO(b.png))).astype(int)

@@ -13,15 +13,18 @@ from engine.store.db import Database, is_unavailable
 from tests.conftest import PG_ADMIN_URL, require
 
 
-@pytest.mark.parametrize("message", [
-    "FATAL:  sorry, too many clients already",
-    "FATAL:  remaining connection slots are reserved for non-replication superuser connections",
-    "FATAL:  the database system is starting up",
-    "FATAL:  the database system is shutting down",
-    "FATAL:  terminating connection due to administrator command",
-    "server closed the connection unexpectedly",
-    "ERROR:  cannot execute UPDATE in a read-only transaction",
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "FATAL:  sorry, too many clients already",
+        "FATAL:  remaining connection slots are reserved for non-replication superuser connections",
+        "FATAL:  the database system is starting up",
+        "FATAL:  the database system is shutting down",
+        "FATAL:  terminating connection due to administrator command",
+        "server closed the connection unexpectedly",
+        "ERROR:  cannot execute UPDATE in a read-only transaction",
+    ],
+)
 def test_postgresql_refusals_mean_unavailable(message):
     """PostgreSQL refusing or dropping connections (full, starting, failing over) is
     "unavailable" — users get "try again in a minute", workers retry — not a bug."""

@@ -42,8 +42,13 @@ class CountingRenderer:
 @pytest.fixture
 def runtime(database_url, tmp_path, tiny_renderer):
     db = Database(database_url)
-    runtime = WorkerRuntime(db=db, store=ImageStore(tmp_path / "images"), publisher=RecordingPublisher(),
-                            renderer_factory=lambda: CountingRenderer(tiny_renderer), max_batch_images=8)
+    runtime = WorkerRuntime(
+        db=db,
+        store=ImageStore(tmp_path / "images"),
+        publisher=RecordingPublisher(),
+        renderer_factory=lambda: CountingRenderer(tiny_renderer),
+        max_batch_images=8,
+    )
     yield runtime
     db.sync_engine.dispose()
 
@@ -122,11 +127,16 @@ async def test_jobs_of_a_crashed_batch_are_taken_over_once_the_lease_runs_out(se
     member = await submit(service, BOB)
 
     def crashed_mid_batch(session, beat):
-        session.execute(update(Generation).where(Generation.id == leader.id)
-                        .values(status="running", attempts=1, worker="gone:1", heartbeat_at=beat))
-        session.execute(update(Generation).where(Generation.id == member.id)
-                        .values(status="running", attempts=1, worker="gone:1", batch_leader_id=leader.id,
-                                heartbeat_at=beat))
+        session.execute(
+            update(Generation)
+            .where(Generation.id == leader.id)
+            .values(status="running", attempts=1, worker="gone:1", heartbeat_at=beat)
+        )
+        session.execute(
+            update(Generation)
+            .where(Generation.id == member.id)
+            .values(status="running", attempts=1, worker="gone:1", batch_leader_id=leader.id, heartbeat_at=beat)
+        )
 
     await database.run(crashed_mid_batch, utcnow())
     assert await run(runtime, member.id) == "skipped"  # its batch's worker may still be alive
@@ -153,9 +163,10 @@ async def test_cancelled_member_is_dropped_from_the_batch(service, deliveries, r
                 if job_id == member.id and fraction > 0.3:
                     asyncio.run_coroutine_threadsafe(service.cancel(BOB, member.id), loop).result()
                 fn(fraction, stage)
+
             return on_progress
 
-        return real_render(batch, [wrap(fn, job.generation_id) for fn, job in zip(progress_fns, batch)])
+        return real_render(batch, [wrap(fn, job.generation_id) for fn, job in zip(progress_fns, batch, strict=True)])
 
     monkeypatch.setattr(runtime.renderer.real, "render_batch", cancel_member_midway)
     assert await run(runtime, leader.id) == "done"

@@ -8,6 +8,7 @@ unCLIP stack loaded through the real loader.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -48,10 +49,8 @@ def purge(settings: Settings, app) -> None:
     with app.connection_for_write() as connection:
         channel = connection.default_channel
         for queue in ("gpu", "default"):
-            try:
+            with contextlib.suppress(Exception):  # the queue may not exist yet
                 channel.queue_purge(queue)
-            except Exception:  # noqa: BLE001 - the queue may not exist yet
-                pass
 
 
 class RecordingTarget:
@@ -144,15 +143,18 @@ async def test_sigkilled_worker_job_is_redelivered_and_finishes_once(tmp_path, s
         "IMAGINE_RENDER_TORCH_THREADS": "1",
     }
     worker = subprocess.Popen(
-        [sys.executable, "-m", "bot", "worker", "--pool", "prefork", "--concurrency", "1",
-         "--loglevel", "WARNING"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "bot", "worker", "--pool", "prefork", "--concurrency", "1", "--loglevel", "WARNING"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     runtime = build_bot_runtime(settings)
     try:
         # Enough steps that the render is certainly still going when it is killed.
-        request = ImagineRequest("a green heart", seed=9, params=RenderParams(
-            n=4, prior_steps=300, decoder_steps=600, super_res_steps=300))
+        request = ImagineRequest(
+            "a green heart", seed=9, params=RenderParams(n=4, prior_steps=300, decoder_steps=600, super_res_steps=300)
+        )
         job_id = (await runtime.service.submit_imagine(ALICE, request)).generation.id
 
         first = await wait_for_job(runtime, job_id, lambda j: j.status == "running" and j.progress > 0.05)
@@ -184,7 +186,10 @@ def start_worker(env: dict[str, str], log_file) -> subprocess.Popen:
     """`imagine-bot worker` as production runs it: its own process, the solo pool."""
     return subprocess.Popen(
         [sys.executable, "-m", "bot", "worker", "--pool", "solo", "--loglevel", "INFO"],
-        env=env, stdout=subprocess.DEVNULL, stderr=log_file.open("w"))
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log_file.open("w"),
+    )
 
 
 def stop_worker(worker: subprocess.Popen) -> None:
@@ -209,18 +214,24 @@ async def test_killed_solo_worker_on_redis_job_is_back_within_the_lease(tmp_path
     redis.Redis.from_url(redis_url).flushdb()
     settings = make_settings(tmp_path, sqlite_template, tiny_model_dir, redis_url)
     env = {
-        **os.environ, "IMAGINE_DATA_DIR": str(settings.data_dir), "IMAGINE_DB_URL": settings.database_url,
-        "IMAGINE_BROKER_URL": redis_url, "IMAGINE_RENDER_BACKEND": "noop",
-        "IMAGINE_RENDER_NOOP_DELAY_MS": "4000", "IMAGINE_OPS_PORT": "0",
-        "IMAGINE_WORKER_HEARTBEAT_S": "0.5", "IMAGINE_WORKER_LEASE_S": "3",
+        **os.environ,
+        "IMAGINE_DATA_DIR": str(settings.data_dir),
+        "IMAGINE_DB_URL": settings.database_url,
+        "IMAGINE_BROKER_URL": redis_url,
+        "IMAGINE_RENDER_BACKEND": "noop",
+        "IMAGINE_RENDER_NOOP_DELAY_MS": "4000",
+        "IMAGINE_OPS_PORT": "0",
+        "IMAGINE_WORKER_HEARTBEAT_S": "0.5",
+        "IMAGINE_WORKER_LEASE_S": "3",
         "IMAGINE_WORKER_SWEEP_INTERVAL_S": "0.5",
     }
     first = start_worker(env, tmp_path / "first.log")
     second = None
     runtime = build_bot_runtime(settings)
     try:
-        job_id = (await runtime.service.submit_imagine(
-            ALICE, ImagineRequest("a green heart", params=RenderParams(n=2)))).generation.id
+        job_id = (
+            await runtime.service.submit_imagine(ALICE, ImagineRequest("a green heart", params=RenderParams(n=2)))
+        ).generation.id
         running = await wait_for_job(runtime, job_id, lambda j: j.status == "running" and j.progress > 0)
         assert int(running.worker.rsplit(":", 1)[1]) == first.pid
         first.kill()  # SIGKILL: the whole worker, its consumer and its unacked message with it
@@ -232,8 +243,9 @@ async def test_killed_solo_worker_on_redis_job_is_back_within_the_lease(tmp_path
         assert done.attempts == 2 and len(done.images) == 2
 
         def ledger(session):
-            return sorted(session.scalars(select(QuotaLedgerEntry.kind)
-                                          .where(QuotaLedgerEntry.generation_id == job_id)).all())
+            return sorted(
+                session.scalars(select(QuotaLedgerEntry.kind).where(QuotaLedgerEntry.generation_id == job_id)).all()
+            )
 
         assert await runtime.db.run(ledger) == ["debit"]
         assert (await runtime.service.quota(ALICE)).used == 2
@@ -250,6 +262,7 @@ async def wait_for_job(runtime, job_id, predicate, timeout=120):
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+
         def read(session):
             row = session.get(Generation, job_id, populate_existing=True)
             return row, list(row.images)
@@ -263,7 +276,9 @@ async def wait_for_job(runtime, job_id, predicate, timeout=120):
 
 
 @pytest.mark.parametrize("broker_url", ["redis://127.0.0.1:1/0", "amqp://guest:guest@127.0.0.1:1//"])
-async def test_unreachable_broker_is_reported_and_nothing_is_charged(tmp_path, sqlite_template, tiny_model_dir, broker_url):
+async def test_unreachable_broker_is_reported_and_nothing_is_charged(
+    tmp_path, sqlite_template, tiny_model_dir, broker_url
+):
     """With the broker down, a submit is refused within the publish timeout: the job is marked
     failed, the quota refunded, and the user told the queue is down."""
     from engine.domain.errors import QueueUnavailable
@@ -300,7 +315,8 @@ def test_embedded_broker_polls_every_20_ms(tmp_path):
 
 @pytest.mark.redis
 async def test_a_redis_that_accepts_but_does_not_answer_is_given_up_on_in_time(
-        tmp_path, sqlite_template, tiny_model_dir, private_redis):
+    tmp_path, sqlite_template, tiny_model_dir, private_redis
+):
     """Redis paused (it accepts connections, answers nothing): a submit is refused within the
     publish timeout — not three times it — the job failed and refunded, the user told."""
     import redis

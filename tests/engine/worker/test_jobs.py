@@ -19,8 +19,8 @@ from engine.domain.types import (
     RenderParams,
     VariationRequest,
 )
-from engine.images import png_metadata
 from engine.image_files import ImageStore
+from engine.images import png_metadata
 from engine.store.db import Database
 from engine.store.models import Generation
 from engine.worker import jobs
@@ -40,8 +40,12 @@ class RecordingPublisher:
 @pytest.fixture
 def runtime(database_url, tmp_path, tiny_renderer):
     db = Database(database_url)
-    runtime = WorkerRuntime(db=db, store=ImageStore(tmp_path / "images"),
-                            publisher=RecordingPublisher(), renderer_factory=lambda: tiny_renderer)
+    runtime = WorkerRuntime(
+        db=db,
+        store=ImageStore(tmp_path / "images"),
+        publisher=RecordingPublisher(),
+        renderer_factory=lambda: tiny_renderer,
+    )
     yield runtime
     db.sync_engine.dispose()
 
@@ -148,8 +152,9 @@ async def test_worker_lost_three_times_fails_the_job(service, deliveries, runtim
     job = await submit(service)
 
     def crashed_thrice(session):
-        session.execute(update(Generation).where(Generation.id == job.id)
-                        .values(status="running", attempts=jobs.MAX_ATTEMPTS))
+        session.execute(
+            update(Generation).where(Generation.id == job.id).values(status="running", attempts=jobs.MAX_ATTEMPTS)
+        )
 
     await database.run(crashed_thrice)
     assert await run(runtime, job.id) == "skipped"
@@ -162,9 +167,11 @@ async def test_variation_renders_from_the_stored_embedding(service, deliveries, 
     """A variation decodes its parent's stored CLIP image embedding (and source image)."""
     root = await submit(service)
     await run(runtime, root.id)
-    variation = (await service.submit_variation(
-        ALICE, VariationRequest(ImageRef(root.id, 2), params=RenderParams(n=2, strength=0.6))
-    )).generation
+    variation = (
+        await service.submit_variation(
+            ALICE, VariationRequest(ImageRef(root.id, 2), params=RenderParams(n=2, strength=0.6))
+        )
+    ).generation
     assert await run(runtime, variation.id) == "done"
     done = await deliveries.generation(variation.id)
     meta = png_metadata(runtime.store.get(done.images[0].storage_key))
@@ -177,8 +184,9 @@ async def test_blend_renders_from_stored_embeddings(service, deliveries, runtime
     b = await submit(service, "a blue ring")
     await run(runtime, a.id)
     await run(runtime, b.id)
-    blend = (await service.submit_blend(ALICE, [ImageRef(a.id, 1), ImageRef(b.id, 1)], [1, 1],
-                                        RenderParams(n=2))).generation
+    blend = (
+        await service.submit_blend(ALICE, [ImageRef(a.id, 1), ImageRef(b.id, 1)], [1, 1], RenderParams(n=2))
+    ).generation
     assert await run(runtime, blend.id) == "done"
     assert len((await deliveries.generation(blend.id)).images) == 2
 
@@ -229,8 +237,11 @@ async def test_text_diff_and_strip_render(service, deliveries, runtime):
     """A text-diff variation and an interpolation strip render through the real model."""
     root = await submit(service, "a red star")
     await run(runtime, root.id)
-    edit = (await service.submit_variation(
-        ALICE, VariationRequest(ImageRef(root.id, 1), params=RenderParams(n=1), toward="in winter"))).generation
+    edit = (
+        await service.submit_variation(
+            ALICE, VariationRequest(ImageRef(root.id, 1), params=RenderParams(n=1), toward="in winter")
+        )
+    ).generation
     assert await run(runtime, edit.id) == "done"
     meta = png_metadata(runtime.store.get((await deliveries.generation(edit.id)).images[0].storage_key))
     assert json.loads(meta["edit"]) == {"from": "a red star", "toward": "in winter", "amount": 0.35}

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select, update
 
 from engine.domain.types import Actor, GenerationStatus, ImagineRequest, Platform, RenderParams
-from engine.render.noop import NoopRenderer
 from engine.image_files import ImageStore
+from engine.render.noop import NoopRenderer
 from engine.store.db import Database
 from engine.store.models import Generation, QuotaLedgerEntry, utcnow
 from engine.worker import jobs
@@ -25,17 +25,27 @@ ALICE = Actor(Platform.CONSOLE, "team-1", "alice", "Alice")
 async def test_stuck_jobs_are_requeued_and_finish_once(service, deliveries, database, database_url, queue, tmp_path):
     """Old queued jobs and long-stalled running ones are published again (only with --apply);
     fresh ones are left alone; a requeued job renders once."""
-    ids = [(await service.submit_imagine(ALICE, ImagineRequest("x", params=RenderParams(n=1)))).generation.id
-           for _ in range(4)]
+    ids = [
+        (await service.submit_imagine(ALICE, ImagineRequest("x", params=RenderParams(n=1)))).generation.id
+        for _ in range(4)
+    ]
     old, stalled, fresh_queued, fresh_running = ids
     now = utcnow()
 
     def age(session):
-        session.execute(update(Generation).where(Generation.id == old).values(created_at=now - timedelta(hours=2), enqueued_at=now - timedelta(hours=2)))
-        session.execute(update(Generation).where(Generation.id == stalled).values(
-            status="running", started_at=now - timedelta(hours=1), batch_leader_id=fresh_queued, attempts=1))
-        session.execute(update(Generation).where(Generation.id == fresh_running).values(
-            status="running", started_at=now))
+        session.execute(
+            update(Generation)
+            .where(Generation.id == old)
+            .values(created_at=now - timedelta(hours=2), enqueued_at=now - timedelta(hours=2))
+        )
+        session.execute(
+            update(Generation)
+            .where(Generation.id == stalled)
+            .values(status="running", started_at=now - timedelta(hours=1), batch_leader_id=fresh_queued, attempts=1)
+        )
+        session.execute(
+            update(Generation).where(Generation.id == fresh_running).values(status="running", started_at=now)
+        )
 
     await database.run(age)
     db = Database(database_url)
@@ -46,8 +56,13 @@ async def test_stuck_jobs_are_requeued_and_finish_once(service, deliveries, data
     assert sorted(queue.enqueued) == [old, stalled]
     assert (await deliveries.generation(stalled)).status == GenerationStatus.QUEUED
 
-    runtime = WorkerRuntime(db=db, store=ImageStore(tmp_path / "images"), publisher=RecordingPublisher(),
-                            renderer_factory=NoopRenderer, max_batch_images=1)
+    runtime = WorkerRuntime(
+        db=db,
+        store=ImageStore(tmp_path / "images"),
+        publisher=RecordingPublisher(),
+        renderer_factory=NoopRenderer,
+        max_batch_images=1,
+    )
     for job_id in (stalled, stalled):  # the old message may still turn up: it finds the job done
         await asyncio.to_thread(run_generation, runtime, job_id)
     done = await deliveries.generation(stalled)
@@ -60,35 +75,45 @@ class WorkerKilled(BaseException):
 
 
 def make_runtime(database_url, tmp_path, **options) -> WorkerRuntime:
-    return WorkerRuntime(db=Database(database_url), store=ImageStore(tmp_path / "images"),
-                         publisher=RecordingPublisher(), renderer_factory=NoopRenderer, **options)
+    return WorkerRuntime(
+        db=Database(database_url),
+        store=ImageStore(tmp_path / "images"),
+        publisher=RecordingPublisher(),
+        renderer_factory=NoopRenderer,
+        **options,
+    )
 
 
 async def expire_leases(database, *ids, by_s: float = 60.0) -> None:
     """Make the jobs' last heartbeat `by_s` old: their worker has been gone that long."""
 
     def age(session):
-        session.execute(update(Generation).where(Generation.id.in_(ids))
-                        .values(heartbeat_at=utcnow() - timedelta(seconds=by_s)))
+        session.execute(
+            update(Generation).where(Generation.id.in_(ids)).values(heartbeat_at=utcnow() - timedelta(seconds=by_s))
+        )
 
     await database.run(age)
 
 
 async def ledger(database, job_id) -> list[str]:
     def read(session):
-        return sorted(session.scalars(select(QuotaLedgerEntry.kind)
-                                      .where(QuotaLedgerEntry.generation_id == job_id)).all())
+        return sorted(
+            session.scalars(select(QuotaLedgerEntry.kind).where(QuotaLedgerEntry.generation_id == job_id)).all()
+        )
 
     return await database.run(read)
 
 
 async def test_batch_followers_stranded_by_a_kill_after_the_leaders_store_finish(
-        service, deliveries, database, database_url, queue, tmp_path, monkeypatch):
+    service, deliveries, database, database_url, queue, tmp_path, monkeypatch
+):
     """The worker dies after storing the batch leader but before its followers: the messages that
     arrive then do nothing (the leader is done, the followers' lease is live), and once the lease
     runs out the sweeper puts the followers back on the queue; each finishes once, charged once."""
-    ids = [(await service.submit_imagine(ALICE, ImagineRequest("x", seed=i, params=RenderParams(n=1)))).generation.id
-           for i in range(3)]
+    ids = [
+        (await service.submit_imagine(ALICE, ImagineRequest("x", seed=i, params=RenderParams(n=1)))).generation.id
+        for i in range(3)
+    ]
     leader, *followers = ids
     runtime = make_runtime(database_url, tmp_path, max_batch_images=8)
     stores = []
@@ -169,8 +194,9 @@ async def test_a_database_blip_while_storing_is_retried(service, deliveries, dat
     assert await ledger(database, job.id) == ["debit"]
 
 
-async def test_a_lost_commit_answer_does_not_discard_the_stored_images(service, deliveries, database, database_url,
-                                                                   tmp_path, monkeypatch):
+async def test_a_lost_commit_answer_does_not_discard_the_stored_images(
+    service, deliveries, database, database_url, tmp_path, monkeypatch
+):
     """The store's commit reached the database but its answer was lost: the retry finds the job
     done with this render's own files and keeps them."""
     from sqlalchemy.exc import OperationalError
@@ -200,8 +226,9 @@ async def test_a_lost_commit_answer_does_not_discard_the_stored_images(service, 
     runtime.db.close_sync()
 
 
-async def test_a_render_that_lost_its_job_never_touches_the_stored_files(service, deliveries, database, database_url,
-                                                                         tmp_path):
+async def test_a_render_that_lost_its_job_never_touches_the_stored_files(
+    service, deliveries, database, database_url, tmp_path
+):
     """Two renders of one job (the first's lease ran out while the database was away): the
     first to store wins; the other's files are deleted, the winner's stay."""
     job = (await service.submit_imagine(ALICE, ImagineRequest("x", params=RenderParams(n=1)))).generation
@@ -222,24 +249,40 @@ async def test_a_render_that_lost_its_job_never_touches_the_stored_files(service
         runtime.db.close_sync()
 
 
-async def test_sweeper_requeues_expired_leases_and_republishes_lost_messages(service, deliveries, database,
-                                                                            database_url, queue):
+async def test_sweeper_requeues_expired_leases_and_republishes_lost_messages(
+    service, deliveries, database, database_url, queue
+):
     """Running jobs with a live lease are left alone; expired ones go back to queued and are
     published again. Queued jobs are published again only when the render queue is empty and
     their message is older than the threshold."""
-    ids = [(await service.submit_imagine(ALICE, ImagineRequest("x", params=RenderParams(n=1)))).generation.id
-           for _ in range(4)]
+    ids = [
+        (await service.submit_imagine(ALICE, ImagineRequest("x", params=RenderParams(n=1)))).generation.id
+        for _ in range(4)
+    ]
     live, expired, old_queued, new_queued = ids
     now = utcnow()
 
     def arrange(session):
-        session.execute(update(Generation).where(Generation.id == live).values(
-            status="running", worker="w:1", attempts=1, heartbeat_at=now))
-        session.execute(update(Generation).where(Generation.id == expired).values(
-            status="running", worker="w:2", attempts=1, heartbeat_at=now - timedelta(seconds=30),
-            batch_leader_id=live, progress=0.5))
-        session.execute(update(Generation).where(Generation.id == old_queued).values(
-            enqueued_at=now - timedelta(seconds=60)))
+        session.execute(
+            update(Generation)
+            .where(Generation.id == live)
+            .values(status="running", worker="w:1", attempts=1, heartbeat_at=now)
+        )
+        session.execute(
+            update(Generation)
+            .where(Generation.id == expired)
+            .values(
+                status="running",
+                worker="w:2",
+                attempts=1,
+                heartbeat_at=now - timedelta(seconds=30),
+                batch_leader_id=live,
+                progress=0.5,
+            )
+        )
+        session.execute(
+            update(Generation).where(Generation.id == old_queued).values(enqueued_at=now - timedelta(seconds=60))
+        )
 
     await database.run(arrange)
     db = Database(database_url)
@@ -262,8 +305,11 @@ async def test_unreachable_broker_leaves_rows_for_the_next_sweep(service, delive
     job = (await service.submit_imagine(ALICE, ImagineRequest("x", params=RenderParams(n=1)))).generation
 
     def stalled(session):
-        session.execute(update(Generation).where(Generation.id == job.id).values(
-            status="running", worker="w:1", attempts=1, heartbeat_at=utcnow() - timedelta(minutes=5)))
+        session.execute(
+            update(Generation)
+            .where(Generation.id == job.id)
+            .values(status="running", worker="w:1", attempts=1, heartbeat_at=utcnow() - timedelta(minutes=5))
+        )
 
     await database.run(stalled)
 
