@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from engine import metrics
@@ -78,7 +78,7 @@ class Delivery:
         # Active jobs are re-read only when they changed since the last sweep (a burst of
         # thousands of queued jobs must not make every sweep rebuild them all). The margin
         # absorbs clock skew between workers and bots.
-        self._active_since = None
+        self._active_since: datetime | None = None
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._stopping = False

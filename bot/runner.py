@@ -105,7 +105,7 @@ class CommandRunner:
                 return Reply(f"Your team's gallery (a private link, valid {days} days): {url}", ephemeral=True)
             case c.AdminQuota(action="set", target=target, amount=amount):
                 return self._moderation(await service.set_quota(actor, target, amount))
-            case c.AdminQuota(action="grant", target=target, amount=amount):
+            case c.AdminQuota(action="grant", target=target, amount=int() as amount):
                 return self._moderation(await service.grant_quota(actor, target, amount))
             case c.AdminQuota(action="reset", target=target):
                 return self._moderation(await service.reset_quota(actor, target))

@@ -46,7 +46,7 @@ class JobButton(
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> JobButton:
         index = match["index"]
         return cls(match["action"], int(match["job"]), int(index) if index else None)
@@ -64,9 +64,9 @@ class HistoryButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagin
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> HistoryButton:
-        return cls(int(match["page"]), label=item.label or "")
+        return cls(int(match["page"]), label=getattr(item, "label", None) or "")
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         await interaction.client.handler.history_page(interaction, self.page)

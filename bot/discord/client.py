@@ -57,7 +57,8 @@ class ImagineClient(discord.AutoShardedClient):
             member_cache_flags=discord.MemberCacheFlags.none(),
             chunk_guilds_at_startup=False,
             shard_count=settings.shard_count or None,
-            shard_ids=shard_ids,
+            # discord.py annotates shard_ids as a list; None (the default) means all of them
+            shard_ids=shard_ids,  # type: ignore[arg-type]
             **options,
         )
         self.identify_gate = IdentifyGate(runtime.settings.notify_url)
@@ -66,7 +67,7 @@ class ImagineClient(discord.AutoShardedClient):
         self.settings = settings
         service = runtime.service
         self.tree = CheckedCommandTree(self)
-        self.tree.on_error = self._on_command_error
+        self.tree.error(self._on_command_error)
         runner = CommandRunner(service, escape=escape)
         self.jobs = DiscordDelivery(self, runtime.deliveries, runtime.store)
         self.delivery = Delivery(

@@ -84,8 +84,9 @@ class DiscordDelivery:
         async with self._lock(job.id):
             if job.id in self._finished:
                 return  # rendered and delivered already: the result is showing
+            message: discord.Message
             if target.get("status") == "original" and interaction is not None:
-                channel_id = interaction.channel_id
+                channel_id = int(interaction.channel_id or target["channel_id"])
                 known = interaction.extras.get("response_message_id")
                 if known is not None:
                     # Recorded before it shows the ❌, so a reaction on it at once finds the job.
@@ -117,7 +118,7 @@ class DiscordDelivery:
             target = job.reply_target
             try:
                 if target.get("status") == "original" and token_alive(target):
-                    await self._webhook(target).edit_message(
+                    await self._webhook(target).edit_message(  # type: ignore[call-overload]  # discord.py types the id as int; "@original" is the API's own path
                         "@original", content=text, view=cancel_view(job.id), allowed_mentions=NO_PINGS
                     )
                     return
@@ -156,7 +157,7 @@ class DiscordDelivery:
         posted = None
         if target.get("status") == "original" and token_alive(target):
             try:
-                posted = await self._webhook(target).edit_message(
+                posted = await self._webhook(target).edit_message(  # type: ignore[call-overload]  # "@original", as above
                     "@original", content=content, attachments=await with_file(), view=view, allowed_mentions=NO_PINGS
                 )
                 channel_id = int(target["channel_id"])
@@ -184,10 +185,11 @@ class DiscordDelivery:
             posted = await self._channel(channel_id, job).send(
                 content,
                 files=await with_file(),
-                view=view,
+                # send() takes None for both (its overloads do not say so; MISSING breaks reference)
+                view=view,  # type: ignore[arg-type]
                 allowed_mentions=NO_PINGS,
                 nonce=nonce(job.id, "r"),
-                reference=reference,
+                reference=reference,  # type: ignore[arg-type]
                 mention_author=False,
             )
             if status is not None and target.get("status") == "original":
@@ -203,7 +205,7 @@ class DiscordDelivery:
         if target.get("status") == "ack" and token_alive(target):
             link = message_link(job.team_external_id, channel_id, posted.id)
             try:
-                await self._webhook(target).edit_message(
+                await self._webhook(target).edit_message(  # type: ignore[call-overload]  # "@original", as above
                     "@original",
                     content=fit(f"{replies.job_status(job, escape=escape)}\n{link}"),
                     allowed_mentions=NO_PINGS,

@@ -13,6 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +27,7 @@ POLL_S = 0.25
 class IdentifyGate:
     def __init__(self, redis_url: str | None = None) -> None:
         self.redis_url = redis_url
-        self._redis = None
+        self._redis: aioredis.Redis | None = None
         self._last: dict[int, float] = {}
         self._lock = asyncio.Lock()
 
@@ -32,7 +36,7 @@ class IdentifyGate:
         bucket = shard_id % max(1, max_concurrency)
         if self.redis_url:
             try:
-                await self._wait_redis(bucket)
+                await self._wait_redis(bucket, self.redis_url)
                 return
             except Exception as error:  # noqa: BLE001 - Redis down: fall back to this process's clock
                 log.warning("identify gate: Redis unavailable (%s); pacing this process only", error)
@@ -42,11 +46,11 @@ class IdentifyGate:
                 await asyncio.sleep(wait)
             self._last[bucket] = time.monotonic()
 
-    async def _wait_redis(self, bucket: int) -> None:
+    async def _wait_redis(self, bucket: int, redis_url: str) -> None:
         if self._redis is None:
             import redis.asyncio as aioredis
 
-            self._redis = aioredis.Redis.from_url(self.redis_url, socket_timeout=3, socket_connect_timeout=3)
+            self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=3, socket_connect_timeout=3)
         key = f"imagine:discord:identify:{bucket}"
         while not await self._redis.set(key, "1", nx=True, px=int(WINDOW_S * 1000)):
             await asyncio.sleep(POLL_S)

@@ -153,6 +153,7 @@ class InteractionHandler:
             return
         if not await self._defer(interaction, ephemeral=True):
             return
+        assert reference is not None  # no upload, so an image was given (checked above)
         resolved = await self._guarded(self._resolve(reference))
         if isinstance(resolved, Reply):
             await self._answer(interaction, resolved, ephemeral=True)
@@ -418,7 +419,7 @@ class InteractionHandler:
             return
         await self._announce(interaction, reply.job, reply.text)
 
-    async def _announce(self, interaction: discord.Interaction, job: GenerationView | None, text: str) -> None:
+    async def _announce(self, interaction: discord.Interaction, job: GenerationView, text: str) -> None:
         try:
             await self.delivery.announce(job, text, interaction)
         except discord.HTTPException as error:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, cast
 
 import discord
 from discord import app_commands
@@ -92,7 +92,7 @@ class CheckedCommandTree(app_commands.CommandTree):
         command = interaction.command
         if not isinstance(command, app_commands.Command):
             return True
-        problem = option_problem(command, interaction.data or {})
+        problem = option_problem(command, cast(dict[str, Any], interaction.data or {}))
         if problem is None:
             return True
         await interaction.response.send_message(

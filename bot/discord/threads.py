@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Final
 
 import discord
 
@@ -22,7 +23,7 @@ from engine.service import Deliveries
 log = logging.getLogger(__name__)
 
 THREAD_ALREADY_EXISTS = 160004
-ARCHIVE_AFTER_MINUTES = 1440
+ARCHIVE_AFTER_MINUTES: Final = 1440
 
 
 async def result_message(deliveries: Deliveries, job_id: int, image_index: int | None = None) -> tuple[int, int] | None:

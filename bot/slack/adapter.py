@@ -20,16 +20,23 @@ the job:
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import aiohttp
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import commands as c
 from bot.delivery import Delivery
 from bot.runner import CommandRunner
-from bot.slack.blocks import escape
+from bot.slack.blocks import ACTION_PATTERN, escape
 from bot.slack.config import SlackSettings
 from bot.slack.delivery import SlackDeliveryTarget
 from bot.slack.identity import SlackDirectory
@@ -43,6 +50,8 @@ if TYPE_CHECKING:
     from bot.gallery.links import GalleryLinks
 
 DEFAULT_LIMITS = c.Limits()
+
+log = logging.getLogger("bot.slack.adapter")
 
 __all__ = ["Relay", "SlackAdapter", "acknowledge", "delivery_id"]
 
@@ -84,6 +93,45 @@ class SlackAdapter(Listeners, Reactions, SlackDeliveryTarget):
         self.delivery: Delivery | None = None
         self._work = asyncio.Semaphore(max(1, settings.concurrent_work))
         self._progress: dict[int, tuple[str, str]] = {}  # job id → (channel, ts) of its status message
-        self._file_hosts = {"files.slack.com", urlparse(settings.api_url).hostname}
+        self._file_hosts = {host for host in ("files.slack.com", urlparse(settings.api_url).hostname) if host}
         self._background: set[asyncio.Task] = set()
         self._in_flight: set[asyncio.Task] = set()
+
+    def register(self, app: AsyncApp, relay: Relay) -> None:
+        """Listen on `app`. Its loop only acks; `relay` hands each piece of work to this adapter's
+        loop, so an ack never waits behind a database transaction or a Slack call."""
+
+        async def skip_repeats(
+            req: AsyncBoltRequest, body: dict, next: Callable[[], Awaitable[BoltResponse]]
+        ) -> BoltResponse:
+            delivery = delivery_id(body, req.headers)
+            if delivery:
+                # The ack is this HTTP answer, so this one insert comes before it: it decides
+                # whether any work starts at all, on whichever replica the repeat reaches.
+                try:
+                    first = await asyncio.wrap_future(relay(self.events.first_time(Platform.SLACK, delivery)))
+                except Exception as error:  # noqa: BLE001 - unsure: let Slack retry later rather than act twice
+                    log.warning("%s: could not record it (%s); asking Slack to retry", delivery, error)
+                    return BoltResponse(status=503, body="")
+                if not first:
+                    log.info("%s was already handled; skipping the repeat", delivery)
+                    return BoltResponse(status=200, body="")
+            return await next()
+
+        async def imagine(command: dict, respond: AsyncRespond) -> None:
+            relay(self.imagine_command(command, respond))
+
+        async def imagine_admin(command: dict, respond: AsyncRespond) -> None:
+            relay(self.admin_command(command, respond))
+
+        async def button(body: dict, action: dict, respond: AsyncRespond) -> None:
+            relay(self.button_pressed(body, action, respond))
+
+        async def reaction(event: dict, body: dict, context: AsyncBoltContext) -> None:
+            relay(self.reaction_added(event, body, context.bot_user_id))
+
+        app.middleware(skip_repeats)
+        app.command("/imagine")(ack=acknowledge, lazy=[imagine])
+        app.command("/imagine-admin")(ack=acknowledge, lazy=[imagine_admin])
+        app.action(ACTION_PATTERN)(ack=acknowledge, lazy=[button])
+        app.event("reaction_added")(ack=acknowledge, lazy=[reaction])

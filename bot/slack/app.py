@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -36,6 +36,9 @@ from bot.slack.adapter import SlackAdapter
 from bot.slack.config import SlackSettings
 from bot.slack.web import api_error, build_client
 from engine.store.models import utcnow
+
+if TYPE_CHECKING:
+    from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ class Ingress:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
-        self._socket = None
+        self._socket: AsyncSocketModeHandler | None = None
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the thread and open the endpoint (blocking: call it through asyncio.to_thread)."""
@@ -88,7 +91,8 @@ class Ingress:
             asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(timeout)
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout)
+            if self._thread is not None:
+                self._thread.join(timeout)
             self._loop.close()
             self._loop = None
 
@@ -138,8 +142,9 @@ class Ingress:
         else:
             from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
-            self._socket = AsyncSocketModeHandler(self.app, settings.app_token.get_secret_value())
-            await self._socket.connect_async()
+            socket = AsyncSocketModeHandler(self.app, settings.app_token.get_secret_value())
+            self._socket = socket
+            await socket.connect_async()
             log.info("slack: connected in Socket Mode")
 
     async def _close(self) -> None:

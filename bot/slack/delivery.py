@@ -12,7 +12,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 
 from bot.slack.blocks import outcome_message, progress_message, result_message
-from bot.slack.messages import Messages
+from bot.slack.messages import UNREACHABLE, Messages
 from bot.slack.web import api_error
 from engine.domain.types import GenerationStatus, MessageRole, Platform
 from engine.domain.views import GenerationView
@@ -26,8 +26,6 @@ OUTCOME_EVENT = "imagine_outcome"
 #: pages of history it reads.
 LOOKBACK_S = 60
 LOOKUP_PAGES = 5
-# Slack API errors that no retry fixes: the bot cannot post in that channel.
-UNREACHABLE = {"channel_not_found", "not_in_channel", "is_archived"}
 
 
 def _metadata(event: str, job: GenerationView) -> dict[str, Any]:
@@ -150,7 +148,7 @@ class SlackDeliveryTarget(Messages):
         """The id of the grid an earlier delivery of this job uploaded, if it did."""
         since = int((job.finished_at or job.created_at).timestamp() - LOOKBACK_S)
         try:
-            page = await self.client.files_list(channel=channel, ts_from=since, types="images", count=200)
+            page = await self.client.files_list(channel=channel, ts_from=str(since), types="images", count=200)
         except SlackApiError as error:
             log.warning("job %s: could not look for an earlier upload (%s); uploading", job.id, api_error(error))
             return None

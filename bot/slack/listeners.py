@@ -4,30 +4,21 @@ adapter's loop), the parser and the runner, and the answers. Part of `SlackAdapt
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
-from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
-from slack_bolt.request.async_request import AsyncBoltRequest
-from slack_bolt.response import BoltResponse
-from slack_sdk.errors import SlackApiError
 
 from bot import commands as c
 from bot.actions import JobAction, command_for
-from bot.replies import APOLOGY, Reply
-from bot.slack.blocks import ACTION_PATTERN, escape, parse_action
-from bot.slack.delivery import UNREACHABLE
+from bot.replies import APOLOGY
+from bot.slack.blocks import escape, parse_action
 from bot.slack.messages import Messages
-from bot.slack.web import api_error
-from engine.domain.errors import StoreUnavailable, UsageError, UserFacingError
-from engine.domain.types import Actor, GenerationStatus, Platform
+from engine.domain.errors import UsageError, UserFacingError
 
 log = logging.getLogger("bot.slack.adapter")
 
@@ -54,46 +45,7 @@ async def acknowledge(ack: AsyncAck) -> None:
 
 
 class Listeners(Messages):
-    """register() and what the listeners it registers do."""
-
-    def register(self, app: AsyncApp, relay: Relay) -> None:
-        """Listen on `app`. Its loop only acks; `relay` hands each piece of work to this adapter's
-        loop, so an ack never waits behind a database transaction or a Slack call."""
-
-        async def skip_repeats(
-            req: AsyncBoltRequest, body: dict, next: Callable[[], Awaitable[BoltResponse]]
-        ) -> BoltResponse:
-            delivery = delivery_id(body, req.headers)
-            if delivery:
-                # The ack is this HTTP answer, so this one insert comes before it: it decides
-                # whether any work starts at all, on whichever replica the repeat reaches.
-                try:
-                    first = await asyncio.wrap_future(relay(self.events.first_time(Platform.SLACK, delivery)))
-                except Exception as error:  # noqa: BLE001 - unsure: let Slack retry later rather than act twice
-                    log.warning("%s: could not record it (%s); asking Slack to retry", delivery, error)
-                    return BoltResponse(status=503, body="")
-                if not first:
-                    log.info("%s was already handled; skipping the repeat", delivery)
-                    return BoltResponse(status=200, body="")
-            return await next()
-
-        async def imagine(command: dict, respond: AsyncRespond) -> None:
-            relay(self.imagine_command(command, respond))
-
-        async def imagine_admin(command: dict, respond: AsyncRespond) -> None:
-            relay(self.admin_command(command, respond))
-
-        async def button(body: dict, action: dict, respond: AsyncRespond) -> None:
-            relay(self.button_pressed(body, action, respond))
-
-        async def reaction(event: dict, body: dict, context: AsyncBoltContext) -> None:
-            relay(self.reaction_added(event, body, context.bot_user_id))
-
-        app.middleware(skip_repeats)
-        app.command("/imagine")(ack=acknowledge, lazy=[imagine])
-        app.command("/imagine-admin")(ack=acknowledge, lazy=[imagine_admin])
-        app.action(ACTION_PATTERN)(ack=acknowledge, lazy=[button])
-        app.event("reaction_added")(ack=acknowledge, lazy=[reaction])
+    """What the slash command and button listeners do (SlackAdapter.register wires them)."""
 
     # --- slash commands ----------------------------------------------------------------------
 
@@ -135,36 +87,6 @@ class Listeners(Messages):
             except Exception:  # noqa: BLE001 - the command was acked: tell the user, never go silent
                 log.exception("%s by %s failed after the ack", command.get("command"), command.get("user_id"))
                 await self._respond_quietly(respond, APOLOGY)
-
-    @staticmethod
-    def _text(reply: Reply, command: c.Command) -> str:
-        # The runner escapes what it builds from user text; errors and the usage text come raw.
-        return escape(reply.text) if reply.is_error or isinstance(command, c.Help) else reply.text
-
-    async def _after_command(self, actor: Actor, reply: Reply, channel: str) -> str | None:
-        """Show a queued job's status message; if the bot cannot post in the channel, cancel the
-        job (refunded) and return what to tell the user instead."""
-        try:
-            if reply.queue_position is not None:
-                await self._post_progress(reply.job, reply.queue_position, channel)
-        except StoreUnavailable as error:
-            # The job is queued, charged and will be delivered: say that, not "sorry".
-            log.warning("job %s: status message not fully set up: %s", reply.job.id, error.__cause__ or error)
-        except SlackApiError as error:
-            if api_error(error) not in UNREACHABLE:
-                raise
-            await self.service.cancel(actor, reply.job.id)
-            log.info("job %s: cancelled, imagine-bot cannot post in %s (%s)", reply.job.id, channel, api_error(error))
-            return (
-                "imagine-bot cannot post in this channel, so nothing was queued or charged. "
-                "Invite it (`/invite @imagine`) and try again."
-            )
-        finally:
-            if self.delivery is not None and reply.job.status == GenerationStatus.CANCELLED:
-                # No worker will publish a wake-up for a cancel: show it now, not at the next
-                # sweep. (Not for new jobs: a sweep builds a view of every active job.)
-                self.delivery.kick()
-        return None
 
     # --- buttons -----------------------------------------------------------------------------
 

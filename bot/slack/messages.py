@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot.replies import shorten
+from bot import commands as c
+from bot.replies import Reply, shorten
 from bot.slack.blocks import escape, outcome_message, progress_message
 from bot.slack.web import api_error
 from engine.domain.errors import StoreUnavailable
-from engine.domain.types import GenerationStatus, MessageRole, Platform
+from engine.domain.types import Actor, GenerationStatus, MessageRole, Platform
 from engine.domain.views import GenerationView
 from engine.images import fit_within
 
@@ -25,13 +26,15 @@ if TYPE_CHECKING:
     from slack_bolt.context.respond.async_respond import AsyncRespond
     from slack_sdk.web.async_client import AsyncWebClient
 
-    from bot import commands as c
     from bot.delivery import Delivery
     from bot.runner import CommandRunner
     from bot.slack.config import SlackSettings
     from bot.slack.identity import SlackDirectory
     from engine.image_files import ImageStore
     from engine.service import Deliveries, ImagineService, ProcessedEvents
+
+# Slack API errors that no retry fixes: the bot cannot post in that channel.
+UNREACHABLE = {"channel_not_found", "not_in_channel", "is_archived"}
 
 log = logging.getLogger("bot.slack.adapter")
 
@@ -190,6 +193,7 @@ class Messages:
     async def _working(self) -> AsyncIterator[None]:
         """A slot for one piece of listener work; `close` lets the work in progress finish."""
         task = asyncio.current_task()
+        assert task is not None  # listener work always runs in a task
         self._in_flight.add(task)
         try:
             async with self._work:
@@ -240,3 +244,36 @@ class Messages:
             await respond(text=text, response_type="ephemeral", **options)
         except Exception:  # noqa: BLE001 - the response_url may have expired; nothing more to do
             log.warning("could not answer through the response_url", exc_info=True)
+
+    @staticmethod
+    def _text(reply: Reply, command: c.Command) -> str:
+        # The runner escapes what it builds from user text; errors and the usage text come raw.
+        return escape(reply.text) if reply.is_error or isinstance(command, c.Help) else reply.text
+
+    async def _after_command(self, actor: Actor, reply: Reply, channel: str) -> str | None:
+        """Show a queued job's status message; if the bot cannot post in the channel, cancel the
+        job (refunded) and return what to tell the user instead."""
+        job = reply.job
+        if job is None:
+            return None
+        try:
+            if reply.queue_position is not None:
+                await self._post_progress(job, reply.queue_position, channel)
+        except StoreUnavailable as error:
+            # The job is queued, charged and will be delivered: say that, not "sorry".
+            log.warning("job %s: status message not fully set up: %s", job.id, error.__cause__ or error)
+        except SlackApiError as error:
+            if api_error(error) not in UNREACHABLE:
+                raise
+            await self.service.cancel(actor, job.id)
+            log.info("job %s: cancelled, imagine-bot cannot post in %s (%s)", job.id, channel, api_error(error))
+            return (
+                "imagine-bot cannot post in this channel, so nothing was queued or charged. "
+                "Invite it (`/invite @imagine`) and try again."
+            )
+        finally:
+            if self.delivery is not None and job.status == GenerationStatus.CANCELLED:
+                # No worker will publish a wake-up for a cancel: show it now, not at the next
+                # sweep. (Not for new jobs: a sweep builds a view of every active job.)
+                self.delivery.kick()
+        return None
