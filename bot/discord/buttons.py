@@ -2,10 +2,10 @@
 
 They are `DynamicItem`s: discord.py matches a pressed button's custom_id against the templates
 registered with `Client.add_dynamic_items`, with no view kept in memory. A job button says what
-to do (`v`ary, `u`pscale, `r`eroll, `x` cancel), to which job, and for grids which image:
-`imagine:v:12:3` (up to 8: an interpolation strip has 3-8 frames). History pages are
-`imagine:h:2`. Every custom_id stays far below Discord's
-100 characters.
+to do (`v`ary, `u`pscale, `r`eroll, `x` cancel, `z`oom out, `p`an, `e`dit a region), to which
+job, for grids which image, and for a pan which way: `imagine:v:12:3` (up to 8: an
+interpolation strip has 3-8 frames), `imagine:p:12:1:l`. History pages are `imagine:h:2`.
+Every custom_id stays far below Discord's 100 characters.
 """
 
 from __future__ import annotations
@@ -18,41 +18,49 @@ import discord
 from engine.domain.types import GenerationKind
 from engine.domain.views import GenerationView, HistoryPage
 
-JOB_ACTIONS = {"v": "vary", "u": "upscale", "r": "reroll", "x": "cancel"}
+#: A pan button's letter → the direction it pans.
+PAN_LETTERS = {"l": "left", "r": "right", "u": "up", "d": "down"}
 
 
 class JobButton(
     discord.ui.DynamicItem[discord.ui.Button],
-    template=r"imagine:(?P<action>[vurx]):(?P<job>[0-9]{1,12})(?::(?P<index>[1-8]))?",
+    template=r"imagine:(?P<action>[vurxzpe]):(?P<job>[0-9]{1,12})(?::(?P<index>[1-8])(?::(?P<pan>[lrud]))?)?",
 ):
-    """V1–V4, U1–U4, 🔄 and ❌ on a job's messages."""
+    """V1–V4, U1–U4, 🔄 and ❌ on a job's messages; 🔁, Vary (Region), Zoom Out and the pans
+    under a single image."""
 
     def __init__(
         self,
         action: str,
         job_id: int,
         index: int | None = None,
+        pan: str | None = None,
         *,
         label: str | None = None,
         emoji: str | None = None,
         style: discord.ButtonStyle = discord.ButtonStyle.secondary,
         row: int | None = None,
     ) -> None:
-        custom_id = f"imagine:{action}:{job_id}" + (f":{index}" if index else "")
+        custom_id = f"imagine:{action}:{job_id}" + (f":{index}" if index else "") + (f":{pan}" if pan else "")
         super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=custom_id, row=row))
         self.action = action
         self.job_id = job_id
         self.index = index
+        self.pan = pan
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str], /
     ) -> JobButton:
         index = match["index"]
-        return cls(match["action"], int(match["job"]), int(index) if index else None)
+        return cls(match["action"], int(match["job"]), int(index) if index else None, match["pan"])
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await interaction.client.handler.job_button(interaction, self.action, self.job_id, self.index)
+        handler = interaction.client.handler
+        if self.action == "e":
+            await handler.open_region_form(interaction, self.job_id, self.index)
+        else:
+            await handler.job_button(interaction, self.action, self.job_id, self.index, PAN_LETTERS.get(self.pan or ""))
 
 
 class HistoryButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:h:(?P<page>[0-9]{1,6})"):
@@ -80,7 +88,8 @@ def cancel_view(job_id: int) -> discord.ui.View:
 
 
 def result_view(job: GenerationView) -> discord.ui.View | None:
-    """U1–U4 / V1–V4 / 🔄 under a grid; 🔁 vary (and 🔄) under a single image."""
+    """U1–U4 / V1–V4 / 🔄 under a grid; under a single image 🔁 Vary, 🖌️ Vary (Region), 🔍 Zoom
+    Out 2× (and 🔄), then ⬅️ ➡️ ⬆️ ⬇️ pans."""
     view = discord.ui.View(timeout=None)
     indices = [image.index for image in job.images]
     if not indices:
@@ -94,7 +103,12 @@ def result_view(job: GenerationView) -> discord.ui.View | None:
                     view.add_item(JobButton(action, job.id, index, label=f"{action.upper()}{index}", row=row))
                 row += 1
     else:
-        view.add_item(JobButton("v", job.id, indices[0], label="Vary", emoji="🔁", row=row))
+        index = indices[0]
+        view.add_item(JobButton("v", job.id, index, label="Vary", emoji="🔁", row=0))
+        view.add_item(JobButton("e", job.id, index, label="Vary (Region)", emoji="🖌️", row=0))
+        view.add_item(JobButton("z", job.id, index, label="Zoom Out 2×", emoji="🔍", row=0))
+        for letter, emoji in (("l", "⬅️"), ("r", "➡️"), ("u", "⬆️"), ("d", "⬇️")):
+            view.add_item(JobButton("p", job.id, index, letter, emoji=emoji, row=1))
     if job.kind != GenerationKind.UPSCALE:  # an upscale renders the same image again: no reroll
         view.add_item(JobButton("r", job.id, emoji="🔄", style=discord.ButtonStyle.primary, row=min(row, 4)))
     return view

@@ -20,6 +20,7 @@ from bot.discord.delivery import DiscordDelivery
 from bot.discord.formatting import NO_PINGS, escape
 from bot.discord.identify import IdentifyGate
 from bot.discord.interactions import InteractionHandler
+from bot.discord.modals import FORM_ID
 from bot.discord.options import CheckedCommandTree
 from bot.discord.reactions import ReactionHandler
 from bot.discord.slash import add_commands
@@ -141,6 +142,15 @@ class ImagineClient(discord.AutoShardedClient):
             await self.delivery.stop()
         await self.identify_gate.close()
         await super().close()
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """A Vary (Region) form sent back: answered from its custom_id alone (bot/discord/modals.py)."""
+        if interaction.type is not discord.InteractionType.modal_submit:
+            return
+        custom_id = dict(interaction.data or {}).get("custom_id")
+        match = FORM_ID.fullmatch(custom_id) if isinstance(custom_id, str) else None
+        if match is not None:
+            await self.handler.region_form_submitted(interaction, int(match["job"]), int(match["index"]))
 
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         await self.reactions.handle(payload)

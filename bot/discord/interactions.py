@@ -28,6 +28,7 @@ from bot.discord.actors import actor_from_interaction
 from bot.discord.buttons import history_view
 from bot.discord.delivery import DiscordDelivery
 from bot.discord.formatting import CHOICE_LIMIT, NO_PINGS, escape, fit
+from bot.discord.modals import form_values, region_form
 from bot.replies import APOLOGY, Reply
 from bot.runner import CommandRunner
 from engine.domain.edits import EditSpec, check, parse_region
@@ -218,7 +219,7 @@ class InteractionHandler:
         index: int | None,
         direction: str | None = None,
     ) -> None:
-        """V1–V4, U1–U4, 🔄 and ❌: charged to whoever pressed, answered only to them."""
+        """V1–V4, U1–U4, 🔄, ❌, Zoom Out and pans: charged to whoever pressed, answered only to them."""
         try:
             actor = actor_from_interaction(interaction)
         except UsageError as error:
@@ -271,14 +272,49 @@ class InteractionHandler:
             actor = actor_from_interaction(interaction)
             reference = parse_reference(image)
             if op == "region":
-                if (region is None) == (box is None):
-                    raise UsageError("Give either a region (left, right, …) or a box X,Y,W,H, not both.")
-                spec = EditSpec("region", parse_region(box or region or ""))
+                spec = region_spec(region, box)
             else:
                 spec = check(EditSpec(op, factor=factor, direction=direction))
         except UsageError as error:
             await self.refuse(interaction, error.message)
             return
+        await self._edit(interaction, actor, reference, spec, prompt, n=n, seed=seed)
+
+    @answers_errors
+    async def open_region_form(self, interaction: discord.Interaction, job_id: int, index: int | None) -> None:
+        """🖌️ Vary (Region) under a single image: the form (bot/discord/modals.py) is the answer."""
+        if index is None:
+            await self.refuse(interaction, "That button does not say which image to edit.")
+            return
+        form = region_form(job_id, index, max_prompt_chars=self.service.policy.max_prompt_chars)
+        try:
+            await interaction.response.send_modal(form)
+        except discord.HTTPException as error:
+            log.info("interaction %s: the form could not be opened: %s", interaction.id, error)
+
+    @answers_errors
+    async def region_form_submitted(self, interaction: discord.Interaction, job_id: int, index: int) -> None:
+        """The Vary (Region) form, sent: an edit of image `index` of job `job_id`, like `/edit`."""
+        answers = form_values(interaction.data)
+        try:
+            actor = actor_from_interaction(interaction)
+            spec = region_spec(answers.get("region") or None, answers.get("box", "").strip() or None)
+        except UsageError as error:
+            await self.refuse(interaction, error.message)
+            return
+        await self._edit(interaction, actor, ImageRef(job_id, index), spec, answers.get("prompt"))
+
+    async def _edit(
+        self,
+        interaction: discord.Interaction,
+        actor: Actor,
+        reference: ImageRef | tuple[int, int, int | None],
+        spec: EditSpec,
+        prompt: str | None,
+        *,
+        n: int | None = None,
+        seed: int | None = None,
+    ) -> None:
         if not await self._defer(interaction, ephemeral=True):
             return
         resolved = await self._guarded(self._resolve(reference))
@@ -468,6 +504,13 @@ class InteractionHandler:
                 await interaction.response.send_message(APOLOGY, ephemeral=True, allowed_mentions=NO_PINGS)
         except discord.HTTPException:
             log.warning("interaction %s: the apology could not be sent either", interaction.id)
+
+
+def region_spec(region: str | None, box: str | None) -> EditSpec:
+    """A region edit from a named region or a box X,Y,W,H (exactly one of them)."""
+    if (region is None) == (box is None):
+        raise UsageError("Give either a region (left, right, …) or a box X,Y,W,H, not both.")
+    return EditSpec("region", parse_region(box or region or ""))
 
 
 def parse_reference(text: str) -> ImageRef | tuple[int, int, int | None]:

@@ -14,6 +14,7 @@ from discord import app_commands
 from bot import commands as c
 from bot.discord.interactions import InteractionHandler
 from engine.domain import limits
+from engine.domain.edits import REGION_NAMES
 from engine.domain.limits import MAX_SEED
 from engine.domain.types import ASPECTS, ImagineRequest, QuotaTarget, RenderParams
 
@@ -193,7 +194,7 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     async def quota(interaction: discord.Interaction) -> None:
         await handler.run(interaction, c.Quota(), ephemeral=True)
 
-    region_choices = [app_commands.Choice(name=r, value=r) for r in ("left", "right", "top", "bottom", "centre")]
+    region_choices = [app_commands.Choice(name=r, value=r) for r in REGION_NAMES]
 
     @tree.command(name="edit", description="Redraw part of one of your images from a prompt")
     @app_commands.guild_only()

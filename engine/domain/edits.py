@@ -23,6 +23,8 @@ REGIONS: dict[str, tuple[float, float, float, float]] = {
     "centre": (0.25, 0.25, 0.5, 0.5),
     "center": (0.25, 0.25, 0.5, 0.5),
 }
+#: The names offered in pickers (a slash command's choices, a modal's menu): "center" is only an alias.
+REGION_NAMES = ("left", "right", "top", "bottom", "centre")
 ZOOM_FACTORS = (1.5, 2.0)
 PAN_DIRECTIONS = ("left", "right", "up", "down")
 PAN_SHIFT = 0.25

@@ -195,6 +195,11 @@ class Harness:
     ) -> dict[str, Any]:
         return await self.send(self.fake.click(int(message["id"]), custom_id, user=user, guild=GUILD, **kwargs))
 
+    async def submit_form(
+        self, opened_by: dict[str, Any], answers: dict[str, str | list[str]], *, user: FakeUser = ALICE
+    ) -> dict[str, Any]:
+        return await self.send(self.fake.submit_modal(opened_by["token"], answers, user=user, guild=GUILD))
+
     async def react(self, message: dict[str, Any], emoji: str, *, user: FakeUser = ALICE) -> dict[str, Any]:
         return await self.send(self.fake.reaction(int(message["id"]), emoji, user=user, guild=GUILD))
 

@@ -531,6 +531,33 @@ class FakeDiscord:
         data = {"custom_id": custom_id, "component_type": 2}
         return self._interaction(3, data, user, guild, channel, at, message=message)
 
+    def submit_modal(self, opened_by: str, answers: dict[str, str | list[str]], *, user: FakeUser,
+                     guild: FakeGuild) -> dict[str, Any]:
+        """An INTERACTION_CREATE (type 5) for the form a callback opened on interaction `opened_by`
+        (its token), filled in with `answers` by custom_id: a string for a text input, a list of
+        values for a menu. As Discord sends it: each answer inside its label (type 18)."""
+        opened = self.interactions[opened_by]
+        form = opened.get("modal")
+        if form is None:
+            raise AssertionError(f"interaction {opened_by} opened no form")
+        components = []
+        for label in form["components"]:
+            inner = label.get("component") or {}
+            custom_id = inner.get("custom_id")
+            if custom_id not in answers:
+                continue
+            answer = answers[custom_id]
+            field: dict[str, Any] = {"type": inner["type"], "id": snowflake() % 1000, "custom_id": custom_id}
+            field["values" if isinstance(answer, list) else "value"] = answer
+            components.append({"type": 18, "id": snowflake() % 1000, "component": field})
+        unknown = set(answers) - {(label.get("component") or {}).get("custom_id") for label in form["components"]}
+        if unknown:
+            raise AssertionError(f"the form has no field {sorted(unknown)}")
+        message = self.messages.get(opened["message_id"]) if opened.get("message_id") else None
+        channel = self._channel_payload(guild, opened["channel_id"])
+        data = {"custom_id": form["custom_id"], "components": components}
+        return self._interaction(5, data, user, guild, channel, None, message=message)
+
     def reaction(self, message_id: int, emoji: str, *, user: FakeUser, guild: FakeGuild | None) -> dict[str, Any]:
         """A MESSAGE_REACTION_ADD for `emoji` on a message (in a guild, or in a DM when None)."""
         message = self.messages.get(message_id)
@@ -777,6 +804,11 @@ class FakeDiscord:
                 result["resource"]["message"] = message
         elif kind == 8:
             interaction["choices"] = data.get("choices", [])
+        elif kind == 9:
+            # A modal: Discord shows the form; its submission is a new interaction (submit_modal).
+            if not data.get("custom_id") or not data.get("title") or not data.get("components"):
+                raise DiscordError(400, 50035, "Invalid Form Body")
+            interaction["modal"] = data
         return result
 
     def _webhook_message(self, token: str, message_id: str) -> dict[str, Any]:
