@@ -68,6 +68,10 @@ class RenderSettings(BaseSettings):
     model: str = "builtin"
     # Kandinsky 2.2 only: the prior folder or cached id (default: kandinsky-community's prior).
     prior_model: str = ""
+    # Kandinsky 2.2 only: an inpainting decoder folder or cached id (KandinskyV22InpaintPipeline,
+    # e.g. kandinsky-community/kandinsky-2-2-decoder-inpaint). Edits, zoom-outs and pans then use
+    # it; without it they are drawn by masked sampling on the plain decoder.
+    inpaint_model: str = ""
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     torch_threads: int = 0  # 0: torch's default

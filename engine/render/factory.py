@@ -43,6 +43,7 @@ def load_renderer(
     compile: bool = False,
     torch_threads: int = 0,
     prior_model: str | None = None,
+    inpaint_model: str | None = None,
     noop_delay_ms: str = "",
 ) -> BaseRenderer | NoopRenderer:
     """The renderer a worker process uses: loaded once, kept warm."""
@@ -55,6 +56,11 @@ def load_renderer(
 
         torch.set_num_threads(torch_threads)
     spec = find_model(model, data_dir)
+    if inpaint_model and spec.family != "kandinsky22":
+        raise ModelUnavailable(
+            f"IMAGINE_RENDER_INPAINT_MODEL is for Kandinsky 2.2 decoders; {spec.path} is {spec.family} "
+            "(unCLIP models edit with their own decoder: leave it empty)"
+        )
     if spec.family == "unclip":
         from engine.render.families.unclip import UnCLIPRenderer
 
@@ -66,6 +72,7 @@ def load_renderer(
             spec,
             data_dir,
             prior_model=prior_model,
+            inpaint_model=inpaint_model,
             device=device,
             dtype=dtype,
             cpu_offload=cpu_offload,

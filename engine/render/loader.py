@@ -145,6 +145,8 @@ def _family(index: dict[str, Any], path: Path) -> str:
         return "kandinsky22"
     if cls == "KandinskyV22PriorPipeline":
         return "kandinsky22-prior"
+    if cls == "KandinskyV22InpaintPipeline":
+        return "kandinsky22-inpaint"  # beside a decoder: IMAGINE_RENDER_INPAINT_MODEL
     raise ModelUnavailable(f"{path}: pipeline class {cls!r} is not an unCLIP family imagine-bot runs")
 
 

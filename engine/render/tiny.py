@@ -219,9 +219,10 @@ def build_tiny_unclip(folder: Path | str, *, seed: int = 0) -> Path:
     return folder
 
 
-def build_tiny_kandinsky(folder: Path | str, *, seed: int = 0) -> Path:
+def build_tiny_kandinsky(folder: Path | str, *, seed: int = 0, inpaint: bool = False) -> Path:
     """Tiny random Kandinsky 2.2 prior and decoder folders (the classes and layouts of
-    kandinsky-community/kandinsky-2-2-prior and -decoder); returns the decoder folder."""
+    kandinsky-community/kandinsky-2-2-prior and -decoder; with `inpaint`, also
+    -decoder-inpaint as `decoder-inpaint`); returns the decoder folder."""
     from diffusers.models.autoencoders.vq_model import VQModel
     from diffusers.models.transformers.prior_transformer import PriorTransformer
     from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
@@ -288,6 +289,16 @@ def build_tiny_kandinsky(folder: Path | str, *, seed: int = 0) -> Path:
     )
     prior_pipe.save_pretrained(folder / "prior")
     decoder_pipe.save_pretrained(folder / "decoder")
+    if inpaint:
+        from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_inpainting import KandinskyV22InpaintPipeline
+
+        # The inpainting decoder's UNet reads 9 channels: the latents, the masked picture's
+        # latents and the mask; the rest is the plain decoder's.
+        inpaint_unet = UNet2DConditionModel.from_config({**decoder_pipe.unet.config, "in_channels": 9})
+        inpaint_pipe = KandinskyV22InpaintPipeline(
+            unet=inpaint_unet, scheduler=decoder_pipe.scheduler, movq=decoder_pipe.movq
+        )
+        inpaint_pipe.save_pretrained(folder / "decoder-inpaint")
     (folder / "decoder" / "imagine.json").write_text(
         json.dumps(
             {

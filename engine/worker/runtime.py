@@ -25,6 +25,7 @@ def build_runtime(settings: Settings) -> WorkerRuntime:
             compile=render.compile,
             torch_threads=render.torch_threads,
             prior_model=render.prior_model or None,
+            inpaint_model=render.inpaint_model or None,
             noop_delay_ms=render.noop_delay_ms,
         )
 

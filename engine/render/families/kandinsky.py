@@ -48,6 +48,7 @@ from engine.render.types import ProgressFn, RenderError, RenderJob, StepFn
 
 if TYPE_CHECKING:
     from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+    from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_inpainting import KandinskyV22InpaintPipeline
     from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
     from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 
@@ -83,12 +84,14 @@ class KandinskyRenderer(BaseRenderer):
         *,
         device: str,
         dtype: torch.dtype,
+        inpaint_pipe: KandinskyV22InpaintPipeline | None = None,
     ) -> None:
         super().__init__(spec, device=device, dtype=dtype)
         from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_img2img import KandinskyV22Img2ImgPipeline
 
         self.prior_pipe = prior_pipe
         self.decoder_pipe = decoder_pipe
+        self.inpaint_pipe = inpaint_pipe
         # Image-to-image shares the decoder's modules: no second copy in memory.
         self.img2img_pipe = KandinskyV22Img2ImgPipeline(**decoder_pipe.components)
         self.img2img_pipe.set_progress_bar_config(disable=True)
@@ -109,6 +112,7 @@ class KandinskyRenderer(BaseRenderer):
         data_dir: Path,
         *,
         prior_model: str | None = None,
+        inpaint_model: str | None = None,
         device: str = "auto",
         dtype: str = "auto",
         cpu_offload: bool = False,
@@ -117,6 +121,7 @@ class KandinskyRenderer(BaseRenderer):
         set_offline()
         quiet_libraries()
         from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+        from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_inpainting import KandinskyV22InpaintPipeline
         from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_prior import KandinskyV22PriorPipeline
 
         device = choose_device(device)
@@ -134,7 +139,21 @@ class KandinskyRenderer(BaseRenderer):
             raise ModelUnavailable(
                 f"cannot load Kandinsky 2.2 from {spec.path} + {prior_spec.path}: {error}"
             ) from error
-        for pipe in (prior_pipe, decoder_pipe):
+        inpaint_pipe = None
+        if inpaint_model:
+            inpaint_spec = resolve_model(inpaint_model, data_dir)
+            if inpaint_spec.family != "kandinsky22-inpaint":
+                raise ModelUnavailable(
+                    f"IMAGINE_RENDER_INPAINT_MODEL {inpaint_model!r} is a {inpaint_spec.family} folder, "
+                    "not a Kandinsky 2.2 inpainting decoder (KandinskyV22InpaintPipeline)"
+                )
+            try:
+                inpaint_pipe = KandinskyV22InpaintPipeline.from_pretrained(inpaint_spec.path, dtype=torch_dtype)
+            except Exception as error:
+                raise ModelUnavailable(
+                    f"cannot load the inpainting decoder from {inpaint_spec.path}: {error}"
+                ) from error
+        for pipe in (prior_pipe, decoder_pipe, *([inpaint_pipe] if inpaint_pipe else [])):
             pipe.set_progress_bar_config(disable=True)
             if cpu_offload and device.startswith("cuda"):
                 pipe.enable_model_cpu_offload()
@@ -145,7 +164,7 @@ class KandinskyRenderer(BaseRenderer):
         log.info(
             "Kandinsky 2.2 loaded on %s (%s) in %.0f ms", device, torch_dtype, (time.perf_counter() - started) * 1000
         )
-        return cls(spec, prior_pipe, decoder_pipe, device=device, dtype=torch_dtype)
+        return cls(spec, prior_pipe, decoder_pipe, device=device, dtype=torch_dtype, inpaint_pipe=inpaint_pipe)
 
     @property
     def scheduler_name(self) -> str:
@@ -247,9 +266,11 @@ class KandinskyRenderer(BaseRenderer):
     def _draw_edit(
         self, job: RenderJob, settings: dict[str, Any], generators: list[torch.Generator], on_step: StepFn
     ) -> Drawn:
-        """An edit, zoom-out or pan on the plain decoder: the canvas is encoded to MoVQ latents
-        and, after every denoising step, the kept part of the latents is replaced by the canvas's
-        noised to the next step (RePaint); the picture is then composited over the canvas."""
+        """An edit, zoom-out or pan: with an inpainting decoder configured, diffusers'
+        KandinskyV22InpaintPipeline draws the open part; otherwise the plain decoder does, the
+        canvas encoded to MoVQ latents and, after every denoising step, the kept part of the
+        latents replaced by the canvas's noised to the next step (RePaint). Either way the
+        picture is then composited over the canvas, so what is kept stays exactly the source's."""
         spec = EditSpec.from_dict(job.params["edit"])
         if not job.source_images:
             raise RenderError("the image to edit is missing from storage")
@@ -281,6 +302,35 @@ class KandinskyRenderer(BaseRenderer):
         else:
             image_embeds = torch.stack([self.source_embedding(replace(job, operation="variation"))] * job.n)
         image_embeds = image_embeds.to(self.device, self.dtype)
+        negative = self.zero_embed.to(self.device, self.dtype).repeat(job.n, 1)
+        if self.inpaint_pipe is not None:
+
+            def decoder_step(
+                pipe: DiffusionPipeline, i: int, t: torch.Tensor, kwargs: dict[str, Any]
+            ) -> dict[str, Any]:
+                count("decoder")
+                return kwargs
+
+            # Typed as Any: diffusers annotates `image` as one picture and callback_on_step_end
+            # as the old (int, int) callback; its code takes lists and the (pipe, i, t, kwargs) form.
+            inpaint: Any = self.inpaint_pipe
+            inpainted = inpaint(
+                image_embeds=image_embeds,
+                # One canvas and mask per image: the pipeline pairs them with the embeddings.
+                image=[canvas] * job.n,
+                # diffusers >= 0.19: white (1) is repainted, black (0) kept; `keep` is the reverse.
+                mask_image=[(1.0 - keep).astype(np.float32)] * job.n,
+                negative_image_embeds=negative,
+                height=size,
+                width=size,
+                num_inference_steps=steps,
+                guidance_scale=settings["decoder_guidance"],
+                generator=generators,
+                output_type="np",
+                callback_on_step_end=decoder_step,
+            )
+            pictures = [composite(p, canvas, keep) for p in to_pictures(cast(np.ndarray, inpainted.images))]
+            return Drawn(pictures, self.encode_images(pictures).float().cpu(), "clip_image_encoder")
         pipe = self.decoder_pipe
         movq = pipe.movq
         pixels = png_to_tensor(encode_png(canvas))[None]  # [-1, 1], as MoVQ encodes
@@ -310,7 +360,7 @@ class KandinskyRenderer(BaseRenderer):
 
         output = pipe(
             image_embeds=image_embeds,
-            negative_image_embeds=self.zero_embed.to(self.device, self.dtype).repeat(job.n, 1),
+            negative_image_embeds=negative,
             height=size,
             width=size,
             num_inference_steps=steps,

@@ -531,8 +531,9 @@ class FakeDiscord:
         data = {"custom_id": custom_id, "component_type": 2}
         return self._interaction(3, data, user, guild, channel, at, message=message)
 
-    def submit_modal(self, opened_by: str, answers: dict[str, str | list[str]], *, user: FakeUser,
-                     guild: FakeGuild) -> dict[str, Any]:
+    def submit_modal(
+        self, opened_by: str, answers: dict[str, str | list[str]], *, user: FakeUser, guild: FakeGuild
+    ) -> dict[str, Any]:
         """An INTERACTION_CREATE (type 5) for the form a callback opened on interaction `opened_by`
         (its token), filled in with `answers` by custom_id: a string for a text input, a list of
         values for a menu. As Discord sends it: each answer inside its label (type 18)."""

@@ -283,3 +283,61 @@ def test_kandinsky_edits_draw_only_the_open_part(kandinsky, spec):
     )
     assert edited.info["edit"] == spec
     _kept_unchanged(source.png, edited.images[0].png, spec)
+
+
+@pytest.mark.parametrize("spec", EDITS, ids=[e["op"] for e in EDITS])
+def test_kandinsky_edits_use_the_inpainting_decoder_when_configured(tmp_path_factory, spec, monkeypatch):
+    """With IMAGINE_RENDER_INPAINT_MODEL (a KandinskyV22InpaintPipeline folder), edits are drawn
+    by diffusers' inpainting pipeline, not masked sampling on the plain decoder; the kept part is
+    still the source's."""
+    from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2 import KandinskyV22Pipeline
+    from diffusers.pipelines.kandinsky2_2.pipeline_kandinsky2_2_inpainting import KandinskyV22InpaintPipeline
+
+    from engine.render.tiny import build_tiny_kandinsky
+
+    folder = build_tiny_kandinsky(tmp_path_factory.mktemp("kandinsky-inpaint"), inpaint=True)
+    renderer = load_renderer(
+        str(folder),
+        folder.parent,
+        device="cpu",
+        dtype="float32",
+        inpaint_model=str(folder.parent / "decoder-inpaint"),
+    )
+    assert isinstance(renderer.inpaint_pipe, KandinskyV22InpaintPipeline)
+    source = renderer.render(job(n=1), quiet).images[0]
+    calls = []
+    for pipeline in (KandinskyV22Pipeline, KandinskyV22InpaintPipeline):
+        original = pipeline.__call__
+
+        def spy(self, *args, _original=original, _name=pipeline.__name__, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(pipeline, "__call__", spy)
+    steps = []
+    edited = renderer.render(
+        job(
+            "edit",
+            n=2,
+            seed=5,
+            params={"edit": spec},
+            source_embeddings=(source.embedding,),
+            source_images=(source.png,),
+        ),
+        lambda *report: steps.append(report),
+    )
+    assert calls == ["KandinskyV22InpaintPipeline"]
+    assert len(edited.images) == 2 and edited.info["edit"] == spec
+    assert steps, "the inpainting decoder's steps are reported as progress"
+    for image in edited.images:
+        _kept_unchanged(source.png, image.png, spec)
+
+
+def test_an_inpainting_model_that_does_not_fit_is_refused_at_load(kandinsky, tiny_model_dir, tmp_path):
+    """A misconfigured IMAGINE_RENDER_INPAINT_MODEL stops the worker at start with the reason,
+    instead of failing (or being ignored) at the first edit."""
+    decoder = kandinsky.spec.path
+    with pytest.raises(ModelUnavailable, match="not a Kandinsky 2.2 inpainting decoder"):
+        load_renderer(str(decoder), decoder.parent, device="cpu", dtype="float32", inpaint_model=str(decoder))
+    with pytest.raises(ModelUnavailable, match="for Kandinsky 2.2 decoders"):
+        load_renderer(str(tiny_model_dir), tmp_path, device="cpu", dtype="float32", inpaint_model=str(decoder))
