@@ -26,6 +26,7 @@ from bot.discord.reactions import ReactionHandler
 from bot.discord.slash import add_commands
 from bot.runner import CommandRunner
 from bot.runtime import BotRuntime
+from engine.domain.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -156,5 +157,9 @@ class ImagineClient(discord.AutoShardedClient):
         await self.reactions.handle(payload)
 
     async def _on_command_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        if isinstance(error, app_commands.TransformerError) and isinstance(error.__cause__, UsageError):
+            # An option that does not parse (an image reference, bot/discord/references.py).
+            await self.handler.refuse(interaction, error.__cause__.message)
+            return
         log.error("command %s failed", interaction.command and interaction.command.qualified_name, exc_info=error)
         await self.handler.apologise(interaction)

@@ -13,6 +13,7 @@ from discord import app_commands
 
 from bot import commands as c
 from bot.discord.interactions import InteractionHandler
+from bot.discord.references import Image
 from engine.domain import limits
 from engine.domain.edits import REGION_NAMES
 from engine.domain.limits import MAX_SEED
@@ -120,10 +121,9 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
         n="How many variations (1-4)",
         seed="Seed for a repeatable result",
     )
-    @app_commands.autocomplete(image=handler.image_choices)
     async def vary(
         interaction: discord.Interaction,
-        image: str | None = None,
+        image: Image | None = None,
         upload: discord.Attachment | None = None,
         strength: Strength | None = None,
         toward: str | None = None,
@@ -153,24 +153,18 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
         n="How many images (1-4)",
         seed="Seed for a repeatable result",
     )
-    @app_commands.autocomplete(
-        first=handler.image_choices,
-        second=handler.image_choices,
-        third=handler.image_choices,
-        fourth=handler.image_choices,
-    )
     async def blend(
         interaction: discord.Interaction,
-        first: str,
-        second: str,
-        third: str | None = None,
-        fourth: str | None = None,
+        first: Image,
+        second: Image,
+        third: Image | None = None,
+        fourth: Image | None = None,
         weights: str | None = None,
         strip: app_commands.Range[int, *limits.STRIP_FRAMES] | None = None,
         n: Images | None = None,
         seed: Seed | None = None,
     ) -> None:
-        images = [image for image in (first, second, third, fourth) if image]
+        images = [image for image in (first, second, third, fourth) if image is not None]
         await handler.blend(interaction, images, weights, render_params(n, None, None, None), seed, strip)
 
     @tree.command(name="history", description="Your recent jobs (only you see them)")
@@ -207,10 +201,9 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
         seed="Seed for a repeatable result",
     )
     @app_commands.choices(region=region_choices)
-    @app_commands.autocomplete(image=handler.image_choices)
     async def edit(
         interaction: discord.Interaction,
-        image: str,
+        image: Image,
         prompt: str,
         region: str | None = None,
         box: str | None = None,
@@ -230,10 +223,9 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     @app_commands.choices(
         factor=[app_commands.Choice(name="1.5×", value=1.5), app_commands.Choice(name="2×", value=2.0)]
     )
-    @app_commands.autocomplete(image=handler.image_choices)
     async def zoomout(
         interaction: discord.Interaction,
-        image: str,
+        image: Image,
         factor: float | None = None,
         n: Images | None = None,
         seed: Seed | None = None,
@@ -249,10 +241,9 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
         seed="Seed for a repeatable result",
     )
     @app_commands.choices(direction=[app_commands.Choice(name=d, value=d) for d in ("left", "right", "up", "down")])
-    @app_commands.autocomplete(image=handler.image_choices)
     async def pan(
         interaction: discord.Interaction,
-        image: str,
+        image: Image,
         direction: str,
         n: Images | None = None,
         seed: Seed | None = None,
@@ -262,8 +253,7 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     @tree.command(name="upscale", description="One image of a grid, larger (one image of quota)")
     @app_commands.guild_only()
     @app_commands.describe(image="One of imagine-bot's images: 12:3, last:2, or a link to its message")
-    @app_commands.autocomplete(image=handler.image_choices)
-    async def upscale(interaction: discord.Interaction, image: str) -> None:
+    async def upscale(interaction: discord.Interaction, image: Image) -> None:
         await handler.upscale(interaction, image)
 
     @tree.command(name="reroll", description="The same request again with a new seed")
@@ -291,6 +281,11 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     @app_commands.guild_only()
     async def help_(interaction: discord.Interaction) -> None:
         await handler.run(interaction, c.Help(), ephemeral=True)
+
+    @tree.context_menu(name="Vary")
+    @app_commands.guild_only()
+    async def vary_message(interaction: discord.Interaction, message: discord.Message) -> None:
+        await handler.vary_message(interaction, message)
 
     tree.add_command(admin_group(handler))
 

@@ -52,6 +52,14 @@ class EditSpec:
         return cls(data["op"], tuple(box) if box is not None else None, data.get("factor"), data.get("direction"))
 
 
+def region_edit(region: str | None, box: str | None) -> EditSpec:
+    """A region edit from a named region or a box X,Y,W,H, as forms and typed options give them
+    (exactly one of the two)."""
+    if (region is None) == (box is None):
+        raise EditSpecError("Give either a region (left, right, …) or a box X,Y,W,H, not both.")
+    return EditSpec("region", parse_region(box or region or ""))
+
+
 def parse_region(text: str) -> tuple[float, float, float, float]:
     """`left` … `centre`, or `X,Y,W,H` as fractions of the image: the box to draw anew."""
     word = text.strip().lower()

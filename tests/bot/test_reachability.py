@@ -59,7 +59,7 @@ def test_every_command_is_a_discord_command_or_absent_with_a_reason():
     async def no_choices(interaction, current):
         return []
 
-    handler = SimpleNamespace(image_choices=no_choices, model_choices=no_choices)
+    handler = SimpleNamespace(model_choices=no_choices)
     add_commands(tree, handler, models=())
 
     def names(commands, prefix=""):

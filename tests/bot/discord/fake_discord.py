@@ -512,6 +512,26 @@ class FakeDiscord:
         channel = self._channel_payload(guild, channel_id)
         return self._interaction(2, data, user, guild, channel, at, upload_limit=upload_limit)
 
+    def message_command(self, name: str, message_id: int, *, user: FakeUser, guild: FakeGuild) -> dict[str, Any]:
+        """An INTERACTION_CREATE for a message context menu (Apps → `name`) on a message: type 3
+        data with the message as its target, resolved in full, as Discord sends it."""
+        message = self.messages[message_id]
+        data = {
+            "id": str(snowflake()),
+            "name": name,
+            "type": 3,
+            "target_id": str(message_id),
+            "resolved": {"messages": {str(message_id): message}},
+        }
+        channel = self._channel_payload(guild, int(message["channel_id"]))
+        return self._interaction(2, data, user, guild, channel, None)
+
+    def user_message(self, channel_id: int, content: str, *, user: FakeUser) -> dict[str, Any]:
+        """A message a member posted (not the bot), e.g. to aim a context menu at."""
+        message = self._create(channel_id, {"content": content}, [])
+        message["author"] = user.payload()
+        return message
+
     def autocomplete(
         self, name: str, options: list[dict[str, Any]], *, user: FakeUser, guild: FakeGuild
     ) -> dict[str, Any]:

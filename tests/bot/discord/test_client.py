@@ -63,7 +63,12 @@ async def test_commands_are_registered_globally_with_admin_hidden_by_default(har
         "gallery",
         "help",
         "imagine-admin",
+        "Vary",
     }
+    assert commands["Vary"]["type"] == 3  # a message context menu (Apps → Vary)
+    assert all(commands[name]["type"] == 1 for name in commands if name != "Vary")
+    vary_image = next(o for o in commands["vary"]["options"] if o["name"] == "image")
+    assert vary_image["type"] == 3 and vary_image["autocomplete"] is True  # the ImageOption transformer
     assert int(commands["imagine-admin"]["default_member_permissions"]) == 1 << 5
     assert all(c["contexts"] == [0] for c in commands.values())
     imagine = {o["name"]: o for o in commands["imagine"]["options"]}

@@ -191,3 +191,37 @@ async def test_a_form_opened_before_a_restart_is_answered_after_it(fake, gpu, se
         await stop_client(client)
         await runtime.close()
         worker.close()
+
+
+async def test_vary_from_the_apps_menu_of_a_single_image(harness):
+    """Apps → Vary on a single image's message: its variations, in its thread, charged to the
+    user; on a grid it says to use V1–V4; on someone else's message that it is not ours."""
+    fake = harness.fake
+    image = await upscaled(harness)
+    thread_id = int(image["channel_id"])
+    mark = fake.mark()
+    await harness.send(fake.message_command("Vary", int(image["id"]), user=BOB, guild=GUILD))
+    status = await fake.wait_for("POST", rf"/channels/{thread_id}/messages", since=mark)
+    assert status.content == "#3 variation of #2:1: queued, position 1 in the queue."
+    await edit_result(harness, mark, thread_id)
+    assert await harness.quota_used(BOB) == 4
+
+    grid = fake.messages[thread_id]  # the thread was opened on the grid's message
+    for message_id, expected in ((int(grid["id"]), "That is a grid"), (None, "not one of imagine-bot's images")):
+        if message_id is None:
+            message_id = int(fake.user_message(int(grid["channel_id"]), "hello", user=ALICE)["id"])
+        mark = fake.mark()
+        sent = await harness.send(fake.message_command("Vary", message_id, user=BOB, guild=GUILD))
+        answer = await fake.wait_for("PATCH", rf"/webhooks/\d+/{sent['token']}/messages/@original", since=mark)
+        assert expected in answer.content
+    assert await harness.quota_used(BOB) == 4
+
+
+async def test_an_image_option_that_does_not_parse_is_refused_by_name(harness):
+    """The image option's transformer refuses text that names no image before the command runs."""
+    fake = harness.fake
+    mark = fake.mark()
+    sent = await harness.slash("upscale", [{"name": "image", "type": 3, "value": "twelve"}])
+    answer = await fake.wait_for("POST", rf"/interactions/{sent['id']}/{sent['token']}/callback", since=mark)
+    assert answer.body["data"]["flags"] & EPHEMERAL
+    assert "twelve" in answer.body["data"]["content"] and "sorry" not in answer.body["data"]["content"].lower()

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from bot.discord.interactions import APOLOGY
+from bot.replies import APOLOGY
 from engine.store.models import Generation
 from tests.bot.discord.conftest import ALICE, GUILD
 from tests.bot.discord.fake_discord import option, subcommand
