@@ -26,6 +26,7 @@ Seed = app_commands.Range[int, 0, MAX_SEED]
 Strength = app_commands.Range[float, *limits.VARIATION_STRENGTH]
 Target = discord.Member | discord.User | discord.Role  # a "mentionable" option
 
+TARGET_HELP = "A member or a role (@everyone for all); empty: the server's default"
 ASPECT_CHOICES = [app_commands.Choice(name=a, value=a) for a in ASPECTS]
 IMAGINE_HELP = {
     "prompt": "What to imagine",
@@ -287,7 +288,7 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
     async def vary_message(interaction: discord.Interaction, message: discord.Message) -> None:
         await handler.vary_message(interaction, message)
 
-    tree.add_command(admin_group(handler))
+    tree.add_command(AdminCommands(handler))
 
 
 #: How each command reaches the service from Discord (tests/bot/test_reachability.py checks
@@ -318,81 +319,93 @@ REACHES: dict[type, str] = {
 ABSENT: dict[type, str] = {}
 
 
-def admin_group(handler: InteractionHandler) -> app_commands.Group:
-    admin = app_commands.Group(
-        name="imagine-admin",
-        description="imagine-bot moderation: quotas, bans, blocked terms, audit, stats",
-        # guild_only sets dm_permission false: with contexts alone the group said "DMs allowed".
-        guild_only=True,
-        allowed_contexts=app_commands.AppCommandContext(guild=True),
-        default_permissions=discord.Permissions(manage_guild=True),
-    )
-    quota = app_commands.Group(name="quota", description="Daily image quotas", parent=admin)
-    target_help = "A member or a role (@everyone for all); empty: the server's default"
+class AdminCommands(app_commands.Group):
+    """`/imagine-admin …`: quotas, bans, blocked terms, audit, stats, retention, moderator roles.
+    Each builds its typed command; the service checks moderator rights on every call."""
+
+    quota = app_commands.Group(name="quota", description="Daily image quotas")
+
+    def __init__(self, handler: InteractionHandler) -> None:
+        super().__init__(
+            name="imagine-admin",
+            description="imagine-bot moderation: quotas, bans, blocked terms, audit, stats",
+            # guild_only sets dm_permission false: with contexts alone the group said "DMs allowed".
+            guild_only=True,
+            allowed_contexts=app_commands.AppCommandContext(guild=True),
+            default_permissions=discord.Permissions(manage_guild=True),
+        )
+        self.handler = handler
 
     @quota.command(name="set", description="Set a daily image limit")
-    @app_commands.describe(target=target_help, images="Images per day", unlimited="No limit at all")
+    @app_commands.describe(target=TARGET_HELP, images="Images per day", unlimited="No limit at all")
     async def quota_set(
+        self,
         interaction: discord.Interaction,
         target: Target | None = None,
         images: app_commands.Range[int, 0, limits.MAX_QUOTA_IMAGES] | None = None,
         unlimited: bool = False,
     ) -> None:
         if unlimited == (images is not None):
-            await handler.refuse(interaction, "Give either a number of images or unlimited: True.")
+            await self.handler.refuse(interaction, "Give either a number of images or unlimited: True.")
             return
-        await handler.admin(interaction, c.AdminQuota("set", quota_target(target), None if unlimited else images))
+        await self.handler.admin(interaction, c.AdminQuota("set", quota_target(target), None if unlimited else images))
 
     @quota.command(name="grant", description="Give extra images for today")
-    @app_commands.describe(target=target_help, images="Extra images for today")
+    @app_commands.describe(target=TARGET_HELP, images="Extra images for today")
     async def quota_grant(
+        self,
         interaction: discord.Interaction,
         images: app_commands.Range[int, 1, limits.MAX_QUOTA_IMAGES],
         target: Target | None = None,
     ) -> None:
-        await handler.admin(interaction, c.AdminQuota("grant", quota_target(target), images))
+        await self.handler.admin(interaction, c.AdminQuota("grant", quota_target(target), images))
 
     @quota.command(name="reset", description="Start today's usage over")
-    @app_commands.describe(target=target_help)
-    async def quota_reset(interaction: discord.Interaction, target: Target | None = None) -> None:
-        await handler.admin(interaction, c.AdminQuota("reset", quota_target(target)))
+    @app_commands.describe(target=TARGET_HELP)
+    async def quota_reset(self, interaction: discord.Interaction, target: Target | None = None) -> None:
+        await self.handler.admin(interaction, c.AdminQuota("reset", quota_target(target)))
 
-    @admin.command(name="ban", description="Stop a member from using imagine-bot here")
+    @app_commands.command(name="ban", description="Stop a member from using imagine-bot here")
     @app_commands.describe(user="Who", reason="Why (they are told)")
     async def ban(
+        self,
         interaction: discord.Interaction,
         user: discord.User,
         reason: app_commands.Range[str, 1, limits.MAX_BAN_REASON_CHARS] | None = None,
     ) -> None:
-        await handler.admin(interaction, c.AdminBan(str(user.id), reason))
+        await self.handler.admin(interaction, c.AdminBan(str(user.id), reason))
 
-    @admin.command(name="unban", description="Let a banned member use imagine-bot again")
-    async def unban(interaction: discord.Interaction, user: discord.User) -> None:
-        await handler.admin(interaction, c.AdminUnban(str(user.id)))
+    @app_commands.command(name="unban", description="Let a banned member use imagine-bot again")
+    async def unban(self, interaction: discord.Interaction, user: discord.User) -> None:
+        await self.handler.admin(interaction, c.AdminUnban(str(user.id)))
 
-    @admin.command(name="block-term", description="Refuse prompts containing a word or phrase")
-    async def block_term(interaction: discord.Interaction, term: str) -> None:
-        await handler.admin(interaction, c.AdminBlockTerm(term))
+    @app_commands.command(name="block-term", description="Refuse prompts containing a word or phrase")
+    async def block_term(self, interaction: discord.Interaction, term: str) -> None:
+        await self.handler.admin(interaction, c.AdminBlockTerm(term))
 
-    @admin.command(name="unblock-term", description="Stop refusing a blocked word or phrase")
-    async def unblock_term(interaction: discord.Interaction, term: str) -> None:
-        await handler.admin(interaction, c.AdminUnblockTerm(term))
+    @app_commands.command(name="unblock-term", description="Stop refusing a blocked word or phrase")
+    async def unblock_term(self, interaction: discord.Interaction, term: str) -> None:
+        await self.handler.admin(interaction, c.AdminUnblockTerm(term))
 
-    @admin.command(name="audit", description="Recent moderator actions")
+    @app_commands.command(name="audit", description="Recent moderator actions")
     @app_commands.describe(entries="How many (1-100)")
     async def audit(
-        interaction: discord.Interaction, entries: app_commands.Range[int, *limits.AUDIT_ENTRIES] | None = None
+        self,
+        interaction: discord.Interaction,
+        entries: app_commands.Range[int, *limits.AUDIT_ENTRIES] | None = None,
     ) -> None:
-        await handler.admin(interaction, c.AdminAudit(entries) if entries is not None else c.AdminAudit())
+        await self.handler.admin(interaction, c.AdminAudit(entries) if entries is not None else c.AdminAudit())
 
-    @admin.command(name="stats", description="Jobs, failures and usage by member and role")
+    @app_commands.command(name="stats", description="Jobs, failures and usage by member and role")
     @app_commands.describe(days="Over how many days (1-90)")
     async def stats(
-        interaction: discord.Interaction, days: app_commands.Range[int, *limits.STATS_DAYS] | None = None
+        self,
+        interaction: discord.Interaction,
+        days: app_commands.Range[int, *limits.STATS_DAYS] | None = None,
     ) -> None:
-        await handler.admin(interaction, c.AdminStats(days) if days is not None else c.AdminStats())
+        await self.handler.admin(interaction, c.AdminStats(days) if days is not None else c.AdminStats())
 
-    @admin.command(name="retention", description="How long this server's jobs and images are kept")
+    @app_commands.command(name="retention", description="How long this server's jobs and images are kept")
     @app_commands.describe(days="Days to keep them", keep="Or: forever, or the deployment's default")
     @app_commands.choices(
         keep=[
@@ -401,22 +414,21 @@ def admin_group(handler: InteractionHandler) -> app_commands.Group:
         ]
     )
     async def retention(
+        self,
         interaction: discord.Interaction,
         days: app_commands.Range[int, 1, limits.RETENTION_DAYS[1]] | None = None,
         keep: str | None = None,
     ) -> None:
         if (days is None) == (keep is None):
-            await handler.refuse(interaction, "Give either a number of days or keep: forever/default.")
+            await self.handler.refuse(interaction, "Give either a number of days or keep: forever/default.")
             return
-        await handler.admin(
+        await self.handler.admin(
             interaction, c.AdminRetention(days if days is not None else (0 if keep == "forever" else None))
         )
 
-    @admin.command(name="mod-role", description="Make a role's members imagine-bot moderators (or stop)")
+    @app_commands.command(name="mod-role", description="Make a role's members imagine-bot moderators (or stop)")
     @app_commands.choices(
         action=[app_commands.Choice(name="add", value="add"), app_commands.Choice(name="remove", value="remove")]
     )
-    async def mod_role(interaction: discord.Interaction, action: str, role: discord.Role) -> None:
-        await handler.admin(interaction, c.AdminModRole(str(role.id), action == "add"))
-
-    return admin
+    async def mod_role(self, interaction: discord.Interaction, action: str, role: discord.Role) -> None:
+        await self.handler.admin(interaction, c.AdminModRole(str(role.id), action == "add"))
