@@ -16,9 +16,16 @@ Prints {"commands": N, "per_s": r, "p50_ms": a, "p99_ms": b}:
   that interaction's defer callback;
 - per_s: sustained commands per second, from the first payload written to the last command
   fully handled (its job queued and its "queued, position N" message shown).
-`--cpu` also prints, to stderr, the CPU time per command of every process taking part: the bot
-(its share of delivery included), the worker, the fake Discord, PostgreSQL's backends and Redis
-(Linux: read from /proc). On 2 cores, N commands/s needs their sum to stay under 2000/N ms.
+`--cpu` adds "cpu_ms_per_command": the CPU time per command of every process taking part until
+every result is delivered — the bot (its delivery loop included), the worker, PostgreSQL's
+backends, Redis, the fake Discord (Linux: read from /proc) — and runs the **floor**: a bare
+discord.py client against a fresh fake making the same Discord calls per command as imagine-bot
+(the defer, the "queued" edit with its ❌, the final edit with the small PNG and the grid's
+buttons), with no database, no queue and no worker. Its CPU per command is "floor_bot", and
+"bot_over_floor" = bot / floor_bot: what imagine-bot itself costs beyond discord.py, as a ratio
+measured in one run (machines of this kind differ 2.5× in absolute speed). "discord_calls" counts
+the REST calls per command each side made, so the two are seen to do the same work. On 2 cores,
+N commands/s needs the processes' sum to stay under 2000/N ms.
 
 A whole burst written at once is not a useful load: the client reads every buffered frame before
 it runs any handler, so each defer would wait for the whole burst to be parsed.
@@ -95,6 +102,7 @@ async def serve_fake() -> None:
             for i in range(commands)
         ]
         fed: dict[str, float] = {}
+        mark = fake.mark()
         unacknowledged = asyncio.Semaphore(window)
         fake.on_request = lambda r: unacknowledged.release() if r.path.endswith("/callback") else None
         started = time.perf_counter()
@@ -111,17 +119,25 @@ async def serve_fake() -> None:
                 "PATCH", r"/webhooks/\d+/[^/]+/messages/@original", lambda r: "queued" in (r.content or "")
             )
 
+        def delivered() -> list:
+            return fake.find("PATCH", r"/webhooks/\d+/[^/]+/messages/@original", lambda r: bool(r.files))
+
         await fake.wait_until(lambda: len(handled()) >= commands, timeout=600)
         finished = max(r.at for r in handled())
+        if spec.get("until_delivered"):  # CPU is counted to the last result, on both sides
+            await fake.wait_until(lambda: len(delivered()) >= commands, timeout=600)
         defers = fake.find("POST", r"/interactions/\d+/[^/]+/callback", arrived=True)
         latencies = [(r.at - fed[r.path.split("/")[3]]) * 1000 for r in defers]
         assert len(latencies) == commands, f"{len(latencies)} defers for {commands} commands"
+        # Calls per command: every REST request since the feed began (start-up calls excluded).
+        calls = [r for r in fake.requests[mark:] if not r.path.startswith("/bench/")]
         return web.json_response(
             {
                 "commands": commands,
                 "per_s": round(commands / (finished - started), 1),
                 "p50_ms": round(statistics.median(latencies), 2),
                 "p99_ms": round(percentile(latencies, 0.99), 2),
+                "discord_calls": round(len(calls) / commands, 2),
             }
         )
 
@@ -176,11 +192,94 @@ class CpuAccount:
     def start(self) -> None:
         self.before = self._read()
 
-    def report(self, commands: int) -> str:
+    def report(self, commands: int) -> dict[str, float]:
         after = self._read()
-        spent = {name: 1000 * (after[name] - self.before.get(name, 0.0)) / commands for name in after}
-        parts = ", ".join(f"{name} {ms:.1f}" for name, ms in spent.items())
-        return f"CPU ms per command: {parts}; total {sum(spent.values()):.1f}"
+        return {name: round(1000 * (after[name] - self.before.get(name, 0.0)) / commands, 2) for name in after}
+
+
+# --- the floor: discord.py alone ----------------------------------------------------------------
+
+
+def floor_client():
+    """A bare discord.py client making imagine-bot's Discord calls per `/imagine` — the defer,
+    the "queued" edit with a ❌ button, the final edit with an 8×8 PNG (what the no-op renderer
+    draws) and U1/V1/🔄 — at once, with no database, no queue and no worker."""
+    import io
+
+    import discord
+    from discord import app_commands
+    from PIL import Image
+
+    from engine.images import encode_png
+
+    png = encode_png(Image.new("RGB", (8, 8), (200, 40, 40)))
+
+    def buttons(*custom_ids: str) -> discord.ui.View:
+        view = discord.ui.View(timeout=None)
+        for custom_id in custom_ids:
+            view.add_item(discord.ui.Button(label=custom_id.split(":")[1].upper(), custom_id=custom_id))
+        return view
+
+    client = discord.Client(
+        intents=discord.Intents(guilds=True, guild_reactions=True),
+        max_messages=None,
+        member_cache_flags=discord.MemberCacheFlags.none(),
+        chunk_guilds_at_startup=False,
+    )
+    tree = app_commands.CommandTree(client)
+    jobs = iter(range(1, 10**9))
+
+    @tree.command(name="imagine", description="floor")
+    async def imagine(interaction: discord.Interaction, prompt: str, n: int = 4) -> None:
+        job = next(jobs)
+        await interaction.response.defer(thinking=True)
+        await interaction.edit_original_response(
+            content=f'#{job} imagine "{prompt}": queued, position 1 in the queue.', view=buttons(f"imagine:x:{job}")
+        )
+        await interaction.edit_original_response(
+            content=f'#{job} imagine "{prompt}": done.',
+            attachments=[discord.File(io.BytesIO(png), f"imagine-{job}.png")],
+            view=buttons(f"imagine:u:{job}:1", f"imagine:v:{job}:1", f"imagine:r:{job}"),
+        )
+
+    return client
+
+
+async def measure_floor(commands: int, users: int, rate: float, window: int) -> dict:
+    """The floor's run against a fresh fake: its JSON, with this process's CPU per command."""
+    import aiohttp
+
+    fake = subprocess.Popen([sys.executable, __file__, "--serve-fake"], stdout=subprocess.PIPE, text=True)
+    try:
+        port = json.loads(fake.stdout.readline())["port"]
+        client = floor_client()
+        with RouteBase(port):
+            task = asyncio.create_task(client.start("floor"))
+            try:
+                await asyncio.wait_for(client.wait_until_ready(), 30)
+                before = time.process_time()
+                async with (
+                    aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=900)) as session,
+                    session.post(
+                        f"http://127.0.0.1:{port}/bench/feed",
+                        json={
+                            "commands": commands,
+                            "users": users,
+                            "rate": rate,
+                            "window": window,
+                            "until_delivered": True,
+                        },
+                    ) as response,
+                ):
+                    result = await response.json()
+                result["cpu_ms"] = 1000 * (time.process_time() - before) / commands
+                return result
+            finally:
+                await client.close()
+                await asyncio.gather(task, return_exceptions=True)
+    finally:
+        fake.terminate()
+        fake.wait(timeout=30)
 
 
 # --- the bot's process ------------------------------------------------------------------------
@@ -209,12 +308,18 @@ async def measure(
                     aiohttp.ClientSession(timeout=timeout) as session,
                     session.post(
                         f"http://127.0.0.1:{port}/bench/feed",
-                        json={"commands": commands, "users": users, "rate": rate, "window": window},
+                        json={
+                            "commands": commands,
+                            "users": users,
+                            "rate": rate,
+                            "window": window,
+                            "until_delivered": cpu is not None,
+                        },
                     ) as response,
                 ):
                     result = await response.json()
-                if cpu is not None:  # where the time goes, for reading the result (stderr: not the JSON)
-                    print(cpu.report(commands), file=sys.stderr)
+                if cpu is not None:
+                    result["cpu_ms_per_command"] = cpu.report(commands)
                 return result
             finally:
                 await client.close()
@@ -250,11 +355,19 @@ async def run(commands: int, users: int, rate: float = 0.0, window: int = 8, sho
                 stderr=subprocess.DEVNULL,
             )
             cpu = CpuAccount({"worker": worker.pid}, url.rsplit("/", 1)[1]) if show_cpu else None
-            return await measure(settings, commands, users, rate, window, cpu)
+            result = await measure(settings, commands, users, rate, window, cpu)
         finally:
             if worker is not None:
                 worker.terminate()
                 worker.wait(timeout=30)
+    if show_cpu:
+        floor = await measure_floor(commands, users, rate, window)
+        spent = result["cpu_ms_per_command"]
+        spent["floor_bot"] = round(floor["cpu_ms"], 2)
+        result["bot_over_floor"] = round(spent["bot"] / spent["floor_bot"], 2)
+        result["discord_calls"] = {"bot": result["discord_calls"], "floor": floor["discord_calls"]}
+        result["floor"] = {k: floor[k] for k in ("per_s", "p50_ms", "p99_ms")}
+    return result
 
 
 def main() -> int:
