@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Row, func, select
+from typing import NamedTuple
+
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, lazyload
 
 from engine.domain.limits import MAX_ID
@@ -102,10 +104,21 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def team_jobs_since(session: Session, team: Team, since: datetime) -> Sequence[Row]:
-    """(status, cost, error, requester_role_ids, display_name, external_id) of each of a team's
-    jobs created since `since`, for statistics."""
-    return session.execute(
+class TeamJobRow(NamedTuple):
+    """One job as statistics read it."""
+
+    status: str
+    cost: int
+    error: str | None
+    role_ids: list[str] | None
+    display_name: str | None
+    external_id: str
+
+
+def team_jobs_since(session: Session, team: Team, since: datetime) -> list[TeamJobRow]:
+    """Each of a team's jobs created since `since`, for statistics. Typed here rather than as
+    SQLAlchemy's Row, whose generic parameters differ between 2.0 and 2.1."""
+    rows = session.execute(
         select(
             Generation.status,
             Generation.cost,
@@ -117,6 +130,7 @@ def team_jobs_since(session: Session, team: Team, since: datetime) -> Sequence[R
         .join(User, Generation.requester_id == User.id)
         .where(Generation.team_id == team.id, Generation.created_at >= since)
     ).all()
+    return [TeamJobRow(*row) for row in rows]
 
 
 def get_image(session: Session, image_id: int) -> Image | None:
