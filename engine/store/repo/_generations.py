@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-
 from typing import NamedTuple
 
 from sqlalchemy import func, select
