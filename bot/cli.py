@@ -317,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train-builtin"]:
+        # Its options are the trainer's own: argparse's REMAINDER would not pass on a first
+        # argument that looks like an option (`train-builtin --base ...`).
+        from engine.builtin.train import main as train_main
+
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     _configure_logging(args)
     return args.func(args)

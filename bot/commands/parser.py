@@ -8,7 +8,8 @@ phones "correct" the double dash):
 
     /imagine <prompt> [--seed N] [--n 1-4] [--ar W:H] [--no TEXT] [--steps N]
                       [--prior-steps N] [--decoder-steps N] [--upscale-steps N]
-                      [--guidance X] [--prior-guidance X] [--model NAME]
+                      [--guidance X] [--prior-guidance X] [--prior diffusion|ar|none]
+                      [--model NAME]
     /vary <image> [--strength 0.05-1] [--n 1-4] [--seed N]     image: 12:3, 12, or last:3
     /blend <image> <image> [<image> <image>] [--weights 1,2,...]   /upscale <image>
     /reroll [job]    /cancel [job]    /history [page]    /thread [job]    /quota    /help
@@ -50,6 +51,7 @@ from engine.domain.errors import UsageError
 from engine.domain.limits import MAX_SEED
 from engine.domain.types import (
     ASPECTS,
+    PRIORS,
     EditRequest,
     ImageRef,
     ImagineRequest,
@@ -83,6 +85,7 @@ _IMAGINE_OPTIONS = {
     "upscale-steps",
     "guidance",
     "prior-guidance",
+    "prior",
     "model",
 }
 _VARY_OPTIONS = {"strength", "n", "seed", "toward", "amount"}
@@ -135,6 +138,13 @@ def _float(name: str, text: str, low: float, high: float) -> float:
     return value
 
 
+def _prior(text: str) -> str:
+    cleaned = text.strip().lower()
+    if cleaned not in PRIORS:
+        raise UsageError(f"--prior must be one of {', '.join(PRIORS)}, got {text[:40]!r}.")
+    return cleaned
+
+
 def _aspect(text: str) -> str:
     cleaned = text.replace(" ", "").replace("/", ":").replace("x", ":")
     if cleaned not in ASPECTS:
@@ -168,6 +178,7 @@ def _render_params(options: dict[str, str], limits: Limits) -> RenderParams:
         prior_guidance=guidance("prior-guidance"),
         aspect=_aspect(options["ar"]) if "ar" in options else "1:1",
         strength=_float("strength", options["strength"], 0.05, 1.0) if "strength" in options else None,
+        prior=_prior(options["prior"]) if "prior" in options else None,
     )
 
 

@@ -158,6 +158,7 @@ Command = (
 
 USAGE = """\
 /imagine <prompt> [--seed N] [--n 1-4] [--ar W:H] [--no TEXT] [--steps N] [--guidance X]
+         [--prior diffusion|ar|none]   (how the prompt becomes an image embedding)
 /vary <image> [--strength 0.05-1] [--n 1-4] [--seed N] [--toward TEXT [--amount 0.05-1]]
       (image: 12:3, 12, or last:3; --toward turns it toward a text: "--toward in winter")
 /blend <image> <image> [<image> <image>] [--weights 1,2,...] [--n 1-4] [--seed N]

@@ -17,7 +17,7 @@ from bot.discord.references import Image
 from engine.domain import limits
 from engine.domain.edits import REGION_NAMES
 from engine.domain.limits import MAX_SEED
-from engine.domain.types import ASPECTS, ImagineRequest, QuotaTarget, RenderParams
+from engine.domain.types import ASPECTS, PRIORS, ImagineRequest, QuotaTarget, RenderParams
 
 Images = app_commands.Range[int, 1, 4]
 Steps = app_commands.Range[int, 2, 1000]
@@ -28,6 +28,7 @@ Target = discord.Member | discord.User | discord.Role  # a "mentionable" option
 
 TARGET_HELP = "A member or a role (@everyone for all); empty: the server's default"
 ASPECT_CHOICES = [app_commands.Choice(name=a, value=a) for a in ASPECTS]
+PRIOR_CHOICES = [app_commands.Choice(name=p, value=p) for p in PRIORS]
 IMAGINE_HELP = {
     "prompt": "What to imagine",
     "negative": "What to keep out of the picture",
@@ -36,12 +37,18 @@ IMAGINE_HELP = {
     "aspect": "Aspect ratio",
     "steps": "Diffusion steps (more: slower, sometimes finer)",
     "guidance": "How closely to follow the prompt",
+    "prior": "How the prompt becomes an image embedding (unCLIP's priors; default diffusion)",
     "model": "Which model renders it",
 }
 
 
 def render_params(
-    n: int | None, aspect: str | None, steps: int | None, guidance: float | None, strength: float | None = None
+    n: int | None,
+    aspect: str | None,
+    steps: int | None,
+    guidance: float | None,
+    strength: float | None = None,
+    prior: str | None = None,
 ) -> RenderParams:
     # `steps` sets the prior's and the decoder's steps, as `--steps` does in text commands.
     return RenderParams(
@@ -51,6 +58,7 @@ def render_params(
         decoder_guidance=guidance,
         aspect=aspect or "1:1",
         strength=strength,
+        prior=prior,
     )
 
 
@@ -69,7 +77,7 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
 
     @app_commands.guild_only()
     @app_commands.describe(**{k: v for k, v in IMAGINE_HELP.items() if k != "model"})
-    @app_commands.choices(aspect=ASPECT_CHOICES)
+    @app_commands.choices(aspect=ASPECT_CHOICES, prior=PRIOR_CHOICES)
     async def imagine(
         interaction: discord.Interaction,
         prompt: str,
@@ -79,14 +87,14 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
         aspect: str | None = None,
         steps: Steps | None = None,
         guidance: Guidance | None = None,
+        prior: str | None = None,
     ) -> None:
-        await handler.imagine(
-            interaction, ImagineRequest(prompt, negative, seed, None, render_params(n, aspect, steps, guidance))
-        )
+        params = render_params(n, aspect, steps, guidance, prior=prior)
+        await handler.imagine(interaction, ImagineRequest(prompt, negative, seed, None, params))
 
     @app_commands.guild_only()
     @app_commands.describe(**IMAGINE_HELP)
-    @app_commands.choices(aspect=ASPECT_CHOICES)
+    @app_commands.choices(aspect=ASPECT_CHOICES, prior=PRIOR_CHOICES)
     @app_commands.autocomplete(model=handler.model_choices)
     async def imagine_with_model(
         interaction: discord.Interaction,
@@ -97,11 +105,11 @@ def add_commands(tree: app_commands.CommandTree, handler: InteractionHandler, *,
         aspect: str | None = None,
         steps: Steps | None = None,
         guidance: Guidance | None = None,
+        prior: str | None = None,
         model: str | None = None,
     ) -> None:
-        await handler.imagine(
-            interaction, ImagineRequest(prompt, negative, seed, model, render_params(n, aspect, steps, guidance))
-        )
+        params = render_params(n, aspect, steps, guidance, prior=prior)
+        await handler.imagine(interaction, ImagineRequest(prompt, negative, seed, model, params))
 
     tree.add_command(
         app_commands.Command(

@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # each builder imports its library when called: this module s
         PreTrainedTokenizerBase,
     )
 
+    from engine.render.ar_prior import AutoregressivePrior
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -45,6 +47,10 @@ class Architecture:
     decoder_layers_per_block: int = 1
     decoder_head_dim: int = 32
     cross_attention_dim: int = 128
+    ar_components: int = 32  # the AR prior's PCA directions (of embed_dim)
+    ar_bins: int = 64  # and buckets per direction
+    ar_width: int = 64
+    ar_layers: int = 4
     upsampler_widths: tuple[int, ...] = (32, 64, 96)
     upsampler_layers_per_block: int = 1
     norm_groups: int = 16
@@ -72,6 +78,10 @@ class Architecture:
             decoder_layers_per_block=1,
             decoder_head_dim=16,
             cross_attention_dim=32,
+            ar_components=8,
+            ar_bins=16,
+            ar_width=32,
+            ar_layers=1,
             upsampler_widths=(8, 16),
             upsampler_layers_per_block=1,
             norm_groups=8,
@@ -145,6 +155,20 @@ def build_prior(arch: Architecture) -> PriorTransformer:
         num_layers=arch.prior_layers,
         embedding_dim=arch.embed_dim,
         num_embeddings=arch.max_tokens,
+    )
+
+
+def build_ar_prior(arch: Architecture) -> AutoregressivePrior:
+    from engine.render.ar_prior import AutoregressivePrior
+
+    return AutoregressivePrior(
+        embedding_dim=arch.embed_dim,
+        text_tokens=arch.max_tokens,
+        components=arch.ar_components,
+        bins=arch.ar_bins,
+        width=arch.ar_width,
+        layers=arch.ar_layers,
+        heads=4 if arch.ar_width >= 64 else 2,
     )
 
 

@@ -52,7 +52,7 @@ log = logging.getLogger("engine.builtin.train")
 
 ModuleT = TypeVar("ModuleT", bound="torch.nn.Module")
 
-STAGES = ("clip", "prior", "decoder", "upsampler")
+STAGES = ("clip", "prior", "ar_prior", "decoder", "upsampler")
 DEFAULT_OUT = Path(__file__).resolve().parent / "weights"
 DEFAULT_WORK = Path("data/builtin-train")
 
@@ -103,6 +103,7 @@ PLANS: dict[str, dict[str, StagePlan]] = {
         # scenes drew every background right (240 of 240), the 1200-step prior's embeddings
         # 0.925 on saturated ones (cyan, pink, purple -> grey); 4800 steps drew them all right.
         "prior": StagePlan(steps=4800, batch=128, lr=3e-4, ema_decay=0.999),
+        "ar_prior": StagePlan(steps=3000, batch=128, lr=3e-4, ema_decay=0.999),
         # The decoder learns shapes on plain noise, then spends its last 2000 steps on offset
         # noise, which teaches it to take the mean colour from the embedding (see OFFSET_NOISE).
         # Offset noise from the first step draws the colours as well but the shapes worse; 1000
@@ -115,6 +116,7 @@ PLANS: dict[str, dict[str, StagePlan]] = {
             steps=30, batch=32, lr=1e-3, warmup=5, ema_decay=None, checkpoint_every=20, log_every=10, cosine=True
         ),
         "prior": StagePlan(steps=30, batch=32, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20, log_every=10),
+        "ar_prior": StagePlan(steps=30, batch=32, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20, log_every=10),
         "decoder": StagePlan(
             steps=30, batch=8, lr=1e-3, warmup=5, ema_decay=0.9, checkpoint_every=20, log_every=10, offset_noise_from=20
         ),
@@ -126,6 +128,7 @@ TEXT_DROPOUT = 0.5  # decoder: drop the caption half the time (unCLIP), so "" + 
 IMAGE_EMBED_DROPOUT = 0.1  # decoder: the unconditional branch of classifier-free guidance
 PRIOR_TEXT_DROPOUT = 0.1  # prior: the unconditional branch of its guidance
 PAIR_FRACTION = 0.25  # share of two-object scenes
+AR_PRIOR_COMPONENT = ("imagine", "AutoregressivePrior")  # model_index.json's line for it
 # Offset noise (a per-image, per-channel constant of this standard deviation added to the
 # decoder's training noise). Plain pixel noise leaves an image's mean colour readable almost to
 # t = 1000, so the decoder rarely has to make the background colour from the embedding and, at
@@ -394,16 +397,25 @@ class TrainContext:
     seed: int
     tokenizer: Any = None
     device: str = "cpu"
+    #: An exported weights folder whose CLIP the later stages build on (`--base`), instead of
+    #: this run's own clip stage: training one more part for a model that already ships.
+    base: Path | None = None
 
     def frozen_clip(self) -> tuple[CLIPTextModelWithProjection, CLIPVisionModelWithProjection]:
         """The trained CLIP towers, frozen, for the later stages."""
+        from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
         from engine.builtin.models import build_image_encoder, build_text_encoder
 
-        weights = trained_state(self.work, "clip")
-        text_encoder = build_text_encoder(self.arch, self.tokenizer)
-        image_encoder = build_image_encoder(self.arch)
-        text_encoder.load_state_dict(weights["text_encoder"])
-        image_encoder.load_state_dict(weights["image_encoder"])
+        if self.base is not None:
+            text_encoder = CLIPTextModelWithProjection.from_pretrained(self.base / "text_encoder")
+            image_encoder = CLIPVisionModelWithProjection.from_pretrained(self.base / "image_encoder")
+        else:
+            weights = trained_state(self.work, "clip")
+            text_encoder = build_text_encoder(self.arch, self.tokenizer)
+            image_encoder = build_image_encoder(self.arch)
+            text_encoder.load_state_dict(weights["text_encoder"])
+            image_encoder.load_state_dict(weights["image_encoder"])
         for model in (text_encoder, image_encoder):
             on(model, self.device).eval().requires_grad_(False)
         return text_encoder, image_encoder
@@ -642,6 +654,65 @@ class PriorStage(Stage):
         return loss, {"cos": cosine}
 
 
+class ArPriorStage(Stage):
+    """The paper's other prior: the image embedding's quantised PCA coordinates, token by token
+    (engine.render.ar_prior). Trained on the same captions and the same frozen CLIP as the
+    diffusion prior, so bench/model_quality.py compares the two on equal terms."""
+
+    name = "ar_prior"
+    CODEBOOK_EXAMPLES = 8 * 512
+
+    def __init__(self, ctx: TrainContext) -> None:
+        import torch
+
+        from engine.builtin.models import build_ar_prior
+        from engine.builtin.scenes import render_batch, sample_examples
+
+        super().__init__(ctx)
+        self.text_encoder, self.image_encoder = ctx.frozen_clip()
+        self.model = on(build_ar_prior(ctx.arch), ctx.device)
+        # The codebook is data, not learned: fitted here (deterministically, also on resume) rather
+        # than in prepare(), so the EMA starts from it instead of averaging it in from zeros.
+        chunks: list[torch.Tensor] = []
+        with torch.no_grad():
+            for chunk in range(self.CODEBOOK_EXAMPLES // 512):
+                rng = batch_rng(ctx.seed, "ar-prior-codebook", chunk)
+                examples = sample_examples(rng, 512, pair_fraction=PAIR_FRACTION)
+                pixels = clip_pixels(render_batch([e.scene for e in examples], ctx.arch.image_size), ctx.arch.clip_size)
+                chunks.append(self.image_encoder(pixel_values=pixels.to(ctx.device)).image_embeds)
+        explained = self.model.fit_codebook(torch.cat(chunks))
+        log.info(
+            "ar_prior: %d PCA directions keep %.1f%% of the image embeddings' variance, %d buckets each",
+            ctx.arch.ar_components,
+            100 * explained,
+            ctx.arch.ar_bins,
+        )
+
+    def trainable(self) -> dict[str, torch.nn.Module]:
+        return {"ar_prior": self.model}
+
+    def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
+        from engine.builtin.scenes import render_batch, sample_examples
+
+        rng = batch_rng(self.ctx.seed, self.name, step)
+        examples = sample_examples(rng, plan.batch, pair_fraction=PAIR_FRACTION)
+        captions = [e.caption if rng.random() >= PRIOR_TEXT_DROPOUT else "" for e in examples]
+        ids, mask = tokenize(self.ctx.tokenizer, captions)
+        pixels = clip_pixels(
+            render_batch([e.scene for e in examples], self.ctx.arch.image_size), self.ctx.arch.clip_size
+        )
+        return {"ids": ids, "mask": mask, "pixels": pixels}
+
+    def loss(self, data: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        import torch
+
+        with torch.no_grad():
+            text_embeds, hidden, mask = embed_text(self.text_encoder, data["ids"], data["mask"])
+            image_embeds = self.image_encoder(pixel_values=data["pixels"]).image_embeds
+        loss, accuracy = self.model.loss(image_embeds, text_embeds, hidden, mask)
+        return loss, {"acc": accuracy.item()}
+
+
 class DecoderStage(Stage):
     """unCLIP's decoder: noise + learned variance, conditioned on image embedding and caption."""
 
@@ -791,6 +862,7 @@ class UpsamplerStage(Stage):
 STAGE_CLASSES: dict[str, type[Stage]] = {
     "clip": ClipStage,
     "prior": PriorStage,
+    "ar_prior": ArPriorStage,
     "decoder": DecoderStage,
     "upsampler": UpsamplerStage,
 }
@@ -998,6 +1070,8 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
     image_encoder.load_state_dict(clip["image_encoder"])
     prior = models.build_prior(arch)
     prior.load_state_dict(trained_state(ctx.work, "prior")["prior"])
+    ar_prior = models.build_ar_prior(arch)
+    ar_prior.load_state_dict(trained_state(ctx.work, "ar_prior")["ar_prior"])
     decoder_weights = trained_state(ctx.work, "decoder")
     text_proj = models.build_text_proj(arch)
     text_proj.load_state_dict(decoder_weights["text_proj"])
@@ -1011,6 +1085,7 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
         "image_encoder": (image_encoder, ("transformers", "CLIPVisionModelWithProjection")),
         "feature_extractor": (models.build_feature_extractor(arch), ("transformers", "CLIPImageProcessor")),
         "prior": (prior, ("diffusers", "PriorTransformer")),
+        "ar_prior": (ar_prior, AR_PRIOR_COMPONENT),
         "text_proj": (text_proj, ("unclip", "UnCLIPTextProjModel")),
         "decoder": (decoder, ("diffusers", "UNet2DConditionModel")),
         # One upsampler for every step: the loader reuses it as super_res_last.
@@ -1020,7 +1095,10 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
         shutil.rmtree(out)
     out.mkdir(parents=True)
     for name, (part, (library, _)) in parts.items():
-        if isinstance(part, ModelMixin) and library != "transformers":
+        if name == "ar_prior":
+            # float32: its bucket table and PCA basis are data, and it is small (~3 MB).
+            part.save_pretrained(out / name, safe_serialization=True)
+        elif isinstance(part, ModelMixin) and library != "transformers":
             # fp16 halves the size; diffusers loads it back as float32 unless told otherwise.
             on(part, torch.float16).save_pretrained(out / name, safe_serialization=True)
         else:
@@ -1045,6 +1123,36 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
     )
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     log.info("exported to %s (%.1f MB)", out, size / 1e6)
+    return out
+
+
+def export_ar_prior(ctx: TrainContext, out: Path, training: dict[str, Any]) -> Path:
+    """Add the AR prior trained on `--base`'s CLIP to the weights folder `out` (a copy of the
+    base, or the base itself): its folder, its line in model_index.json, its training time."""
+    import shutil
+
+    from engine.builtin import models
+
+    assert ctx.base is not None
+    if out.resolve() != ctx.base.resolve():
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(ctx.base, out)
+    ar_prior = models.build_ar_prior(ctx.arch)
+    ar_prior.load_state_dict(trained_state(ctx.work, "ar_prior")["ar_prior"])
+    if (out / "ar_prior").exists():
+        shutil.rmtree(out / "ar_prior")
+    ar_prior.save_pretrained(out / "ar_prior", safe_serialization=True)
+    index = json.loads((out / "model_index.json").read_text())
+    index["ar_prior"] = list(AR_PRIOR_COMPONENT)
+    (out / "model_index.json").write_text(json.dumps(dict(sorted(index.items())), indent=2) + "\n")
+    meta = json.loads((out / "imagine.json").read_text())
+    meta["architecture"] = ctx.arch.to_dict()
+    meta.setdefault("training", {}).setdefault("stages", {})["ar_prior"] = training
+    stages = meta["training"]["stages"]
+    meta["training"]["total_seconds"] = sum(stage["seconds"] for stage in stages.values())
+    (out / "imagine.json").write_text(json.dumps(meta, indent=2) + "\n")
+    log.info("added the AR prior to %s", out)
     return out
 
 
@@ -1115,6 +1223,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="processes making batches ahead (default: none on the CPU, all cores but two on a GPU)",
     )
+    parser.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="an exported weights folder to build on: train only --stages ar_prior on its CLIP and add "
+        "the result to --out (default: the base folder itself)",
+    )
     parser.add_argument("--no-export", action="store_true", help="train only, do not write --out")
     return parser.parse_args(argv)
 
@@ -1176,13 +1291,29 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(work)
     arch_file = work / "architecture.json"
     arch = Architecture.smoke() if args.smoke else Architecture.full()
+    if args.base is not None:
+        if stages != ["ar_prior"]:
+            print("--base: only --stages ar_prior trains on an exported model's CLIP", file=sys.stderr)
+            return 2
+        try:
+            shipped = json.loads((args.base / "imagine.json").read_text())["architecture"]
+        except (OSError, KeyError, ValueError) as error:
+            print(f"--base {args.base}: not an exported built-in model ({error})", file=sys.stderr)
+            return 2
+        # The base's own sizes, with this version's defaults for parts it does not have yet.
+        arch = Architecture.from_dict(shipped)
     if arch_file.exists() and Architecture.from_dict(json.loads(arch_file.read_text())) != arch:
         print(f"{work} holds a {'full' if args.smoke else 'smoke'} run: use another --work", file=sys.stderr)
         return 2
     arch_file.write_text(json.dumps(arch.to_dict(), indent=2) + "\n")
     torch.manual_seed(args.seed)
-    ctx = TrainContext(arch=arch, work=work, seed=args.seed, device=args.device)
-    ctx.tokenizer = _tokenizer(ctx, work / "tokenizer")
+    ctx = TrainContext(arch=arch, work=work, seed=args.seed, device=args.device, base=args.base)
+    if args.base is not None:
+        from transformers import CLIPTokenizer
+
+        ctx.tokenizer = CLIPTokenizer.from_pretrained(args.base / "tokenizer")
+    else:
+        ctx.tokenizer = _tokenizer(ctx, work / "tokenizer")
     log.info(
         "training %s (%s mode, seed %d) in %s on %s with %d threads, %d data workers; UNets in %s",
         ", ".join(stages),
@@ -1206,6 +1337,9 @@ def main(argv: list[str] | None = None) -> int:
         del stage
 
     if args.no_export:
+        return 0
+    if args.base is not None:
+        export_ar_prior(ctx, args.out if args.out != DEFAULT_OUT else args.base, times["ar_prior"])
         return 0
     missing = [s for s in STAGES if not (work / s / "checkpoint.pt").exists()]
     if missing:

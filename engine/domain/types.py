@@ -58,6 +58,10 @@ ACTIVE_STATUSES = (GenerationStatus.QUEUED, GenerationStatus.RUNNING)
 FINAL_STATUSES = (GenerationStatus.DONE, GenerationStatus.FAILED, GenerationStatus.CANCELLED)
 
 ASPECTS = ("1:1", "4:3", "3:4", "16:9", "9:16", "3:2", "2:3")
+#: How an unCLIP model turns the prompt into an image embedding (the unCLIP paper's comparison):
+#: its diffusion prior, its autoregressive prior (the built-in model has both), or no prior at
+#: all (the text embedding decoded directly).
+PRIORS = ("diffusion", "ar", "none")
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,7 @@ class RenderParams:
     decoder_guidance: float | None = None
     aspect: str = "1:1"
     strength: float | None = None  # variations: 0 keeps the source, 1 is a fresh decode
+    prior: str | None = None  # one of PRIORS; None: the model's default (diffusion)
 
     def validate(self, *, max_steps: int, max_guidance: float) -> None:
         """Raise UsageError naming the first option that is out of range."""
@@ -105,6 +110,8 @@ class RenderParams:
             raise UsageError(f"--ar must be one of {', '.join(ASPECTS)}, got {self.aspect!r}.")
         if self.strength is not None and not 0.05 <= self.strength <= 1.0:
             raise UsageError(f"--strength must be between 0.05 and 1, got {self.strength:g}.")
+        if self.prior is not None and self.prior not in PRIORS:
+            raise UsageError(f"--prior must be one of {', '.join(PRIORS)}, got {self.prior!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}

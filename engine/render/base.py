@@ -190,6 +190,8 @@ class BaseRenderer(ABC):
     guidance_keys: tuple[str, ...] = ()
     #: Sampling settings a model's imagine.json sets (no chat option offers them).
     model_keys: tuple[str, ...] = ()
+    #: Named choices a job may make (not numbers), e.g. the unCLIP family's `prior`.
+    choice_keys: tuple[str, ...] = ()
 
     def __init__(self, spec: ModelSpec, *, device: str, dtype: torch.dtype) -> None:
         self.spec = spec
@@ -229,8 +231,13 @@ class BaseRenderer(ABC):
     def resolved_settings(self, job: RenderJob) -> dict[str, Any]:
         """The steps, guidance and strength a job runs with (its own, else the model's)."""
         defaults = {**self.defaults, **self.spec.defaults}
+        chosen = job.params.get("prior")
+        if chosen not in (None, "diffusion") and "prior" not in self.choice_keys:
+            raise RenderError(
+                f"model {self.model_id} has only its diffusion prior: --prior {chosen} is for unCLIP models"
+            )
         settings = {}
-        for key in (*self.step_keys, *self.guidance_keys, "strength", *self.model_keys):
+        for key in (*self.step_keys, *self.guidance_keys, "strength", *self.model_keys, *self.choice_keys):
             value = job.params.get(key)
             settings[key] = defaults.get(key) if value is None else value
         return settings
@@ -358,7 +365,7 @@ class BaseRenderer(ABC):
             "steps": {k: settings[k] for k in self.step_keys},
             "guidance": {k: settings[k] for k in self.guidance_keys},
             "strength": settings.get("strength") if used_init else 1.0,
-            **{key: settings[key] for key in self.model_keys},
+            **{key: settings[key] for key in (*self.model_keys, *self.choice_keys)},
             "aspect": job.params.get("aspect", "1:1"),
             "embedding": embedding_source,
             "device": self.device,

@@ -32,6 +32,7 @@ UNCLIP_COMPONENTS: dict[str, tuple[str, str]] = {
     "decoder_scheduler": ("diffusers", "UnCLIPScheduler"),
     "prior": ("diffusers", "PriorTransformer"),
     "prior_scheduler": ("diffusers", "UnCLIPScheduler"),
+    "ar_prior": ("imagine", "AutoregressivePrior"),  # the built-in model's autoregressive prior
     "super_res_first": ("diffusers", "UNet2DModel"),
     "super_res_last": ("diffusers", "UNet2DModel"),
     "super_res_scheduler": ("diffusers", "UnCLIPScheduler"),
@@ -187,6 +188,10 @@ def load_unclip(spec: ModelSpec, *, device: str = "cpu", dtype: torch.dtype | No
             continue
         if library == "unclip":
             cls = UnCLIPTextProjModel
+        elif library == "imagine":
+            from engine.render.ar_prior import AutoregressivePrior
+
+            cls = AutoregressivePrior
         elif library == "diffusers":
             cls = getattr(diffusers, class_name)
         else:
@@ -222,6 +227,8 @@ def _check_dimensions(parts: dict[str, Any], path: Path) -> None:
     checks = [("text_proj clip_embeddings_dim", parts["text_proj"].config.clip_embeddings_dim)]
     if "prior" in parts:
         checks.append(("prior embedding_dim", parts["prior"].config.embedding_dim))
+    if "ar_prior" in parts:
+        checks.append(("ar_prior embedding_dim", parts["ar_prior"].config.embedding_dim))
     if "image_encoder" in parts:
         checks.append(("image_encoder projection_dim", parts["image_encoder"].config.projection_dim))
     for what, value in checks:

@@ -132,11 +132,14 @@ def _tiny_clip(
 
 def build_tiny_unclip(folder: Path | str, *, seed: int = 0) -> Path:
     """Create the tiny random stack in `folder` (deterministic for a seed) and return the path."""
+    import torch
     from diffusers.models.transformers.prior_transformer import PriorTransformer
     from diffusers.models.unets.unet_2d import UNet2DModel
     from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
     from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
+
+    from engine.render.ar_prior import AutoregressivePrior
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -150,6 +153,11 @@ def build_tiny_unclip(folder: Path | str, *, seed: int = 0) -> Path:
     )
     # clip_mean/clip_std start at zero, which would scale every sampled embedding to 0.
     prior.clip_std.data.fill_(1.0)
+    ar_prior = AutoregressivePrior(
+        embedding_dim=EMBED_DIM, text_tokens=MAX_TOKENS, components=8, bins=16, width=32, layers=1, heads=2
+    )
+    # A codebook from random embeddings: untrained, but every bucket decodes to a real vector.
+    ar_prior.fit_codebook(torch.randn(512, EMBED_DIM, generator=torch.Generator().manual_seed(seed)))
     text_proj = UnCLIPTextProjModel(
         clip_embeddings_dim=EMBED_DIM,
         time_embed_dim=4 * DECODER_WIDTH,
@@ -188,6 +196,7 @@ def build_tiny_unclip(folder: Path | str, *, seed: int = 0) -> Path:
         "image_encoder": (image_encoder, ("transformers", "CLIPVisionModelWithProjection")),
         "feature_extractor": (feature_extractor, ("transformers", "CLIPImageProcessor")),
         "prior": (prior, ("diffusers", "PriorTransformer")),
+        "ar_prior": (ar_prior, ("imagine", "AutoregressivePrior")),
         "text_proj": (text_proj, ("unclip", "UnCLIPTextProjModel")),
         "decoder": (decoder, ("diffusers", "UNet2DConditionModel")),
         "super_res_first": (super_res, ("diffusers", "UNet2DModel")),

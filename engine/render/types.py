@@ -92,6 +92,7 @@ def batch_key(job: RenderJob) -> tuple:
         p.get("super_res_steps"),
         p.get("prior_guidance"),
         p.get("decoder_guidance"),
+        p.get("prior"),  # one pipeline call runs one prior
         p.get("strength") if job.operation == "variation" else None,
         p.get("aspect", "1:1"),
         bool(job.negative_prompt),  # a negative prompt changes how the prior is batched

@@ -4,8 +4,9 @@ Why our own file instead of diffusers' `UnCLIPPipeline`: that pipeline lives in 
 deprecated folder (frozen at 0.33.1, and its `from_pretrained` cannot find `UnCLIPTextProjModel`
 in 0.42), and it lacks what the bot needs: a generator *per image* (so jobs can be batched and
 still match their solo render), image embeddings in (variations, blends, text diffs), a decoder
-that can start from a noised source image (variation strength), a prior bypass (the paper's
-no-prior ablation), negative prompts and a per-step progress callback. It is built only from
+that can start from a noised source image (variation strength), the paper's three ways from text
+to image embedding (diffusion prior, autoregressive prior, no prior: its ablation), negative
+prompts and a per-step progress callback. It is built only from
 diffusers' maintained components (PriorTransformer, UNet2DConditionModel, UNet2DModel,
 UnCLIPScheduler) plus `UnCLIPTextProjModel`, and reads top to bottom like a diffusers pipeline.
 
@@ -38,6 +39,8 @@ from transformers import (
     CLIPTokenizer,
     CLIPVisionModelWithProjection,
 )
+
+from engine.render.ar_prior import AutoregressivePrior
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -72,6 +75,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
     _optional_components = [
         "prior",
         "prior_scheduler",
+        "ar_prior",
         "image_encoder",
         "feature_extractor",
         "super_res_first",
@@ -93,6 +97,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         super_res_scheduler: UnCLIPScheduler | None = None,
         image_encoder: CLIPVisionModelWithProjection | None = None,
         feature_extractor: CLIPImageProcessor | None = None,
+        ar_prior: AutoregressivePrior | None = None,
     ) -> None:
         super().__init__()
         self.register_modules(
@@ -108,6 +113,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
             super_res_scheduler=super_res_scheduler,
             image_encoder=image_encoder,
             feature_extractor=feature_extractor,
+            ar_prior=ar_prior,
         )
 
     # --- sizes -------------------------------------------------------------------------------
@@ -161,6 +167,27 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         return self.image_encoder(pixels).image_embeds
 
     # --- 2. prior: text embedding → image embedding ------------------------------------------
+
+    @torch.no_grad()
+    def sample_ar_prior(
+        self,
+        text: TextConditioning,
+        uncond: TextConditioning,
+        generators: list[torch.Generator],
+        *,
+        guidance_scale: float,
+        on_step: Callable[[], None] | None = None,
+    ) -> torch.Tensor:
+        """The autoregressive prior's image embeddings (engine/render/ar_prior.py)."""
+        if self.ar_prior is None:
+            raise ValueError("this model has no autoregressive prior")
+        return self.ar_prior.sample(
+            (text.embeds, text.hidden_states, text.mask),
+            (uncond.embeds, uncond.hidden_states, uncond.mask),
+            generators,
+            guidance_scale=guidance_scale,
+            on_step=on_step,
+        ).to(text.embeds.dtype)
 
     @torch.no_grad()
     def sample_prior(
@@ -416,7 +443,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         *,
         negative_prompts: list[str | None] | None = None,
         image_embeds: torch.Tensor | None = None,
-        use_prior: bool = True,
+        prior: str = "diffusion",
         init_images: torch.Tensor | None = None,
         strength: float = 1.0,
         known_images: torch.Tensor | None = None,
@@ -438,8 +465,9 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
             negative_prompts: replace the empty unconditional text in classifier-free guidance.
             image_embeds: skip the prior and decode these CLIP image embeddings (variations,
                 blends, text diffs).
-            use_prior: False feeds the CLIP *text* embedding to the decoder directly (the unCLIP
-                paper's no-prior baseline).
+            prior: which prior turns the text into an image embedding: "diffusion", "ar" (the
+                paper's autoregressive prior, where the model has one) or "none" (the CLIP *text*
+                embedding goes to the decoder directly: the paper's no-prior baseline).
             init_images: (B, 3, H, W) in [-1, 1]; with strength < 1 the decoder starts from them.
             known_images, keep_masks: an edit's canvas (B, 3, H, W in [-1, 1]) and where it is
                 kept (B, 1, H, W in [0, 1]); the decoder draws only the rest (see `decode`).
@@ -456,14 +484,19 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         if len(negatives) != batch:
             raise ValueError(f"negative_prompts: need one per prompt ({batch}), got {len(negatives)}")
 
-        run_prior = image_embeds is None and use_prior
+        if prior not in ("diffusion", "ar", "none"):
+            raise ValueError(f"prior: diffusion, ar or none, got {prior!r}")
+        run_prior = image_embeds is None and prior != "none"
         decoder_steps = (
             self.decoder_steps(decoder_num_inference_steps, strength)
             if init_images is not None
             else decoder_num_inference_steps
         )
+        prior_steps = (
+            (self.ar_prior.n_components if self.ar_prior else 0) if prior == "ar" else prior_num_inference_steps
+        )
         total = (
-            (prior_num_inference_steps if run_prior else 0)
+            (prior_steps if run_prior else 0)
             + decoder_steps
             + (self.decoder_steps(super_res_num_inference_steps, super_res_strength) if self.has_upsampler else 0)
         )
@@ -484,7 +517,11 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
 
         # 2. prior: sample a CLIP image embedding for each prompt
         if image_embeds is None:
-            if run_prior:
+            if run_prior and prior == "ar":
+                image_embeds = self.sample_ar_prior(
+                    text, uncond, generators, guidance_scale=prior_guidance_scale, on_step=stepper("prior")
+                )
+            elif run_prior:
                 image_embeds = self.sample_prior(
                     text,
                     uncond,

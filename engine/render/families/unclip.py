@@ -52,6 +52,7 @@ class UnCLIPRenderer(BaseRenderer):
         "strength": 1.0,
         "super_res_strength": 1.0,
         "edit_decoder_guidance": 4.0,
+        "prior": "diffusion",
     }
     step_keys = ("prior_steps", "decoder_steps", "super_res_steps")
     guidance_keys = ("prior_guidance", "decoder_guidance")
@@ -59,6 +60,8 @@ class UnCLIPRenderer(BaseRenderer):
     # fights it (built-in model, bench/model_quality.py --quick: the edited half follows its
     # prompt in 0.75 of images at guidance 8, 0.92 at 2, 4 and 6).
     model_keys = ("super_res_strength", "edit_decoder_guidance")
+    #: Which prior draws the image embedding (`--prior`): recorded in the manifest like the rest.
+    choice_keys = ("prior",)
 
     def __init__(self, spec: ModelSpec, pipe: ImagineUnCLIPPipeline, *, device: str, dtype: torch.dtype) -> None:
         super().__init__(spec, device=device, dtype=dtype)
@@ -139,6 +142,8 @@ class UnCLIPRenderer(BaseRenderer):
                 if job.operation == "variation" and job.source_images:
                     inits.append(png_to_tensor(job.source_images[0]))
         use_init = len(inits) == len(prompts) and settings["strength"] < 1.0
+        if settings["prior"] == "ar" and self.pipe.ar_prior is None and jobs[0].operation == "text2image":
+            raise RenderError(f"model {self.model_id} has no autoregressive prior: use --prior diffusion or none")
         output = self.pipe(
             prompts,
             generators,
@@ -152,6 +157,7 @@ class UnCLIPRenderer(BaseRenderer):
             super_res_strength=settings["super_res_strength"],
             prior_guidance_scale=settings["prior_guidance"],
             decoder_guidance_scale=settings["decoder_guidance"],
+            prior=settings["prior"],
             callback=on_step,
         )
         pictures = to_pictures(output.images)
