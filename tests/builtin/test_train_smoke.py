@@ -33,6 +33,7 @@ def test_smoke_run_writes_a_karlo_layout_folder(smoke_run):
         "text_proj",
         "decoder",
         "prior",
+        "ar_prior",
         "image_encoder",
         "feature_extractor",
         "super_res_first",
@@ -71,6 +72,11 @@ def test_smoke_weights_load_and_render_through_the_renderer(smoke_run, tmp_path)
     )
     assert [(i.width, i.height) for i in result.images] == [(64, 64)] * 4
     assert result.grid_png is not None
+    # The autoregressive prior trained beside the diffusion one draws too (--prior ar).
+    autoregressive = renderer.render(
+        RenderJob(3, "text2image", "a red star", None, 3, 2, {**fast, "prior": "ar"}), lambda *_: None
+    )
+    assert len(autoregressive.images) == 2 and autoregressive.info["prior"] == "ar"
 
     variation = renderer.render(
         RenderJob(2, "variation", "", None, 4, 2, fast, source_embeddings=(result.images[0].embedding,)),
@@ -268,3 +274,22 @@ def test_a_work_folder_keeps_the_tokenizer_it_was_trained_with(smoke_run, tmp_pa
     saved.save_pretrained(folder)
     ctx = train.TrainContext(arch=Architecture.smoke(), work=tmp_path, seed=0)
     assert "<kept-marker>" in train._tokenizer(ctx, folder).get_vocab()
+
+
+def test_an_ar_prior_can_be_added_to_an_exported_model(smoke_run, tmp_path):
+    """`--base` trains only the AR prior, on the exported model's own tokenizer and CLIP, and
+    writes a copy of the model with it (model_index.json and its training time included)."""
+    _, out = smoke_run
+    added = tmp_path / "with-ar"
+    args = ["--base", str(out), "--stages", "ar_prior", "--steps", "ar_prior=4", "--threads", "2"]
+    assert train.main([*args, "--work", str(tmp_path / "work"), "--out", str(added)]) == 0
+    index = json.loads((added / "model_index.json").read_text())
+    assert index["ar_prior"] == ["imagine", "AutoregressivePrior"]
+    assert json.loads((added / "imagine.json").read_text())["training"]["stages"]["ar_prior"]["steps"] == 4
+    assert (added / "decoder").is_dir() and (out / "ar_prior").is_dir()
+
+
+def test_base_trains_only_the_ar_prior(smoke_run, tmp_path, capsys):
+    _, out = smoke_run
+    assert train.main(["--base", str(out), "--stages", "prior", "--work", str(tmp_path)]) == 2
+    assert "only --stages ar_prior" in capsys.readouterr().err
