@@ -3,7 +3,7 @@
 Every prompt comes from the colour × shape × background triples held out of training
 (`engine.builtin.scenes.HELD_OUT_TRIPLES`), and every image is rendered through the code users
 hit: `engine.render.families.unclip.UnCLIPRenderer` (text → image, variations) or, for the
-no-prior baseline, the same `ImagineUnCLIPPipeline` with `use_prior=False`. Images are judged by
+no-prior baseline, the same `ImagineUnCLIPPipeline` with `prior="none"`. Images are judged by
 `engine.builtin.checker`: pixel statistics for colours and positions, a small CNN trained only on
 generator labels for shapes; the model's own CLIP judges nothing.
 
@@ -12,7 +12,10 @@ generator labels for shapes; the model's own CLIP judges nothing.
     python bench/model_quality.py --quick    # 40 prompts, for tuning
 
 Output: {"prior": {"foreground_colour", "background_colour", "shape", "position", "binding"},
-"no_prior": {same}, "variations": {"keep_colour_and_shape", "mean_abs_pixel_diff"},
+"ar_prior": {same, with the autoregressive prior: `--prior ar`}, "no_prior": {same},
+"phrasings": {family: {"foreground_colour", "background_colour", "shape"}} for every phrasing
+family held out of training (engine/builtin/phrasings.py: prompts as people type them),
+"variations": {"keep_colour_and_shape", "mean_abs_pixel_diff"},
 "edit": {"outside_mean_abs_diff", "inside_follows_prompt", "zoomout_centre_mean_abs_diff"}}, accuracies
 as fractions; `--details FILE` also writes counts, settings and timings, and, for a model whose
 variations start from the source image (strength < 1), the same scores for pure variations.
@@ -25,6 +28,7 @@ import io
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # First, always: bench/engine.py (this folder is sys.path[0]) must not shadow the engine package.
 sys.path.insert(0, str(ROOT))
 
+from engine.builtin.phrasings import HELD_OUT_FAMILIES, Subject, phrase  # noqa: E402
 from engine.builtin.scenes import (  # noqa: E402
     HELD_OUT_TRIPLES,
     POSITION_NAMES,
@@ -99,6 +104,18 @@ def pair_probes(count: int, seed: int = 8) -> list[PairProbe]:
     return probes
 
 
+def phrasing_probes(per_family: int, seed: int = 12) -> dict[str, list[SingleProbe]]:
+    """`per_family` prompts in each held-out phrasing family, over the held-out triples (the
+    same triples for every family, so families differ only in wording)."""
+    rng = np.random.default_rng(seed)
+    triples = sorted(HELD_OUT_TRIPLES)
+    chosen = [triples[i] for i in rng.permutation(len(triples))[:per_family]]
+    return {
+        family: [SingleProbe(phrase(family, Subject(c, s, b), rng), c, s, b, None) for c, s, b in chosen]
+        for family in HELD_OUT_FAMILIES
+    }
+
+
 # --- rendering ---------------------------------------------------------------------------------
 
 
@@ -158,7 +175,7 @@ def render_without_prior(renderer, prompts: list[str], params: dict, seed: int) 
         output = renderer.pipe(
             batch_prompts,
             generators,
-            use_prior=False,
+            prior="none",
             decoder_num_inference_steps=settings["decoder_steps"],
             super_res_num_inference_steps=settings["super_res_steps"],
             decoder_guidance_scale=settings["decoder_guidance"],
@@ -356,7 +373,9 @@ def parse_args(argv):
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda; the numbers differ only by float noise")
     parser.add_argument("--details", type=Path, default=None, help="also write counts and timings here")
     parser.add_argument(
-        "--skip", default="", help="comma-separated parts to skip: prior,no_prior,binding,variations,edit"
+        "--skip",
+        default="",
+        help="comma-separated parts to skip: prior,ar_prior,no_prior,binding,phrasings,variations,edit",
     )
     return parser.parse_args(argv)
 
@@ -401,22 +420,37 @@ def main(argv: list[str] | None = None) -> int:
     pair_prompts = [p.prompt for p in pair_list]
     zeros = {"foreground_colour": 0.0, "background_colour": 0.0, "shape": 0.0, "position": 0.0, "binding": 0.0}
 
-    prior: dict = dict(zeros)
-    if "prior" not in skip:
-        prior = score_singles(checker, singles, render_with_prior(renderer, single_prompts, params, args.seed))
-        lap("prior")
+    def text_scores(render: Callable[[list[str]], list[list[np.ndarray]]], name: str) -> dict:
+        """Single-object scores of one way from text to image, and binding unless skipped."""
+        scores = score_singles(checker, singles, render(single_prompts))
         if "binding" not in skip:
-            prior.update(score_pairs(checker, pair_list, render_with_prior(renderer, pair_prompts, params, args.seed)))
-            lap("prior binding")
-    no_prior: dict = dict(zeros)
-    if "no_prior" not in skip:
-        no_prior = score_singles(checker, singles, render_without_prior(renderer, single_prompts, params, args.seed))
-        lap("no prior")
-        if "binding" not in skip:
-            no_prior.update(
-                score_pairs(checker, pair_list, render_without_prior(renderer, pair_prompts, params, args.seed))
-            )
-            lap("no prior binding")
+            scores.update(score_pairs(checker, pair_list, render(pair_prompts)))
+        lap(name)
+        return scores
+
+    ar_params = {**params, "prior": "ar"}
+    has_ar = getattr(renderer.pipe, "ar_prior", None) is not None
+    prior = (
+        dict(zeros)
+        if "prior" in skip
+        else text_scores(lambda ps: render_with_prior(renderer, ps, params, args.seed), "prior")
+    )
+    ar_prior = (
+        dict(zeros)
+        if "ar_prior" in skip or not has_ar
+        else text_scores(lambda ps: render_with_prior(renderer, ps, ar_params, args.seed), "ar prior")
+    )
+    no_prior = (
+        dict(zeros)
+        if "no_prior" in skip
+        else text_scores(lambda ps: render_without_prior(renderer, ps, params, args.seed), "no prior")
+    )
+    phrasings: dict[str, dict] = {}
+    if "phrasings" not in skip:
+        for family, probes in phrasing_probes(8 if args.quick else 25).items():
+            rendered = render_with_prior(renderer, [p.prompt for p in probes], params, args.seed)
+            phrasings[family] = score_singles(checker, probes, rendered)
+        lap("phrasings")
     variations: dict = {"keep_colour_and_shape": 0.0, "mean_abs_pixel_diff": 0.0}
     pure_variations: dict | None = None
     if "variations" not in skip:
@@ -460,7 +494,11 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "prior": {**dict(zeros), **public(prior)},
+        "ar_prior": {**dict(zeros), **public(ar_prior)},
         "no_prior": {**dict(zeros), **public(no_prior)},
+        "phrasings": {
+            family: {k: v for k, v in public(scores).items() if k != "position"} for family, scores in phrasings.items()
+        },
         "variations": public(variations),
         "edit": public(edits),
     }
@@ -471,7 +509,15 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(
                 {
                     "result": result,
-                    "counts": {"prior": prior, "no_prior": no_prior, "variations": variations, "edit": edits},
+                    "counts": {
+                        "prior": prior,
+                        "ar_prior": ar_prior,
+                        "no_prior": no_prior,
+                        "phrasings": phrasings,
+                        "variations": variations,
+                        "edit": edits,
+                    },
+                    "phrasing_prompts": {f: [p.prompt for p in ps] for f, ps in phrasing_probes(3).items()},
                     "pure_variations": pure_variations,
                     "settings": renderer.resolved_settings(RenderJob(0, "text2image", "", None, 0, 1, dict(params))),
                     "model": str(renderer.spec.path),
