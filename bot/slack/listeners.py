@@ -91,7 +91,8 @@ class Listeners(Messages):
     # --- buttons -----------------------------------------------------------------------------
 
     async def button_pressed(self, body: dict, action: dict, respond: AsyncRespond) -> None:
-        """Variations n, Upscale n, Reroll, Cancel (their meaning is all in the action id)."""
+        """Variations n, Upscale n, Reroll, Cancel, Zoom Out, the pans (their meaning is all in
+        the action id)."""
         async with self._working():
             try:
                 try:
@@ -105,7 +106,9 @@ class Listeners(Messages):
                 user = body["user"]
                 team = (body.get("team") or {}).get("id") or user.get("team_id")
                 actor = await self.directory.actor(team, user["id"])
-                command = command_for(JobAction(press.kind), press.generation_id, press.index)
+                command = command_for(
+                    JobAction(press.kind), press.generation_id, press.index, direction=press.direction
+                )
                 reply = await self.runner.run(actor, command, {"channel": channel})
                 if reply.queue_position is None:  # an error, or what a cancel did
                     await respond(text=self._text(reply, command), response_type="ephemeral", replace_original=False)
