@@ -22,7 +22,7 @@ ACTION_PREFIX = "imagine:"
 ACTION_PATTERN = re.compile(
     r"^imagine:(?:"
     r"(?P<kind>vary|upscale|reroll|cancel)(?::(?P<index>[1-4]))?"
-    r"|(?P<edit>zoomout):(?P<edit_index>[1-4])"
+    r"|(?P<edit>region|zoomout):(?P<edit_index>[1-4])"
     r"|pan:(?P<pan_index>[1-4]):(?P<direction>left|right|up|down)"
     r")\Z"  # not $: it would take a trailing newline
 )
@@ -46,7 +46,7 @@ PANS = (("left", "⬅️", "Pan left"), ("right", "➡️", "Pan right"), ("up",
 
 @dataclass(frozen=True)
 class ButtonPress:
-    kind: str  # vary | upscale | reroll | cancel | zoomout | pan (bot.actions.JobAction)
+    kind: str  # vary | upscale | reroll | cancel | region | zoomout | pan (bot.actions.JobAction, and region)
     generation_id: int
     index: int | None
     direction: str | None = None  # a pan's
@@ -116,7 +116,7 @@ def progress_message(job: GenerationView, position: int | None = None) -> tuple[
 
 def result_message(job: GenerationView) -> tuple[str, list[dict]]:
     """The message under a finished grid: its caption and the Variations/Upscale/Reroll buttons,
-    and under a single image also Zoom Out and the pans."""
+    and under a single image also Vary (Region), Zoom Out and the pans."""
     caption = replies.result_caption(job, escape)
     count = len(job.images)
     blocks: list[dict[str, Any]] = [section(caption)]
@@ -140,9 +140,13 @@ def result_message(job: GenerationView) -> tuple[str, list[dict]]:
 
 
 def edit_blocks(job_id: int, index: int = 1) -> list[dict[str, Any]]:
-    """Under a single image: Zoom Out 2×, then the four pans. Not under a grid, as on Discord:
-    more buttons per image would bury V1–V4 and U1–U4 (upscale one first, then edit it)."""
-    edits = [button("🔍 Zoom Out 2×", f"zoomout:{index}", job_id)]
+    """Under a single image: Vary (Region) (it opens a form), Zoom Out 2×, then the four pans.
+    Not under a grid, as on Discord: more buttons per image would bury V1–V4 and U1–U4 (upscale
+    one first, then edit it)."""
+    edits = [
+        button("🖌️ Vary (Region)", f"region:{index}", job_id),
+        button("🔍 Zoom Out 2×", f"zoomout:{index}", job_id),
+    ]
     pans = [button(arrow, f"pan:{index}:{way}", job_id, spoken=spoken) for way, arrow, spoken in PANS]
     return [
         {"type": "actions", "block_id": f"imagine-edit-{job_id}", "elements": edits},
