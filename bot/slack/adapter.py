@@ -1,7 +1,8 @@
 """Slack payloads → neutral commands → the service; jobs → Slack messages.
 
 Every listener's ack function only acks (bolt 1.30 loses an ack whose listener raises right
-after it). Its lazy listener relays the work to the adapter's own event loop, where at most
+after it); the form's also checks its answers first, without I/O, as Slack takes a refusal of a
+form only in its ack. Its lazy listener relays the work to the adapter's own event loop, where at most
 `concurrent_work` pieces run at once: bolt's loop (bot.slack.app.Ingress) only verifies, acks
 and relays. Retried events are dropped by event id in a middleware, once across replicas (the
 processed-events table).
@@ -13,8 +14,12 @@ the job:
 - role "file": the grid uploaded with files_upload_v2 (message id `file:<file id>`: the
   upload API answers with the file, not the message);
 - role "share": the message the grid was shared in, found with files.info shortly after;
-- role "result": the caption with the Variations/Upscale/Reroll buttons under the grid. The root
-  job's result message is the thread every variation of it goes into.
+- role "result": the caption with the Variations/Upscale/Reroll buttons under the grid (and under
+  a single image Vary (Region), Zoom Out and the pans). The root job's result message is the
+  thread every variation or edit of it goes into.
+
+Vary (Region) opens a form (bot/slack/forms.py); its submission is answered from the submitted
+view alone, on any replica.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ from bot.runner import CommandRunner
 from bot.slack.blocks import ACTION_PATTERN, escape
 from bot.slack.config import SlackSettings
 from bot.slack.delivery import SlackDeliveryTarget
+from bot.slack.forms import FORM_ID
 from bot.slack.identity import SlackDirectory
-from bot.slack.listeners import Listeners, Relay, acknowledge, delivery_id
+from bot.slack.listeners import Listeners, Relay, acknowledge, delivery_id, review_region_form
 from bot.slack.reactions import Reactions
 from engine.domain.types import Platform
 from engine.image_files import ImageStore
@@ -127,6 +133,9 @@ class SlackAdapter(Listeners, Reactions, SlackDeliveryTarget):
         async def button(body: dict, action: dict, respond: AsyncRespond) -> None:
             relay(self.button_pressed(body, action, respond))
 
+        async def region_form(body: dict, view: dict) -> None:
+            relay(self.region_form_sent(body, view))
+
         async def reaction(event: dict, body: dict, context: AsyncBoltContext) -> None:
             relay(self.reaction_added(event, body, context.bot_user_id))
 
@@ -134,4 +143,6 @@ class SlackAdapter(Listeners, Reactions, SlackDeliveryTarget):
         app.command("/imagine")(ack=acknowledge, lazy=[imagine])
         app.command("/imagine-admin")(ack=acknowledge, lazy=[imagine_admin])
         app.action(ACTION_PATTERN)(ack=acknowledge, lazy=[button])
+        # The form's ack checks its answers (pure, no I/O): Slack takes a refusal only there.
+        app.view(FORM_ID)(ack=review_region_form, lazy=[region_form])
         app.event("reaction_added")(ack=acknowledge, lazy=[reaction])

@@ -1,7 +1,7 @@
 """What imagine-bot's Slack messages look like: mrkdwn escaping and Block Kit.
 
-Buttons carry their meaning in `action_id` (`imagine:vary:2`) and the job id in `value`, so a
-button works after a restart without any state in memory.
+Buttons carry their meaning in `action_id` (`imagine:vary:2`, `imagine:pan:1:left`) and the job
+id in `value`, so a button works after a restart without any state in memory.
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from engine.domain.types import GenerationKind, GenerationStatus
 from engine.domain.views import GenerationView
 
 ACTION_PREFIX = "imagine:"
-ACTION_PATTERN = re.compile(r"^imagine:(vary|upscale|reroll|cancel)(?::([1-4]))?$")
+# Exact: every id it matches is a whole press (a pan always says which image and which way), so
+# bolt routes nothing to the button listener that parse_action would have to second-guess.
+ACTION_PATTERN = re.compile(
+    r"^imagine:(?:"
+    r"(?P<kind>vary|upscale|reroll|cancel)(?::(?P<index>[1-4]))?"
+    r"|(?P<edit>region|zoomout):(?P<edit_index>[1-4])"
+    r"|pan:(?P<pan_index>[1-4]):(?P<direction>left|right|up|down)"
+    r")\Z"  # not $: it would take a trailing newline
+)
 SECTION_LIMIT = 3000  # characters of text in one section block
 _JOB_VALUE = re.compile(r"[0-9]{1,40}")
 
@@ -32,11 +40,16 @@ def escape(text: str) -> str:
     return _BROADCAST.sub("@\u2060\\1", text)
 
 
+#: The pan buttons under a single image: direction, arrow, what a screen reader says.
+PANS = (("left", "⬅️", "Pan left"), ("right", "➡️", "Pan right"), ("up", "⬆️", "Pan up"), ("down", "⬇️", "Pan down"))
+
+
 @dataclass(frozen=True)
 class ButtonPress:
-    kind: str  # vary | upscale | reroll | cancel
+    kind: str  # vary | upscale | reroll | cancel | region | zoomout | pan (bot.actions.JobAction, and region)
     generation_id: int
     index: int | None
+    direction: str | None = None  # a pan's
 
 
 def parse_action(action_id: str, value: str) -> ButtonPress | None:
@@ -45,10 +58,11 @@ def parse_action(action_id: str, value: str) -> ButtonPress | None:
     match = ACTION_PATTERN.match(action_id or "")
     if not match:
         return None
-    kind, index = match.groups()
+    kind = match["kind"] or match["edit"] or "pan"
+    index = match["index"] or match["edit_index"] or match["pan_index"]
     if not isinstance(value, str) or not _JOB_VALUE.fullmatch(value):
         raise UsageError("That button does not name a job imagine-bot knows.")
-    return ButtonPress(kind, limits.job_id(int(value)), int(index) if index else None)
+    return ButtonPress(kind, limits.job_id(int(value)), int(index) if index else None, match["direction"])
 
 
 def section(text: str) -> dict[str, Any]:
@@ -63,7 +77,10 @@ def context(text: str) -> dict[str, Any]:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": text, "verbatim": True}]}
 
 
-def button(label: str, action: str, job_id: int, *, style: str | None = None) -> dict[str, Any]:
+def button(
+    label: str, action: str, job_id: int, *, style: str | None = None, spoken: str | None = None
+) -> dict[str, Any]:
+    """`spoken`: what a screen reader says for a button whose label is only an emoji."""
     element: dict[str, Any] = {
         "type": "button",
         "text": {"type": "plain_text", "text": label},
@@ -72,6 +89,8 @@ def button(label: str, action: str, job_id: int, *, style: str | None = None) ->
     }
     if style:
         element["style"] = style
+    if spoken:
+        element["accessibility_label"] = spoken
     return element
 
 
@@ -96,7 +115,8 @@ def progress_message(job: GenerationView, position: int | None = None) -> tuple[
 
 
 def result_message(job: GenerationView) -> tuple[str, list[dict]]:
-    """The message under a finished grid: its caption and the Variations/Upscale/Reroll buttons."""
+    """The message under a finished grid: its caption and the Variations/Upscale/Reroll buttons,
+    and under a single image also Vary (Region), Zoom Out and the pans."""
     caption = replies.result_caption(job, escape)
     count = len(job.images)
     blocks: list[dict[str, Any]] = [section(caption)]
@@ -108,6 +128,8 @@ def result_message(job: GenerationView) -> tuple[str, list[dict]]:
         vary.append(button("Reroll", "reroll", job.id))
         blocks.append({"type": "actions", "block_id": f"imagine-vary-{job.id}", "elements": vary})
         blocks.append({"type": "actions", "block_id": f"imagine-upscale-{job.id}", "elements": upscale})
+    if count == 1:
+        blocks.extend(edit_blocks(job.id))
     hint = (
         "V = variations of that image, U = upscale it; or react :one:–:four:"
         if count > 1
@@ -115,6 +137,21 @@ def result_message(job: GenerationView) -> tuple[str, list[dict]]:
     )
     blocks.append(context(hint + ", :x: removes it."))
     return replies.shorten(caption, SECTION_LIMIT), blocks
+
+
+def edit_blocks(job_id: int, index: int = 1) -> list[dict[str, Any]]:
+    """Under a single image: Vary (Region) (it opens a form), Zoom Out 2×, then the four pans.
+    Not under a grid, as on Discord: more buttons per image would bury V1–V4 and U1–U4 (upscale
+    one first, then edit it)."""
+    edits = [
+        button("🖌️ Vary (Region)", f"region:{index}", job_id),
+        button("🔍 Zoom Out 2×", f"zoomout:{index}", job_id),
+    ]
+    pans = [button(arrow, f"pan:{index}:{way}", job_id, spoken=spoken) for way, arrow, spoken in PANS]
+    return [
+        {"type": "actions", "block_id": f"imagine-edit-{job_id}", "elements": edits},
+        {"type": "actions", "block_id": f"imagine-pan-{job_id}", "elements": pans},
+    ]
 
 
 def outcome_message(job: GenerationView) -> tuple[str, list[dict]]:

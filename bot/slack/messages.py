@@ -190,13 +190,15 @@ class Messages:
         )
 
     @contextlib.asynccontextmanager
-    async def _working(self) -> AsyncIterator[None]:
-        """A slot for one piece of listener work; `close` lets the work in progress finish."""
+    async def _working(self, *, slot: bool = True) -> AsyncIterator[None]:
+        """A slot for one piece of listener work; `close` lets the work in progress finish.
+        `slot=False`: tracked for `close` but not made to wait its turn (what Slack gives only
+        seconds to do, such as opening a form)."""
         task = asyncio.current_task()
         assert task is not None  # listener work always runs in a task
         self._in_flight.add(task)
         try:
-            async with self._work:
+            async with self._work if slot else contextlib.nullcontext():
                 yield
         finally:
             self._in_flight.discard(task)

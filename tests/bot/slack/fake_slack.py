@@ -3,6 +3,9 @@ downloads and a Socket Mode websocket — enough for the real slack_sdk/slack_bo
 against it. It records every request so tests wait for "the fake received request X", and can be
 told to fail a method (429 with Retry-After, 500) a number of times.
 
+Messages' blocks and modals are checked against Block Kit's limits (tests/bot/slack/block_kit.py)
+and refused as Slack refuses them: `invalid_blocks`, `invalid_arguments`.
+
 Also: signed-request and payload builders for driving a bolt app over HTTP like Slack does.
 
     fake = FakeSlack(); await fake.start()
@@ -25,6 +28,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import WSMsgType, web
+
+from tests.bot.slack.block_kit import check_message_blocks, check_view
 
 BOT_TOKEN = "xoxb-fake-bot-token"
 APP_TOKEN = "xapp-fake-app-token"
@@ -105,6 +110,10 @@ class FakeSlack:
         self.files: dict[str, FakeFile] = {}
         self.failures: dict[str, list[Failure]] = {}
         self.socket_acks: list[dict[str, Any]] = []
+        #: The modals views.open opened, as Slack answered them (with `id` and `state`).
+        self.views: list[dict[str, Any]] = []
+        self._exchanged_triggers: set[str] = set()
+        self._view_ids = itertools.count(1)
         #: Seconds each file upload takes (a slow network to files.slack.com).
         self.upload_delay_s = 0.0
         self._changed = asyncio.Condition()
@@ -315,6 +324,8 @@ class FakeSlack:
                 call.response = {"ok": True, **handler(call.params)}
             except _ApiError as error:  # Slack answers API errors with HTTP 200 and ok=false
                 call.response = {"ok": False, "error": str(error)}
+                if error.messages:  # what exactly was wrong, as Slack says for invalid_blocks & co
+                    call.response["response_metadata"] = {"messages": error.messages}
             return web.json_response(call.response)
         finally:
             await self._notify()
@@ -482,9 +493,8 @@ class FakeSlack:
 
     def _m_chat_postMessage(self, params):
         channel = params["channel"]
-        message = self._store_message(
-            channel, BOT_USER, params.get("text", ""), _blocks(params.get("blocks")), params.get("thread_ts"), []
-        )
+        blocks = _checked_blocks(params.get("blocks"))
+        message = self._store_message(channel, BOT_USER, params.get("text", ""), blocks, params.get("thread_ts"), [])
         metadata = params.get("metadata")
         message.metadata = json.loads(metadata) if isinstance(metadata, str) else metadata
         return {"channel": channel, "ts": message.ts, "message": self._message_json(message)}
@@ -494,7 +504,7 @@ class FakeSlack:
         if message is None:
             raise _ApiError("message_not_found")
         message.text = params.get("text", message.text)
-        message.blocks = _blocks(params.get("blocks"))
+        message.blocks = _checked_blocks(params.get("blocks"))
         return {
             "channel": message.channel,
             "ts": message.ts,
@@ -509,6 +519,41 @@ class FakeSlack:
 
     def _m_chat_postEphemeral(self, params):
         return {"message_ts": self._new_ts()}
+
+    def _m_views_open(self, params):
+        """Opens a modal for the user whose interaction gave the trigger_id: each trigger works
+        once (Slack also lets it expire after 3 s; the fake does not), and the view must be a
+        valid modal."""
+        trigger = params.get("trigger_id") or params.get("interactivity_pointer")
+        if not trigger:
+            raise _ApiError("invalid_arguments", ["[ERROR] missing required field: trigger_id"])
+        if trigger in self._exchanged_triggers:
+            raise _ApiError("exchanged_trigger_id")
+        view = params.get("view")
+        try:
+            view = json.loads(view) if isinstance(view, str) else view
+        except ValueError:
+            raise _ApiError("invalid_arguments", ["[ERROR] must be a JSON object [json-pointer:/view]"]) from None
+        problems = check_view(view)
+        if problems:
+            raise _ApiError("invalid_arguments", problems)
+        self._exchanged_triggers.add(trigger)
+        view_id = f"V{next(self._view_ids):08d}"
+        opened = {
+            **view,
+            "id": view_id,
+            "team_id": TEAM,
+            "state": {"values": {}},
+            "hash": uuid.uuid4().hex,
+            "private_metadata": view.get("private_metadata", ""),
+            "callback_id": view.get("callback_id", ""),
+            "root_view_id": view_id,
+            "previous_view_id": None,
+            "app_id": "AFAKE",
+            "bot_id": "BFAKE",
+        }
+        self.views.append(opened)
+        return {"view": opened}
 
     def _m_conversations_join(self, params):
         return {"channel": {"id": params.get("channel")}}
@@ -631,13 +676,27 @@ def _flag(value: Any) -> bool:
 
 
 class _ApiError(Exception):
-    """A Web API method's `{"ok": false, "error": ...}` answer."""
+    """A Web API method's `{"ok": false, "error": ...}` answer, with `response_metadata.messages`
+    when Slack says more."""
+
+    def __init__(self, error: str, messages: list[str] | None = None) -> None:
+        super().__init__(error)
+        self.messages = messages or []
 
 
 def _blocks(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, str):
         return json.loads(value)
     return list(value or [])
+
+
+def _checked_blocks(value: Any) -> list[dict[str, Any]]:
+    """A message's blocks, refused as Slack refuses them when they break Block Kit's limits."""
+    blocks = _blocks(value)
+    problems = check_message_blocks(blocks)
+    if problems:
+        raise _ApiError("invalid_blocks", problems)
+    return blocks
 
 
 # --- driving a bolt app like Slack does ------------------------------------------------------
@@ -699,6 +758,46 @@ def block_action(
         "actions": [
             {"type": "button", "action_id": action_id, "block_id": "b", "value": value, "action_ts": str(time.time())}
         ],
+    }
+    return {"payload": json.dumps(payload)}
+
+
+def view_submission(
+    view: dict[str, Any],
+    answers: dict[str, str | None],
+    *,
+    user: str,
+    team: str = TEAM,
+    values: dict[str, Any] | None = None,
+) -> dict[str, str]:
+    """The form body of a submitted modal (`payload=<json>`): `view` as views.open opened it (its
+    callback_id and private_metadata come back as they were), with `state.values` as Slack fills
+    them in — every input block, `{block_id: {action_id: state}}`: a static_select's
+    `selected_option` (null when nothing is chosen), a plain_text_input's `value` (null when
+    empty). `answers` by block id; `values` replaces the state outright (a forged one)."""
+    if values is None:
+        values = {}
+        for block in view.get("blocks", []):
+            if block.get("type") != "input":
+                continue
+            element, answer = block["element"], answers.get(block["block_id"])
+            if element["type"] == "static_select":
+                chosen = next((o for o in element["options"] if o["value"] == answer), None)
+                state = {"type": "static_select", "selected_option": chosen}
+            else:
+                state = {"type": element["type"], "value": answer or None}
+            values[block["block_id"]] = {element["action_id"]: state}
+    payload = {
+        "type": "view_submission",
+        "team": {"id": team, "domain": "fake"},
+        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team},
+        "api_app_id": "AFAKE",
+        "token": "legacy",
+        "trigger_id": uuid.uuid4().hex,
+        "view": {**view, "state": {"values": values}},
+        "response_urls": [],
+        "is_enterprise_install": False,
+        "enterprise": None,
     }
     return {"payload": json.dumps(payload)}
 

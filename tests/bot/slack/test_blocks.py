@@ -38,8 +38,23 @@ def test_escape(text, shown):
         ("imagine:upscale:4", "7", ButtonPress("upscale", 7, 4)),
         ("imagine:reroll", "7", ButtonPress("reroll", 7, None)),
         ("imagine:cancel", "9", ButtonPress("cancel", 9, None)),
+        ("imagine:region:1", "12", ButtonPress("region", 12, 1)),
+        ("imagine:zoomout:1", "12", ButtonPress("zoomout", 12, 1)),
+        ("imagine:pan:1:left", "12", ButtonPress("pan", 12, 1, "left")),
+        ("imagine:pan:2:down", "12", ButtonPress("pan", 12, 2, "down")),
         ("imagine:vary:5", "12", None),
         ("someone-else:vary:1", "12", None),
+        # An edit always says which image, a pan also which way; nothing else is one of ours.
+        ("imagine:region", "12", None),
+        ("imagine:zoomout", "12", None),
+        ("imagine:pan:1", "12", None),
+        ("imagine:pan:left", "12", None),
+        ("imagine:pan:1:sideways", "12", None),
+        ("imagine:pan:1:left:2", "12", None),
+        ("imagine:vary:1:left", "12", None),
+        ("imagine:zoomout:1:left", "12", None),
+        ("imagine:pan:1:LEFT", "12", None),
+        ("imagine:pan:1:left\n", "12", None),
     ],
 )
 def test_parse_action(action_id, value, press):
@@ -108,9 +123,37 @@ def test_result_buttons_follow_the_grid():
         "imagine:upscale:4",
     ]
     _, one = result_message(job(images=1))
-    assert buttons(one) == ["imagine:vary:1", "imagine:reroll", "imagine:upscale:1"]
+    assert buttons(one) == ["imagine:vary:1", "imagine:reroll", "imagine:upscale:1", *SINGLE_IMAGE_EDITS]
     _, upscaled = result_message(job(kind=GenerationKind.UPSCALE, images=1))
-    assert buttons(upscaled) == ["imagine:vary:1"]
+    assert buttons(upscaled) == ["imagine:vary:1", *SINGLE_IMAGE_EDITS]
+
+
+SINGLE_IMAGE_EDITS = [
+    "imagine:region:1",
+    "imagine:zoomout:1",
+    "imagine:pan:1:left",
+    "imagine:pan:1:right",
+    "imagine:pan:1:up",
+    "imagine:pan:1:down",
+]
+
+
+def test_a_single_image_has_edit_buttons_within_block_kit_limits():
+    """Vary (Region) and Zoom Out in one row, the pans (arrows a screen reader names) in the
+    next; every id and label within Block Kit's limits, every id one the listener takes."""
+    from bot.slack.blocks import ACTION_PATTERN
+    from engine.domain.edits import PAN_DIRECTIONS
+    from tests.bot.slack.block_kit import check_message_blocks
+
+    _, blocks = result_message(job(kind=GenerationKind.UPSCALE, images=1))
+    assert check_message_blocks(blocks) == []
+    edits, pans = (b for b in blocks if b.get("block_id", "").startswith(("imagine-edit-", "imagine-pan-")))
+    assert [e["text"]["text"] for e in edits["elements"]] == ["🖌️ Vary (Region)", "🔍 Zoom Out 2×"]
+    assert [e["text"]["text"] for e in pans["elements"]] == ["⬅️", "➡️", "⬆️", "⬇️"]
+    assert [e["accessibility_label"] for e in pans["elements"]] == [f"Pan {d}" for d in PAN_DIRECTIONS]
+    for element in edits["elements"] + pans["elements"]:
+        assert element["value"] == "5" and ACTION_PATTERN.match(element["action_id"])
+        assert parse_action(element["action_id"], element["value"]) is not None
 
 
 def test_status_message_has_cancel_only_while_it_can_be_cancelled():
