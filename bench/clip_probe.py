@@ -68,7 +68,7 @@ def checkpoint_tower(work: Path):
 def embed(tower, processor, scenes: list) -> torch.Tensor:
     import torch
 
-    from engine.builtin.scenes import render_scene
+    from engine.builtin.drawing import render_scene
 
     chunks = []
     with torch.inference_mode():
@@ -115,7 +115,8 @@ def prior_prompts(count: int, split: str, seed: int) -> list[tuple[str, dict[str
     the held-out triples ("heldout") or over training scenes ("train")."""
     import numpy as np
 
-    from engine.builtin.scenes import HELD_OUT_TRIPLES, caption_single, sample_single, single_object_scene
+    from engine.builtin.captions import caption_single
+    from engine.builtin.scenes import HELD_OUT_TRIPLES, sample_single, single_object_scene
 
     rng = np.random.default_rng(seed)
     triples = sorted(HELD_OUT_TRIPLES)

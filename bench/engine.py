@@ -104,7 +104,8 @@ async def batching_gain(renderer, repeats: int) -> float:
     from engine.service import ImagineService, ServicePolicy
     from engine.store.db import Database
     from engine.store.migrate import upgrade
-    from engine.worker.jobs import WorkerRuntime, run_generation
+    from engine.worker.jobs import run_generation
+    from engine.worker.runtime import WorkerRuntime
 
     class NoQueue:
         def enqueue(self, generation_id, task_id):

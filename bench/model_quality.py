@@ -38,18 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # First, always: bench/engine.py (this folder is sys.path[0]) must not shadow the engine package.
 sys.path.insert(0, str(ROOT))
 
+from engine.builtin.captions import RELATIONS, caption_pair, caption_single  # noqa: E402
+from engine.builtin.drawing import render_scene  # noqa: E402
 from engine.builtin.phrasings import HELD_OUT_FAMILIES, Subject, phrase  # noqa: E402
-from engine.builtin.scenes import (  # noqa: E402
-    HELD_OUT_TRIPLES,
-    POSITION_NAMES,
-    RELATIONS,
-    caption_pair,
-    caption_single,
-    render_scene,
-    sample_pair,
-    sample_single,
-    single_object_scene,
-)
+from engine.builtin.scenes import HELD_OUT_TRIPLES, POSITION_NAMES, sample_pair, sample_single, single_object_scene  # noqa: E402
 
 IMAGES_PER_PROMPT = 4
 JOBS_PER_CALL = 8

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from bot.commands.parser import _in_range
 from bot.commands.types import (
     USAGE,
     AdminAudit,
@@ -111,7 +110,7 @@ def _admin_count(
         if not rest:
             return make()
         low, high = limits_
-        if len(rest) > 1 or not _in_range(rest[0], low, high):
+        if len(rest) > 1 or not bounds.is_whole_number(rest[0], low=low, high=high):
             raise UsageError(f"`{action}` takes how many {what}, {low} to {high}.")
         return make(int(rest[0]))
 
@@ -127,7 +126,7 @@ def _admin_retention(rest: list[str]) -> Command:
     if word == "default":
         return AdminRetention(None)
     high = bounds.RETENTION_DAYS[1]
-    if not _in_range(word, 1, high):
+    if not bounds.is_whole_number(word, low=1, high=high):
         raise UsageError(f"Retention is a number of days from 1 to {high}, got {rest[0][:40]!r}.")
     return AdminRetention(int(word))
 

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from bot.commands.admin import parse_admin
 from bot.commands.types import (
     USAGE,
     Blend,
@@ -60,14 +61,6 @@ from engine.domain.types import (
 )
 
 T = TypeVar("T")
-
-
-def _in_range(text: str, low: int, high: int) -> bool:
-    try:
-        bounds.whole_number(text, what="", low=low, high=high)
-    except UsageError:
-        return False
-    return True
 
 
 MAX_COMMAND_CHARS = 4000
@@ -232,10 +225,6 @@ def parse_command(text: str, limits: Limits = Limits()) -> Command:
     if name == "imagine":
         return parse_imagine_text(" ".join(rest), limits)
     if name == "imagine-admin":
-        from bot.commands.admin import (
-            parse_admin,  # admin imports this module's helpers
-        )
-
         return parse_admin(rest)
     sub = _parse_subcommand(name, rest, limits)
     if sub is None:
@@ -307,9 +296,9 @@ def _optional(name: str, rest: list[str], strict: bool, parse: Callable[[str], T
 
 
 def _page(text: str) -> int:
-    if _in_range(text, 1, bounds.MAX_HISTORY_PAGE):
+    if bounds.is_whole_number(text, low=1, high=bounds.MAX_HISTORY_PAGE):
         return int(text)
-    if _in_range(text, 1, 10**40):
+    if bounds.is_whole_number(text, low=1, high=10**40):
         raise UsageError(f"There is no page {text.strip()}; history has at most {bounds.MAX_HISTORY_PAGE:,} pages.")
     raise UsageError(f"Pages are numbered from 1, got {text[:40]!r}.")
 

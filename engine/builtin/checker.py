@@ -23,7 +23,8 @@ from PIL import Image
 if TYPE_CHECKING:  # torch is imported when the shape classifier is built, not with this module
     from torch import nn
 
-from engine.builtin.scenes import COLOURS, SHAPES, render_scene, sample_pair, sample_single
+from engine.builtin.drawing import render_scene
+from engine.builtin.scenes import COLOURS, SHAPES, sample_pair, sample_single
 
 _NAMES = list(COLOURS)
 _RGB = np.array([COLOURS[n] for n in _NAMES], dtype=np.float32)

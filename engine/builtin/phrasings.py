@@ -1,6 +1,6 @@
 """Prompts as people type them: phrasing families over the built-in model's world.
 
-The caption templates in `scenes.py` are how the model was trained ("a red star on a blue
+The caption templates in `captions.py` are how the model was trained ("a red star on a blue
 background"). Chat users write "draw a red star on blue", "blue background, red star pls" or
 "a red sttar on a bleu background". Each family here is one way of phrasing a single-object
 scene (colour, shape, background); `bench/model_quality.py` renders the held-out families'
@@ -10,7 +10,7 @@ Families are split whole: `TRAINING_FAMILIES` may be mixed into training caption
 `HELD_OUT_FAMILIES` never are (`tests/builtin/test_phrasings.py` checks the split), so a good
 score on a held-out family means the model generalised, not that it memorised a template.
 
-Numpy only, like scenes.py.
+Numpy only, like scenes.py and captions.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.builtin.scenes import COLOUR_WORDS, SHAPE_WORDS
+from engine.builtin.captions import COLOUR_WORDS, SHAPE_WORDS
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,8 @@ if TYPE_CHECKING:  # numpy, torch and the model libraries are imported where the
         PreTrainedTokenizerBase,
     )
 
-    from engine.builtin.scenes import CaptionMeaning, Example, Scene
+    from engine.builtin.captions import CaptionMeaning, Example
+    from engine.builtin.scenes import Scene
 
 log = logging.getLogger("engine.builtin.train")
 
@@ -498,7 +499,7 @@ class ClipStage(Stage):
         import numpy as np
         import torch
 
-        from engine.builtin.scenes import object_mask
+        from engine.builtin.drawing import object_mask
 
         size, patch = self.ctx.arch.clip_size, self.ctx.arch.vision_patch
         masks = np.zeros((len(scenes), size, size), dtype=np.float32)
@@ -516,7 +517,8 @@ class ClipStage(Stage):
     def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
         import torch
 
-        from engine.builtin.scenes import render_batch, sample_contrastive_batch
+        from engine.builtin.captions import sample_contrastive_batch
+        from engine.builtin.drawing import render_batch
 
         size = plan.batch
         rng = batch_rng(self.ctx.seed, self.name, step)
@@ -595,7 +597,8 @@ class PriorStage(Stage):
     def prepare(self) -> None:
         import torch
 
-        from engine.builtin.scenes import render_batch, sample_examples
+        from engine.builtin.captions import sample_examples
+        from engine.builtin.drawing import render_batch
 
         chunks: list[torch.Tensor] = []
         with torch.no_grad():
@@ -618,7 +621,8 @@ class PriorStage(Stage):
     def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
         import torch
 
-        from engine.builtin.scenes import render_batch, sample_examples
+        from engine.builtin.captions import sample_examples
+        from engine.builtin.drawing import render_batch
 
         size = plan.batch
         rng = batch_rng(self.ctx.seed, self.name, step)
@@ -665,8 +669,9 @@ class ArPriorStage(Stage):
     def __init__(self, ctx: TrainContext) -> None:
         import torch
 
+        from engine.builtin.captions import sample_examples
+        from engine.builtin.drawing import render_batch
         from engine.builtin.models import build_ar_prior
-        from engine.builtin.scenes import render_batch, sample_examples
 
         super().__init__(ctx)
         self.text_encoder, self.image_encoder = ctx.frozen_clip()
@@ -692,7 +697,8 @@ class ArPriorStage(Stage):
         return {"ar_prior": self.model}
 
     def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
-        from engine.builtin.scenes import render_batch, sample_examples
+        from engine.builtin.captions import sample_examples
+        from engine.builtin.drawing import render_batch
 
         rng = batch_rng(self.ctx.seed, self.name, step)
         examples = sample_examples(rng, plan.batch, pair_fraction=PAIR_FRACTION)
@@ -738,7 +744,8 @@ class DecoderStage(Stage):
     def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
         import torch
 
-        from engine.builtin.scenes import render_batch, sample_examples
+        from engine.builtin.captions import sample_examples
+        from engine.builtin.drawing import render_batch
 
         size = plan.batch
         arch = self.ctx.arch
@@ -823,7 +830,8 @@ class UpsamplerStage(Stage):
         import torch
         from torch.nn import functional as F
 
-        from engine.builtin.scenes import render_batch, sample_examples
+        from engine.builtin.captions import sample_examples
+        from engine.builtin.drawing import render_batch
 
         size = plan.batch
         arch = self.ctx.arch
@@ -1163,7 +1171,7 @@ def _tokenizer(ctx: TrainContext, folder: Path) -> CLIPTokenizer:
     """Build the tokenizer once per work folder (from seeded captions) and reuse it after."""
     from transformers import CLIPTokenizer
 
-    from engine.builtin.scenes import sample_examples
+    from engine.builtin.captions import sample_examples
     from engine.render.tokenizer import build_clip_tokenizer, check_tokenizer
 
     # transformers 5 saves only tokenizer.json (older releases also wrote vocab.json). Reusing it

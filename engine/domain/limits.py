@@ -51,6 +51,16 @@ def whole_number(text: str, *, what: str, low: int, high: int, signed: bool = Fa
     return value
 
 
+def is_whole_number(text: str, *, low: int, high: int) -> bool:
+    """Whether `text` reads as a whole number from `low` to `high` (by `whole_number`'s rules):
+    for parsers that try one reading of a word before another."""
+    try:
+        whole_number(text, what="", low=low, high=high)
+    except UsageError:
+        return False
+    return True
+
+
 def job_id(value: int) -> int:
     """A job number someone typed: past what the database can hold, it names no job."""
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:

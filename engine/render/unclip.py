@@ -10,6 +10,10 @@ prompts and a per-step progress callback. It is built only from
 diffusers' maintained components (PriorTransformer, UNet2DConditionModel, UNet2DModel,
 UnCLIPScheduler) plus `UnCLIPTextProjModel`, and reads top to bottom like a diffusers pipeline.
 
+This module assembles the pipeline — its components, the CLIP encoders, and the stages run in
+order with their step counts and progress — and engine/render/unclip_sampling.py holds each
+stage's denoising loop (prior, decoder with variation strength and masked edits, upsampler).
+
 The folder layout is Karlo's (kakaobrain/karlo-v1-alpha), optionally with `image_encoder/` and
 `feature_extractor/` as in karlo-v1-alpha-image-variations; the built-in model uses it too.
 """
@@ -31,8 +35,6 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.pipelines.deprecated.unclip.text_proj import UnCLIPTextProjModel
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
-from diffusers.utils.torch_utils import randn_tensor
-from torch.nn import functional as F
 from transformers import (
     CLIPImageProcessor,
     CLIPTextModelWithProjection,
@@ -40,25 +42,15 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
+from engine.render import unclip_sampling as sampling
 from engine.render.ar_prior import AutoregressivePrior
+from engine.render.unclip_sampling import TextConditioning
 
 if TYPE_CHECKING:
     from PIL import Image
 
 #: callback(stage, steps done over all stages, total steps over all stages)
 ProgressCallback = Callable[[str, int, int], None]
-
-
-@dataclass
-class TextConditioning:
-    """CLIP text outputs for a batch: pooled embedding, token states and their mask."""
-
-    embeds: torch.Tensor  # (B, D)
-    hidden_states: torch.Tensor  # (B, L, H)
-    mask: torch.Tensor  # (B, L) bool
-
-    def __len__(self) -> int:
-        return self.embeds.shape[0]
 
 
 @dataclass
@@ -202,50 +194,23 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
     ) -> torch.Tensor:
         if self.prior is None:
             raise ValueError("this model has no prior: it can only decode image embeddings")
-        device = self._execution_device
-        guided = guidance_scale > 1.0
-        proj = torch.cat([uncond.embeds, text.embeds]) if guided else text.embeds
-        states = torch.cat([uncond.hidden_states, text.hidden_states]) if guided else text.hidden_states
-        mask = torch.cat([uncond.mask, text.mask]) if guided else text.mask
-
-        self.prior_scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.prior_scheduler.timesteps
-        latents = (
-            randn_tensor(
-                (len(text), self.prior.config.embedding_dim),
-                generator=generators,
-                device=device,
-                dtype=text.embeds.dtype,
-            )
-            * self.prior_scheduler.init_noise_sigma
+        return sampling.sample_prior(
+            self.prior,
+            self.prior_scheduler,
+            text,
+            uncond,
+            generators,
+            device=self._execution_device,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            on_step=on_step,
         )
-
-        for i, t in enumerate(timesteps):
-            model_input = torch.cat([latents] * 2) if guided else latents
-            predicted = self.prior(
-                model_input,
-                timestep=t,
-                proj_embedding=proj,
-                encoder_hidden_states=states,
-                attention_mask=mask,
-            ).predicted_image_embedding
-            if guided:
-                uncond_pred, text_pred = predicted.chunk(2)
-                predicted = uncond_pred + guidance_scale * (text_pred - uncond_pred)
-            prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
-            latents = self.prior_scheduler.step(
-                predicted, timestep=t, sample=latents, generator=generators, prev_timestep=prev_t
-            ).prev_sample
-            if on_step:
-                on_step()
-        return self.prior.post_process_latents(latents)
 
     # --- 3. decoder: image embedding (+ text) → small image ----------------------------------
 
     def decoder_steps(self, num_inference_steps: int, strength: float) -> int:
-        """How many denoising steps run for a given strength (1.0: all of them); the decoder's
-        and the upsampler's strengths both use it."""
-        return max(1, min(num_inference_steps, round(num_inference_steps * strength)))
+        """How many denoising steps run for a given strength (1.0: all of them)."""
+        return sampling.strength_steps(num_inference_steps, strength)
 
     @torch.no_grad()
     def decode(
@@ -266,82 +231,23 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         """Draw each image embedding at the decoder's size. With `known` (B, 3, H, W in [-1, 1])
         and `keep` (B, 1, H, W in [0, 1]), the kept part is the known picture at every step
         (RePaint): after each step it is replaced by `known` noised to where the sampler is."""
-        device = self._execution_device
-        guided = guidance_scale > 1.0
-        prompt_embeds = torch.cat([uncond.embeds, text.embeds]) if guided else text.embeds
-        states = torch.cat([uncond.hidden_states, text.hidden_states]) if guided else text.hidden_states
-        mask = torch.cat([uncond.mask, text.mask]) if guided else text.mask
-        dtype = self.decoder.dtype
-
-        # unCLIP's decoder conditioning: the image embedding is added to the timestep embedding
-        # and projected into extra context tokens in front of the text tokens.
-        states, time_embeds = self.text_proj(
-            image_embeddings=image_embeds.to(dtype),
-            prompt_embeds=prompt_embeds.to(dtype),
-            text_encoder_hidden_states=states.to(dtype),
-            do_classifier_free_guidance=guided,
+        return sampling.decode(
+            self.decoder,
+            self.decoder_scheduler,
+            self.text_proj,
+            image_embeds,
+            text,
+            uncond,
+            generators,
+            device=self._execution_device,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            init_images=init_images,
+            strength=strength,
+            known=known,
+            keep=keep,
+            on_step=on_step,
         )
-        mask = F.pad(mask, (self.text_proj.clip_extra_context_tokens, 0), value=True)
-
-        self.decoder_scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.decoder_scheduler.timesteps
-        size = self.decoder_size
-        shape = (image_embeds.shape[0], self.decoder.config.in_channels, size, size)
-        noise = randn_tensor(shape, generator=generators, device=device, dtype=dtype)
-        if init_images is not None and strength < 1.0:
-            # Variation strength: start part-way down the noise schedule from the source image.
-            start = num_inference_steps - self.decoder_steps(num_inference_steps, strength)
-            timesteps = timesteps[start:]
-            source = F.interpolate(init_images.to(device, dtype), size=(size, size), mode="area")
-            latents = self.decoder_scheduler.add_noise(source, noise, timesteps[:1].repeat(len(noise)))
-        else:
-            latents = noise * self.decoder_scheduler.init_noise_sigma
-        if known is not None:
-            if keep is None:
-                raise ValueError("`known` needs `keep`: which part of it to keep")
-            known = F.interpolate(known.to(device, dtype), size=(size, size), mode="area")
-            keep = F.interpolate(keep.to(device, dtype), size=(size, size), mode="bilinear", align_corners=False)
-            latents = self._keep_known(latents, known, keep, timesteps[0], generators)
-
-        for i, t in enumerate(timesteps):
-            model_input = torch.cat([latents] * 2) if guided else latents
-            noise_pred = self.decoder(
-                sample=model_input,
-                timestep=t,
-                encoder_hidden_states=states,
-                class_labels=time_embeds,
-                attention_mask=mask,
-            ).sample
-            if guided:
-                uncond_pred, text_pred = noise_pred.chunk(2)
-                uncond_pred, _ = uncond_pred.split(latents.shape[1], dim=1)
-                text_pred, variance = text_pred.split(latents.shape[1], dim=1)
-                noise_pred = torch.cat([uncond_pred + guidance_scale * (text_pred - uncond_pred), variance], dim=1)
-            prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
-            latents = self.decoder_scheduler.step(
-                noise_pred, t, latents, prev_timestep=prev_t, generator=generators
-            ).prev_sample
-            if known is not None and keep is not None:
-                latents = self._keep_known(latents, known, keep, prev_t, generators)
-            if on_step:
-                on_step()
-        return latents.clamp(-1, 1)
-
-    def _keep_known(
-        self,
-        latents: torch.Tensor,
-        known: torch.Tensor,
-        keep: torch.Tensor,
-        timestep: torch.Tensor | None,
-        generators: list[torch.Generator],
-    ) -> torch.Tensor:
-        """The kept part: `known` noised to `timestep` (the clean picture after the last step)."""
-        if timestep is None:
-            target = known
-        else:
-            noise = randn_tensor(latents.shape, generator=generators, device=latents.device, dtype=latents.dtype)
-            target = self.decoder_scheduler.add_noise(known, noise, timestep.reshape(1).repeat(len(latents)))
-        return keep * target + (1 - keep) * latents
 
     # --- 4. super-resolution -----------------------------------------------------------------
 
@@ -363,38 +269,18 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         down the noise schedule from the bicubic upscale instead of from pure noise (Karlo: 1.0),
         so colours and layout come from the low-res image and the upsampler only adds detail.
         """
-        device = self._execution_device
-        self.super_res_scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.super_res_scheduler.timesteps
-        height, width = size or (self.output_size, self.output_size)
-        dtype = self.super_res_first.dtype
-        channels = self.super_res_first.config.in_channels // 2
-        noise = randn_tensor(
-            (small.shape[0], channels, height, width), generator=generators, device=device, dtype=dtype
+        return sampling.super_resolve(
+            self.super_res_first,
+            self.super_res_last,
+            self.super_res_scheduler,
+            small,
+            generators,
+            device=self._execution_device,
+            size=size or (self.output_size, self.output_size),
+            num_inference_steps=num_inference_steps,
+            strength=strength,
+            on_step=on_step,
         )
-        upscaled = F.interpolate(
-            small.to(device, dtype),
-            size=(height, width),
-            mode="bicubic",
-            align_corners=False,
-            antialias=True,
-        )
-        if strength < 1.0:
-            timesteps = timesteps[num_inference_steps - self.decoder_steps(num_inference_steps, strength) :]
-            latents = self.super_res_scheduler.add_noise(upscaled.clamp(-1, 1), noise, timesteps[:1].repeat(len(noise)))
-        else:
-            latents = noise * self.super_res_scheduler.init_noise_sigma
-        for i, t in enumerate(timesteps):
-            # Karlo uses a second UNet for the last step only; a model may ship the same one twice.
-            unet = self.super_res_last if i == len(timesteps) - 1 else self.super_res_first
-            noise_pred = unet(sample=torch.cat([latents, upscaled], dim=1), timestep=t).sample
-            prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else None
-            latents = self.super_res_scheduler.step(
-                noise_pred, t, latents, prev_timestep=prev_t, generator=generators
-            ).prev_sample
-            if on_step:
-                on_step()
-        return latents.clamp(-1, 1)
 
     @property
     def upscale_factor(self) -> float:

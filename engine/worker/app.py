@@ -26,7 +26,7 @@ from celery import Celery, Task
 from engine.config import Settings, get_settings
 
 if TYPE_CHECKING:  # the bots import this module for the task's name: no worker code at import
-    from engine.worker.jobs import WorkerRuntime
+    from engine.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 

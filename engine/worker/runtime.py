@@ -1,12 +1,65 @@
-"""Build what a worker process needs from settings (database, storage, wake-ups, renderer)."""
+"""What a worker process holds for its lifetime, and how it is built from settings.
+
+`WorkerRuntime` is the one object every step of a job reads (database, image storage, wake-ups,
+the renderer, batching and lease settings); `build_runtime` makes it from `Settings` in the
+worker process, after the fork. The renderer is only described here (`Renderer`), and loaded on
+first use, so importing this module imports no model library.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
 from engine.config import Settings
 from engine.image_files import ImageStore
-from engine.notify import make_publisher
+from engine.notify import Publisher, make_publisher
+from engine.render.types import ProgressFn, RenderJob, RenderResult
 from engine.store.db import Database
-from engine.worker.jobs import Renderer, WorkerRuntime
+from engine.worker.lease import Heartbeat
+
+#: A job whose worker died this many times (OOM kill, hard time limit) is failed, not retried.
+MAX_ATTEMPTS = 3
+
+
+class Renderer(Protocol):
+    model_id: str
+
+    def render_batch(self, jobs: list[RenderJob], progress_fns: list[ProgressFn]) -> list[RenderResult | None]:
+        """One pipeline call for compatible jobs; None for a job dropped (cancelled) on the way."""
+
+
+@dataclass
+class WorkerRuntime:
+    """What a worker process holds for its lifetime (the renderer is loaded once, lazily)."""
+
+    db: Database
+    store: ImageStore
+    publisher: Publisher
+    renderer_factory: Any  # () -> Renderer
+    max_batch_images: int = 8
+    batch_wait_s: float = 0.0
+    heartbeat_s: float = 5.0
+    lease_s: float = 20.0
+    max_attempts: int = MAX_ATTEMPTS
+    # Evaluated per runtime, i.e. in the worker process that renders (not at import).
+    name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    _renderer: Renderer | None = None
+    _heartbeat: Heartbeat | None = None
+
+    @property
+    def heartbeat(self) -> Heartbeat:
+        if self._heartbeat is None:
+            self._heartbeat = Heartbeat(self.db, self.name, self.heartbeat_s)
+        return self._heartbeat
+
+    @property
+    def renderer(self) -> Renderer:
+        if self._renderer is None:
+            self._renderer = self.renderer_factory()
+        return self._renderer
 
 
 def build_runtime(settings: Settings) -> WorkerRuntime:

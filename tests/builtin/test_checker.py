@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from engine.builtin.checker import background_rgb, degrade, judge_region, name_colour, split_pair
-from engine.builtin.scenes import COLOURS, render_scene, sample_pair, sample_single, single_object_scene
+from engine.builtin.drawing import render_scene
+from engine.builtin.scenes import COLOURS, sample_pair, sample_single, single_object_scene
 
 
 def test_name_colour_names_every_generator_colour():

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.builtin.captions import COLOUR_WORDS, SHAPE_WORDS
 from engine.builtin.phrasings import HELD_OUT_FAMILIES, TRAINING_FAMILIES, Subject, phrase
-from engine.builtin.scenes import COLOUR_WORDS, HELD_OUT_TRIPLES, SHAPE_WORDS
+from engine.builtin.scenes import HELD_OUT_TRIPLES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 

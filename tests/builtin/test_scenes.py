@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 
 from engine.builtin import scenes
-from engine.builtin.scenes import (
+from engine.builtin.captions import (
     COLOUR_WORDS,
-    HELD_OUT_TRIPLES,
     SHAPE_WORDS,
-    SHOWCASE_TRIPLES,
     CaptionMeaning,
-    render_scene,
+    caption_pair,
     sample_contrastive_batch,
     sample_examples,
 )
+from engine.builtin.drawing import render_scene
+from engine.builtin.scenes import HELD_OUT_TRIPLES, SHOWCASE_TRIPLES
 
 
 def test_same_seed_same_examples_and_pixels():
@@ -104,7 +104,7 @@ def test_pair_meaning_respects_order_only_when_the_caption_gives_one(relation, f
     rng = np.random.default_rng(7)
     scene = scenes.two_object_scene(rng, ("red", "circle"), ("blue", "square"), "white", "horizontal")
     swapped = scenes.two_object_scene(rng, ("blue", "square"), ("red", "circle"), "white", "horizontal")
-    text, meaning = scenes.caption_pair(rng, scene, relation=relation)
+    text, meaning = caption_pair(rng, scene, relation=relation)
     assert meaning.fits(scene)
     assert meaning.fits(swapped) is fits_swapped, text
 

@@ -69,7 +69,8 @@ async def test_metrics_count_jobs_and_queue_depth(ops_server, service, database,
     """/metrics shows the queue depth read from the database and what the worker rendered."""
     from engine.domain.types import Actor, ImagineRequest, Platform, RenderParams
     from engine.image_files import ImageStore
-    from engine.worker.jobs import WorkerRuntime, run_generation
+    from engine.worker.jobs import run_generation
+    from engine.worker.runtime import WorkerRuntime
     from tests.engine.worker.test_jobs import RecordingPublisher
 
     actor = Actor(Platform.CONSOLE, "t", "u")

@@ -31,8 +31,9 @@ from engine.images import encode_png
 from engine.notify import LocalPublisher
 from engine.render.noop import NoopRenderer
 from engine.store.db import Database
-from engine.worker import jobs as worker_jobs
-from engine.worker.jobs import WorkerRuntime, run_generation
+from engine.worker import results as worker_results
+from engine.worker.jobs import run_generation
+from engine.worker.runtime import WorkerRuntime
 from tests.bot.discord.fake_discord import (
     BASIC_PERMISSIONS,
     MANAGE_GUILD,
@@ -254,7 +255,7 @@ async def fake(monkeypatch) -> AsyncIterator[FakeDiscord]:
 @pytest.fixture
 def gpu(monkeypatch) -> FakeGpu:
     # Every progress step a test takes is written to the row (no 0.5 s throttle in tests).
-    monkeypatch.setattr(worker_jobs, "PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(worker_results, "PROGRESS_INTERVAL_S", 0.0)
     return FakeGpu()
 
 

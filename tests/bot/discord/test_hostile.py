@@ -22,14 +22,14 @@ def discord_bot_for_fuzzing(tmp_path_factory, sqlite_template):
     hypothesis to send many interactions to: (its harness, that loop)."""
     import threading
 
-    from engine.worker import jobs as worker_jobs
+    from engine.worker import results as worker_results
     from tests.bot.discord.conftest import FakeDiscord, FakeGpu, discord_settings, make_settings, running_bot
 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(worker_jobs, "PROGRESS_INTERVAL_S", 0.0)
+        patch.setattr(worker_results, "PROGRESS_INTERVAL_S", 0.0)
 
         async def start():
             fake = await FakeDiscord([GUILD]).start()

@@ -24,7 +24,8 @@ from engine.image_files import ImageStore
 from engine.render.noop import NoopRenderer
 from engine.service import TeamGallery
 from engine.store.db import Database
-from engine.worker.jobs import WorkerRuntime, run_generation
+from engine.worker.jobs import run_generation
+from engine.worker.runtime import WorkerRuntime
 from tests.engine.worker.test_jobs import RecordingPublisher
 
 ALICE = Actor(Platform.CONSOLE, "team-1", "alice", "Alice")

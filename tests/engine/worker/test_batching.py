@@ -15,8 +15,9 @@ from engine.domain.types import Actor, GenerationStatus, ImagineRequest, Platfor
 from engine.image_files import ImageStore
 from engine.store.db import Database
 from engine.store.models import Generation, utcnow
-from engine.worker import jobs
-from engine.worker.jobs import WorkerRuntime, run_generation
+from engine.worker import results
+from engine.worker.jobs import run_generation
+from engine.worker.runtime import WorkerRuntime
 from tests.engine.worker.test_jobs import RecordingPublisher
 
 ALICE = Actor(Platform.CONSOLE, "team-1", "alice", "Alice")
@@ -151,7 +152,7 @@ async def test_jobs_of_a_crashed_batch_are_taken_over_once_the_lease_runs_out(se
 
 async def test_cancelled_member_is_dropped_from_the_batch(service, deliveries, runtime, monkeypatch):
     """Cancelling one job of a batch drops it; the others still finish."""
-    monkeypatch.setattr(jobs, "PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(results, "PROGRESS_INTERVAL_S", 0.0)
     loop = asyncio.get_running_loop()
     leader = await submit(service, seed=1)
     member = await submit(service, BOB, seed=2)

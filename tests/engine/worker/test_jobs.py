@@ -23,8 +23,9 @@ from engine.image_files import ImageStore
 from engine.images import png_metadata
 from engine.store.db import Database
 from engine.store.models import Generation
-from engine.worker import jobs
-from engine.worker.jobs import WorkerRuntime, run_generation
+from engine.worker import results
+from engine.worker.jobs import run_generation
+from engine.worker.runtime import MAX_ATTEMPTS, WorkerRuntime
 
 ALICE = Actor(Platform.CONSOLE, "team-1", "alice", "Alice")
 
@@ -122,7 +123,7 @@ async def test_render_failure_fails_and_refunds(service, deliveries, runtime, da
 
 async def test_cancel_during_render_stops_it(service, deliveries, runtime, monkeypatch):
     """Cancelling a running job stops the render at the next step: no images, refunded once."""
-    monkeypatch.setattr(jobs, "PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(results, "PROGRESS_INTERVAL_S", 0.0)
     loop = asyncio.get_running_loop()
     real = runtime.renderer
 
@@ -153,7 +154,7 @@ async def test_worker_lost_three_times_fails_the_job(service, deliveries, runtim
 
     def crashed_thrice(session):
         session.execute(
-            update(Generation).where(Generation.id == job.id).values(status="running", attempts=jobs.MAX_ATTEMPTS)
+            update(Generation).where(Generation.id == job.id).values(status="running", attempts=MAX_ATTEMPTS)
         )
 
     await database.run(crashed_thrice)

@@ -14,9 +14,11 @@ from engine.image_files import ImageStore
 from engine.render.noop import NoopRenderer
 from engine.store.db import Database
 from engine.store.models import Generation, QuotaLedgerEntry, utcnow
-from engine.worker import jobs
-from engine.worker.jobs import WorkerRuntime, run_generation
+from engine.worker import jobs, results
+from engine.worker.claiming import claim
+from engine.worker.jobs import run_generation
 from engine.worker.recovery import Sweeper, requeue_stuck
+from engine.worker.runtime import WorkerRuntime
 from tests.engine.worker.test_jobs import RecordingPublisher
 
 ALICE = Actor(Platform.CONSOLE, "team-1", "alice", "Alice")
@@ -117,7 +119,7 @@ async def test_batch_followers_stranded_by_a_kill_after_the_leaders_store_finish
     leader, *followers = ids
     runtime = make_runtime(database_url, tmp_path, max_batch_images=8)
     stores = []
-    real_store = jobs.store_result
+    real_store = results.store_result
 
     def store_then_die(*args, **kwargs):
         if stores:
@@ -234,13 +236,13 @@ async def test_a_render_that_lost_its_job_never_touches_the_stored_files(
     job = (await service.submit_imagine(ALICE, ImagineRequest("x", params=RenderParams(n=1)))).generation
     first = make_runtime(database_url, tmp_path, name="first:1")
     second = make_runtime(database_url, tmp_path, name="second:2")
-    claimed_first = await asyncio.to_thread(jobs.claim, first, job.id)
+    claimed_first = await asyncio.to_thread(claim, first, job.id)
     await expire_leases(database, job.id)
-    claimed_second = await asyncio.to_thread(jobs.claim, second, job.id)
+    claimed_second = await asyncio.to_thread(claim, second, job.id)
     assert [j.attempt for j in claimed_first + claimed_second] == [1, 2]
     result = NoopRenderer().render(claimed_second[0], lambda *_: None)
-    assert await asyncio.to_thread(jobs.store_result, second, claimed_second[0], result, 5) == "done"
-    assert await asyncio.to_thread(jobs.store_result, first, claimed_first[0], result, 5) == "done"
+    assert await asyncio.to_thread(results.store_result, second, claimed_second[0], result, 5) == "done"
+    assert await asyncio.to_thread(results.store_result, first, claimed_first[0], result, 5) == "done"
     done = await deliveries.generation(job.id)
     assert [i.storage_key.rsplit("/", 1)[1] for i in done.images] == ["a2-1.png"]
     assert first.store.path(done.images[0].storage_key).exists()

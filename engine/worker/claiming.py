@@ -1,0 +1,257 @@
+"""Claiming jobs: the first step of every render, and where batches are formed.
+
+`claim` locks the job's row and marks it running on this worker — or does nothing for a job that
+is gone, finished, or held under a live lease by another worker (a duplicate or redelivered
+message), and adopts a job whose previous worker stopped renewing its lease. It then claims
+compatible queued jobs into the same batch (same model, operation, size and steps), waiting up to
+the batch window for more; they render in one pipeline call, each image with its own seed.
+
+Everything the renderer needs is read from the rows here (`render_job_from_row`), so the render
+runs outside any transaction. A row that cannot be rendered (its source image is gone, its worker
+died too often) is failed and refunded on the spot.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from engine import metrics
+from engine.domain.types import GenerationKind, GenerationStatus
+from engine.image_files import ImageStore
+from engine.render.types import RenderJob, batch_key
+from engine.store import repo
+from engine.store.db import is_unavailable
+from engine.store.models import Generation, Image, utcnow
+from engine.worker.lease import lease_live
+from engine.worker.results import fail_row
+from engine.worker.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+
+class JobFailed(Exception):
+    """A job cannot be rendered; the message is shown to the user."""
+
+
+def operation_for(generation: Generation) -> str:
+    kind = GenerationKind(generation.kind)
+    params = generation.params or {}
+    if kind == GenerationKind.UPSCALE:
+        return "upscale"
+    if kind == GenerationKind.BLEND:
+        return "strip" if params.get("strip") else "blend"
+    if "edit" in params:  # an edit, zoom-out or pan (or a reroll of one)
+        return "edit"
+    if "edit_toward" in params:
+        return "textdiff"
+    if kind == GenerationKind.VARIATION or generation.parent_image_id is not None:
+        return "variation"
+    return "text2image"
+
+
+def render_job_from_row(session: Session, generation: Generation, store: ImageStore) -> RenderJob:
+    """Everything the renderer needs, read now, so the render runs outside any transaction."""
+    params = dict(generation.params or {})
+    sources_embeddings: tuple[bytes, ...] = ()
+    sources_images: tuple[bytes, ...] = ()
+    weights: tuple[float, ...] = ()
+    operation = operation_for(generation)
+    if "source_key" in params:  # an uploaded image: the worker encodes it
+        try:
+            sources_images = (store.get(params["source_key"]),)
+        except FileNotFoundError as error:
+            raise JobFailed("the uploaded image is missing from storage") from error
+    elif operation in ("blend", "strip"):
+        rows = {
+            i.id: i
+            for i in session.scalars(
+                select(Image).where(Image.id.in_([s["image_id"] for s in params.get("sources", [])]))
+            )
+        }
+        found = [rows.get(s["image_id"]) for s in params.get("sources", [])]
+        sources = [i for i in found if i is not None]
+        if len(found) < 2 or len(sources) < len(found):
+            raise JobFailed("a source image of the blend no longer exists")
+        embeddings = [i.embedding for i in sources]
+        if any(e is None for e in embeddings):
+            raise JobFailed("a source image of the blend has no stored CLIP embedding to blend")
+        sources_embeddings = tuple(e for e in embeddings if e is not None)
+        weights = tuple(float(s.get("weight", 1.0)) for s in params["sources"])
+    elif generation.parent_image is not None:
+        parent = generation.parent_image
+        if parent.embedding is not None:
+            sources_embeddings = (parent.embedding,)
+        try:
+            sources_images = (store.get(parent.storage_key),)
+        except FileNotFoundError:
+            sources_images = ()  # the embedding alone still gives a (full-strength) variation
+        if not sources_embeddings and not sources_images:
+            raise JobFailed("the source image is gone (no file and no stored embedding)")
+    elif operation != "text2image":
+        raise JobFailed("the source image no longer exists")
+    return RenderJob(
+        generation_id=generation.id,
+        operation=operation_for(generation),
+        prompt=generation.prompt,
+        negative_prompt=generation.negative_prompt,
+        seed=generation.seed,
+        n=int(params.get("n", 4)),
+        params=params,
+        source_embeddings=sources_embeddings,
+        source_images=sources_images,
+        weights=weights,
+        attempt=generation.attempts,
+    )
+
+
+def claim(runtime: WorkerRuntime, generation_id: int) -> list[RenderJob]:
+    """Lock the row and mark it running on this worker, plus a batch; [] if nothing to do."""
+    job, failed, gathered = runtime.db.retrying(_claim_row, runtime, generation_id)
+    if failed:
+        metrics.JOBS.labels(status="failed").inc()
+        runtime.publisher.publish(generation_id, str(GenerationStatus.FAILED), 0.0)
+    if job is None:
+        return []
+    jobs = [job, *gathered]
+    if runtime.batch_wait_s > 0:
+        jobs += _gather_batch(runtime, generation_id, jobs)
+    elif gathered:
+        log.info("job %s: batching jobs %s with it", generation_id, [j.generation_id for j in gathered])
+    return jobs
+
+
+def _claim_row(
+    session: Session, runtime: WorkerRuntime, generation_id: int
+) -> tuple[RenderJob | None, bool, list[RenderJob]]:
+    """(the job to render or None, whether it was failed instead, the jobs batched with it) —
+    safe to run twice. The first look for a batch is in the same transaction: one round trip
+    fewer per job (a retried claim just renders without them; their lease brings them back)."""
+    generation = repo.get_generation(session, generation_id, lock=True, images=False)
+    if generation is None:
+        log.warning("job %s: no such row, dropping the task", generation_id)
+        return None, False, []
+    status = GenerationStatus(generation.status)
+    if status.is_final:
+        log.info("job %s: already %s, nothing to do", generation_id, status)
+        return None, False, []
+    if status == GenerationStatus.RUNNING:
+        if lease_live(generation, runtime.lease_s):
+            if generation.worker == runtime.name and generation.batch_leader_id is None:
+                # Our own claim, committed although its answer was lost: go on with it.
+                return render_job_from_row(session, generation, runtime.store), False, []
+            log.info(
+                "job %s: rendering on %s%s (lease live); this message is a duplicate",
+                generation_id,
+                generation.worker,
+                f" in job {generation.batch_leader_id}'s batch" if generation.batch_leader_id else "",
+            )
+            return None, False, []
+        log.warning(
+            "job %s: %s stopped renewing its lease (attempt %d): rendering it here",
+            generation_id,
+            generation.worker,
+            generation.attempts,
+        )
+    job = _start(session, runtime, generation, leader=None)
+    if job is None:
+        return None, True, []
+    key = batch_key(job)
+    room = runtime.max_batch_images - job.n
+    gathered = _gather_once(session, runtime, generation_id, key, room) if room > 0 and key[-1] is None else []
+    return job, False, gathered
+
+
+def _start(session: Session, runtime: WorkerRuntime, row: Generation, *, leader: int | None) -> RenderJob | None:
+    """Mark one row running on this worker; None (and the row failed) if it cannot render."""
+    if row.attempts >= runtime.max_attempts:
+        fail_row(session, row, f"the worker stopped {row.attempts} times while rendering it")
+        return None
+    row.status = str(GenerationStatus.RUNNING)
+    row.heartbeat_at = utcnow()
+    if row.started_at is None:
+        row.started_at = utcnow()
+        metrics.JOB_SECONDS.labels(phase="queue_wait").observe(
+            max(0.0, (row.started_at - row.created_at).total_seconds())
+        )
+    row.attempts += 1
+    row.worker = runtime.name
+    row.batch_leader_id = leader
+    row.stage = "starting"
+    row.progress = 0.0
+    try:
+        return render_job_from_row(session, row, runtime.store)
+    except JobFailed as error:
+        fail_row(session, row, str(error))
+        return None
+
+
+def _gather_batch(runtime: WorkerRuntime, leader_id: int, jobs: list[RenderJob]) -> list[RenderJob]:
+    """Claim compatible queued jobs into the leader's batch, up to the batch size and window."""
+    key = batch_key(jobs[0])
+    room = runtime.max_batch_images - sum(job.n for job in jobs)
+    if room <= 0 or key[-1] is not None:  # full, or an operation that renders alone
+        return []
+    gathered: list[RenderJob] = []
+    deadline = time.monotonic() + runtime.batch_wait_s
+    while True:
+        try:
+            with runtime.db.sync_session() as session:
+                claimed = _gather_once(session, runtime, leader_id, key, room)
+        except Exception as error:
+            if not is_unavailable(error):
+                raise
+            # Render what is claimed; rows of a commit whose answer was lost are swept back to
+            # the queue when their lease runs out.
+            log.warning("job %s: no batch this time (%s)", leader_id, str(error).splitlines()[0][:200])
+            break
+        gathered += claimed
+        room -= sum(job.n for job in claimed)
+        if room <= 0 or time.monotonic() >= deadline:
+            break
+        time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
+    if gathered:
+        log.info("job %s: batching jobs %s with it", leader_id, [j.generation_id for j in [*jobs[1:], *gathered]])
+    return gathered
+
+
+def _gather_once(
+    session: Session, runtime: WorkerRuntime, leader_id: int, key: tuple[Any, ...], room: int
+) -> list[RenderJob]:
+    """One look at the queue: claim what fits into the leader's batch."""
+    leader = session.get(Generation, leader_id)
+    assert leader is not None  # this worker holds the leader's claim: its row is there
+    model_id = leader.model_id
+    # SKIP LOCKED: rows another worker is claiming right now are simply not offered.
+    candidates = (
+        session.scalars(
+            select(Generation)
+            .where(Generation.status == str(GenerationStatus.QUEUED), Generation.model_id == model_id)
+            .order_by(Generation.id)
+            .limit(32)
+            .with_for_update(of=Generation, skip_locked=True)
+        )
+        .unique()
+        .all()
+    )
+    claimed: list[RenderJob] = []
+    for row in candidates:
+        if int((row.params or {}).get("n", 4)) > room:
+            continue
+        try:
+            job = render_job_from_row(session, row, runtime.store)
+        except JobFailed:
+            continue  # its own task will fail it properly
+        if batch_key(job) != key:
+            continue
+        started = _start(session, runtime, row, leader=leader_id)
+        if started is not None:
+            claimed.append(started)
+            room -= started.n
+        if room <= 0:
+            break
+    return claimed
