@@ -72,7 +72,7 @@ async def test_commands_are_registered_globally_with_admin_hidden_by_default(har
     assert int(commands["imagine-admin"]["default_member_permissions"]) == 1 << 5
     assert all(c["contexts"] == [0] for c in commands.values())
     imagine = {o["name"]: o for o in commands["imagine"]["options"]}
-    assert list(imagine) == ["prompt", "negative", "seed", "n", "aspect", "steps", "guidance"]
+    assert list(imagine) == ["prompt", "negative", "seed", "n", "aspect", "steps", "guidance", "prior"]
     assert imagine["prompt"]["required"] and not imagine["n"]["required"]
     assert [c["value"] for c in imagine["aspect"]["choices"]][:2] == ["1:1", "4:3"]
     admin = {o["name"] for o in commands["imagine-admin"]["options"]}
