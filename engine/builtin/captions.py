@@ -12,6 +12,7 @@ captions: the training data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -230,19 +231,33 @@ class Example:
     meaning: CaptionMeaning
 
 
+#: How a scene gets its caption: `caption_scene`, or a grammar built on it (phrasings.py).
+Captioner = Callable[[np.random.Generator, Scene], tuple[str, CaptionMeaning]]
+
+
 def sample_examples(
-    rng: np.random.Generator, n: int, *, pair_fraction: float = 0.25, split: str = "train"
+    rng: np.random.Generator,
+    n: int,
+    *,
+    pair_fraction: float = 0.25,
+    split: str = "train",
+    caption: Captioner = caption_scene,
 ) -> list[Example]:
     """`n` scenes with a caption each, from the "train" or "heldout" combinations."""
     examples = []
     for _ in range(n):
         scene = sample_pair(rng, split) if rng.random() < pair_fraction else sample_single(rng, split)
-        examples.append(Example(scene, *caption_scene(rng, scene)))
+        examples.append(Example(scene, *caption(rng, scene)))
     return examples
 
 
 def sample_contrastive_batch(
-    rng: np.random.Generator, n: int, *, group: int = 4, pair_fraction: float = 0.25
+    rng: np.random.Generator,
+    n: int,
+    *,
+    group: int = 4,
+    pair_fraction: float = 0.25,
+    caption: Captioner = caption_scene,
 ) -> list[Example]:
     """`n` examples in groups of `group` near-identical scenes, so that in-batch negatives
     differ by one attribute and the contrastive loss has to learn every attribute."""
@@ -253,5 +268,5 @@ def sample_contrastive_batch(
         for _ in range(group - 1):
             scenes.append(perturb(rng, scenes[int(rng.integers(len(scenes)))]))
         for scene in scenes[: n - len(examples)]:
-            examples.append(Example(scene, *caption_scene(rng, scene)))
+            examples.append(Example(scene, *caption(rng, scene)))
     return examples

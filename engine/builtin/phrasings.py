@@ -6,9 +6,12 @@ background"). Chat users write "draw a red star on blue", "blue background, red 
 scene (colour, shape, background); `bench/model_quality.py` renders the held-out families'
 prompts and reports each family separately, so a model is judged on wordings it never saw.
 
-Families are split whole: `TRAINING_FAMILIES` may be mixed into training captions,
-`HELD_OUT_FAMILIES` never are (`tests/builtin/test_phrasings.py` checks the split), so a good
-score on a held-out family means the model generalised, not that it memorised a template.
+Families are split whole: `TRAINING_FAMILIES` are mixed into training captions
+(`training_caption`, which `train.py` uses), `HELD_OUT_FAMILIES` never are
+(`tests/builtin/test_phrasings.py` checks the split, and that training captions never use a
+held-out family's distinctive words), so a good score on a held-out family means the model
+generalised, not that it memorised a template. Training captions also get a noise word now and
+then ("hey", "ok", ...), so unknown words do not throw the text tower off.
 
 Numpy only, like scenes.py and captions.py.
 """
@@ -20,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.builtin.captions import COLOUR_WORDS, SHAPE_WORDS
+from engine.builtin.captions import COLOUR_WORDS, SHAPE_WORDS, CaptionMeaning, caption_scene
+from engine.builtin.scenes import Scene
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ def _a(word: str) -> str:
 
 
 def _polite(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
-    opener = _pick(rng, ["please draw", "could you draw", "can you make me", "please make", "would you draw"])
+    opener = _pick(rng, ["please give me", "could i get", "can i have", "may i see", "i'd love"])
     return f"{opener} {_a(colour)} {shape} on {_a(bg)} background"
 
 
@@ -62,7 +66,7 @@ def _i_want(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
 
 
 def _showing(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
-    noun = _pick(rng, ["an image", "a picture", "an illustration", "a drawing"])
+    noun = _pick(rng, ["an image", "a picture", "an illustration", "a sketch"])
     return f"{noun} showing {_a(colour)} {shape}, the background {bg}"
 
 
@@ -122,7 +126,7 @@ def _colour_after(rng: np.random.Generator, colour: str, shape: str, bg: str) ->
         [
             f"{_a(shape)} coloured {colour} on {_a(bg)} background",
             f"{_a(shape)}, {colour}, on {bg}",
-            f"{_a(shape)} in {colour} against {bg}",
+            f"{_a(shape)} which is {colour}, {bg} behind it",
         ],
     )
 
@@ -159,6 +163,32 @@ HELD_OUT_FAMILIES: dict[str, Phrase] = {
     "there_is": _there_is,
     "spelled_number": _spelled_number,
 }
+
+
+#: Share of single-object training captions phrased by a training family, and of all training
+#: captions that get a noise word. Neither is in the shipped weights yet (the model card says why).
+PHRASING_MIX = 0.3
+NOISE_WORD_RATE = 0.1
+#: Words a chat user adds that mean nothing here; none is a held-out family's own word.
+NOISE_WORDS = ("hey", "ok", "so", "um", "very", "really", "awesome", "quick", "maybe", "here")
+
+
+def training_caption(rng: np.random.Generator, scene: Scene) -> tuple[str, CaptionMeaning]:
+    """A training caption: the template grammar (`caption_scene`), or for a share of one-object
+    scenes a training family's wording (naming colour, shape and background), sometimes with a
+    noise word inserted."""
+    if len(scene.objects) == 1 and rng.random() < PHRASING_MIX:
+        (obj,) = scene.objects
+        family = sorted(TRAINING_FAMILIES)[int(rng.integers(len(TRAINING_FAMILIES)))]
+        text = phrase(family, Subject(obj.colour, obj.shape, scene.background), rng)
+        meaning = CaptionMeaning(background=scene.background, colours=(obj.colour,), shapes=(obj.shape,))
+    else:
+        text, meaning = caption_scene(rng, scene)
+    if rng.random() < NOISE_WORD_RATE:
+        words = text.split(" ")
+        words.insert(int(rng.integers(len(words) + 1)), _pick(rng, NOISE_WORDS))
+        text = " ".join(words)
+    return text, meaning
 
 
 def phrase(family: str, subject: Subject, rng: np.random.Generator) -> str:

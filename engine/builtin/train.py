@@ -519,10 +519,11 @@ class ClipStage(Stage):
 
         from engine.builtin.captions import sample_contrastive_batch
         from engine.builtin.drawing import render_batch
+        from engine.builtin.phrasings import training_caption
 
         size = plan.batch
         rng = batch_rng(self.ctx.seed, self.name, step)
-        examples = sample_contrastive_batch(rng, size, pair_fraction=PAIR_FRACTION)
+        examples = sample_contrastive_batch(rng, size, pair_fraction=PAIR_FRACTION, caption=training_caption)
         scenes = [e.scene for e in examples]
         pixels = clip_pixels(render_batch(scenes, self.ctx.arch.image_size), self.ctx.arch.clip_size)
         # A little pixel noise, so decoded (slightly noisy) images embed like clean ones.
@@ -599,12 +600,13 @@ class PriorStage(Stage):
 
         from engine.builtin.captions import sample_examples
         from engine.builtin.drawing import render_batch
+        from engine.builtin.phrasings import training_caption
 
         chunks: list[torch.Tensor] = []
         with torch.no_grad():
             for chunk in range(8):
                 rng = batch_rng(self.ctx.seed, "prior-stats", chunk)
-                examples = sample_examples(rng, 512, pair_fraction=PAIR_FRACTION)
+                examples = sample_examples(rng, 512, pair_fraction=PAIR_FRACTION, caption=training_caption)
                 pixels = clip_pixels(
                     render_batch([e.scene for e in examples], self.ctx.arch.image_size), self.ctx.arch.clip_size
                 )
@@ -623,11 +625,12 @@ class PriorStage(Stage):
 
         from engine.builtin.captions import sample_examples
         from engine.builtin.drawing import render_batch
+        from engine.builtin.phrasings import training_caption
 
         size = plan.batch
         rng = batch_rng(self.ctx.seed, self.name, step)
         generator = torch_generator(self.ctx.seed, self.name, step)
-        examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION)
+        examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION, caption=training_caption)
         captions = [e.caption if rng.random() >= PRIOR_TEXT_DROPOUT else "" for e in examples]
         ids, mask = tokenize(self.ctx.tokenizer, captions)
         pixels = clip_pixels(
@@ -672,6 +675,7 @@ class ArPriorStage(Stage):
         from engine.builtin.captions import sample_examples
         from engine.builtin.drawing import render_batch
         from engine.builtin.models import build_ar_prior
+        from engine.builtin.phrasings import training_caption
 
         super().__init__(ctx)
         self.text_encoder, self.image_encoder = ctx.frozen_clip()
@@ -682,7 +686,7 @@ class ArPriorStage(Stage):
         with torch.no_grad():
             for chunk in range(self.CODEBOOK_EXAMPLES // 512):
                 rng = batch_rng(ctx.seed, "ar-prior-codebook", chunk)
-                examples = sample_examples(rng, 512, pair_fraction=PAIR_FRACTION)
+                examples = sample_examples(rng, 512, pair_fraction=PAIR_FRACTION, caption=training_caption)
                 pixels = clip_pixels(render_batch([e.scene for e in examples], ctx.arch.image_size), ctx.arch.clip_size)
                 chunks.append(self.image_encoder(pixel_values=pixels.to(ctx.device)).image_embeds)
         explained = self.model.fit_codebook(torch.cat(chunks))
@@ -699,9 +703,10 @@ class ArPriorStage(Stage):
     def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
         from engine.builtin.captions import sample_examples
         from engine.builtin.drawing import render_batch
+        from engine.builtin.phrasings import training_caption
 
         rng = batch_rng(self.ctx.seed, self.name, step)
-        examples = sample_examples(rng, plan.batch, pair_fraction=PAIR_FRACTION)
+        examples = sample_examples(rng, plan.batch, pair_fraction=PAIR_FRACTION, caption=training_caption)
         captions = [e.caption if rng.random() >= PRIOR_TEXT_DROPOUT else "" for e in examples]
         ids, mask = tokenize(self.ctx.tokenizer, captions)
         pixels = clip_pixels(
@@ -746,12 +751,13 @@ class DecoderStage(Stage):
 
         from engine.builtin.captions import sample_examples
         from engine.builtin.drawing import render_batch
+        from engine.builtin.phrasings import training_caption
 
         size = plan.batch
         arch = self.ctx.arch
         rng = batch_rng(self.ctx.seed, self.name, step)
         generator = torch_generator(self.ctx.seed, self.name, step)
-        examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION)
+        examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION, caption=training_caption)
         images = render_batch([e.scene for e in examples], arch.image_size)
         drop_text = torch.from_numpy(rng.random(size) < TEXT_DROPOUT)
         drop_image = torch.from_numpy(rng.random(size) < IMAGE_EMBED_DROPOUT)
@@ -832,12 +838,13 @@ class UpsamplerStage(Stage):
 
         from engine.builtin.captions import sample_examples
         from engine.builtin.drawing import render_batch
+        from engine.builtin.phrasings import training_caption
 
         size = plan.batch
         arch = self.ctx.arch
         rng = batch_rng(self.ctx.seed, self.name, step)
         generator = torch_generator(self.ctx.seed, self.name, step)
-        examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION)
+        examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION, caption=training_caption)
         x0 = to_tensor(render_batch([e.scene for e in examples], arch.image_size))
         small = area_downsample(x0, arch.decoder_size)
         # Degrade the low-res input a little (blur, noise), as unCLIP does for its upsamplers.
@@ -1172,6 +1179,7 @@ def _tokenizer(ctx: TrainContext, folder: Path) -> CLIPTokenizer:
     from transformers import CLIPTokenizer
 
     from engine.builtin.captions import sample_examples
+    from engine.builtin.phrasings import training_caption
     from engine.render.tokenizer import build_clip_tokenizer, check_tokenizer
 
     # transformers 5 saves only tokenizer.json (older releases also wrote vocab.json). Reusing it
@@ -1181,7 +1189,7 @@ def _tokenizer(ctx: TrainContext, folder: Path) -> CLIPTokenizer:
         tokenizer = CLIPTokenizer.from_pretrained(folder)
     else:
         rng = batch_rng(ctx.seed, "tokenizer", 0)
-        corpus = [e.caption for e in sample_examples(rng, 20000, pair_fraction=0.3)]
+        corpus = [e.caption for e in sample_examples(rng, 20000, pair_fraction=0.3, caption=training_caption)]
         tokenizer = build_clip_tokenizer(corpus, vocab_size=ctx.arch.vocab_size, max_length=ctx.arch.max_tokens)
         tokenizer.save_pretrained(folder)
     check_tokenizer(tokenizer, folder)

@@ -54,3 +54,52 @@ def test_the_bench_asks_each_held_out_family_about_the_same_held_out_scenes():
     assert len(first) == 6 and all(s == first for s in scenes.values())
     assert set(first) <= HELD_OUT_TRIPLES
     assert len({p.prompt for ps in probes.values() for p in ps}) == 6 * len(HELD_OUT_FAMILIES)
+
+
+#: Words that only held-out families use: a training caption with one of them would leak a
+#: held-out wording into training.
+HELD_OUT_MARKERS = (
+    "draw",
+    "paint",
+    "render",
+    "create",
+    "just ",
+    "there",
+    "exactly",
+    "single",
+    " bg",
+    "w/",
+    "coloured",
+    "which is",
+    "behind it",
+    "thanks",
+    "thank you",
+    "poster",
+    "slides",
+    "if possible",
+)
+
+
+def test_training_captions_mix_in_training_families_and_noise_words_only():
+    from engine.builtin.captions import sample_examples
+    from engine.builtin.phrasings import NOISE_WORDS, training_caption
+
+    rng = np.random.default_rng(3)
+    examples = sample_examples(rng, 3000, pair_fraction=0.25, caption=training_caption)
+    texts = [e.caption.lower() for e in examples]
+    assert all(e.meaning.fits(e.scene) for e in examples)
+    leaked = [t for t in texts if any(marker in t for marker in HELD_OUT_MARKERS)]
+    assert leaked == []
+    # Some captions come from training families, some carry a noise word, most are templates.
+    assert sum(t.startswith(("could i get", "can i have", "i want", "show me")) for t in texts) > 50
+    assert sum(any(f" {w} " in f" {t} " for w in NOISE_WORDS) for t in texts) > 150
+    assert sum(" background" in t or " backdrop" in t for t in texts) > 1500
+
+
+def test_the_template_grammar_alone_is_unchanged_by_the_hook():
+    """Without `caption=`, sampling draws exactly what it drew before (the shipped recipe)."""
+    from engine.builtin.captions import caption_scene, sample_examples
+
+    plain = sample_examples(np.random.default_rng(4), 200)
+    hooked = sample_examples(np.random.default_rng(4), 200, caption=caption_scene)
+    assert [e.caption for e in plain] == [e.caption for e in hooked]
