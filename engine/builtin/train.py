@@ -104,7 +104,8 @@ PLANS: dict[str, dict[str, StagePlan]] = {
         # scenes drew every background right (240 of 240), the 1200-step prior's embeddings
         # 0.925 on saturated ones (cyan, pink, purple -> grey); 4800 steps drew them all right.
         "prior": StagePlan(steps=4800, batch=128, lr=3e-4, ema_decay=0.999),
-        "ar_prior": StagePlan(steps=3000, batch=128, lr=3e-4, ema_decay=0.999),
+        # As many steps as the diffusion prior, so bench/model_quality.py compares the two on equal terms.
+        "ar_prior": StagePlan(steps=4800, batch=128, lr=3e-4, ema_decay=0.999),
         # The decoder learns shapes on plain noise, then spends its last 2000 steps on offset
         # noise, which teaches it to take the mean colour from the embedding (see OFFSET_NOISE).
         # Offset noise from the first step draws the colours as well but the shapes worse; 1000
