@@ -6,7 +6,9 @@ builtin-grid.png: the 2×2 grid `UnCLIPRenderer` returns for "a red star on a bl
 builtin-variations.png: the first image of that grid, then four variations of it made as the
 worker makes them when someone reacts to an image: empty prompt, its stored CLIP image embedding
 and its PNG, at the model's default variation strength (imagine.json).
-Both are scaled up 4× with nearest-neighbour so the 64 px pixels stay honest.
+builtin-phrasings.png: prompts phrased as people type them, one per held-out phrasing family
+(engine/builtin/phrasings.py), one image each, with the prompt under it.
+All are scaled up 4× with nearest-neighbour so the 64 px pixels stay honest.
 """
 
 from __future__ import annotations
@@ -20,6 +22,17 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parent.parent.parent
 PROMPT = "a red star on a blue background"
 SCALE = 4
+#: One prompt per held-out phrasing family, as a chat user might type it.
+PHRASED = (
+    "draw a green square on blue",
+    "yellow background with a purple heart",
+    "just a nice white star on a black background thanks",
+    "a red sqaure on a bleu backgorund",
+    "red circle, cyan bg",
+    "a triangle coloured orange on a green background",
+    "there's a pink diamond and the background is blue",
+    "one blue crescent on a yellow background",
+)
 
 
 def _open(png: bytes) -> Image.Image:
@@ -66,7 +79,24 @@ def main(argv: list[str] | None = None) -> int:
     draw = ImageDraw.Draw(strip)
     draw.text((4, 2), "source", fill=(255, 255, 255))
     strip.save(args.out / "builtin-variations.png")
-    print(f"wrote {args.out / 'builtin-grid.png'} and {args.out / 'builtin-variations.png'}")
+    phrased = renderer.render_batch(
+        [RenderJob(10 + i, "text2image", prompt, None, args.seed, 1) for i, prompt in enumerate(PHRASED)],
+        [lambda *_: None] * len(PHRASED),
+    )
+    cell = size * SCALE
+    sheet = Image.new("RGB", (4 * (cell + 8), 2 * (cell + 40)), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    for i, (prompt, done) in enumerate(zip(PHRASED, phrased, strict=True)):
+        assert done is not None
+        x, y = (i % 4) * (cell + 8), (i // 4) * (cell + 40)
+        sheet.paste(_scaled(_open(done.images[0].png)), (x, y))
+        # The prompt under its picture, five words a line.
+        words = prompt.split()
+        lines = [" ".join(words[j : j + 5]) for j in range(0, len(words), 5)]
+        for k, line in enumerate(lines[:3]):
+            draw.text((x + 2, y + cell + 2 + 12 * k), line, fill=(255, 255, 255))
+    sheet.save(args.out / "builtin-phrasings.png")
+    print(f"wrote builtin-grid.png, builtin-variations.png and builtin-phrasings.png to {args.out}")
     return 0
 
 
