@@ -15,8 +15,8 @@ from aiohttp import web
 
 from tests.bot.discord.conftest import ALICE, GUILD
 from tests.bot.discord.fake_discord import FakeDiscord, option
-from tests.bot.slack.fake_slack import BOT_TOKEN, FakeSlack
 from tests.fakes.recording import Call, RecordingServer, json_response
+from tests.fakes.slack import BOT_TOKEN, FakeSlack
 
 
 class Echo(RecordingServer[Call]):
