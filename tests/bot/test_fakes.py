@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 
 from tests.bot.discord.conftest import ALICE, GUILD
-from tests.bot.discord.fake_discord import FakeDiscord, option
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord_model import option
 from tests.fakes.recording import Call, RecordingServer, json_response
 from tests.fakes.slack import BOT_TOKEN, FakeSlack
 
