@@ -4,8 +4,8 @@ of every job, image, PNG, ledger entry and delivery afterwards.
 The shape, per broker (Redis, then RabbitMQ), all on this machine:
 - `imagine-bot worker` × 3 (solo pool, its own process each) with the no-op renderer sleeping
   0.3–2 s per job (IMAGINE_RENDER_NOOP_DELAY_MS), restarted like a supervisor would;
-- `imagine-bot slack` × 2 replicas (HTTP mode) in front of the fake Slack (tests/bot/slack/
-  fake_slack.py, its own process), whose file uploads take 0.4 s each;
+- `imagine-bot slack` × 2 replicas (HTTP mode) in front of the fake Slack (tests/fakes/
+  slack.py, its own process), whose file uploads take 0.4 s each;
 - PostgreSQL: a scratch database of its own; Redis: a private redis-server on a free port (the
   broker of the Redis run, the wake-ups of both), so pausing and cutting it touches nobody else;
   RabbitMQ: a vhost of its own. Nothing shared is flushed or stopped.
@@ -207,7 +207,7 @@ class ScratchDatabase:
 
 
 def serve_fake_slack(port_out, users: int, upload_delay_s: float) -> None:
-    from tests.bot.slack.fake_slack import FakeSlack
+    from tests.fakes.slack import FakeSlack
 
     async def run() -> None:
         fake = FakeSlack()
@@ -310,7 +310,7 @@ class Slack:
         await self._http.close()
 
     async def imagine(self, n: int | None = None, seed: int | None = None) -> None:
-        from tests.bot.slack.fake_slack import form_body, sign, slash_command
+        from tests.fakes.slack_requests import form_body, sign, slash_command
 
         number = self.sent
         self.sent += 1
@@ -642,7 +642,8 @@ async def run_broker(broker: str, plan: Plan, folder: Path, keep_logs: Path | No
     db = ScratchDatabase()
     cluster = None
     try:
-        from tests.bot.slack.fake_slack import BOT_TOKEN, SIGNING_SECRET
+        from tests.fakes.slack import BOT_TOKEN
+        from tests.fakes.slack_requests import SIGNING_SECRET
 
         env = {
             **os.environ,

@@ -1,7 +1,7 @@
 """Discord ingress: how fast the bot acknowledges and queues `/imagine`, with no model at all.
 
 The real discord.py client runs against the fake Discord (REST + gateway on 127.0.0.1, from
-tests/bot/discord/fake_discord.py, in a process of its own, which also does the feeding and the
+tests/fakes/discord.py, in a process of its own, which also does the feeding and the
 timing) on PostgreSQL + Redis, with a separate worker process using the no-op renderer
 (IMAGINE_RENDER_BACKEND=noop), so render time is out of the picture and the delivery loop posts
 every result while commands keep arriving. 1000 `/imagine` INTERACTION_CREATE payloads from 100
@@ -53,7 +53,8 @@ from bot.discord.client import ImagineClient  # noqa: E402
 from bot.discord.config import DiscordSettings  # noqa: E402
 from bot.runtime import build_bot_runtime  # noqa: E402
 from engine.config import Settings  # noqa: E402
-from tests.bot.discord.fake_discord import FakeDiscord, FakeGuild, FakeUser, option  # noqa: E402
+from tests.fakes.discord import FakeDiscord  # noqa: E402
+from tests.fakes.discord_model import FakeGuild, FakeUser, option  # noqa: E402
 
 REDIS = os.environ.get("IMAGINE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
 GUILD = FakeGuild(700000000000000001, "bench", owner_id=1, channel_id=700000000000000002)
@@ -115,22 +116,22 @@ async def serve_fake() -> None:
             await fake.dispatch("INTERACTION_CREATE", payload)
 
         def handled() -> list:
-            return fake.find(
+            return fake.received(
                 "PATCH", r"/webhooks/\d+/[^/]+/messages/@original", lambda r: "queued" in (r.content or "")
             )
 
         def delivered() -> list:
-            return fake.find("PATCH", r"/webhooks/\d+/[^/]+/messages/@original", lambda r: bool(r.files))
+            return fake.received("PATCH", r"/webhooks/\d+/[^/]+/messages/@original", lambda r: bool(r.files))
 
         await fake.wait_until(lambda: len(handled()) >= commands, timeout=600)
         finished = max(r.at for r in handled())
         if spec.get("until_delivered"):  # CPU is counted to the last result, on both sides
             await fake.wait_until(lambda: len(delivered()) >= commands, timeout=600)
-        defers = fake.find("POST", r"/interactions/\d+/[^/]+/callback", arrived=True)
+        defers = fake.received("POST", r"/interactions/\d+/[^/]+/callback", arrived=True)
         latencies = [(r.at - fed[r.path.split("/")[3]]) * 1000 for r in defers]
         assert len(latencies) == commands, f"{len(latencies)} defers for {commands} commands"
         # Calls per command: every REST request since the feed began (start-up calls excluded).
-        calls = [r for r in fake.requests[mark:] if not r.path.startswith("/bench/")]
+        calls = [r for r in fake.calls[mark:] if not r.path.startswith("/bench/")]
         return web.json_response(
             {
                 "commands": commands,
@@ -141,7 +142,7 @@ async def serve_fake() -> None:
             }
         )
 
-    await fake.start([web.post("/bench/feed", feed)])
+    await fake.start(extra_routes=[web.post("/bench/feed", feed)])
     print(json.dumps({"port": fake.port}), flush=True)
     await asyncio.Event().wait()  # until the benchmark terminates this process
 

@@ -3,7 +3,7 @@
 The production shape on one machine: `imagine-bot slack` (the real bolt AsyncApp served by
 aiohttp, HTTP mode) on PostgreSQL + Redis, a `imagine-bot worker` process with the no-op
 renderer (IMAGINE_RENDER_BACKEND=noop: the model's time is taken out), and the fake Slack
-(tests/bot/slack/fake_slack.py) answering the bot's Web API calls in a process of its own. This
+(tests/fakes/slack.py) answering the bot's Web API calls in a process of its own. This
 process is Slack: it posts signed slash commands at a fixed rate (open loop, spread over 50
 users) and times each from sending the request to receiving its HTTP 200 — the ack.
 
@@ -43,7 +43,7 @@ WARMUP = 20  # first requests sign the bot in and fill its user cache; not count
 def serve_fake_slack(port_out, users: int) -> None:
     """The fake Slack Web API, in a process of its own (so it does not share the bot's CPU time
     with the load generator's event loop)."""
-    from tests.bot.slack.fake_slack import FakeSlack
+    from tests.fakes.slack import FakeSlack
 
     async def run() -> None:
         fake = await FakeSlack().start()
@@ -77,7 +77,7 @@ async def load(url: str, fake_url: str, count: int, rate: float) -> tuple[list[f
     """Send `count` signed /imagine requests at `rate` per second; (ack latencies in ms, seconds)."""
     import aiohttp
 
-    from tests.bot.slack.fake_slack import form_body, sign, slash_command
+    from tests.fakes.slack_requests import form_body, sign, slash_command
 
     latencies: list[float] = []
 
@@ -139,7 +139,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=250.0, help="requests sent per second")
     args = parser.parse_args()
 
-    from tests.bot.slack.fake_slack import BOT_TOKEN, SIGNING_SECRET
+    from tests.fakes.slack import BOT_TOKEN
+    from tests.fakes.slack_requests import SIGNING_SECRET
 
     spawn = multiprocessing.get_context("spawn")
     port_in, port_out = spawn.Pipe(duplex=False)

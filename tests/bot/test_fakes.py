@@ -1,14 +1,100 @@
 """The fakes answer as the platforms' published API references say (discord/discord-api-spec
 `specs/openapi.json`; Slack's method reference), for the calls the bot makes — so a change that
-relies on a field the real API does not send fails here, not in production."""
+relies on a field the real API does not send fails here, not in production. And the recording
+base they share (tests/fakes/recording.py) does what every test leans on: it records, wakes a
+waiter, and fails on purpose exactly as often as told."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+
 import aiohttp
+import pytest
+from aiohttp import web
 
 from tests.bot.discord.conftest import ALICE, GUILD
-from tests.bot.discord.fake_discord import FakeDiscord, option
-from tests.bot.slack.fake_slack import BOT_TOKEN, FakeSlack
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord_model import option
+from tests.fakes.recording import Call, RecordingServer, json_response
+from tests.fakes.slack import BOT_TOKEN, FakeSlack
+
+
+class Echo(RecordingServer[Call]):
+    """The smallest platform on the base: every request is recorded and answered with its path."""
+
+    name = "Echo"
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.route("*", "/{tail:.*}", self._any)]
+
+    async def _any(self, request: web.Request) -> web.StreamResponse:
+        return await self.serve(Call(request.method, request.path, dict(request.headers)), self._answer)
+
+    async def _answer(self, call: Call) -> web.Response:
+        return json_response({"path": call.path})
+
+    def error_body(self, status: int) -> dict:
+        return {"error": status}
+
+
+async def echo(http: aiohttp.ClientSession, fake: Echo, method: str, path: str) -> tuple[int, dict, str | None]:
+    async with http.request(method, fake.base_url + path) as response:
+        return response.status, await response.json(), response.headers.get("Retry-After")
+
+
+async def test_the_base_records_every_call_and_looks_after_a_mark():
+    fake = await Echo().start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            await echo(http, fake, "GET", "/a/1")
+            await echo(http, fake, "POST", "/b")
+            mark = fake.mark()
+            await echo(http, fake, "GET", "/a/2")
+        assert [(c.method, c.path, c.answered) for c in fake.calls] == [
+            ("GET", "/a/1", True),
+            ("POST", "/b", True),
+            ("GET", "/a/2", True),
+        ]
+        assert [c.path for c in fake.received("GET", r"/a/\d+")] == ["/a/1", "/a/2"]
+        assert [c.path for c in fake.received("GET", r"/a/\d+", since=mark)] == ["/a/2"]
+        assert fake.received("GET", "/a") == []  # the path must match whole
+        assert [c.path for c in fake.received("GET", where=lambda c: c.path.endswith("1"))] == ["/a/1"]
+        with pytest.raises(TypeError, match="where="):  # a predicate is not a path
+            fake.received("GET", lambda c: True)  # type: ignore[arg-type]
+    finally:
+        await fake.stop()
+
+
+async def test_wait_for_wakes_on_a_matching_call_and_otherwise_says_what_came():
+    fake = await Echo().start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            waiting = asyncio.create_task(fake.wait_for("POST", "/late"))
+            await echo(http, fake, "GET", "/early")
+            assert not waiting.done()  # woken by the GET, it went back to waiting
+            await echo(http, fake, "POST", "/late")
+            call = await asyncio.wait_for(waiting, 5)
+        assert (call.method, call.path, call.answered) == ("POST", "/late", True)
+        expected = "the fake Echo never received 1 × DELETE /never within 0.2 s; it got:\n  GET /early\n  POST /late"
+        with pytest.raises(AssertionError, match=re.escape(expected)):
+            await fake.wait_for("DELETE", "/never", timeout=0.2)
+    finally:
+        await fake.stop()
+
+
+async def test_fail_answers_the_canned_error_exactly_n_times():
+    fake = await Echo().start()
+    try:
+        fake.fail("GET", r"/x/\d+", status=503, headers={"Retry-After": "1"}, times=2)
+        async with aiohttp.ClientSession() as http:
+            other = await echo(http, fake, "GET", "/y")
+            answers = [await echo(http, fake, "GET", f"/x/{i}") for i in range(3)]
+        assert other == (200, {"path": "/y"}, None)  # another path is not failed
+        assert answers == [(503, {"error": 503}, "1"), (503, {"error": 503}, "1"), (200, {"path": "/x/2"}, None)]
+        assert len(fake.received("GET", r"/x/\d+")) == 3  # failed calls are recorded too
+    finally:
+        await fake.stop()
 
 
 async def discord_call(fake: FakeDiscord, method: str, path: str, body: dict) -> tuple[int, dict]:

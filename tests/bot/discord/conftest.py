@@ -1,6 +1,6 @@
 """The Discord bot for real, against a fake Discord, with the real core and the real worker code.
 
-Only the edges are fake: Discord (tests/bot/discord/fake_discord.py) and the GPU (`FakeGpu`:
+Only the edges are fake: Discord (tests/fakes/discord.py) and the GPU (`FakeGpu`:
 the worker's own claim → render → store code runs around it, in a thread, with the no-op
 renderer's images). The database is a real SQLite file (PostgreSQL where a test asks for it).
 """
@@ -34,14 +34,8 @@ from engine.store.db import Database
 from engine.worker import results as worker_results
 from engine.worker.jobs import run_generation
 from engine.worker.runtime import WorkerRuntime
-from tests.bot.discord.fake_discord import (
-    BASIC_PERMISSIONS,
-    MANAGE_GUILD,
-    FakeDiscord,
-    FakeGuild,
-    FakeUser,
-    option,
-)
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord_model import BASIC_PERMISSIONS, MANAGE_GUILD, FakeGuild, FakeUser, option
 
 GUILD_ID = 900000000000000001
 CHANNEL_ID = 900000000000000002

@@ -60,7 +60,7 @@ async def test_later_variations_in_the_lineage_reuse_its_thread(harness):
     assert status.content == "#3 variation of #2:3: queued, position 1 in the queue."
     result = await fake.wait_for("PATCH", rf"/channels/{thread_id}/messages/\d+", lambda r: bool(r.files), since=mark)
     assert f"from #2:3: https://discord.com/channels/{GUILD_ID}/{thread_id}/{variation['id']}" in result.content
-    assert fake.find("POST", r"/channels/\d+/messages/\d+/threads", since=mark) == []
+    assert fake.received("POST", r"/channels/\d+/messages/\d+/threads", since=mark) == []
 
 
 async def test_upscale_button_sends_the_image_alone_with_a_vary_button(harness):

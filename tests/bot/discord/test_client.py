@@ -20,7 +20,7 @@ from tests.bot.discord.conftest import (
     start_client,
     stop_client,
 )
-from tests.bot.discord.fake_discord import APPLICATION_ID
+from tests.fakes.discord_model import APPLICATION_ID
 
 GUILDS = 1 << 0
 GUILD_MESSAGE_REACTIONS = 1 << 10
@@ -45,7 +45,7 @@ async def test_dm_reactions_add_only_their_intent(fake, gpu, settings):
 
 async def test_commands_are_registered_globally_with_admin_hidden_by_default(harness):
     """Start-up syncs every command; /imagine-admin defaults to Manage Server, all are guild-only."""
-    put = harness.fake.find("PUT", rf"/applications/{APPLICATION_ID}/commands")[-1]
+    put = harness.fake.received("PUT", rf"/applications/{APPLICATION_ID}/commands")[-1]
     commands = {c["name"]: c for c in put.json}
     assert set(commands) == {
         "imagine",
@@ -87,11 +87,11 @@ async def test_guild_sync_and_a_model_option_where_several_models_exist(fake, gp
     runtime.service.policy = dataclasses.replace(runtime.service.policy, available_models=("builtin", "karlo"))
     client = await start_client(fake, runtime, discord_settings(guild_ids=f"{GUILD_ID}"))
     try:
-        put = fake.find("PUT", rf"/applications/{APPLICATION_ID}/guilds/{GUILD_ID}/commands")[-1]
+        put = fake.received("PUT", rf"/applications/{APPLICATION_ID}/guilds/{GUILD_ID}/commands")[-1]
         imagine = next(c for c in put.json if c["name"] == "imagine")
         model = next(o for o in imagine["options"] if o["name"] == "model")
         assert model["autocomplete"] is True
-        assert fake.find("PUT", rf"/applications/{APPLICATION_ID}/commands") == []
+        assert fake.received("PUT", rf"/applications/{APPLICATION_ID}/commands") == []
     finally:
         await stop_client(client)
         await runtime.close()
@@ -148,8 +148,8 @@ async def test_imagine_bot_discord_runs_from_the_environment(fake, monkeypatch, 
     try:
         identify = await fake.wait_identified(timeout=60)
         assert identify["token"] == "env-token"
-        assert fake.find("PUT", rf"/applications/{APPLICATION_ID}/commands")
-        assert fake.find("GET", "/users/@me")[0].headers["Authorization"] == "Bot env-token"
+        assert fake.received("PUT", rf"/applications/{APPLICATION_ID}/commands")
+        assert fake.received("GET", "/users/@me")[0].headers["Authorization"] == "Bot env-token"
         for path in ("/healthz", "/readyz"):
             with await asyncio.to_thread(
                 urllib.request.urlopen, f"http://127.0.0.1:{ops_port}{path}", None, 10

@@ -15,7 +15,7 @@ from tests.bot.discord.conftest import (
     start_client,
     stop_client,
 )
-from tests.bot.discord.fake_discord import option
+from tests.fakes.discord_model import option
 
 
 async def queued(harness, prompt: str, **kwargs) -> dict:
@@ -46,7 +46,7 @@ async def test_expired_token_falls_back_to_a_channel_message(harness):
         f'#1 imagine "a red star": finished — https://discord.com/channels/{GUILD_ID}/{CHANNEL_ID}/{posted["id"]}'
     )
     assert pointer.body["components"] == []
-    assert len(fake.find("POST", rf"/channels/{CHANNEL_ID}/messages", lambda r: bool(r.files))) == 1
+    assert len(fake.received("POST", rf"/channels/{CHANNEL_ID}/messages", lambda r: bool(r.files))) == 1
 
 
 async def test_an_interaction_older_than_15_minutes_is_answered_with_the_bot_token(harness):
@@ -62,7 +62,7 @@ async def test_an_interaction_older_than_15_minutes_is_answered_with_the_bot_tok
     )
     harness.gpu.step(1.0)
     await fake.wait_for("POST", rf"/channels/{CHANNEL_ID}/messages", lambda r: bool(r.files), since=mark)
-    assert fake.find("PATCH", r"/webhooks/.*", since=mark) == []
+    assert fake.received("PATCH", r"/webhooks/.*", since=mark) == []
 
 
 async def test_restart_delivers_what_finished_while_down_and_old_buttons_still_work(fake, gpu, settings):
@@ -112,7 +112,7 @@ async def test_rate_limit_with_via_is_waited_out_and_posts_once(harness):
     mark = fake.mark()
     await harness.click(grid, "imagine:v:1:1")
     await fake.wait_for("PATCH", rf"/channels/{thread}/messages/\d+", lambda r: bool(r.files), since=mark)
-    assert len(fake.find("POST", rf"/channels/{thread}/messages", since=mark)) == 2  # the 429, then the post
+    assert len(fake.received("POST", rf"/channels/{thread}/messages", since=mark)) == 2  # the 429, then the post
     assert len(fake.channel_messages(int(thread))) == 1
 
 
@@ -144,11 +144,11 @@ async def test_server_error_after_the_message_was_made_does_not_post_it_twice(ha
     fake = harness.fake
     _token, grid = await harness.imagine("a red star")
     thread = grid["id"]
-    fake.fail_next("POST", rf"/channels/{thread}/messages", 500, after_effect=True)
+    fake.fail("POST", rf"/channels/{thread}/messages", status=500, after_effect=True)
     mark = fake.mark()
     await harness.click(grid, "imagine:v:1:2")
     await fake.wait_for("PATCH", rf"/channels/{thread}/messages/\d+", lambda r: bool(r.files), since=mark)
-    attempts = fake.find("POST", rf"/channels/{thread}/messages", since=mark)
+    attempts = fake.received("POST", rf"/channels/{thread}/messages", since=mark)
     assert len(attempts) == 2 and attempts[0].body["nonce"] == attempts[1].body["nonce"]
     assert len(fake.channel_messages(int(thread))) == 1
 
@@ -158,6 +158,6 @@ async def test_an_image_above_the_upload_limit_is_reencoded_not_dropped(harness)
     harness.gpu.large_grid = True
     limit = 120_000
     token, message = await harness.imagine("a noisy sky", upload_limit=limit)
-    final = harness.fake.find("PATCH", rf"/webhooks/\d+/{token}/messages/@original", lambda r: bool(r.files))[-1]
+    final = harness.fake.received("PATCH", rf"/webhooks/\d+/{token}/messages/@original", lambda r: bool(r.files))[-1]
     name, data = final.files[0]
     assert name == "imagine-1.jpg" and len(data) <= limit

@@ -15,7 +15,7 @@ from tests.bot.discord.conftest import (
     start_client,
     stop_client,
 )
-from tests.bot.discord.fake_discord import custom_ids
+from tests.fakes.discord_model import custom_ids
 
 EPHEMERAL = 64
 SINGLE_IMAGE_BUTTONS = [
@@ -152,7 +152,7 @@ async def test_bad_forms_are_refused_privately_and_charge_nothing(harness):
             text = answer.body["data"]["content"]
         assert expected.lower() in text.lower(), (answers, text)
     assert await harness.quota_used(ALICE) == used
-    assert fake.find("POST", rf"/channels/{image['channel_id']}/messages", since=mark) == []
+    assert fake.received("POST", rf"/channels/{image['channel_id']}/messages", since=mark) == []
 
 
 async def test_a_form_opened_before_a_restart_is_answered_after_it(fake, gpu, settings):

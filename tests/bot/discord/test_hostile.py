@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from bot.replies import APOLOGY
 from engine.store.models import Generation
 from tests.bot.discord.conftest import ALICE, GUILD
-from tests.bot.discord.fake_discord import option, subcommand
+from tests.fakes.discord_model import option, subcommand
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ the server chose), answers are private, and every action is in the audit log."""
 from __future__ import annotations
 
 from tests.bot.discord.conftest import ADMIN, ALICE, ARTISTS_ROLE, BOB, GUILD_ID, MOD, MOD_ROLE
-from tests.bot.discord.fake_discord import option, subcommand
+from tests.fakes.discord_model import option, subcommand
 
 EPHEMERAL = 64
 
@@ -97,10 +97,10 @@ async def test_everyone_quota_applies_to_every_member(harness):
     mark = fake.mark()
     payload = await harness.slash("imagine", [option("prompt", "a red star")], user=ALICE)
     await fake.wait_for("POST", rf"/webhooks/\d+/{payload['token']}", since=mark)
-    followup = fake.find("POST", rf"/webhooks/\d+/{payload['token']}", since=mark)[0]
+    followup = fake.received("POST", rf"/webhooks/\d+/{payload['token']}", since=mark)[0]
     assert followup.body["flags"] == EPHEMERAL
     assert followup.body["content"].startswith("This needs 4 images of quota but you have 2 left")
-    assert fake.find("DELETE", rf"/webhooks/\d+/{payload['token']}/messages/@original", since=mark)
+    assert fake.received("DELETE", rf"/webhooks/\d+/{payload['token']}/messages/@original", since=mark)
 
 
 async def test_a_moderator_role_chosen_by_an_admin_gets_the_rights(harness):

@@ -112,7 +112,7 @@ async def test_other_emoji_and_other_messages_are_ignored(harness):
     await harness.send(fake.reaction(12345, "🔁", user=BOB, guild=GUILD))
     await harness.react(grid, "✉️", user=BOB)  # a reaction that does act, to know the others were seen
     await fake.wait_for("POST", r"/channels/\d+/messages", since=mark)
-    assert [r.path for r in fake.requests[mark:]] == [
+    assert [r.path for r in fake.calls[mark:]] == [
         "/users/@me/channels",
         f"/channels/{fake.dm_channels[BOB.id]}/messages",
     ]

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from bot.discord.config import DiscordSettings, ordinal_of
-from tests.bot.discord.fake_discord import FakeDiscord, FakeGuild, FakeUser, option, shard_of
 from tests.conftest import require
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord_model import FakeGuild, FakeUser, option, shard_of
 
 SHARDS = 4
 #: One guild on each shard: (k << 22) with k ≡ shard (mod 4).
@@ -138,7 +139,7 @@ async def test_two_processes_two_shards_each_handle_every_guild_once(tmp_path, s
             return payload
 
         def handled(payload: dict) -> int:
-            return len(fake.find("POST", rf"/interactions/{payload['id']}/{payload['token']}/callback"))
+            return len(fake.received("POST", rf"/interactions/{payload['id']}/{payload['token']}/callback"))
 
         def grid_of(payload: dict) -> bool:
             message = fake.original(payload["token"])

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from engine.store.models import Generation
 from tests.bot.discord.conftest import ALICE, CHANNEL_ID, GUILD, GUILD_ID, noisy_png
-from tests.bot.discord.fake_discord import option
+from tests.fakes.discord_model import option
 
 NO_PINGS = {"parse": []}
 
@@ -26,7 +26,7 @@ async def test_imagine_defers_before_any_database_work_then_shows_queue_progress
 
     defer = await fake.wait_for("POST", rf"/interactions/{payload['id']}/{token}/callback", arrived=True)
     assert defer.body == {"type": 5}  # deferred, public, "thinking"
-    assert fake.requests[-1] is defer  # nothing else was sent first
+    assert fake.calls[-1] is defer  # nothing else was sent first
     assert await generation_count(harness) == 0  # and nothing was written before it
     release_defer.set()
 
@@ -90,7 +90,7 @@ async def test_mention_injection_never_pings_anyone(harness):
     escaped = f"@\u200beveryone @\u200bhere <@\u200b&{GUILD_ID}> <@\u200b{ALICE.id}> \\*\\*loud\\*\\*"
     assert escaped in grid["content"]
     assert "@everyone" not in grid["content"] and f"<@&{GUILD_ID}>" not in grid["content"]
-    with_text = [r for r in fake.requests if r.content is not None]
+    with_text = [r for r in fake.calls if r.content is not None]
     assert len(with_text) >= 3  # the "queued" edit, the grid, the notice
     for request in with_text:
         body = request.body.get("data", request.body) if request.path.endswith("/callback") else request.body
@@ -252,8 +252,8 @@ async def test_upscale_reroll_cancel_gallery_and_help_are_slash_commands(harness
 async def test_retention_is_an_admin_command(harness):
     """/imagine-admin retention sets how long the server's jobs are kept (typed: days or keep)."""
     from tests.bot.discord.conftest import ADMIN
-    from tests.bot.discord.fake_discord import subcommand
     from tests.bot.discord.test_moderation import admin
+    from tests.fakes.discord_model import subcommand
 
     assert (
         await admin(harness, [subcommand("retention", [option("days", 30)])], user=ADMIN)

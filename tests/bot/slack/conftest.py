@@ -15,7 +15,8 @@ from bot.slack.app import SlackBot
 from bot.slack.config import SlackSettings
 from engine.config import Settings
 from engine.worker.embedded import EmbeddedWorker
-from tests.bot.slack.fake_slack import BOT_TOKEN, SIGNING_SECRET, FakeSlack, form_body, sign
+from tests.fakes.slack import BOT_TOKEN, FakeSlack
+from tests.fakes.slack_requests import SIGNING_SECRET, form_body, sign
 
 ALICE, BOB, ADA, MOD = "UALICE", "UBOB", "UADA", "UMOD"
 

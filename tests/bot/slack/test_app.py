@@ -15,18 +15,11 @@ from bot.slack.app import SlackBot
 from engine.domain.types import Platform
 from engine.store.models import AuditLogEntry, Generation
 from tests.bot.slack.conftest import ADA, ALICE, BOB, MOD, post_form, post_json
-from tests.bot.slack.fake_slack import (
-    Call,
-    FakeSlack,
-    block_action,
-    form_body,
-    reaction_event,
-    sign,
-    slash_command,
-)
+from tests.fakes.slack import FakeSlack, SlackCall
+from tests.fakes.slack_requests import block_action, form_body, reaction_event, sign, slash_command
 
 
-def actions_of(call: Call) -> list[str]:
+def actions_of(call: SlackCall) -> list[str]:
     """The action ids of every button in a message's blocks."""
     return [
         element["action_id"]
@@ -36,7 +29,7 @@ def actions_of(call: Call) -> list[str]:
     ]
 
 
-def is_result(call: Call, job_id: int) -> bool:
+def is_result(call: SlackCall, job_id: int) -> bool:
     return "imagine:vary:1" in actions_of(call) and call.params["text"].startswith(f"#{job_id} ")
 
 
@@ -44,7 +37,9 @@ async def count_jobs(bot: SlackBot) -> int:
     return await bot.runtime.db.run(lambda s: s.scalar(select(func.count()).select_from(Generation)))
 
 
-async def imagine(fake: FakeSlack, http, bot: SlackBot, text: str, *, user: str = ALICE, channel: str = "C1") -> Call:
+async def imagine(
+    fake: FakeSlack, http, bot: SlackBot, text: str, *, user: str = ALICE, channel: str = "C1"
+) -> SlackCall:
     """Run /imagine; return the result message (the one with the buttons) once it is delivered."""
     hook = uuid.uuid4().hex
     status, _ = await post_form(
@@ -56,11 +51,11 @@ async def imagine(fake: FakeSlack, http, bot: SlackBot, text: str, *, user: str 
 
 async def job_of(fake: FakeSlack, hook: str) -> int:
     """The job id a slash command's ephemeral "queued" answer names."""
-    queued = await fake.wait_for("response_url", lambda c: c.params["hook"] == hook)
+    queued = await fake.wait_for("response_url", where=lambda c: c.params["hook"] == hook)
     return int(queued.params["text"].split()[0].lstrip("#"))
 
 
-async def delivered(fake: FakeSlack, bot: SlackBot, job_id: int, timeout: float = 20.0) -> Call:
+async def delivered(fake: FakeSlack, bot: SlackBot, job_id: int, timeout: float = 20.0) -> SlackCall:
     """Wait for a job's delivery to finish: its result message posted and recorded (so a reaction
     on it finds the job), its status message deleted.
 
@@ -68,10 +63,11 @@ async def delivered(fake: FakeSlack, bot: SlackBot, job_id: int, timeout: float 
     message is recorded, the poster deletes that message itself, while the delivery may still be
     between posting the result and recording it."""
     progress = await fake.wait_for(
-        "chat.postMessage", lambda c: c.params["text"].startswith(f"#{job_id} ") and "imagine:cancel" in actions_of(c)
+        "chat.postMessage",
+        where=lambda c: c.params["text"].startswith(f"#{job_id} ") and "imagine:cancel" in actions_of(c),
     )
-    result = await fake.wait_for("chat.postMessage", lambda c: is_result(c, job_id))
-    await fake.wait_for("chat.delete", lambda c: c.params["ts"] == progress.response["ts"])
+    result = await fake.wait_for("chat.postMessage", where=lambda c: is_result(c, job_id))
+    await fake.wait_for("chat.delete", where=lambda c: c.params["ts"] == progress.response["ts"])
     deadline = time.monotonic() + timeout
     while (
         await bot.runtime.deliveries.message_target(Platform.SLACK, result.params["channel"], result.response["ts"])
@@ -112,7 +108,7 @@ async def test_imagine_acks_then_uploads_grid_with_buttons(bots, fake_slack, htt
     assert step3.body == b"" and step3.params["channel_id"] == "C1" and "thread_ts" not in step3.params
     assert json.loads(step3.params["files"])[0]["id"] == step2.params["file_id"]
 
-    result = await fake_slack.wait_for("chat.postMessage", lambda c: is_result(c, 1))
+    result = await fake_slack.wait_for("chat.postMessage", where=lambda c: is_result(c, 1))
     assert result.params["channel"] == "C1" and "thread_ts" not in result.params
     assert actions_of(result) == [
         "imagine:vary:1",
@@ -147,7 +143,7 @@ async def test_variation_button_result_goes_into_root_thread(bots, fake_slack, h
     # The status message (the one with Cancel), not the first message in the thread: a fast worker
     # can finish and post the result before the status message's own request reaches Slack.
     progress = await fake_slack.wait_for(
-        "chat.postMessage", lambda c: c.params.get("thread_ts") == result_ts and "imagine:cancel" in actions_of(c)
+        "chat.postMessage", where=lambda c: c.params.get("thread_ts") == result_ts and "imagine:cancel" in actions_of(c)
     )
     assert progress.params["text"].startswith("#2 variation of #1:2: queued")
     upload = await fake_slack.wait_for("files.completeUploadExternal", count=2)
@@ -207,7 +203,7 @@ async def test_same_event_three_times_makes_one_job(bots, fake_slack, http):
     assert (
         len(
             fake_slack.received(
-                "chat.postMessage", lambda c: "variation" in c.params["text"] and "queued" in c.params["text"]
+                "chat.postMessage", where=lambda c: "variation" in c.params["text"] and "queued" in c.params["text"]
             )
         )
         == 1
@@ -316,7 +312,7 @@ async def test_admin_commands_need_rights(bots, fake_slack, http):
     async def admin(text: str, user: str) -> str:
         hook = fake_slack.response_url()
         await post_form(http, bot, slash_command("/imagine-admin", text, user=user, response_url=hook))
-        answer = await fake_slack.wait_for("response_url", lambda c: c.params["hook"] == hook.rsplit("/", 1)[1])
+        answer = await fake_slack.wait_for("response_url", where=lambda c: c.params["hook"] == hook.rsplit("/", 1)[1])
         assert answer.params["response_type"] == "ephemeral"
         return answer.params["text"]
 
@@ -340,7 +336,7 @@ async def test_admin_commands_need_rights(bots, fake_slack, http):
 
     hook = fake_slack.response_url("banned")
     await post_form(http, bot, slash_command("/imagine", "a cat", user=BOB, response_url=hook))
-    refused = await fake_slack.wait_for("response_url", lambda c: c.params["hook"] == "banned")
+    refused = await fake_slack.wait_for("response_url", where=lambda c: c.params["hook"] == "banned")
     assert refused.params["text"] == "You are banned from imagine-bot in this team: spam"
 
 
@@ -356,12 +352,12 @@ async def test_remove_reaction_by_requester_or_moderator(bots, fake_slack, http)
 
     await post_json(http, bot, reaction_event("x", user=ALICE, channel="C1", ts=result_ts))
     await fake_slack.wait_for("files.delete")
-    await fake_slack.wait_for("chat.delete", lambda c: c.params["ts"] == result_ts)
+    await fake_slack.wait_for("chat.delete", where=lambda c: c.params["ts"] == result_ts)
     assert fake_slack.messages == {}
 
     second_ts = (await imagine(fake_slack, http, bot, "a blue ring")).response["ts"]
     await post_json(http, bot, reaction_event("x", user=ADA, channel="C1", ts=second_ts))
-    await fake_slack.wait_for("chat.delete", lambda c: c.params["ts"] == second_ts)
+    await fake_slack.wait_for("chat.delete", where=lambda c: c.params["ts"] == second_ts)
     entries = await bot.runtime.db.run(lambda s: s.scalars(select(AuditLogEntry.target)).all())
     assert entries == ["job #2"]
 
@@ -386,10 +382,10 @@ async def test_failed_upload_is_retried_and_never_lost(bots, fake_slack, http):
     await post_form(
         http, bot, slash_command("/imagine", "a red star", user=ALICE, response_url=fake_slack.response_url())
     )
-    await fake_slack.wait_for("chat.postMessage", lambda c: is_result(c, 1), timeout=30)
+    await fake_slack.wait_for("chat.postMessage", where=lambda c: is_result(c, 1), timeout=30)
     assert len(fake_slack.received("upload")) == 4
     assert len(fake_slack.received("files.completeUploadExternal")) == 1
-    assert len(fake_slack.received("chat.postMessage", lambda c: is_result(c, 1))) == 1
+    assert len(fake_slack.received("chat.postMessage", where=lambda c: is_result(c, 1))) == 1
 
 
 async def test_variations_of_an_image_shared_in_the_channel(bots, fake_slack, http):
@@ -405,7 +401,7 @@ async def test_variations_of_an_image_shared_in_the_channel(bots, fake_slack, ht
     await post_json(http, bot, reaction_event("repeat", user=BOB, channel="C1", ts=photo.ts, item_user=BOB))
     download = await fake_slack.wait_for("download")
     assert download.headers["Authorization"] == f"Bearer {fake_slack.bot_token}"
-    result = await fake_slack.wait_for("chat.postMessage", lambda c: is_result(c, 1))
+    result = await fake_slack.wait_for("chat.postMessage", where=lambda c: is_result(c, 1))
     assert result.params["thread_ts"] == photo.ts
     assert result.params["text"].startswith("#1 variation")
     # Other reactions on someone's message are just reactions: nothing fetched, nothing queued.
@@ -421,10 +417,10 @@ async def test_history_quota_thread_and_blend(tmp_path, bots, fake_slack, http, 
     bot = await bots.start(settings=settings)
     await imagine(fake_slack, http, bot, "a red star --n 2")
 
-    async def ask(text: str) -> Call:
+    async def ask(text: str) -> SlackCall:
         hook = fake_slack.response_url()
         await post_form(http, bot, slash_command("/imagine", text, user=ALICE, response_url=hook))
-        return await fake_slack.wait_for("response_url", lambda c: c.params["hook"] == hook.rsplit("/", 1)[1])
+        return await fake_slack.wait_for("response_url", where=lambda c: c.params["hook"] == hook.rsplit("/", 1)[1])
 
     history = await ask("history")
     assert history.params["response_type"] == "ephemeral"
@@ -435,7 +431,7 @@ async def test_history_quota_thread_and_blend(tmp_path, bots, fake_slack, http, 
     assert thread.params["text"] == '#1 imagine "a red star" (2 images)'
     blend = await ask("blend 1:1 1:2 --n 1")
     assert blend.params["text"].startswith("#2 blend of #1:1 + #1:2: queued")
-    await fake_slack.wait_for("chat.postMessage", lambda c: is_result(c, 2))
+    await fake_slack.wait_for("chat.postMessage", where=lambda c: is_result(c, 2))
     help_text = (await ask("help")).params["text"]
     assert "/imagine &lt;prompt&gt;" in help_text and "<" not in help_text
 
@@ -456,10 +452,10 @@ async def test_cancel_button_cancels_and_updates_status(bots, fake_slack, http):
             "imagine:cancel", "1", user=ALICE, channel="C1", message_ts=ts, response_url=fake_slack.response_url("c")
         ),
     )
-    answer = await fake_slack.wait_for("response_url", lambda c: c.params["hook"] == "c")
+    answer = await fake_slack.wait_for("response_url", where=lambda c: c.params["hook"] == "c")
     assert answer.params["text"].startswith('Cancelled #1 imagine "a red star"')
     assert answer.params["replace_original"] is False
-    update = await fake_slack.wait_for("chat.update", lambda c: "cancelled" in c.params["text"])
+    update = await fake_slack.wait_for("chat.update", where=lambda c: "cancelled" in c.params["text"])
     assert update.params["ts"] == ts and actions_of(update) == []
     assert progress.params["text"].endswith("queued, position 1 in the queue.")
 
@@ -490,7 +486,7 @@ async def test_public_channel_is_joined_and_private_one_refused(bots, fake_slack
             "/imagine", "a red star", user=ALICE, channel="GPRIVATE", response_url=fake_slack.response_url(hook)
         ),
     )
-    told = await fake_slack.wait_for("response_url", lambda c: c.params["hook"] == hook)
+    told = await fake_slack.wait_for("response_url", where=lambda c: c.params["hook"] == hook)
     assert told.params["text"].startswith("imagine-bot cannot post in this channel")
     job = await bot.runtime.deliveries.generation(2)
     assert job.status == "cancelled"
@@ -540,7 +536,7 @@ async def test_delivery_cut_off_after_posting_does_not_post_twice(bots, fake_sla
     assert cut
     assert len(fake_slack.received("upload")) == 1
     assert len(fake_slack.received("files.completeUploadExternal")) == 1
-    assert len(fake_slack.received("chat.postMessage", lambda c: is_result(c, 1))) == 1
+    assert len(fake_slack.received("chat.postMessage", where=lambda c: is_result(c, 1))) == 1
     job = await deliveries.generation(1)
     assert job.delivery_attempts == 2
     for _ in range(100):

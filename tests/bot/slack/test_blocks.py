@@ -143,7 +143,7 @@ def test_a_single_image_has_edit_buttons_within_block_kit_limits():
     next; every id and label within Block Kit's limits, every id one the listener takes."""
     from bot.slack.blocks import ACTION_PATTERN
     from engine.domain.edits import PAN_DIRECTIONS
-    from tests.bot.slack.block_kit import check_message_blocks
+    from tests.fakes.block_kit import check_message_blocks
 
     _, blocks = result_message(job(kind=GenerationKind.UPSCALE, images=1))
     assert check_message_blocks(blocks) == []

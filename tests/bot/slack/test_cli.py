@@ -11,7 +11,8 @@ import sys
 
 from bot.slack import app as slack_app
 from tests.bot.slack.conftest import ALICE, post_form
-from tests.bot.slack.fake_slack import BOT_TOKEN, SIGNING_SECRET, slash_command
+from tests.fakes.slack import BOT_TOKEN
+from tests.fakes.slack_requests import SIGNING_SECRET, slash_command
 
 
 def test_refuses_to_start_without_its_tokens(monkeypatch, capsys):

@@ -17,8 +17,9 @@ from bot.slack.forms import region_form
 from engine.domain.edits import REGION_NAMES
 from engine.domain.types import GenerationKind
 from tests.bot.slack.conftest import ALICE, BOB, post_form
-from tests.bot.slack.fake_slack import BOT_TOKEN, FakeSlack, block_action, form_body, sign, view_submission
 from tests.bot.slack.test_app import actions_of, count_jobs, delivered, imagine
+from tests.fakes.slack import BOT_TOKEN, FakeSlack
+from tests.fakes.slack_requests import block_action, form_body, sign, view_submission
 
 EDIT_BUTTONS = [
     "imagine:region:1",
@@ -45,7 +46,7 @@ async def press(fake: FakeSlack, http, bot: SlackBot, action_id: str, ts: str, *
 async def open_form(fake: FakeSlack, http, bot: SlackBot, ts: str, *, user: str = BOB) -> dict:
     """Press Vary (Region) on job #1's image; the modal views.open opened."""
     pressed = await press(fake, http, bot, "imagine:region:1", ts, user=user)
-    await fake.wait_for("views.open", lambda c: c.params.get("trigger_id") == pressed["trigger_id"])
+    await fake.wait_for("views.open", where=lambda c: c.params.get("trigger_id") == pressed["trigger_id"])
     return fake.views[-1]
 
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from bot.slack.app import signed_by_slack
 from tests.bot.slack.conftest import ALICE, BOB, events_url, post_form
-from tests.bot.slack.fake_slack import SIGNING_SECRET, block_action, form_body, sign, slash_command
 from tests.bot.slack.test_app import count_jobs, delivered, imagine
+from tests.fakes.slack_requests import SIGNING_SECRET, block_action, form_body, sign, slash_command
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def slack_bot_for_fuzzing(tmp_path_factory, sqlite_template):
     from bot.runtime import build_bot_runtime
     from bot.slack.app import SlackBot
     from tests.bot.slack.conftest import bot_settings, slack_settings
-    from tests.bot.slack.fake_slack import FakeSlack
+    from tests.fakes.slack import FakeSlack
 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -159,7 +159,7 @@ async def test_button_values_that_are_not_job_numbers_are_answered(bots, fake_sl
         "imagine:vary:1", value, user=BOB, channel="C1", message_ts="1.1", response_url=fake_slack.response_url(hook)
     )
     assert (await post_form(http, bot, fields))[0] == 200
-    answer = await fake_slack.wait_for("response_url", lambda c: c.params["hook"] == hook)
+    answer = await fake_slack.wait_for("response_url", where=lambda c: c.params["hook"] == hook)
     assert "Sorry, something went wrong" not in answer.params["text"]
     assert "job" in answer.params["text"]
     assert await count_jobs(bot) == 0
@@ -249,8 +249,8 @@ async def test_repeat_on_a_picture_shared_in_a_thread_finds_it_through_its_paren
 
     from engine.images import encode_png
     from tests.bot.slack.conftest import post_json
-    from tests.bot.slack.fake_slack import reaction_event
     from tests.bot.slack.test_app import is_result
+    from tests.fakes.slack_requests import reaction_event
 
     bot = await bots.start()
     parent = fake_slack.add_message("C1", BOB, "look at this")
@@ -259,7 +259,7 @@ async def test_repeat_on_a_picture_shared_in_a_thread_finds_it_through_its_paren
         "C1", BOB, encode_png(Image.new("RGB", (32, 32), (10, 200, 10))), thread_ts=parent.ts
     )
     await post_json(http, bot, reaction_event("repeat", user=BOB, channel="C1", ts=photo.ts, item_user=BOB))
-    result = await fake_slack.wait_for("chat.postMessage", lambda c: is_result(c, 1))
+    result = await fake_slack.wait_for("chat.postMessage", where=lambda c: is_result(c, 1))
     assert result.params["thread_ts"] == parent.ts
     replies = fake_slack.received("conversations.replies")
     assert replies and all(c.response.get("ok") for c in replies)

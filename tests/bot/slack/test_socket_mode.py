@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tests.bot.slack.conftest import ALICE, BOB
-from tests.bot.slack.fake_slack import reaction_event, slash_command
 from tests.bot.slack.test_app import delivered
+from tests.fakes.slack_requests import reaction_event, slash_command
 
 
 async def test_slash_command_over_socket_mode(bots, fake_slack):
@@ -23,7 +23,7 @@ async def test_slash_command_over_socket_mode(bots, fake_slack):
     queued = await fake_slack.wait_for("response_url")
     assert queued.params["text"] == '#1 imagine "a red star": queued, position 1 in the queue.'
     result = await fake_slack.wait_for(
-        "chat.postMessage", lambda c: c.params["text"].startswith('#1 imagine "a red star"\n')
+        "chat.postMessage", where=lambda c: c.params["text"].startswith('#1 imagine "a red star"\n')
     )
     assert result.params["channel"] == "C1"
 
@@ -46,4 +46,4 @@ async def test_socket_mode_retried_event_makes_one_job(bots, fake_slack):
     await fake_slack.wait_for_socket_ack(again)
     await delivered(fake_slack, bot, 2)
     assert await bot.runtime.events.first_time(bot.adapter.platform, "EvSOCKET") is False
-    assert len(fake_slack.received("chat.postMessage", lambda c: "queued" in c.params["text"])) == 2
+    assert len(fake_slack.received("chat.postMessage", where=lambda c: "queued" in c.params["text"])) == 2

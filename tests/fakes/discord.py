@@ -1,178 +1,52 @@
 """A fake Discord on 127.0.0.1: the REST API, the CDN and the gateway, for tests and benchmarks.
 
 The real discord.py client talks to it (`FakeDiscord.install` points `Route.BASE` and
-`DiscordWebSocket.DEFAULT_GATEWAY` here). It keeps what imagine-bot needs the way Discord does:
-interaction responses and their tokens, channel messages (with `nonce` + `enforce_nonce`),
-threads started from messages, DM channels and uploaded files; it records every request, and it
-can misbehave on purpose: 429 with or without `Via`, 5xx before or after the effect (a response
-lost on its way back), expired interaction tokens.
+`DiscordWebSocket.DEFAULT_GATEWAY` here). It keeps what imagine-bot needs the way Discord does —
+the routes, fields and error codes of Discord's API reference (discord/discord-api-spec,
+`specs/openapi.json`): interaction responses and their tokens, channel messages (with `nonce` +
+`enforce_nonce`), threads started from messages, DM channels and uploaded files. It records every
+request (tests/fakes/recording.py) and can misbehave on purpose: 429 with or without `Via`, 5xx
+before or after the effect (a response lost on its way back), expired interaction tokens.
 
-Events reach the bot through the gateway, as raw payloads (`dispatch`); the builders
-(`slash_command`, `click`, `reaction`) write those payloads the way Discord sends them.
+Events reach the bot through the gateway (tests/fakes/discord_gateway.py), as raw payloads
+(`dispatch`); the builders here (`slash_command`, `click`, `reaction`, …) write those payloads the
+way Discord sends them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-import re
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-API_PREFIX = "/api/v10"
-DISCORD_EPOCH_MS = 1420070400000
-APPLICATION_ID = 1100000000000000001
-BOT_USER_ID = 1100000000000000002
-DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-
-MANAGE_GUILD = 1 << 5
-ADMINISTRATOR = 1 << 3
-BASIC_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 6)  # view channel, send messages, add reactions
-
-_counter = itertools.count(1)
-
-
-def snowflake(at: float | None = None) -> int:
-    """A Discord id whose timestamp is `at` (seconds since the Unix epoch; now by default)."""
-    ms = int((time.time() if at is None else at) * 1000) - DISCORD_EPOCH_MS
-    return (ms << 22) | (next(_counter) & 0x3FFFFF)
-
-
-def iso_now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def user_payload(user_id: int, name: str, *, bot: bool = False) -> dict[str, Any]:
-    return {
-        "id": str(user_id),
-        "username": name,
-        "global_name": name,
-        "discriminator": "0",
-        "avatar": None,
-        "bot": bot,
-        "public_flags": 0,
-    }
+from tests.fakes.discord_gateway import DiscordGateway
+from tests.fakes.discord_model import (
+    API_PREFIX,
+    APPLICATION_ID,
+    BASIC_PERMISSIONS,
+    BOT_USER_ID,
+    DEFAULT_UPLOAD_LIMIT,
+    FakeGuild,
+    FakeUser,
+    custom_ids,
+    iso_now,
+    snowflake,
+    user_payload,
+)
+from tests.fakes.recording import Call, json_response
 
 
 @dataclass
-class FakeUser:
-    id: int
-    name: str
-    roles: tuple[int, ...] = ()
-    permissions: int = BASIC_PERMISSIONS
+class DiscordCall(Call):
+    """One REST request the bot made: `path` is without the /api/v10 prefix."""
 
-    def payload(self) -> dict[str, Any]:
-        return user_payload(self.id, self.name)
-
-    def member(self) -> dict[str, Any]:
-        return {
-            "user": self.payload(),
-            "roles": [str(r) for r in self.roles],
-            "nick": None,
-            "avatar": None,
-            "joined_at": iso_now(),
-            "deaf": False,
-            "mute": False,
-            "flags": 0,
-            "pending": False,
-            "permissions": str(self.permissions),
-        }
-
-
-@dataclass
-class FakeGuild:
-    id: int
-    name: str
-    owner_id: int
-    channel_id: int  # its one text channel
-    roles: dict[int, tuple[str, int]] = field(default_factory=dict)  # id → (name, permissions)
-
-    def role_payloads(self) -> list[dict[str, Any]]:
-        everyone = {self.id: ("@everyone", BASIC_PERMISSIONS)}
-        return [
-            {
-                "id": str(rid),
-                "name": name,
-                "permissions": str(perms),
-                "position": i,
-                "color": 0,
-                "hoist": False,
-                "managed": False,
-                "mentionable": True,
-                "flags": 0,
-            }
-            for i, (rid, (name, perms)) in enumerate({**everyone, **self.roles}.items())
-        ]
-
-    def channel_payload(self) -> dict[str, Any]:
-        return {
-            "id": str(self.channel_id),
-            "type": 0,
-            "guild_id": str(self.id),
-            "name": "general",
-            "position": 0,
-            "permission_overwrites": [],
-            "nsfw": False,
-            "parent_id": None,
-            "topic": None,
-            "last_message_id": None,
-            "rate_limit_per_user": 0,
-        }
-
-    def create_payload(self) -> dict[str, Any]:
-        return {
-            "id": str(self.id),
-            "name": self.name,
-            "owner_id": str(self.owner_id),
-            "icon": None,
-            "roles": self.role_payloads(),
-            "channels": [self.channel_payload()],
-            "threads": [],
-            "members": [],
-            "emojis": [],
-            "stickers": [],
-            "features": [],
-            "member_count": 3,
-            "large": False,
-            "unavailable": False,
-            "premium_tier": 0,
-            "mfa_level": 0,
-            "verification_level": 0,
-            "explicit_content_filter": 0,
-            "default_message_notifications": 0,
-            "preferred_locale": "en-US",
-            "system_channel_id": None,
-            "afk_channel_id": None,
-            "afk_timeout": 300,
-            "nsfw_level": 0,
-            "premium_progress_bar_enabled": False,
-            "joined_at": iso_now(),
-            "voice_states": [],
-            "presences": [],
-            "stage_instances": [],
-            "guild_scheduled_events": [],
-            "soundboard_sounds": [],
-        }
-
-
-@dataclass
-class Request:
-    """One request the bot made, as the fake saw it."""
-
-    method: str
-    path: str  # without the /api/v10 prefix
     query: dict[str, str]
     json: Any  # the JSON body, or a multipart request's payload_json
     files: list[tuple[str, bytes]]
-    headers: dict[str, str]
-    at: float  # time.perf_counter() when it arrived
-    answered: bool = False  # the fake has done what it asked and answered
 
     @property
     def body(self) -> dict[str, Any]:
@@ -188,40 +62,15 @@ class Request:
         return custom_ids(body.get("components") or [])
 
 
-def custom_ids(components: list[dict[str, Any]]) -> list[str]:
-    found = []
-    for component in components:
-        if "custom_id" in component:
-            found.append(component["custom_id"])
-        found.extend(custom_ids(component.get("components") or []))
-    return found
-
-
-@dataclass
-class Fault:
-    method: str
-    pattern: re.Pattern[str]
-    status: int
-    body: Any
-    headers: dict[str, str]
-    after_effect: bool
-    remaining: int
-
-
 class DiscordError(Exception):
+    """An error answer as Discord gives it: an HTTP status and a JSON {"code", "message"}."""
+
     def __init__(self, status: int, code: int, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    # discord.py parses JSON only when Content-Type is exactly application/json (no charset).
-    return web.Response(
-        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json", **(headers or {})}
-    )
-
-
-class FakeDiscord:
+class FakeDiscord(DiscordGateway[DiscordCall]):
     """Discord's REST API, CDN and gateway on one loopback port."""
 
     def __init__(
@@ -232,19 +81,7 @@ class FakeDiscord:
         max_concurrency: int = 16,
         guild_limit: int = 2500,
     ) -> None:
-        self.guilds = {g.id: g for g in guilds}
-        #: What /gateway/bot recommends; an unsharded IDENTIFY with more guilds than
-        #: `guild_limit` is closed with 4011, as Discord does past 2,500 guilds.
-        self.shard_count = shard_count
-        self.max_concurrency = max_concurrency
-        self.guild_limit = guild_limit
-        #: (shard id, shard count, time.monotonic()) of every IDENTIFY, in order.
-        self.identified_shards: list[tuple[int, int, float]] = []
-        self._shard_of_socket: dict[web.WebSocketResponse, tuple[int, int]] = {}
-        #: Events for a shard no client runs right now: sent when one identifies for it.
-        self._held: list[tuple[str, dict[str, Any]]] = []
-        self.bot = user_payload(BOT_USER_ID, "imagine-bot", bot=True)
-        self.requests: list[Request] = []
+        super().__init__(guilds, shard_count=shard_count, max_concurrency=max_concurrency, guild_limit=guild_limit)
         self.messages: dict[int, dict[str, Any]] = {}
         self.deleted: set[int] = set()
         self.files: dict[int, bytes] = {}
@@ -252,45 +89,15 @@ class FakeDiscord:
         self.dm_channels: dict[int, int] = {}  # user id → DM channel id
         self.interactions: dict[str, dict[str, Any]] = {}  # token → what the interaction was
         self.expired_tokens: set[str] = set()
-        self.identifies: list[dict[str, Any]] = []
         self.commands: dict[str, list[dict[str, Any]]] = {}
         self._nonces: dict[tuple[int, str], int] = {}
-        self._faults: list[Fault] = []
-        self._pauses: list[tuple[str, re.Pattern[str], asyncio.Event]] = []
-        #: Called with every request as it arrives (a benchmark uses it to feed on acknowledgements).
-        self.on_request: Callable[[Request], None] | None = None
-        self._changed = asyncio.Condition()
-        self._sockets: list[web.WebSocketResponse] = []
-        self._sequence = 0
-        self._identified = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
-    # --- lifecycle ------------------------------------------------------------------------
-
-    async def start(self, extra_routes: Iterable[web.RouteDef] = ()) -> FakeDiscord:
-        """Serve on a free loopback port (`extra_routes`: e.g. a benchmark's control endpoints)."""
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_routes(list(extra_routes))
-        app.router.add_get("/", self._gateway)
-        app.router.add_get("/attachments/{file_id}/{name}", self._cdn)
-        app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._api)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        for ws in list(self._sockets):
-            await ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/", self._gateway),
+            web.get("/attachments/{file_id}/{name}", self._cdn),
+            web.route("*", API_PREFIX + "/{tail:.*}", self._api),
+        ]
 
     def install(self, monkeypatch) -> None:
         """Point discord.py's REST base and gateway here for the rest of the test."""
@@ -299,65 +106,9 @@ class FakeDiscord:
         from discord.http import Route
 
         monkeypatch.setattr(Route, "BASE", self.base_url + API_PREFIX)
-        monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(f"ws://127.0.0.1:{self.port}/"))
+        monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(self.gateway_url))
 
     # --- what the bot did -------------------------------------------------------------------
-
-    def mark(self) -> int:
-        """A position in the request log: `wait_for(..., since=mark)` looks only after it."""
-        return len(self.requests)
-
-    def find(
-        self,
-        method: str,
-        pattern: str,
-        where: Callable[[Request], bool] | None = None,
-        since: int = 0,
-        *,
-        arrived: bool = False,
-    ) -> list[Request]:
-        """Matching requests after `since` that were answered (or only arrived, if asked)."""
-        regex = re.compile(pattern)
-        return [
-            r
-            for r in self.requests[since:]
-            if r.method == method
-            and regex.fullmatch(r.path)
-            and (arrived or r.answered)
-            and (where is None or where(r))
-        ]
-
-    async def wait_for(
-        self,
-        method: str,
-        pattern: str,
-        where: Callable[[Request], bool] | None = None,
-        *,
-        since: int = 0,
-        count: int = 1,
-        timeout: float = 15.0,
-        arrived: bool = False,
-    ) -> Request:
-        """Wait until `count` matching requests were answered (or arrived) after `since`; return
-        the last of them."""
-
-        def enough() -> bool:
-            return len(self.find(method, pattern, where, since, arrived=arrived)) >= count
-
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(enough), timeout)
-            except TimeoutError:
-                seen = "\n".join(f"  {r.method} {r.path} {str(r.json)[:300]}" for r in self.requests[since:])
-                raise AssertionError(
-                    f"the fake Discord never received {count} × {method} {pattern}; it got:\n{seen}"
-                ) from None
-        return self.find(method, pattern, where, since, arrived=arrived)[count - 1]
-
-    async def wait_until(self, check: Callable[[], bool], timeout: float = 15.0) -> None:
-        """Wait until `check()` holds (evaluated after every request)."""
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(check), timeout)
 
     def channel_messages(self, channel_id: int) -> list[dict[str, Any]]:
         return [m for m in self.messages.values() if int(m["channel_id"]) == channel_id]
@@ -366,86 +117,27 @@ class FakeDiscord:
         mid = self.interactions.get(token, {}).get("original")
         return self.messages.get(mid) if mid else None
 
+    def describe(self, call: DiscordCall) -> str:
+        return f"{call.method} {call.path} {str(call.json)[:300]}"
+
     # --- misbehaving ------------------------------------------------------------------------
 
-    def fail_next(
-        self,
-        method: str,
-        pattern: str,
-        status: int,
-        body: Any = None,
-        *,
-        headers: dict[str, str] | None = None,
-        after_effect: bool = False,
-        times: int = 1,
-    ) -> None:
-        """Answer the next `times` matching requests with `status` (after doing them, if asked)."""
-        self._faults.append(
-            Fault(
-                method,
-                re.compile(pattern),
-                status,
-                body if body is not None else {"message": "fake failure", "code": 0},
-                headers or {},
-                after_effect,
-                times,
-            )
-        )
+    def error_body(self, status: int) -> Any:
+        return {"message": "fake failure", "code": 0}
 
     def rate_limit_next(self, method: str, pattern: str, *, retry_after: float = 0.05, via: bool = True) -> None:
         """A 429 as Discord sends it (with `Via`), or as Cloudflare's ban looks (without)."""
-        headers = {"Via": "1.1 google"} if via else {}
-        self.fail_next(
+        self.fail(
             method,
             pattern,
-            429,
-            {"message": "You are being rate limited.", "retry_after": retry_after, "global": False, "code": 0},
-            headers=headers,
+            status=429,
+            body={"message": "You are being rate limited.", "retry_after": retry_after, "global": False, "code": 0},
+            headers={"Via": "1.1 google"} if via else {},
         )
-
-    def pause(self, method: str, pattern: str) -> asyncio.Event:
-        """Hold the answer to the next matching request (recorded at once) until the event is set."""
-        release = asyncio.Event()
-        self._pauses.append((method, re.compile(pattern), release))
-        return release
 
     def expire_token(self, token: str) -> None:
         """Interaction tokens die after 15 minutes; from now on this one answers 401/50027."""
         self.expired_tokens.add(token)
-
-    # --- feeding events ---------------------------------------------------------------------
-
-    async def wait_identified(self, timeout: float = 15.0) -> dict[str, Any]:
-        await asyncio.wait_for(self._identified.wait(), timeout)
-        return self.identifies[-1]
-
-    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send one gateway DISPATCH to the connection of the shard it belongs to: a guild's
-        events to shard `(guild_id >> 22) % num_shards`, a DM's to shard 0 — as Discord routes
-        them. With no connection for that shard now, the event waits for one to IDENTIFY."""
-        targets = [ws for ws in list(self._sockets) if self._routes_to(ws, data)]
-        if not targets:
-            self._held.append((event, data))
-            return
-        self._sequence += 1
-        frame = json.dumps({"op": 0, "t": event, "s": self._sequence, "d": data})
-        for ws in targets:
-            await ws.send_str(frame)
-
-    def _routes_to(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> bool:
-        shard_id, num_shards = self._shard_of_socket.get(ws, (0, 1))
-        guild_id = data.get("guild_id") if isinstance(data, dict) else None
-        return shard_of(int(guild_id), num_shards) == shard_id if guild_id else shard_id == 0
-
-    def shards_connected(self) -> set[int]:
-        return {shard for ws, (shard, _) in self._shard_of_socket.items() if ws in self._sockets}
-
-    async def close_gateway(self, code: int = 1000) -> None:
-        """Close every gateway connection (4004: the token was refused)."""
-        for ws in list(self._sockets):
-            await ws.close(code=code)
-        self._sockets.clear()
-        self._identified.clear()
 
     # --- payload builders -------------------------------------------------------------------
 
@@ -629,37 +321,23 @@ class FakeDiscord:
             return web.Response(status=404)
         return web.Response(body=data, headers={"Content-Type": "application/octet-stream"})
 
-    async def _api(self, request: web.Request) -> web.Response:
-        path = "/" + request.match_info["tail"]
+    async def _api(self, request: web.Request) -> web.StreamResponse:
         body, files = await self._read_body(request)
-        recorded = Request(
-            request.method, path, dict(request.query), body, files, dict(request.headers), time.perf_counter()
+        call = DiscordCall(
+            request.method,
+            "/" + request.match_info["tail"],
+            dict(request.headers),
+            query=dict(request.query),
+            json=body,
+            files=files,
         )
-        async with self._changed:
-            self.requests.append(recorded)
-            self._changed.notify_all()
-        if self.on_request is not None:
-            self.on_request(recorded)
-        for paused in list(self._pauses):
-            method, pattern, release = paused
-            if method == request.method and pattern.fullmatch(path):
-                self._pauses.remove(paused)
-                await release.wait()
-                break
-        fault = self._take_fault(request.method, path)
+        return await self.serve(call, self._answer)
+
+    async def _answer(self, call: DiscordCall) -> web.Response:
         try:
-            if fault is not None and not fault.after_effect:
-                response = json_response(fault.body, fault.status, fault.headers)
-            else:
-                response = self._handle(request.method, path, body, files, dict(request.query))
-                if fault is not None:
-                    response = json_response(fault.body, fault.status, fault.headers)
+            return self._handle(call.method, call.path, call.json, call.files, call.query)
         except DiscordError as error:
-            response = json_response({"message": error.message, "code": error.code}, error.status)
-        async with self._changed:
-            recorded.answered = True
-            self._changed.notify_all()
-        return response
+            return json_response({"message": error.message, "code": error.code}, error.status)
 
     @staticmethod
     async def _read_body(request: web.Request) -> tuple[Any, list[tuple[str, bytes]]]:
@@ -675,13 +353,6 @@ class FakeDiscord:
             return payload, files
         raw = await request.read()
         return (json.loads(raw) if raw else None), []
-
-    def _take_fault(self, method: str, path: str) -> Fault | None:
-        for fault in self._faults:
-            if fault.method == method and fault.pattern.fullmatch(path) and fault.remaining > 0:
-                fault.remaining -= 1
-                return fault
-        return None
 
     def _handle(  # noqa: C901 - one route table: every REST route the fake serves, read top to bottom
         self, method: str, path: str, body: Any, files: list[tuple[str, bytes]], query: dict[str, str]
@@ -708,7 +379,7 @@ class FakeDiscord:
             case "GET", ["gateway", "bot"]:
                 return json_response(
                     {
-                        "url": f"ws://127.0.0.1:{self.port}/",
+                        "url": self.gateway_url,
                         "shards": self.shard_count,
                         "session_start_limit": {
                             "total": 1000,
@@ -986,82 +657,3 @@ class FakeDiscord:
             "last_message_id": None,
             "recipients": [user_payload(user_id, f"user-{user_id}")],
         }
-
-    # --- gateway ----------------------------------------------------------------------------
-
-    async def _gateway(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None}))
-        try:
-            async for frame in ws:
-                if frame.type != WSMsgType.TEXT:
-                    continue
-                message = json.loads(frame.data)
-                op = message.get("op")
-                if op == 1:
-                    await ws.send_str(json.dumps({"op": 11, "d": None, "s": None, "t": None}))
-                elif op == 2:
-                    await self._identify(ws, message["d"])
-                elif op == 6:
-                    await ws.send_str(json.dumps({"op": 9, "d": False, "s": None, "t": None}))
-        finally:
-            if ws in self._sockets:
-                self._sockets.remove(ws)
-            self._shard_of_socket.pop(ws, None)
-        return ws
-
-    async def _identify(self, ws: web.WebSocketResponse, identify: dict[str, Any]) -> None:
-        self.identifies.append(identify)
-        shard_id, num_shards = identify.get("shard") or [0, 1]
-        if num_shards == 1 and len(self.guilds) > self.guild_limit:
-            await ws.close(code=4011, message=b"Sharding required.")
-            return
-        self.identified_shards.append((shard_id, num_shards, time.monotonic()))
-        self._shard_of_socket[ws] = (shard_id, num_shards)
-        self._sockets.append(ws)
-        mine = [g for g in self.guilds.values() if shard_of(g.id, num_shards) == shard_id]
-        ready = {
-            "v": 10,
-            "user": self.bot,
-            "guilds": [{"id": str(g.id), "unavailable": True} for g in mine],
-            "session_id": f"session-{snowflake()}",
-            "resume_gateway_url": f"ws://127.0.0.1:{self.port}/",
-            "application": {"id": str(APPLICATION_ID), "flags": 0},
-            "private_channels": [],
-            "relationships": [],
-            "user_settings": {},
-            "shard": [shard_id, num_shards],
-        }
-        self._sequence += 1
-        await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": self._sequence, "d": ready}))
-        for guild in mine:
-            self._sequence += 1
-            await ws.send_str(
-                json.dumps({"op": 0, "t": "GUILD_CREATE", "s": self._sequence, "d": guild.create_payload()})
-            )
-        held, self._held = self._held, []
-        for event, data in held:  # events that waited for this shard (the others wait on)
-            await self.dispatch(event, data)
-        async with self._changed:
-            self._identified.set()
-            self._changed.notify_all()
-
-
-def shard_of(guild_id: int, num_shards: int) -> int:
-    """The shard a guild's events go to (Discord's formula)."""
-    return (guild_id >> 22) % num_shards
-
-
-# --- option builders -----------------------------------------------------------------------
-
-_OPTION_TYPES = {str: 3, int: 4, bool: 5, float: 10}
-
-
-def option(name: str, value: Any, kind: int | None = None) -> dict[str, Any]:
-    """One command option as Discord sends it (type from the value unless given)."""
-    return {"name": name, "type": kind or _OPTION_TYPES[type(value)], "value": value}
-
-
-def subcommand(name: str, options: list[dict[str, Any]] | None = None, *, group: bool = False) -> dict[str, Any]:
-    return {"name": name, "type": 2 if group else 1, "options": options or []}

@@ -1,7 +1,8 @@
-"""What Slack checks in Block Kit before it takes a message or opens a modal, for the fake Slack:
-the limits of Slack's reference (docs.slack.dev/reference/block-kit, /reference/views) for the
-blocks and elements imagine-bot sends. Each check returns what is wrong, in the `[ERROR] …`
-style of Slack's `response_metadata.messages`; an empty list means Slack would take it."""
+"""What Slack checks in Block Kit before it takes a message or opens a modal, for the fake Slack
+(tests/fakes/slack.py): the limits of Slack's reference (docs.slack.dev/reference/block-kit,
+/reference/views) for the blocks and elements imagine-bot sends. Each check returns what is
+wrong, in the `[ERROR] …` style of Slack's `response_metadata.messages`; an empty list means
+Slack would take it."""
 
 from __future__ import annotations
 

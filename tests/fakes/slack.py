@@ -1,67 +1,54 @@
 """A fake Slack on 127.0.0.1: the Web API, the file upload URLs, response_url webhooks, file
 downloads and a Socket Mode websocket — enough for the real slack_sdk/slack_bolt code to run
-against it. It records every request so tests wait for "the fake received request X", and can be
-told to fail a method (429 with Retry-After, 500) a number of times.
+against it. Its methods take the arguments and give the answers of Slack's Web API reference
+(docs.slack.dev/reference/methods), errors included (`{"ok": false, "error": ...}` with HTTP 200),
+and Socket Mode speaks as Slack's Socket Mode guide says (hello, envelopes, acks).
 
-Messages' blocks and modals are checked against Block Kit's limits (tests/bot/slack/block_kit.py)
-and refused as Slack refuses them: `invalid_blocks`, `invalid_arguments`.
+It records every request (tests/fakes/recording.py), so tests wait for "the fake received
+request X", and can be told to fail a method (429 with Retry-After, 500, an API error) a number
+of times. Messages' blocks and modals are checked against Block Kit's limits
+(tests/fakes/block_kit.py) and refused as Slack refuses them: `invalid_blocks`,
+`invalid_arguments`. What Slack sends the app is built in tests/fakes/slack_requests.py.
 
-Also: signed-request and payload builders for driving a bolt app over HTTP like Slack does.
-
-    fake = FakeSlack(); await fake.start()
+    fake = await FakeSlack().start()
     AsyncWebClient(token=fake.bot_token, base_url=fake.api_url)
-    call = await fake.wait_for("chat.postMessage", lambda c: c.params["channel"] == "C1")
+    call = await fake.wait_for("chat.postMessage", where=lambda c: c.params["channel"] == "C1")
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import itertools
 import json
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
-from tests.bot.slack.block_kit import check_message_blocks, check_view
+from tests.fakes.block_kit import check_message_blocks, check_view
+from tests.fakes.recording import DEFAULT_TIMEOUT_S, Call, RecordingServer, json_frames
 
 BOT_TOKEN = "xoxb-fake-bot-token"
 APP_TOKEN = "xapp-fake-app-token"
-SIGNING_SECRET = "fake-signing-secret"
 TEAM = "T0FAKE"
 BOT_USER = "UBOT"
 
 
 @dataclass
-class Call:
-    """One request the fake received: the Web API method (or a pseudo-method such as
-    `upload`, `response_url`, `download`), its arguments from the query string and the body
-    merged, the raw body, when it arrived (time.monotonic()) and the fake's JSON answer."""
+class SlackCall(Call):
+    """One request the fake received: `method` is the Web API method, or a pseudo-method for
+    the other URLs (`upload`, `response_url`, `download`); `params` its arguments from the query
+    string and the body merged; `body` the raw body; `response` the fake's JSON answer."""
 
-    method: str
     params: dict[str, Any]
     body: bytes
-    headers: dict[str, str]
-    at: float
     response: dict[str, Any] = field(default_factory=dict)  # what a Web API method answered
 
     def json_param(self, name: str) -> Any:
         value = self.params.get(name)
         return json.loads(value) if isinstance(value, str) else value
-
-
-@dataclass
-class Failure:
-    status: int
-    times: int
-    retry_after: int | None = None
-    error: str = "internal_error"
 
 
 @dataclass
@@ -97,18 +84,19 @@ class FakeMessage:
     metadata: dict[str, Any] | None = None  # chat.postMessage's message metadata
 
 
-class FakeSlack:
-    """The fake Slack server. Every handler is on one aiohttp app on a free loopback port."""
+class FakeSlack(RecordingServer[SlackCall]):
+    """The fake Slack server: every handler on one aiohttp app on a free loopback port."""
+
+    name = "Slack"
 
     def __init__(self) -> None:
+        super().__init__()
         self.bot_token = BOT_TOKEN
         self.app_token = APP_TOKEN
-        self.calls: list[Call] = []
         self.users: dict[str, FakeUser] = {}
         self.usergroups: dict[str, list[str]] = {}  # group id → member user ids
         self.messages: dict[tuple[str, str], FakeMessage] = {}  # (channel, ts) → message
         self.files: dict[str, FakeFile] = {}
-        self.failures: dict[str, list[Failure]] = {}
         self.socket_acks: list[dict[str, Any]] = []
         #: The modals views.open opened, as Slack answered them (with `id` and `state`).
         self.views: list[dict[str, Any]] = []
@@ -116,39 +104,18 @@ class FakeSlack:
         self._view_ids = itertools.count(1)
         #: Seconds each file upload takes (a slow network to files.slack.com).
         self.upload_delay_s = 0.0
-        self._changed = asyncio.Condition()
         self._ts = itertools.count(1)
         self._file_ids = itertools.count(1)
-        self._sockets: list[web.WebSocketResponse] = []
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
-    # --- lifecycle -------------------------------------------------------------------------
-
-    async def start(self, port: int = 0) -> FakeSlack:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/api/{method}", self._api)
-        app.router.add_post("/upload/{file_id}", self._upload)
-        app.router.add_post("/response/{hook}", self._response_url)
-        app.router.add_get("/files/{file_id}", self._download)
-        app.router.add_get("/socket", self._socket)
-        app.router.add_get("/_state", self._state)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
-
-    async def stop(self) -> None:
-        for socket in list(self._sockets):
-            await socket.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.route("*", "/api/{method}", self._api),
+            web.post("/upload/{file_id}", self._upload),
+            web.post("/response/{hook}", self._response_url),
+            web.get("/files/{file_id}", self._download),
+            web.get("/socket", self._socket),
+            web.get("/_state", self._state),
+        ]
 
     @property
     def api_url(self) -> str:
@@ -186,103 +153,82 @@ class FakeSlack:
         """A plain message a person posted (in a thread when `thread_ts` is given)."""
         return self._store_message(channel, user, text, [], thread_ts, [])
 
+    # --- what the app did ------------------------------------------------------------------
+
+    def describe(self, call: SlackCall) -> str:
+        return f"{call.method} {str(call.params)[:300]}"
+
+    # --- misbehaving -----------------------------------------------------------------------
+
+    def error_body(self, status: int) -> Any:
+        return {"ok": False, "error": "ratelimited" if status == 429 else "internal_error"}
+
     def fail(
         self,
         method: str,
+        path: str | None = None,
         *,
         status: int = 500,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
         times: int = 1,
+        after_effect: bool = False,
         retry_after: int | None = None,
-        error: str = "internal_error",
+        error: str | None = None,
     ) -> None:
-        """Answer the next `times` calls of `method` with `status` (429s carry Retry-After)."""
-        self.failures.setdefault(method, []).append(Failure(status, times, retry_after, error))
-
-    # --- waiting ---------------------------------------------------------------------------
-
-    def received(self, method: str, where: Callable[[Call], bool] | None = None) -> list[Call]:
-        return [c for c in self.calls if c.method == method and (where is None or where(c))]
-
-    async def wait_for(
-        self, method: str, where: Callable[[Call], bool] | None = None, *, count: int = 1, timeout: float = 20.0
-    ) -> Call:
-        """Wait until `count` matching requests arrived; return the last of them."""
-
-        def enough() -> bool:
-            return len(self.received(method, where)) >= count
-
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(enough), timeout)
-            except TimeoutError:
-                seen = sorted({c.method for c in self.calls})
-                raise AssertionError(
-                    f"the fake Slack did not receive {count} x {method} within {timeout} s; it received: {seen}"
-                ) from None
-        return self.received(method, where)[count - 1]
-
-    async def wait_for_socket_ack(self, envelope_id: str, timeout: float = 20.0) -> dict[str, Any]:
-        def acked() -> bool:
-            return any(a.get("envelope_id") == envelope_id for a in self.socket_acks)
-
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(acked), timeout)
-        return next(a for a in self.socket_acks if a.get("envelope_id") == envelope_id)
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+        """As RecordingServer.fail, with Slack's two knobs: `error`, the code of the answer
+        `{"ok": false, "error": ...}` (Slack answers most API errors with HTTP 200), and
+        `retry_after`, the Retry-After header its 429s carry."""
+        if error is not None:
+            body = {"ok": False, "error": error}
+        if retry_after is not None:
+            headers = {**(headers or {}), "Retry-After": str(retry_after)}
+        super().fail(method, path, status=status, body=body, headers=headers, times=times, after_effect=after_effect)
 
     # --- Socket Mode -----------------------------------------------------------------------
 
-    async def wait_for_socket(self, timeout: float = 20.0) -> None:
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: bool(self._sockets)), timeout)
+    async def wait_for_socket(self, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        await self.wait_until(lambda: bool(self.sockets), timeout)
+
+    async def wait_for_socket_ack(self, envelope_id: str, timeout: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+        def acked() -> bool:
+            return any(a.get("envelope_id") == envelope_id for a in self.socket_acks)
+
+        await self.wait_until(acked, timeout)
+        return next(a for a in self.socket_acks if a.get("envelope_id") == envelope_id)
 
     async def send_envelope(self, kind: str, payload: dict[str, Any], *, retry_attempt: int = 0) -> str:
-        """Push one Socket Mode envelope (events_api, slash_commands, interactive) to the app."""
+        """Push one Socket Mode envelope (events_api, slash_commands, interactive) to the app,
+        on its newest connection."""
         envelope_id = uuid.uuid4().hex
-        await self._sockets[-1].send_str(
-            json.dumps(
-                {
-                    "envelope_id": envelope_id,
-                    "type": kind,
-                    "payload": payload,
-                    "accepts_response_payload": kind != "events_api",
-                    "retry_attempt": retry_attempt,
-                    "retry_reason": "timeout" if retry_attempt else "",
-                }
-            )
+        await self.sockets[-1].send_json(
+            {
+                "envelope_id": envelope_id,
+                "type": kind,
+                "payload": payload,
+                "accepts_response_payload": kind != "events_api",
+                "retry_attempt": retry_attempt,
+                "retry_reason": "timeout" if retry_attempt else "",
+            }
         )
         return envelope_id
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
-        socket = web.WebSocketResponse(autoping=True)
-        await socket.prepare(request)
-        self._sockets.append(socket)
-        await socket.send_str(
-            json.dumps(
-                {
-                    "type": "hello",
-                    "num_connections": 1,
-                    "debug_info": {"host": "fake", "approximate_connection_time": 3600},
-                    "connection_info": {"app_id": "AFAKE"},
-                }
-            )
-        )
-        await self._notify()
-        try:
-            async for message in socket:
-                if message.type == WSMsgType.TEXT:
-                    self.socket_acks.append(json.loads(message.data))
-                    await self._notify()
-        finally:
-            self._sockets.remove(socket)
+        hello = {
+            "type": "hello",
+            "num_connections": 1,
+            "debug_info": {"host": "fake", "approximate_connection_time": 3600},
+            "connection_info": {"app_id": "AFAKE"},
+        }
+        async with self.websocket(request, hello) as socket:
+            async for ack in json_frames(socket):
+                self.socket_acks.append(ack)
+                await self.notify()
         return socket
 
     # --- HTTP handlers ---------------------------------------------------------------------
 
-    async def _record(self, method: str, request: web.Request) -> Call:
+    async def _read_call(self, method: str, request: web.Request) -> SlackCall:
         body = await request.read()
         params: dict[str, Any] = dict(request.query)
         content_type = request.headers.get("Content-Type", "")
@@ -290,62 +236,63 @@ class FakeSlack:
             params.update(json.loads(body))
         elif body and "application/x-www-form-urlencoded" in content_type:
             params.update(dict((await request.post()).items()))
-        call = Call(method, params, body, dict(request.headers), time.monotonic())
-        self.calls.append(call)
-        return call
+        return SlackCall(method, request.path, dict(request.headers), params=params, body=body)
 
-    def _failure(self, method: str) -> web.Response | None:
-        queue = self.failures.get(method)
-        if not queue:
-            return None
-        failure = queue[0]
-        failure.times -= 1
-        if failure.times <= 0:
-            queue.pop(0)
-        headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
-        error = "ratelimited" if failure.status == 429 else failure.error
-        return web.json_response({"ok": False, "error": error}, status=failure.status, headers=headers)
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        call = await self._read_call(request.match_info["method"], request)
+        return await self.serve(call, self._answer_api)
 
-    async def _api(self, request: web.Request) -> web.Response:
-        method = request.match_info["method"]
-        call = await self._record(method, request)
+    async def _answer_api(self, call: SlackCall) -> web.Response:
+        token = call.headers.get("Authorization", "").removeprefix("Bearer ")
+        expected = self.app_token if call.method == "apps.connections.open" else self.bot_token
+        if token != expected:
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        handler = getattr(self, "_m_" + call.method.replace(".", "_"), None)
+        if handler is None:
+            return web.json_response({"ok": False, "error": "unknown_method"})
         try:
-            failed = self._failure(method)
-            if failed is not None:
-                return failed
-            token = request.headers.get("Authorization", "").removeprefix("Bearer ")
-            expected = self.app_token if method == "apps.connections.open" else self.bot_token
-            if token != expected:
-                return web.json_response({"ok": False, "error": "invalid_auth"})
-            handler = getattr(self, "_m_" + method.replace(".", "_"), None)
-            if handler is None:
-                return web.json_response({"ok": False, "error": "unknown_method"})
-            try:
-                call.response = {"ok": True, **handler(call.params)}
-            except _ApiError as error:  # Slack answers API errors with HTTP 200 and ok=false
-                call.response = {"ok": False, "error": str(error)}
-                if error.messages:  # what exactly was wrong, as Slack says for invalid_blocks & co
-                    call.response["response_metadata"] = {"messages": error.messages}
-            return web.json_response(call.response)
-        finally:
-            await self._notify()
+            call.response = {"ok": True, **handler(call.params)}
+        except _ApiError as error:  # Slack answers API errors with HTTP 200 and ok=false
+            call.response = {"ok": False, "error": str(error)}
+            if error.messages:  # what exactly was wrong, as Slack says for invalid_blocks & co
+                call.response["response_metadata"] = {"messages": error.messages}
+        return web.json_response(call.response)
 
-    async def _upload(self, request: web.Request) -> web.Response:
-        file_id = request.match_info["file_id"]
-        call = await self._record("upload", request)
-        call.params["file_id"] = file_id
-        try:
-            failed = self._failure("upload")
-            if failed is not None:
-                return failed
-            if file_id not in self.files:
-                return web.Response(status=404, text="no such upload")
-            if self.upload_delay_s:
-                await asyncio.sleep(self.upload_delay_s)
-            self.files[file_id].data = call.body
-            return web.Response(text=f"OK - {len(call.body)}")
-        finally:
-            await self._notify()
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        call = await self._read_call("upload", request)
+        call.params["file_id"] = request.match_info["file_id"]
+        return await self.serve(call, self._answer_upload)
+
+    async def _answer_upload(self, call: SlackCall) -> web.Response:
+        file = self.files.get(call.params["file_id"])
+        if file is None:
+            return web.Response(status=404, text="no such upload")
+        if self.upload_delay_s:
+            await asyncio.sleep(self.upload_delay_s)
+        file.data = call.body
+        return web.Response(text=f"OK - {len(call.body)}")
+
+    async def _response_url(self, request: web.Request) -> web.StreamResponse:
+        call = await self._read_call("response_url", request)
+        call.params["hook"] = request.match_info["hook"]
+        return await self.serve(call, self._answer_response_url)
+
+    async def _answer_response_url(self, call: SlackCall) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        call = await self._read_call("download", request)
+        call.params["file_id"] = request.match_info["file_id"]
+        return await self.serve(call, self._answer_download)
+
+    async def _answer_download(self, call: SlackCall) -> web.Response:
+        file = self.files.get(call.params["file_id"])
+        if call.headers.get("Authorization") != f"Bearer {self.bot_token}":
+            # What files.slack.com does without a valid token: a login page, not the file.
+            return web.Response(status=302, headers={"Location": "/signin"})
+        if file is None:
+            return web.Response(status=404)
+        return web.Response(body=file.data, content_type=file.mimetype)
 
     async def _state(self, request: web.Request) -> web.Response:
         """Not Slack: what the fake holds now, for a benchmark in another process to audit —
@@ -374,29 +321,6 @@ class FakeSlack:
                 ],
             }
         )
-
-    async def _response_url(self, request: web.Request) -> web.Response:
-        call = await self._record("response_url", request)
-        call.params["hook"] = request.match_info["hook"]
-        try:
-            failed = self._failure("response_url")
-            return failed if failed is not None else web.Response(text="ok")
-        finally:
-            await self._notify()
-
-    async def _download(self, request: web.Request) -> web.Response:
-        call = await self._record("download", request)
-        try:
-            file = self.files.get(request.match_info["file_id"])
-            if request.headers.get("Authorization") != f"Bearer {self.bot_token}":
-                # What files.slack.com does without a valid token: a login page, not the file.
-                return web.Response(status=302, headers={"Location": "/signin"})
-            if file is None:
-                return web.Response(status=404)
-            call.params["file_id"] = file.id
-            return web.Response(body=file.data, content_type=file.mimetype)
-        finally:
-            await self._notify()
 
     # --- Web API methods -------------------------------------------------------------------
 
@@ -697,136 +621,3 @@ def _checked_blocks(value: Any) -> list[dict[str, Any]]:
     if problems:
         raise _ApiError("invalid_blocks", problems)
     return blocks
-
-
-# --- driving a bolt app like Slack does ------------------------------------------------------
-
-
-def sign(body: str, secret: str = SIGNING_SECRET, timestamp: int | None = None) -> dict[str, str]:
-    """The headers Slack adds to every HTTP request: timestamp and v0 HMAC-SHA256 signature."""
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
-
-
-def slash_command(
-    command: str,
-    text: str,
-    *,
-    user: str,
-    channel: str = "C1",
-    team: str = TEAM,
-    response_url: str = "",
-    trigger_id: str = "",
-) -> dict[str, str]:
-    return {
-        "token": "legacy",
-        "team_id": team,
-        "team_domain": "fake",
-        "channel_id": channel,
-        "channel_name": "general",
-        "user_id": user,
-        "user_name": user.lower(),
-        "command": command,
-        "text": text,
-        "api_app_id": "AFAKE",
-        "is_enterprise_install": "false",
-        "response_url": response_url,
-        "trigger_id": trigger_id or uuid.uuid4().hex,
-    }
-
-
-def form_body(fields: dict[str, str]) -> str:
-    return urlencode(fields)
-
-
-def block_action(
-    action_id: str, value: str, *, user: str, channel: str, message_ts: str, response_url: str, team: str = TEAM
-) -> dict[str, str]:
-    """The form body of a button press (`payload=<json>`)."""
-    payload = {
-        "type": "block_actions",
-        "api_app_id": "AFAKE",
-        "token": "legacy",
-        "team": {"id": team, "domain": "fake"},
-        "user": {"id": user, "username": user.lower(), "team_id": team},
-        "channel": {"id": channel, "name": "general"},
-        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel},
-        "message": {"type": "message", "ts": message_ts, "user": BOT_USER},
-        "response_url": response_url,
-        "trigger_id": uuid.uuid4().hex,
-        "actions": [
-            {"type": "button", "action_id": action_id, "block_id": "b", "value": value, "action_ts": str(time.time())}
-        ],
-    }
-    return {"payload": json.dumps(payload)}
-
-
-def view_submission(
-    view: dict[str, Any],
-    answers: dict[str, str | None],
-    *,
-    user: str,
-    team: str = TEAM,
-    values: dict[str, Any] | None = None,
-) -> dict[str, str]:
-    """The form body of a submitted modal (`payload=<json>`): `view` as views.open opened it (its
-    callback_id and private_metadata come back as they were), with `state.values` as Slack fills
-    them in — every input block, `{block_id: {action_id: state}}`: a static_select's
-    `selected_option` (null when nothing is chosen), a plain_text_input's `value` (null when
-    empty). `answers` by block id; `values` replaces the state outright (a forged one)."""
-    if values is None:
-        values = {}
-        for block in view.get("blocks", []):
-            if block.get("type") != "input":
-                continue
-            element, answer = block["element"], answers.get(block["block_id"])
-            if element["type"] == "static_select":
-                chosen = next((o for o in element["options"] if o["value"] == answer), None)
-                state = {"type": "static_select", "selected_option": chosen}
-            else:
-                state = {"type": element["type"], "value": answer or None}
-            values[block["block_id"]] = {element["action_id"]: state}
-    payload = {
-        "type": "view_submission",
-        "team": {"id": team, "domain": "fake"},
-        "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": team},
-        "api_app_id": "AFAKE",
-        "token": "legacy",
-        "trigger_id": uuid.uuid4().hex,
-        "view": {**view, "state": {"values": values}},
-        "response_urls": [],
-        "is_enterprise_install": False,
-        "enterprise": None,
-    }
-    return {"payload": json.dumps(payload)}
-
-
-def reaction_event(
-    reaction: str,
-    *,
-    user: str,
-    channel: str,
-    ts: str,
-    event_id: str | None = None,
-    team: str = TEAM,
-    item_user: str = BOT_USER,
-) -> dict[str, Any]:
-    """An Events API body: `user` reacted to the message `ts` that `item_user` posted."""
-    return {
-        "token": "legacy",
-        "team_id": team,
-        "api_app_id": "AFAKE",
-        "type": "event_callback",
-        "event_id": event_id or "Ev" + uuid.uuid4().hex[:10].upper(),
-        "event_time": int(time.time()),
-        "event": {
-            "type": "reaction_added",
-            "user": user,
-            "reaction": reaction,
-            "item": {"type": "message", "channel": channel, "ts": ts},
-            "item_user": item_user,
-            "event_ts": f"{time.time():.6f}",
-        },
-        "authorizations": [{"team_id": team, "user_id": BOT_USER, "is_bot": True}],
-    }
