@@ -168,6 +168,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         generators: list[torch.Generator],
         *,
         guidance_scale: float,
+        temperature: float = 1.0,
         on_step: Callable[[], None] | None = None,
     ) -> torch.Tensor:
         """The autoregressive prior's image embeddings (engine/render/ar_prior.py)."""
@@ -178,6 +179,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
             (uncond.embeds, uncond.hidden_states, uncond.mask),
             generators,
             guidance_scale=guidance_scale,
+            temperature=temperature,
             on_step=on_step,
         ).to(text.embeds.dtype)
 
@@ -340,6 +342,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         super_res_strength: float = 1.0,
         prior_guidance_scale: float = 4.0,
         decoder_guidance_scale: float = 8.0,
+        ar_temperature: float = 1.0,
         callback: ProgressCallback | None = None,
     ) -> UnCLIPOutput:
         """Render one image per prompt, each with its own generator.
@@ -405,7 +408,12 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
         if image_embeds is None:
             if run_prior and prior == "ar":
                 image_embeds = self.sample_ar_prior(
-                    text, uncond, generators, guidance_scale=prior_guidance_scale, on_step=stepper("prior")
+                    text,
+                    uncond,
+                    generators,
+                    guidance_scale=prior_guidance_scale,
+                    temperature=ar_temperature,
+                    on_step=stepper("prior"),
                 )
             elif run_prior:
                 image_embeds = self.sample_prior(

@@ -53,13 +53,14 @@ class UnCLIPRenderer(BaseRenderer):
         "super_res_strength": 1.0,
         "edit_decoder_guidance": 4.0,
         "prior": "diffusion",
+        "ar_temperature": 1.0,
     }
     step_keys = ("prior_steps", "decoder_steps", "super_res_steps")
     guidance_keys = ("prior_guidance", "decoder_guidance")
     # Edits guide the decoder less: with the kept part forced at every step, strong guidance
     # fights it (built-in model, bench/model_quality.py --quick: the edited half follows its
     # prompt in 0.75 of images at guidance 8, 0.92 at 2, 4 and 6).
-    model_keys = ("super_res_strength", "edit_decoder_guidance")
+    model_keys = ("super_res_strength", "edit_decoder_guidance", "ar_temperature")
     #: Which prior draws the image embedding (`--prior`): recorded in the manifest like the rest.
     choice_keys = ("prior",)
 
@@ -158,6 +159,7 @@ class UnCLIPRenderer(BaseRenderer):
             prior_guidance_scale=settings["prior_guidance"],
             decoder_guidance_scale=settings["decoder_guidance"],
             prior=settings["prior"],
+            ar_temperature=settings["ar_temperature"],
             callback=on_step,
         )
         pictures = to_pictures(output.images)
