@@ -43,7 +43,7 @@ class AutoregressivePrior(ModelMixin, ConfigMixin):  # type: ignore[misc]
         heads: int = 4,
     ) -> None:
         super().__init__()
-        self.n_components, self.n_bins = components, bins
+        self.n_components, self.n_bins, self.n_text_tokens = components, bins, text_tokens
         # Filled by `fit_codebook` from training embeddings; saved with the weights.
         self.register_buffer("pca_mean", torch.zeros(embedding_dim))
         self.register_buffer("pca_basis", torch.eye(components, embedding_dim))  # (K, D), orthonormal rows
@@ -110,15 +110,19 @@ class AutoregressivePrior(ModelMixin, ConfigMixin):  # type: ignore[misc]
         The sequence is [text embedding, token states (padding masked), start, buckets...]."""
         batch, known = tokens.shape
         # Captions are a third of the tokenizer's length: the padding after the longest one in the
-        # batch is cut off (positions are absolute, so this changes no result, only the cost).
+        # batch is cut off. Every part keeps its own slots of the position table (the buckets'
+        # start after the longest possible caption), so a row's result does not depend on how
+        # long the other captions in its batch are.
         used = max(1, int(text_mask.sum(1).max()))
         text_states, text_mask = text_states[:, :used], text_mask[:, :used]
         offsets = torch.arange(known, device=tokens.device) * self.n_bins
         prefix = torch.cat([self.text_embed_in(text_embeds)[:, None], self.text_states_in(text_states)], dim=1)
-        start = self.start.expand(batch, 1, -1)
-        sequence = torch.cat([prefix, start, self.token_in(tokens + offsets)], dim=1)
+        prefix = prefix + self.positions[: 1 + used]
+        first = 1 + self.n_text_tokens
+        body = torch.cat([self.start.expand(batch, 1, -1), self.token_in(tokens + offsets)], dim=1)
+        body = body + self.positions[first : first + 1 + known]
+        sequence = torch.cat([prefix, body], dim=1)
         length = sequence.shape[1]
-        sequence = sequence + self.positions[:length]
         causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=tokens.device), diagonal=1)
         padding = torch.zeros(batch, length, dtype=torch.bool, device=tokens.device)
         padding[:, 1 : 1 + text_states.shape[1]] = ~text_mask.bool()

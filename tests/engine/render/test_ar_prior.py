@@ -81,9 +81,11 @@ def test_it_learns_which_embedding_a_caption_asks_for():
 
 
 def test_each_row_depends_only_on_its_own_generator():
+    """Whatever else is in the batch: other seeds, and other captions of other lengths."""
     prior = small_prior()
     prior.fit_codebook(anisotropic(500))
     text = conditioning(torch.tensor([0, 1, 1]))
+    text[2][0, :] = True  # the first caption is the longest possible, the others two tokens
     uncond = conditioning(torch.tensor([0, 0, 0]))
     together = prior.sample(text, uncond, [torch.Generator().manual_seed(s) for s in (5, 6, 7)])
     alone = prior.sample(tuple(t[1:2] for t in text), tuple(t[1:2] for t in uncond), [torch.Generator().manual_seed(6)])
@@ -150,3 +152,16 @@ def test_kandinsky_refuses_a_prior_it_does_not_have(tmp_path_factory):
     renderer = load_renderer(str(folder), folder.parent, device="cpu", dtype="float32")
     with pytest.raises(RenderError, match="only its diffusion prior"):
         renderer.render(job("ar"), lambda *_: None)
+
+
+def test_a_rows_logits_do_not_depend_on_the_other_captions_lengths():
+    """Padding after the batch's longest caption is cut off; the buckets' positions must not move
+    with it (else training sees each bucket at a position that depends on its batch)."""
+    prior = small_prior()
+    prior.fit_codebook(anisotropic(500))
+    embeds, states, mask = conditioning(torch.tensor([1, 0]))
+    mask[1, :] = True  # the other caption fills every token slot
+    tokens = torch.randint(0, 8, (2, 3), generator=torch.Generator().manual_seed(2))
+    together = prior(tokens, embeds, states, mask)
+    alone = prior(tokens[:1], embeds[:1], states[:1], mask[:1])
+    assert torch.allclose(together[:1], alone, atol=1e-5)
