@@ -24,6 +24,7 @@ import contextlib
 import json
 import re
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Self, TypeVar
@@ -84,7 +85,7 @@ async def json_frames(ws: web.WebSocketResponse) -> AsyncIterator[Any]:
             yield json.loads(frame.data)
 
 
-class RecordingServer(Generic[CallT]):
+class RecordingServer(ABC, Generic[CallT]):
     """The shared base: lifecycle, the call log and waiting on it, and failure injection.
 
     A subclass lists its routes (`routes`); each HTTP handler builds its `Call` and has `serve`
@@ -108,9 +109,9 @@ class RecordingServer(Generic[CallT]):
 
     # --- lifecycle ------------------------------------------------------------------------
 
+    @abstractmethod
     def routes(self) -> list[web.RouteDef]:
         """The platform's routes (the subclass's)."""
-        raise NotImplementedError
 
     async def start(self, port: int = 0, *, extra_routes: Iterable[web.RouteDef] = ()) -> Self:
         """Serve on 127.0.0.1:`port` (a free one by default). `extra_routes` are not the
@@ -217,9 +218,9 @@ class RecordingServer(Generic[CallT]):
 
     # --- misbehaving ------------------------------------------------------------------------
 
+    @abstractmethod
     def error_body(self, status: int) -> Any:
         """The body of an error answer in the platform's shape (the subclass's)."""
-        raise NotImplementedError
 
     def fail(
         self,
