@@ -576,6 +576,42 @@ class ClipStage(Stage):
         }
 
 
+def sampled_image_embeddings(
+    ctx: TrainContext, image_encoder: CLIPVisionModelWithProjection, label: str, chunks: int = 8
+) -> torch.Tensor:
+    """CLIP image embeddings of `chunks` × 512 fresh training scenes, drawn from (seed, label):
+    the data statistics the priors need (the diffusion prior's mean and spread, the AR prior's
+    PCA basis and buckets)."""
+    import torch
+
+    from engine.builtin.captions import sample_examples
+    from engine.builtin.drawing import render_batch
+    from engine.builtin.phrasings import training_caption
+
+    found: list[torch.Tensor] = []
+    with torch.no_grad():
+        for chunk in range(chunks):
+            rng = batch_rng(ctx.seed, label, chunk)
+            examples = sample_examples(rng, 512, pair_fraction=PAIR_FRACTION, caption=training_caption)
+            pixels = clip_pixels(render_batch([e.scene for e in examples], ctx.arch.image_size), ctx.arch.clip_size)
+            found.append(image_encoder(pixel_values=pixels.to(ctx.device)).image_embeds)
+    return torch.cat(found)
+
+
+def prior_batch(ctx: TrainContext, rng: np.random.Generator, size: int) -> dict[str, Any]:
+    """What both priors train on: captions (dropped PRIOR_TEXT_DROPOUT of the time, for
+    guidance) as token ids and mask, and their scenes' pixels for the frozen CLIP image tower."""
+    from engine.builtin.captions import sample_examples
+    from engine.builtin.drawing import render_batch
+    from engine.builtin.phrasings import training_caption
+
+    examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION, caption=training_caption)
+    captions = [e.caption if rng.random() >= PRIOR_TEXT_DROPOUT else "" for e in examples]
+    ids, mask = tokenize(ctx.tokenizer, captions)
+    pixels = clip_pixels(render_batch([e.scene for e in examples], ctx.arch.image_size), ctx.arch.clip_size)
+    return {"ids": ids, "mask": mask, "pixels": pixels}
+
+
 class PriorStage(Stage):
     """x0-predicting diffusion prior over the CLIP image embedding, normalised by its statistics."""
 
@@ -597,22 +633,7 @@ class PriorStage(Stage):
         return {"prior": self.prior}
 
     def prepare(self) -> None:
-        import torch
-
-        from engine.builtin.captions import sample_examples
-        from engine.builtin.drawing import render_batch
-        from engine.builtin.phrasings import training_caption
-
-        chunks: list[torch.Tensor] = []
-        with torch.no_grad():
-            for chunk in range(8):
-                rng = batch_rng(self.ctx.seed, "prior-stats", chunk)
-                examples = sample_examples(rng, 512, pair_fraction=PAIR_FRACTION, caption=training_caption)
-                pixels = clip_pixels(
-                    render_batch([e.scene for e in examples], self.ctx.arch.image_size), self.ctx.arch.clip_size
-                )
-                chunks.append(self.image_encoder(pixel_values=pixels.to(self.ctx.device)).image_embeds)
-        embeds = torch.cat(chunks)
+        embeds = sampled_image_embeddings(self.ctx, self.image_encoder, "prior-stats")
         self.prior.clip_mean.data.copy_(embeds.mean(0, keepdim=True))
         self.prior.clip_std.data.copy_(embeds.std(0, keepdim=True))
         log.info(
@@ -624,22 +645,12 @@ class PriorStage(Stage):
     def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
         import torch
 
-        from engine.builtin.captions import sample_examples
-        from engine.builtin.drawing import render_batch
-        from engine.builtin.phrasings import training_caption
-
         size = plan.batch
-        rng = batch_rng(self.ctx.seed, self.name, step)
+        data = prior_batch(self.ctx, batch_rng(self.ctx.seed, self.name, step), size)
         generator = torch_generator(self.ctx.seed, self.name, step)
-        examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION, caption=training_caption)
-        captions = [e.caption if rng.random() >= PRIOR_TEXT_DROPOUT else "" for e in examples]
-        ids, mask = tokenize(self.ctx.tokenizer, captions)
-        pixels = clip_pixels(
-            render_batch([e.scene for e in examples], self.ctx.arch.image_size), self.ctx.arch.clip_size
-        )
         t = self.schedule.sample_timesteps(size, generator)
         noise = torch.randn(size, self.ctx.arch.embed_dim, generator=generator)
-        return {"ids": ids, "mask": mask, "pixels": pixels, "t": t, "noise": noise}
+        return {**data, "t": t, "noise": noise}
 
     def loss(self, data: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         import torch
@@ -668,29 +679,16 @@ class ArPriorStage(Stage):
     diffusion prior, so bench/model_quality.py compares the two on equal terms."""
 
     name = "ar_prior"
-    CODEBOOK_EXAMPLES = 8 * 512
 
     def __init__(self, ctx: TrainContext) -> None:
-        import torch
-
-        from engine.builtin.captions import sample_examples
-        from engine.builtin.drawing import render_batch
         from engine.builtin.models import build_ar_prior
-        from engine.builtin.phrasings import training_caption
 
         super().__init__(ctx)
         self.text_encoder, self.image_encoder = ctx.frozen_clip()
         self.model = on(build_ar_prior(ctx.arch), ctx.device)
         # The codebook is data, not learned: fitted here (deterministically, also on resume) rather
         # than in prepare(), so the EMA starts from it instead of averaging it in from zeros.
-        chunks: list[torch.Tensor] = []
-        with torch.no_grad():
-            for chunk in range(self.CODEBOOK_EXAMPLES // 512):
-                rng = batch_rng(ctx.seed, "ar-prior-codebook", chunk)
-                examples = sample_examples(rng, 512, pair_fraction=PAIR_FRACTION, caption=training_caption)
-                pixels = clip_pixels(render_batch([e.scene for e in examples], ctx.arch.image_size), ctx.arch.clip_size)
-                chunks.append(self.image_encoder(pixel_values=pixels.to(ctx.device)).image_embeds)
-        explained = self.model.fit_codebook(torch.cat(chunks))
+        explained = self.model.fit_codebook(sampled_image_embeddings(ctx, self.image_encoder, "ar-prior-codebook"))
         log.info(
             "ar_prior: %d PCA directions keep %.1f%% of the image embeddings' variance, %d buckets each",
             ctx.arch.ar_components,
@@ -702,18 +700,7 @@ class ArPriorStage(Stage):
         return {"ar_prior": self.model}
 
     def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
-        from engine.builtin.captions import sample_examples
-        from engine.builtin.drawing import render_batch
-        from engine.builtin.phrasings import training_caption
-
-        rng = batch_rng(self.ctx.seed, self.name, step)
-        examples = sample_examples(rng, plan.batch, pair_fraction=PAIR_FRACTION, caption=training_caption)
-        captions = [e.caption if rng.random() >= PRIOR_TEXT_DROPOUT else "" for e in examples]
-        ids, mask = tokenize(self.ctx.tokenizer, captions)
-        pixels = clip_pixels(
-            render_batch([e.scene for e in examples], self.ctx.arch.image_size), self.ctx.arch.clip_size
-        )
-        return {"ids": ids, "mask": mask, "pixels": pixels}
+        return prior_batch(self.ctx, batch_rng(self.ctx.seed, self.name, step), plan.batch)
 
     def loss(self, data: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         import torch
