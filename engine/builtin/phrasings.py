@@ -74,6 +74,37 @@ def _pls(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
     return f"{colour} {shape} on {bg} {_pick(rng, ['pls', 'plz', 'thx', 'ty'])}"
 
 
+def _fields(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
+    """Form-like, in either order: the background may come first, the colour after its shape."""
+    return _pick(
+        rng,
+        [
+            f"{shape}: {colour}, background: {bg}",
+            f"background: {bg}; {shape}: {colour}",
+            f"colour {colour}, shape {shape}, background {bg}",
+        ],
+    )
+
+
+def _described(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
+    """Two clauses, either first: which colour goes with which noun is said by the clause."""
+    shape_clause, background_clause = f"the {shape} is {colour}", f"the background is {bg}"
+    first, second = (shape_clause, background_clause) if rng.random() < 0.5 else (background_clause, shape_clause)
+    return f"{first} and {second}"
+
+
+def _backdrop_first(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
+    """The backdrop named before the object (with "backdrop", a template word, not "background")."""
+    return _pick(
+        rng,
+        [
+            f"{bg} backdrop, {_a(colour)} {shape}",
+            f"against {_a(bg)} backdrop, {_a(colour)} {shape}",
+            f"{_a(bg)} backdrop with {_a(colour)} {shape} in front",
+        ],
+    )
+
+
 # --- families held out of every training run ---------------------------------------------------
 
 
@@ -152,6 +183,9 @@ TRAINING_FAMILIES: dict[str, Phrase] = {
     "i_want": _i_want,
     "showing": _showing,
     "pls": _pls,
+    "fields": _fields,
+    "described": _described,
+    "backdrop_first": _backdrop_first,
 }
 HELD_OUT_FAMILIES: dict[str, Phrase] = {
     "imperative": _imperative,  # "draw a green square on blue"
@@ -165,18 +199,48 @@ HELD_OUT_FAMILIES: dict[str, Phrase] = {
 }
 
 
-#: Share of single-object training captions phrased by a training family, and of all training
-#: captions that get a noise word. Neither is in the shipped weights yet (the model card says why).
-PHRASING_MIX = 0.3
-NOISE_WORD_RATE = 0.1
+#: Share of single-object training captions phrased by a training family; of all training
+#: captions, the share that gets a noise word (a chat word, or half the time an invented one) and
+#: the share with one letter of one word replaced (a slip of another kind than the held-out typos,
+#: which double, drop or swap letters).
+PHRASING_MIX = 0.4
+NOISE_WORD_RATE = 0.15
+LETTER_SLIP_RATE = 0.1
 #: Words a chat user adds that mean nothing here; none is a held-out family's own word.
 NOISE_WORDS = ("hey", "ok", "so", "um", "very", "really", "awesome", "quick", "maybe", "here")
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+
+
+#: What an invented word must not contain: the held-out families' own words.
+_HELD_OUT_PIECES = ("bg", "draw", "paint", "render", "create", "there", "just", "single", "exactly", "thank", "poster")
+
+
+def invented_word(rng: np.random.Generator) -> str:
+    """A made-up word of 2-7 letters: to the tokenizer, a string of pieces it has not seen together."""
+    while True:
+        word = "".join(_LETTERS[int(i)] for i in rng.integers(len(_LETTERS), size=int(rng.integers(2, 8))))
+        if not any(piece in word for piece in _HELD_OUT_PIECES):
+            return word
+
+
+def slip_a_letter(text: str, rng: np.random.Generator) -> str:
+    """One letter of one word of four letters or more replaced by another letter."""
+    words = text.split(" ")
+    long = [i for i, word in enumerate(words) if len(word) >= 4 and word.isalpha()]
+    if not long:
+        return text
+    i = long[int(rng.integers(len(long)))]
+    word = words[i]
+    at = int(rng.integers(len(word)))
+    letter = _LETTERS[int(rng.integers(len(_LETTERS)))]
+    words[i] = word[:at] + letter + word[at + 1 :]
+    return " ".join(words)
 
 
 def training_caption(rng: np.random.Generator, scene: Scene) -> tuple[str, CaptionMeaning]:
     """A training caption: the template grammar (`caption_scene`), or for a share of one-object
-    scenes a training family's wording (naming colour, shape and background), sometimes with a
-    noise word inserted."""
+    scenes a training family's wording (naming colour, shape and background); sometimes with a
+    noise word inserted or a letter slipped."""
     if len(scene.objects) == 1 and rng.random() < PHRASING_MIX:
         (obj,) = scene.objects
         family = sorted(TRAINING_FAMILIES)[int(rng.integers(len(TRAINING_FAMILIES)))]
@@ -186,8 +250,11 @@ def training_caption(rng: np.random.Generator, scene: Scene) -> tuple[str, Capti
         text, meaning = caption_scene(rng, scene)
     if rng.random() < NOISE_WORD_RATE:
         words = text.split(" ")
-        words.insert(int(rng.integers(len(words) + 1)), _pick(rng, NOISE_WORDS))
+        noise = _pick(rng, NOISE_WORDS) if rng.random() < 0.5 else invented_word(rng)
+        words.insert(int(rng.integers(len(words) + 1)), noise)
         text = " ".join(words)
+    if rng.random() < LETTER_SLIP_RATE:
+        text = slip_a_letter(text, rng)
     return text, meaning
 
 

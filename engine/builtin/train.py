@@ -113,6 +113,16 @@ PLANS: dict[str, dict[str, StagePlan]] = {
         "decoder": StagePlan(steps=7000, batch=32, lr=3e-4, ema_decay=0.9995, offset_noise_from=5000),
         "upsampler": StagePlan(steps=1000, batch=16, lr=3e-4, ema_decay=0.999),
     },
+    # `--base engine/builtin/weights --finetune`: the shipped model taught the phrasing recipe
+    # (phrasings.py's families and noise, BPE-dropout) without retraining it whole. The text tower
+    # learns the new wordings against the frozen image tower while template captions are held
+    # where they were; the priors and the decoder then learn to read its new hidden states.
+    "finetune": {
+        "clip": StagePlan(steps=1500, batch=128, lr=1e-4, warmup=100, ema_decay=None, cosine=True),
+        "prior": StagePlan(steps=1200, batch=128, lr=1e-4, warmup=100, ema_decay=0.998),
+        "ar_prior": StagePlan(steps=1000, batch=128, lr=1e-4, warmup=100, ema_decay=0.998),
+        "decoder": StagePlan(steps=800, batch=32, lr=5e-5, warmup=100, ema_decay=0.998, offset_noise_from=0),
+    },
     "smoke": {
         "clip": StagePlan(
             steps=30, batch=32, lr=1e-3, warmup=5, ema_decay=None, checkpoint_every=20, log_every=10, cosine=True
@@ -129,6 +139,7 @@ PLANS: dict[str, dict[str, StagePlan]] = {
 TEXT_DROPOUT = 0.5  # decoder: drop the caption half the time (unCLIP), so "" + embedding works
 IMAGE_EMBED_DROPOUT = 0.1  # decoder: the unconditional branch of classifier-free guidance
 PRIOR_TEXT_DROPOUT = 0.1  # prior: the unconditional branch of its guidance
+SUBWORD_DROPOUT = 0.1  # every stage's captions: BPE merges skipped at this rate (SubwordDropout)
 PAIR_FRACTION = 0.25  # share of two-object scenes
 AR_PRIOR_COMPONENT = ("imagine", "AutoregressivePrior")  # model_index.json's line for it
 # Offset noise (a per-image, per-channel constant of this standard deviation added to the
@@ -190,13 +201,81 @@ def area_downsample(pixels: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(pixels, size=(size, size), mode="area")
 
 
-def tokenize(tokenizer: PreTrainedTokenizerBase, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def tokenize(
+    tokenizer: PreTrainedTokenizerBase, captions: list[str], rng: np.random.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Padded token ids and attention mask, as `ImagineUnCLIPPipeline.encode_text` makes them
-    (CPU work: it runs in the data loader)."""
-    inputs = tokenizer(
-        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    )
-    return inputs.input_ids, inputs.attention_mask.bool()
+    (CPU work: it runs in the data loader). With `rng`, words are split with BPE-dropout
+    (`SubwordDropout`), as training captions are."""
+    import torch
+
+    if rng is None:
+        inputs = tokenizer(
+            captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        )
+        return inputs.input_ids, inputs.attention_mask.bool()
+    rows = [SubwordDropout.of(tokenizer).encode(caption, rng) for caption in captions]
+    length = tokenizer.model_max_length
+    ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = True
+    return ids, mask
+
+
+class SubwordDropout:
+    """BPE-dropout (Provilkov et al., 2020) for the CLIP tokenizer: each merge is skipped with
+    probability `SUBWORD_DROPOUT` while a training word is split, so the text tower also sees words
+    in smaller pieces. A misspelt or unknown word at use time falls apart into such pieces; a
+    tower trained only on whole-word tokens reads them as noise and loses the colour or the shape.
+
+    Our own few lines rather than the `tokenizers` BPE's `dropout`, because that one draws from an
+    unseeded generator and every training batch must be a function of (seed, stage, step).
+    With dropout 0 it gives exactly the tokenizer's ids (tests/builtin/test_train_smoke.py)."""
+
+    _built: dict[int, SubwordDropout] = {}
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, dropout: float) -> None:
+        spec = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+        self.vocab: dict[str, int] = spec["vocab"]
+        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["merges"]]
+        self.ranks = {pair: rank for rank, pair in enumerate(merges)}
+        self.suffix = spec["end_of_word_suffix"] or ""
+        self.backend = tokenizer.backend_tokenizer
+        self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+        self.length = tokenizer.model_max_length
+        self.dropout = dropout
+
+    @classmethod
+    def of(cls, tokenizer: PreTrainedTokenizerBase) -> SubwordDropout:
+        """One per tokenizer (per data-loader process): reading the merges takes a while."""
+        built = cls._built.get(id(tokenizer))
+        if built is None:
+            built = cls._built[id(tokenizer)] = cls(tokenizer, SUBWORD_DROPOUT)
+        return built
+
+    def split(self, word: str, rng: np.random.Generator | None) -> list[str]:
+        """`word`'s BPE pieces, merging the best-ranked pair that survives dropout each time."""
+        pieces = [*word[:-1], word[-1] + self.suffix]
+        while len(pieces) > 1:
+            candidates = sorted(
+                (self.ranks[pair], i)
+                for i, pair in enumerate(zip(pieces, pieces[1:], strict=False))
+                if pair in self.ranks
+            )
+            kept = [c for c in candidates if rng is None or self.dropout <= 0 or rng.random() >= self.dropout]
+            if not kept:
+                break
+            _, i = kept[0]
+            pieces[i : i + 2] = [pieces[i] + pieces[i + 1]]
+        return pieces
+
+    def encode(self, caption: str, rng: np.random.Generator | None) -> list[int]:
+        """Token ids with BOS and EOS, truncated like the tokenizer (EOS kept last)."""
+        words = self.backend.pre_tokenizer.pre_tokenize_str(self.backend.normalizer.normalize_str(caption))
+        ids = [self.vocab[piece] for word, _ in words for piece in self.split(word, rng)]
+        return [self.bos, *ids[: self.length - 2], self.eos]
 
 
 def embed_text(
@@ -402,6 +481,17 @@ class TrainContext:
     #: An exported weights folder whose CLIP the later stages build on (`--base`), instead of
     #: this run's own clip stage: training one more part for a model that already ships.
     base: Path | None = None
+    #: `--finetune`: every stage starts from the base's weights of its parts and trains on
+    #: (the fine-tuned text tower and) the base's image tower.
+    finetune: bool = False
+
+    def load_base(self, module: torch.nn.Module, part: str) -> None:
+        """Load the base folder's `part` (an exported subfolder) into `module`, as float32."""
+        from safetensors.torch import load_file
+
+        assert self.base is not None
+        (weights,) = sorted((self.base / part).glob("*.safetensors"))
+        module.load_state_dict({name: tensor.float() for name, tensor in load_file(weights).items()})
 
     def frozen_clip(self) -> tuple[CLIPTextModelWithProjection, CLIPVisionModelWithProjection]:
         """The trained CLIP towers, frozen, for the later stages."""
@@ -412,6 +502,8 @@ class TrainContext:
         if self.base is not None:
             text_encoder = CLIPTextModelWithProjection.from_pretrained(self.base / "text_encoder")
             image_encoder = CLIPVisionModelWithProjection.from_pretrained(self.base / "image_encoder")
+            if self.finetune and (self.work / "clip" / "checkpoint.pt").exists():
+                text_encoder.load_state_dict(trained_state(self.work, "clip")["text_encoder"])
         else:
             weights = trained_state(self.work, "clip")
             text_encoder = build_text_encoder(self.arch, self.tokenizer)
@@ -443,6 +535,11 @@ class ClipStage(Stage):
     TEXT_ATTRIBUTE_WEIGHT = 0.5
     MASK_WEIGHT = 1.0
     AUX_SCALE = 10.0  # logits = AUX_SCALE * head(normalised embedding)
+    MAX_LOGIT_SCALE = 4.6052  # log(100), CLIP's clamp
+    # Fine-tuning: weight of holding template captions' hidden states and embeddings where the
+    # base put them, so the prior and decoder trained on them still read them.
+    ANCHOR_WEIGHT = 100.0
+    FINETUNE_LOGIT_SCALE = 20.0  # the base's towers: contrastive loss 1.50 at 20, 1.50 at 10, 5.2 at 100
 
     def __init__(self, ctx: TrainContext) -> None:
         import math
@@ -460,6 +557,18 @@ class ClipStage(Stage):
         )
         self.heads["patch_mask"] = torch.nn.Linear(ctx.arch.vision_width, ctx.arch.vision_patch**2)
         self.heads.to(ctx.device)
+        #: Fine-tuning: the base's text tower, frozen, which the template captions are held to.
+        self.anchor: CLIPTextModelWithProjection | None = None
+        if ctx.finetune:
+            ctx.load_base(self.text_encoder, "text_encoder")
+            ctx.load_base(self.image_encoder, "image_encoder")
+            # The image tower stays as it is: the prior's targets and the decoder's conditioning.
+            self.image_encoder.requires_grad_(False)
+            self.anchor = on(build_text_encoder(ctx.arch, ctx.tokenizer), ctx.device)
+            ctx.load_base(self.anchor, "text_encoder")
+            self.anchor.eval().requires_grad_(False)
+            # The base's scale is not exported; its towers separate a batch best at about 20.
+            self.logit_scale.data.fill_(math.log(self.FINETUNE_LOGIT_SCALE))
 
     def trainable(self) -> dict[str, torch.nn.Module]:
         return {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder}
@@ -518,7 +627,7 @@ class ClipStage(Stage):
     def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
         import torch
 
-        from engine.builtin.captions import sample_contrastive_batch
+        from engine.builtin.captions import caption_scene, sample_contrastive_batch
         from engine.builtin.drawing import render_batch
         from engine.builtin.phrasings import training_caption
 
@@ -531,8 +640,8 @@ class ClipStage(Stage):
         generator = torch_generator(self.ctx.seed, self.name, step)
         sigma = torch.rand(size, 1, 1, 1, generator=generator) * 0.06
         pixels = pixels + sigma * torch.randn(pixels.shape, generator=generator)
-        ids, mask = tokenize(self.ctx.tokenizer, [e.caption for e in examples])
-        return {
+        ids, mask = tokenize(self.ctx.tokenizer, [e.caption for e in examples], rng)
+        batch = {
             "pixels": pixels,
             "ids": ids,
             "mask": mask,
@@ -541,6 +650,10 @@ class ClipStage(Stage):
             "image_labels": self.label_tensors([scene_labels(scene) for scene in scenes]),
             "text_labels": self.label_tensors([meaning_labels(e.meaning) for e in examples]),
         }
+        if self.anchor is not None:
+            # The same scenes in the template grammar, whole words: what the anchor holds still.
+            batch["anchor_ids"], _ = tokenize(self.ctx.tokenizer, [caption_scene(rng, scene)[0] for scene in scenes])
+        return batch
 
     def loss(self, data: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         import torch
@@ -553,19 +666,29 @@ class ClipStage(Stage):
         mask_loss = F.binary_cross_entropy_with_logits(mask_logits, data["patch_masks"])
         text_embeds = F.normalize(text_embeds, dim=-1)
         image_embeds = F.normalize(image_embeds, dim=-1)
-        logits = self.logit_scale.clamp(max=4.6052).exp() * text_embeds @ image_embeds.T
+        logits = self.logit_scale.clamp(max=self.MAX_LOGIT_SCALE).exp() * text_embeds @ image_embeds.T
         fits = data["fits"]
         contrastive = 0.5 * (
             F.cross_entropy(logits, fits / fits.sum(1, keepdim=True))
             + F.cross_entropy(logits.T, fits.T / fits.T.sum(1, keepdim=True))
         )
-        attributes = self.IMAGE_ATTRIBUTE_WEIGHT * self.attribute_loss(
-            image_embeds, data["image_labels"]
-        ) + self.TEXT_ATTRIBUTE_WEIGHT * self.attribute_loss(text_embeds, data["text_labels"])
         with torch.no_grad():
             rows = torch.arange(len(fits), device=fits.device)
             text_to_image = fits[rows, logits.argmax(1)].mean().item()
             image_to_text = fits[logits.argmax(0), rows].mean().item()
+        if self.anchor is not None:
+            # Fine-tuning the text tower alone: the image side's heads have nothing to learn, and
+            # fresh text heads would pull the embeddings away from where the prior expects them.
+            anchor = self.anchor_loss(data["anchor_ids"])
+            return contrastive + self.ANCHOR_WEIGHT * anchor, {
+                "contrastive": contrastive.item(),
+                "anchor": anchor.item(),
+                "t2i": text_to_image,
+                "i2t": image_to_text,
+            }
+        attributes = self.IMAGE_ATTRIBUTE_WEIGHT * self.attribute_loss(
+            image_embeds, data["image_labels"]
+        ) + self.TEXT_ATTRIBUTE_WEIGHT * self.attribute_loss(text_embeds, data["text_labels"])
         return contrastive + attributes + self.MASK_WEIGHT * mask_loss, {
             "contrastive": contrastive.item(),
             "attributes": attributes.item(),
@@ -574,6 +697,19 @@ class ClipStage(Stage):
             "i2t": image_to_text,
             "scale": self.logit_scale.exp().item(),
         }
+
+    def anchor_loss(self, ids: torch.Tensor) -> torch.Tensor:
+        """How far the tuned tower moved template captions: hidden states and embeddings."""
+        import torch
+        from torch.nn import functional as F
+
+        assert self.anchor is not None
+        with torch.no_grad():
+            target = self.anchor(ids)
+        output = self.text_encoder(ids)
+        return F.mse_loss(output.last_hidden_state, target.last_hidden_state) + F.mse_loss(
+            output.text_embeds, target.text_embeds
+        )
 
 
 def sampled_image_embeddings(
@@ -607,7 +743,7 @@ def prior_batch(ctx: TrainContext, rng: np.random.Generator, size: int) -> dict[
 
     examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION, caption=training_caption)
     captions = [e.caption if rng.random() >= PRIOR_TEXT_DROPOUT else "" for e in examples]
-    ids, mask = tokenize(ctx.tokenizer, captions)
+    ids, mask = tokenize(ctx.tokenizer, captions, rng)
     pixels = clip_pixels(render_batch([e.scene for e in examples], ctx.arch.image_size), ctx.arch.clip_size)
     return {"ids": ids, "mask": mask, "pixels": pixels}
 
@@ -628,11 +764,15 @@ class PriorStage(Stage):
         self.prior.clip_mean.requires_grad_(False)
         self.prior.clip_std.requires_grad_(False)
         self.schedule = NoiseSchedule().to(ctx.device)
+        if ctx.finetune:
+            ctx.load_base(self.prior, "prior")  # its statistics too: the image tower is the base's
 
     def trainable(self) -> dict[str, torch.nn.Module]:
         return {"prior": self.prior}
 
     def prepare(self) -> None:
+        if self.ctx.finetune:
+            return
         embeds = sampled_image_embeddings(self.ctx, self.image_encoder, "prior-stats")
         self.prior.clip_mean.data.copy_(embeds.mean(0, keepdim=True))
         self.prior.clip_std.data.copy_(embeds.std(0, keepdim=True))
@@ -695,6 +835,8 @@ class ArPriorStage(Stage):
             100 * explained,
             ctx.arch.ar_bins,
         )
+        if ctx.finetune:
+            ctx.load_base(self.model, "ar_prior")  # the same codebook: the image tower is the base's
 
     def trainable(self) -> dict[str, torch.nn.Module]:
         return {"ar_prior": self.model}
@@ -730,6 +872,9 @@ class DecoderStage(Stage):
         self.schedule = NoiseSchedule().to(ctx.device)
         with torch.no_grad():
             self.empty = encode_text(ctx.tokenizer, self.text_encoder, [""])
+        if ctx.finetune:
+            ctx.load_base(self.text_proj, "text_proj")
+            ctx.load_base(self.decoder, "decoder")
 
     def trainable(self) -> dict[str, torch.nn.Module]:
         return {"text_proj": self.text_proj, "decoder": self.decoder}
@@ -749,7 +894,7 @@ class DecoderStage(Stage):
         images = render_batch([e.scene for e in examples], arch.image_size)
         drop_text = torch.from_numpy(rng.random(size) < TEXT_DROPOUT)
         drop_image = torch.from_numpy(rng.random(size) < IMAGE_EMBED_DROPOUT)
-        ids, mask = tokenize(self.ctx.tokenizer, [e.caption for e in examples])
+        ids, mask = tokenize(self.ctx.tokenizer, [e.caption for e in examples], rng)
         x0 = area_downsample(to_tensor(images), arch.decoder_size)
         t = self.schedule.sample_timesteps(size, generator)
         noise = torch.randn(x0.shape, generator=generator)
@@ -1053,12 +1198,31 @@ def stage_summary(checkpoint: dict) -> dict[str, Any]:
 # --- export ------------------------------------------------------------------------------------
 
 
-def export_weights(ctx: TrainContext, out: Path, *, description: str, training: dict) -> Path:
-    """Write the trained stack in Karlo's layout (fp16 safetensors) with model_index.json."""
+def save_part(out: Path, name: str, part: Any, library: str) -> None:
+    """Write one component of the weights folder, in the dtype its loader expects."""
     import shutil
 
     import torch
     from diffusers.models.modeling_utils import ModelMixin
+
+    if (out / name).exists():
+        shutil.rmtree(out / name)
+    if name == "ar_prior":
+        # float32: its bucket table and PCA basis are data, and it is small (~3 MB).
+        part.save_pretrained(out / name, safe_serialization=True)
+    elif isinstance(part, ModelMixin) and library != "transformers":
+        # fp16 halves the size; diffusers loads it back as float32 unless told otherwise.
+        on(part, torch.float16).save_pretrained(out / name, safe_serialization=True)
+    else:
+        # The CLIP towers stay float32: they are small, and transformers would otherwise load
+        # them as float16 next to float32 diffusers parts when no dtype is given.
+        part.save_pretrained(out / name)
+
+
+def export_weights(ctx: TrainContext, out: Path, *, description: str, training: dict) -> Path:
+    """Write the trained stack in Karlo's layout (fp16 safetensors) with model_index.json."""
+    import shutil
+
     from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
 
     from engine.builtin import models
@@ -1098,16 +1262,7 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
         shutil.rmtree(out)
     out.mkdir(parents=True)
     for name, (part, (library, _)) in parts.items():
-        if name == "ar_prior":
-            # float32: its bucket table and PCA basis are data, and it is small (~3 MB).
-            part.save_pretrained(out / name, safe_serialization=True)
-        elif isinstance(part, ModelMixin) and library != "transformers":
-            # fp16 halves the size; diffusers loads it back as float32 unless told otherwise.
-            on(part, torch.float16).save_pretrained(out / name, safe_serialization=True)
-        else:
-            # The CLIP towers stay float32: they are small, and transformers would otherwise load
-            # them as float16 next to float32 diffusers parts when no dtype is given.
-            part.save_pretrained(out / name)
+        save_part(out, name, part, library)
     for name, config in scheduler_configs().items():
         UnCLIPScheduler(**config).save_pretrained(out / name)
     components = {name: lib_cls for name, (_, lib_cls) in parts.items()}
@@ -1129,9 +1284,10 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
     return out
 
 
-def export_ar_prior(ctx: TrainContext, out: Path, training: dict[str, Any]) -> Path:
-    """Add the AR prior trained on `--base`'s CLIP to the weights folder `out` (a copy of the
-    base, or the base itself): its folder, its line in model_index.json, its training time."""
+def export_onto_base(ctx: TrainContext, out: Path, times: dict[str, dict[str, Any]]) -> Path:
+    """Write the base folder with this run's stages in place of its parts to `out` (a copy of the
+    base, or the base itself). `--finetune` records its stages apart from the base's training;
+    an AR prior added to a base that had none is recorded as one of its stages."""
     import shutil
 
     from engine.builtin import models
@@ -1141,21 +1297,48 @@ def export_ar_prior(ctx: TrainContext, out: Path, training: dict[str, Any]) -> P
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(ctx.base, out)
-    ar_prior = models.build_ar_prior(ctx.arch)
-    ar_prior.load_state_dict(trained_state(ctx.work, "ar_prior")["ar_prior"])
-    if (out / "ar_prior").exists():
-        shutil.rmtree(out / "ar_prior")
-    ar_prior.save_pretrained(out / "ar_prior", safe_serialization=True)
     index = json.loads((out / "model_index.json").read_text())
-    index["ar_prior"] = list(AR_PRIOR_COMPONENT)
+    for stage in times:
+        weights = trained_state(ctx.work, stage)
+        if stage == "clip":
+            text_encoder = models.build_text_encoder(ctx.arch, ctx.tokenizer)
+            text_encoder.load_state_dict(weights["text_encoder"])
+            save_part(out, "text_encoder", text_encoder, "transformers")
+        elif stage == "prior":
+            prior = models.build_prior(ctx.arch)
+            prior.load_state_dict(weights["prior"])
+            save_part(out, "prior", prior, "diffusers")
+        elif stage == "ar_prior":
+            ar_prior = models.build_ar_prior(ctx.arch)
+            ar_prior.load_state_dict(weights["ar_prior"])
+            save_part(out, "ar_prior", ar_prior, AR_PRIOR_COMPONENT[0])
+            index["ar_prior"] = list(AR_PRIOR_COMPONENT)
+        elif stage == "decoder":
+            text_proj = models.build_text_proj(ctx.arch)
+            text_proj.load_state_dict(weights["text_proj"])
+            save_part(out, "text_proj", text_proj, "unclip")
+            decoder = models.build_decoder(ctx.arch)
+            decoder.load_state_dict(weights["decoder"])
+            save_part(out, "decoder", decoder, "diffusers")
+        else:
+            raise ValueError(f"--base: stage {stage!r} cannot be written onto an exported model")
     (out / "model_index.json").write_text(json.dumps(dict(sorted(index.items())), indent=2) + "\n")
     meta = json.loads((out / "imagine.json").read_text())
     meta["architecture"] = ctx.arch.to_dict()
-    meta.setdefault("training", {}).setdefault("stages", {})["ar_prior"] = training
-    stages = meta["training"]["stages"]
-    meta["training"]["total_seconds"] = sum(stage["seconds"] for stage in stages.values())
+    training = meta.setdefault("training", {})
+    if ctx.finetune:
+        training["finetune"] = {
+            "recipe": "phrasing families, noise words, letter slips, BPE-dropout; image tower frozen",
+            "stages": times,
+            "seconds": sum(stage["seconds"] for stage in times.values()),
+        }
+    else:
+        training.setdefault("stages", {}).update(times)
+    training["total_seconds"] = sum(stage["seconds"] for stage in training.get("stages", {}).values()) + training.get(
+        "finetune", {}
+    ).get("seconds", 0)
     (out / "imagine.json").write_text(json.dumps(meta, indent=2) + "\n")
-    log.info("added the AR prior to %s", out)
+    log.info("wrote %s onto %s", ", ".join(times), out)
     return out
 
 
@@ -1234,6 +1417,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="an exported weights folder to build on: train only --stages ar_prior on its CLIP and add "
         "the result to --out (default: the base folder itself)",
     )
+    parser.add_argument(
+        "--finetune",
+        action="store_true",
+        help="with --base: start the stages (clip, prior, ar_prior, decoder; default all four) from the "
+        "base's weights and train them with the fine-tuning plan; clip tunes the text tower only",
+    )
     parser.add_argument("--no-export", action="store_true", help="train only, do not write --out")
     return parser.parse_args(argv)
 
@@ -1259,8 +1448,20 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"--stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}", file=sys.stderr)
         return 2
-    mode = "smoke" if args.smoke else "full"
+    if args.finetune:
+        if args.base is None:
+            print("--finetune: name the weights to start from with --base", file=sys.stderr)
+            return 2
+        if args.stages == ",".join(STAGES):
+            stages = [s for s in STAGES if s in PLANS["finetune"]]
+        refused = [s for s in stages if s not in PLANS["finetune"]]
+        if refused:
+            print(f"--finetune: stage(s) {', '.join(refused)} do not read text; nothing to tune", file=sys.stderr)
+            return 2
+    mode = "finetune" if args.finetune else "smoke" if args.smoke else "full"
     plans = dict(PLANS[mode])
+    if args.finetune and args.smoke:
+        plans = {name: replace(plan, steps=4, batch=8, warmup=2, checkpoint_every=2) for name, plan in plans.items()}
     for item in args.steps:
         name, _, count = item.partition("=")
         if name not in plans or not count.isdigit():
@@ -1296,7 +1497,7 @@ def main(argv: list[str] | None = None) -> int:
     arch_file = work / "architecture.json"
     arch = Architecture.smoke() if args.smoke else Architecture.full()
     if args.base is not None:
-        if stages != ["ar_prior"]:
+        if stages != ["ar_prior"] and not args.finetune:
             print("--base: only --stages ar_prior trains on an exported model's CLIP", file=sys.stderr)
             return 2
         try:
@@ -1311,7 +1512,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     arch_file.write_text(json.dumps(arch.to_dict(), indent=2) + "\n")
     torch.manual_seed(args.seed)
-    ctx = TrainContext(arch=arch, work=work, seed=args.seed, device=args.device, base=args.base)
+    ctx = TrainContext(arch=arch, work=work, seed=args.seed, device=args.device, base=args.base, finetune=args.finetune)
     if args.base is not None:
         from transformers import CLIPTokenizer
 
@@ -1343,7 +1544,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_export:
         return 0
     if args.base is not None:
-        export_ar_prior(ctx, args.out if args.out != DEFAULT_OUT else args.base, times["ar_prior"])
+        export_onto_base(ctx, args.out if args.out != DEFAULT_OUT else args.base, {s: times[s] for s in stages})
         return 0
     missing = [s for s in STAGES if not (work / s / "checkpoint.pt").exists()]
     if missing:

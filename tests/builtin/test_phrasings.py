@@ -103,3 +103,28 @@ def test_the_template_grammar_alone_is_unchanged_by_the_hook():
     plain = sample_examples(np.random.default_rng(4), 200)
     hooked = sample_examples(np.random.default_rng(4), 200, caption=caption_scene)
     assert [e.caption for e in plain] == [e.caption for e in hooked]
+
+
+def test_invented_words_and_letter_slips_stay_clear_of_held_out_wordings():
+    from engine.builtin.phrasings import invented_word, slip_a_letter
+
+    rng = np.random.default_rng(5)
+    words = [invented_word(rng) for _ in range(5000)]
+    assert all(2 <= len(w) <= 7 and w.isalpha() for w in words)
+    assert not [w for w in words if any(m.strip() in w for m in HELD_OUT_MARKERS if m.strip().isalpha())]
+    text = "a purple triangle on a red background"
+    for _ in range(200):
+        slipped = slip_a_letter(text, rng)
+        changed = [(a, b) for a, b in zip(text, slipped, strict=True) if a != b]
+        assert len(changed) <= 1  # one letter replaced (sometimes by itself)
+    assert slip_a_letter("a b on c", rng) == "a b on c"  # no word long enough to slip
+
+
+def test_training_families_put_the_background_first_and_the_colour_after_its_shape():
+    """Some training wordings name the background before the object or the colour after the
+    shape, so "the last colour is the background" is not a rule the model can learn."""
+    rng = np.random.default_rng(6)
+    subject = Subject("red", "star", "blue")
+    texts = [phrase(family, subject, rng) for family in ("fields", "described", "backdrop_first") for _ in range(30)]
+    assert any(t.index("blue") < t.index("red") for t in texts)
+    assert any(t.index("star") < t.index("red") for t in texts)

@@ -293,3 +293,74 @@ def test_base_trains_only_the_ar_prior(smoke_run, tmp_path, capsys):
     _, out = smoke_run
     assert train.main(["--base", str(out), "--stages", "prior", "--work", str(tmp_path)]) == 2
     assert "only --stages ar_prior" in capsys.readouterr().err
+
+
+def test_finetune_tunes_the_text_tower_and_the_parts_that_read_it(smoke_run, tmp_path):
+    """`--base B --finetune` starts clip, prior, ar_prior and decoder from B's weights, keeps B's
+    image tower, tokenizer and upsampler byte for byte, and records its stages apart from B's."""
+    from safetensors.torch import load_file
+
+    _, base = smoke_run
+    tuned = tmp_path / "tuned"
+    args = ["--base", str(base), "--finetune", "--smoke", "--threads", "2"]
+    assert train.main([*args, "--work", str(tmp_path / "work"), "--out", str(tuned)]) == 0
+
+    def weights(folder: Path, part: str) -> dict:
+        (file,) = sorted((folder / part).glob("*.safetensors"))
+        return load_file(file)
+
+    for part in ("image_encoder", "super_res_first"):
+        before, after = weights(base, part), weights(tuned, part)
+        assert all(before[k].equal(after[k]) for k in before), part
+    for part in ("text_encoder", "prior", "ar_prior", "decoder", "text_proj"):
+        before, after = weights(base, part), weights(tuned, part)
+        assert any(not before[k].equal(after[k]) for k in before), f"{part} did not change"
+    assert (base / "tokenizer" / "tokenizer.json").read_text() == (tuned / "tokenizer" / "tokenizer.json").read_text()
+    training = json.loads((tuned / "imagine.json").read_text())["training"]
+    base_training = json.loads((base / "imagine.json").read_text())["training"]
+    assert training["stages"] == base_training["stages"]
+    assert set(training["finetune"]["stages"]) == {"clip", "prior", "ar_prior", "decoder"}
+    assert training["total_seconds"] == base_training["total_seconds"] + training["finetune"]["seconds"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--finetune"], "--finetune: name the weights to start from with --base"),
+        (["--finetune", "--base", "BASE", "--stages", "upsampler"], "upsampler do not read text"),
+    ],
+)
+def test_finetune_refuses_what_it_cannot_do(smoke_run, tmp_path, capsys, args, message):
+    _, base = smoke_run
+    args = [str(base) if a == "BASE" else a for a in args]
+    assert train.main([*args, "--work", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_subword_dropout_without_dropout_is_the_tokenizer(smoke_run):
+    """The training tokenization with BPE-dropout at 0 gives exactly the tokenizer's ids, long and
+    odd captions included; with dropout the pieces still spell the caption, and the same seed
+    splits the same way."""
+    import numpy as np
+    from transformers import CLIPTokenizer
+
+    from engine.builtin.captions import sample_examples
+    from engine.builtin.phrasings import training_caption
+
+    work, _ = smoke_run
+    tokenizer = CLIPTokenizer.from_pretrained(work / "tokenizer")
+    captions = [e.caption for e in sample_examples(np.random.default_rng(0), 200, caption=training_caption)]
+    captions += ["A RÉD star!! on blue, w/ bg", "bakcground purpel", "x" * 80, ""]
+    exact = train.SubwordDropout(tokenizer, 0.0)
+    ids, mask = train.tokenize(tokenizer, captions)
+    for caption, row, row_mask in zip(captions, ids, mask, strict=True):
+        assert exact.encode(caption, np.random.default_rng(0)) == row[row_mask].tolist(), caption
+
+    dropping = train.SubwordDropout(tokenizer, 0.5)
+    word = "triangle"
+    splits = {tuple(dropping.split(word, np.random.default_rng(seed))) for seed in range(20)}
+    assert all("".join(pieces) == word + "</w>" for pieces in splits)
+    assert len(splits) > 3 and (word + "</w>",) != max(splits, key=len)
+    first = train.tokenize(tokenizer, captions[:50], np.random.default_rng(7))
+    again = train.tokenize(tokenizer, captions[:50], np.random.default_rng(7))
+    assert first[0].equal(again[0]) and first[1].equal(again[1])
