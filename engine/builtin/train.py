@@ -118,10 +118,10 @@ PLANS: dict[str, dict[str, StagePlan]] = {
     # learns the new wordings against the frozen image tower while template captions are held
     # where they were; the priors and the decoder then learn to read its new hidden states.
     "finetune": {
-        "clip": StagePlan(steps=1500, batch=128, lr=1e-4, warmup=100, ema_decay=None, cosine=True),
-        "prior": StagePlan(steps=1200, batch=128, lr=1e-4, warmup=100, ema_decay=0.998),
-        "ar_prior": StagePlan(steps=1000, batch=128, lr=1e-4, warmup=100, ema_decay=0.998),
-        "decoder": StagePlan(steps=800, batch=32, lr=5e-5, warmup=100, ema_decay=0.998, offset_noise_from=0),
+        "clip": StagePlan(steps=1000, batch=128, lr=1e-4, warmup=100, ema_decay=None, cosine=True),
+        "prior": StagePlan(steps=600, batch=128, lr=1e-4, warmup=100, ema_decay=0.995),
+        "ar_prior": StagePlan(steps=500, batch=128, lr=1e-4, warmup=100, ema_decay=0.995),
+        "decoder": StagePlan(steps=400, batch=32, lr=5e-5, warmup=100, ema_decay=0.995, offset_noise_from=0),
     },
     "smoke": {
         "clip": StagePlan(

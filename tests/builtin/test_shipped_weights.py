@@ -75,3 +75,22 @@ def test_clip_probe_reads_colours_from_the_shipped_image_embeddings(clip_probe, 
     assert set(result) == {"scenes", "foreground_colour", "background_colour", "shape", "position"}
     assert result["foreground_colour"] >= 0.9 and result["background_colour"] >= 0.9
     assert 0.0 <= result["shape"] <= 1.0
+
+
+def test_text_probe_reads_every_held_out_family_of_the_shipped_text_tower(capsys):
+    """bench/text_probe.py scores the template wording and each held-out family; the shipped text
+    tower finds the right scene for nearly every template prompt."""
+    pytest.importorskip("torch")
+    import sys
+    from pathlib import Path
+
+    from engine.builtin.phrasings import HELD_OUT_FAMILIES
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.text_probe import main
+
+    assert main(["--threads", "1"]) == 0
+    families = json.loads(capsys.readouterr().out)["families"]
+    assert list(families) == ["template", *HELD_OUT_FAMILIES]
+    assert all(score >= 0.95 for score in families["template"].values())
+    assert all(0 <= score <= 1 for scores in families.values() for score in scores.values())

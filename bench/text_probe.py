@@ -1,0 +1,95 @@
+"""How does the built-in CLIP's text tower read prompts as people type them? Zero-shot retrieval.
+
+`bench/model_quality.py` renders each held-out phrasing family through the whole stack (prior,
+decoder, upsampler), which takes minutes. This asks the text tower alone, in seconds: every one
+of the 95 held-out colour × shape × background triples is drawn once (a medium object in the
+centre) and embedded by the vision tower; each family phrases a prompt for every triple, and
+the prompt's text embedding picks its nearest image. A family scores, per attribute, the share
+of prompts whose nearest image has the asked colour, background or shape. The template wording
+("a red star on a blue background") is the first row, for comparison.
+
+    python bench/text_probe.py [--model engine/builtin/weights]
+    python bench/text_probe.py --work data/finetune     # a training run's latest CLIP checkpoint
+
+Prints {"model": ..., "step": N or null, "families": {family: {"foreground_colour",
+"background_colour", "shape"}}}. What the text tower reads is an upper bound of sorts for what
+the stack draws: the prior and decoder read its hidden states too, and can lose what it got right.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def text_tower(model_dir: Path, work: Path | None):
+    """The model's text tower (a training folder's latest CLIP checkpoint in its place with
+    `work`) and that checkpoint's step."""
+    from transformers import CLIPTextModelWithProjection
+
+    from engine.builtin.train import latest_state
+
+    tower = CLIPTextModelWithProjection.from_pretrained(model_dir / "text_encoder").float().eval()
+    if work is None:
+        return tower, None
+    state = latest_state(work, "clip")
+    if state is None:
+        raise SystemExit(f"--work {work}: no CLIP checkpoint there")
+    weights, step = state
+    tower.load_state_dict(weights["text_encoder"])
+    return tower, step
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, default=Path(__file__).resolve().parents[1] / "engine/builtin/weights")
+    parser.add_argument("--work", type=Path, help="read this training folder's latest CLIP text tower instead")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import torch
+    from transformers import CLIPImageProcessor, CLIPTokenizer
+
+    from bench.clip_probe import embed, shipped_tower
+    from engine.builtin.phrasings import HELD_OUT_FAMILIES, Subject, phrase
+    from engine.builtin.scenes import HELD_OUT_TRIPLES, single_object_scene
+    from engine.builtin.train import tokenize
+
+    torch.set_num_threads(args.threads)
+    tokenizer = CLIPTokenizer.from_pretrained(args.model / "tokenizer")
+    processor = CLIPImageProcessor.from_pretrained(args.model / "feature_extractor")
+    text, step = text_tower(args.model, args.work)
+    triples = sorted(HELD_OUT_TRIPLES)
+    rng = np.random.default_rng(args.seed)
+    scenes = [single_object_scene(rng, c, s, b, size="medium", position="centre") for c, s, b in triples]
+    images = torch.nn.functional.normalize(embed(shipped_tower(args.model), processor, scenes), dim=-1)
+
+    def template(rng: np.random.Generator, colour: str, shape: str, background: str) -> str:
+        return f"a {colour} {shape} on a {background} background"
+
+    families: dict[str, dict[str, float]] = {}
+    for family in ["template", *HELD_OUT_FAMILIES]:
+        prompts = [
+            template(rng, c, s, b) if family == "template" else phrase(family, Subject(c, s, b), rng)
+            for c, s, b in triples
+        ]
+        ids, _ = tokenize(tokenizer, prompts)
+        with torch.inference_mode():
+            texts = torch.nn.functional.normalize(text(ids).text_embeds, dim=-1)
+        nearest = (texts @ images.T).argmax(1).tolist()
+        families[family] = {
+            name: round(float(np.mean([triples[j][k] == triples[i][k] for i, j in enumerate(nearest)])), 3)
+            for name, k in (("foreground_colour", 0), ("background_colour", 2), ("shape", 1))  # (colour, shape, bg)
+        }
+    print(json.dumps({"model": str(args.model), "step": step, "families": families}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
