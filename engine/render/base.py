@@ -35,6 +35,7 @@ from PIL import Image
 from engine.domain.types import ASPECTS
 from engine.images import encode_png, make_grid, make_strip
 from engine.render.loader import ModelSpec, weights_hash
+from engine.render.speedups import SpeedupReport
 from engine.render.types import (
     ProgressFn,
     RenderAborted,
@@ -200,6 +201,8 @@ class BaseRenderer(ABC):
         self.model_id = spec.name
         self.weights_sha256 = weights_hash(spec.path)
         self.versions = library_versions()
+        # What engine.render.speedups applied at load, and why it skipped the rest.
+        self.speedups = SpeedupReport()
 
     # Every family draws; the rest it implements if its model can (else the job is refused
     # with a message the user sees).

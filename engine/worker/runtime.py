@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.config import Settings
 from engine.image_files import ImageStore
@@ -19,6 +19,9 @@ from engine.notify import Publisher, make_publisher
 from engine.render.types import ProgressFn, RenderJob, RenderResult
 from engine.store.db import Database
 from engine.worker.lease import Heartbeat
+
+if TYPE_CHECKING:
+    from engine.render.speedups import Speedups
 
 #: A job whose worker died this many times (OOM kill, hard time limit) is failed, not retried.
 MAX_ATTEMPTS = 3
@@ -62,6 +65,20 @@ class WorkerRuntime:
         return self._renderer
 
 
+def speedups_from(settings: Settings) -> Speedups:
+    """The render speed-ups the settings ask for (IMAGINE_RENDER_COMPILE, _CUDA_GRAPHS, ...)."""
+    from engine.render.speedups import Speedups
+
+    render = settings.render
+    return Speedups(
+        compile=render.compile,
+        cuda_graphs=render.cuda_graphs,
+        channels_last=render.channels_last,
+        fuse_qkv=render.fuse_qkv,
+        cache_dir=settings.compile_cache_dir,
+    )
+
+
 def build_runtime(settings: Settings) -> WorkerRuntime:
     def load() -> Renderer:
         # Heavy: imports torch and loads the model. Runs once per worker process, on first use.
@@ -75,7 +92,7 @@ def build_runtime(settings: Settings) -> WorkerRuntime:
             device=render.device,
             dtype=render.dtype,
             cpu_offload=render.cpu_offload,
-            compile=render.compile,
+            speedups=speedups_from(settings),
             torch_threads=render.torch_threads,
             prior_model=render.prior_model or None,
             inpaint_model=render.inpaint_model or None,
