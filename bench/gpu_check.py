@@ -3,12 +3,19 @@
 Throughput does not depend on weight values, so the stacks are built from the published
 configurations (nothing to download) and run through the same code the worker runs: our
 unCLIP pipeline for Karlo, diffusers' Kandinsky 2.2 pipelines for Kandinsky. For each family
-and batch size 1/4/8 it reports images/s, the time of each stage, and the achieved TFLOP/s of
-each stage against a FLOP count of one forward pass of that stage's network (torch's
+and batch size (1/4/8/16/32) it reports images/s, the time of each stage, and the achieved
+TFLOP/s of each stage against a FLOP count of one forward pass of that stage's network (torch's
 FlopCounterMode) times its steps (x2 with classifier-free guidance).
+
+Each batch runs twice in the same process: as a plain diffusers call, then with the worker's
+speed-ups (engine/render/speedups.py: regional compile, CUDA graphs for the fixed-shape
+networks, channels-last, fused QKV where diffusers allows it) applied to the same networks.
+For the accelerated run it also reports the compile time (its first call minus its second) and
+the largest and mean pixel difference from the plain images at the same seeds (bf16 tolerance).
 
     python bench/gpu_check.py                 # on a CUDA machine (bench/gpu_check.sh)
     python bench/gpu_check.py --tiny --device cpu --batches 1   # a smoke run of this script
+    python bench/gpu_check.py --plain-only    # plain diffusers calls only, as before
 
 Prints one JSON object, and a Markdown table on stderr for the README.
 """
@@ -196,6 +203,11 @@ def flops_of(module, *args, **kwargs) -> float:
     return float(counter.get_total_flops())
 
 
+def tflop_s(flops: float, steps: int, seconds: float) -> float:
+    """Achieved TFLOP/s to three significant digits (the tiny CPU stacks run at ~1e-4)."""
+    return float(f"{flops * steps / seconds / 1e12:.3g}")
+
+
 def timed(device: str, fn):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -240,7 +252,10 @@ def build_karlo(config: dict, device: str, dtype):
     return pipe.to(device=device, dtype=dtype)
 
 
-def run_karlo(pipe, batch: int, device: str, steps: dict) -> dict:
+def run_karlo(pipe, batch: int, device: str, steps: dict, flops: dict | None = None):
+    """One timed generation at `batch`: (its row, the images in [0, 1], each stage's FLOPs per
+    forward). FLOPs are counted once, on the plain networks (compiled code bypasses torch's
+    counter), and reused for the accelerated run: the same work, whatever does it."""
     generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
     prompts = ["a high-resolution photograph of a big red frog on a green leaf"] * batch
     text, seconds_text = timed(device, lambda: pipe.encode_text(prompts))
@@ -253,9 +268,32 @@ def run_karlo(pipe, batch: int, device: str, steps: dict) -> dict:
         device,
         lambda: pipe.decode(embeds, text, uncond, generators, num_inference_steps=steps["decoder"], guidance_scale=8.0),
     )
-    _, seconds_sr = timed(device, lambda: pipe.super_resolve(small, generators, num_inference_steps=steps["super_res"]))
+    big, seconds_sr = timed(
+        device, lambda: pipe.super_resolve(small, generators, num_inference_steps=steps["super_res"])
+    )
+    if flops is None:
+        flops = karlo_flops(pipe, batch, device, text, uncond, embeds)
+    total = seconds_text + seconds_prior + seconds_decoder + seconds_sr
+    row = {
+        "img_s": round(batch / total, 3),
+        "total_s": round(total, 3),
+        "stage_s": {
+            "text": round(seconds_text, 4),
+            "prior": round(seconds_prior, 3),
+            "decoder": round(seconds_decoder, 3),
+            "super_res": round(seconds_sr, 3),
+        },
+        "tflop_s": {
+            "prior": tflop_s(flops["prior"], steps["prior"], seconds_prior),
+            "decoder": tflop_s(flops["decoder"], steps["decoder"], seconds_decoder),
+            "super_res": tflop_s(flops["super_res"], steps["super_res"], seconds_sr),
+        },
+    }
+    return row, (big.float() * 0.5 + 0.5).clamp(0, 1).cpu(), flops
 
-    # FLOPs of one forward of each stage's network, at this batch (x2 rows where guided).
+
+def karlo_flops(pipe, batch: int, device: str, text, uncond, embeds) -> dict:
+    """FLOPs of one forward of each stage's network, at this batch (x2 rows where guided)."""
     dtype = pipe.decoder.dtype
     latents = torch.randn(2 * batch, pipe.prior.config.embedding_dim, device=device, dtype=dtype)
     prior_flops = flops_of(
@@ -286,21 +324,7 @@ def run_karlo(pipe, batch: int, device: str, steps: dict) -> dict:
         torch.randn(batch, 6, out, out, device=device, dtype=dtype),
         torch.tensor(1, device=device),
     )
-    total = seconds_text + seconds_prior + seconds_decoder + seconds_sr
-    return {
-        "img_s": round(batch / total, 3),
-        "stage_s": {
-            "text": round(seconds_text, 4),
-            "prior": round(seconds_prior, 3),
-            "decoder": round(seconds_decoder, 3),
-            "super_res": round(seconds_sr, 3),
-        },
-        "tflop_s": {
-            "prior": round(prior_flops * steps["prior"] / seconds_prior / 1e12, 2),
-            "decoder": round(decoder_flops * steps["decoder"] / seconds_decoder / 1e12, 2),
-            "super_res": round(sr_flops * steps["super_res"] / seconds_sr / 1e12, 2),
-        },
-    }
+    return {"prior": prior_flops, "decoder": decoder_flops, "super_res": sr_flops}
 
 
 def build_kandinsky(config: dict, device: str, dtype):
@@ -358,48 +382,114 @@ def build_kandinsky(config: dict, device: str, dtype):
     return prior_pipe, decoder_pipe
 
 
-def run_kandinsky(pipes, batch: int, device: str, steps: dict, size: int) -> dict:
+def run_kandinsky(pipes, batch: int, device: str, steps: dict, size: int, flops: dict | None = None):
+    """As `run_karlo`, for Kandinsky 2.2's prior and decoder pipelines."""
     prior_pipe, decoder_pipe = pipes
     generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
     prompts = ["a high-resolution photograph of a big red frog on a green leaf"] * batch
     prior_out, seconds_prior = timed(
         device, lambda: prior_pipe(prompt=prompts, num_inference_steps=steps["prior"], generator=generators)
     )
-    _, seconds_decoder = timed(
+    images, seconds_decoder = timed(
         device,
-        lambda: decoder_pipe(
-            image_embeds=prior_out.image_embeds,
-            negative_image_embeds=prior_out.negative_image_embeds,
-            height=size,
-            width=size,
-            num_inference_steps=steps["decoder"],
-            generator=generators,
-            output_type="pt",
+        lambda: (
+            decoder_pipe(
+                image_embeds=prior_out.image_embeds,
+                negative_image_embeds=prior_out.negative_image_embeds,
+                height=size,
+                width=size,
+                num_inference_steps=steps["decoder"],
+                generator=generators,
+                output_type="pt",
+            ).images
         ),
     )
-    dtype = decoder_pipe.unet.dtype
-    latent = size // 8
-    unet_flops = flops_of(
-        decoder_pipe.unet,
-        torch.randn(2 * batch, 4, latent, latent, device=device, dtype=dtype),
-        torch.tensor(1, device=device),
-        encoder_hidden_states=None,
-        added_cond_kwargs={
-            "image_embeds": torch.cat([prior_out.negative_image_embeds, prior_out.image_embeds]).to(dtype)
-        },
-    )
+    if flops is None:
+        dtype = decoder_pipe.unet.dtype
+        latent = size // 8
+        flops = {
+            "decoder_unet": flops_of(
+                decoder_pipe.unet,
+                torch.randn(2 * batch, 4, latent, latent, device=device, dtype=dtype),
+                torch.tensor(1, device=device),
+                encoder_hidden_states=None,
+                added_cond_kwargs={
+                    "image_embeds": torch.cat([prior_out.negative_image_embeds, prior_out.image_embeds]).to(dtype)
+                },
+            )
+        }
     total = seconds_prior + seconds_decoder
-    return {
+    row = {
         "img_s": round(batch / total, 3),
+        "total_s": round(total, 3),
         "stage_s": {"prior": round(seconds_prior, 3), "decoder_and_movq": round(seconds_decoder, 3)},
-        "tflop_s": {"decoder_unet": round(unet_flops * steps["decoder"] / seconds_decoder / 1e12, 2)},
+        "tflop_s": {"decoder_unet": tflop_s(flops["decoder_unet"], steps["decoder"], seconds_decoder)},
     }
+    return row, images.float().clamp(0, 1).cpu(), flops
+
+
+def speedups_from_args(args):
+    """The accelerated run's settings (all of engine/render/speedups.py by default)."""
+    from engine.render.speedups import Speedups
+
+    cuda = args.device.startswith("cuda")
+    return Speedups(
+        compile=args.compile,
+        cuda_graphs=args.cuda_graphs == "on",  # skipped, with the reason, where not on CUDA
+        channels_last=not args.no_channels_last,
+        fuse_qkv=not args.no_fuse_qkv,
+        cache_dir=Path(args.compile_cache) if args.compile_cache else None,
+        # Inductor needs a C compiler on the CPU and takes minutes there even for the tiny
+        # stacks; aot_eager still runs dynamo and AOT autograd over every compiled block.
+        backend=args.compile_backend or ("inductor" if cuda else "aot_eager"),
+    )
+
+
+def plain_and_accelerated(run, networks: dict, fixed_shape, batches: list[int], speedups, device: str) -> dict:
+    """Each batch run plain, then the speed-ups applied in place and each batch run twice more:
+    the first call's extra time over the second is the compile (and CUDA-graph capture) time;
+    the second is the accelerated row, its images compared with the plain ones (same seeds).
+    A batch the card's memory cannot hold is recorded as such and the run goes on."""
+    from engine.render.speedups import apply_speedups
+
+    run(1, None)  # warm-up: kernels, allocator
+    plain = {batch: out_of_memory_or(lambda b=batch: run(b, None)) for batch in batches}
+    result: dict = {f"batch_{batch}": {"plain": plain[batch][0]} for batch in batches}
+    if speedups is None:
+        return result
+    report, setup_s = timed(device, lambda: apply_speedups(networks, speedups, device=device, fixed_shape=fixed_shape))
+    result["speedups"] = {**report.as_dict(), "backend": speedups.backend, "setup_s": round(setup_s, 2)}
+    for batch in batches:
+        entry = result[f"batch_{batch}"]
+        if "error" in entry["plain"]:
+            continue
+        first, _, _ = out_of_memory_or(lambda b=batch: run(b, plain[b][2]))
+        if "error" in first:
+            entry["accelerated"] = first
+            continue
+        row, images, _ = run(batch, plain[batch][2])
+        row["compile_s"] = round(first["total_s"] - row["total_s"], 2)
+        difference = (images - plain[batch][1]).abs() * 255
+        entry["accelerated"] = row
+        entry["speedup_x"] = round(row["img_s"] / entry["plain"]["img_s"], 3)
+        entry["max_abs_pixel_diff"] = round(float(difference.max()), 2)  # of 255
+        entry["mean_abs_pixel_diff"] = round(float(difference.mean()), 3)
+    return result
+
+
+def out_of_memory_or(fn):
+    """fn(), or an error row where the GPU ran out of memory (larger batches may not fit)."""
+    try:
+        return fn()
+    except torch.OutOfMemoryError as error:
+        torch.cuda.empty_cache()
+        return {"error": f"out of memory: {str(error).splitlines()[0][:200]}"}, None, None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--batches", default="1,4,8")
+    parser.add_argument("--batches", default="1,4,8,16,32")
     parser.add_argument("--tiny", action="store_true", help="tiny configurations: a smoke run of this script")
     parser.add_argument("--families", default="karlo,kandinsky22")
     parser.add_argument(
@@ -407,6 +497,13 @@ def main() -> int:
         default=None,
         help="prior,decoder,super_res steps (default 25,25,7; Kandinsky's decoder runs 2x decoder)",
     )
+    parser.add_argument("--plain-only", action="store_true", help="measure plain diffusers calls only")
+    parser.add_argument("--compile", choices=("regional", "off"), default="regional")
+    parser.add_argument("--cuda-graphs", choices=("on", "off"), default="on", help="CUDA only (else skipped)")
+    parser.add_argument("--no-channels-last", action="store_true")
+    parser.add_argument("--no-fuse-qkv", action="store_true")
+    parser.add_argument("--compile-backend", default="", help="default: inductor on CUDA, aot_eager on the CPU")
+    parser.add_argument("--compile-cache", default="", help="inductor's cache folder (default: its own)")
     args = parser.parse_args()
     from engine.render.loader import quiet_libraries, set_offline
 
@@ -424,25 +521,45 @@ def main() -> int:
         "dtype": str(dtype).replace("torch.", ""),
         "torch": torch.__version__,
     }
+    speedups = None if args.plain_only else speedups_from_args(args)
     families = args.families.split(",")
     if "karlo" in families:
         config = shrink(KARLO) if args.tiny else KARLO
         pipe, seconds = timed(args.device, lambda: build_karlo(config, args.device, dtype))
-        run_karlo(pipe, 1, args.device, steps)  # warm-up: kernels, allocator
+        networks = {
+            "prior": pipe.prior,
+            "decoder": pipe.decoder,
+            "super_res_first": pipe.super_res_first,
+            "super_res_last": pipe.super_res_last,
+        }
         result["karlo"] = {
             "build_s": round(seconds, 1),
-            **{f"batch_{b}": run_karlo(pipe, b, args.device, steps) for b in batches},
+            **plain_and_accelerated(
+                lambda b, flops: run_karlo(pipe, b, args.device, steps, flops),
+                networks,
+                networks,  # as the unCLIP family: every network runs at fixed shapes
+                batches,
+                speedups,
+                args.device,
+            ),
         }
-        del pipe
+        del pipe, networks
     if "kandinsky22" in families:
         config = shrink(KANDINSKY) if args.tiny else KANDINSKY
         k_steps = {"prior": steps["prior"], "decoder": 2 * steps["decoder"]}
         pipes, seconds = timed(args.device, lambda: build_kandinsky(config, args.device, dtype))
-        run_kandinsky(pipes, 1, args.device, k_steps, config["size"])
+        networks = {"prior": pipes[0].prior, "decoder": pipes[1].unet, "movq": pipes[1].movq}
         result["kandinsky22"] = {
             "build_s": round(seconds, 1),
             "size": config["size"],
-            **{f"batch_{b}": run_kandinsky(pipes, b, args.device, k_steps, config["size"]) for b in batches},
+            **plain_and_accelerated(
+                lambda b, flops: run_kandinsky(pipes, b, args.device, k_steps, config["size"], flops),
+                networks,
+                ("prior",),  # as the Kandinsky family: the decoder's size follows the aspect
+                batches,
+                speedups,
+                args.device,
+            ),
         }
     print(json.dumps(result))
     print(markdown(result), file=sys.stderr)
@@ -453,15 +570,36 @@ def markdown(result: dict) -> str:
     lines = [
         f"GPU check on {result['device']} ({result['dtype']}, torch {result['torch']})",
         "",
-        "| family | batch | images/s | stage seconds | TFLOP/s |",
-        "|---|---|---|---|---|",
+        "| family | batch | images/s plain → accelerated | × | compile s | max / mean pixel diff (of 255) "
+        "| stage seconds plain → accelerated | TFLOP/s plain → accelerated |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for family in ("karlo", "kandinsky22"):
-        for key, row in result.get(family, {}).items():
-            if key.startswith("batch_"):
-                stages = ", ".join(f"{k} {v}" for k, v in row["stage_s"].items())
-                flops = ", ".join(f"{k} {v}" for k, v in row["tflop_s"].items())
-                lines.append(f"| {family} | {key[6:]} | {row['img_s']} | {stages} | {flops} |")
+        for key, entry in result.get(family, {}).items():
+            if not key.startswith("batch_"):
+                continue
+            plain, fast = entry["plain"], entry.get("accelerated")
+            if "error" in plain or (fast and "error" in fast):
+                lines.append(f"| {family} | {key[6:]} | {(fast or plain)['error']} | | | | | |")
+                continue
+            if fast is None:
+                stages = ", ".join(f"{k} {v}" for k, v in plain["stage_s"].items())
+                flops = ", ".join(f"{k} {v}" for k, v in plain["tflop_s"].items())
+                lines.append(f"| {family} | {key[6:]} | {plain['img_s']} | — | — | — | {stages} | {flops} |")
+                continue
+            stages = ", ".join(f"{k} {v} → {fast['stage_s'][k]}" for k, v in plain["stage_s"].items())
+            flops = ", ".join(f"{k} {v} → {fast['tflop_s'][k]}" for k, v in plain["tflop_s"].items())
+            lines.append(
+                f"| {family} | {key[6:]} | {plain['img_s']} → {fast['img_s']} | {entry['speedup_x']} "
+                f"| {fast['compile_s']} | {entry['max_abs_pixel_diff']} / {entry['mean_abs_pixel_diff']} "
+                f"| {stages} | {flops} |"
+            )
+        report = result.get(family, {}).get("speedups")
+        if report:
+            lines += [
+                "",
+                f"{family} speed-ups ({report['backend']}): " + "; ".join(report["applied"] + report["skipped"]),
+            ]
     return "\n".join(lines)
 
 

@@ -20,7 +20,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 
 def test_gpu_check_script_smoke_runs_on_cpu():
-    """bench/gpu_check.py runs end to end on tiny configurations (so it works when a GPU comes)."""
+    """bench/gpu_check.py runs end to end on tiny configurations (so it works when a GPU comes):
+    plain and accelerated (compiled with aot_eager here, CUDA graphs skipped) at the same seeds."""
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--tiny", "--device", "cpu", "--batches", "1"],
         capture_output=True,
@@ -29,7 +30,16 @@ def test_gpu_check_script_smoke_runs_on_cpu():
         check=True,
     )
     result = json.loads(done.stdout)
-    assert result["karlo"]["batch_1"]["img_s"] > 0 and result["kandinsky22"]["batch_1"]["img_s"] > 0
+    for family in ("karlo", "kandinsky22"):
+        row = result[family]["batch_1"]
+        assert row["plain"]["img_s"] > 0 and row["accelerated"]["img_s"] > 0
+        assert row["accelerated"]["compile_s"] > 0
+        assert row["max_abs_pixel_diff"] <= 2  # of 255; float32 on the CPU
+        assert all(value > 0 for value in row["plain"]["tflop_s"].values())
+        report = result[family]["speedups"]
+        assert report["backend"] == "aot_eager"
+        assert any("regional compile (aot_eager)" in line for line in report["applied"])
+        assert any("CUDA graphs skipped (CUDA only" in line for line in report["skipped"])
     assert "| karlo | 1 |" in done.stderr
 
 

@@ -159,3 +159,55 @@ def test_inductor_compiles_are_cached_across_processes(tmp_path):
     assert "fxgraph_cache_miss" in run()
     assert (cache / "fxgraph").is_dir()
     assert "'fxgraph_cache_hit': 1" in run()
+
+
+def test_the_cuda_graph_path_is_wired_as_on_a_gpu(monkeypatch, tmp_path, tiny_model_dir):
+    """What a CUDA worker would do, with torch.compile stood in for (no GPU here): the fixed-shape
+    networks are compiled whole in mode reduce-overhead behind the bucket padding, one CUDA-graph
+    step per call; the others get the regional compile; the cache folder is set; offloaded
+    weights refuse graphs. The padded UNet still gives each row's own output."""
+    from engine.render.loader import load_unclip
+
+    compiled: list[dict] = []
+    steps: list[int] = []
+
+    def fake_compile(fn, **options):
+        compiled.append(options)
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: steps.append(1))
+    for name in ("TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE"):
+        monkeypatch.delenv(name, raising=False)  # restored after the test: use_compile_cache sets them
+    pipe = load_unclip(resolve_model(str(tiny_model_dir), tiny_model_dir.parent))
+    decoder = pipe.decoder
+    sample = torch.randn(3, decoder.config.in_channels, 8, 8)
+    states = torch.randn(3, 4, decoder.config.cross_attention_dim)
+    labels = torch.randn(3, decoder.config.block_out_channels[0] * 4)
+    with torch.no_grad():
+        before = decoder(sample, torch.tensor(5), encoder_hidden_states=states, class_labels=labels).sample
+
+    speedups = Speedups(compile="regional", cuda_graphs=True, cache_dir=tmp_path / "cache")
+    with monkeypatch.context() as patched:
+        patched.setattr("torch.nn.Module.compile", lambda self, **options: None)  # regional: nothing to run
+        report = apply_speedups(
+            {"decoder": decoder, "prior": pipe.prior}, speedups, device="cuda:0", fixed_shape=("decoder",)
+        )
+    assert "decoder: CUDA graphs (whole network, mode reduce-overhead), batches padded to " in report.applied[1]
+    assert "prior: CUDA graphs skipped (its shapes change from call to call)" in report.skipped
+    assert any(line.startswith("prior: regional compile (inductor)") for line in report.applied)
+    assert not any(line.startswith("decoder: regional") for line in report.applied)
+    assert compiled == [{"backend": "inductor", "mode": "reduce-overhead", "dynamic": False}]
+    assert report.applied[0] == f"all: compile cache in {tmp_path / 'cache'}"
+    assert (tmp_path / "cache").is_dir()
+    with torch.no_grad():
+        after = decoder(sample, torch.tensor(5), encoder_hidden_states=states, class_labels=labels).sample
+    assert after.shape == before.shape and steps == [1]
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+
+    offloaded = apply_speedups(
+        {"decoder": pipe.super_res_first}, Speedups(cuda_graphs=True), device="cuda", offloaded=True
+    )
+    assert offloaded.skipped == [
+        "decoder: CUDA graphs skipped (model CPU offload moves the weights, a graph replays fixed addresses)"
+    ]
