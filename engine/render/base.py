@@ -375,6 +375,11 @@ class BaseRenderer(ABC):
             "dtype": str(self.dtype).replace("torch.", ""),
             "versions": self.versions,
         }
+        # Compiled or graphed networks match the plain ones only within float tolerance: say so
+        # (the cache folder is the operator's business, not the picture's).
+        speedups = [line for line in self.speedups.applied if not line.startswith("all: ")]
+        if speedups:
+            info["speedups"] = speedups
         if job.operation == "textdiff":
             info["edit"] = {
                 "from": job.params.get("edit_from", ""),

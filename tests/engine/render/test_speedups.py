@@ -48,6 +48,8 @@ def test_all_speedups_give_the_plain_images_and_say_what_they_did(tiny_model_dir
     for a, b in zip(plain.images, fast_result.images, strict=True):
         assert np.abs(pixels(a.png) - pixels(b.png)).max() <= 2
 
+    assert "speedups" not in plain.info  # off: the record is as before
+    assert fast_result.info["speedups"] == fast.speedups.applied  # on: the record says which
     report = fast.speedups
     assert "prior: fused QKV projections" in report.applied
     assert any(line.startswith("decoder: fused QKV skipped (") and "added KV" in line for line in report.skipped)
