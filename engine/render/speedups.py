@@ -208,7 +208,10 @@ def _cuda_graph_networks(
 def _graph(name: str, module: torch.nn.Module, backend: str, report: SpeedupReport) -> None:
     import torch
 
-    compiled = torch.compile(module.forward, backend=backend, mode="reduce-overhead", dynamic=False)
+    # Shapes are left to dynamo's automatic dynamic: the second bucket recompiles with the
+    # batch dimension symbolic and every later bucket reuses that code, recording only a new
+    # graph (cheap), where dynamic=False would compile the whole network again per bucket.
+    compiled = torch.compile(module.forward, backend=backend, mode="reduce-overhead")
     module.forward = pad_to_buckets(compiled, cuda_graphs=True)
     report.apply(name, f"CUDA graphs (whole network, mode reduce-overhead), batches padded to {BUCKETS}")
 
