@@ -281,6 +281,26 @@ class BaseRenderer(ABC):
             raise RenderAborted()
         return result
 
+    def warm_up(self, max_images: int) -> float:
+        """Render two throwaway text-to-image batches (1 image, then up to a grid of 4 twice) so
+        that compiling the speed-ups happens at worker start, not in the first user's job: after
+        two batch shapes dynamo compiles the batch dimension as symbolic, and later sizes reuse
+        that code. Returns the seconds it took; a model that cannot draw from text is skipped."""
+        started = time.perf_counter()
+        quiet: ProgressFn = lambda _fraction, _stage: None  # noqa: E731
+        grid = min(4, max_images)
+        batches = [[RenderJob(0, "text2image", "warm-up", None, 0, 1)]]
+        if max_images > 1:
+            batches.append(
+                [RenderJob(0, "text2image", "warm-up", None, i, grid) for i in range(min(2, max_images // grid))]
+            )
+        try:
+            for jobs in batches:
+                self.render_batch(jobs, [quiet] * len(jobs))
+        except RenderError as error:
+            log.info("warm-up skipped: %s", error)
+        return time.perf_counter() - started
+
     def render_batch(self, jobs: list[RenderJob], progress_fns: list[ProgressFn]) -> list[RenderResult | None]:
         """Render compatible jobs in one pipeline call; None for a job aborted on the way."""
         if len({batch_key(j) for j in jobs}) != 1:
