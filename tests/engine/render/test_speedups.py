@@ -213,3 +213,21 @@ def test_the_cuda_graph_path_is_wired_as_on_a_gpu(monkeypatch, tmp_path, tiny_mo
     assert offloaded.skipped == [
         "decoder: CUDA graphs skipped (model CPU offload moves the weights, a graph replays fixed addresses)"
     ]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_all_speedups_on_cuda_match_plain_in_bf16(tiny_model_dir, tmp_path):
+    """On a GPU, with inductor and CUDA graphs for real: the same images as the plain renderer
+    within bf16 tolerance, for a batch shape that needs padding (3 images) and one that does not."""
+    spec = resolve_model(str(tiny_model_dir), tiny_model_dir.parent)
+    plain = UnCLIPRenderer.load(spec, device="cuda", dtype="bfloat16")
+    speedups = Speedups(
+        compile="regional", cuda_graphs=True, channels_last=True, fuse_qkv=True, cache_dir=tmp_path / "cache"
+    )
+    fast = UnCLIPRenderer.load(spec, device="cuda", dtype="bfloat16", speedups=speedups)
+    assert any("CUDA graphs (whole network" in line for line in fast.speedups.applied)
+    for n in (3, 4, 3):  # the third call replays graphs recorded by the first
+        job = RenderJob(1, "text2image", "a red star", None, 11, n)
+        for a, b in zip(plain.render(job, quiet).images, fast.render(job, quiet).images, strict=True):
+            assert np.abs(pixels(a.png) - pixels(b.png)).mean() < 3
