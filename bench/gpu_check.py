@@ -10,8 +10,11 @@ FlopCounterMode) times its steps (x2 with classifier-free guidance).
 Each batch runs twice in the same process: as a plain diffusers call, then with the worker's
 speed-ups (engine/render/speedups.py: regional compile, CUDA graphs for the fixed-shape
 networks, channels-last, fused QKV where diffusers allows it) applied to the same networks.
-For the accelerated run it also reports the compile time (its first call minus its second) and
-the largest and mean pixel difference from the plain images at the same seeds (bf16 tolerance).
+For the accelerated run it also reports the compile time (its first call minus its second),
+the largest and mean pixel difference from the plain images at the same seeds, and each
+network's output difference from its plain output at the same input, relative to the output's
+magnitude (the bf16 tolerance proper: with random weights the sampler can blow a rounding
+difference up into a few flipped pixels, so the pixel maximum alone says little).
 
     python bench/gpu_check.py                 # on a CUDA machine (bench/gpu_check.sh)
     python bench/gpu_check.py --tiny --device cpu --batches 1   # a smoke run of this script
@@ -252,10 +255,11 @@ def build_karlo(config: dict, device: str, dtype):
     return pipe.to(device=device, dtype=dtype)
 
 
-def run_karlo(pipe, batch: int, device: str, steps: dict, flops: dict | None = None):
-    """One timed generation at `batch`: (its row, the images in [0, 1], each stage's FLOPs per
-    forward). FLOPs are counted once, on the plain networks (compiled code bypasses torch's
-    counter), and reused for the accelerated run: the same work, whatever does it."""
+def run_karlo(pipe, batch: int, device: str, steps: dict, work: dict | None = None):
+    """One timed generation at `batch`: (its row, the images in [0, 1], its `work`: each
+    stage's FLOPs per forward and the inputs of one forward of each network, the probes).
+    FLOPs are counted once, on the plain networks (compiled code bypasses torch's counter), and
+    reused for the accelerated run: the same work, whatever does it."""
     generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
     prompts = ["a high-resolution photograph of a big red frog on a green leaf"] * batch
     text, seconds_text = timed(device, lambda: pipe.encode_text(prompts))
@@ -271,8 +275,9 @@ def run_karlo(pipe, batch: int, device: str, steps: dict, flops: dict | None = N
     big, seconds_sr = timed(
         device, lambda: pipe.super_resolve(small, generators, num_inference_steps=steps["super_res"])
     )
-    if flops is None:
-        flops = karlo_flops(pipe, batch, device, text, uncond, embeds)
+    if work is None:
+        work = measure_work(karlo_probes(pipe, batch, device, text, uncond, embeds))
+    flops = work["flops"]
     total = seconds_text + seconds_prior + seconds_decoder + seconds_sr
     row = {
         "img_s": round(batch / total, 3),
@@ -289,20 +294,56 @@ def run_karlo(pipe, batch: int, device: str, steps: dict, flops: dict | None = N
             "super_res": tflop_s(flops["super_res"], steps["super_res"], seconds_sr),
         },
     }
-    return row, (big.float() * 0.5 + 0.5).clamp(0, 1).cpu(), flops
+    return row, (big.float() * 0.5 + 0.5).clamp(0, 1).cpu(), work
 
 
-def karlo_flops(pipe, batch: int, device: str, text, uncond, embeds) -> dict:
-    """FLOPs of one forward of each stage's network, at this batch (x2 rows where guided)."""
+def measure_work(probes: dict) -> dict:
+    """Each probe's FLOPs (one forward) and its plain output, kept to compare the accelerated
+    network's output with at the same input."""
+    return {
+        "probes": probes,
+        "flops": {name: flops_of(module, *args, **kwargs) for name, (module, args, kwargs) in probes.items()},
+        "outputs": {name: forward_output(probe) for name, probe in probes.items()},
+    }
+
+
+def forward_output(probe) -> torch.Tensor:
+    """The first tensor a network returns for a probe's input (diffusers' outputs are dicts)."""
+    module, args, kwargs = probe
+    with torch.no_grad():
+        out = module(*args, **kwargs)
+    if isinstance(out, dict):
+        out = next(iter(out.values()))
+    elif isinstance(out, tuple):
+        out = out[0]
+    return out.float().cpu()
+
+
+def network_differences(work: dict) -> dict:
+    """Each network's largest output difference from its plain output at the same input,
+    relative to the plain output's largest magnitude: the numerical tolerance of the speed-ups,
+    free of the sampler, which with random weights can blow a 1e-6 difference up to a pixel."""
+    differences = {}
+    for name, probe in work["probes"].items():
+        plain = work["outputs"][name]
+        difference = (forward_output(probe) - plain).abs().max() / plain.abs().max().clamp_min(1e-12)
+        differences[name] = float(f"{float(difference):.3g}")
+    return differences
+
+
+def karlo_probes(pipe, batch: int, device: str, text, uncond, embeds) -> dict:
+    """One forward's inputs for each stage's network, at this batch (x2 rows where guided)."""
     dtype = pipe.decoder.dtype
     latents = torch.randn(2 * batch, pipe.prior.config.embedding_dim, device=device, dtype=dtype)
-    prior_flops = flops_of(
+    prior = (
         pipe.prior,
-        latents,
-        timestep=torch.tensor(1, device=device),
-        proj_embedding=torch.cat([uncond.embeds, text.embeds]).to(dtype),
-        encoder_hidden_states=torch.cat([uncond.hidden_states, text.hidden_states]).to(dtype),
-        attention_mask=torch.cat([uncond.mask, text.mask]),
+        (latents,),
+        {
+            "timestep": torch.tensor(1, device=device),
+            "proj_embedding": torch.cat([uncond.embeds, text.embeds]).to(dtype),
+            "encoder_hidden_states": torch.cat([uncond.hidden_states, text.hidden_states]).to(dtype),
+            "attention_mask": torch.cat([uncond.mask, text.mask]),
+        },
     )
     states, time_embeds = pipe.text_proj(
         image_embeddings=embeds.to(dtype),
@@ -311,20 +352,18 @@ def karlo_flops(pipe, batch: int, device: str, text, uncond, embeds) -> dict:
         do_classifier_free_guidance=True,
     )
     size = pipe.decoder_size
-    decoder_flops = flops_of(
+    decoder = (
         pipe.decoder,
-        torch.randn(2 * batch, 3, size, size, device=device, dtype=dtype),
-        torch.tensor(1, device=device),
-        encoder_hidden_states=states,
-        class_labels=time_embeds,
+        (torch.randn(2 * batch, 3, size, size, device=device, dtype=dtype), torch.tensor(1, device=device)),
+        {"encoder_hidden_states": states, "class_labels": time_embeds},
     )
     out = pipe.output_size
-    sr_flops = flops_of(
+    super_res = (
         pipe.super_res_first,
-        torch.randn(batch, 6, out, out, device=device, dtype=dtype),
-        torch.tensor(1, device=device),
+        (torch.randn(batch, 6, out, out, device=device, dtype=dtype), torch.tensor(1, device=device)),
+        {},
     )
-    return {"prior": prior_flops, "decoder": decoder_flops, "super_res": sr_flops}
+    return {"prior": prior, "decoder": decoder, "super_res": super_res}
 
 
 def build_kandinsky(config: dict, device: str, dtype):
@@ -382,7 +421,7 @@ def build_kandinsky(config: dict, device: str, dtype):
     return prior_pipe, decoder_pipe
 
 
-def run_kandinsky(pipes, batch: int, device: str, steps: dict, size: int, flops: dict | None = None):
+def run_kandinsky(pipes, batch: int, device: str, steps: dict, size: int, work: dict | None = None):
     """As `run_karlo`, for Kandinsky 2.2's prior and decoder pipelines."""
     prior_pipe, decoder_pipe = pipes
     generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
@@ -404,20 +443,29 @@ def run_kandinsky(pipes, batch: int, device: str, steps: dict, size: int, flops:
             ).images
         ),
     )
-    if flops is None:
+    if work is None:
         dtype = decoder_pipe.unet.dtype
         latent = size // 8
-        flops = {
-            "decoder_unet": flops_of(
-                decoder_pipe.unet,
-                torch.randn(2 * batch, 4, latent, latent, device=device, dtype=dtype),
-                torch.tensor(1, device=device),
-                encoder_hidden_states=None,
-                added_cond_kwargs={
-                    "image_embeds": torch.cat([prior_out.negative_image_embeds, prior_out.image_embeds]).to(dtype)
-                },
-            )
-        }
+        work = measure_work(
+            {
+                "decoder_unet": (
+                    decoder_pipe.unet,
+                    (
+                        torch.randn(2 * batch, 4, latent, latent, device=device, dtype=dtype),
+                        torch.tensor(1, device=device),
+                    ),
+                    {
+                        "encoder_hidden_states": None,
+                        "added_cond_kwargs": {
+                            "image_embeds": torch.cat([prior_out.negative_image_embeds, prior_out.image_embeds]).to(
+                                dtype
+                            )
+                        },
+                    },
+                )
+            }
+        )
+    flops = work["flops"]
     total = seconds_prior + seconds_decoder
     row = {
         "img_s": round(batch / total, 3),
@@ -425,7 +473,7 @@ def run_kandinsky(pipes, batch: int, device: str, steps: dict, size: int, flops:
         "stage_s": {"prior": round(seconds_prior, 3), "decoder_and_movq": round(seconds_decoder, 3)},
         "tflop_s": {"decoder_unet": tflop_s(flops["decoder_unet"], steps["decoder"], seconds_decoder)},
     }
-    return row, images.float().clamp(0, 1).cpu(), flops
+    return row, images.float().clamp(0, 1).cpu(), work
 
 
 def speedups_from_args(args):
@@ -445,45 +493,54 @@ def speedups_from_args(args):
     )
 
 
-def plain_and_accelerated(run, networks: dict, fixed_shape, batches: list[int], speedups, device: str) -> dict:
+def plain_and_accelerated(run, networks: dict, fixed_shape, batches, speedups, device: str, result: dict, save) -> None:
     """Each batch run plain, then the speed-ups applied in place and each batch run twice more:
     the first call's extra time over the second is the compile (and CUDA-graph capture) time;
     the second is the accelerated row, its images compared with the plain ones (same seeds).
-    A batch the card's memory cannot hold is recorded as such and the run goes on."""
+    Rows go into `result` as they are measured, and `save()` is called after each, so a run
+    cut short keeps what it measured. A batch the card cannot hold, or an accelerated run that
+    fails (a compile error), is recorded as such and the run goes on."""
     from engine.render.speedups import apply_speedups
 
     run(1, None)  # warm-up: kernels, allocator
-    plain = {batch: out_of_memory_or(lambda b=batch: run(b, None)) for batch in batches}
-    result: dict = {f"batch_{batch}": {"plain": plain[batch][0]} for batch in batches}
+    plain = {}
+    for batch in batches:
+        plain[batch] = failed_or(lambda b=batch: run(b, None), (torch.OutOfMemoryError,))
+        result[f"batch_{batch}"] = {"plain": plain[batch][0]}
+        save()
     if speedups is None:
-        return result
+        return
     report, setup_s = timed(device, lambda: apply_speedups(networks, speedups, device=device, fixed_shape=fixed_shape))
     result["speedups"] = {**report.as_dict(), "backend": speedups.backend, "setup_s": round(setup_s, 2)}
     for batch in batches:
         entry = result[f"batch_{batch}"]
         if "error" in entry["plain"]:
             continue
-        first, _, _ = out_of_memory_or(lambda b=batch: run(b, plain[b][2]))
-        if "error" in first:
-            entry["accelerated"] = first
-            continue
-        row, images, _ = run(batch, plain[batch][2])
-        row["compile_s"] = round(first["total_s"] - row["total_s"], 2)
-        difference = (images - plain[batch][1]).abs() * 255
+        first, _, _ = failed_or(lambda b=batch: run(b, plain[b][2]), (Exception,))
+        row, images, _ = first, None, None
+        if "error" not in first:
+            row, images, _ = failed_or(lambda b=batch: run(b, plain[b][2]), (Exception,))
         entry["accelerated"] = row
-        entry["speedup_x"] = round(row["img_s"] / entry["plain"]["img_s"], 3)
-        entry["max_abs_pixel_diff"] = round(float(difference.max()), 2)  # of 255
-        entry["mean_abs_pixel_diff"] = round(float(difference.mean()), 3)
-    return result
+        if images is not None:
+            row["compile_s"] = round(first["total_s"] - row["total_s"], 2)
+            difference = (images - plain[batch][1]).abs() * 255
+            entry["speedup_x"] = round(row["img_s"] / entry["plain"]["img_s"], 3)
+            entry["max_abs_pixel_diff"] = round(float(difference.max()), 2)  # of 255
+            entry["mean_abs_pixel_diff"] = round(float(difference.mean()), 3)
+            entry["network_rel_diff"] = network_differences(plain[batch][2])
+        save()
 
 
-def out_of_memory_or(fn):
-    """fn(), or an error row where the GPU ran out of memory (larger batches may not fit)."""
+def failed_or(fn, errors: tuple):
+    """fn(), or an error row when it raises one of `errors` (a batch that does not fit in the
+    card's memory; for the accelerated run, anything: a compile that fails is a result too)."""
     try:
         return fn()
-    except torch.OutOfMemoryError as error:
-        torch.cuda.empty_cache()
-        return {"error": f"out of memory: {str(error).splitlines()[0][:200]}"}, None, None
+    except errors as error:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        first_line = (str(error).splitlines() or [""])[0][:300]
+        return {"error": f"{type(error).__name__}: {first_line}"}, None, None
 
 
 def main() -> int:
@@ -504,6 +561,9 @@ def main() -> int:
     parser.add_argument("--no-fuse-qkv", action="store_true")
     parser.add_argument("--compile-backend", default="", help="default: inductor on CUDA, aot_eager on the CPU")
     parser.add_argument("--compile-cache", default="", help="inductor's cache folder (default: its own)")
+    parser.add_argument(
+        "--out", default="", help="also write the JSON here after every batch (a cut-short run keeps it)"
+    )
     args = parser.parse_args()
     from engine.render.loader import quiet_libraries, set_offline
 
@@ -522,6 +582,11 @@ def main() -> int:
         "torch": torch.__version__,
     }
     speedups = None if args.plain_only else speedups_from_args(args)
+
+    def save() -> None:
+        if args.out:
+            Path(args.out).write_text(json.dumps(result) + "\n")
+
     families = args.families.split(",")
     if "karlo" in families:
         config = shrink(KARLO) if args.tiny else KARLO
@@ -532,35 +597,38 @@ def main() -> int:
             "super_res_first": pipe.super_res_first,
             "super_res_last": pipe.super_res_last,
         }
-        result["karlo"] = {
-            "build_s": round(seconds, 1),
-            **plain_and_accelerated(
-                lambda b, flops: run_karlo(pipe, b, args.device, steps, flops),
-                networks,
-                networks,  # as the unCLIP family: every network runs at fixed shapes
-                batches,
-                speedups,
-                args.device,
-            ),
-        }
+        result["karlo"] = {"build_s": round(seconds, 1)}
+        plain_and_accelerated(
+            lambda b, work: run_karlo(pipe, b, args.device, steps, work),
+            networks,
+            networks,  # as the unCLIP family: every network runs at fixed shapes
+            batches,
+            speedups,
+            args.device,
+            result["karlo"],
+            save,
+        )
         del pipe, networks
+        # Let Kandinsky start with the memory free: Karlo's compiled code and CUDA-graph pools.
+        torch._dynamo.reset()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     if "kandinsky22" in families:
         config = shrink(KANDINSKY) if args.tiny else KANDINSKY
         k_steps = {"prior": steps["prior"], "decoder": 2 * steps["decoder"]}
         pipes, seconds = timed(args.device, lambda: build_kandinsky(config, args.device, dtype))
         networks = {"prior": pipes[0].prior, "decoder": pipes[1].unet, "movq": pipes[1].movq}
-        result["kandinsky22"] = {
-            "build_s": round(seconds, 1),
-            "size": config["size"],
-            **plain_and_accelerated(
-                lambda b, flops: run_kandinsky(pipes, b, args.device, k_steps, config["size"], flops),
-                networks,
-                ("prior",),  # as the Kandinsky family: the decoder's size follows the aspect
-                batches,
-                speedups,
-                args.device,
-            ),
-        }
+        result["kandinsky22"] = {"build_s": round(seconds, 1), "size": config["size"]}
+        plain_and_accelerated(
+            lambda b, work: run_kandinsky(pipes, b, args.device, k_steps, config["size"], work),
+            networks,
+            ("prior",),  # as the Kandinsky family: the decoder's size follows the aspect
+            batches,
+            speedups,
+            args.device,
+            result["kandinsky22"],
+            save,
+        )
     print(json.dumps(result))
     print(markdown(result), file=sys.stderr)
     return 0
@@ -571,8 +639,8 @@ def markdown(result: dict) -> str:
         f"GPU check on {result['device']} ({result['dtype']}, torch {result['torch']})",
         "",
         "| family | batch | images/s plain → accelerated | × | compile s | max / mean pixel diff (of 255) "
-        "| stage seconds plain → accelerated | TFLOP/s plain → accelerated |",
-        "|---|---|---|---|---|---|---|---|",
+        "| network output diff (relative) | stage seconds plain → accelerated | TFLOP/s plain → accelerated |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for family in ("karlo", "kandinsky22"):
         for key, entry in result.get(family, {}).items():
@@ -580,18 +648,19 @@ def markdown(result: dict) -> str:
                 continue
             plain, fast = entry["plain"], entry.get("accelerated")
             if "error" in plain or (fast and "error" in fast):
-                lines.append(f"| {family} | {key[6:]} | {(fast or plain)['error']} | | | | | |")
+                lines.append(f"| {family} | {key[6:]} | {(fast or plain)['error']} | | | | | | |")
                 continue
             if fast is None:
                 stages = ", ".join(f"{k} {v}" for k, v in plain["stage_s"].items())
                 flops = ", ".join(f"{k} {v}" for k, v in plain["tflop_s"].items())
-                lines.append(f"| {family} | {key[6:]} | {plain['img_s']} | — | — | — | {stages} | {flops} |")
+                lines.append(f"| {family} | {key[6:]} | {plain['img_s']} | — | — | — | — | {stages} | {flops} |")
                 continue
             stages = ", ".join(f"{k} {v} → {fast['stage_s'][k]}" for k, v in plain["stage_s"].items())
             flops = ", ".join(f"{k} {v} → {fast['tflop_s'][k]}" for k, v in plain["tflop_s"].items())
             lines.append(
                 f"| {family} | {key[6:]} | {plain['img_s']} → {fast['img_s']} | {entry['speedup_x']} "
                 f"| {fast['compile_s']} | {entry['max_abs_pixel_diff']} / {entry['mean_abs_pixel_diff']} "
+                f"| {', '.join(f'{k} {v}' for k, v in entry['network_rel_diff'].items())} "
                 f"| {stages} | {flops} |"
             )
         report = result.get(family, {}).get("speedups")

@@ -6,11 +6,13 @@
 # JSON on stdout, a Markdown table on stderr. Needs the worker extra installed (make install)
 # and a CUDA build of torch. The plain half took 66 s on an H200 at batch 1/4/8; the compile
 # time of the accelerated half is not measured yet: give it 10 minutes, or pass --batches 8
-# (or --plain-only) for a shorter run. COMPILE_CACHE keeps compiled kernels for a second run.
+# (or --plain-only) for a shorter run. COMPILE_CACHE keeps compiled kernels for a second run;
+# OUT_JSON is rewritten after every batch, so a run cut short keeps what it measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 [ -x "$PYTHON" ] || PYTHON=python3
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader >&2 || true
 exec "$PYTHON" bench/gpu_check.py --device cuda --batches 1,4,8,16,32 \
-    --compile-cache "${COMPILE_CACHE:-${TMPDIR:-/tmp}/imagine-gpu-check-cache}" "$@"
+    --compile-cache "${COMPILE_CACHE:-${TMPDIR:-/tmp}/imagine-gpu-check-cache}" \
+    --out "${OUT_JSON:-bench/results/gpu_check-partial.json}" "$@"
