@@ -163,7 +163,26 @@ def _fuse_qkv(name: str, module: Any, report: SpeedupReport) -> None:
     except ValueError as refused:  # diffusers' refusal: added-KV attention
         report.skip(name, "fused QKV", str(refused).replace("`", ""))
         return
-    report.apply(name, "fused QKV projections")
+    fused = _fused_layers(module)
+    if not fused:
+        # The AttentionMixin version (PriorTransformer's) fuses only diffusers' newer attention
+        # classes and returns without a word for the classic `Attention`: do what
+        # UNet2DConditionModel's version does for it.
+        from diffusers.models.attention_processor import Attention, FusedAttnProcessor2_0
+
+        for layer in module.modules():
+            if isinstance(layer, Attention):
+                layer.fuse_projections(fuse=True)
+                layer.set_processor(FusedAttnProcessor2_0())  # type: ignore[arg-type]  # diffusers annotates its base class only; its UNet passes this one too
+        fused = _fused_layers(module)
+    if not fused:
+        report.skip(name, "fused QKV", "no attention layers to fuse")
+        return
+    report.apply(name, f"fused QKV projections ({fused} attention layers)")
+
+
+def _fused_layers(module: Any) -> int:
+    return sum(1 for layer in module.modules() if getattr(layer, "fused_projections", False))
 
 
 def _channels_last(name: str, module: torch.nn.Module, report: SpeedupReport) -> None:

@@ -51,7 +51,9 @@ def test_all_speedups_give_the_plain_images_and_say_what_they_did(tiny_model_dir
     assert "speedups" not in plain.info  # off: the record is as before
     assert fast_result.info["speedups"] == fast.speedups.applied  # on: the record says which
     report = fast.speedups
-    assert "prior: fused QKV projections" in report.applied
+    assert "prior: fused QKV projections (1 attention layers)" in report.applied
+    prior_attention = [m for m in fast.pipe.prior.modules() if type(m).__name__ == "Attention"]
+    assert all(type(m.processor).__name__ == "FusedAttnProcessor2_0" for m in prior_attention)
     assert any(line.startswith("decoder: fused QKV skipped (") and "added KV" in line for line in report.skipped)
     assert "decoder: channels-last weights" in report.applied
     assert "prior: channels-last skipped (no 2-d convolutions)" in report.skipped
