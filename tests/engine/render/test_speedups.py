@@ -42,9 +42,13 @@ def test_all_speedups_give_the_plain_images_and_say_what_they_did(tiny_model_dir
     fast = UnCLIPRenderer.load(
         resolve_model(str(tiny_model_dir), tiny_model_dir.parent), device="cpu", dtype="float32", speedups=ALL_ON
     )
+    from torch._dynamo.utils import counters
+
     job = RenderJob(1, "text2image", "a red star", None, 7, 2)
     plain = tiny_renderer.render(job, quiet)
+    counters.clear()
     fast_result = fast.render(job, quiet)
+    assert counters["frames"]["ok"] > 0  # the compiled blocks ran through dynamo
     for a, b in zip(plain.images, fast_result.images, strict=True):
         assert np.abs(pixels(a.png) - pixels(b.png)).max() <= 2
 
@@ -65,6 +69,8 @@ def test_all_speedups_give_the_plain_images_and_say_what_they_did(tiny_model_dir
     resnets = [m for m in decoder.modules() if type(m).__name__ == "ResnetBlock2D"]
     assert resnets and all(m._compiled_call_impl is not None for m in resnets)
     assert decoder._compiled_call_impl is None  # regional, not the whole network
+    conv = next(m for m in decoder.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_no_speedups_leave_the_networks_alone():
