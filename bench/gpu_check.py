@@ -3,12 +3,23 @@
 Throughput does not depend on weight values, so the stacks are built from the published
 configurations (nothing to download) and run through the same code the worker runs: our
 unCLIP pipeline for Karlo, diffusers' Kandinsky 2.2 pipelines for Kandinsky. For each family
-and batch size 1/4/8 it reports images/s, the time of each stage, and the achieved TFLOP/s of
-each stage against a FLOP count of one forward pass of that stage's network (torch's
+and batch size (1/4/8/16/32) it reports images/s, the time of each stage, and the achieved
+TFLOP/s of each stage against a FLOP count of one forward pass of that stage's network (torch's
 FlopCounterMode) times its steps (x2 with classifier-free guidance).
+
+Each batch runs twice in the same process: as a plain diffusers call, then with the worker's
+speed-ups (engine/render/speedups.py: regional compile, CUDA graphs for the fixed-shape
+networks, channels-last, fused QKV where diffusers allows it) applied to the same networks.
+For the accelerated run it also reports the compile time (its first call minus its second),
+the largest and mean pixel difference from the plain images at the same seeds, and each
+network's output difference from its plain output at the same input, relative to the output's
+magnitude (the speed-ups' own numerical tolerance, free of the sampler; on the CPU a few smoke
+runs had a handful of pixel values far off while every network matched plain within 2e-6,
+cause not found: read the two together).
 
     python bench/gpu_check.py                 # on a CUDA machine (bench/gpu_check.sh)
     python bench/gpu_check.py --tiny --device cpu --batches 1   # a smoke run of this script
+    python bench/gpu_check.py --plain-only    # plain diffusers calls only, as before
 
 Prints one JSON object, and a Markdown table on stderr for the README.
 """
@@ -196,6 +207,11 @@ def flops_of(module, *args, **kwargs) -> float:
     return float(counter.get_total_flops())
 
 
+def tflop_s(flops: float, steps: int, seconds: float) -> float:
+    """Achieved TFLOP/s to three significant digits (the tiny CPU stacks run at ~1e-4)."""
+    return float(f"{flops * steps / seconds / 1e12:.3g}")
+
+
 def timed(device: str, fn):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -240,7 +256,11 @@ def build_karlo(config: dict, device: str, dtype):
     return pipe.to(device=device, dtype=dtype)
 
 
-def run_karlo(pipe, batch: int, device: str, steps: dict) -> dict:
+def run_karlo(pipe, batch: int, device: str, steps: dict, work: dict | None = None):
+    """One timed generation at `batch`: (its row, the images in [0, 1], its `work`: each
+    stage's FLOPs per forward and the inputs of one forward of each network, the probes).
+    FLOPs are counted once, on the plain networks (compiled code bypasses torch's counter), and
+    reused for the accelerated run: the same work, whatever does it."""
     generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
     prompts = ["a high-resolution photograph of a big red frog on a green leaf"] * batch
     text, seconds_text = timed(device, lambda: pipe.encode_text(prompts))
@@ -253,18 +273,79 @@ def run_karlo(pipe, batch: int, device: str, steps: dict) -> dict:
         device,
         lambda: pipe.decode(embeds, text, uncond, generators, num_inference_steps=steps["decoder"], guidance_scale=8.0),
     )
-    _, seconds_sr = timed(device, lambda: pipe.super_resolve(small, generators, num_inference_steps=steps["super_res"]))
+    big, seconds_sr = timed(
+        device, lambda: pipe.super_resolve(small, generators, num_inference_steps=steps["super_res"])
+    )
+    if work is None:
+        work = measure_work(karlo_probes(pipe, batch, device, text, uncond, embeds))
+    flops = work["flops"]
+    total = seconds_text + seconds_prior + seconds_decoder + seconds_sr
+    row = {
+        "img_s": round(batch / total, 3),
+        "total_s": round(total, 3),
+        "stage_s": {
+            "text": round(seconds_text, 4),
+            "prior": round(seconds_prior, 3),
+            "decoder": round(seconds_decoder, 3),
+            "super_res": round(seconds_sr, 3),
+        },
+        "tflop_s": {
+            "prior": tflop_s(flops["prior"], steps["prior"], seconds_prior),
+            "decoder": tflop_s(flops["decoder"], steps["decoder"], seconds_decoder),
+            "super_res": tflop_s(flops["super_res"], steps["super_res"], seconds_sr),
+        },
+    }
+    return row, (big.float() * 0.5 + 0.5).clamp(0, 1).cpu(), work
 
-    # FLOPs of one forward of each stage's network, at this batch (x2 rows where guided).
+
+def measure_work(probes: dict) -> dict:
+    """Each probe's FLOPs (one forward) and its plain output, kept to compare the accelerated
+    network's output with at the same input."""
+    return {
+        "probes": probes,
+        "flops": {name: flops_of(module, *args, **kwargs) for name, (module, args, kwargs) in probes.items()},
+        "outputs": {name: forward_output(probe) for name, probe in probes.items()},
+    }
+
+
+def forward_output(probe) -> torch.Tensor:
+    """The first tensor a network returns for a probe's input (diffusers' outputs are dicts)."""
+    module, args, kwargs = probe
+    with torch.no_grad():
+        out = module(*args, **kwargs)
+    if isinstance(out, dict):
+        out = next(iter(out.values()))
+    elif isinstance(out, tuple):
+        out = out[0]
+    return out.float().cpu()
+
+
+def network_differences(work: dict) -> dict:
+    """Each network's largest output difference from its plain output at the same input,
+    relative to the plain output's largest magnitude: the numerical tolerance of the speed-ups,
+    free of the sampler (docs/benchmarks.md: a few CPU smoke runs had pixels far off while every
+    network matched within 2e-6)."""
+    differences = {}
+    for name, probe in work["probes"].items():
+        plain = work["outputs"][name]
+        difference = (forward_output(probe) - plain).abs().max() / plain.abs().max().clamp_min(1e-12)
+        differences[name] = float(f"{float(difference):.3g}")
+    return differences
+
+
+def karlo_probes(pipe, batch: int, device: str, text, uncond, embeds) -> dict:
+    """One forward's inputs for each stage's network, at this batch (x2 rows where guided)."""
     dtype = pipe.decoder.dtype
     latents = torch.randn(2 * batch, pipe.prior.config.embedding_dim, device=device, dtype=dtype)
-    prior_flops = flops_of(
+    prior = (
         pipe.prior,
-        latents,
-        timestep=torch.tensor(1, device=device),
-        proj_embedding=torch.cat([uncond.embeds, text.embeds]).to(dtype),
-        encoder_hidden_states=torch.cat([uncond.hidden_states, text.hidden_states]).to(dtype),
-        attention_mask=torch.cat([uncond.mask, text.mask]),
+        (latents,),
+        {
+            "timestep": torch.tensor(1, device=device),
+            "proj_embedding": torch.cat([uncond.embeds, text.embeds]).to(dtype),
+            "encoder_hidden_states": torch.cat([uncond.hidden_states, text.hidden_states]).to(dtype),
+            "attention_mask": torch.cat([uncond.mask, text.mask]),
+        },
     )
     states, time_embeds = pipe.text_proj(
         image_embeddings=embeds.to(dtype),
@@ -273,34 +354,18 @@ def run_karlo(pipe, batch: int, device: str, steps: dict) -> dict:
         do_classifier_free_guidance=True,
     )
     size = pipe.decoder_size
-    decoder_flops = flops_of(
+    decoder = (
         pipe.decoder,
-        torch.randn(2 * batch, 3, size, size, device=device, dtype=dtype),
-        torch.tensor(1, device=device),
-        encoder_hidden_states=states,
-        class_labels=time_embeds,
+        (torch.randn(2 * batch, 3, size, size, device=device, dtype=dtype), torch.tensor(1, device=device)),
+        {"encoder_hidden_states": states, "class_labels": time_embeds},
     )
     out = pipe.output_size
-    sr_flops = flops_of(
+    super_res = (
         pipe.super_res_first,
-        torch.randn(batch, 6, out, out, device=device, dtype=dtype),
-        torch.tensor(1, device=device),
+        (torch.randn(batch, 6, out, out, device=device, dtype=dtype), torch.tensor(1, device=device)),
+        {},
     )
-    total = seconds_text + seconds_prior + seconds_decoder + seconds_sr
-    return {
-        "img_s": round(batch / total, 3),
-        "stage_s": {
-            "text": round(seconds_text, 4),
-            "prior": round(seconds_prior, 3),
-            "decoder": round(seconds_decoder, 3),
-            "super_res": round(seconds_sr, 3),
-        },
-        "tflop_s": {
-            "prior": round(prior_flops * steps["prior"] / seconds_prior / 1e12, 2),
-            "decoder": round(decoder_flops * steps["decoder"] / seconds_decoder / 1e12, 2),
-            "super_res": round(sr_flops * steps["super_res"] / seconds_sr / 1e12, 2),
-        },
-    }
+    return {"prior": prior, "decoder": decoder, "super_res": super_res}
 
 
 def build_kandinsky(config: dict, device: str, dtype):
@@ -358,54 +423,148 @@ def build_kandinsky(config: dict, device: str, dtype):
     return prior_pipe, decoder_pipe
 
 
-def run_kandinsky(pipes, batch: int, device: str, steps: dict, size: int) -> dict:
+def run_kandinsky(pipes, batch: int, device: str, steps: dict, size: int, work: dict | None = None):
+    """As `run_karlo`, for Kandinsky 2.2's prior and decoder pipelines."""
     prior_pipe, decoder_pipe = pipes
     generators = [torch.Generator("cpu").manual_seed(i) for i in range(batch)]
     prompts = ["a high-resolution photograph of a big red frog on a green leaf"] * batch
     prior_out, seconds_prior = timed(
         device, lambda: prior_pipe(prompt=prompts, num_inference_steps=steps["prior"], generator=generators)
     )
-    _, seconds_decoder = timed(
+    images, seconds_decoder = timed(
         device,
-        lambda: decoder_pipe(
-            image_embeds=prior_out.image_embeds,
-            negative_image_embeds=prior_out.negative_image_embeds,
-            height=size,
-            width=size,
-            num_inference_steps=steps["decoder"],
-            generator=generators,
-            output_type="pt",
+        lambda: (
+            decoder_pipe(
+                image_embeds=prior_out.image_embeds,
+                negative_image_embeds=prior_out.negative_image_embeds,
+                height=size,
+                width=size,
+                num_inference_steps=steps["decoder"],
+                generator=generators,
+                output_type="pt",
+            ).images
         ),
     )
-    dtype = decoder_pipe.unet.dtype
-    latent = size // 8
-    unet_flops = flops_of(
-        decoder_pipe.unet,
-        torch.randn(2 * batch, 4, latent, latent, device=device, dtype=dtype),
-        torch.tensor(1, device=device),
-        encoder_hidden_states=None,
-        added_cond_kwargs={
-            "image_embeds": torch.cat([prior_out.negative_image_embeds, prior_out.image_embeds]).to(dtype)
-        },
-    )
+    if work is None:
+        dtype = decoder_pipe.unet.dtype
+        latent = size // 8
+        work = measure_work(
+            {
+                "decoder_unet": (
+                    decoder_pipe.unet,
+                    (
+                        torch.randn(2 * batch, 4, latent, latent, device=device, dtype=dtype),
+                        torch.tensor(1, device=device),
+                    ),
+                    {
+                        "encoder_hidden_states": None,
+                        "added_cond_kwargs": {
+                            "image_embeds": torch.cat([prior_out.negative_image_embeds, prior_out.image_embeds]).to(
+                                dtype
+                            )
+                        },
+                    },
+                )
+            }
+        )
+    flops = work["flops"]
     total = seconds_prior + seconds_decoder
-    return {
+    row = {
         "img_s": round(batch / total, 3),
+        "total_s": round(total, 3),
         "stage_s": {"prior": round(seconds_prior, 3), "decoder_and_movq": round(seconds_decoder, 3)},
-        "tflop_s": {"decoder_unet": round(unet_flops * steps["decoder"] / seconds_decoder / 1e12, 2)},
+        "tflop_s": {"decoder_unet": tflop_s(flops["decoder_unet"], steps["decoder"], seconds_decoder)},
     }
+    return row, images.float().clamp(0, 1).cpu(), work
+
+
+def speedups_from_args(args):
+    """The accelerated run's settings (all of engine/render/speedups.py by default)."""
+    from engine.render.speedups import Speedups
+
+    cuda = args.device.startswith("cuda")
+    return Speedups(
+        compile=args.compile,
+        cuda_graphs=args.cuda_graphs == "on",  # skipped, with the reason, where not on CUDA
+        channels_last=not args.no_channels_last,
+        fuse_qkv=not args.no_fuse_qkv,
+        cache_dir=Path(args.compile_cache) if args.compile_cache else None,
+        # Inductor needs a C compiler on the CPU and takes minutes there even for the tiny
+        # stacks; aot_eager still runs dynamo and AOT autograd over every compiled block.
+        backend=args.compile_backend or ("inductor" if cuda else "aot_eager"),
+    )
+
+
+def plain_and_accelerated(run, networks: dict, fixed_shape, batches, speedups, device: str, result: dict, save) -> None:
+    """Each batch run plain, then the speed-ups applied in place and each batch run twice more:
+    the first call's extra time over the second is the compile (and CUDA-graph capture) time;
+    the second is the accelerated row, its images compared with the plain ones (same seeds).
+    Rows go into `result` as they are measured, and `save()` is called after each, so a run
+    cut short keeps what it measured. A batch the card cannot hold, or an accelerated run that
+    fails (a compile error), is recorded as such and the run goes on."""
+    from engine.render.speedups import apply_speedups
+
+    run(1, None)  # warm-up: kernels, allocator
+    plain = {}
+    for batch in batches:
+        plain[batch] = failed_or(lambda b=batch: run(b, None), (torch.OutOfMemoryError,))
+        result[f"batch_{batch}"] = {"plain": plain[batch][0]}
+        save()
+    if speedups is None:
+        return
+    report, setup_s = timed(device, lambda: apply_speedups(networks, speedups, device=device, fixed_shape=fixed_shape))
+    result["speedups"] = {**report.as_dict(), "backend": speedups.backend, "setup_s": round(setup_s, 2)}
+    for batch in batches:
+        entry = result[f"batch_{batch}"]
+        if "error" in entry["plain"]:
+            continue
+        first, _, _ = failed_or(lambda b=batch: run(b, plain[b][2]), (Exception,))
+        row, images, _ = first, None, None
+        if "error" not in first:
+            row, images, _ = failed_or(lambda b=batch: run(b, plain[b][2]), (Exception,))
+        entry["accelerated"] = row
+        if images is not None:
+            row["compile_s"] = round(first["total_s"] - row["total_s"], 2)
+            difference = (images - plain[batch][1]).abs() * 255
+            entry["speedup_x"] = round(row["img_s"] / entry["plain"]["img_s"], 3)
+            entry["max_abs_pixel_diff"] = round(float(difference.max()), 2)  # of 255
+            entry["mean_abs_pixel_diff"] = round(float(difference.mean()), 3)
+            entry["network_rel_diff"] = network_differences(plain[batch][2])
+        save()
+
+
+def failed_or(fn, errors: tuple):
+    """fn(), or an error row when it raises one of `errors` (a batch that does not fit in the
+    card's memory; for the accelerated run, anything: a compile that fails is a result too)."""
+    try:
+        return fn()
+    except errors as error:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        first_line = (str(error).splitlines() or [""])[0][:300]
+        return {"error": f"{type(error).__name__}: {first_line}"}, None, None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--batches", default="1,4,8")
+    parser.add_argument("--batches", default="1,4,8,16,32")
     parser.add_argument("--tiny", action="store_true", help="tiny configurations: a smoke run of this script")
     parser.add_argument("--families", default="karlo,kandinsky22")
     parser.add_argument(
         "--steps",
         default=None,
         help="prior,decoder,super_res steps (default 25,25,7; Kandinsky's decoder runs 2x decoder)",
+    )
+    parser.add_argument("--plain-only", action="store_true", help="measure plain diffusers calls only")
+    parser.add_argument("--compile", choices=("regional", "off"), default="regional")
+    parser.add_argument("--cuda-graphs", choices=("on", "off"), default="on", help="CUDA only (else skipped)")
+    parser.add_argument("--no-channels-last", action="store_true")
+    parser.add_argument("--no-fuse-qkv", action="store_true")
+    parser.add_argument("--compile-backend", default="", help="default: inductor on CUDA, aot_eager on the CPU")
+    parser.add_argument("--compile-cache", default="", help="inductor's cache folder (default: its own)")
+    parser.add_argument(
+        "--out", default="", help="also write the JSON here after every batch (a cut-short run keeps it)"
     )
     args = parser.parse_args()
     from engine.render.loader import quiet_libraries, set_offline
@@ -424,26 +583,54 @@ def main() -> int:
         "dtype": str(dtype).replace("torch.", ""),
         "torch": torch.__version__,
     }
+    speedups = None if args.plain_only else speedups_from_args(args)
+
+    def save() -> None:
+        if args.out:
+            Path(args.out).write_text(json.dumps(result) + "\n")
+
     families = args.families.split(",")
     if "karlo" in families:
         config = shrink(KARLO) if args.tiny else KARLO
         pipe, seconds = timed(args.device, lambda: build_karlo(config, args.device, dtype))
-        run_karlo(pipe, 1, args.device, steps)  # warm-up: kernels, allocator
-        result["karlo"] = {
-            "build_s": round(seconds, 1),
-            **{f"batch_{b}": run_karlo(pipe, b, args.device, steps) for b in batches},
+        networks = {
+            "prior": pipe.prior,
+            "decoder": pipe.decoder,
+            "super_res_first": pipe.super_res_first,
+            "super_res_last": pipe.super_res_last,
         }
-        del pipe
+        result["karlo"] = {"build_s": round(seconds, 1)}
+        plain_and_accelerated(
+            lambda b, work: run_karlo(pipe, b, args.device, steps, work),
+            networks,
+            networks,  # as the unCLIP family: every network runs at fixed shapes
+            batches,
+            speedups,
+            args.device,
+            result["karlo"],
+            save,
+        )
+        del pipe, networks
+        # Let Kandinsky start with the memory free: Karlo's compiled code and CUDA-graph pools.
+        torch._dynamo.reset()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     if "kandinsky22" in families:
         config = shrink(KANDINSKY) if args.tiny else KANDINSKY
         k_steps = {"prior": steps["prior"], "decoder": 2 * steps["decoder"]}
         pipes, seconds = timed(args.device, lambda: build_kandinsky(config, args.device, dtype))
-        run_kandinsky(pipes, 1, args.device, k_steps, config["size"])
-        result["kandinsky22"] = {
-            "build_s": round(seconds, 1),
-            "size": config["size"],
-            **{f"batch_{b}": run_kandinsky(pipes, b, args.device, k_steps, config["size"]) for b in batches},
-        }
+        networks = {"prior": pipes[0].prior, "decoder": pipes[1].unet, "movq": pipes[1].movq}
+        result["kandinsky22"] = {"build_s": round(seconds, 1), "size": config["size"]}
+        plain_and_accelerated(
+            lambda b, work: run_kandinsky(pipes, b, args.device, k_steps, config["size"], work),
+            networks,
+            ("prior",),  # as the Kandinsky family: the decoder's size follows the aspect
+            batches,
+            speedups,
+            args.device,
+            result["kandinsky22"],
+            save,
+        )
     print(json.dumps(result))
     print(markdown(result), file=sys.stderr)
     return 0
@@ -453,15 +640,37 @@ def markdown(result: dict) -> str:
     lines = [
         f"GPU check on {result['device']} ({result['dtype']}, torch {result['torch']})",
         "",
-        "| family | batch | images/s | stage seconds | TFLOP/s |",
-        "|---|---|---|---|---|",
+        "| family | batch | images/s plain → accelerated | × | compile s | max / mean pixel diff (of 255) "
+        "| network output diff (relative) | stage seconds plain → accelerated | TFLOP/s plain → accelerated |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for family in ("karlo", "kandinsky22"):
-        for key, row in result.get(family, {}).items():
-            if key.startswith("batch_"):
-                stages = ", ".join(f"{k} {v}" for k, v in row["stage_s"].items())
-                flops = ", ".join(f"{k} {v}" for k, v in row["tflop_s"].items())
-                lines.append(f"| {family} | {key[6:]} | {row['img_s']} | {stages} | {flops} |")
+        for key, entry in result.get(family, {}).items():
+            if not key.startswith("batch_"):
+                continue
+            plain, fast = entry["plain"], entry.get("accelerated")
+            if "error" in plain or (fast and "error" in fast):
+                lines.append(f"| {family} | {key[6:]} | {(fast or plain)['error']} | | | | | | |")
+                continue
+            if fast is None:
+                stages = ", ".join(f"{k} {v}" for k, v in plain["stage_s"].items())
+                flops = ", ".join(f"{k} {v}" for k, v in plain["tflop_s"].items())
+                lines.append(f"| {family} | {key[6:]} | {plain['img_s']} | — | — | — | — | {stages} | {flops} |")
+                continue
+            stages = ", ".join(f"{k} {v} → {fast['stage_s'][k]}" for k, v in plain["stage_s"].items())
+            flops = ", ".join(f"{k} {v} → {fast['tflop_s'][k]}" for k, v in plain["tflop_s"].items())
+            lines.append(
+                f"| {family} | {key[6:]} | {plain['img_s']} → {fast['img_s']} | {entry['speedup_x']} "
+                f"| {fast['compile_s']} | {entry['max_abs_pixel_diff']} / {entry['mean_abs_pixel_diff']} "
+                f"| {', '.join(f'{k} {v}' for k, v in entry['network_rel_diff'].items())} "
+                f"| {stages} | {flops} |"
+            )
+        report = result.get(family, {}).get("speedups")
+        if report:
+            lines += [
+                "",
+                f"{family} speed-ups ({report['backend']}): " + "; ".join(report["applied"] + report["skipped"]),
+            ]
     return "\n".join(lines)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -60,6 +61,11 @@ class StorageSettings(BaseSettings):
     images_dir: Path | None = None  # default: <data_dir>/images
 
 
+#: The largest batch a worker may render at once (64 UNet rows with classifier-free guidance, the
+#: largest CUDA-graph bucket in engine/render/speedups.py).
+MAX_BATCH_IMAGES = 32
+
+
 class RenderSettings(BaseSettings):
     """What the worker renders with. `model` is a local folder or a cached Hugging Face id."""
 
@@ -75,16 +81,43 @@ class RenderSettings(BaseSettings):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | float16 | bfloat16
     torch_threads: int = 0  # 0: torch's default
-    compile: bool = False
+    # Speed-ups beyond a plain diffusers call (engine/render/speedups.py; docs/operating.md).
+    # compile: off | regional (torch.compile of each repeated block; 1/true mean regional, as
+    # the single on/off flag this replaced did). cuda_graphs: CUDA graphs for the fixed-shape
+    # networks, batches padded to fixed sizes (CUDA only). Compiled kernels are kept in
+    # compile_cache_dir (default <data_dir>/compile-cache) across worker restarts.
+    compile: str = "off"
+    cuda_graphs: bool = False
+    channels_last: bool = False
+    fuse_qkv: bool = False
+    compile_cache_dir: Path | None = None
     cpu_offload: bool = False
     # Dynamic batching: a worker renders compatible queued jobs together, up to this many images,
     # waiting up to batch_wait_ms for more to arrive (0: batch only what is already queued).
+    # 16 and 32 fill a large GPU better; the card's memory must hold them (ImagineGpuOutOfMemory).
     max_batch_images: int = 8
     batch_wait_ms: int = 0
     # A no-op renderer exists only for benchmarks that measure the system without the model.
     backend: str = "unclip"  # unclip | noop
     # The no-op renderer's time per job, "MS" or "MIN-MAX" (the chaos benchmark's slow renders).
     noop_delay_ms: str = ""
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_mode(cls, value: object) -> str:
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on", "regional"):
+            return "regional"
+        if text in ("0", "false", "no", "off", "none"):
+            return "off"
+        raise ValueError(f"IMAGINE_RENDER_COMPILE must be off or regional (1/true also mean regional), not {value!r}")
+
+    @field_validator("max_batch_images")
+    @classmethod
+    def _batch_size(cls, value: int) -> int:
+        if not 1 <= value <= MAX_BATCH_IMAGES:
+            raise ValueError(f"IMAGINE_RENDER_MAX_BATCH_IMAGES must be 1 to {MAX_BATCH_IMAGES}, not {value}")
+        return value
 
 
 class WorkerSettings(BaseSettings):
@@ -184,6 +217,10 @@ class Settings:
     @property
     def images_dir(self) -> Path:
         return self.storage.images_dir or self.data_dir / "images"
+
+    @property
+    def compile_cache_dir(self) -> Path:
+        return self.render.compile_cache_dir or self.data_dir / "compile-cache"
 
     @property
     def database_url(self) -> str:

@@ -35,6 +35,7 @@ from PIL import Image
 from engine.domain.types import ASPECTS
 from engine.images import encode_png, make_grid, make_strip
 from engine.render.loader import ModelSpec, weights_hash
+from engine.render.speedups import SpeedupReport
 from engine.render.types import (
     ProgressFn,
     RenderAborted,
@@ -200,6 +201,8 @@ class BaseRenderer(ABC):
         self.model_id = spec.name
         self.weights_sha256 = weights_hash(spec.path)
         self.versions = library_versions()
+        # What engine.render.speedups applied at load, and why it skipped the rest.
+        self.speedups = SpeedupReport()
 
     # Every family draws; the rest it implements if its model can (else the job is refused
     # with a message the user sees).
@@ -277,6 +280,26 @@ class BaseRenderer(ABC):
         if result is None:
             raise RenderAborted()
         return result
+
+    def warm_up(self, max_images: int) -> float:
+        """Render two throwaway text-to-image batches (1 image, then up to a grid of 4 twice) so
+        that compiling the speed-ups happens at worker start, not in the first user's job: after
+        two batch shapes dynamo compiles the batch dimension as symbolic, and later sizes reuse
+        that code. Returns the seconds it took; a model that cannot draw from text is skipped."""
+        started = time.perf_counter()
+        quiet: ProgressFn = lambda _fraction, _stage: None  # noqa: E731
+        grid = min(4, max_images)
+        batches = [[RenderJob(0, "text2image", "warm-up", None, 0, 1)]]
+        if max_images > 1:
+            batches.append(
+                [RenderJob(0, "text2image", "warm-up", None, i, grid) for i in range(min(2, max_images // grid))]
+            )
+        try:
+            for jobs in batches:
+                self.render_batch(jobs, [quiet] * len(jobs))
+        except RenderError as error:
+            log.info("warm-up skipped: %s", error)
+        return time.perf_counter() - started
 
     def render_batch(self, jobs: list[RenderJob], progress_fns: list[ProgressFn]) -> list[RenderResult | None]:
         """Render compatible jobs in one pipeline call; None for a job aborted on the way."""
@@ -372,6 +395,11 @@ class BaseRenderer(ABC):
             "dtype": str(self.dtype).replace("torch.", ""),
             "versions": self.versions,
         }
+        # Compiled or graphed networks match the plain ones only within float tolerance: say so
+        # (the cache folder is the operator's business, not the picture's).
+        speedups = [line for line in self.speedups.applied if not line.startswith("all: ")]
+        if speedups:
+            info["speedups"] = speedups
         if job.operation == "textdiff":
             info["edit"] = {
                 "from": job.params.get("edit_from", ""),

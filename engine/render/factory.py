@@ -20,6 +20,7 @@ from engine.render.names import TINY_MODEL_NAME, tiny_model_dir
 if TYPE_CHECKING:
     from engine.render.base import BaseRenderer
     from engine.render.noop import NoopRenderer
+    from engine.render.speedups import Speedups
 
 
 def find_model(model: str, data_dir: Path) -> ModelSpec:
@@ -40,13 +41,14 @@ def load_renderer(
     device: str = "auto",
     dtype: str = "auto",
     cpu_offload: bool = False,
-    compile: bool = False,
+    speedups: Speedups | None = None,
     torch_threads: int = 0,
     prior_model: str | None = None,
     inpaint_model: str | None = None,
     noop_delay_ms: str = "",
 ) -> BaseRenderer | NoopRenderer:
-    """The renderer a worker process uses: loaded once, kept warm."""
+    """The renderer a worker process uses: loaded once, kept warm, with `speedups` applied
+    (engine/render/speedups.py; none by default: a plain diffusers call)."""
     if backend == "noop":
         from engine.render.noop import NoopRenderer, parse_delay
 
@@ -64,7 +66,7 @@ def load_renderer(
     if spec.family == "unclip":
         from engine.render.families.unclip import UnCLIPRenderer
 
-        return UnCLIPRenderer.load(spec, device=device, dtype=dtype, cpu_offload=cpu_offload, compile=compile)
+        return UnCLIPRenderer.load(spec, device=device, dtype=dtype, cpu_offload=cpu_offload, speedups=speedups)
     if spec.family == "kandinsky22":
         from engine.render.families.kandinsky import KandinskyRenderer
 
@@ -76,6 +78,6 @@ def load_renderer(
             device=device,
             dtype=dtype,
             cpu_offload=cpu_offload,
-            compile=compile,
+            speedups=speedups,
         )
     raise ModelUnavailable(f"{spec.path}: the {spec.family} family is not supported")

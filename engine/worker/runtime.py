@@ -8,10 +8,11 @@ first use, so importing this module imports no model library.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.config import Settings
 from engine.image_files import ImageStore
@@ -19,6 +20,11 @@ from engine.notify import Publisher, make_publisher
 from engine.render.types import ProgressFn, RenderJob, RenderResult
 from engine.store.db import Database
 from engine.worker.lease import Heartbeat
+
+if TYPE_CHECKING:
+    from engine.render.speedups import Speedups
+
+log = logging.getLogger(__name__)
 
 #: A job whose worker died this many times (OOM kill, hard time limit) is failed, not retried.
 MAX_ATTEMPTS = 3
@@ -62,25 +68,46 @@ class WorkerRuntime:
         return self._renderer
 
 
+def speedups_from(settings: Settings) -> Speedups:
+    """The render speed-ups the settings ask for (IMAGINE_RENDER_COMPILE, _CUDA_GRAPHS, ...)."""
+    from engine.render.speedups import Speedups
+
+    render = settings.render
+    return Speedups(
+        compile=render.compile,
+        cuda_graphs=render.cuda_graphs,
+        channels_last=render.channels_last,
+        fuse_qkv=render.fuse_qkv,
+        cache_dir=settings.compile_cache_dir,
+    )
+
+
 def build_runtime(settings: Settings) -> WorkerRuntime:
     def load() -> Renderer:
         # Heavy: imports torch and loads the model. Runs once per worker process, on first use.
         from engine.render.factory import load_renderer
 
         render = settings.render
-        return load_renderer(
+        speedups = speedups_from(settings)
+        renderer = load_renderer(
             render.model,
             settings.data_dir,
             backend=render.backend,
             device=render.device,
             dtype=render.dtype,
             cpu_offload=render.cpu_offload,
-            compile=render.compile,
+            speedups=speedups,
             torch_threads=render.torch_threads,
             prior_model=render.prior_model or None,
             inpaint_model=render.inpaint_model or None,
             noop_delay_ms=render.noop_delay_ms,
         )
+        warm_up = getattr(renderer, "warm_up", None)  # the no-op renderer has nothing to compile
+        if speedups.any and warm_up is not None:
+            # Compile now, in the solo pool before the worker says it is ready, rather than in
+            # the first user's job (minutes cold; seconds from the compile cache).
+            log.info("speed-ups warmed up in %.1f s", warm_up(render.max_batch_images))
+        return renderer
 
     return WorkerRuntime(
         db=Database(settings.database_url, pool_size=2, max_overflow=2),

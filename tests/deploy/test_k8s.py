@@ -278,7 +278,7 @@ def test_volumes_are_shared_and_models_read_only(k8s_base):
     spec = by_name(k8s_base, "Deployment", "imagine-bot-worker")["spec"]["template"]["spec"]
     mounts = {m["mountPath"]: m for m in spec["containers"][0]["volumeMounts"]}
     assert mounts["/models"].get("readOnly") is True
-    assert set(mounts) == {"/data/images", "/models", "/hf-cache"}
+    assert set(mounts) == {"/data/images", "/models", "/hf-cache", "/data/compile-cache"}
     assert CONFIG["IMAGINE_STORAGE_IMAGES_DIR"] == "/data/images"
     for obj, pod in workloads(k8s_base):
         volumes = {v["name"]: v for v in pod.get("volumes", [])}

@@ -44,6 +44,7 @@ from engine.render.loader import (
     resolve_model,
     set_offline,
 )
+from engine.render.speedups import Speedups, apply_speedups
 from engine.render.types import ProgressFn, RenderError, RenderJob, StepFn
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ class KandinskyRenderer(BaseRenderer):
         device: str = "auto",
         dtype: str = "auto",
         cpu_offload: bool = False,
-        compile: bool = False,
+        speedups: Speedups | None = None,
     ) -> KandinskyRenderer:
         set_offline()
         quiet_libraries()
@@ -159,12 +160,23 @@ class KandinskyRenderer(BaseRenderer):
                 pipe.enable_model_cpu_offload()
             else:
                 pipe.to(device)
-        if compile:
-            decoder_pipe.unet = torch.compile(decoder_pipe.unet)
+        # The decoder's shape follows the asked size (aspects are rendered, not cropped): CUDA
+        # graphs would keep one graph per size and bucket, so only the prior is fixed-shape.
+        report = apply_speedups(
+            {"prior": prior_pipe.prior, "decoder": decoder_pipe.unet, "movq": decoder_pipe.movq},
+            speedups or Speedups(),
+            device=device,
+            fixed_shape=("prior",),
+            offloaded=cpu_offload and device.startswith("cuda"),
+        )
+        if report.applied or report.skipped:
+            log.info("Kandinsky 2.2 speed-ups: %s", report)
         log.info(
             "Kandinsky 2.2 loaded on %s (%s) in %.0f ms", device, torch_dtype, (time.perf_counter() - started) * 1000
         )
-        return cls(spec, prior_pipe, decoder_pipe, device=device, dtype=torch_dtype, inpaint_pipe=inpaint_pipe)
+        renderer = cls(spec, prior_pipe, decoder_pipe, device=device, dtype=torch_dtype, inpaint_pipe=inpaint_pipe)
+        renderer.speedups = report
+        return renderer
 
     @property
     def scheduler_name(self) -> str:

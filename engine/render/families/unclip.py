@@ -30,6 +30,7 @@ from engine.render.base import (
 )
 from engine.render.editing import canvas_and_mask, composite
 from engine.render.loader import ModelSpec, load_unclip
+from engine.render.speedups import Speedups, apply_speedups
 from engine.render.types import ProgressFn, RenderError, RenderJob, StepFn
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ class UnCLIPRenderer(BaseRenderer):
         device: str = "auto",
         dtype: str = "auto",
         cpu_offload: bool = False,
-        compile: bool = False,
+        speedups: Speedups | None = None,
     ) -> UnCLIPRenderer:
         device = choose_device(device)
         torch_dtype = choose_dtype(dtype, device)
@@ -84,10 +85,23 @@ class UnCLIPRenderer(BaseRenderer):
         pipe = load_unclip(spec, device="cpu" if cpu_offload else device, dtype=torch_dtype)
         if cpu_offload and device.startswith("cuda"):
             pipe.enable_model_cpu_offload()
-        if compile:
-            pipe.decoder = torch.compile(pipe.decoder)
-            if pipe.super_res_first is not None:
-                pipe.super_res_first = torch.compile(pipe.super_res_first)
+        networks = {
+            "prior": pipe.prior,
+            "decoder": pipe.decoder,
+            "super_res_first": pipe.super_res_first,
+            "super_res_last": pipe.super_res_last,
+        }
+        # Every one of them runs at fixed shapes: 77 tokens, the 64 px decoder, the upsampler's
+        # fixed size (aspects are centre crops afterwards).
+        report = apply_speedups(
+            networks,
+            speedups or Speedups(),
+            device=device,
+            fixed_shape=networks,
+            offloaded=cpu_offload and device.startswith("cuda"),
+        )
+        if report.applied or report.skipped:
+            log.info("model %s speed-ups: %s", spec.name, report)
         log.info(
             "model %s loaded on %s (%s) in %.0f ms",
             spec.name,
@@ -95,7 +109,9 @@ class UnCLIPRenderer(BaseRenderer):
             torch_dtype,
             (time.perf_counter() - started) * 1000,
         )
-        return cls(spec, pipe, device=device, dtype=torch_dtype)
+        renderer = cls(spec, pipe, device=device, dtype=torch_dtype)
+        renderer.speedups = report
+        return renderer
 
     @property
     def scheduler_name(self) -> str:
