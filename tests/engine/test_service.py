@@ -139,6 +139,27 @@ async def test_blocked_term_is_refused_without_charge(service, database, queue):
     await service.submit_imagine(ALICE, imagine("a gorilla"))
 
 
+async def test_the_first_blocked_term_in_order_is_named(service):
+    """With several blocked terms in one prompt, the refusal names the first in sorted order
+    (the terms are read with the submit's checks, in one statement)."""
+    for term in ("zebra", "apple", "mango"):
+        await service.block_term(ADMIN, term)
+    with pytest.raises(PromptRejected, match="\\('apple'\\)"):
+        await service.submit_imagine(ALICE, imagine("a zebra eating a mango and an apple"))
+    await service.ban(ADMIN, "alice")  # a ban without a reason still refuses
+    with pytest.raises(UserBanned):
+        await service.submit_imagine(ALICE, imagine("a pear"))
+
+
+async def test_new_names_are_kept_on_submit(service, database):
+    """A user or team renamed on the platform shows under the new name from the next job."""
+    await service.submit_imagine(ALICE, imagine())
+    renamed = replace(ALICE, user_name="Alicia")
+    job = (await service.submit_imagine(renamed, imagine())).generation
+    assert job.requester_name == "Alicia"
+    assert (await service.history(renamed)).items[0].requester_name == "Alicia"
+
+
 async def test_quota_exceeded_says_what_is_left(service, database, queue):
     """A request costing more than what is left is refused with the numbers and reset time."""
     await service.set_quota(ADMIN, QuotaTarget("user", "alice"), 5)
