@@ -2,8 +2,10 @@
 blends and interpolation strips, upscales, rerolls.
 
 Every submit follows the same order: validate → (one transaction) refuse banned users and
-blocked prompts without charging, reserve quota, write the job row → enqueue. If the enqueue
-fails the job is marked failed and refunded in a second transaction.
+blocked prompts without charging, reserve quota, write the job row (and, when the reply target
+names one, the status message the adapter already posted for it: `"status_message":
+{"channel_id", "message_id"}`) → enqueue. If the enqueue fails the job is marked failed and
+refunded in a second transaction.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from engine.domain.types import (
     GenerationStatus,
     ImageRef,
     ImagineRequest,
+    MessageRole,
     RenderParams,
     VariationRequest,
     normalise_prompt,
@@ -383,6 +386,19 @@ class Submitting(ServiceBase):
         repo.ledger_debit(
             session, context.team_id, context.user_id, generation_id, cost, f"{job.kind} #{generation_id}", now
         )
+        status_message = reply_target.get("status_message")
+        if status_message:
+            # The adapter's status message for this job, posted before the submit (Discord's
+            # deferred response): recorded with the job, so a reaction on it finds the job at once.
+            repo.record_chat_message(
+                session,
+                actor.platform,
+                str(status_message["channel_id"]),
+                str(status_message["message_id"]),
+                generation_id,
+                None,
+                MessageRole.PROGRESS,
+            )
         view = repo.new_generation_view(
             generation_id,
             values,

@@ -24,11 +24,13 @@ from engine.domain.types import (
     GenerationStatus,
     ImageRef,
     ImagineRequest,
+    MessageRole,
     Platform,
     QuotaTarget,
     RenderParams,
     VariationRequest,
 )
+from engine.domain.views import MessageRef
 from engine.store.models import Generation, Image, QuotaLedgerEntry, QuotaUsage, utcnow
 
 ALICE = Actor(Platform.CONSOLE, "team-1", "alice", "Alice")
@@ -109,6 +111,18 @@ async def test_imagine_queues_and_charges(service, database, queue):
     status = await service.quota(ALICE)
     assert (status.used, status.remaining) == (3, 97)
     assert await ledger_balances(database)
+
+
+async def test_a_status_message_in_the_reply_target_is_recorded_with_the_job(service, deliveries):
+    """The adapter's already-posted status message is recorded in the submit's transaction."""
+    target = {"channel": "c1", "status_message": {"channel_id": "c1", "message_id": "m1"}}
+    job = (await service.submit_imagine(ALICE, imagine(), target)).generation
+    assert await deliveries.messages_for(job.id) == [
+        MessageRef(channel_id="c1", message_id="m1", generation_id=job.id, image_index=None, role=MessageRole.PROGRESS)
+    ]
+    assert await deliveries.message_target(Platform.CONSOLE, "c1", "m1") is not None
+    other = (await service.submit_imagine(ALICE, imagine(), {"channel": "c1"})).generation
+    assert await deliveries.messages_for(other.id) == []
 
 
 async def test_queue_position_counts_jobs_ahead(service):

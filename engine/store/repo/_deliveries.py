@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from engine.domain.types import ACTIVE_STATUSES, FINAL_STATUSES, MessageRole, Platform
 from engine.store.db import rowcount
@@ -67,26 +67,30 @@ def claim_deliveries(
             .execution_options(synchronize_session=False)
         ).all()
     )
-    # Two reads: with one, ordered by id and limited, active jobs with lower ids pushed claimed
-    # ones out of the result — claimed, never delivered until their lease ran out.
-    claimed = (
-        session.scalars(select(Generation).where(Generation.id.in_(claimed_ids)).order_by(Generation.id)).unique().all()
-        if claimed_ids
-        else []
-    )
+    # One read for both, each side chosen by its own condition: ordered by id and limited as a
+    # whole, active jobs with lower ids would push claimed ones out of the result (claimed,
+    # never delivered until their lease ran out), so only the active side is limited.
     active_filter: ColumnElement[bool] = Generation.status.in_([str(s) for s in ACTIVE_STATUSES])
     if active_since is not None:
         active_filter = active_filter & (Generation.updated_at >= active_since)
-    active = (
-        session.scalars(
-            select(Generation)
-            .where(Generation.platform == str(platform), Generation.delivered_at.is_(None), active_filter)
-            .order_by(Generation.id)
-            .limit(ACTIVE_LIMIT)
-        )
+    active_ids = (
+        select(Generation.id)
+        .where(Generation.platform == str(platform), Generation.delivered_at.is_(None), active_filter)
+        .order_by(Generation.id)
+        .limit(ACTIVE_LIMIT)
+    )
+    wanted: ColumnElement[bool] = Generation.id.in_(active_ids.scalar_subquery())
+    if claimed_ids:
+        wanted = Generation.id.in_(claimed_ids) | wanted
+    # The images in the same statement (a join, not the second SELECT the relationship's
+    # default loader would send).
+    rows = (
+        session.scalars(select(Generation).where(wanted).options(joinedload(Generation.images)).order_by(Generation.id))
         .unique()
         .all()
     )
+    claimed = [row for row in rows if row.id in claimed_ids]
+    active = [row for row in rows if row.id not in claimed_ids]
     return claimed, active
 
 
