@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import cast
 
-from sqlalchemy import ColumnElement, insert, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session, lazyload
 
 from engine import metrics
@@ -112,6 +113,28 @@ def fail_job(runtime: WorkerRuntime, job: RenderJob, message: str) -> None:
         runtime.publisher.publish(job.generation_id, str(GenerationStatus.FAILED), 0.0)
 
 
+#: store_result's statements, built once (every value is a parameter): the job marked done
+#: unless it is final already, and its image rows.
+_STORE_DONE = (
+    update(cast(Table, Generation.__table__))
+    .where(
+        Generation.__table__.c.id == bindparam("generation_id"),
+        Generation.__table__.c.status.not_in([str(s) for s in FINAL_STATUSES]),
+    )
+    .values(
+        status=str(GenerationStatus.DONE),
+        progress=1.0,
+        stage=None,
+        finished_at=bindparam("finished_at", type_=Generation.__table__.c.finished_at.type),
+        render_ms=bindparam("render_ms", type_=Generation.__table__.c.render_ms.type),
+        grid_key=bindparam("grid_key", type_=Generation.__table__.c.grid_key.type),
+        render_info=bindparam("render_info", type_=Generation.__table__.c.render_info.type),
+    )
+    .returning(Generation.__table__.c.id)
+)
+_INSERT_IMAGE = insert(cast(Table, Image.__table__))
+
+
 def store_result(runtime: WorkerRuntime, job: RenderJob, result: RenderResult, render_ms: int) -> str:
     """Write the files, then the rows; returns the job's final status.
 
@@ -134,27 +157,19 @@ def store_result(runtime: WorkerRuntime, job: RenderJob, result: RenderResult, r
         # The common case in one UPDATE: the job is not final, so it is done now, with these
         # files (whoever's claim it is under: the first render to finish wins).
         done = session.execute(
-            update(Generation)
-            .where(
-                Generation.id == job.generation_id,
-                Generation.status.not_in([str(s) for s in FINAL_STATUSES]),
-            )
-            .values(
-                status=str(GenerationStatus.DONE),
-                progress=1.0,
-                stage=None,
-                finished_at=utcnow(),
-                render_ms=render_ms,
-                grid_key=grid_key,
-                render_info=result.info,
-            )
-            .returning(Generation.id)
-            .execution_options(synchronize_session=False)
+            _STORE_DONE,
+            {
+                "generation_id": job.generation_id,
+                "finished_at": utcnow(),
+                "render_ms": render_ms,
+                "grid_key": grid_key,
+                "render_info": result.info,
+            },
         ).first()
         if done is not None:
             if keys:
                 session.execute(
-                    insert(Image),
+                    _INSERT_IMAGE,
                     [
                         {
                             "generation_id": job.generation_id,
