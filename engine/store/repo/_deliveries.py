@@ -52,7 +52,8 @@ def claim_deliveries(
         "claim": claim,
         "limit": limit,
     }
-    claimed_ids = set(session.scalars(_claim_statement(reclaim), parameters).all())
+    # limit 0: only the active jobs (the sweep knows no job finished since its last look).
+    claimed_ids = set(session.scalars(_claim_statement(reclaim), parameters).all()) if limit > 0 else set()
     read = _claimed_and_active_statement(bool(claimed_ids), active_since is not None)
     rows = (
         session.scalars(
