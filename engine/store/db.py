@@ -165,7 +165,7 @@ class Database:
             else:
                 event.listen(self._async_engine.sync_engine, "checkout", _ping_on_checkout)
             self._async_sessions = async_sessionmaker(self._async_engine, expire_on_commit=False)
-            # PostgreSQL connections without BEGIN/COMMIT, for one-statement writes (`run_one`).
+            # PostgreSQL connections without BEGIN/COMMIT (`run_autocommit`).
             self._async_autocommit = async_sessionmaker(
                 self._async_engine.execution_options(isolation_level="AUTOCOMMIT")
                 if self.backend == "postgresql"
@@ -202,11 +202,12 @@ class Database:
                 raise StoreUnavailable() from error
             raise
 
-    async def run_one(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Like `run`, for an `fn` that sends exactly one statement (an UPDATE ... WHERE that is
-        atomic by itself): on PostgreSQL it runs on an autocommit connection, so the statement
-        is its own transaction and BEGIN and COMMIT cost no round trips. SQLite takes the
-        ordinary way (its BEGIN IMMEDIATE is what serialises writers)."""
+    async def run_autocommit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Like `run`, for an `fn` whose statements each stand on their own — a single
+        UPDATE … WHERE, or a claim (UPDATE … RETURNING) and then reads of what it claimed: on
+        PostgreSQL it runs on an autocommit connection, each statement its own transaction, so
+        BEGIN and COMMIT cost no round trips. SQLite takes the ordinary way (its BEGIN
+        IMMEDIATE is what serialises writers)."""
         self.async_engine  # noqa: B018 - builds the session factories on first use
         try:
             async with self._async_autocommit() as session, session.begin():

@@ -35,7 +35,7 @@ def claim_deliveries(
 ) -> tuple[Sequence[Generation], Sequence[Generation]]:
     """Claim up to `limit` of this platform's finished, undelivered jobs for the replica whose
     token is `claim`, and list its active ones (only those changed since `active_since`, when
-    given), in one transaction.
+    given): one UPDATE … RETURNING, atomic by itself, then one SELECT of both.
 
     A claim is a lease: the holder renews it while it delivers (`renew_delivery`) and only the
     holder can mark the job delivered. A replica that dies (or whose delivery fails) leaves a

@@ -85,7 +85,7 @@ def test_retrying_gives_up_at_the_deadline(tmp_path):
 async def test_bot_connections_terminated_while_idle_are_replaced(postgres_url):
     """Pooled bot connections that PostgreSQL terminated while they sat idle (a failover, a
     restart) are found dead before use and replaced: the next transactions, and a one-statement
-    `run_one`, simply work, as they did with SQLAlchemy's pre-ping."""
+    `run_autocommit`, simply work, as they did with SQLAlchemy's pre-ping."""
     import psycopg
 
     db = Database(postgres_url)
@@ -100,5 +100,5 @@ async def test_bot_connections_terminated_while_idle_are_replaced(postgres_url):
     assert second != first
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", (second,))
-    assert await db.run_one(lambda session: session.execute(text("SELECT 41 + 1")).scalar()) == 42
+    assert await db.run_autocommit(lambda session: session.execute(text("SELECT 41 + 1")).scalar()) == 42
     await db.dispose()
