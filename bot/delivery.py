@@ -82,6 +82,11 @@ class Delivery:
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._stopping = False
+        # Set by `_wait` when only progress wake-ups (an active job moved on, none finished)
+        # started the next sweep: it then shows progress without claiming — at most until
+        # `sweep_interval_s` after the last full sweep, which catches a finish whose wake-up was lost.
+        self._progress_only = False
+        self._last_full = float("-inf")
 
     async def start(self) -> None:
         await self.wakeups.start()
@@ -119,6 +124,7 @@ class Delivery:
             await self._wait()
 
     async def _wait(self) -> None:
+        self._progress_only = False
         if self._kick.is_set():
             self._kick.clear()
             return
@@ -129,19 +135,25 @@ class Delivery:
         finally:
             for task in (kick, wake):
                 task.cancel()
+            kicked = self._kick.is_set()
             self._kick.clear()
+        woken = wake.done() and not wake.cancelled() and wake.exception() is None and wake.result()
+        self._progress_only = bool(woken) and not kicked and self.wakeups.progress_only
 
     async def sweep(self) -> int:
         """Show progress and deliver results once; returns how many results were delivered."""
         started = utcnow()
         claimed_at = time.monotonic()
+        # Only progress to show (no job finished since the last look): no claim, one statement.
+        full = not self._progress_only or self._reclaim or claimed_at - self._last_full >= self.sweep_interval_s
+        self._progress_only = False
         try:
             claimed, active = await self.deliveries.claim_deliveries(
                 self.target.platform,
                 self.claim,
                 self.lease_s,
                 active_since=self._active_since,
-                limit=self.claim_batch,
+                limit=self.claim_batch if full else 0,
                 reclaim=self._reclaim,
             )
         except StoreUnavailable:
@@ -150,6 +162,8 @@ class Delivery:
             self._reclaim = True
             raise
         self._reclaim = False
+        if full:
+            self._last_full = claimed_at
         self._active_since = started - CLOCK_MARGIN
         now = time.monotonic()
         for job in active:

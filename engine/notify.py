@@ -59,6 +59,10 @@ def make_publisher(url: str | None) -> Publisher:
 
 
 class Wakeups(Protocol):
+    #: After `wait` returned True: whether every wake-up since the previous wait only said an
+    #: active job (queued or running) moved on — no job finished. False when it cannot tell.
+    progress_only: bool
+
     async def start(self) -> None: ...
 
     async def wait(self, timeout: float) -> bool:
@@ -67,8 +71,14 @@ class Wakeups(Protocol):
     async def close(self) -> None: ...
 
 
+#: The statuses a wake-up may carry without any job having finished.
+PROGRESS_STATUSES = frozenset({"queued", "running"})
+
+
 class PollingWakeups:
     """Wake every `interval` seconds, or at once when a worker in this process publishes."""
+
+    progress_only = False  # an in-process signal does not say what changed
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
@@ -104,6 +114,8 @@ class RedisWakeups:
         self._event = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._ready = asyncio.Event()
+        self.progress_only = False
+        self._finished = False  # a wake-up since the last wait said (or may have said) a job ended
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="imagine-wakeups")
@@ -123,11 +135,14 @@ class RedisWakeups:
                     self._ready.set()
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
+                            if _status(message.get("data")) not in PROGRESS_STATUSES:
+                                self._finished = True
                             self._event.set()
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # noqa: BLE001 - reconnect; sweeps keep delivering meanwhile
                 log.warning("Redis wake-up subscription lost (%s); retrying in 1 s", error)
+                self._finished = True
                 self._event.set()  # look once now, in case something was missed
                 await asyncio.sleep(1)
 
@@ -135,8 +150,11 @@ class RedisWakeups:
         try:
             await asyncio.wait_for(self._event.wait(), timeout=min(timeout, self.fallback_interval))
         except TimeoutError:
+            self.progress_only = False
             return False
         self._event.clear()
+        self.progress_only = not self._finished
+        self._finished = False
         return True
 
     async def close(self) -> None:
@@ -144,6 +162,15 @@ class RedisWakeups:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):  # however the task ended, it is over
                 await self._task
+
+
+def _status(data: object) -> str | None:
+    """The status a worker's wake-up carries; None if it cannot be read."""
+    try:
+        status = json.loads(data).get("status")  # type: ignore[arg-type]
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return status if isinstance(status, str) else None
 
 
 def make_wakeups(url: str | None, poll_interval: float) -> Wakeups:

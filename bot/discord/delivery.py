@@ -219,6 +219,9 @@ class DiscordDelivery:
         if self._status.get(job.id) == (int(channel_id), int(message_id)):
             return
         self._status[job.id] = (int(channel_id), int(message_id))
+        recorded = job.reply_target.get("status_message") or {}
+        if (recorded.get("channel_id"), recorded.get("message_id")) == (str(channel_id), str(message_id)):
+            return  # recorded with the job, in the submit's transaction
         await self.deliveries.record_message(
             Platform.DISCORD, str(channel_id), str(message_id), job.id, role=MessageRole.PROGRESS
         )

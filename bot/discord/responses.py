@@ -85,7 +85,7 @@ class Responder:
         """Where the job's result goes, kept in the job row; `status` says which message shows it:
         "original" the interaction's own response, "ack" a message of the bot's (the
         interaction's reply only links to it)."""
-        return {
+        target: dict[str, Any] = {
             "status": status,
             "application_id": str(interaction.application_id),
             "token": interaction.token,
@@ -95,6 +95,12 @@ class Responder:
             "user_id": str(interaction.user.id),
             "upload_limit": interaction.filesize_limit,
         }
+        known = interaction.extras.get("response_message_id")
+        if status == "original" and known is not None and interaction.channel_id is not None:
+            # The deferred response is the job's status message: the submit records it with the
+            # job, in its own transaction (DiscordDelivery.announce then writes nothing more).
+            target["status_message"] = {"channel_id": str(interaction.channel_id), "message_id": str(known)}
+        return target
 
     async def _start_job(
         self, interaction: discord.Interaction, actor: Actor, command: c.Command, *, status: str

@@ -101,11 +101,13 @@ class Deliveries:
             )
             return ([repo.generation_view(g) for g in claimed], [repo.generation_view(g) for g in active])
 
-        return await self.db.run(claim_rows)
+        # The claim is one UPDATE, atomic by itself; the read after it needs no transaction
+        # around the two (what it claimed is final and now this replica's to deliver).
+        return await self.db.run_autocommit(claim_rows)
 
     async def renew_delivery(self, generation_id: int, claim: str) -> bool:
         """Extend a delivery lease; False if it is not this claim's any more."""
-        return await self.db.run(repo.renew_delivery, generation_id, claim, self.clock())
+        return await self.db.run_autocommit(repo.renew_delivery, generation_id, claim, self.clock())
 
     async def release_delivery(self, generation_id: int, claim: str) -> bool:
         """Give a delivery claim up now, so the next sweep retries without waiting for the lease."""
@@ -113,4 +115,4 @@ class Deliveries:
 
     async def mark_delivered(self, generation_id: int, claim: str | None = None) -> bool:
         """Mark a job delivered (under `claim`, when given); False if that claim had passed."""
-        return await self.db.run(repo.mark_delivered, generation_id, self.clock(), claim)
+        return await self.db.run_autocommit(repo.mark_delivered, generation_id, self.clock(), claim)

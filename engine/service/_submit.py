@@ -2,8 +2,10 @@
 blends and interpolation strips, upscales, rerolls.
 
 Every submit follows the same order: validate → (one transaction) refuse banned users and
-blocked prompts without charging, reserve quota, write the job row → enqueue. If the enqueue
-fails the job is marked failed and refunded in a second transaction.
+blocked prompts without charging, reserve quota, write the job row (and, when the reply target
+names one, the status message the adapter already posted for it: `"status_message":
+{"channel_id", "message_id"}`) → enqueue. If the enqueue fails the job is marked failed and
+refunded in a second transaction.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import secrets
 import uuid
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -28,7 +31,7 @@ from engine.domain.errors import (
     UserFacingError,
 )
 from engine.domain.limits import EDIT_AMOUNT, MAX_SEED, STRIP_FRAMES
-from engine.domain.quota import describe_duration
+from engine.domain.quota import describe_duration, effective_limit
 from engine.domain.terms import blocked_term_in
 from engine.domain.types import (
     Actor,
@@ -37,6 +40,7 @@ from engine.domain.types import (
     GenerationStatus,
     ImageRef,
     ImagineRequest,
+    MessageRole,
     RenderParams,
     VariationRequest,
     normalise_prompt,
@@ -45,7 +49,6 @@ from engine.domain.views import GenerationView, SubmittedJob
 from engine.images import decode_upload, encode_png
 from engine.service._base import ServiceBase, new_task_id
 from engine.store import repo
-from engine.store.models import Generation, Team
 
 log = logging.getLogger(__name__)
 
@@ -302,16 +305,19 @@ class Submitting(ServiceBase):
         reply_target: dict[str, Any],
         task_id: str,
     ) -> tuple[GenerationView, int]:
+        """The submit's transaction: for a fresh /imagine four statements — what the checks read
+        (`submit_context`), the quota charged (`try_debit`), the job row, its ledger entry."""
         now = self.clock()
-        team, user = repo.ensure_actor(session, actor)
-        ban = repo.find_ban(session, team, actor.user_id)
-        if ban is not None:
-            raise UserBanned(ban.reason)
+        context = repo.submit_context(session, actor)
+        if context.banned:
+            raise UserBanned(context.ban_reason)
 
         parent_image = None
         thread_root_id = None
         params = {**job.params.to_dict(), **job.extra_params}
         if job.image_ref is not None:
+            # The lookups of a job's images work on the actor's rows (one more statement).
+            team, user = repo.ensure_actor(session, actor)
             parent_image = self._resolve_image(session, team, user, job.image_ref)
             parent = parent_image.generation
             thread_root_id = parent.thread_root_id or parent.id
@@ -328,67 +334,104 @@ class Submitting(ServiceBase):
                 # The text diff runs from what the parent was asked for, toward the new text.
                 described = parent.kind != "blend" and (parent.params or {}).get("source") != "upload"
                 params["edit_from"] = parent.prompt if described else ""
-                self._refuse_blocked_terms(session, team, params["edit_toward"])
-        if job.extra_refs:
-            assert parent_image is not None  # a blend: its first source is job.image_ref
-            sources = [parent_image] + [self._resolve_image(session, team, user, ref) for ref in job.extra_refs]
-            params["sources"] = [
-                {"image_id": image.id, "label": f"#{image.generation_id}:{image.index}", "weight": w}
-                for image, w in zip(sources, job.weights, strict=True)
-            ]
-            labels = [s["label"] for s in params["sources"]]
-            job = replace(
-                job,
-                prompt=(
-                    f"strip from {labels[0]} to {labels[1]}" if "strip" in params else "blend of " + " + ".join(labels)
-                ),
-            )
-        self._refuse_blocked_terms(session, team, job.prompt)
+                self._refuse_blocked_terms(context, params["edit_toward"])
+            if job.extra_refs:  # a blend: its first source is job.image_ref
+                sources = [parent_image] + [self._resolve_image(session, team, user, ref) for ref in job.extra_refs]
+                params["sources"] = [
+                    {"image_id": image.id, "label": f"#{image.generation_id}:{image.index}", "weight": w}
+                    for image, w in zip(sources, job.weights, strict=True)
+                ]
+                labels = [s["label"] for s in params["sources"]]
+                job = replace(
+                    job,
+                    prompt=(
+                        f"strip from {labels[0]} to {labels[1]}"
+                        if "strip" in params
+                        else "blend of " + " + ".join(labels)
+                    ),
+                )
+        self._refuse_blocked_terms(context, job.prompt)
 
         cost = job.params.n
+        self._charge(session, actor, context, cost, now)
+
+        if job.reroll_of is not None:
+            params["reroll_of"] = job.reroll_of
+        values: dict[str, Any] = {
+            "requester_role_ids": list(actor.role_ids),
+            "team_id": context.team_id,
+            "requester_id": context.user_id,
+            "platform": str(actor.platform),
+            "kind": str(job.kind),
+            "status": str(GenerationStatus.QUEUED),
+            "prompt": job.prompt,
+            "negative_prompt": job.negative_prompt,
+            "params": params,
+            "seed": job.seed,
+            "model_id": job.model_id,
+            "parent_image_id": parent_image.id if parent_image else None,
+            "thread_root_id": thread_root_id,
+            "reply_target": reply_target,
+            "cost": cost,
+            "task_id": task_id,
+            "progress": 0.0,
+            "attempts": 0,
+            "render_info": {},
+            "created_at": now,
+            "updated_at": now,
+            "enqueued_at": now,  # published right after this transaction
+            "delivery_attempts": 0,
+        }
+        generation_id = repo.insert_generation(session, values)
+        repo.ledger_debit(
+            session, context.team_id, context.user_id, generation_id, cost, f"{job.kind} #{generation_id}", now
+        )
+        status_message = reply_target.get("status_message")
+        if status_message:
+            # The adapter's status message for this job, posted before the submit (Discord's
+            # deferred response): recorded with the job, so a reaction on it finds the job at once.
+            repo.record_chat_message(
+                session,
+                actor.platform,
+                str(status_message["channel_id"]),
+                str(status_message["message_id"]),
+                generation_id,
+                None,
+                MessageRole.PROGRESS,
+            )
+        view = repo.new_generation_view(
+            generation_id,
+            values,
+            team_external_id=actor.team_id,
+            requester_external_id=actor.user_id,
+            requester_name=context.user_name,
+            parent=parent_image,
+        )
+        # The jobs queued or running when the checks read them, and this one.
+        return view, context.active_jobs + 1
+
+    def _charge(self, session: Session, actor: Actor, context: repo.SubmitContext, cost: int, now: datetime) -> None:
+        """Reserve `cost` images of the actor's quota, or raise QuotaExceeded (nothing charged)."""
+        rules = repo.policy_rules(session, context.team_id) if context.has_policies else []
+        limit = effective_limit(
+            rules,
+            user_id=actor.user_id,
+            role_ids=actor.role_ids,
+            default_limit=self.policy.default_daily_images,
+            now=now,
+        )
+        if repo.try_debit(session, context.team_id, context.user_id, limit, cost, now):
+            return
+        # Over the limit, or a role reset to apply to the row first: the long way, which also
+        # says how much is left.
+        team, user = repo.ensure_actor(session, actor)
         status, usage = repo.quota_status(
             session, team, user, actor.role_ids, self.policy.default_daily_images, now, lock=True
         )
         assert usage is not None  # locked: quota_status created today's usage row
         if status.remaining is not None and status.remaining < cost:
             raise QuotaExceeded(cost, status.remaining, describe_duration(status.resets_at - now))
-
-        if job.reroll_of is not None:
-            params["reroll_of"] = job.reroll_of
-        generation = Generation(
-            requester_role_ids=list(actor.role_ids),
-            team_id=team.id,
-            requester_id=user.id,
-            platform=str(actor.platform),
-            kind=str(job.kind),
-            status=str(GenerationStatus.QUEUED),
-            prompt=job.prompt,
-            negative_prompt=job.negative_prompt,
-            params=params,
-            seed=job.seed,
-            model_id=job.model_id,
-            parent_image_id=parent_image.id if parent_image else None,
-            thread_root_id=thread_root_id,
-            reply_target=reply_target,
-            cost=cost,
-            task_id=task_id,
-            progress=0.0,
-            attempts=0,
-            render_info={},
-            created_at=now,
-            updated_at=now,
-            enqueued_at=now,  # published right after this transaction
-            delivery_attempts=0,
-            # Known already: set them so building the view needs no further queries.
-            team=team,
-            requester=user,
-            parent_image=parent_image,
-            images=[],
-        )
-        session.add(generation)
-        session.flush()
-        repo.debit(session, usage, generation, cost, f"{job.kind} #{generation.id}")
-        return repo.generation_view(generation), repo.queue_position(session, generation)
+        usage.used += cost
 
     def _fail_enqueue(self, session: Session, generation_id: int) -> None:
         generation = repo.get_generation(session, generation_id, lock=True)
@@ -423,8 +466,9 @@ class Submitting(ServiceBase):
             raise UsageError(f"--seed must be between 0 and {MAX_SEED}, got {seed}.")
         return seed
 
-    def _refuse_blocked_terms(self, session: Session, team: Team, prompt: str) -> None:
-        term = blocked_term_in(prompt, repo.blocked_terms(session, team))
+    @staticmethod
+    def _refuse_blocked_terms(context: repo.SubmitContext, prompt: str) -> None:
+        term = blocked_term_in(prompt, context.blocked_terms)
         if term is not None:
             raise PromptRejected(term)
 

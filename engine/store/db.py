@@ -18,10 +18,11 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Connection, CursorResult, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+from sqlalchemy.util import await_only
 
 from engine.domain.errors import StoreUnavailable
 
@@ -153,12 +154,24 @@ class Database:
     def async_engine(self) -> AsyncEngine:
         if self._async_engine is None:
             connect_args = {"timeout": 5} if self.backend == "postgresql" else {}
+            # The bots' connections are checked before use by `_ping_on_checkout`, not by
+            # SQLAlchemy's pre-ping, which wraps asyncpg's ping in BEGIN … ROLLBACK.
+            pool = {**self._pool, "pool_pre_ping": False} if self.backend == "postgresql" else self._pool
             self._async_engine = create_async_engine(
-                async_url(self.url), echo=self._echo, connect_args=connect_args, **self._pool
+                async_url(self.url), echo=self._echo, connect_args=connect_args, **pool
             )
             if self.backend == "sqlite":
                 _configure_sqlite(self._async_engine.sync_engine)
+            else:
+                event.listen(self._async_engine.sync_engine, "checkout", _ping_on_checkout)
             self._async_sessions = async_sessionmaker(self._async_engine, expire_on_commit=False)
+            # PostgreSQL connections without BEGIN/COMMIT (`run_autocommit`).
+            self._async_autocommit = async_sessionmaker(
+                self._async_engine.execution_options(isolation_level="AUTOCOMMIT")
+                if self.backend == "postgresql"
+                else self._async_engine,
+                expire_on_commit=False,
+            )
         return self._async_engine
 
     @property
@@ -182,6 +195,22 @@ class Database:
         self.async_engine  # noqa: B018 - builds the session factory on first use
         try:
             async with self._async_sessions() as session, session.begin():
+                return await session.run_sync(fn, *args, **kwargs)
+        except Exception as error:
+            if is_unavailable(error):
+                log.warning("database unreachable: %s", error)
+                raise StoreUnavailable() from error
+            raise
+
+    async def run_autocommit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Like `run`, for an `fn` whose statements each stand on their own — a single
+        UPDATE … WHERE, or a claim (UPDATE … RETURNING) and then reads of what it claimed: on
+        PostgreSQL it runs on an autocommit connection, each statement its own transaction, so
+        BEGIN and COMMIT cost no round trips. SQLite takes the ordinary way (its BEGIN
+        IMMEDIATE is what serialises writers)."""
+        self.async_engine  # noqa: B018 - builds the session factories on first use
+        try:
+            async with self._async_autocommit() as session, session.begin():
                 return await session.run_sync(fn, *args, **kwargs)
         except Exception as error:
             if is_unavailable(error):
@@ -227,6 +256,24 @@ class Database:
             await self._async_engine.dispose()
         if self._sync_engine is not None:
             self._sync_engine.dispose()
+
+
+def _ping_on_checkout(
+    _dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+) -> None:
+    """Pessimistic disconnect handling for the asyncpg pool, in one round trip: an empty query
+    on the connection before it is handed out. SQLAlchemy's own pre-ping wraps the same query in
+    BEGIN and ROLLBACK (for pgbouncer's transaction mode, which imagine-bot does not use) —
+    three round trips before every transaction of the bot. A dead connection raises
+    DisconnectionError, on which the pool discards it and checks out another, as with
+    pre-ping."""
+    driver = record.driver_connection
+    if driver is None:
+        raise DisconnectionError("no connection to check")
+    try:
+        await_only(driver.fetchrow(";"))
+    except Exception as error:
+        raise DisconnectionError(f"connection failed its ping: {error!r}") from error
 
 
 def _forget_connections_after_fork(ref: weakref.ref[Database]) -> Callable[[], None]:

@@ -17,8 +17,8 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session, aliased, lazyload
 
 from engine import metrics
 from engine.domain.types import GenerationKind, GenerationStatus
@@ -26,7 +26,7 @@ from engine.image_files import ImageStore
 from engine.render.types import RenderJob, batch_key
 from engine.store import repo
 from engine.store.db import is_unavailable
-from engine.store.models import Generation, Image, utcnow
+from engine.store.models import Generation, Image, UTCDateTime, utcnow
 from engine.worker.lease import lease_live
 from engine.worker.results import fail_row
 from engine.worker.runtime import WorkerRuntime
@@ -131,10 +131,20 @@ def _claim_row(
     """(the job to render or None, whether it was failed instead, the jobs batched with it) —
     safe to run twice. The first look for a batch is in the same transaction: one round trip
     fewer per job (a retried claim just renders without them; their lease brings them back)."""
-    generation = repo.get_generation(session, generation_id, lock=True, images=False)
-    if generation is None:
+    claimed = _claim_queued(session, runtime, generation_id)
+    if claimed is not None:
+        generation, more_queued = claimed
+        try:
+            job = render_job_from_row(session, generation, runtime.store)
+        except JobFailed as error:
+            fail_row(session, generation, str(error))
+            return None, True, []
+        return job, False, _gather_first(session, runtime, generation_id, job) if more_queued else []
+    locked = repo.get_generation(session, generation_id, lock=True, images=False)
+    if locked is None:
         log.warning("job %s: no such row, dropping the task", generation_id)
         return None, False, []
+    generation = locked
     status = GenerationStatus(generation.status)
     if status.is_final:
         log.info("job %s: already %s, nothing to do", generation_id, status)
@@ -157,13 +167,75 @@ def _claim_row(
             generation.worker,
             generation.attempts,
         )
-    job = _start(session, runtime, generation, leader=None)
-    if job is None:
+    started = _start(session, runtime, generation, leader=None)
+    if started is None:
         return None, True, []
+    return started, False, _gather_first(session, runtime, generation_id, started)
+
+
+def _gather_first(session: Session, runtime: WorkerRuntime, generation_id: int, job: RenderJob) -> list[RenderJob]:
     key = batch_key(job)
     room = runtime.max_batch_images - job.n
-    gathered = _gather_once(session, runtime, generation_id, key, room) if room > 0 and key[-1] is None else []
-    return job, False, gathered
+    return _gather_once(session, runtime, generation_id, key, room) if room > 0 and key[-1] is None else []
+
+
+def _claim_queued_statement() -> Any:
+    """`_claim_queued`'s UPDATE, built once (an aliased entity alone costs milliseconds to
+    build): every value is a parameter."""
+    now = bindparam("now", type_=UTCDateTime())
+    # Any other job queued (of any model: the batch's own look picks those of this one). Not
+    # correlated with the updated row: SQLite's RETURNING cannot name it in a subquery.
+    other = aliased(Generation)
+    more_queued = (
+        select(other.id)
+        .where(other.status == str(GenerationStatus.QUEUED), other.id != bindparam("generation_id"))
+        .exists()
+    )
+    return (
+        update(Generation)
+        .where(
+            Generation.id == bindparam("generation_id"),
+            Generation.status == str(GenerationStatus.QUEUED),
+            Generation.attempts < bindparam("max_attempts"),
+        )
+        .values(
+            status=str(GenerationStatus.RUNNING),
+            heartbeat_at=now,
+            started_at=func.coalesce(Generation.started_at, now),
+            attempts=Generation.attempts + 1,
+            worker=bindparam("worker"),
+            batch_leader_id=None,
+            stage="starting",
+            progress=0.0,
+        )
+        .returning(Generation, more_queued)
+        .options(lazyload(Generation.images))  # not read here: no second SELECT for them
+        .execution_options(populate_existing=True)
+    )
+
+
+_CLAIM_QUEUED = _claim_queued_statement()
+
+
+def _claim_queued(session: Session, runtime: WorkerRuntime, generation_id: int) -> tuple[Generation, bool] | None:
+    """The common case in one statement: a queued job, under its attempt limit, marked running on
+    this worker (what `_start` does to a locked row) — with whether any other job is queued, so
+    an empty queue costs no look for a batch. None when the row is anything else (gone,
+    running, finished, out of attempts): the caller locks it and looks."""
+    now = utcnow()
+    parameters = {
+        "generation_id": generation_id,
+        "max_attempts": runtime.max_attempts,
+        "now": now,
+        "worker": runtime.name,
+    }
+    row: Any = session.execute(_CLAIM_QUEUED, parameters).one_or_none()
+    if row is None:
+        return None
+    generation, more = row
+    if generation.started_at == now:  # its first start (a job swept back keeps its first one)
+        metrics.JOB_SECONDS.labels(phase="queue_wait").observe(max(0.0, (now - generation.created_at).total_seconds()))
+    return generation, bool(more)
 
 
 def _start(session: Session, runtime: WorkerRuntime, row: Generation, *, leader: int | None) -> RenderJob | None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import cast
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session, lazyload
 
 from engine import metrics
-from engine.domain.types import GenerationStatus
+from engine.domain.types import FINAL_STATUSES, GenerationStatus
 from engine.image_files import ImageStore
 from engine.render.types import RenderAborted, RenderJob, RenderResult
 from engine.store import repo
@@ -112,6 +113,28 @@ def fail_job(runtime: WorkerRuntime, job: RenderJob, message: str) -> None:
         runtime.publisher.publish(job.generation_id, str(GenerationStatus.FAILED), 0.0)
 
 
+#: store_result's statements, built once (every value is a parameter): the job marked done
+#: unless it is final already, and its image rows.
+_STORE_DONE = (
+    update(cast(Table, Generation.__table__))
+    .where(
+        Generation.__table__.c.id == bindparam("generation_id"),
+        Generation.__table__.c.status.not_in([str(s) for s in FINAL_STATUSES]),
+    )
+    .values(
+        status=str(GenerationStatus.DONE),
+        progress=1.0,
+        stage=None,
+        finished_at=bindparam("finished_at", type_=Generation.__table__.c.finished_at.type),
+        render_ms=bindparam("render_ms", type_=Generation.__table__.c.render_ms.type),
+        grid_key=bindparam("grid_key", type_=Generation.__table__.c.grid_key.type),
+        render_info=bindparam("render_info", type_=Generation.__table__.c.render_info.type),
+    )
+    .returning(Generation.__table__.c.id)
+)
+_INSERT_IMAGE = insert(cast(Table, Image.__table__))
+
+
 def store_result(runtime: WorkerRuntime, job: RenderJob, result: RenderResult, render_ms: int) -> str:
     """Write the files, then the rows; returns the job's final status.
 
@@ -131,37 +154,46 @@ def store_result(runtime: WorkerRuntime, job: RenderJob, result: RenderResult, r
 
     def commit(session: Session) -> tuple[str, bool]:
         """(the job's status, whether this render's files are the stored ones)."""
-        generation = repo.get_generation(session, job.generation_id, lock=True, images=False)
-        if generation is None:
-            return "missing", False
-        if generation.status == str(GenerationStatus.DONE):
-            # Ours if this is a retry of a commit whose answer was lost.
-            stored = set(session.scalars(select(Image.storage_key).where(Image.generation_id == generation.id)))
-            return generation.status, bool(keys) and stored == set(keys)
-        if GenerationStatus(generation.status).is_final:
-            return generation.status, False
-        for image, key in zip(result.images, keys, strict=True):
-            session.add(
-                Image(
-                    generation_id=generation.id,
-                    index=image.index,
-                    storage_key=key,
-                    width=image.width,
-                    height=image.height,
-                    seed=image.seed,
-                    sha256=image.sha256,
-                    embedding=image.embedding,
-                    embedding_dim=image.embedding_dim,
+        # The common case in one UPDATE: the job is not final, so it is done now, with these
+        # files (whoever's claim it is under: the first render to finish wins).
+        done = session.execute(
+            _STORE_DONE,
+            {
+                "generation_id": job.generation_id,
+                "finished_at": utcnow(),
+                "render_ms": render_ms,
+                "grid_key": grid_key,
+                "render_info": result.info,
+            },
+        ).first()
+        if done is not None:
+            if keys:
+                session.execute(
+                    _INSERT_IMAGE,
+                    [
+                        {
+                            "generation_id": job.generation_id,
+                            "index": image.index,
+                            "storage_key": key,
+                            "width": image.width,
+                            "height": image.height,
+                            "seed": image.seed,
+                            "sha256": image.sha256,
+                            "embedding": image.embedding,
+                            "embedding_dim": image.embedding_dim,
+                        }
+                        for image, key in zip(result.images, keys, strict=True)
+                    ],
                 )
-            )
-        generation.status = str(GenerationStatus.DONE)
-        generation.progress = 1.0
-        generation.stage = None
-        generation.finished_at = utcnow()
-        generation.render_ms = render_ms
-        generation.grid_key = grid_key
-        generation.render_info = result.info
-        return generation.status, True
+            return str(GenerationStatus.DONE), True
+        status = session.scalar(select(Generation.status).where(Generation.id == job.generation_id))
+        if status is None:
+            return "missing", False
+        if status == str(GenerationStatus.DONE):
+            # Ours if this is a retry of a commit whose answer was lost.
+            stored = set(session.scalars(select(Image.storage_key).where(Image.generation_id == job.generation_id)))
+            return status, bool(keys) and stored == set(keys)
+        return status, False  # finished otherwise (failed, cancelled) meanwhile
 
     status, kept = runtime.db.retrying(commit)
     if not kept:

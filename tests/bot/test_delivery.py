@@ -276,3 +276,61 @@ async def test_a_claim_whose_answer_was_lost_is_taken_back_at_the_next_sweep(
     assert await loop.sweep() == 1
     assert target.delivered == [job.id]
     assert await delivery(deliveries, Target()).sweep() == 0  # another replica: nothing to take
+
+
+class ScriptedWakeups:
+    """Wake-ups that say, wake by wake, whether only progress moved (as Redis's can)."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bool] = asyncio.Queue()
+        self.progress_only = False
+
+    async def start(self) -> None:
+        return None
+
+    async def wait(self, timeout: float) -> bool:
+        try:
+            self.progress_only = await asyncio.wait_for(self.queue.get(), timeout)
+        except TimeoutError:
+            self.progress_only = False
+            return False
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_progress_wake_ups_show_progress_without_claiming(service, deliveries, database):
+    """A wake-up that only says a job is running shows progress without a claim (one statement
+    instead of two); a finish, or the sweep interval passing, claims again — so a finished job
+    whose own wake-up was lost still arrives within the interval."""
+    wakeups = ScriptedWakeups()
+    target = Target()
+    loop = Delivery(deliveries, target, wakeups, sweep_interval_s=1.0)
+    claims: list[int] = []
+    claim_deliveries = deliveries.claim_deliveries
+
+    async def counting(*args, **kwargs):
+        claims.append(kwargs["limit"])
+        return await claim_deliveries(*args, **kwargs)
+
+    deliveries.claim_deliveries = counting
+    await loop.start()
+    try:
+        await asyncio.sleep(0.05)  # the first sweep: a full one
+        job = await submit(service)
+        await finish(database, job.id, images=2)  # finished, but its wake-up is "lost"
+        await wakeups.queue.put(True)  # a progress wake-up of some other job
+        await asyncio.sleep(0.05)
+        assert claims[-1] == 0 and target.delivered == []
+        await asyncio.sleep(1.1)  # the interval passed: the next look claims it
+        await wakeups.queue.put(True)
+        await asyncio.sleep(0.1)
+        assert target.delivered == [job.id]
+        other = await submit(service)
+        await finish(database, other.id, images=2)
+        await wakeups.queue.put(False)  # its own "done" wake-up
+        await asyncio.sleep(0.1)
+        assert target.delivered == [job.id, other.id]
+    finally:
+        await loop.stop()

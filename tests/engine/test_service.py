@@ -24,11 +24,13 @@ from engine.domain.types import (
     GenerationStatus,
     ImageRef,
     ImagineRequest,
+    MessageRole,
     Platform,
     QuotaTarget,
     RenderParams,
     VariationRequest,
 )
+from engine.domain.views import MessageRef
 from engine.store.models import Generation, Image, QuotaLedgerEntry, QuotaUsage, utcnow
 
 ALICE = Actor(Platform.CONSOLE, "team-1", "alice", "Alice")
@@ -111,6 +113,18 @@ async def test_imagine_queues_and_charges(service, database, queue):
     assert await ledger_balances(database)
 
 
+async def test_a_status_message_in_the_reply_target_is_recorded_with_the_job(service, deliveries):
+    """The adapter's already-posted status message is recorded in the submit's transaction."""
+    target = {"channel": "c1", "status_message": {"channel_id": "c1", "message_id": "m1"}}
+    job = (await service.submit_imagine(ALICE, imagine(), target)).generation
+    assert await deliveries.messages_for(job.id) == [
+        MessageRef(channel_id="c1", message_id="m1", generation_id=job.id, image_index=None, role=MessageRole.PROGRESS)
+    ]
+    assert await deliveries.message_target(Platform.CONSOLE, "c1", "m1") is not None
+    other = (await service.submit_imagine(ALICE, imagine(), {"channel": "c1"})).generation
+    assert await deliveries.messages_for(other.id) == []
+
+
 async def test_queue_position_counts_jobs_ahead(service):
     """The second queued job is told it is second in line."""
     await service.submit_imagine(ALICE, imagine())
@@ -137,6 +151,27 @@ async def test_blocked_term_is_refused_without_charge(service, database, queue):
     assert (await service.quota(ALICE)).used == 0
     # Whole words only: "gorilla" is fine.
     await service.submit_imagine(ALICE, imagine("a gorilla"))
+
+
+async def test_the_first_blocked_term_in_order_is_named(service):
+    """With several blocked terms in one prompt, the refusal names the first in sorted order
+    (the terms are read with the submit's checks, in one statement)."""
+    for term in ("zebra", "apple", "mango"):
+        await service.block_term(ADMIN, term)
+    with pytest.raises(PromptRejected, match="\\('apple'\\)"):
+        await service.submit_imagine(ALICE, imagine("a zebra eating a mango and an apple"))
+    await service.ban(ADMIN, "alice")  # a ban without a reason still refuses
+    with pytest.raises(UserBanned):
+        await service.submit_imagine(ALICE, imagine("a pear"))
+
+
+async def test_new_names_are_kept_on_submit(service, database):
+    """A user or team renamed on the platform shows under the new name from the next job."""
+    await service.submit_imagine(ALICE, imagine())
+    renamed = replace(ALICE, user_name="Alicia")
+    job = (await service.submit_imagine(renamed, imagine())).generation
+    assert job.requester_name == "Alicia"
+    assert (await service.history(renamed)).items[0].requester_name == "Alicia"
 
 
 async def test_quota_exceeded_says_what_is_left(service, database, queue):

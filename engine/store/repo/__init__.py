@@ -20,6 +20,7 @@ from engine.store.repo._generations import (
     find_image,
     get_generation,
     get_image,
+    insert_generation,
     latest_generation,
     queue_position,
     team_generations,
@@ -32,12 +33,15 @@ from engine.store.repo._quota import (
     debit,
     find_policy,
     ledger,
+    ledger_debit,
     lock_usage,
     policy_rules,
     quota_status,
     refund,
+    try_debit,
 )
 from engine.store.repo._teams import (
+    SubmitContext,
     audit_entries,
     blocked_terms,
     ensure_actor,
@@ -46,11 +50,13 @@ from engine.store.repo._teams import (
     find_ban,
     find_user,
     remove_blocked_term,
+    submit_context,
 )
-from engine.store.repo._views import generation_view, image_view, message_ref
+from engine.store.repo._views import generation_view, image_view, message_ref, new_generation_view
 
 __all__ = [
     "ACTIVE_LIMIT",
+    "SubmitContext",
     "apply_role_reset",
     "audit_entries",
     "blocked_terms",
@@ -70,11 +76,14 @@ __all__ = [
     "get_generation",
     "get_image",
     "image_view",
+    "insert_generation",
     "latest_generation",
     "ledger",
+    "ledger_debit",
     "lock_usage",
     "mark_delivered",
     "message_ref",
+    "new_generation_view",
     "policy_rules",
     "queue_position",
     "quota_status",
@@ -84,8 +93,10 @@ __all__ = [
     "remember_event",
     "remove_blocked_term",
     "renew_delivery",
+    "submit_context",
     "team_generations",
     "team_jobs_since",
     "thread_members",
+    "try_debit",
     "user_generations",
 ]

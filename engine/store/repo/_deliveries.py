@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, bindparam, select, update
+from sqlalchemy.orm import Session, joinedload
 
 from engine.domain.types import ACTIVE_STATUSES, FINAL_STATUSES, MessageRole, Platform
 from engine.store.db import rowcount
-from engine.store.models import ChatMessage, Generation, utcnow
+from engine.store.models import ChatMessage, Generation, UTCDateTime, utcnow
 from engine.store.repo._insert import insert_ignore
 
 # --- delivery claims -------------------------------------------------------------------------
@@ -34,7 +35,7 @@ def claim_deliveries(
 ) -> tuple[Sequence[Generation], Sequence[Generation]]:
     """Claim up to `limit` of this platform's finished, undelivered jobs for the replica whose
     token is `claim`, and list its active ones (only those changed since `active_since`, when
-    given), in one transaction.
+    given): one UPDATE … RETURNING, atomic by itself, then one SELECT of both.
 
     A claim is a lease: the holder renews it while it delivers (`renew_delivery`) and only the
     holder can mark the job delivered. A replica that dies (or whose delivery fails) leaves a
@@ -44,50 +45,92 @@ def claim_deliveries(
     claim may have committed although its answer was lost (a connection dropped at COMMIT).
     Returns (claimed finished jobs, queued/running jobs).
     """
-    free = Generation.delivery_claimed_at.is_(None) | (
-        Generation.delivery_claimed_at <= now - timedelta(seconds=lease_s)
-    )
-    if reclaim:
-        free = free | (Generation.delivery_claim == claim)
-    claimable = (
-        (Generation.platform == str(platform))
-        & Generation.delivered_at.is_(None)
-        & Generation.status.in_([str(s) for s in FINAL_STATUSES])
-        & free
-    )
-    # The conditions are checked again by the UPDATE itself, row by row under its lock, so two
-    # replicas picking the same candidates still claim each job once.
-    candidates = select(Generation.id).where(claimable).order_by(Generation.id).limit(limit)
-    claimed_ids = set(
+    parameters = {
+        "for_platform": str(platform),
+        "now": now,
+        "stale_before": now - timedelta(seconds=lease_s),
+        "claim": claim,
+        "limit": limit,
+    }
+    # limit 0: only the active jobs (the sweep knows no job finished since its last look).
+    claimed_ids = set(session.scalars(_claim_statement(reclaim), parameters).all()) if limit > 0 else set()
+    read = _claimed_and_active_statement(bool(claimed_ids), active_since is not None)
+    rows = (
         session.scalars(
-            update(Generation)
-            .where(Generation.id.in_(candidates.scalar_subquery()), claimable)
-            .values(delivery_claimed_at=now, delivery_claim=claim, delivery_attempts=Generation.delivery_attempts + 1)
-            .returning(Generation.id)
-            .execution_options(synchronize_session=False)
-        ).all()
-    )
-    # Two reads: with one, ordered by id and limited, active jobs with lower ids pushed claimed
-    # ones out of the result — claimed, never delivered until their lease ran out.
-    claimed = (
-        session.scalars(select(Generation).where(Generation.id.in_(claimed_ids)).order_by(Generation.id)).unique().all()
-        if claimed_ids
-        else []
-    )
-    active_filter: ColumnElement[bool] = Generation.status.in_([str(s) for s in ACTIVE_STATUSES])
-    if active_since is not None:
-        active_filter = active_filter & (Generation.updated_at >= active_since)
-    active = (
-        session.scalars(
-            select(Generation)
-            .where(Generation.platform == str(platform), Generation.delivered_at.is_(None), active_filter)
-            .order_by(Generation.id)
-            .limit(ACTIVE_LIMIT)
+            read,
+            {"for_platform": str(platform), "claimed": list(claimed_ids), "active_since": active_since},
         )
         .unique()
         .all()
     )
+    claimed = [row for row in rows if row.id in claimed_ids]
+    active = [row for row in rows if row.id not in claimed_ids]
     return claimed, active
+
+
+# The sweep's statements, built once per variant (every value is a parameter): building them
+# anew, with an entity of this many columns, cost more of the bot's CPU than running them.
+_CLAIM: dict[bool, Any] = {}
+_READ: dict[tuple[bool, bool], Any] = {}
+
+
+def _claim_statement(reclaim: bool) -> Any:
+    """UPDATE … RETURNING id: claim up to :limit finished, undelivered jobs of :for_platform."""
+    if reclaim not in _CLAIM:
+        now = bindparam("now", type_=UTCDateTime())
+        free = Generation.delivery_claimed_at.is_(None) | (
+            Generation.delivery_claimed_at <= bindparam("stale_before", type_=UTCDateTime())
+        )
+        if reclaim:
+            free = free | (Generation.delivery_claim == bindparam("claim"))
+        claimable = (
+            (Generation.platform == bindparam("for_platform"))
+            & Generation.delivered_at.is_(None)
+            & Generation.status.in_([str(s) for s in FINAL_STATUSES])
+            & free
+        )
+        # The conditions are checked again by the UPDATE itself, row by row under its lock, so
+        # two replicas picking the same candidates still claim each job once.
+        candidates = select(Generation.id).where(claimable).order_by(Generation.id).limit(bindparam("limit"))
+        _CLAIM[reclaim] = (
+            update(Generation)
+            .where(Generation.id.in_(candidates.scalar_subquery()), claimable)
+            .values(
+                delivery_claimed_at=now,
+                delivery_claim=bindparam("claim"),
+                delivery_attempts=Generation.delivery_attempts + 1,
+            )
+            .returning(Generation.id)
+            .execution_options(synchronize_session=False)
+        )
+    return _CLAIM[reclaim]
+
+
+def _claimed_and_active_statement(claimed: bool, since: bool) -> Any:
+    """The claimed jobs (:claimed) and :for_platform's active ones (changed since :active_since,
+    when given), with their images, in one SELECT.
+
+    Each side is chosen by its own condition: ordered by id and limited as a whole, active
+    jobs with lower ids would push claimed ones out of the result (claimed, never delivered
+    until their lease ran out), so only the active side is limited."""
+    key = (claimed, since)
+    if key not in _READ:
+        active_filter: ColumnElement[bool] = Generation.status.in_([str(s) for s in ACTIVE_STATUSES])
+        if since:
+            active_filter = active_filter & (Generation.updated_at >= bindparam("active_since", type_=UTCDateTime()))
+        active_ids = (
+            select(Generation.id)
+            .where(Generation.platform == bindparam("for_platform"), Generation.delivered_at.is_(None), active_filter)
+            .order_by(Generation.id)
+            .limit(ACTIVE_LIMIT)
+        )
+        wanted: ColumnElement[bool] = Generation.id.in_(active_ids.scalar_subquery())
+        if claimed:
+            wanted = Generation.id.in_(bindparam("claimed", expanding=True)) | wanted
+        # The images in the same statement (a join, not the second SELECT the relationship's
+        # default loader would send).
+        _READ[key] = select(Generation).where(wanted).options(joinedload(Generation.images)).order_by(Generation.id)
+    return _READ[key]
 
 
 def renew_delivery(session: Session, generation_id: int, claim: str, now: datetime) -> bool:
@@ -116,13 +159,28 @@ def release_delivery(session: Session, generation_id: int, claim: str) -> bool:
 def mark_delivered(session: Session, generation_id: int, now: datetime, claim: str | None = None) -> bool:
     """Mark a job delivered — only under the given claim, when one is given. False if the job
     was not this claim's any more (another replica took it over) or was already delivered."""
-    condition = (Generation.id == generation_id) & Generation.delivered_at.is_(None)
-    if claim is not None:
-        condition = condition & (Generation.delivery_claim == claim)
     result = session.execute(
-        update(Generation).where(condition).values(delivered_at=now).execution_options(synchronize_session=False)
+        _mark_statement(claim is not None), {"generation_id": generation_id, "now": now, "claim": claim}
     )
     return rowcount(result) == 1
+
+
+_MARK: dict[bool, Any] = {}
+
+
+def _mark_statement(claimed: bool) -> Any:
+    """mark_delivered's UPDATE, built once per variant."""
+    if claimed not in _MARK:
+        condition = (Generation.id == bindparam("generation_id")) & Generation.delivered_at.is_(None)
+        if claimed:
+            condition = condition & (Generation.delivery_claim == bindparam("claim"))
+        _MARK[claimed] = (
+            update(Generation)
+            .where(condition)
+            .values(delivered_at=bindparam("now", type_=UTCDateTime()))
+            .execution_options(synchronize_session=False)
+        )
+    return _MARK[claimed]
 
 
 # --- chat messages ---------------------------------------------------------------------------

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session, lazyload
 
 from engine.domain.limits import MAX_ID
@@ -140,3 +140,13 @@ def get_image(session: Session, image_id: int) -> Image | None:
 
 def find_image(session: Session, generation_id: int, index: int) -> Image | None:
     return session.scalar(select(Image).where(Image.generation_id == generation_id, Image.index == index))
+
+
+#: Built once: the values travel as parameters, so each INSERT reuses the compiled statement.
+_INSERT_GENERATION = insert(cast(Table, Generation.__table__)).returning(Generation.__table__.c.id)
+
+
+def insert_generation(session: Session, values: dict[str, Any]) -> int:
+    """Write a new job row in one INSERT and return its id (no unit of work: the submit builds
+    its view from what it wrote)."""
+    return int(session.execute(_INSERT_GENERATION, values).scalar_one())

@@ -4,18 +4,22 @@ it (debit, refund, grant, reset)."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Integer, Table, and_, bindparam, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from engine.domain.quota import PolicyRule, effective_limit, period_end, period_start
+from engine.domain.quota import EffectiveLimit, PolicyRule, effective_limit, period_end, period_start
 from engine.domain.views import QuotaStatus
-from engine.store.models import Generation, QuotaLedgerEntry, QuotaPolicy, QuotaUsage, Team, User
+from engine.store.models import Generation, QuotaLedgerEntry, QuotaPolicy, QuotaUsage, Team, User, utcnow
 from engine.store.repo._insert import dialect_insert
 
 
-def policy_rules(session: Session, team: Team) -> list[PolicyRule]:
-    rows = session.scalars(select(QuotaPolicy).where(QuotaPolicy.team_id == team.id))
+def policy_rules(session: Session, team: Team | int) -> list[PolicyRule]:
+    team_id = team if isinstance(team, int) else team.id
+    rows = session.scalars(select(QuotaPolicy).where(QuotaPolicy.team_id == team_id))
     return [PolicyRule(r.scope, r.subject, r.daily_limit, r.unlimited, r.bonus, r.bonus_day, r.reset_at) for r in rows]
 
 
@@ -145,3 +149,86 @@ def refund(session: Session, generation: Generation, reason: str) -> int:
     usage.used -= amount
     ledger(session, usage, "refund", amount, reason, generation_id=generation.id)
     return amount
+
+
+def try_debit(session: Session, team_id: int, user_id: int, limit: EffectiveLimit, cost: int, now: datetime) -> bool:
+    """Charge `cost` images to the user's usage row for the current period in one statement —
+    created if needed, locked like `lock_usage` — if it fits under `limit` and no role reset is
+    waiting to be applied to the row. False (and nothing changed) otherwise: the caller then
+    takes the long way (`quota_status(lock=True)`, which applies a waiting reset and says how
+    much is left, then charges the locked row). The ledger entry is the caller's
+    (`ledger_debit`), once the job has its id."""
+    cap = None if limit.limit is None else limit.limit + limit.bonus
+    if cap is not None and cost > cap:
+        return False  # a new row could not take it; only a grant on an existing one might
+    statement = _debit_statement(session.get_bind().dialect.name, cap is not None, limit.reset_at is not None)
+    parameters = {
+        "team_id": team_id,
+        "user_id": user_id,
+        "period_start": period_start(now),
+        "cost": cost,
+        "cap": cap,
+        "reset_at": limit.reset_at,
+    }
+    return session.execute(statement, parameters).first() is not None
+
+
+_DEBIT: dict[tuple[str, bool, bool], Any] = {}
+
+
+def _debit_statement(dialect: str, capped: bool, reset: bool) -> Any:
+    """try_debit's upsert, built once per dialect and kind of limit (values are parameters)."""
+    key = (dialect, capped, reset)
+    if key not in _DEBIT:
+        usage = cast(Table, QuotaUsage.__table__)
+        cost = bindparam("cost", type_=Integer)
+        conditions: list[ColumnElement[bool]] = []
+        if capped:
+            conditions.append(usage.c.used + cost <= usage.c.granted + bindparam("cap", type_=Integer))
+        if reset:
+            # NULL (never reset) compares as unknown: the long way applies the reset first.
+            conditions.append(usage.c.reset_applied_at >= bindparam("reset_at", type_=usage.c.reset_applied_at.type))
+        # A row created here starts with this debit, and with the reset already applied (a reset
+        # of an empty row leaves nothing in the ledger, as apply_role_reset does).
+        insert_ = pg_insert if dialect == "postgresql" else sqlite_insert
+        _DEBIT[key] = (
+            insert_(usage)
+            .values(
+                team_id=bindparam("team_id"),
+                user_id=bindparam("user_id"),
+                period_start=bindparam("period_start"),
+                used=cost,
+                granted=0,
+                reset_applied_at=bindparam("reset_at", type_=usage.c.reset_applied_at.type) if reset else None,
+            )
+            .on_conflict_do_update(
+                index_elements=["user_id", "period_start"],
+                set_={"used": usage.c.used + cost},
+                where=and_(*conditions) if conditions else None,
+            )
+            .returning(usage.c.id)
+        )
+    return _DEBIT[key]
+
+
+_INSERT_LEDGER = insert(cast(Table, QuotaLedgerEntry.__table__))
+
+
+def ledger_debit(
+    session: Session, team_id: int, user_id: int, generation_id: int, cost: int, reason: str, now: datetime
+) -> None:
+    """The ledger entry of a job's debit (made by `try_debit`, or on the row `lock_usage` locked)."""
+    session.execute(
+        _INSERT_LEDGER,
+        {
+            "team_id": team_id,
+            "user_id": user_id,
+            "generation_id": generation_id,
+            "period_start": period_start(now),
+            "kind": "debit",
+            "amount": cost,
+            "reason": reason,
+            "actor_id": None,
+            "created_at": utcnow(),
+        },
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from engine.domain.types import GenerationKind, GenerationStatus, MessageRole, Platform
 from engine.domain.views import GenerationView, ImageView, MessageRef
 from engine.store.models import ChatMessage, Generation, Image
@@ -60,4 +62,47 @@ def generation_view(generation: Generation) -> GenerationView:
         grid_key=generation.grid_key,
         render_ms=generation.render_ms,
         images=tuple(image_view(i) for i in generation.images),
+    )
+
+
+def new_generation_view(
+    generation_id: int,
+    values: dict[str, Any],
+    *,
+    team_external_id: str,
+    requester_external_id: str,
+    requester_name: str,
+    parent: Image | None,
+) -> GenerationView:
+    """The view of a job just written with `values` (`insert_generation`): what
+    `generation_view` would read back from its row, without reading it."""
+    return GenerationView(
+        id=generation_id,
+        kind=GenerationKind(values["kind"]),
+        status=GenerationStatus(values["status"]),
+        platform=Platform(values["platform"]),
+        team_external_id=team_external_id,
+        requester_external_id=requester_external_id,
+        requester_name=requester_name,
+        prompt=values["prompt"],
+        negative_prompt=values["negative_prompt"],
+        params=dict(values["params"] or {}),
+        seed=values["seed"],
+        model_id=values["model_id"],
+        parent_generation_id=parent.generation_id if parent else None,
+        parent_image_index=parent.index if parent else None,
+        thread_root_id=values["thread_root_id"],
+        reply_target=dict(values["reply_target"] or {}),
+        progress=values["progress"],
+        stage=None,
+        error=None,
+        cost=values["cost"],
+        created_at=values["created_at"],
+        started_at=None,
+        finished_at=None,
+        delivered_at=None,
+        delivery_attempts=values["delivery_attempts"],
+        grid_key=None,
+        render_ms=None,
+        images=(),
     )

@@ -80,3 +80,25 @@ def test_retrying_gives_up_at_the_deadline(tmp_path):
     db = Database(f"sqlite:///{tmp_path}/missing/dir/x.db")
     with pytest.raises(OperationalError):
         db.retrying(lambda session: session.execute(text("SELECT 1")), deadline_s=0.3)
+
+
+async def test_bot_connections_terminated_while_idle_are_replaced(postgres_url):
+    """Pooled bot connections that PostgreSQL terminated while they sat idle (a failover, a
+    restart) are found dead before use and replaced: the next transactions, and a one-statement
+    `run_autocommit`, simply work, as they did with SQLAlchemy's pre-ping."""
+    import psycopg
+
+    db = Database(postgres_url)
+
+    def pid(session):
+        return session.execute(text("SELECT pg_backend_pid()")).scalar()
+
+    first = await db.run(pid)
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+    second = await db.run(pid)
+    assert second != first
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (second,))
+    assert await db.run_autocommit(lambda session: session.execute(text("SELECT 41 + 1")).scalar()) == 42
+    await db.dispose()
