@@ -300,13 +300,25 @@ class ScriptedWakeups:
         return None
 
 
+async def until(condition, what: str, timeout: float = 10.0) -> None:
+    """Wait for `condition()` to hold, failing with `what` after `timeout` seconds (a loaded CI
+    machine makes fixed sleeps race the loop under test)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
 async def test_progress_wake_ups_show_progress_without_claiming(service, deliveries, database):
     """A wake-up that only says a job is running shows progress without a claim (one statement
     instead of two); a finish, or the sweep interval passing, claims again — so a finished job
     whose own wake-up was lost still arrives within the interval."""
     wakeups = ScriptedWakeups()
     target = Target()
-    loop = Delivery(deliveries, target, wakeups, sweep_interval_s=1.0)
+    # Long enough that no sweep turns full by the clock while the test sets up (the interval
+    # is shortened below, where its passing is the point).
+    loop = Delivery(deliveries, target, wakeups, sweep_interval_s=60.0)
     claims: list[int] = []
     claim_deliveries = deliveries.claim_deliveries
 
@@ -317,20 +329,20 @@ async def test_progress_wake_ups_show_progress_without_claiming(service, deliver
     deliveries.claim_deliveries = counting
     await loop.start()
     try:
-        await asyncio.sleep(0.05)  # the first sweep: a full one
+        await until(lambda: len(claims) == 1, "the first sweep")  # a full one
+        assert claims == [10]
         job = await submit(service)
         await finish(database, job.id, images=2)  # finished, but its wake-up is "lost"
         await wakeups.queue.put(True)  # a progress wake-up of some other job
-        await asyncio.sleep(0.05)
+        await until(lambda: len(claims) == 2, "the progress sweep")
         assert claims[-1] == 0 and target.delivered == []
-        await asyncio.sleep(1.1)  # the interval passed: the next look claims it
+        loop.sweep_interval_s = 0.01  # the interval passed: the next look claims it
         await wakeups.queue.put(True)
-        await asyncio.sleep(0.1)
-        assert target.delivered == [job.id]
+        await until(lambda: target.delivered == [job.id], "the lost finish's delivery")
+        loop.sweep_interval_s = 60.0
         other = await submit(service)
         await finish(database, other.id, images=2)
         await wakeups.queue.put(False)  # its own "done" wake-up
-        await asyncio.sleep(0.1)
-        assert target.delivered == [job.id, other.id]
+        await until(lambda: target.delivered == [job.id, other.id], "the finished job's delivery")
     finally:
         await loop.stop()
