@@ -119,7 +119,7 @@ PLANS: dict[str, dict[str, StagePlan]] = {
     # where they were; the priors and the decoder then learn to read its new hidden states.
     "finetune": {
         "clip": StagePlan(steps=1000, batch=128, lr=1e-4, warmup=100, ema_decay=None, cosine=True),
-        "prior": StagePlan(steps=600, batch=128, lr=1e-4, warmup=100, ema_decay=0.995),
+        "prior": StagePlan(steps=1400, batch=128, lr=1e-4, warmup=100, ema_decay=0.995),
         "ar_prior": StagePlan(steps=500, batch=128, lr=1e-4, warmup=100, ema_decay=0.995),
         "decoder": StagePlan(steps=400, batch=32, lr=5e-5, warmup=100, ema_decay=0.995, offset_noise_from=0),
     },
