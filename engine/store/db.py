@@ -193,14 +193,7 @@ class Database:
         anything else `fn` raises propagates after the transaction is rolled back.
         """
         self.async_engine  # noqa: B018 - builds the session factory on first use
-        try:
-            async with self._async_sessions() as session, session.begin():
-                return await session.run_sync(fn, *args, **kwargs)
-        except Exception as error:
-            if is_unavailable(error):
-                log.warning("database unreachable: %s", error)
-                raise StoreUnavailable() from error
-            raise
+        return await self._run_in(self._async_sessions, fn, *args, **kwargs)
 
     async def run_autocommit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Like `run`, for an `fn` whose statements each stand on their own — a single
@@ -209,8 +202,13 @@ class Database:
         BEGIN and COMMIT cost no round trips. SQLite takes the ordinary way (its BEGIN
         IMMEDIATE is what serialises writers)."""
         self.async_engine  # noqa: B018 - builds the session factories on first use
+        return await self._run_in(self._async_autocommit, fn, *args, **kwargs)
+
+    @staticmethod
+    async def _run_in(sessions: Callable[[], Any], fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """`fn` in one session of `sessions` (ordinary or autocommit); unreachable → StoreUnavailable."""
         try:
-            async with self._async_autocommit() as session, session.begin():
+            async with sessions() as session, session.begin():
                 return await session.run_sync(fn, *args, **kwargs)
         except Exception as error:
             if is_unavailable(error):
