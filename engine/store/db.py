@@ -141,7 +141,6 @@ class Database:
             else {
                 "pool_size": pool_size,
                 "max_overflow": max_overflow,
-                "pool_pre_ping": True,
             }
         )
         self._echo = echo
@@ -154,16 +153,13 @@ class Database:
     def async_engine(self) -> AsyncEngine:
         if self._async_engine is None:
             connect_args = {"timeout": 5} if self.backend == "postgresql" else {}
-            # The bots' connections are checked before use by `_ping_on_checkout`, not by
-            # SQLAlchemy's pre-ping, which wraps asyncpg's ping in BEGIN … ROLLBACK.
-            pool = {**self._pool, "pool_pre_ping": False} if self.backend == "postgresql" else self._pool
             self._async_engine = create_async_engine(
-                async_url(self.url), echo=self._echo, connect_args=connect_args, **pool
+                async_url(self.url), echo=self._echo, connect_args=connect_args, **self._pool
             )
             if self.backend == "sqlite":
                 _configure_sqlite(self._async_engine.sync_engine)
             else:
-                event.listen(self._async_engine.sync_engine, "checkout", _ping_on_checkout)
+                _ping_idle_connections(self._async_engine.sync_engine, _ping_asyncpg)
             self._async_sessions = async_sessionmaker(self._async_engine, expire_on_commit=False)
             # PostgreSQL connections without BEGIN/COMMIT (`run_autocommit`).
             self._async_autocommit = async_sessionmaker(
@@ -183,7 +179,17 @@ class Database:
             )
             if self.backend == "sqlite":
                 _configure_sqlite(self._sync_engine)
+            else:
+                dialect = self._sync_engine.dialect
+                _ping_idle_connections(self._sync_engine, lambda record: dialect.do_ping(record.dbapi_connection))
             self._sync_sessions = sessionmaker(self._sync_engine, expire_on_commit=False)
+            # PostgreSQL connections without BEGIN/COMMIT (`sync_session(autocommit=True)`).
+            self._sync_autocommit = sessionmaker(
+                self._sync_engine.execution_options(isolation_level="AUTOCOMMIT")
+                if self.backend == "postgresql"
+                else self._sync_engine,
+                expire_on_commit=False,
+            )
         return self._sync_engine
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -216,7 +222,9 @@ class Database:
                 raise StoreUnavailable() from error
             raise
 
-    def retrying(self, fn: Callable[..., T], /, *args: Any, deadline_s: float = 30.0, **kwargs: Any) -> T:
+    def retrying(
+        self, fn: Callable[..., T], /, *args: Any, deadline_s: float = 30.0, autocommit: bool = False, **kwargs: Any
+    ) -> T:
         """Run `fn(session, *args, **kwargs)` in one transaction, again and again while the
         database is unreachable (a failover, a terminated connection), for up to `deadline_s`.
 
@@ -228,7 +236,7 @@ class Database:
         delay = 0.05
         while True:
             try:
-                with self.sync_session() as session:
+                with self.sync_session(autocommit=autocommit) as session:
                     return fn(session, *args, **kwargs)
             except Exception as error:
                 if not is_unavailable(error) or time.monotonic() + delay > deadline:
@@ -238,10 +246,15 @@ class Database:
                 delay = min(delay * 2, 2.0)
 
     @contextmanager
-    def sync_session(self) -> Iterator[Session]:
-        """A session in one transaction, committed on success (the worker's way in)."""
+    def sync_session(self, *, autocommit: bool = False) -> Iterator[Session]:
+        """A session in one transaction, committed on success (the worker's way in).
+
+        `autocommit`: for work whose statements each stand on their own (a claim in one
+        `UPDATE … RETURNING`, then reads): on PostgreSQL each statement is its own transaction,
+        so BEGIN and COMMIT cost no round trips. SQLite takes the ordinary way."""
         self.sync_engine  # noqa: B018
-        with self._sync_sessions() as session, session.begin():
+        sessions = self._sync_autocommit if autocommit else self._sync_sessions
+        with sessions() as session, session.begin():
             yield session
 
     def close_sync(self) -> None:
@@ -256,22 +269,44 @@ class Database:
             self._sync_engine.dispose()
 
 
-def _ping_on_checkout(
-    _dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
-) -> None:
-    """Pessimistic disconnect handling for the asyncpg pool, in one round trip: an empty query
-    on the connection before it is handed out. SQLAlchemy's own pre-ping wraps the same query in
-    BEGIN and ROLLBACK (for pgbouncer's transaction mode, which imagine-bot does not use) —
-    three round trips before every transaction of the bot. A dead connection raises
-    DisconnectionError, on which the pool discards it and checks out another, as with
-    pre-ping."""
+#: A pooled connection idle for longer than this is pinged before it is handed out.
+PING_AFTER_IDLE_S = 1.0
+
+
+def _ping_idle_connections(engine: Engine, ping: Callable[[ConnectionPoolEntry], Any]) -> None:
+    """Pessimistic disconnect handling, for connections that sat idle: one round trip (`ping`)
+    before handing out a connection that came back to the pool more than PING_AFTER_IDLE_S ago.
+
+    SQLAlchemy's pre-ping pays that round trip before every transaction (and for asyncpg wraps
+    it in BEGIN … ROLLBACK: three) — a fifth of a job's database time on a busy bot or worker.
+    A connection in use within the last second was alive then; if the database fails over in
+    that second, the first statement fails like one running during the failover would:
+    StoreUnavailable for the bots, another try in `Database.retrying` for the worker. SQLAlchemy
+    then invalidates the whole pool, so the other connections are replaced, not tried one by one.
+    A dead connection fails its ping with DisconnectionError: the pool discards it and checks out
+    another, as with pre-ping."""
+
+    @event.listens_for(engine, "checkin")
+    def returned(_dbapi_connection: DBAPIConnection | None, record: ConnectionPoolEntry) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def check(_dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection) -> None:
+        returned_at = record.info.get("returned_at")
+        if returned_at is None or time.monotonic() - returned_at <= PING_AFTER_IDLE_S:
+            return  # new, or back from use moments ago
+        try:
+            ping(record)
+        except Exception as error:
+            raise DisconnectionError(f"connection failed its ping: {error!r}") from error
+
+
+def _ping_asyncpg(record: ConnectionPoolEntry) -> None:
+    """asyncpg's ping: an empty query, without the BEGIN … ROLLBACK of the dialect's own."""
     driver = record.driver_connection
     if driver is None:
         raise DisconnectionError("no connection to check")
-    try:
-        await_only(driver.fetchrow(";"))
-    except Exception as error:
-        raise DisconnectionError(f"connection failed its ping: {error!r}") from error
+    await_only(driver.fetchrow(";"))
 
 
 def _forget_connections_after_fork(ref: weakref.ref[Database]) -> Callable[[], None]:
