@@ -1,8 +1,9 @@
 """Claiming jobs: the first step of every render, and where batches are formed.
 
-`claim` locks the job's row and marks it running on this worker — or does nothing for a job that
-is gone, finished, or held under a live lease by another worker (a duplicate or redelivered
-message), and adopts a job whose previous worker stopped renewing its lease. It then claims
+`claim` marks the job running on this worker — a queued job in one autocommit `UPDATE … RETURNING`;
+any other row is locked and looked at: it does nothing for a job that is gone, finished, or held
+under a live lease by another worker (a duplicate or redelivered message), and adopts a job whose
+previous worker stopped renewing its lease. It then claims
 compatible queued jobs into the same batch (same model, operation, size and steps), waiting up to
 the batch window for more; they render in one pipeline call, each image with its own seed.
 
@@ -110,8 +111,17 @@ def render_job_from_row(session: Session, generation: Generation, store: ImageSt
 
 
 def claim(runtime: WorkerRuntime, generation_id: int) -> list[RenderJob]:
-    """Lock the row and mark it running on this worker, plus a batch; [] if nothing to do."""
-    job, failed, gathered = runtime.db.retrying(_claim_row, runtime, generation_id)
+    """Mark the job running on this worker, plus a batch; [] if nothing to do."""
+    job, failure, more_queued = runtime.db.retrying(_claim_fast, runtime, generation_id, autocommit=True)
+    failed = False
+    gathered: list[RenderJob] = []
+    if failure is not None:
+        # Failing and refunding are two writes that belong together: a transaction of their own.
+        failed = runtime.db.retrying(_fail_own_claim, runtime, generation_id, failure)
+    elif job is None:  # not a plain queued job: lock its row and look
+        job, failed, gathered = runtime.db.retrying(_claim_row, runtime, generation_id)
+    elif more_queued:
+        gathered = _gather_into(runtime, generation_id, job)
     if failed:
         metrics.JOBS.labels(status="failed").inc()
         runtime.publisher.publish(generation_id, str(GenerationStatus.FAILED), 0.0)
@@ -125,21 +135,54 @@ def claim(runtime: WorkerRuntime, generation_id: int) -> list[RenderJob]:
     return jobs
 
 
+def _claim_fast(
+    session: Session, runtime: WorkerRuntime, generation_id: int
+) -> tuple[RenderJob | None, str | None, bool]:
+    """The common case, in autocommit (one round trip on PostgreSQL for a text prompt): a queued
+    job claimed by one `UPDATE … RETURNING` and read for the render. (the job or None, why it
+    cannot be rendered or None, whether other jobs are queued). No job and no reason: the row is
+    anything but queued — or this claim committed and its answer was lost, which `_claim_row`
+    recognises as this worker's own claim."""
+    claimed = _claim_queued(session, runtime, generation_id)
+    if claimed is None:
+        return None, None, False
+    generation, more_queued = claimed
+    try:
+        return render_job_from_row(session, generation, runtime.store), None, more_queued
+    except JobFailed as error:
+        return None, str(error), False
+
+
+def _fail_own_claim(session: Session, runtime: WorkerRuntime, generation_id: int, message: str) -> bool:
+    """Fail and refund a job this worker claimed moments ago (False if it is not ours any more)."""
+    row = repo.get_generation(session, generation_id, lock=True, images=False)
+    if row is None or row.status != str(GenerationStatus.RUNNING) or row.worker != runtime.name:
+        return False
+    fail_row(session, row, message)
+    return True
+
+
+def _gather_into(runtime: WorkerRuntime, generation_id: int, job: RenderJob) -> list[RenderJob]:
+    """The first look for a batch, in its own transaction (its rows are locked, SKIP LOCKED)."""
+    try:
+        with runtime.db.sync_session() as session:
+            return _gather_first(session, runtime, generation_id, job)
+    except Exception as error:
+        if not is_unavailable(error):
+            raise
+        # Render the leader alone; rows of a commit whose answer was lost are swept back to the
+        # queue when their lease runs out.
+        log.warning("job %s: no batch this time (%s)", generation_id, str(error).splitlines()[0][:200])
+        return []
+
+
 def _claim_row(
     session: Session, runtime: WorkerRuntime, generation_id: int
 ) -> tuple[RenderJob | None, bool, list[RenderJob]]:
-    """(the job to render or None, whether it was failed instead, the jobs batched with it) —
-    safe to run twice. The first look for a batch is in the same transaction: one round trip
-    fewer per job (a retried claim just renders without them; their lease brings them back)."""
-    claimed = _claim_queued(session, runtime, generation_id)
-    if claimed is not None:
-        generation, more_queued = claimed
-        try:
-            job = render_job_from_row(session, generation, runtime.store)
-        except JobFailed as error:
-            fail_row(session, generation, str(error))
-            return None, True, []
-        return job, False, _gather_first(session, runtime, generation_id, job) if more_queued else []
+    """The row locked and looked at: (the job to render or None, whether it was failed instead,
+    the jobs batched with it) — safe to run twice. A job swept back by recovery (running, its
+    lease run out), a duplicate message, a job gone or finished, or this worker's own claim whose
+    answer was lost; the first look for a batch is in the same transaction."""
     locked = repo.get_generation(session, generation_id, lock=True, images=False)
     if locked is None:
         log.warning("job %s: no such row, dropping the task", generation_id)
@@ -210,7 +253,7 @@ def _claim_queued_statement() -> Any:
         )
         .returning(Generation, more_queued)
         .options(lazyload(Generation.images))  # not read here: no second SELECT for them
-        .execution_options(populate_existing=True)
+        .execution_options(populate_existing=True, synchronize_session=False)
     )
 
 

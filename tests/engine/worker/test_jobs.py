@@ -23,7 +23,7 @@ from engine.image_files import ImageStore
 from engine.images import png_metadata
 from engine.store.db import Database
 from engine.store.models import Generation
-from engine.worker import results
+from engine.worker import claiming, results
 from engine.worker.jobs import run_generation
 from engine.worker.runtime import MAX_ATTEMPTS, WorkerRuntime
 
@@ -117,6 +117,48 @@ async def test_render_failure_fails_and_refunds(service, deliveries, runtime, da
     assert await run(runtime, job.id) == "failed"
     failed = await deliveries.generation(job.id)
     assert (failed.status, failed.error) == ("failed", "the renderer failed (RuntimeError)")
+    assert (await service.quota(ALICE)).used == 0
+    assert runtime.publisher.events[-1] == (job.id, "failed")
+
+
+async def test_claim_whose_answer_was_lost_is_rendered_once(service, deliveries, runtime, monkeypatch):
+    """The claim's UPDATE committed (autocommit, on PostgreSQL) but its answer was lost with the
+    connection: the retried claim finds the row running on this worker and renders it — once, on
+    its first attempt — instead of taking it for another worker's duplicate."""
+    from sqlalchemy.exc import OperationalError
+
+    real = claiming._claim_fast
+    calls = []
+
+    def lose_the_first_answer(session, runtime, generation_id):
+        answer = real(session, runtime, generation_id)
+        calls.append(answer)
+        if len(calls) == 1:
+            raise OperationalError("UPDATE", {}, Exception("server closed the connection unexpectedly"))
+        return answer
+
+    monkeypatch.setattr(claiming, "_claim_fast", lose_the_first_answer)
+    job = await submit(service)
+    assert await run(runtime, job.id) == "done"
+    assert len(calls) == 2  # PostgreSQL: the retry finds it claimed (SQLite rolled the claim back)
+    done = await deliveries.generation(job.id)
+    assert (done.status, len(done.images)) == ("done", 4)
+    with runtime.db.sync_session() as session:
+        assert session.get(Generation, job.id).attempts == 1
+
+
+async def test_job_that_cannot_be_read_at_its_claim_is_failed_and_refunded(service, deliveries, runtime, monkeypatch):
+    """A claimed job whose inputs are gone (its source image deleted meanwhile) is failed with
+    the reason and refunded in a transaction of its own — claimed and failed, never left running."""
+
+    def gone(session, generation, store):
+        raise claiming.JobFailed("the source image no longer exists")
+
+    monkeypatch.setattr(claiming, "render_job_from_row", gone)
+    job = await submit(service)
+    assert await run(runtime, job.id) == "skipped"
+    failed = await deliveries.generation(job.id)
+    assert (failed.status, failed.error) == ("failed", "the source image no longer exists")
     assert (await service.quota(ALICE)).used == 0
     assert runtime.publisher.events[-1] == (job.id, "failed")
 
