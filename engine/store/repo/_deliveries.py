@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, bindparam, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from engine.domain.types import ACTIVE_STATUSES, FINAL_STATUSES, MessageRole, Platform
@@ -16,6 +16,8 @@ from engine.store.models import ChatMessage, Generation, UTCDateTime, utcnow
 from engine.store.repo._insert import insert_ignore
 
 # --- delivery claims -------------------------------------------------------------------------
+
+G = cast(Table, Generation.__table__)  # the generations table, for Core statements
 
 
 #: Active jobs shown per sweep (progress is best effort; the rest show on later sweeps).
@@ -70,6 +72,8 @@ def claim_deliveries(
 
 # The sweep's statements, built once per variant (every value is a parameter): building them
 # anew, with an entity of this many columns, cost more of the bot's CPU than running them.
+# The UPDATEs name the table, not the entity: an ORM-enabled UPDATE goes through the ORM's bulk
+# persistence, about 1.5 ms of CPU here for a statement that returns ids or a row count.
 _CLAIM: dict[bool, Any] = {}
 _READ: dict[tuple[bool, bool], Any] = {}
 
@@ -78,30 +82,29 @@ def _claim_statement(reclaim: bool) -> Any:
     """UPDATE … RETURNING id: claim up to :limit finished, undelivered jobs of :for_platform."""
     if reclaim not in _CLAIM:
         now = bindparam("now", type_=UTCDateTime())
-        free = Generation.delivery_claimed_at.is_(None) | (
-            Generation.delivery_claimed_at <= bindparam("stale_before", type_=UTCDateTime())
+        free = G.c.delivery_claimed_at.is_(None) | (
+            G.c.delivery_claimed_at <= bindparam("stale_before", type_=UTCDateTime())
         )
         if reclaim:
-            free = free | (Generation.delivery_claim == bindparam("claim"))
+            free = free | (G.c.delivery_claim == bindparam("claim"))
         claimable = (
-            (Generation.platform == bindparam("for_platform"))
-            & Generation.delivered_at.is_(None)
-            & Generation.status.in_([str(s) for s in FINAL_STATUSES])
+            (G.c.platform == bindparam("for_platform"))
+            & G.c.delivered_at.is_(None)
+            & G.c.status.in_([str(s) for s in FINAL_STATUSES])
             & free
         )
         # The conditions are checked again by the UPDATE itself, row by row under its lock, so
         # two replicas picking the same candidates still claim each job once.
-        candidates = select(Generation.id).where(claimable).order_by(Generation.id).limit(bindparam("limit"))
+        candidates = select(G.c.id).where(claimable).order_by(G.c.id).limit(bindparam("limit"))
         _CLAIM[reclaim] = (
-            update(Generation)
-            .where(Generation.id.in_(candidates.scalar_subquery()), claimable)
+            update(G)
+            .where(G.c.id.in_(candidates.scalar_subquery()), claimable)
             .values(
                 delivery_claimed_at=now,
                 delivery_claim=bindparam("claim"),
-                delivery_attempts=Generation.delivery_attempts + 1,
+                delivery_attempts=G.c.delivery_attempts + 1,
             )
-            .returning(Generation.id)
-            .execution_options(synchronize_session=False)
+            .returning(G.c.id)
         )
     return _CLAIM[reclaim]
 
@@ -137,10 +140,9 @@ def renew_delivery(session: Session, generation_id: int, claim: str, now: dateti
     """Extend this replica's delivery lease; False if the claim passed to another replica (or
     the job was delivered meanwhile)."""
     result = session.execute(
-        update(Generation)
-        .where(Generation.id == generation_id, Generation.delivery_claim == claim, Generation.delivered_at.is_(None))
-        .values(delivery_claimed_at=now, updated_at=Generation.updated_at)
-        .execution_options(synchronize_session=False)
+        update(G)
+        .where(G.c.id == generation_id, G.c.delivery_claim == claim, G.c.delivered_at.is_(None))
+        .values(delivery_claimed_at=now, updated_at=G.c.updated_at)
     )
     return rowcount(result) == 1
 
@@ -148,10 +150,9 @@ def renew_delivery(session: Session, generation_id: int, claim: str, now: dateti
 def release_delivery(session: Session, generation_id: int, claim: str) -> bool:
     """Give up this replica's claim at once (the next sweep of any replica takes the job)."""
     result = session.execute(
-        update(Generation)
-        .where(Generation.id == generation_id, Generation.delivery_claim == claim, Generation.delivered_at.is_(None))
-        .values(delivery_claimed_at=None, updated_at=Generation.updated_at)
-        .execution_options(synchronize_session=False)
+        update(G)
+        .where(G.c.id == generation_id, G.c.delivery_claim == claim, G.c.delivered_at.is_(None))
+        .values(delivery_claimed_at=None, updated_at=G.c.updated_at)
     )
     return rowcount(result) == 1
 
@@ -171,15 +172,10 @@ _MARK: dict[bool, Any] = {}
 def _mark_statement(claimed: bool) -> Any:
     """mark_delivered's UPDATE, built once per variant."""
     if claimed not in _MARK:
-        condition = (Generation.id == bindparam("generation_id")) & Generation.delivered_at.is_(None)
+        condition = (G.c.id == bindparam("generation_id")) & G.c.delivered_at.is_(None)
         if claimed:
-            condition = condition & (Generation.delivery_claim == bindparam("claim"))
-        _MARK[claimed] = (
-            update(Generation)
-            .where(condition)
-            .values(delivered_at=bindparam("now", type_=UTCDateTime()))
-            .execution_options(synchronize_session=False)
-        )
+            condition = condition & (G.c.delivery_claim == bindparam("claim"))
+        _MARK[claimed] = update(G).where(condition).values(delivered_at=bindparam("now", type_=UTCDateTime()))
     return _MARK[claimed]
 
 
