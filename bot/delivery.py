@@ -58,6 +58,7 @@ class Delivery:
         *,
         sweep_interval_s: float = 5.0,
         progress_interval_s: float = 1.5,
+        progress_delay_s: float = 0.2,
         lease_s: float = 30.0,
         claim_batch: int = 10,
     ) -> None:
@@ -66,6 +67,11 @@ class Delivery:
         self.wakeups = wakeups
         self.sweep_interval_s = sweep_interval_s
         self.progress_interval_s = progress_interval_s
+        # A progress-only wake-up waits this long for the next one before its sweep: a job that
+        # just started often finishes moments later (a fast render, the rest of a batch), and
+        # one full sweep then shows both — on a busy bot, half the sweeps, and none of them
+        # competing for the CPU with the worker storing the result. Progress shows this late.
+        self.progress_delay_s = progress_delay_s
         self.lease_s = lease_s
         # Few at a time: jobs this replica has claimed but not reached yet cannot be delivered
         # by another replica, so a large claim only makes the others wait.
@@ -128,8 +134,21 @@ class Delivery:
         if self._kick.is_set():
             self._kick.clear()
             return
+        woken, kicked = await self._next_wake(self.sweep_interval_s)
+        progress_only = woken and not kicked and self.wakeups.progress_only
+        if progress_only and self.progress_delay_s > 0:
+            woken, kicked = await self._next_wake(self.progress_delay_s)
+            # Still only progress unless what came meanwhile was a finish or a kick.
+            progress_only = not kicked and (not woken or self.wakeups.progress_only)
+        self._progress_only = progress_only
+
+    async def _next_wake(self, timeout_s: float) -> tuple[bool, bool]:
+        """Wait for a wake-up or a kick, at most `timeout_s`: (woken, kicked)."""
+        if self._kick.is_set():
+            self._kick.clear()
+            return False, True
         kick = asyncio.create_task(self._kick.wait())
-        wake = asyncio.create_task(self.wakeups.wait(self.sweep_interval_s))
+        wake = asyncio.create_task(self.wakeups.wait(timeout_s))
         try:
             await asyncio.wait({kick, wake}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -137,8 +156,8 @@ class Delivery:
                 task.cancel()
             kicked = self._kick.is_set()
             self._kick.clear()
-        woken = wake.done() and not wake.cancelled() and wake.exception() is None and wake.result()
-        self._progress_only = bool(woken) and not kicked and self.wakeups.progress_only
+        woken = wake.done() and not wake.cancelled() and wake.exception() is None and bool(wake.result())
+        return woken, kicked
 
     async def sweep(self) -> int:
         """Show progress and deliver results once; returns how many results were delivered."""

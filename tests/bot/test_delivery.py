@@ -346,3 +346,34 @@ async def test_progress_wake_ups_show_progress_without_claiming(service, deliver
         await until(lambda: target.delivered == [job.id, other.id], "the finished job's delivery")
     finally:
         await loop.stop()
+
+
+async def test_a_finish_soon_after_a_start_is_swept_once(service, deliveries, database):
+    """A progress wake-up waits `progress_delay_s` for the next one: a job that finishes within
+    it (a fast render) is delivered by one full sweep, with no progress-only sweep before it; a
+    start that nothing follows is still shown, by a progress-only sweep after the delay."""
+    wakeups = ScriptedWakeups()
+    target = Target()
+    loop = Delivery(deliveries, target, wakeups, sweep_interval_s=60.0, progress_delay_s=0.5)
+    claims: list[int] = []
+    claim_deliveries = deliveries.claim_deliveries
+
+    async def counting(*args, **kwargs):
+        claims.append(kwargs["limit"])
+        return await claim_deliveries(*args, **kwargs)
+
+    deliveries.claim_deliveries = counting
+    await loop.start()
+    try:
+        await until(lambda: len(claims) == 1, "the first sweep")
+        job = await submit(service)
+        await wakeups.queue.put(True)  # it started
+        await finish(database, job.id, images=2)
+        await wakeups.queue.put(False)  # and finished, within the delay
+        await until(lambda: target.delivered == [job.id], "its delivery")
+        assert claims == [10, 10]  # one full sweep for both wake-ups
+        await wakeups.queue.put(True)  # another job's start, and nothing after it
+        await until(lambda: len(claims) == 3, "the progress sweep", timeout=5.0)
+        assert claims[-1] == 0
+    finally:
+        await loop.stop()
