@@ -18,7 +18,9 @@ family held out of training (engine/builtin/phrasings.py: prompts as people type
 "variations": {"keep_colour_and_shape", "mean_abs_pixel_diff"},
 "edit": {"outside_mean_abs_diff", "inside_follows_prompt", "zoomout_centre_mean_abs_diff"}}, accuracies
 as fractions; `--details FILE` also writes counts, settings and timings, and, for a model whose
-variations start from the source image (strength < 1), the same scores for pure variations.
+variations start from the source image (strength < 1), the same scores for pure variations —
+and "pair_binding": the two-object scenes decoded from their own image embeddings, the binding
+that a better prior alone cannot beat.
 """
 
 from __future__ import annotations
@@ -41,7 +43,14 @@ sys.path.insert(0, str(ROOT))
 from engine.builtin.captions import RELATIONS, caption_pair, caption_single  # noqa: E402
 from engine.builtin.drawing import render_scene  # noqa: E402
 from engine.builtin.phrasings import HELD_OUT_FAMILIES, Subject, phrase  # noqa: E402
-from engine.builtin.scenes import HELD_OUT_TRIPLES, POSITION_NAMES, sample_pair, sample_single, single_object_scene  # noqa: E402
+from engine.builtin.scenes import (  # noqa: E402
+    HELD_OUT_TRIPLES,
+    POSITION_NAMES,
+    Scene,
+    sample_pair,
+    sample_single,
+    single_object_scene,
+)
 
 IMAGES_PER_PROMPT = 4
 JOBS_PER_CALL = 8
@@ -63,6 +72,7 @@ class PairProbe:
     first: tuple[str, str]  # (colour, shape) of the left/top object
     second: tuple[str, str]
     background: str
+    scene: Scene  # what the prompt describes: its image, decoded from its own embedding, is the ceiling
 
 
 def single_probes(count: int, seed: int = 7) -> list[SingleProbe]:
@@ -92,7 +102,7 @@ def pair_probes(count: int, seed: int = 8) -> list[PairProbe]:
         relation = fitting[int(rng.integers(len(fitting)))]
         prompt, _ = caption_pair(rng, scene, name_background=True, relation=relation)
         first, second = ((o.colour, o.shape) for o in scene.objects)
-        probes.append(PairProbe(prompt, scene.arrangement, first, second, scene.background))
+        probes.append(PairProbe(prompt, scene.arrangement, first, second, scene.background, scene))
     return probes
 
 
@@ -463,6 +473,13 @@ def main(argv: list[str] | None = None) -> int:
                 source_images,
                 render_variations(renderer, source_images, {**params, "strength": 1.0}, args.seed),
             )
+            if "binding" not in skip:
+                # The two-object scenes decoded from their own CLIP image embeddings: the binding
+                # no prior can beat, as far as the image embedding carries it (the decoder also
+                # reads the caption, which pure variations do not have).
+                pair_sources = [np.asarray(render_scene(p.scene, renderer.pipe.output_size)) for p in pair_list]
+                pure_pairs = render_variations(renderer, pair_sources, {**params, "strength": 1.0}, args.seed)
+                pure_variations["pair_binding"] = score_pairs(checker, pair_list, pure_pairs)["binding"]
             lap("pure variations")
 
     edits: dict = {"outside_mean_abs_diff": 0.0, "inside_follows_prompt": 0.0, "zoomout_centre_mean_abs_diff": 0.0}
