@@ -180,8 +180,7 @@ class Database:
             if self.backend == "sqlite":
                 _configure_sqlite(self._sync_engine)
             else:
-                dialect = self._sync_engine.dialect
-                _ping_idle_connections(self._sync_engine, lambda record: dialect.do_ping(record.dbapi_connection))
+                _ping_idle_connections(self._sync_engine, _dialect_ping(self._sync_engine))
             self._sync_sessions = sessionmaker(self._sync_engine, expire_on_commit=False)
             # PostgreSQL connections without BEGIN/COMMIT (`sync_session(autocommit=True)`).
             self._sync_autocommit = sessionmaker(
@@ -299,6 +298,17 @@ def _ping_idle_connections(engine: Engine, ping: Callable[[ConnectionPoolEntry],
             ping(record)
         except Exception as error:
             raise DisconnectionError(f"connection failed its ping: {error!r}") from error
+
+
+def _dialect_ping(engine: Engine) -> Callable[[ConnectionPoolEntry], Any]:
+    """The dialect's own ping (psycopg's: one round trip)."""
+
+    def ping(record: ConnectionPoolEntry) -> None:
+        if record.dbapi_connection is None:
+            raise DisconnectionError("no connection to check")
+        engine.dialect.do_ping(record.dbapi_connection)
+
+    return ping
 
 
 def _ping_asyncpg(record: ConnectionPoolEntry) -> None:
