@@ -144,13 +144,13 @@ def store_result(runtime: WorkerRuntime, job: RenderJob, result: RenderResult, r
     first to finish wins, the others discard their files.
     """
     prefix = f"a{job.attempt}-"
-    keys = [
-        runtime.store.put(ImageStore.key_for(job.generation_id, f"{prefix}{image.index}.png"), image.png)
-        for image in result.images
-    ]
-    grid_key = None
+    name_for = ImageStore.key_for
+    files = [(name_for(job.generation_id, f"{prefix}{image.index}.png"), image.png) for image in result.images]
     if result.grid_png is not None:
-        grid_key = runtime.store.put(ImageStore.key_for(job.generation_id, f"{prefix}grid.png"), result.grid_png)
+        files.append((name_for(job.generation_id, f"{prefix}grid.png"), result.grid_png))
+    written = runtime.store.put_all(files)  # durable before the rows that point at them commit
+    keys = written[: len(result.images)]
+    grid_key = written[-1] if result.grid_png is not None else None
 
     def commit(session: Session) -> tuple[str, bool]:
         """(the job's status, whether this render's files are the stored ones)."""
