@@ -34,6 +34,19 @@ def service_up(name: str) -> bool:
         return False
 
 
+def assert_same_pixels(a, b, tolerance: int = 2, flipped: float = 0.005) -> None:
+    """Two renders of one image agree: every pixel value within `tolerance`, except at most a
+    `flipped` share of them. The tiny random stacks' outputs sit 96 % on the clamp at 0 or 255,
+    with pre-clamp values so large that float rounding (a batch's other GEMM shapes, another
+    thread count) now and then flips a value sitting on the clamp's edge from 0 to 254 — seen in
+    CI while the networks agreed within 2e-6. A wrong seed or a wrong image changes about half."""
+    import numpy as np
+
+    differences = np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int))
+    share = float((differences > tolerance).mean())
+    assert share <= flipped, f"{share:.2%} of pixel values differ by more than {tolerance}"
+
+
 def require(name: str) -> None:
     """Skip (locally) or fail (CI=true) when a service the test needs is not running."""
     if service_up(name):

@@ -22,6 +22,7 @@ from engine.render.families.unclip import UnCLIPRenderer
 from engine.render.loader import resolve_model
 from engine.render.speedups import BUCKETS, Speedups, apply_speedups, bucket_for, pad_to_buckets
 from engine.render.types import RenderJob
+from tests.conftest import assert_same_pixels
 
 ROOT = Path(__file__).resolve().parents[3]
 ALL_ON = Speedups(compile="regional", cuda_graphs=True, channels_last=True, fuse_qkv=True, backend="eager")
@@ -38,7 +39,7 @@ def quiet(_fraction: float, _stage: str) -> None:
 
 def test_all_speedups_give_the_plain_images_and_say_what_they_did(tiny_model_dir, tiny_renderer):
     """Every speed-up asked for on the tiny unCLIP stack: the images equal the plain renderer's
-    (2/255, the batching tolerance), and the report names each network's outcome."""
+    (`assert_same_pixels`, the batching tolerance), and the report names each network's outcome."""
     fast = UnCLIPRenderer.load(
         resolve_model(str(tiny_model_dir), tiny_model_dir.parent), device="cpu", dtype="float32", speedups=ALL_ON
     )
@@ -50,7 +51,7 @@ def test_all_speedups_give_the_plain_images_and_say_what_they_did(tiny_model_dir
     fast_result = fast.render(job, quiet)
     assert counters["frames"]["ok"] > 0  # the compiled blocks ran through dynamo
     for a, b in zip(plain.images, fast_result.images, strict=True):
-        assert np.abs(pixels(a.png) - pixels(b.png)).max() <= 2
+        assert_same_pixels(pixels(a.png), pixels(b.png))
 
     assert "speedups" not in plain.info  # off: the record is as before
     assert fast_result.info["speedups"] == fast.speedups.applied  # on: the record says which
@@ -113,7 +114,7 @@ def test_the_kandinsky_decoder_gets_the_same_images_with_speedups(tmp_path_facto
     fast = load_renderer(str(folder), folder.parent, device="cpu", dtype="float32", speedups=ALL_ON)
     job = RenderJob(1, "text2image", "a red star", None, 3, 1)
     a, b = plain.render(job, quiet), fast.render(job, quiet)
-    assert np.abs(pixels(a.images[0].png) - pixels(b.images[0].png)).max() <= 2
+    assert_same_pixels(pixels(a.images[0].png), pixels(b.images[0].png))
     report = fast.speedups
     assert any(line.startswith("decoder: fused QKV skipped (") for line in report.skipped)
     assert "movq: channels-last weights" in report.applied

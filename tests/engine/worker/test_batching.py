@@ -18,13 +18,13 @@ from engine.store.models import Generation, utcnow
 from engine.worker import results
 from engine.worker.jobs import run_generation
 from engine.worker.runtime import WorkerRuntime
+from tests.conftest import assert_same_pixels
 from tests.engine.worker.test_jobs import RecordingPublisher
 
 ALICE = Actor(Platform.CONSOLE, "team-1", "alice", "Alice")
 BOB = Actor(Platform.CONSOLE, "team-1", "bob", "Bob")
 #: Batched kernels may round differently from a batch of one; this is the most one 8-bit
 #: channel of one pixel may differ (seen: 0 on this CPU).
-PIXEL_TOLERANCE = 2
 
 
 class CountingRenderer:
@@ -96,7 +96,7 @@ async def test_batched_images_equal_solo_renders(service, deliveries, runtime, t
     solo = (await deliveries.generation(alone.id)).images
     batched = (await deliveries.generation(again.id)).images
     for a, b in zip(solo, batched, strict=True):
-        assert np.abs(pixels(runtime, a) - pixels(runtime, b)).max() <= PIXEL_TOLERANCE
+        assert_same_pixels(pixels(runtime, a), pixels(runtime, b))
 
 
 async def test_incompatible_jobs_are_not_batched(service, runtime):
