@@ -354,7 +354,7 @@ async def test_a_finish_soon_after_a_start_is_swept_once(service, deliveries, da
     start that nothing follows is still shown, by a progress-only sweep after the delay."""
     wakeups = ScriptedWakeups()
     target = Target()
-    loop = Delivery(deliveries, target, wakeups, sweep_interval_s=60.0, progress_delay_s=0.5)
+    loop = Delivery(deliveries, target, wakeups, sweep_interval_s=60.0, progress_delay_s=2.0)
     claims: list[int] = []
     claim_deliveries = deliveries.claim_deliveries
 
@@ -367,13 +367,15 @@ async def test_a_finish_soon_after_a_start_is_swept_once(service, deliveries, da
     try:
         await until(lambda: len(claims) == 1, "the first sweep")
         job = await submit(service)
-        await wakeups.queue.put(True)  # it started
         await finish(database, job.id, images=2)
-        await wakeups.queue.put(False)  # and finished, within the delay
+        # Its "running" and "done" wake-ups, moments apart (both well within the delay, even on
+        # a loaded CI machine: nothing runs between them).
+        await wakeups.queue.put(True)
+        await wakeups.queue.put(False)
         await until(lambda: target.delivered == [job.id], "its delivery")
         assert claims == [10, 10]  # one full sweep for both wake-ups
         await wakeups.queue.put(True)  # another job's start, and nothing after it
-        await until(lambda: len(claims) == 3, "the progress sweep", timeout=5.0)
+        await until(lambda: len(claims) == 3, "the progress sweep", timeout=10.0)
         assert claims[-1] == 0
     finally:
         await loop.stop()
