@@ -310,6 +310,19 @@ async def until(condition, what: str, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+def record_claim_limits(deliveries) -> list[int]:
+    """Each sweep's claim limit from now on (0: a progress-only sweep, which claims nothing)."""
+    claims: list[int] = []
+    claim_deliveries = deliveries.claim_deliveries
+
+    async def counting(*args, **kwargs):
+        claims.append(kwargs["limit"])
+        return await claim_deliveries(*args, **kwargs)
+
+    deliveries.claim_deliveries = counting
+    return claims
+
+
 async def test_progress_wake_ups_show_progress_without_claiming(service, deliveries, database):
     """A wake-up that only says a job is running shows progress without a claim (one statement
     instead of two); a finish, or the sweep interval passing, claims again — so a finished job
@@ -319,14 +332,7 @@ async def test_progress_wake_ups_show_progress_without_claiming(service, deliver
     # Long enough that no sweep turns full by the clock while the test sets up (the interval
     # is shortened below, where its passing is the point).
     loop = Delivery(deliveries, target, wakeups, sweep_interval_s=60.0)
-    claims: list[int] = []
-    claim_deliveries = deliveries.claim_deliveries
-
-    async def counting(*args, **kwargs):
-        claims.append(kwargs["limit"])
-        return await claim_deliveries(*args, **kwargs)
-
-    deliveries.claim_deliveries = counting
+    claims = record_claim_limits(deliveries)
     await loop.start()
     try:
         await until(lambda: len(claims) == 1, "the first sweep")  # a full one
@@ -355,14 +361,7 @@ async def test_a_finish_soon_after_a_start_is_swept_once(service, deliveries, da
     wakeups = ScriptedWakeups()
     target = Target()
     loop = Delivery(deliveries, target, wakeups, sweep_interval_s=60.0, progress_delay_s=2.0)
-    claims: list[int] = []
-    claim_deliveries = deliveries.claim_deliveries
-
-    async def counting(*args, **kwargs):
-        claims.append(kwargs["limit"])
-        return await claim_deliveries(*args, **kwargs)
-
-    deliveries.claim_deliveries = counting
+    claims = record_claim_limits(deliveries)
     await loop.start()
     try:
         await until(lambda: len(claims) == 1, "the first sweep")
