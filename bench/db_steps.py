@@ -6,6 +6,8 @@ through the five steps a job takes, every step N times in a row:
 
     submit        ImagineService.submit_imagine (the bot's one transaction: checks, charge, job row)
     worker_claim  engine.worker.claiming.claim (one autocommit UPDATE … RETURNING for a queued job)
+    duplicate     the same claim by a second worker for a job the first one renders: the message
+                  with nothing to do that every job claimed into a batch still brings
     worker_store  engine.worker.results.store_result (the files, then one transaction for the rows)
     sweep_claim   Deliveries.claim_deliveries for one job (the delivery claim and its read)
     mark          Deliveries.mark_delivered
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +128,14 @@ async def measure(url: str, jobs: int) -> dict:
             batches = await steps.time("worker_claim", [lambda i=i: claimed(i) for i in ids])
             rendered = [job for batch in batches for job in batch]
             assert len(rendered) == jobs, f"{len(rendered)} of {jobs} jobs claimed"
+            # The same runtime under another name: a second worker process of the same pool.
+            other = replace(worker, name=f"{worker.name}-other")
+
+            async def duplicate(generation_id: int) -> list:
+                return claim(other, generation_id)
+
+            duplicates = await steps.time("duplicate", [lambda i=i: duplicate(i) for i in ids])
+            assert not any(duplicates), "a job under another worker's live lease is left alone"
             results = worker.renderer.render_batch(rendered, [lambda fraction, stage: None] * len(rendered))
 
             async def stored(job, result) -> str:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
@@ -28,7 +30,7 @@ from engine.render.types import RenderJob, batch_key
 from engine.store import repo
 from engine.store.db import is_unavailable
 from engine.store.models import Generation, Image, UTCDateTime, utcnow
-from engine.worker.lease import lease_live
+from engine.worker.lease import beat_live, lease_live
 from engine.worker.results import fail_row
 from engine.worker.runtime import WorkerRuntime
 
@@ -110,17 +112,27 @@ def render_job_from_row(session: Session, generation: Generation, store: ImageSt
     )
 
 
+@dataclass(frozen=True)
+class _FastClaim:
+    """What `_claim_fast` found in autocommit, without locking the row."""
+
+    job: RenderJob | None = None  # claimed, to render
+    failure: str | None = None  # claimed, but it cannot be rendered: why
+    more_queued: bool = False  # other jobs are queued: look for a batch
+    needs_lock: bool = False  # neither queued nor plainly nothing to do: lock the row and look
+
+
 def claim(runtime: WorkerRuntime, generation_id: int) -> list[RenderJob]:
     """Mark the job running on this worker, plus a batch; [] if nothing to do."""
-    job, failure, more_queued = runtime.db.retrying(_claim_fast, runtime, generation_id, autocommit=True)
-    failed = False
+    fast = runtime.db.retrying(_claim_fast, runtime, generation_id, autocommit=True)
+    job, failed = fast.job, False
     gathered: list[RenderJob] = []
-    if failure is not None:
+    if fast.failure is not None:
         # Failing and refunding are two writes that belong together: a transaction of their own.
-        failed = runtime.db.retrying(_fail_own_claim, runtime, generation_id, failure)
-    elif job is None:  # not a plain queued job: lock its row and look
+        failed = runtime.db.retrying(_fail_own_claim, runtime, generation_id, fast.failure)
+    elif fast.needs_lock:
         job, failed, gathered = runtime.db.retrying(_claim_row, runtime, generation_id)
-    elif more_queued:
+    elif job is not None and fast.more_queued:
         gathered = _gather_into(runtime, generation_id, job)
     if failed:
         metrics.JOBS.labels(status="failed").inc()
@@ -135,22 +147,64 @@ def claim(runtime: WorkerRuntime, generation_id: int) -> list[RenderJob]:
     return jobs
 
 
-def _claim_fast(
-    session: Session, runtime: WorkerRuntime, generation_id: int
-) -> tuple[RenderJob | None, str | None, bool]:
-    """The common case, in autocommit (one round trip on PostgreSQL for a text prompt): a queued
-    job claimed by one `UPDATE … RETURNING` and read for the render. (the job or None, why it
-    cannot be rendered or None, whether other jobs are queued). No job and no reason: the row is
-    anything but queued — or this claim committed and its answer was lost, which `_claim_row`
-    recognises as this worker's own claim."""
+def _claim_fast(session: Session, runtime: WorkerRuntime, generation_id: int) -> _FastClaim:
+    """The common cases, in autocommit without a lock: a queued job claimed by one `UPDATE …
+    RETURNING` and read for the render (one round trip on PostgreSQL for a text prompt); or, when
+    the row is not queued, one plain read that settles the messages with nothing to do — a job
+    gone or finished, or a duplicate message for a job under another's live lease (each job
+    claimed into a batch still gets its own message, so under load this is every other message).
+    Anything else (a lease run out, this worker's own claim whose answer was lost, a job out of
+    attempts) needs the row locked: `_claim_row`. Every answer here is safe to act on unlocked:
+    none writes, and a row can only leave these states by a claim that locks or updates it."""
     claimed = _claim_queued(session, runtime, generation_id)
     if claimed is None:
-        return None, None, False
+        found = session.execute(_CLAIM_LOOK, {"generation_id": generation_id}).one_or_none()
+        if found is None:
+            log.warning("job %s: no such row, dropping the task", generation_id)
+            return _FastClaim()
+        if _nothing_to_do(runtime, generation_id, *found):
+            return _FastClaim()
+        return _FastClaim(needs_lock=True)
     generation, more_queued = claimed
     try:
-        return render_job_from_row(session, generation, runtime.store), None, more_queued
+        return _FastClaim(job=render_job_from_row(session, generation, runtime.store), more_queued=more_queued)
     except JobFailed as error:
-        return None, str(error), False
+        return _FastClaim(failure=str(error))
+
+
+#: What `_nothing_to_do` reads of a row that is not queued.
+_CLAIM_LOOK = select(
+    Generation.status, Generation.worker, Generation.batch_leader_id, Generation.heartbeat_at, Generation.started_at
+).where(Generation.id == bindparam("generation_id"))
+
+
+def _nothing_to_do(
+    runtime: WorkerRuntime,
+    generation_id: int,
+    status: str,
+    worker: str | None,
+    batch_leader_id: int | None,
+    heartbeat_at: datetime | None,
+    started_at: datetime | None,
+) -> bool:
+    """Whether a message for this row has nothing to do: the job is finished, or it renders under
+    another live lease (a duplicate message). Not so for this worker's own solo claim under a
+    live lease: that is a claim whose answer was lost, to go on with."""
+    state = GenerationStatus(status)
+    if state.is_final:
+        log.info("job %s: already %s, nothing to do", generation_id, state)
+        return True
+    if state != GenerationStatus.RUNNING or not beat_live(heartbeat_at or started_at, runtime.lease_s):
+        return False
+    if worker == runtime.name and batch_leader_id is None:
+        return False
+    log.info(
+        "job %s: rendering on %s%s (lease live); this message is a duplicate",
+        generation_id,
+        worker,
+        f" in job {batch_leader_id}'s batch" if batch_leader_id else "",
+    )
+    return True
 
 
 def _fail_own_claim(session: Session, runtime: WorkerRuntime, generation_id: int, message: str) -> bool:
@@ -188,22 +242,20 @@ def _claim_row(
         log.warning("job %s: no such row, dropping the task", generation_id)
         return None, False, []
     generation = locked
-    status = GenerationStatus(generation.status)
-    if status.is_final:
-        log.info("job %s: already %s, nothing to do", generation_id, status)
+    if _nothing_to_do(
+        runtime,
+        generation_id,
+        generation.status,
+        generation.worker,
+        generation.batch_leader_id,
+        generation.heartbeat_at,
+        generation.started_at,
+    ):
         return None, False, []
-    if status == GenerationStatus.RUNNING:
+    if generation.status == str(GenerationStatus.RUNNING):
         if lease_live(generation, runtime.lease_s):
-            if generation.worker == runtime.name and generation.batch_leader_id is None:
-                # Our own claim, committed although its answer was lost: go on with it.
-                return render_job_from_row(session, generation, runtime.store), False, []
-            log.info(
-                "job %s: rendering on %s%s (lease live); this message is a duplicate",
-                generation_id,
-                generation.worker,
-                f" in job {generation.batch_leader_id}'s batch" if generation.batch_leader_id else "",
-            )
-            return None, False, []
+            # Our own claim, committed although its answer was lost: go on with it.
+            return render_job_from_row(session, generation, runtime.store), False, []
         log.warning(
             "job %s: %s stopped renewing its lease (attempt %d): rendering it here",
             generation_id,

@@ -85,5 +85,9 @@ def _renew_leases(session: Session, generation_ids: list[int], worker: str) -> i
 
 def lease_live(generation: Generation, lease_s: float, now: datetime | None = None) -> bool:
     """Whether the worker that last claimed this running job renewed its lease recently."""
-    beat = generation.heartbeat_at or generation.started_at
+    return beat_live(generation.heartbeat_at or generation.started_at, lease_s, now)
+
+
+def beat_live(beat: datetime | None, lease_s: float, now: datetime | None = None) -> bool:
+    """Whether a lease last renewed at `beat` is still live."""
     return beat is not None and beat > (now or utcnow()) - timedelta(seconds=lease_s)

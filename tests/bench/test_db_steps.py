@@ -27,7 +27,7 @@ def test_db_steps_times_every_step_of_a_job():
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["jobs"] == 5
-    assert set(result["steps"]) == {"submit", "worker_claim", "worker_store", "sweep_claim", "mark"}
+    assert set(result["steps"]) == {"submit", "worker_claim", "duplicate", "worker_store", "sweep_claim", "mark"}
     for step, timing in result["steps"].items():
         assert timing["wall_p50_ms"] > 0 and timing["cpu_ms"] > 0, (step, timing)
     assert result["round_trip_ms"] > 0

@@ -147,6 +147,55 @@ async def test_claim_whose_answer_was_lost_is_rendered_once(service, deliveries,
         assert session.get(Generation, job.id).attempts == 1
 
 
+async def test_messages_with_nothing_to_do_lock_no_row(service, deliveries, runtime, monkeypatch):
+    """A finished job's redelivered message, and a duplicate message for a job under another
+    worker's live lease (under load every job claimed into a batch still gets its own message),
+    are settled by one plain read: the row is never locked and nothing is written. Once that
+    lease runs out, the next message locks the row and takes the job over."""
+    from datetime import timedelta
+
+    from engine.store.models import utcnow
+
+    locked = []
+    real = claiming._claim_row
+
+    def recording(session, runtime, generation_id):
+        locked.append(generation_id)
+        return real(session, runtime, generation_id)
+
+    monkeypatch.setattr(claiming, "_claim_row", recording)
+    finished = await submit(service, n=1)
+    assert await run(runtime, finished.id) == "done"
+    assert await run(runtime, finished.id) == "skipped"
+
+    held = await submit(service, n=1)
+    now = utcnow()
+    elsewhere = {
+        "status": "running",
+        "worker": "gpu-7@elsewhere",
+        "heartbeat_at": now,
+        "started_at": now,
+        "attempts": 1,
+    }
+    with runtime.db.sync_session() as session:
+        session.execute(update(Generation).where(Generation.id == held.id).values(**elsewhere))
+    assert await run(runtime, held.id) == "skipped"
+    assert locked == []
+    with runtime.db.sync_session() as session:
+        row = session.get(Generation, held.id)
+        assert (row.status, row.worker, row.attempts) == ("running", "gpu-7@elsewhere", 1)
+
+    expired = now - timedelta(seconds=runtime.lease_s + 5)
+    with runtime.db.sync_session() as session:
+        session.execute(
+            update(Generation).where(Generation.id == held.id).values(heartbeat_at=expired, started_at=expired)
+        )
+    assert await run(runtime, held.id) == "done"
+    assert locked == [held.id]
+    with runtime.db.sync_session() as session:
+        assert session.get(Generation, held.id).attempts == 2
+
+
 async def test_job_that_cannot_be_read_at_its_claim_is_failed_and_refunded(service, deliveries, runtime, monkeypatch):
     """A claimed job whose inputs are gone (its source image deleted meanwhile) is failed with
     the reason and refunded in a transaction of its own — claimed and failed, never left running."""
