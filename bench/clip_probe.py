@@ -10,8 +10,11 @@ attribute is. Chance is 1/12 for colours, 1/9 for shapes, 1/5 for positions.
     python bench/clip_probe.py [--model engine/builtin/weights] [--scenes 1500] [--seed 3]
     python bench/clip_probe.py --work data/builtin-train     # a training run's CLIP checkpoint
 
-Prints {"scenes": N, "foreground_colour": a, "background_colour": b, "shape": c, "position": d}
-(with --work also "step": the checkpoint's training step; the run need not have finished).
+Prints {"scenes": N, "foreground_colour": a, "background_colour": b, "shape": c, "position": d,
+"pairs": {"first_colour", "first_shape", "second_colour", "second_shape"}} — the last from N
+two-object scenes: whether each object's colour and shape can be read apart, which two-object
+binding needs (with --work also "step": the checkpoint's training step; the run need not have
+finished).
 
     python bench/clip_probe.py --prior 200   # + what the prior's embeddings say, per prompt split
 
@@ -28,7 +31,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch is imported inside the functions: --help should not pay for it
     import torch
@@ -40,6 +43,13 @@ ATTRIBUTES = {
     "background_colour": lambda scene: scene.background,
     "shape": lambda scene: scene.objects[0].shape,
     "position": lambda scene: scene.objects[0].position,
+}
+#: Two-object scenes: can each object's colour and shape be read apart (what binding needs)?
+PAIR_ATTRIBUTES = {
+    "first_colour": lambda scene: scene.objects[0].colour,
+    "first_shape": lambda scene: scene.objects[0].shape,
+    "second_colour": lambda scene: scene.objects[1].colour,
+    "second_shape": lambda scene: scene.objects[1].shape,
 }
 
 
@@ -177,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from engine.builtin.scenes import sample_single
+    from engine.builtin.scenes import sample_pair, sample_single
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, default=Path(__file__).resolve().parents[1] / "engine/builtin/weights")
@@ -197,9 +207,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import CLIPImageProcessor
 
-    # The shipped feature extractor either way: a training run preprocesses exactly like it.
+    from engine.builtin.models import Architecture, build_feature_extractor
+
     processor = CLIPImageProcessor.from_pretrained(args.model / "feature_extractor")
-    result: dict[str, float | int] = {}
+    result: dict[str, Any] = {}
     if args.work:
         found = checkpoint_tower(args.work)
         if found is None:
@@ -210,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         tower, result["step"] = found
+        # The run's own input size (an `--image-tower` run's CLIP sees 64 px).
+        processor = build_feature_extractor(
+            Architecture.from_dict(json.loads((args.work / "architecture.json").read_text()))
+        )
     else:
         tower = shipped_tower(args.model)
     rng = np.random.default_rng(args.seed)
@@ -221,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, label_of in ATTRIBUTES.items():
         accuracy, readers[name] = fit_probe(features, [label_of(scene) for scene in scenes], train, args.seed)
         result[name] = round(accuracy, 4)
+    pairs = [sample_pair(rng, "train") for _ in range(args.scenes)]
+    pair_features = embed(tower, processor, pairs)
+    result["pairs"] = {
+        name: round(fit_probe(pair_features, [label_of(scene) for scene in pairs], train, args.seed)[0], 4)
+        for name, label_of in PAIR_ATTRIBUTES.items()
+    }
     if args.prior:
         # The same probes read the prior's predicted embeddings: what the prior tells the decoder
         # to draw, for prompts of held-out triples and of training scenes.

@@ -90,6 +90,7 @@ class StagePlan:
     log_every: int = 50
     cosine: bool = False  # decay the learning rate to 10% by the last step
     offset_noise_from: int | None = None  # decoder: the step from which its noise gets OFFSET_NOISE
+    shape_emphasis_from: int | None = None  # clip: the step from which shape heads weigh SHAPE_EMPHASIS
 
 
 PLANS: dict[str, dict[str, StagePlan]] = {
@@ -123,6 +124,17 @@ PLANS: dict[str, dict[str, StagePlan]] = {
         "ar_prior": StagePlan(steps=500, batch=128, lr=1e-4, warmup=100, ema_decay=0.995),
         "decoder": StagePlan(steps=400, batch=32, lr=5e-5, warmup=100, ema_decay=0.995, offset_noise_from=0),
     },
+    # `--base engine/builtin/weights --finetune --image-tower`: a new CLIP image tower at 64 px
+    # (8 px patches: the same 64 tokens as 4 px patches of 32 px, with four times the pixels in
+    # each) trained against the base's frozen text tower, so the text side - and what the
+    # priors read - stays as it is while the image embedding learns shape. Every later stage
+    # starts from the base's weights and learns the new embedding.
+    "image_tower": {
+        "clip": StagePlan(steps=3600, batch=128, lr=5e-4, ema_decay=None, cosine=True, shape_emphasis_from=2400),
+        "prior": StagePlan(steps=1400, batch=128, lr=2e-4, warmup=100, ema_decay=0.995),
+        "ar_prior": StagePlan(steps=1000, batch=128, lr=3e-4, warmup=100, ema_decay=0.995),
+        "decoder": StagePlan(steps=2500, batch=32, lr=1e-4, warmup=100, ema_decay=0.999, offset_noise_from=0),
+    },
     "smoke": {
         "clip": StagePlan(
             steps=30, batch=32, lr=1e-3, warmup=5, ema_decay=None, checkpoint_every=20, log_every=10, cosine=True
@@ -141,6 +153,9 @@ PLANS: dict[str, dict[str, StagePlan]] = {
 #: the template prompts foreground colour and binding (bench/model_quality.py --quick: 0.963 and
 #: 0.344 with it, 1.000 and 0.406 without; the model card has the runs).
 FINETUNE_STAGES = ("clip", "prior", "ar_prior")
+#: `--image-tower`: the new tower changes every embedding, so the decoder must learn it too.
+IMAGE_TOWER_STAGES = ("clip", "prior", "ar_prior", "decoder")
+IMAGE_TOWER_SIZE = 64  # pixels the new image tower sees (8 px patches: 64 tokens, as before)
 TEXT_DROPOUT = 0.5  # decoder: drop the caption half the time (unCLIP), so "" + embedding works
 IMAGE_EMBED_DROPOUT = 0.1  # decoder: the unconditional branch of classifier-free guidance
 PRIOR_TEXT_DROPOUT = 0.1  # prior: the unconditional branch of its guidance
@@ -152,6 +167,12 @@ AR_PRIOR_COMPONENT = ("imagine", "AutoregressivePrior")  # model_index.json's li
 # t = 1000, so the decoder rarely has to make the background colour from the embedding and, at
 # sampling time, keeps whatever mean colour the first noisy steps happen to have.
 OFFSET_NOISE = 0.1
+# The CLIP stage's shape heads (one object's shape, each of two objects' shapes) weigh this much
+# more than the other attribute heads from `shape_emphasis_from` on: a CLIP image embedding reads
+# colours and positions almost perfectly within a few hundred steps but shape only slowly, and the
+# decoder can only draw what the embedding carries (pure variations, two-object binding).
+SHAPE_EMPHASIS = 4.0
+SHAPE_HEADS = ("shape", "first_shape", "second_shape")
 
 
 # --- batches -----------------------------------------------------------------------------------
@@ -489,6 +510,9 @@ class TrainContext:
     #: `--finetune`: every stage starts from the base's weights of its parts and trains on
     #: (the fine-tuned text tower and) the base's image tower.
     finetune: bool = False
+    #: `--image-tower` (with `--finetune`): the clip stage trains a new image tower against the
+    #: base's frozen text tower instead of tuning the text tower; later stages read that tower.
+    image_tower: bool = False
 
     def load_base(self, module: torch.nn.Module, part: str) -> None:
         """Load the base folder's `part` (an exported subfolder) into `module`, as float32."""
@@ -507,7 +531,10 @@ class TrainContext:
         if self.base is not None:
             text_encoder = CLIPTextModelWithProjection.from_pretrained(self.base / "text_encoder")
             image_encoder = CLIPVisionModelWithProjection.from_pretrained(self.base / "image_encoder")
-            if self.finetune and (self.work / "clip" / "checkpoint.pt").exists():
+            if self.image_tower:
+                image_encoder = build_image_encoder(self.arch)
+                image_encoder.load_state_dict(trained_state(self.work, "clip")["image_encoder"])
+            elif self.finetune and (self.work / "clip" / "checkpoint.pt").exists():
                 text_encoder.load_state_dict(trained_state(self.work, "clip")["text_encoder"])
         else:
             weights = trained_state(self.work, "clip")
@@ -564,7 +591,13 @@ class ClipStage(Stage):
         self.heads.to(ctx.device)
         #: Fine-tuning: the base's text tower, frozen, which the template captions are held to.
         self.anchor: CLIPTextModelWithProjection | None = None
-        if ctx.finetune:
+        if ctx.image_tower:
+            # The base's text tower, frozen, is the target the new image tower learns to meet:
+            # what the priors read stays as it is. The loss is the full recipe's (contrastive,
+            # attribute heads, patch masks), the heads fitted afresh to the frozen text side.
+            ctx.load_base(self.text_encoder, "text_encoder")
+            self.text_encoder.eval().requires_grad_(False)
+        elif ctx.finetune:
             ctx.load_base(self.text_encoder, "text_encoder")
             ctx.load_base(self.image_encoder, "image_encoder")
             # The image tower stays as it is: the prior's targets and the decoder's conditioning.
@@ -595,8 +628,11 @@ class ClipStage(Stage):
 
         return {name: torch.tensor([row[name] for row in labels]) for name in ATTRIBUTE_HEADS}
 
-    def attribute_loss(self, embeds: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean cross-entropy of the heads that have labels in this batch."""
+    def attribute_loss(
+        self, embeds: torch.Tensor, targets: dict[str, torch.Tensor], shape_weight: float = 1.0
+    ) -> torch.Tensor:
+        """Mean cross-entropy of the heads that have labels in this batch, the shape heads'
+        times `shape_weight`."""
         import torch
         from torch.nn import functional as F
 
@@ -606,7 +642,8 @@ class ClipStage(Stage):
                 continue
             target = targets[name]
             if (target != IGNORE).any():
-                losses.append(F.cross_entropy(self.AUX_SCALE * head(embeds), target, ignore_index=IGNORE))
+                loss = F.cross_entropy(self.AUX_SCALE * head(embeds), target, ignore_index=IGNORE)
+                losses.append(loss * shape_weight if name in SHAPE_HEADS else loss)
         return torch.stack(losses).mean()
 
     def patch_masks(self, scenes: Sequence[Scene]) -> torch.Tensor:
@@ -654,6 +691,9 @@ class ClipStage(Stage):
             "fits": fits_matrix(examples),
             "image_labels": self.label_tensors([scene_labels(scene) for scene in scenes]),
             "text_labels": self.label_tensors([meaning_labels(e.meaning) for e in examples]),
+            "shape_weight": torch.tensor(
+                SHAPE_EMPHASIS if plan.shape_emphasis_from is not None and step >= plan.shape_emphasis_from else 1.0
+            ),
         }
         if self.anchor is not None:
             # The same scenes in the template grammar, whole words: what the anchor holds still.
@@ -691,9 +731,10 @@ class ClipStage(Stage):
                 "t2i": text_to_image,
                 "i2t": image_to_text,
             }
+        shape_weight = float(data["shape_weight"])
         attributes = self.IMAGE_ATTRIBUTE_WEIGHT * self.attribute_loss(
-            image_embeds, data["image_labels"]
-        ) + self.TEXT_ATTRIBUTE_WEIGHT * self.attribute_loss(text_embeds, data["text_labels"])
+            image_embeds, data["image_labels"], shape_weight
+        ) + self.TEXT_ATTRIBUTE_WEIGHT * self.attribute_loss(text_embeds, data["text_labels"], shape_weight)
         return contrastive + attributes + self.MASK_WEIGHT * mask_loss, {
             "contrastive": contrastive.item(),
             "attributes": attributes.item(),
@@ -776,8 +817,10 @@ class PriorStage(Stage):
         return {"prior": self.prior}
 
     def prepare(self) -> None:
-        if self.ctx.finetune:
+        if self.ctx.finetune and not self.ctx.image_tower:
             return
+        # A new image tower (`--image-tower`) has embeddings of its own spread: the base prior's
+        # weights are a start, its statistics are not.
         embeds = sampled_image_embeddings(self.ctx, self.image_encoder, "prior-stats")
         self.prior.clip_mean.data.copy_(embeds.mean(0, keepdim=True))
         self.prior.clip_std.data.copy_(embeds.std(0, keepdim=True))
@@ -841,7 +884,12 @@ class ArPriorStage(Stage):
             ctx.arch.ar_bins,
         )
         if ctx.finetune:
-            ctx.load_base(self.model, "ar_prior")  # the same codebook: the image tower is the base's
+            # The same codebook where the image tower is the base's; a new one keeps its own.
+            codebook = {"pca_mean", "pca_basis", "bin_edges", "bin_centres"} if ctx.image_tower else set()
+            fitted = {name: buffer.clone() for name, buffer in self.model.named_buffers() if name in codebook}
+            ctx.load_base(self.model, "ar_prior")
+            for name, buffer in fitted.items():
+                self.model.get_buffer(name).copy_(buffer)
 
     def trainable(self) -> dict[str, torch.nn.Module]:
         return {"ar_prior": self.model}
@@ -1305,7 +1353,12 @@ def export_onto_base(ctx: TrainContext, out: Path, times: dict[str, dict[str, An
     index = json.loads((out / "model_index.json").read_text())
     for stage in times:
         weights = trained_state(ctx.work, stage)
-        if stage == "clip":
+        if stage == "clip" and ctx.image_tower:
+            image_encoder = models.build_image_encoder(ctx.arch)
+            image_encoder.load_state_dict(weights["image_encoder"])
+            save_part(out, "image_encoder", image_encoder, "transformers")
+            save_part(out, "feature_extractor", models.build_feature_extractor(ctx.arch), "transformers")
+        elif stage == "clip":
             text_encoder = models.build_text_encoder(ctx.arch, ctx.tokenizer)
             text_encoder.load_state_dict(weights["text_encoder"])
             save_part(out, "text_encoder", text_encoder, "transformers")
@@ -1331,7 +1384,14 @@ def export_onto_base(ctx: TrainContext, out: Path, times: dict[str, dict[str, An
     meta = json.loads((out / "imagine.json").read_text())
     meta["architecture"] = ctx.arch.to_dict()
     training = meta.setdefault("training", {})
-    if ctx.finetune:
+    if ctx.image_tower:
+        training["image_tower"] = {
+            "recipe": f"CLIP image tower at {ctx.arch.clip_size} px against the frozen text tower; "
+            "priors and decoder tuned to it",
+            "stages": times,
+            "seconds": sum(stage["seconds"] for stage in times.values()),
+        }
+    elif ctx.finetune:
         training["finetune"] = {
             "recipe": "phrasing families, noise words, letter slips, BPE-dropout; image tower frozen",
             "stages": times,
@@ -1339,9 +1399,9 @@ def export_onto_base(ctx: TrainContext, out: Path, times: dict[str, dict[str, An
         }
     else:
         training.setdefault("stages", {}).update(times)
-    training["total_seconds"] = sum(stage["seconds"] for stage in training.get("stages", {}).values()) + training.get(
-        "finetune", {}
-    ).get("seconds", 0)
+    training["total_seconds"] = sum(stage["seconds"] for stage in training.get("stages", {}).values()) + sum(
+        training.get(key, {}).get("seconds", 0) for key in ("finetune", "image_tower")
+    )
     (out / "imagine.json").write_text(json.dumps(meta, indent=2) + "\n")
     log.info("wrote %s onto %s", ", ".join(times), out)
     return out
@@ -1428,6 +1488,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with --base: start the stages (clip, prior, ar_prior by default; decoder if named) from the "
         "base's weights and train them with the fine-tuning plan; clip tunes the text tower only",
     )
+    parser.add_argument(
+        "--image-tower",
+        action="store_true",
+        help=f"with --finetune: clip trains a new image tower at {IMAGE_TOWER_SIZE} px against the base's frozen "
+        "text tower, and prior, ar_prior and decoder (all four by default) learn its embedding",
+    )
     parser.add_argument("--no-export", action="store_true", help="train only, do not write --out")
     return parser.parse_args(argv)
 
@@ -1453,17 +1519,20 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"--stages: unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}", file=sys.stderr)
         return 2
+    if args.image_tower and not args.finetune:
+        print("--image-tower: goes with --finetune --base WEIGHTS", file=sys.stderr)
+        return 2
     if args.finetune:
         if args.base is None:
             print("--finetune: name the weights to start from with --base", file=sys.stderr)
             return 2
         if args.stages == ",".join(STAGES):
-            stages = list(FINETUNE_STAGES)
+            stages = list(IMAGE_TOWER_STAGES if args.image_tower else FINETUNE_STAGES)
         refused = [s for s in stages if s not in PLANS["finetune"]]
         if refused:
             print(f"--finetune: stage(s) {', '.join(refused)} do not read text; nothing to tune", file=sys.stderr)
             return 2
-    mode = "finetune" if args.finetune else "smoke" if args.smoke else "full"
+    mode = "image_tower" if args.image_tower else "finetune" if args.finetune else "smoke" if args.smoke else "full"
     plans = dict(PLANS[mode])
     if args.finetune and args.smoke:
         plans = {name: replace(plan, steps=4, batch=8, warmup=2, checkpoint_every=2) for name, plan in plans.items()}
@@ -1512,12 +1581,22 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         # The base's own sizes, with this version's defaults for parts it does not have yet.
         arch = Architecture.from_dict(shipped)
+        if args.image_tower:
+            arch = replace(arch, clip_size=IMAGE_TOWER_SIZE, vision_patch=IMAGE_TOWER_SIZE // 8)
     if arch_file.exists() and Architecture.from_dict(json.loads(arch_file.read_text())) != arch:
         print(f"{work} holds a {'full' if args.smoke else 'smoke'} run: use another --work", file=sys.stderr)
         return 2
     arch_file.write_text(json.dumps(arch.to_dict(), indent=2) + "\n")
     torch.manual_seed(args.seed)
-    ctx = TrainContext(arch=arch, work=work, seed=args.seed, device=args.device, base=args.base, finetune=args.finetune)
+    ctx = TrainContext(
+        arch=arch,
+        work=work,
+        seed=args.seed,
+        device=args.device,
+        base=args.base,
+        finetune=args.finetune,
+        image_tower=args.image_tower,
+    )
     if args.base is not None:
         from transformers import CLIPTokenizer
 

@@ -127,6 +127,8 @@ def test_clip_probe_reads_a_training_checkpoint(clip_probe, smoke_run, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["step"] == train.PLANS["smoke"]["clip"].steps and result["scenes"] == 100
     assert all(0.0 <= result[key] <= 1.0 for key in clip_probe.ATTRIBUTES)
+    assert set(result["pairs"]) == set(clip_probe.PAIR_ATTRIBUTES)
+    assert all(0.0 <= value <= 1.0 for value in result["pairs"].values())
 
 
 def test_clip_probe_without_a_checkpoint_is_a_usage_error(clip_probe, tmp_path, capsys):
@@ -186,6 +188,37 @@ def test_decoder_noise_gets_a_colour_offset_from_the_plans_step_on(smoke_decoder
     assert torch.allclose(shift, per_channel.expand_as(shift), atol=1e-6)
     assert per_channel.abs().min() > 0 and per_channel.std() < 3 * train.OFFSET_NOISE
     assert len(per_channel.flatten().unique()) == per_channel.numel()  # per image and channel
+
+
+def test_clip_shape_heads_weigh_more_from_the_plans_step_on(smoke_run):
+    """From `shape_emphasis_from` on, the CLIP stage's shape heads weigh SHAPE_EMPHASIS times the
+    others in the attribute loss; before it the loss is the plain recipe's, and the batch's data
+    is the same either way."""
+    from dataclasses import replace
+
+    import torch
+
+    from engine.builtin.models import Architecture
+
+    work, _ = smoke_run
+    ctx = train.TrainContext(arch=Architecture.smoke(), work=work, seed=0)
+    ctx.tokenizer = train._tokenizer(ctx, work / "tokenizer")
+    stage = train.ClipStage(ctx)
+    emphasis = replace(train.PLANS["smoke"]["clip"], shape_emphasis_from=10)
+    before, after = stage.batch(9, emphasis), stage.batch(10, emphasis)
+    assert float(before["shape_weight"]) == 1.0 and float(after["shape_weight"]) == train.SHAPE_EMPHASIS
+    plain = stage.batch(10, replace(emphasis, shape_emphasis_from=None))
+    assert float(plain["shape_weight"]) == 1.0
+    assert torch.equal(plain["pixels"], after["pixels"]) and torch.equal(plain["ids"], after["ids"])
+
+    embeds = torch.nn.functional.normalize(torch.randn(len(after["pixels"]), ctx.arch.embed_dim), dim=-1)
+    labels = after["image_labels"]
+    weighted, unweighted = stage.attribute_loss(embeds, labels, 4.0), stage.attribute_loss(embeds, labels)
+    only_shape = {
+        name: t if name in train.SHAPE_HEADS else torch.full_like(t, train.IGNORE) for name, t in labels.items()
+    }
+    assert weighted > unweighted
+    assert torch.allclose(stage.attribute_loss(embeds, only_shape, 4.0), 4 * stage.attribute_loss(embeds, only_shape))
 
 
 def test_unavailable_device_is_a_usage_error(tmp_path, capsys):
@@ -326,6 +359,66 @@ def test_finetune_tunes_the_text_tower_and_the_parts_that_read_it(smoke_run, tmp
     assert training["stages"] == base_training["stages"]
     assert set(training["finetune"]["stages"]) == set(train.FINETUNE_STAGES)
     assert training["total_seconds"] == base_training["total_seconds"] + training["finetune"]["seconds"]
+
+
+def test_image_tower_retrains_the_image_side_and_keeps_the_text_side(smoke_run, tmp_path):
+    """`--base B --finetune --image-tower` trains a new CLIP image tower at 64 px against B's
+    frozen text tower and tunes prior, AR prior and decoder to its embedding: B's text tower,
+    tokenizer and upsampler stay byte for byte, the feature extractor and the architecture say
+    64 px, and the result renders text to image, the AR prior and a variation."""
+    import torch
+    from safetensors.torch import load_file
+
+    from engine.render.families.unclip import UnCLIPRenderer
+    from engine.render.loader import load_unclip, resolve_model
+    from engine.render.types import RenderJob
+
+    _, base = smoke_run
+    out = tmp_path / "image-tower"
+    args = ["--base", str(base), "--finetune", "--image-tower", "--smoke", "--threads", "2"]
+    assert train.main([*args, "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+
+    def same(part: str) -> bool:
+        (before,) = sorted((base / part).glob("*.safetensors"))
+        (after,) = sorted((out / part).glob("*.safetensors"))
+        return before.read_bytes() == after.read_bytes()
+
+    assert [part for part in ("text_encoder", "super_res_first") if not same(part)] == []
+    assert (base / "tokenizer" / "tokenizer.json").read_text() == (out / "tokenizer" / "tokenizer.json").read_text()
+    for part in ("prior", "ar_prior", "decoder", "text_proj"):
+        assert not same(part), part
+    meta = json.loads((out / "imagine.json").read_text())
+    assert meta["architecture"]["clip_size"] == train.IMAGE_TOWER_SIZE
+    assert set(meta["training"]["image_tower"]["stages"]) == set(train.IMAGE_TOWER_STAGES)
+    extractor = json.loads((out / "feature_extractor" / "preprocessor_config.json").read_text())
+    assert extractor["crop_size"] == {"height": 64, "width": 64}
+    vision = json.loads((out / "image_encoder" / "config.json").read_text())
+    assert (vision["image_size"], vision["patch_size"]) == (64, 8)
+
+    spec = resolve_model(str(out), tmp_path / "data")
+    pipe = load_unclip(spec, dtype=torch.float32)
+    # The prior's statistics are the new tower's, not the base's.
+    assert not torch.equal(
+        pipe.prior.clip_mean, load_file(next((base / "prior").glob("*.safetensors")))["clip_mean"].float()
+    )
+    renderer = UnCLIPRenderer(spec, pipe, device="cpu", dtype=torch.float32)
+    fast = {"prior_steps": 2, "decoder_steps": 2, "super_res_steps": 2}
+    result = renderer.render(RenderJob(1, "text2image", "a red star", None, 3, 2, fast), lambda *_: None)
+    assert [(i.width, i.height) for i in result.images] == [(64, 64)] * 2
+    assert renderer.render(
+        RenderJob(3, "text2image", "a red star", None, 3, 1, {**fast, "prior": "ar"}), lambda *_: None
+    ).images
+    variation = renderer.render(
+        RenderJob(2, "variation", "", None, 4, 2, fast, source_embeddings=(result.images[0].embedding,)),
+        lambda *_: None,
+    )
+    assert len(variation.images) == 2
+
+
+def test_image_tower_goes_with_finetune(smoke_run, tmp_path, capsys):
+    _, base = smoke_run
+    assert train.main(["--base", str(base), "--image-tower", "--work", str(tmp_path)]) == 2
+    assert "--image-tower: goes with --finetune" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
