@@ -250,7 +250,8 @@ class BaseRenderer(ABC):
     def source_embedding(self, job: RenderJob) -> torch.Tensor:
         """The CLIP image embedding a variation, blend or text diff decodes."""
         if job.operation in ("variation", "textdiff"):
-            if job.source_embeddings:
+            foreign = job.source_weights not in (None, self.weights_sha256) and bool(job.source_images)
+            if job.source_embeddings and not foreign:
                 vector = torch.from_numpy(embedding_from_bytes(job.source_embeddings[0]))
             elif job.source_images:
                 with Image.open(io.BytesIO(job.source_images[0])) as picture:

@@ -41,6 +41,10 @@ class RenderJob:
     source_embeddings: tuple[bytes, ...] = ()
     #: PNG bytes of the source image(s) (variation strength, upscale, uploads).
     source_images: tuple[bytes, ...] = ()
+    #: The weights (`weights_sha256`) that made the source embedding, where known: another
+    #: model's image tower has its own embedding space, so a renderer with other weights encodes
+    #: the source image again instead (a variation of an image drawn before a model update).
+    source_weights: str | None = None
     weights: tuple[float, ...] = ()
     #: Which claim of the job this render belongs to (its files are named after it, so a
     #: render that lost its job never overwrites the files of the one that stored it).

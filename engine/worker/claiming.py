@@ -62,6 +62,7 @@ def render_job_from_row(session: Session, generation: Generation, store: ImageSt
     params = dict(generation.params or {})
     sources_embeddings: tuple[bytes, ...] = ()
     sources_images: tuple[bytes, ...] = ()
+    source_weights: str | None = None
     weights: tuple[float, ...] = ()
     operation = operation_for(generation)
     if "source_key" in params:  # an uploaded image: the worker encodes it
@@ -89,6 +90,7 @@ def render_job_from_row(session: Session, generation: Generation, store: ImageSt
         parent = generation.parent_image
         if parent.embedding is not None:
             sources_embeddings = (parent.embedding,)
+            source_weights = (parent.generation.render_info or {}).get("weights_sha256")
         try:
             sources_images = (store.get(parent.storage_key),)
         except FileNotFoundError:
@@ -107,6 +109,7 @@ def render_job_from_row(session: Session, generation: Generation, store: ImageSt
         params=params,
         source_embeddings=sources_embeddings,
         source_images=sources_images,
+        source_weights=source_weights,
         weights=weights,
         attempt=generation.attempts,
     )

@@ -270,6 +270,44 @@ async def test_variation_renders_from_the_stored_embedding(service, deliveries, 
     assert meta["operation"] == "variation" and meta["strength"] == "0.6"
 
 
+async def test_variation_of_an_image_from_other_weights_encodes_it_again(service, deliveries, runtime, monkeypatch):
+    """An image drawn by other weights (before a model update) has its stored embedding in that
+    model's CLIP space: its variation encodes the stored picture with the current image tower
+    instead of decoding the foreign embedding. An image of the current weights uses its stored
+    embedding, with no encoding."""
+    from engine.store.models import Generation as Row
+
+    renderer = runtime.renderer
+    encoded = []
+    real = renderer.encode_images
+
+    def recording(pictures):
+        encoded.append(len(pictures))
+        return real(pictures)
+
+    monkeypatch.setattr(renderer, "encode_images", recording)
+    root = await submit(service, n=1)
+    await run(runtime, root.id)
+
+    async def vary() -> None:
+        request = VariationRequest(ImageRef(root.id, 1), params=RenderParams(n=1, strength=1.0))
+        variation = (await service.submit_variation(ALICE, request)).generation
+        assert await run(runtime, variation.id) == "done"
+
+    encoded.clear()
+    await vary()
+    assert encoded == []  # the stored embedding: its source not encoded
+
+    def drawn_by_older_weights(session):
+        row = session.get(Row, root.id)
+        row.render_info = {**row.render_info, "weights_sha256": "0" * 64}
+
+    await service.db.run(drawn_by_older_weights)
+    encoded.clear()
+    await vary()
+    assert encoded == [1]  # the source picture, encoded by this model's tower
+
+
 async def test_blend_renders_from_stored_embeddings(service, deliveries, runtime):
     """A blend slerps its sources' stored embeddings and decodes the result."""
     a = await submit(service, "a red star")
