@@ -67,7 +67,9 @@ DEFAULT_WORK = Path("data/builtin-train")
 #: out. Variations start from the source image (strength 0.4): the CLIP image embedding alone reads
 #: shape poorly (crosses come back as diamonds or stars), so the source's own pixels have to carry
 #: it (keep colour and shape: 0.6 → 0.725, 0.4 → 0.81 on the bench's 50 sources; 0.785 → 0.835 on
-#: 50 others). `/vary strength:1` gives the paper's pure embedding variations.
+#: 50 others). `/vary strength:1` gives the paper's pure embedding variations. With the 64 px image
+#: tower (`--image-tower`) the strength matters little (0.25 / 0.4 / 0.6 / 1.0: 0.875 / 0.833 /
+#: 0.813 / 0.813 on the quick bench's 12 sources), so 0.4 stays.
 SAMPLING_DEFAULTS = {
     "prior_steps": 25,
     "decoder_steps": 25,
@@ -128,7 +130,12 @@ PLANS: dict[str, dict[str, StagePlan]] = {
     # (8 px patches: the same 64 tokens as 4 px patches of 32 px, with four times the pixels in
     # each) trained against the base's frozen text tower, so the text side - and what the
     # priors read - stays as it is while the image embedding learns shape. Every later stage
-    # starts from the base's weights and learns the new embedding.
+    # starts from the base's weights and learns the new embedding. At 64 px alone the tower read
+    # shape no better than the 32 px one (bench/clip_probe.py after 2400 steps: 0.77 against
+    # 0.79); the shape heads' emphasis from step 2400 took it to 0.90 by 3600. (The shipped tower
+    # ran the first 2400 steps as a plan of 2400, then was continued to this plan's 3600: its
+    # learning rate jumped back from 5e-5 to 1.6e-4 at step 2400, which a fresh run of this plan
+    # does not do.)
     "image_tower": {
         "clip": StagePlan(steps=3600, batch=128, lr=5e-4, ema_decay=None, cosine=True, shape_emphasis_from=2400),
         "prior": StagePlan(steps=1400, batch=128, lr=2e-4, warmup=100, ema_decay=0.995),

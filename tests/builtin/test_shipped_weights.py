@@ -72,9 +72,10 @@ def test_clip_probe_reads_colours_from_the_shipped_image_embeddings(clip_probe, 
     assert clip_probe.main(["--model", str(BUILTIN_DIR), "--scenes", "300", "--threads", "1"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["scenes"] == 300
-    assert set(result) == {"scenes", "foreground_colour", "background_colour", "shape", "position"}
+    assert set(result) == {"scenes", "foreground_colour", "background_colour", "shape", "position", "pairs"}
     assert result["foreground_colour"] >= 0.9 and result["background_colour"] >= 0.9
     assert 0.0 <= result["shape"] <= 1.0
+    assert set(result["pairs"]) == set(clip_probe.PAIR_ATTRIBUTES)
 
 
 def test_text_probe_reads_every_held_out_family_of_the_shipped_text_tower(capsys):
