@@ -1,9 +1,11 @@
 """Claiming jobs: the first step of every render, and where batches are formed.
 
 `claim` marks the job running on this worker — a queued job in one autocommit `UPDATE …
-RETURNING`; any other row is locked and looked at: it does nothing for a job that is gone,
-finished, or held under a live lease by another worker (a duplicate or redelivered message), and
-adopts a job whose previous worker stopped renewing its lease. It then claims compatible queued
+RETURNING`. Any other row is read once, unlocked: a job that is gone, finished, or held under a
+live lease by another worker (a duplicate or redelivered message; under load, the own message of
+every job claimed into a batch) needs nothing more. Only the rest is locked and looked at: a job
+whose previous worker stopped renewing its lease is adopted, and this worker's own claim whose
+answer was lost is gone on with. It then claims compatible queued
 jobs into the same batch (same model, operation, size and steps), waiting up to the batch window
 for more; they render in one pipeline call, each image with its own seed.
 
