@@ -209,7 +209,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.builtin.models import Architecture, build_feature_extractor
 
-    processor = CLIPImageProcessor.from_pretrained(args.model / "feature_extractor")
     result: dict[str, Any] = {}
     if args.work:
         found = checkpoint_tower(args.work)
@@ -227,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         tower = shipped_tower(args.model)
+        processor = CLIPImageProcessor.from_pretrained(args.model / "feature_extractor")
     rng = np.random.default_rng(args.seed)
     scenes = [sample_single(rng, "train") for _ in range(args.scenes)]
     features = embed(tower, processor, scenes)

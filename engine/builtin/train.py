@@ -537,11 +537,12 @@ class TrainContext:
 
         if self.base is not None:
             text_encoder = CLIPTextModelWithProjection.from_pretrained(self.base / "text_encoder")
-            image_encoder = CLIPVisionModelWithProjection.from_pretrained(self.base / "image_encoder")
-            if self.image_tower:
+            if self.image_tower:  # this run's new tower; the base's is not read
                 image_encoder = build_image_encoder(self.arch)
                 image_encoder.load_state_dict(trained_state(self.work, "clip")["image_encoder"])
-            elif self.finetune and (self.work / "clip" / "checkpoint.pt").exists():
+            else:
+                image_encoder = CLIPVisionModelWithProjection.from_pretrained(self.base / "image_encoder")
+            if self.finetune and not self.image_tower and (self.work / "clip" / "checkpoint.pt").exists():
                 text_encoder.load_state_dict(trained_state(self.work, "clip")["text_encoder"])
         else:
             weights = trained_state(self.work, "clip")

@@ -23,8 +23,6 @@ from tests.engine.worker.test_jobs import RecordingPublisher
 
 ALICE = Actor(Platform.CONSOLE, "team-1", "alice", "Alice")
 BOB = Actor(Platform.CONSOLE, "team-1", "bob", "Bob")
-#: Batched kernels may round differently from a batch of one; this is the most one 8-bit
-#: channel of one pixel may differ (seen: 0 on this CPU).
 
 
 class CountingRenderer:
