@@ -11,6 +11,9 @@ from pathlib import Path
 class ImageStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        # Resolved once: every key is checked against it (a relative root means the folder
+        # under the directory the process started in, even if it changes directory later).
+        self._resolved_root = self.root.resolve()
 
     @staticmethod
     def key_for(generation_id: int, name: str) -> str:
@@ -18,8 +21,8 @@ class ImageStore:
         return f"{generation_id // 1000}/{generation_id}/{name}"
 
     def path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root.resolve() not in path.parents:
+        path = (self._resolved_root / key).resolve()
+        if self._resolved_root not in path.parents:
             raise ValueError(f"storage key escapes the image folder: {key!r}")
         return path
 

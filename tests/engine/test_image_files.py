@@ -65,3 +65,20 @@ def test_a_failed_write_leaves_no_file_behind(tmp_path, monkeypatch):
 def test_keys_cannot_escape_the_folder(tmp_path):
     with pytest.raises(ValueError, match="escapes"):
         ImageStore(tmp_path / "images").put("../outside.png", b"x")
+
+
+def test_a_relative_root_stays_the_folder_it_named(tmp_path, monkeypatch):
+    """A store made with a relative root keeps reading and writing the folder it named when the
+    process changes directory later (the root is resolved once, not on every key)."""
+    monkeypatch.chdir(tmp_path)
+    store = ImageStore("images")
+    store.put("0/1/a.png", b"png")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert store.get("0/1/a.png") == b"png"
+    store.put("0/2/b.png", b"more")
+    assert (tmp_path / "images" / "0" / "2" / "b.png").read_bytes() == b"more"
+    assert not (elsewhere / "images").exists()
+    with pytest.raises(ValueError, match="escapes"):
+        store.path("../outside.png")
