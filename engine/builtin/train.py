@@ -81,6 +81,9 @@ SAMPLING_DEFAULTS = {
 }
 
 
+PAIR_FRACTION = 0.25  # share of two-object scenes
+
+
 @dataclass(frozen=True)
 class StagePlan:
     steps: int
@@ -93,6 +96,7 @@ class StagePlan:
     cosine: bool = False  # decay the learning rate to 10% by the last step
     offset_noise_from: int | None = None  # decoder: the step from which its noise gets OFFSET_NOISE
     shape_emphasis_from: int | None = None  # clip: the step from which shape heads weigh SHAPE_EMPHASIS
+    pair_fraction: float = PAIR_FRACTION  # share of two-object scenes in a batch
 
 
 PLANS: dict[str, dict[str, StagePlan]] = {
@@ -155,6 +159,42 @@ PLANS: dict[str, dict[str, StagePlan]] = {
     },
 }
 
+
+def with_plan_change(plans: dict[str, StagePlan], change: str) -> dict[str, StagePlan]:
+    """`plans` with one field changed, from `--plan STAGE.FIELD=VALUE` (a recipe tried before it
+    becomes a plan of its own). ValueError says what is wrong with `change`; `plans` is untouched."""
+    target, sep, text = change.partition("=")
+    stage, dot, name = target.partition(".")
+    if not sep or not dot:
+        raise ValueError(f"expected STAGE.FIELD=VALUE, got {change!r}")
+    if stage not in plans:
+        raise ValueError(f"{stage!r} is not a stage of this plan ({', '.join(plans)})")
+    fields = {f.name: f for f in StagePlan.__dataclass_fields__.values()}
+    if name not in fields:
+        raise ValueError(f"{name!r} is not a plan field ({', '.join(fields)})")
+    kind = str(fields[name].type)
+    wanted = "true or false" if kind.startswith("bool") else "a whole number" if kind.startswith("int") else "a number"
+    value: Any
+    try:
+        if text.lower() == "none" and "None" in kind:
+            value = None
+        elif kind.startswith("bool"):
+            if text.lower() not in ("true", "false"):
+                raise ValueError
+            value = text.lower() == "true"
+        elif kind.startswith("int"):
+            value = int(text)
+        else:
+            value = float(text)
+    except ValueError:
+        raise ValueError(f"{target}: {text!r} is not {wanted}") from None
+    if name == "pair_fraction" and not 0.0 <= value <= 1.0:
+        raise ValueError(f"{target}: a share between 0 and 1, got {text}")
+    if name in ("steps", "batch", "lr", "log_every", "checkpoint_every") and value <= 0:
+        raise ValueError(f"{target}: must be above 0, got {text}")
+    return {**plans, stage: replace(plans[stage], **{name: value})}
+
+
 #: What `--finetune` tunes unless --stages says otherwise. Not the decoder: it reads the text
 #: tower's hidden states too, but tuning it (400 steps) changed no phrasing family's score and cost
 #: the template prompts foreground colour and binding (bench/model_quality.py --quick: 0.963 and
@@ -167,7 +207,6 @@ TEXT_DROPOUT = 0.5  # decoder: drop the caption half the time (unCLIP), so "" + 
 IMAGE_EMBED_DROPOUT = 0.1  # decoder: the unconditional branch of classifier-free guidance
 PRIOR_TEXT_DROPOUT = 0.1  # prior: the unconditional branch of its guidance
 SUBWORD_DROPOUT = 0.1  # every stage's captions: BPE merges skipped at this rate (SubwordDropout)
-PAIR_FRACTION = 0.25  # share of two-object scenes
 AR_PRIOR_COMPONENT = ("imagine", "AutoregressivePrior")  # model_index.json's line for it
 # Offset noise (a per-image, per-channel constant of this standard deviation added to the
 # decoder's training noise). Plain pixel noise leaves an image's mean colour readable almost to
@@ -683,7 +722,7 @@ class ClipStage(Stage):
 
         size = plan.batch
         rng = batch_rng(self.ctx.seed, self.name, step)
-        examples = sample_contrastive_batch(rng, size, pair_fraction=PAIR_FRACTION, caption=training_caption)
+        examples = sample_contrastive_batch(rng, size, pair_fraction=plan.pair_fraction, caption=training_caption)
         scenes = [e.scene for e in examples]
         pixels = clip_pixels(render_batch(scenes, self.ctx.arch.image_size), self.ctx.arch.clip_size)
         # A little pixel noise, so decoded (slightly noisy) images embed like clean ones.
@@ -788,14 +827,16 @@ def sampled_image_embeddings(
     return torch.cat(found)
 
 
-def prior_batch(ctx: TrainContext, rng: np.random.Generator, size: int) -> dict[str, Any]:
+def prior_batch(
+    ctx: TrainContext, rng: np.random.Generator, size: int, pair_fraction: float = PAIR_FRACTION
+) -> dict[str, Any]:
     """What both priors train on: captions (dropped PRIOR_TEXT_DROPOUT of the time, for
     guidance) as token ids and mask, and their scenes' pixels for the frozen CLIP image tower."""
     from engine.builtin.captions import sample_examples
     from engine.builtin.drawing import render_batch
     from engine.builtin.phrasings import training_caption
 
-    examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION, caption=training_caption)
+    examples = sample_examples(rng, size, pair_fraction=pair_fraction, caption=training_caption)
     captions = [e.caption if rng.random() >= PRIOR_TEXT_DROPOUT else "" for e in examples]
     ids, mask = tokenize(ctx.tokenizer, captions, rng)
     pixels = clip_pixels(render_batch([e.scene for e in examples], ctx.arch.image_size), ctx.arch.clip_size)
@@ -842,7 +883,7 @@ class PriorStage(Stage):
         import torch
 
         size = plan.batch
-        data = prior_batch(self.ctx, batch_rng(self.ctx.seed, self.name, step), size)
+        data = prior_batch(self.ctx, batch_rng(self.ctx.seed, self.name, step), size, plan.pair_fraction)
         generator = torch_generator(self.ctx.seed, self.name, step)
         t = self.schedule.sample_timesteps(size, generator)
         noise = torch.randn(size, self.ctx.arch.embed_dim, generator=generator)
@@ -903,7 +944,7 @@ class ArPriorStage(Stage):
         return {"ar_prior": self.model}
 
     def batch(self, step: int, plan: StagePlan) -> dict[str, Any]:
-        return prior_batch(self.ctx, batch_rng(self.ctx.seed, self.name, step), plan.batch)
+        return prior_batch(self.ctx, batch_rng(self.ctx.seed, self.name, step), plan.batch, plan.pair_fraction)
 
     def loss(self, data: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         import torch
@@ -951,7 +992,7 @@ class DecoderStage(Stage):
         arch = self.ctx.arch
         rng = batch_rng(self.ctx.seed, self.name, step)
         generator = torch_generator(self.ctx.seed, self.name, step)
-        examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION, caption=training_caption)
+        examples = sample_examples(rng, size, pair_fraction=plan.pair_fraction, caption=training_caption)
         images = render_batch([e.scene for e in examples], arch.image_size)
         drop_text = torch.from_numpy(rng.random(size) < TEXT_DROPOUT)
         drop_image = torch.from_numpy(rng.random(size) < IMAGE_EMBED_DROPOUT)
@@ -1038,7 +1079,7 @@ class UpsamplerStage(Stage):
         arch = self.ctx.arch
         rng = batch_rng(self.ctx.seed, self.name, step)
         generator = torch_generator(self.ctx.seed, self.name, step)
-        examples = sample_examples(rng, size, pair_fraction=PAIR_FRACTION, caption=training_caption)
+        examples = sample_examples(rng, size, pair_fraction=plan.pair_fraction, caption=training_caption)
         x0 = to_tensor(render_batch([e.scene for e in examples], arch.image_size))
         small = area_downsample(x0, arch.decoder_size)
         # Degrade the low-res input a little (blur, noise), as unCLIP does for its upsamplers.
@@ -1251,6 +1292,8 @@ def stage_summary(checkpoint: dict) -> dict[str, Any]:
         "seconds": round(checkpoint["elapsed"]),
         "steps": checkpoint["step"],
         "batch": checkpoint["plan"]["batch"],
+        "lr": checkpoint["plan"]["lr"],
+        "pair_fraction": checkpoint["plan"].get("pair_fraction", PAIR_FRACTION),
         "device": checkpoint.get("device", "cpu"),
         "workers": checkpoint.get("workers", 0),
     }
@@ -1471,6 +1514,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="STAGE=N",
         help="train STAGE to N steps instead of the plan (continues a finished stage)",
     )
+    parser.add_argument(
+        "--plan",
+        action="append",
+        default=[],
+        metavar="STAGE.FIELD=VALUE",
+        help="change one field of a stage's plan, e.g. decoder.lr=1e-4 or decoder.pair_fraction=0.5",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: all cores)")
     parser.add_argument(
         "--device",
@@ -1550,6 +1600,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--steps: expected STAGE=N with STAGE in {', '.join(STAGES)}, got {item!r}", file=sys.stderr)
             return 2
         plans[name] = replace(plans[name], steps=int(count))
+    for item in args.plan:
+        try:
+            plans = with_plan_change(plans, item)
+        except ValueError as error:
+            print(f"--plan: {error}", file=sys.stderr)
+            return 2
 
     from engine.render.loader import set_offline
 

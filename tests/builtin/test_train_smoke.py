@@ -190,6 +190,62 @@ def test_decoder_noise_gets_a_colour_offset_from_the_plans_step_on(smoke_decoder
     assert len(per_channel.flatten().unique()) == per_channel.numel()  # per image and channel
 
 
+def test_decoder_and_prior_batches_take_the_plans_share_of_two_object_scenes(smoke_decoder_stage, monkeypatch):
+    """`pair_fraction` in a stage's plan is the share of two-object scenes its batches sample
+    (the decoder's and the priors'): a recipe for binding changes the data, not the code."""
+    from dataclasses import replace
+
+    from engine.builtin import captions
+
+    asked: list[float] = []
+    sample = captions.sample_examples
+
+    def recording(rng, size, *, pair_fraction, **kwargs):
+        asked.append(pair_fraction)
+        return sample(rng, size, pair_fraction=pair_fraction, **kwargs)
+
+    monkeypatch.setattr(captions, "sample_examples", recording)
+    plan = train.PLANS["smoke"]["decoder"]
+    smoke_decoder_stage.batch(0, plan)
+    smoke_decoder_stage.batch(0, replace(plan, pair_fraction=0.75))
+    train.prior_batch(smoke_decoder_stage.ctx, train.batch_rng(0, "prior", 0), 4, 0.5)
+    assert asked == [train.PAIR_FRACTION, 0.75, 0.5]
+
+
+def test_plan_change_sets_one_field_of_one_stage():
+    """`--plan STAGE.FIELD=VALUE` changes that field only, typed as the field is; the plans it
+    started from are untouched."""
+    plans = train.PLANS["finetune"]
+    changed = train.with_plan_change(plans, "decoder.pair_fraction=0.5")
+    changed = train.with_plan_change(changed, "decoder.offset_noise_from=none")
+    changed = train.with_plan_change(changed, "clip.cosine=false")
+    assert changed["decoder"].pair_fraction == 0.5 and changed["decoder"].offset_noise_from is None
+    assert changed["clip"].cosine is False
+    assert changed["decoder"].lr == plans["decoder"].lr and changed["prior"] == plans["prior"]
+    assert plans["decoder"].pair_fraction == train.PAIR_FRACTION and plans["clip"].cosine is True
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("decoder", "expected STAGE.FIELD=VALUE"),
+        ("vae.lr=1e-4", "'vae' is not a stage"),
+        ("decoder.speed=2", "'speed' is not a plan field"),
+        ("decoder.lr=fast", "decoder.lr: 'fast' is not a number"),
+        ("decoder.steps=2.5", "decoder.steps: '2.5' is not a whole number"),
+        ("decoder.cosine=yes", "decoder.cosine: 'yes' is not true or false"),
+        ("decoder.pair_fraction=1.5", "a share between 0 and 1"),
+        ("decoder.lr=0", "must be above 0"),
+    ],
+)
+def test_bad_plan_change_is_a_usage_error(tmp_path, capsys, change, message):
+    """A malformed or impossible `--plan` exits 2 naming what is wrong, before anything is
+    trained or written."""
+    assert train.main(["--smoke", "--work", str(tmp_path / "work"), "--plan", change]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "work").exists()
+
+
 def test_clip_shape_heads_weigh_more_from_the_plans_step_on(smoke_run):
     """From `shape_emphasis_from` on, the CLIP stage's shape heads weigh SHAPE_EMPHASIS times the
     others in the attribute loss; before it the loss is the plain recipe's, and the batch's data
