@@ -19,8 +19,9 @@ family held out of training (engine/builtin/phrasings.py: prompts as people type
 "edit": {"outside_mean_abs_diff", "inside_follows_prompt", "zoomout_centre_mean_abs_diff"}}, accuracies
 as fractions; `--details FILE` also writes counts, settings and timings, and, for a model whose
 variations start from the source image (strength < 1), the same scores for pure variations —
-and "pair_binding": the two-object scenes decoded from their own image embeddings, the binding
-that a better prior alone cannot beat.
+"pair_binding": the two-object scenes decoded from their own image embeddings alone, and
+"pair_binding_with_caption": the same embeddings with their prompts (the binding of a perfect
+prior: below the prior's own binding, the decoder is what binds poorly).
 """
 
 from __future__ import annotations
@@ -162,6 +163,18 @@ def render_with_prior(renderer, prompts: list[str], params: dict, seed: int) -> 
 
 def render_without_prior(renderer, prompts: list[str], params: dict, seed: int) -> list[list[np.ndarray]]:
     """The same prompts and seeds with the prior bypassed: the text embedding goes to the decoder."""
+    return _render_through_pipe(renderer, prompts, params, seed, embeddings=None)
+
+
+def render_from_embeddings(renderer, prompts: list[str], embeddings, params: dict, seed: int) -> list[list[np.ndarray]]:
+    """The prompts' images decoded from the given CLIP image embeddings (one per prompt) instead of
+    the prior's: what the decoder draws when the prior is perfect, with the caption beside it."""
+    return _render_through_pipe(renderer, prompts, params, seed, embeddings=embeddings)
+
+
+def _render_through_pipe(renderer, prompts: list[str], params: dict, seed: int, embeddings) -> list[list[np.ndarray]]:
+    """IMAGES_PER_PROMPT images per prompt straight through the pipeline, with the seeds
+    `render_with_prior` gives the same prompts: no prior (`embeddings` None) or given embeddings."""
     import torch
 
     from engine.render.types import RenderJob
@@ -169,18 +182,20 @@ def render_without_prior(renderer, prompts: list[str], params: dict, seed: int) 
     settings = renderer.resolved_settings(RenderJob(0, "text2image", "", None, 0, 1, dict(params)))
     images = []
     for start in range(0, len(prompts), JOBS_PER_CALL):
-        batch_prompts, generators = [], []
+        batch_prompts, generators, rows = [], [], []
         for i in range(start, min(start + JOBS_PER_CALL, len(prompts))):
             for k in range(IMAGES_PER_PROMPT):
                 batch_prompts.append(prompts[i])
                 generators.append(torch.Generator("cpu").manual_seed(seed + 100 * i + k))
+                rows.append(i)
+        given = {"prior": "none"} if embeddings is None else {"image_embeds": embeddings[rows]}
         output = renderer.pipe(
             batch_prompts,
             generators,
-            prior="none",
             decoder_num_inference_steps=settings["decoder_steps"],
             super_res_num_inference_steps=settings["super_res_steps"],
             decoder_guidance_scale=settings["decoder_guidance"],
+            **given,
         )
         pictures = (output.images * 255).round().astype(np.uint8)
         for j in range(0, len(pictures), IMAGES_PER_PROMPT):
@@ -480,6 +495,13 @@ def main(argv: list[str] | None = None) -> int:
                 pair_sources = [np.asarray(render_scene(p.scene, renderer.pipe.output_size)) for p in pair_list]
                 pure_pairs = render_variations(renderer, pair_sources, {**params, "strength": 1.0}, args.seed)
                 pure_variations["pair_binding"] = score_pairs(checker, pair_list, pure_pairs)["binding"]
+                # The same embeddings with their prompts beside them: the binding of a perfect
+                # prior, so a low score from the prompt can be laid at the prior or the decoder.
+                from PIL import Image
+
+                true_embeddings = renderer.pipe.encode_images([Image.fromarray(p) for p in pair_sources]).float()
+                with_caption = render_from_embeddings(renderer, pair_prompts, true_embeddings, params, args.seed)
+                pure_variations["pair_binding_with_caption"] = score_pairs(checker, pair_list, with_caption)["binding"]
             lap("pure variations")
 
     edits: dict = {"outside_mean_abs_diff": 0.0, "inside_follows_prompt": 0.0, "zoomout_centre_mean_abs_diff": 0.0}
