@@ -1388,10 +1388,44 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
     return out
 
 
-def export_onto_base(ctx: TrainContext, out: Path, times: dict[str, dict[str, Any]]) -> Path:
+#: What each kind of tuning run teaches, for its record in imagine.json.
+TUNING_RECIPES = {
+    "finetune": "phrasing families, noise words, letter slips, BPE-dropout; image tower frozen",
+    "image_tower": "CLIP image tower at {clip_size} px against the frozen text tower; priors and decoder tuned to it",
+}
+
+
+def record_tuning(
+    training: dict[str, Any],
+    kind: str,
+    ctx: TrainContext,
+    times: dict[str, dict[str, Any]],
+    plan_changes: Sequence[str],
+) -> None:
+    """Append this run to `training["tunings"]`, the tuning runs in the order they were made, so
+    a model tuned twice keeps both records. Earlier exports kept one record per kind under its
+    own key ("finetune", "image_tower", made in that order); those move into the list first."""
+    tunings = training.setdefault("tunings", [])
+    earlier = [{"kind": key, **training.pop(key)} for key in ("finetune", "image_tower") if key in training]
+    tunings[:0] = earlier
+    tunings.append(
+        {
+            "kind": kind,
+            "recipe": TUNING_RECIPES[kind].format(clip_size=ctx.arch.clip_size),
+            "plan_changes": list(plan_changes),
+            "stages": times,
+            "seconds": sum(stage["seconds"] for stage in times.values()),
+        }
+    )
+
+
+def export_onto_base(
+    ctx: TrainContext, out: Path, times: dict[str, dict[str, Any]], plan_changes: Sequence[str] = ()
+) -> Path:
     """Write the base folder with this run's stages in place of its parts to `out` (a copy of the
-    base, or the base itself). `--finetune` records its stages apart from the base's training;
-    an AR prior added to a base that had none is recorded as one of its stages."""
+    base, or the base itself). `--finetune` records its stages apart from the base's training,
+    after the tunings the base already had (`record_tuning`); an AR prior added to a base that had
+    none is recorded as one of its stages."""
     import shutil
 
     from engine.builtin import models
@@ -1435,23 +1469,12 @@ def export_onto_base(ctx: TrainContext, out: Path, times: dict[str, dict[str, An
     meta = json.loads((out / "imagine.json").read_text())
     meta["architecture"] = ctx.arch.to_dict()
     training = meta.setdefault("training", {})
-    if ctx.image_tower:
-        training["image_tower"] = {
-            "recipe": f"CLIP image tower at {ctx.arch.clip_size} px against the frozen text tower; "
-            "priors and decoder tuned to it",
-            "stages": times,
-            "seconds": sum(stage["seconds"] for stage in times.values()),
-        }
-    elif ctx.finetune:
-        training["finetune"] = {
-            "recipe": "phrasing families, noise words, letter slips, BPE-dropout; image tower frozen",
-            "stages": times,
-            "seconds": sum(stage["seconds"] for stage in times.values()),
-        }
+    if ctx.finetune:
+        record_tuning(training, "image_tower" if ctx.image_tower else "finetune", ctx, times, plan_changes)
     else:
         training.setdefault("stages", {}).update(times)
     training["total_seconds"] = sum(stage["seconds"] for stage in training.get("stages", {}).values()) + sum(
-        training.get(key, {}).get("seconds", 0) for key in ("finetune", "image_tower")
+        tuning["seconds"] for tuning in training.get("tunings", [])
     )
     (out / "imagine.json").write_text(json.dumps(meta, indent=2) + "\n")
     log.info("wrote %s onto %s", ", ".join(times), out)
@@ -1692,7 +1715,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_export:
         return 0
     if args.base is not None:
-        export_onto_base(ctx, args.out if args.out != DEFAULT_OUT else args.base, {s: times[s] for s in stages})
+        export_onto_base(
+            ctx, args.out if args.out != DEFAULT_OUT else args.base, {s: times[s] for s in stages}, args.plan
+        )
         return 0
     missing = [s for s in STAGES if not (work / s / "checkpoint.pt").exists()]
     if missing:

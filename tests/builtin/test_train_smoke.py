@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -413,8 +414,9 @@ def test_finetune_tunes_the_text_tower_and_the_parts_that_read_it(smoke_run, tmp
     training = json.loads((tuned / "imagine.json").read_text())["training"]
     base_training = json.loads((base / "imagine.json").read_text())["training"]
     assert training["stages"] == base_training["stages"]
-    assert set(training["finetune"]["stages"]) == set(train.FINETUNE_STAGES)
-    assert training["total_seconds"] == base_training["total_seconds"] + training["finetune"]["seconds"]
+    (tuning,) = training["tunings"]
+    assert tuning["kind"] == "finetune" and set(tuning["stages"]) == set(train.FINETUNE_STAGES)
+    assert training["total_seconds"] == base_training["total_seconds"] + tuning["seconds"]
 
 
 def test_image_tower_retrains_the_image_side_and_keeps_the_text_side(smoke_run, tmp_path):
@@ -445,7 +447,8 @@ def test_image_tower_retrains_the_image_side_and_keeps_the_text_side(smoke_run, 
         assert not same(part), part
     meta = json.loads((out / "imagine.json").read_text())
     assert meta["architecture"]["clip_size"] == train.IMAGE_TOWER_SIZE
-    assert set(meta["training"]["image_tower"]["stages"]) == set(train.IMAGE_TOWER_STAGES)
+    (tuning,) = meta["training"]["tunings"]
+    assert tuning["kind"] == "image_tower" and set(tuning["stages"]) == set(train.IMAGE_TOWER_STAGES)
     extractor = json.loads((out / "feature_extractor" / "preprocessor_config.json").read_text())
     assert extractor["crop_size"] == {"height": 64, "width": 64}
     vision = json.loads((out / "image_encoder" / "config.json").read_text())
@@ -469,6 +472,35 @@ def test_image_tower_retrains_the_image_side_and_keeps_the_text_side(smoke_run, 
         lambda *_: None,
     )
     assert len(variation.images) == 2
+
+
+def test_a_second_tuning_keeps_the_first_ones_record(smoke_run, tmp_path):
+    """Tuning a tuned model appends its record (with the --plan changes it ran with) after the
+    base's, and the total counts both; a base exported before the list (one record per kind
+    under its own key) has those moved into it first, in the order they were made."""
+    _, base = smoke_run
+    legacy = tmp_path / "legacy"
+    shutil.copytree(base, legacy)
+    meta = json.loads((legacy / "imagine.json").read_text())
+    stage = {"seconds": 5, "steps": 4, "batch": 8, "device": "cpu", "workers": 0}
+    meta["training"]["finetune"] = {"recipe": "text", "stages": {"clip": stage}, "seconds": 5}
+    meta["training"]["image_tower"] = {"recipe": "tower", "stages": {"clip": stage}, "seconds": 5}
+    meta["training"]["total_seconds"] += 10
+    (legacy / "imagine.json").write_text(json.dumps(meta))
+
+    out = tmp_path / "decoder-tuned"
+    args = ["--base", str(legacy), "--finetune", "--smoke", "--threads", "2", "--stages", "decoder"]
+    plan = ["--plan", "decoder.pair_fraction=0.5"]
+    assert train.main([*args, *plan, "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+
+    training = json.loads((out / "imagine.json").read_text())["training"]
+    assert "finetune" not in training and "image_tower" not in training
+    kinds = [(t["kind"], t.get("recipe")) for t in training["tunings"]]
+    assert kinds == [("finetune", "text"), ("image_tower", "tower"), ("finetune", train.TUNING_RECIPES["finetune"])]
+    last = training["tunings"][-1]
+    assert last["plan_changes"] == ["decoder.pair_fraction=0.5"]
+    assert last["stages"]["decoder"]["pair_fraction"] == 0.5
+    assert training["total_seconds"] == meta["training"]["total_seconds"] + last["seconds"]
 
 
 def test_image_tower_goes_with_finetune(smoke_run, tmp_path, capsys):
