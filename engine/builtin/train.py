@@ -31,6 +31,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -169,7 +170,7 @@ def with_plan_change(plans: dict[str, StagePlan], change: str) -> dict[str, Stag
         raise ValueError(f"expected STAGE.FIELD=VALUE, got {change!r}")
     if stage not in plans:
         raise ValueError(f"{stage!r} is not a stage of this plan ({', '.join(plans)})")
-    fields = {f.name: f for f in StagePlan.__dataclass_fields__.values()}
+    fields = {f.name: f for f in dataclass_fields(StagePlan)}
     if name not in fields:
         raise ValueError(f"{name!r} is not a plan field ({', '.join(fields)})")
     kind = str(fields[name].type)
