@@ -12,7 +12,7 @@ class ImageStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         # Resolved once: every key is checked against it (a relative root means the folder
-        # under the directory the process started in, even if it changes directory later).
+        # under the working directory when the store was made, even if the process changes directory later).
         self._resolved_root = self.root.resolve()
 
     @staticmethod
