@@ -194,6 +194,9 @@ def _render_through_pipe(renderer, prompts: list[str], params: dict, seed: int, 
             generators,
             decoder_num_inference_steps=settings["decoder_steps"],
             super_res_num_inference_steps=settings["super_res_steps"],
+            # The model's own upsampler strength, as the worker passes it (the built-in model's
+            # 0.5 starts from the noised upscale; 1.0, the pipeline's default, from pure noise).
+            super_res_strength=settings["super_res_strength"],
             decoder_guidance_scale=settings["decoder_guidance"],
             **given,
         )
