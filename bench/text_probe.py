@@ -14,6 +14,14 @@ of prompts whose nearest image has the asked colour, background or shape. The te
 Prints {"model": ..., "step": N or null, "families": {family: {"foreground_colour",
 "background_colour", "shape"}}}. What the text tower reads is an upper bound of sorts for what
 the stack draws: the prior and decoder read its hidden states too, and can lose what it got right.
+
+    python bench/text_probe.py --prior 2 [--model DIR]    # + the diffusion prior, about 3 minutes
+
+With --prior K the model's diffusion prior also turns each prompt into K image embeddings (its
+shipped sampling settings, seeded), each picks its nearest image the same way, and
+"prior_families" says per family what the prior's embeddings hold: where the text tower reads a
+family and the prior does not, the prior loses it; where both do and the stack's drawings
+(model_quality.py) do not, the decoder does.
 """
 
 from __future__ import annotations
@@ -50,13 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, help="read this training folder's latest CLIP text tower instead")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prior", type=int, default=0, metavar="K", help="also K prior samples per prompt")
     args = parser.parse_args(argv)
+    if args.prior and args.work:
+        parser.error("--prior reads the model's own text tower and prior: it cannot be used with --work")
 
     import numpy as np
     import torch
     from transformers import CLIPImageProcessor, CLIPTokenizer
 
-    from bench.clip_probe import embed, shipped_tower
+    from bench.clip_probe import embed, prior_embeddings, shipped_tower
     from engine.builtin.phrasings import HELD_OUT_FAMILIES, Subject, phrase
     from engine.builtin.scenes import HELD_OUT_TRIPLES, single_object_scene
     from engine.builtin.train import tokenize
@@ -73,21 +84,35 @@ def main(argv: list[str] | None = None) -> int:
     def template(rng: np.random.Generator, colour: str, shape: str, background: str) -> str:
         return f"a {colour} {shape} on a {background} background"
 
-    families: dict[str, dict[str, float]] = {}
-    for family in ["template", *HELD_OUT_FAMILIES]:
-        prompts = [
+    def scores(embeddings: torch.Tensor, asked: list[tuple[str, str, str]]) -> dict[str, float]:
+        """Per attribute, the share of embeddings whose nearest image has what was asked."""
+        nearest = (torch.nn.functional.normalize(embeddings.float(), dim=-1) @ images.T).argmax(1).tolist()
+        return {
+            name: round(float(np.mean([triples[j][k] == asked[i][k] for i, j in enumerate(nearest)])), 3)
+            for name, k in (("foreground_colour", 0), ("background_colour", 2), ("shape", 1))  # (colour, shape, bg)
+        }
+
+    prompts = {
+        family: [
             template(rng, c, s, b) if family == "template" else phrase(family, Subject(c, s, b), rng)
             for c, s, b in triples
         ]
-        ids, _ = tokenize(tokenizer, prompts)
+        for family in ["template", *HELD_OUT_FAMILIES]
+    }
+    families: dict[str, dict[str, float]] = {}
+    for family, texts in prompts.items():
+        ids, _ = tokenize(tokenizer, texts)
         with torch.inference_mode():
-            texts = torch.nn.functional.normalize(text(ids).text_embeds, dim=-1)
-        nearest = (texts @ images.T).argmax(1).tolist()
-        families[family] = {
-            name: round(float(np.mean([triples[j][k] == triples[i][k] for i, j in enumerate(nearest)])), 3)
-            for name, k in (("foreground_colour", 0), ("background_colour", 2), ("shape", 1))  # (colour, shape, bg)
+            families[family] = scores(text(ids).text_embeds, triples)
+    result: dict = {"model": str(args.model), "step": step, "families": families}
+    if args.prior:
+        # One prior run for every family's prompts, each prompt K times (each sample its own seed).
+        asked = [p for texts in prompts.values() for p in texts * args.prior]
+        embeddings = prior_embeddings(args.model, asked, args.seed).split(len(triples) * args.prior)
+        result["prior_families"] = {
+            family: scores(chunk, triples * args.prior) for family, chunk in zip(prompts, embeddings, strict=True)
         }
-    print(json.dumps({"model": str(args.model), "step": step, "families": families}, indent=2))
+    print(json.dumps(result, indent=2))
     return 0
 
 

@@ -95,3 +95,18 @@ def test_text_probe_reads_every_held_out_family_of_the_shipped_text_tower(capsys
     assert list(families) == ["template", *HELD_OUT_FAMILIES]
     assert all(score >= 0.95 for score in families["template"].values())
     assert all(0 <= score <= 1 for scores in families.values() for score in scores.values())
+
+
+def test_text_probe_refuses_a_prior_with_a_training_folder(capsys):
+    """--prior samples the model's own prior, which reads the model's own text tower: with --work
+    (another text tower) the two would not belong together, so the probe says so and stops."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.text_probe import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--prior", "1", "--work", "data/somewhere"])
+    assert stopped.value.code == 2
+    assert "cannot be used with --work" in capsys.readouterr().err
