@@ -11,7 +11,8 @@ Families are split whole: `TRAINING_FAMILIES` are mixed into training captions
 (`tests/builtin/test_phrasings.py` checks the split, and that training captions never use a
 held-out family's distinctive words), so a good score on a held-out family means the model
 generalised, not that it memorised a template. Training captions also get a noise word now and
-then ("hey", "ok", ...), so unknown words do not throw the text tower off.
+then ("hey", "ok", ...), so unknown words do not throw the text tower off, and sometimes lose a
+little word ("a red star on blue background"), so fragments read like sentences.
 
 Numpy only, like scenes.py and captions.py.
 """
@@ -105,6 +106,45 @@ def _backdrop_first(rng: np.random.Generator, colour: str, shape: str, bg: str) 
     )
 
 
+def _in_colour(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
+    """The colour after its shape, said with "in" or "that is" (the held-out colour_after family
+    says it with "coloured", commas or "which is")."""
+    return _pick(
+        rng,
+        [
+            f"{_a(shape)} in {colour} on {_a(bg)} background",
+            f"{_a(shape)} in {colour}, {bg} background",
+            f"{_a(shape)} that is {colour} against {_a(bg)} backdrop",
+            f"{shape} in {colour} over {bg}",
+        ],
+    )
+
+
+def _terse(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
+    """Fragments: the words that matter and little else (no abbreviations: those are held out)."""
+    return _pick(
+        rng,
+        [
+            f"{colour} {shape} {bg}",
+            f"{colour} {shape}. {bg} background.",
+            f"{colour} {shape} - {bg}",
+            f"{colour} {shape} on {bg} backdrop",
+        ],
+    )
+
+
+def _setting_first(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
+    """The setting before the object, in words other than the held-out background_first's."""
+    return _pick(
+        rng,
+        [
+            f"{_a(bg)} scene with {_a(colour)} {shape}",
+            f"{bg} all around {_a(colour)} {shape}",
+            f"over {bg}, {_a(colour)} {shape}",
+        ],
+    )
+
+
 # --- families held out of every training run ---------------------------------------------------
 
 
@@ -186,6 +226,9 @@ TRAINING_FAMILIES: dict[str, Phrase] = {
     "fields": _fields,
     "described": _described,
     "backdrop_first": _backdrop_first,
+    "in_colour": _in_colour,
+    "terse": _terse,
+    "setting_first": _setting_first,
 }
 HELD_OUT_FAMILIES: dict[str, Phrase] = {
     "imperative": _imperative,  # "draw a green square on blue"
@@ -206,6 +249,11 @@ HELD_OUT_FAMILIES: dict[str, Phrase] = {
 PHRASING_MIX = 0.4
 NOISE_WORD_RATE = 0.15
 LETTER_SLIP_RATE = 0.1
+#: Share of training captions with one little word left out ("a red star on blue background"):
+#: people skip articles and prepositions, and a model that needs every one reads fragments badly.
+WORD_DROP_RATE = 0.15
+#: The words that may be left out: none names a colour, a shape, a size, a position or an order.
+DROPPABLE_WORDS = frozenset({"a", "an", "the", "on", "of", "with", "background", "backdrop", "and", "is"})
 #: Words a chat user adds that mean nothing here; none is a held-out family's own word.
 NOISE_WORDS = ("hey", "ok", "so", "um", "very", "really", "awesome", "quick", "maybe", "here")
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -240,7 +288,7 @@ def slip_a_letter(text: str, rng: np.random.Generator) -> str:
 def training_caption(rng: np.random.Generator, scene: Scene) -> tuple[str, CaptionMeaning]:
     """A training caption: the template grammar (`caption_scene`), or for a share of one-object
     scenes a training family's wording (naming colour, shape and background); sometimes with a
-    noise word inserted or a letter slipped."""
+    noise word inserted, a little word left out or a letter slipped."""
     if len(scene.objects) == 1 and rng.random() < PHRASING_MIX:
         (obj,) = scene.objects
         family = sorted(TRAINING_FAMILIES)[int(rng.integers(len(TRAINING_FAMILIES)))]
@@ -253,9 +301,21 @@ def training_caption(rng: np.random.Generator, scene: Scene) -> tuple[str, Capti
         noise = _pick(rng, NOISE_WORDS) if rng.random() < 0.5 else invented_word(rng)
         words.insert(int(rng.integers(len(words) + 1)), noise)
         text = " ".join(words)
+    if rng.random() < WORD_DROP_RATE:
+        text = drop_a_word(text, rng)
     if rng.random() < LETTER_SLIP_RATE:
         text = slip_a_letter(text, rng)
     return text, meaning
+
+
+def drop_a_word(text: str, rng: np.random.Generator) -> str:
+    """`text` without one of its `DROPPABLE_WORDS` (unchanged if it has none, or only one word)."""
+    words = text.split(" ")
+    droppable = [i for i, word in enumerate(words) if word.lower() in DROPPABLE_WORDS]
+    if not droppable or len(words) < 2:
+        return text
+    del words[droppable[int(rng.integers(len(droppable)))]]
+    return " ".join(words)
 
 
 def phrase(family: str, subject: Subject, rng: np.random.Generator) -> str:

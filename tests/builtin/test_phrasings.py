@@ -128,3 +128,47 @@ def test_training_families_put_the_background_first_and_the_colour_after_its_sha
     texts = [phrase(family, subject, rng) for family in ("fields", "described", "backdrop_first") for _ in range(30)]
     assert any(t.index("blue") < t.index("red") for t in texts)
     assert any(t.index("star") < t.index("red") for t in texts)
+
+
+def test_a_dropped_word_is_a_little_one_and_the_meaning_stays():
+    from engine.builtin.phrasings import DROPPABLE_WORDS, drop_a_word
+
+    rng = np.random.default_rng(7)
+    text = "a red star on a blue background"
+    dropped = {drop_a_word(text, rng) for _ in range(200)}
+    # Each of "a" (twice, the same result for either), "on" and "background" can go; nothing else.
+    assert dropped == {
+        "red star on a blue background",
+        "a red star on blue background",
+        "a red star a blue background",
+        "a red star on a blue",
+    }
+    assert drop_a_word("red star", rng) == "red star"  # no little word: unchanged
+    assert drop_a_word("a", rng) == "a"  # a caption is never emptied
+    assert not DROPPABLE_WORDS & {w for words in COLOUR_WORDS.values() for w in words}
+    assert not DROPPABLE_WORDS & {w for words in SHAPE_WORDS.values() for w in words}
+
+
+def test_training_captions_leave_out_a_little_word_at_the_drop_rate(monkeypatch):
+    """The same draws with WORD_DROP_RATE 0 and 1: the second caption is the first less one
+    droppable word, and means the same."""
+    from engine.builtin import phrasings
+    from engine.builtin.scenes import sample_single
+
+    monkeypatch.setattr(phrasings, "LETTER_SLIP_RATE", 0.0)  # a slip after the drop would draw differently
+    scenes = [sample_single(np.random.default_rng(seed)) for seed in range(300)]
+    captions = {}
+    for rate in (0.0, 1.0):
+        monkeypatch.setattr(phrasings, "WORD_DROP_RATE", rate)
+        captions[rate] = [phrasings.training_caption(np.random.default_rng(i), s) for i, s in enumerate(scenes)]
+    dropped = 0
+    for (kept, meaning), (shorter, same_meaning), scene in zip(captions[0.0], captions[1.0], scenes, strict=True):
+        assert meaning == same_meaning and meaning.fits(scene)
+        words, left = kept.split(" "), shorter.split(" ")
+        if any(w.lower() in phrasings.DROPPABLE_WORDS for w in words):
+            missing = [w for w in words if w not in left or words.count(w) > left.count(w)]
+            assert len(left) == len(words) - 1 and missing and missing[0].lower() in phrasings.DROPPABLE_WORDS
+            dropped += 1
+        else:
+            assert shorter == kept
+    assert dropped > 250
