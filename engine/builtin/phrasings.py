@@ -11,8 +11,9 @@ Families are split whole: `TRAINING_FAMILIES` are mixed into training captions
 (`tests/builtin/test_phrasings.py` checks the split, and that training captions never use a
 held-out family's distinctive words), so a good score on a held-out family means the model
 generalised, not that it memorised a template. Training captions also get a noise word now and
-then ("hey", "ok", ...), so unknown words do not throw the text tower off, and sometimes lose a
-little word ("a red star on blue background"), so fragments read like sentences.
+then ("hey", "ok", ...), so unknown words do not throw the text tower off, sometimes lose a
+little word ("a red star on blue background"), so fragments read like sentences, and sometimes
+slip letters in several words at once ("a purlpe triaxngle on a red background").
 
 Numpy only, like scenes.py and captions.py.
 """
@@ -145,6 +146,41 @@ def _setting_first(rng: np.random.Generator, colour: str, shape: str, bg: str) -
     )
 
 
+def _background_leads(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
+    """The word "background" before the object, joined by other words than the held-out
+    background_first's ("with", "on ..., a", "and ... on it")."""
+    return _pick(
+        rng,
+        [
+            f"{bg} background; {_a(colour)} {shape}",
+            f"{bg} background - {colour} {shape}",
+            f"{_a(bg)} background behind {_a(colour)} {shape}",
+            f"{bg} background holding {_a(colour)} {shape}",
+        ],
+    )
+
+
+def _colour_aside(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
+    """The colour said after its shape, set apart (brackets, dashes, "of ... colour"): the held-out
+    colour_after family uses "coloured", commas and "which is"."""
+    return _pick(
+        rng,
+        [
+            f"{_a(shape)} ({colour}) on {_a(bg)} background",
+            f"{_a(shape)} - {colour} - on {bg}",
+            f"{_a(shape)} of {colour} colour on {_a(bg)} background",
+            f"{_a(shape)} with {colour} colour, {bg} around it",
+        ],
+    )
+
+
+def _shorthand(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
+    """Chat shorthand other than the held-out abbreviated family's ("bg", "w/", "/")."""
+    joint = _pick(rng, ["+", "&", "on", "n"])
+    backdrop = _pick(rng, ["bkgd", "bkg", "backgr", "backgrnd", "backgd"])
+    return f"{colour} {shape} {joint} {bg} {backdrop}"
+
+
 # --- families held out of every training run ---------------------------------------------------
 
 
@@ -229,6 +265,9 @@ TRAINING_FAMILIES: dict[str, Phrase] = {
     "in_colour": _in_colour,
     "terse": _terse,
     "setting_first": _setting_first,
+    "background_leads": _background_leads,
+    "colour_aside": _colour_aside,
+    "shorthand": _shorthand,
 }
 HELD_OUT_FAMILIES: dict[str, Phrase] = {
     "imperative": _imperative,  # "draw a green square on blue"
@@ -244,11 +283,11 @@ HELD_OUT_FAMILIES: dict[str, Phrase] = {
 
 #: Share of single-object training captions phrased by a training family; of all training
 #: captions, the share that gets a noise word (a chat word, or half the time an invented one) and
-#: the share with one letter of one word replaced (a slip of another kind than the held-out typos,
-#: which double, drop or swap letters).
-PHRASING_MIX = 0.4
+#: the share with letters slipped in its long words (`slip_letters`: of other kinds than the
+#: held-out typos, which double, drop or swap letters).
+PHRASING_MIX = 0.5
 NOISE_WORD_RATE = 0.15
-LETTER_SLIP_RATE = 0.1
+LETTER_SLIP_RATE = 0.15
 #: Share of training captions with one little word left out ("a red star on blue background"):
 #: people skip articles and prepositions, and a model that needs every one reads fragments badly.
 WORD_DROP_RATE = 0.15
@@ -271,24 +310,39 @@ def invented_word(rng: np.random.Generator) -> str:
             return word
 
 
-def slip_a_letter(text: str, rng: np.random.Generator) -> str:
-    """One letter of one word of four letters or more replaced by another letter."""
+def slip_letters(text: str, rng: np.random.Generator) -> str:
+    """Letter slips in the words of four letters or more: each slips with probability one half (one
+    at least), by a letter replaced or a letter put in that doubles none (the held-out typos family
+    doubles, drops or swaps letters, in every long word)."""
     words = text.split(" ")
     long = [i for i, word in enumerate(words) if len(word) >= 4 and word.isalpha()]
     if not long:
         return text
-    i = long[int(rng.integers(len(long)))]
-    word = words[i]
-    at = int(rng.integers(len(word)))
-    letter = _LETTERS[int(rng.integers(len(_LETTERS)))]
-    words[i] = word[:at] + letter + word[at + 1 :]
+    chosen = [i for i in long if rng.random() < 0.5] or [long[int(rng.integers(len(long)))]]
+    for i in chosen:
+        words[i] = _slip_word(words[i], rng)
     return " ".join(words)
+
+
+def _slip_word(word: str, rng: np.random.Generator) -> str:
+    for _ in range(10):
+        at = int(rng.integers(len(word)))
+        letter = _LETTERS[int(rng.integers(len(_LETTERS)))]
+        if rng.random() < 0.5:
+            slipped = word[:at] + letter + word[at + 1 :]
+        elif letter in (word[at], word[at - 1] if at else ""):
+            continue  # putting it in would double a letter: the held-out family's kind of slip
+        else:
+            slipped = word[:at] + letter + word[at:]
+        if not any(piece in slipped.lower() for piece in _HELD_OUT_PIECES):
+            return slipped
+    return word
 
 
 def training_caption(rng: np.random.Generator, scene: Scene) -> tuple[str, CaptionMeaning]:
     """A training caption: the template grammar (`caption_scene`), or for a share of one-object
     scenes a training family's wording (naming colour, shape and background); sometimes with a
-    noise word inserted, a little word left out or a letter slipped."""
+    noise word inserted, a little word left out or letters slipped."""
     if len(scene.objects) == 1 and rng.random() < PHRASING_MIX:
         (obj,) = scene.objects
         family = sorted(TRAINING_FAMILIES)[int(rng.integers(len(TRAINING_FAMILIES)))]
@@ -304,7 +358,7 @@ def training_caption(rng: np.random.Generator, scene: Scene) -> tuple[str, Capti
     if rng.random() < WORD_DROP_RATE:
         text = drop_a_word(text, rng)
     if rng.random() < LETTER_SLIP_RATE:
-        text = slip_a_letter(text, rng)
+        text = slip_letters(text, rng)
     return text, meaning
 
 

@@ -1391,7 +1391,8 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
 
 #: What each kind of tuning run teaches, for its record in imagine.json.
 TUNING_RECIPES = {
-    "finetune": "phrasing families, noise words, letter slips, word dropout, BPE-dropout; image tower frozen",
+    "finetune": "phrasing families (fourteen), noise words, letter slips in several words, word dropout, BPE-dropout; "
+    "image tower frozen",
     "image_tower": "CLIP image tower at {clip_size} px against the frozen text tower; priors and decoder tuned to it",
 }
 

@@ -106,18 +106,31 @@ def test_the_template_grammar_alone_is_unchanged_by_the_hook():
 
 
 def test_invented_words_and_letter_slips_stay_clear_of_held_out_wordings():
-    from engine.builtin.phrasings import invented_word, slip_a_letter
+    from engine.builtin.phrasings import invented_word, slip_letters
 
     rng = np.random.default_rng(5)
     words = [invented_word(rng) for _ in range(5000)]
     assert all(2 <= len(w) <= 7 and w.isalpha() for w in words)
     assert not [w for w in words if any(m.strip() in w for m in HELD_OUT_MARKERS if m.strip().isalpha())]
     text = "a purple triangle on a red background"
-    for _ in range(200):
-        slipped = slip_a_letter(text, rng)
-        changed = [(a, b) for a, b in zip(text, slipped, strict=True) if a != b]
-        assert len(changed) <= 1  # one letter replaced (sometimes by itself)
-    assert slip_a_letter("a b on c", rng) == "a b on c"  # no word long enough to slip
+    slipped_words = 0
+    for _ in range(300):
+        slipped = slip_letters(text, rng)
+        assert slipped != text or "purple" in slipped  # a replaced letter may be replaced by itself
+        for before, after in zip(text.split(" "), slipped.split(" "), strict=True):
+            if before == after:
+                continue
+            slipped_words += 1
+            if len(after) == len(before):  # one letter replaced
+                assert sum(a != b for a, b in zip(before, after, strict=True)) == 1
+            else:  # one letter put in, never next to the same letter (a doubling is held out)
+                assert len(after) == len(before) + 1
+                at = next(i for i, (a, b) in enumerate(zip(before + " ", after, strict=False)) if a != b)
+                assert after[at] != after[at - 1] and after[at] != after[at + 1]
+                assert after[:at] + after[at + 1 :] == before
+            assert not any(m.strip() in after for m in HELD_OUT_MARKERS)
+    assert slipped_words > 300 * 1.3  # often more than one word slips, as in the typos family
+    assert slip_letters("a b on c", rng) == "a b on c"  # no word long enough to slip
 
 
 def test_training_families_put_the_background_first_and_the_colour_after_its_shape():
@@ -125,9 +138,14 @@ def test_training_families_put_the_background_first_and_the_colour_after_its_sha
     shape, so "the last colour is the background" is not a rule the model can learn."""
     rng = np.random.default_rng(6)
     subject = Subject("red", "star", "blue")
-    texts = [phrase(family, subject, rng) for family in ("fields", "described", "backdrop_first") for _ in range(30)]
+    families = ("fields", "described", "backdrop_first", "background_leads", "colour_aside")
+    texts = [phrase(family, subject, rng) for family in families for _ in range(30)]
     assert any(t.index("blue") < t.index("red") for t in texts)
     assert any(t.index("star") < t.index("red") for t in texts)
+    one_word = Subject("green", "square", "blue")  # words with no synonyms
+    for _ in range(20):  # each of these families in every caption
+        leads, aside = phrase("background_leads", one_word, rng), phrase("colour_aside", one_word, rng)
+        assert leads.index("blue") < leads.index("green") and aside.index("square") < aside.index("green")
 
 
 def test_a_dropped_word_is_a_little_one_and_the_meaning_stays():
