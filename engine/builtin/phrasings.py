@@ -13,7 +13,7 @@ held-out family's distinctive words), so a good score on a held-out family means
 generalised, not that it memorised a template. Training captions also get a noise word now and
 then ("hey", "ok", ...), so unknown words do not throw the text tower off, sometimes lose a
 little word ("a red star on blue background"), so fragments read like sentences, and sometimes
-slip letters in several words at once ("a purlpe triaxngle on a red background").
+slip letters in several words at once ("a purpke triaxngle on a red background").
 
 Numpy only, like scenes.py and captions.py.
 """
