@@ -302,11 +302,16 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 _HELD_OUT_PIECES = ("bg", "draw", "paint", "render", "create", "there", "just", "single", "exactly", "thank", "poster")
 
 
+def _spells_held_out(word: str) -> bool:
+    """Whether a made-up or slipped word contains a held-out family's own word."""
+    return any(piece in word.lower() for piece in _HELD_OUT_PIECES)
+
+
 def invented_word(rng: np.random.Generator) -> str:
     """A made-up word of 2-7 letters: to the tokenizer, a string of pieces it has not seen together."""
     while True:
         word = "".join(_LETTERS[int(i)] for i in rng.integers(len(_LETTERS), size=int(rng.integers(2, 8))))
-        if not any(piece in word for piece in _HELD_OUT_PIECES):
+        if not _spells_held_out(word):
             return word
 
 
@@ -334,7 +339,7 @@ def _slip_word(word: str, rng: np.random.Generator) -> str:
             continue  # putting it in would double a letter: the held-out family's kind of slip
         else:
             slipped = word[:at] + letter + word[at:]
-        if not any(piece in slipped.lower() for piece in _HELD_OUT_PIECES):
+        if not _spells_held_out(slipped):
             return slipped
     return word
 
