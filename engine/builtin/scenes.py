@@ -201,16 +201,19 @@ def sample_pair(rng: np.random.Generator, split: str = "train") -> Scene:
 
 
 def perturb(rng: np.random.Generator, scene: Scene) -> Scene:
-    """The same scene with one attribute changed (a hard negative for contrastive training).
+    """The same scene with one attribute changed, or two colours swapped (a hard negative for
+    contrastive training: a one-object scene's colour and background, two objects' colours).
 
     Returns a training scene (never a held-out combination).
     """
     for _ in range(20):
         if len(scene.objects) == 1:
             (obj,) = scene.objects
-            what = _choice(rng, ("colour", "shape", "background", "size", "position"))
+            what = _choice(rng, ("colour", "shape", "background", "size", "position", "swap_colours"))
             colour, shape, bg, size, pos = obj.colour, obj.shape, scene.background, obj.size, obj.position
-            if what == "colour":
+            if what == "swap_colours":  # the binding hard negative: "red star on blue" / "blue star on red"
+                colour, bg = bg, colour
+            elif what == "colour":
                 colour = _choice(rng, COLOUR_NAMES)
             elif what == "shape":
                 shape = _choice(rng, SHAPES)

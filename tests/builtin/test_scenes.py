@@ -50,6 +50,20 @@ def test_training_data_never_contains_held_out_triples():
         assert not example.scene.is_held_out(), example.caption
 
 
+def test_one_object_hard_negatives_include_its_colours_swapped():
+    """A one-object scene's perturbations include the object's colour and the background's
+    swapped ("a red star on blue" beside "a blue star on red"), the negative that teaches the text
+    tower which colour a wording gives the background; each keeps the shape, never is held out."""
+    rng = np.random.default_rng(5)
+    base = scenes.single_object_scene(rng, "red", "star", "blue", "medium", "centre")
+    perturbed = [scenes.perturb(rng, base) for _ in range(300)]
+    swapped = [
+        s for s in perturbed if s.background == "red" and s.objects[0].colour == "blue" and s.objects[0].shape == "star"
+    ]
+    assert len(swapped) > 300 / 6 / 2  # one kind of change in six
+    assert not any(s.is_held_out() for s in perturbed)
+
+
 def test_held_out_split_only_contains_held_out_triples():
     """The evaluation split draws single objects only from the held-out triples."""
     for example in sample_examples(np.random.default_rng(1), 300, pair_fraction=0.0, split="heldout"):
