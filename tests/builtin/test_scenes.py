@@ -53,7 +53,7 @@ def test_training_data_never_contains_held_out_triples():
 def test_one_object_hard_negatives_include_its_colours_swapped():
     """A one-object scene's perturbations include the object's colour and the background's
     swapped ("a red star on blue" beside "a blue star on red"), the negative that teaches the text
-    tower which colour a wording gives the background; each keeps the shape, never is held out."""
+    tower which colour a wording gives the background. No perturbation is a held-out scene."""
     rng = np.random.default_rng(5)
     base = scenes.single_object_scene(rng, "red", "star", "blue", "medium", "centre")
     perturbed = [scenes.perturb(rng, base) for _ in range(300)]
