@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.clip_probe import embed, prior_embeddings, shipped_tower
     from engine.builtin.phrasings import HELD_OUT_FAMILIES, Subject, phrase
-    from engine.builtin.scenes import COLOUR_NAMES, HELD_OUT_TRIPLES, SHAPES, single_object_scene
+    from engine.builtin.scenes import HELD_OUT_TRIPLES, all_triples, single_object_scene
     from engine.builtin.train import tokenize
 
     torch.set_num_threads(args.threads)
@@ -90,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     # Every colour x shape x background, not only the held-out triples: a prompt read with its
     # colours swapped must be able to land on the swapped scene, which is seldom held out.
-    gallery = (
-        sorted(HELD_OUT_TRIPLES)
-        if args.gallery == "held-out"
-        else [(c, s, b) for c in COLOUR_NAMES for s in SHAPES for b in COLOUR_NAMES if c != b]
-    )
+    gallery = sorted(HELD_OUT_TRIPLES) if args.gallery == "held-out" else all_triples()
     scenes = [single_object_scene(rng, c, s, b, size="medium", position="centre") for c, s, b in gallery]
     images = torch.nn.functional.normalize(embed(shipped_tower(args.model), processor, scenes), dim=-1)
 
