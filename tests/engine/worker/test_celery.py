@@ -141,6 +141,10 @@ async def test_sigkilled_worker_job_is_redelivered_and_finishes_once(tmp_path, s
         "IMAGINE_BROKER_URL": REDIS_TEST_URL,
         "IMAGINE_RENDER_MODEL": str(tiny_model_dir),
         "IMAGINE_RENDER_TORCH_THREADS": "1",
+        # The dead child's job is taken up again once its lease runs out (20 s by default).
+        "IMAGINE_WORKER_HEARTBEAT_S": "1",
+        "IMAGINE_WORKER_LEASE_S": "4",
+        "IMAGINE_WORKER_SWEEP_INTERVAL_S": "0.5",
     }
     worker = subprocess.Popen(
         [sys.executable, "-m", "bot", "worker", "--pool", "prefork", "--concurrency", "1", "--loglevel", "WARNING"],
@@ -153,7 +157,7 @@ async def test_sigkilled_worker_job_is_redelivered_and_finishes_once(tmp_path, s
     try:
         # Enough steps that the render is certainly still going when it is killed.
         request = ImagineRequest(
-            "a green heart", seed=9, params=RenderParams(n=4, prior_steps=300, decoder_steps=600, super_res_steps=300)
+            "a green heart", seed=9, params=RenderParams(n=4, prior_steps=100, decoder_steps=200, super_res_steps=100)
         )
         job_id = (await runtime.service.submit_imagine(ALICE, request)).generation.id
 
@@ -311,6 +315,34 @@ def test_embedded_broker_polls_every_20_ms(tmp_path):
     connection = build_app(settings).connection_for_read()
     assert isinstance(connection.transport, Transport)
     assert connection.transport.polling_interval == POLLING_INTERVAL_S
+
+
+def test_embedded_broker_waits_briefly_so_a_stop_is_seen(tmp_path):
+    """Celery's worker loop asks for 2 s waits and sees a stop request only between them: the
+    embedded transport shortens a bounded wait, so an embedded worker stops promptly; an
+    unbounded wait is left unbounded."""
+    from unittest.mock import patch
+
+    from kombu.transport import sqlalchemy as kombu_sqlalchemy
+
+    from engine.worker.app import build_app
+    from engine.worker.sqlite_broker import MAX_DRAIN_WAIT_S
+
+    settings = Settings()
+    settings.paths.data_dir = tmp_path
+    settings.broker.url = ""
+    asked: list[float | None] = []
+
+    def record(self, connection, timeout=None):
+        asked.append(timeout)
+
+    with (
+        build_app(settings).connection_for_read() as connection,
+        patch.object(kombu_sqlalchemy.Transport, "drain_events", record),
+    ):
+        for timeout in (2.0, 0.05, None):
+            connection.transport.drain_events(connection.connection, timeout=timeout)
+    assert asked == [MAX_DRAIN_WAIT_S, 0.05, None]
 
 
 @pytest.mark.redis
