@@ -14,8 +14,8 @@ of prompts whose nearest image has the asked colour, background or shape. The te
 Prints {"model": ..., "step": N or null, "gallery": ..., "families": {family: {"foreground_colour",
 "background_colour", "shape", "colours_swapped"}}}. The prior and the decoder read the tower's
 hidden states too, so the stack can lose what the tower's embedding got right, or mend part of
-what it got wrong (the shipped weights: the tower reads 0.44 of the background-first prompts'
-backgrounds right, the prior's embeddings 0.72).
+what it got wrong (the weights shipped before 2026-12-07's looser fine-tune: the tower read 0.44
+of the background-first prompts' backgrounds right, the prior's embeddings 0.72).
 
     python bench/text_probe.py --prior 2 [--model DIR]    # + the diffusion prior, about 3 minutes
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     # Every colour x shape x background, not only the held-out triples: a prompt read with its
     # colours swapped must be able to land on the swapped scene, which is seldom held out.
-    gallery = sorted(HELD_OUT_TRIPLES) if args.gallery == "held-out" else all_triples()
+    gallery = triples if args.gallery == "held-out" else all_triples()
     scenes = [single_object_scene(rng, c, s, b, size="medium", position="centre") for c, s, b in gallery]
     images = torch.nn.functional.normalize(embed(shipped_tower(args.model), processor, scenes), dim=-1)
 
