@@ -12,7 +12,10 @@ of prompts whose nearest image has the asked colour, background or shape. The te
     python bench/text_probe.py --work data/finetune     # a training run's latest CLIP checkpoint
 
 Prints {"model": ..., "step": N or null, "gallery": ..., "families": {family: {"foreground_colour",
-"background_colour", "shape", "colours_swapped"}}}. The prior and the decoder read the tower's
+"background_colour", "shape", "colours_swapped"}}, "shape_word_slipped": {kind: shape}}:
+"shape_word_slipped" asks in the template wording with only the shape's word slipped, one kind of
+slip at a time ("none", and the held-out typos family's "double", "drop", "swap"), and scores the
+shape — which slips the tower cannot read past. The prior and the decoder read the tower's
 hidden states too, so the stack can lose what the tower's embedding got right, or mend part of
 what it got wrong (the weights shipped before 2026-12-07's looser fine-tune: the tower read 0.44
 of the background-first prompts' backgrounds right, the prior's embeddings 0.72).
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import CLIPImageProcessor, CLIPTokenizer
 
     from bench.clip_probe import embed, prior_embeddings, shipped_tower
-    from engine.builtin.phrasings import HELD_OUT_FAMILIES, Subject, phrase
+    from engine.builtin.phrasings import HELD_OUT_FAMILIES, TYPO_KINDS, Subject, phrase, typo_of_kind
     from engine.builtin.scenes import HELD_OUT_TRIPLES, all_triples, single_object_scene
     from engine.builtin.train import tokenize
 
@@ -121,7 +124,26 @@ def main(argv: list[str] | None = None) -> int:
         ids, _ = tokenize(tokenizer, texts)
         with torch.inference_mode():
             families[family] = scores(text(ids).text_embeds, triples)
-    result: dict = {"model": str(args.model), "step": step, "gallery": args.gallery, "families": families}
+    # The typos family slips every long word; here only the shape's word slips, one kind at a time
+    # (four draws of the slipped letter per triple), so what the tower loses to each kind shows.
+    slipped_shapes: dict[str, float] = {}
+    for kind in ("none", *TYPO_KINDS):
+        asked, texts = [], []
+        for _ in range(4):
+            for c, s, b in triples:
+                word = s if kind == "none" else typo_of_kind(s, kind, int(rng.integers(1, len(s) - 1)))
+                asked.append((c, s, b))
+                texts.append(template(rng, c, word, b))
+        ids, _ = tokenize(tokenizer, texts)
+        with torch.inference_mode():
+            slipped_shapes[kind] = scores(text(ids).text_embeds, asked)["shape"]
+    result: dict = {
+        "model": str(args.model),
+        "step": step,
+        "gallery": args.gallery,
+        "families": families,
+        "shape_word_slipped": slipped_shapes,
+    }
     if args.prior:
         # One prior run for every family's prompts, each prompt K times (each sample its own seed).
         asked = [p for texts in prompts.values() for p in texts * args.prior]

@@ -206,17 +206,27 @@ def _filler(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
     return f"just {_a(adjective)} {colour} {shape} on {_a(bg)} background {tail}"
 
 
+#: The held-out typos family's kinds of keyboard slip (training slips are of other kinds).
+TYPO_KINDS = ("double", "drop", "swap")
+
+
+def typo_of_kind(word: str, kind: str, at: int) -> str:
+    """`word` with the letter at `at` (not the first or last) doubled, dropped or swapped with the next."""
+    if kind == "double":
+        return word[:at] + word[at] + word[at:]
+    if kind == "drop":
+        return word[:at] + word[at + 1 :]
+    if kind == "swap":
+        return word[:at] + word[at + 1] + word[at] + word[at + 2 :]
+    raise ValueError(f"unknown kind of typo {kind!r}")
+
+
 def _typo(word: str, rng: np.random.Generator) -> str:
     """One keyboard slip in a word of four letters or more: a letter doubled, dropped or swapped."""
     if len(word) < 4:
         return word
-    i = int(rng.integers(1, len(word) - 1))
-    kind = int(rng.integers(3))
-    if kind == 0:
-        return word[:i] + word[i] + word[i:]
-    if kind == 1:
-        return word[:i] + word[i + 1 :]
-    return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    at = int(rng.integers(1, len(word) - 1))
+    return typo_of_kind(word, TYPO_KINDS[int(rng.integers(3))], at)
 
 
 def _typos(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:

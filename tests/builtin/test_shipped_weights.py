@@ -92,7 +92,8 @@ def test_text_probe_reads_every_held_out_family_of_the_shipped_text_tower(capsys
     from bench.text_probe import main
 
     assert main(["--threads", "1"]) == 0
-    families = json.loads(capsys.readouterr().out)["families"]
+    result = json.loads(capsys.readouterr().out)
+    families = result["families"]
     assert list(families) == ["template", *HELD_OUT_FAMILIES]
     template = families["template"]
     assert template["foreground_colour"] >= 0.95 and template["background_colour"] >= 0.95
@@ -100,6 +101,11 @@ def test_text_probe_reads_every_held_out_family_of_the_shipped_text_tower(capsys
     assert all(0 <= score <= 1 for scores in families.values() for score in scores.values())
     # The wording the tower misreads most: the strict gallery lets a swapped reading show.
     assert families["background_first"]["colours_swapped"] > 0
+    # The shape's word slipped one kind at a time (unslipped it reads as the template does; the
+    # shipped tower reads two swapped letters worst, 0.63).
+    slipped = result["shape_word_slipped"]
+    assert list(slipped) == ["none", "double", "drop", "swap"]
+    assert slipped["none"] >= 0.85 and all(0 <= score <= 1 for score in slipped.values())
 
 
 def test_text_probe_refuses_a_prior_with_a_training_folder(capsys):
