@@ -265,6 +265,7 @@ async def wait_for_job(runtime, job_id, predicate, timeout=120):
     from engine.store.models import Generation
 
     deadline = time.monotonic() + timeout
+    row = None
     while time.monotonic() < deadline:
 
         def read(session):
@@ -276,7 +277,20 @@ async def wait_for_job(runtime, job_id, predicate, timeout=120):
         if predicate(row):
             return row
         await asyncio.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not reach the expected state within {timeout} s")
+    # Where it stopped, so a rare failure (seen once in CI: the redelivered job not done in 180 s)
+    # says whether the job was never taken up again, stuck running, or failed.
+    last = (
+        None
+        if row is None
+        else {
+            "status": row.status,
+            "attempts": row.attempts,
+            "worker": row.worker,
+            "progress": row.progress,
+            "error": row.error,
+        }
+    )
+    raise AssertionError(f"job {job_id} did not reach the expected state within {timeout} s; last seen {last}")
 
 
 @pytest.mark.parametrize("broker_url", ["redis://127.0.0.1:1/0", "amqp://guest:guest@127.0.0.1:1//"])
