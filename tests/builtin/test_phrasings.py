@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from engine.builtin.captions import COLOUR_WORDS, SHAPE_WORDS
-from engine.builtin.phrasings import HELD_OUT_FAMILIES, TRAINING_FAMILIES, Subject, phrase
+from engine.builtin.phrasings import HELD_OUT_FAMILIES, TRAINING_FAMILIES, TYPO_KINDS, Subject, phrase, typo_of_kind
 from engine.builtin.scenes import HELD_OUT_TRIPLES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -190,3 +190,11 @@ def test_training_captions_leave_out_a_little_word_at_the_drop_rate(monkeypatch)
         else:
             assert shorter == kept
     assert dropped > 250
+
+
+def test_typo_of_kind_makes_each_held_out_slip_and_refuses_an_unknown_kind():
+    """The typos family's slips, one kind at a time (bench/text_probe.py reads each); a kind it
+    does not know is refused by name rather than returning the word unchanged."""
+    assert [typo_of_kind("square", kind, 2) for kind in TYPO_KINDS] == ["squuare", "sqare", "sqaure"]
+    with pytest.raises(ValueError, match="unknown kind of typo 'replace'"):
+        typo_of_kind("square", "replace", 2)
