@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from engine import forksafe
+
 if TYPE_CHECKING:  # for annotations only: this module imports its heavier dependencies lazily
     from celery import Celery
 
@@ -81,6 +83,11 @@ class OpsServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                # A prefork worker's parent serves these while it forks children.
+                with forksafe.busy():
+                    self._get()
+
+            def _get(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/healthz":
                     self._send(200, b"ok\n", "text/plain")

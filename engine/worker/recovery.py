@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from engine import forksafe
 from engine.domain.types import GenerationStatus
 from engine.store.db import Database
 from engine.store.models import Generation, utcnow
@@ -158,7 +159,9 @@ class Sweeper:
         # Jittered, so the sweepers of workers started together do not all run at once.
         while not self._stop.wait(self.interval_s * random.uniform(0.8, 1.2)):
             try:
-                self.sweep()
+                # In a prefork worker this thread lives in the parent, which forks children.
+                with forksafe.busy():
+                    self.sweep()
             except Exception as error:  # noqa: BLE001 - the next sweep tries again
                 log.warning("recovery sweep failed: %s", str(error).splitlines()[0][:300])
 

@@ -146,13 +146,15 @@ async def test_sigkilled_worker_job_is_redelivered_and_finishes_once(tmp_path, s
         "IMAGINE_WORKER_LEASE_S": "4",
         "IMAGINE_WORKER_SWEEP_INTERVAL_S": "0.5",
     }
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "bot", "worker", "--pool", "prefork", "--concurrency", "1", "--loglevel", "WARNING"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # Its log goes to a file (a pipe nobody reads blocks the worker once full) and into the failure.
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log_file:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "bot", "worker", "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     runtime = build_bot_runtime(settings)
     try:
         # Enough steps that the render is certainly still going when it is killed.
@@ -177,6 +179,8 @@ async def test_sigkilled_worker_job_is_redelivered_and_finishes_once(tmp_path, s
 
         assert await runtime.db.run(counts) == (4, ["debit"])
         assert (await runtime.service.quota(ALICE)).used == 4
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n--- worker log (tail) ---\n{log_path.read_text()[-6000:]}") from None
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
