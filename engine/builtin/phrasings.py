@@ -327,8 +327,9 @@ def invented_word(rng: np.random.Generator) -> str:
 
 def slip_letters(text: str, rng: np.random.Generator) -> str:
     """Letter slips in the words of four letters or more: each slips with probability one half (one
-    at least), by a letter replaced or a letter put in that doubles none (the held-out typos family
-    doubles, drops or swaps letters, in every long word)."""
+    at least), by a letter replaced or a letter put in, and half the time by a second slip of those
+    kinds; never into what the held-out typos family makes (a letter doubled, dropped, or two
+    swapped), which a second slip could otherwise land on."""
     words = text.split(" ")
     long = [i for i, word in enumerate(words) if len(word) >= 4 and word.isalpha()]
     if not long:
@@ -339,18 +340,36 @@ def slip_letters(text: str, rng: np.random.Generator) -> str:
     return " ".join(words)
 
 
+#: Share of slipped words that slip twice: a held-out swap changes two letters at once, which
+#: one-letter slips alone never show the text tower (it read swapped shape words 0.63).
+SECOND_SLIP_SHARE = 0.5
+
+
+def held_out_slips(word: str) -> set[str]:
+    """Every way the held-out typos family can slip `word` (any letter but the first and last)."""
+    return {typo_of_kind(word, kind, at) for kind in TYPO_KINDS for at in range(1, len(word) - 1)} - {word}
+
+
 def _slip_word(word: str, rng: np.random.Generator) -> str:
+    held_out = held_out_slips(word)
+    for _ in range(10):
+        slipped = _one_slip(word, rng)
+        if rng.random() < SECOND_SLIP_SHARE:
+            slipped = _one_slip(slipped, rng)
+        if slipped not in held_out and not _spells_held_out(slipped):
+            return slipped
+    return word
+
+
+def _one_slip(word: str, rng: np.random.Generator) -> str:
+    """A letter replaced, or a letter put in that doubles none (a doubling is held out)."""
     for _ in range(10):
         at = int(rng.integers(len(word)))
         letter = _LETTERS[int(rng.integers(len(_LETTERS)))]
         if rng.random() < 0.5:
-            slipped = word[:at] + letter + word[at + 1 :]
-        elif letter in (word[at], word[at - 1] if at else ""):
-            continue  # putting it in would double a letter: the held-out family's kind of slip
-        else:
-            slipped = word[:at] + letter + word[at:]
-        if not _spells_held_out(slipped):
-            return slipped
+            return word[:at] + letter + word[at + 1 :]
+        if letter not in (word[at], word[at - 1] if at else ""):
+            return word[:at] + letter + word[at:]
     return word
 
 

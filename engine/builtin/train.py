@@ -134,7 +134,10 @@ PLANS: dict[str, dict[str, StagePlan]] = {
     # 0.55 -> 0.32 and template captions still read 1.00 (model card, "The text tower let go").
     # Looser still, the shipped tower: held at 3 for 2000 steps, then at 1 for 1500 (each run
     # followed by the priors' re-tune), background_first read 0.92 / 0.92 and template captions
-    # still 1.00 (model card, "Let go further"); this plan is that last run.
+    # still 1.00 (model card, "Let go further"); this plan is that last run. Since then the shipped
+    # prior was re-tuned once more (`--seed 7`), and this plan run again on top with half the
+    # slipped words slipped twice (phrasings.SECOND_SLIP_SHARE), the priors re-tuned after it
+    # (model card, "Two slips in a word").
     "finetune": {
         "clip": StagePlan(steps=1500, batch=128, lr=3e-4, warmup=100, ema_decay=None, cosine=True, anchor_weight=1.0),
         "prior": StagePlan(steps=1500, batch=128, lr=2e-4, warmup=100, ema_decay=0.995),
@@ -1399,8 +1402,8 @@ def export_weights(ctx: TrainContext, out: Path, *, description: str, training: 
 
 #: What each kind of tuning run teaches, for its record in imagine.json.
 TUNING_RECIPES = {
-    "finetune": "phrasing families (fourteen), noise words, letter slips in several words, word dropout, BPE-dropout; "
-    "image tower frozen",
+    "finetune": "phrasing families (fourteen), noise words, letter slips in several words (half of them twice), "
+    "word dropout, BPE-dropout; image tower frozen",
     "image_tower": "CLIP image tower at {clip_size} px against the frozen text tower; priors and decoder tuned to it",
 }
 
