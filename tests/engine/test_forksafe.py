@@ -7,6 +7,7 @@ is held in the child for good.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -32,14 +33,9 @@ def hold(lock: threading.Lock, gate: ForkGate | None, inside: threading.Event, s
     """A background thread that holds `lock` for a while, inside the gate when one is given."""
 
     def work() -> None:
-        if gate is None:
-            with lock:
-                inside.set()
-                time.sleep(seconds)
-        else:
-            with gate.busy(), lock:
-                inside.set()
-                time.sleep(seconds)
+        with gate.busy() if gate is not None else contextlib.nullcontext(), lock:
+            inside.set()
+            time.sleep(seconds)
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
