@@ -29,6 +29,16 @@ def test_shipped_metadata_says_trained_with_defaults():
     )
 
 
+def test_shipped_defaults_are_the_ones_training_writes():
+    """A model trained by `make train-builtin` samples as the shipped one does: the defaults tuned on
+    the shipped weights (prior guidance 3 since "And after the background") are the exporter's."""
+    pytest.importorskip("torch")
+    from engine.builtin.train import SAMPLING_DEFAULTS
+
+    meta = json.loads((BUILTIN_DIR / "imagine.json").read_text())
+    assert meta["defaults"] == SAMPLING_DEFAULTS
+
+
 def test_shipped_weights_render_64px_images(tmp_path):
     """load_renderer("builtin") loads the shipped folder and draws a 2x2 grid of 64 px images."""
     pytest.importorskip("torch")
