@@ -164,8 +164,8 @@ def _background_joined(rng: np.random.Generator, colour: str, shape: str, bg: st
     """The background joined to the object by "and" or "plus", the object first. Two-object
     captions join two shapes with "and", so without this the text tower read the held-out "a blue
     background and a red star on it" as two things and swapped its colours in 0.20 of prompts (the
-    prior then drew the right background for 0.63 of them, against 0.97 for the family's other two
-    wordings). The object comes first here, so none of these is a background_first wording."""
+    prior's embeddings then held the right background for 0.63 of them, against 0.97 for the
+    family's other two wordings). The object comes first here, so none of these is a background_first wording."""
     return _pick(
         rng,
         [

@@ -63,8 +63,8 @@ DEFAULT_WORK = Path("data/builtin-train")
 #: noise it draws colours and shapes best at 8 (48 prompts: foreground 0.95, background 0.88,
 #: shape 0.97; at 12: 0.88, 0.87, 0.93). The prior's guidance was 2 from its 1200-step days (at 4
 #: it pushed embeddings towards combinations it had seen); the fine-tuned priors read prompts as
-#: people type them better at 3 (their embeddings' shape for template prompts 0.92 -> 0.94 and
-#: every held-out wording family's up 2-5 points, `bench/text_probe.py --prior 2`; at 1 all fell;
+#: people type them better at 3 (their embeddings' shape 0.92 -> 0.94 for template prompts and
+#: up 2-5 points in every held-out family, `bench/text_probe.py --prior 2`; at 1 all fell;
 #: full set: 19 fewer missed images over the eight families), at the cost of a few two-object
 #: images (model card, "And after the background").
 #: The upsampler starts half-way from the bicubic upscale: from pure noise it washes the colours
