@@ -12,21 +12,24 @@ of prompts whose nearest image has the asked colour, background or shape. The te
     python bench/text_probe.py --work data/finetune     # a training run's latest CLIP checkpoint
 
 Prints {"model": ..., "step": N or null, "gallery": ..., "families": {family: {"foreground_colour",
-"background_colour", "shape", "colours_swapped"}}, "shape_word_slipped": {kind: shape}}:
-"shape_word_slipped" asks in the template wording with only the shape's word slipped, one kind of
-slip at a time ("none", and the held-out typos family's "double", "drop", "swap"), and scores the
-shape — which slips the tower cannot read past. The prior and the decoder read the tower's
-hidden states too, so the stack can lose what the tower's embedding got right, or mend part of
-what it got wrong (the weights shipped before 2026-12-07's looser fine-tune: the tower read 0.44
+"background_colour", "shape", "colours_swapped"}}, "wordings": {family: {template: {...}}},
+"shape_word_slipped": {kind: shape}}: "wordings" scores each sentence template of the held-out
+families that have several (`phrasings.HELD_OUT_WORDINGS`) on its own, every held-out triple said
+in it, since a family's loss is often one wording's (the "and" in "a blue background and a red
+star on it"; the "red" that ends the tokens of "coloured"). "shape_word_slipped" asks in the
+template wording with only the shape's word slipped, one kind of slip at a time ("none", and the
+held-out typos family's "double", "drop", "swap"), and scores the shape — which slips the tower
+cannot read past. The prior and the decoder read the tower's hidden states too, so the stack can
+lose what the tower's embedding got right, or mend part of what it got wrong (the weights shipped before 2026-12-07's looser fine-tune: the tower read 0.44
 of the background-first prompts' backgrounds right, the prior's embeddings 0.72).
 
     python bench/text_probe.py --prior 2 [--model DIR]    # + the diffusion prior, about 3 minutes
 
 With --prior K the model's diffusion prior also turns each prompt into K image embeddings (its
 shipped sampling settings, seeded), each picks its nearest image the same way, and
-"prior_families" says per family what the prior's embeddings hold: where the text tower reads a
-family and the prior does not, the prior loses it; where both do and the stack's drawings
-(model_quality.py) do not, the decoder does.
+"prior_families" ("prior_wordings" per template) says what the prior's embeddings hold: where
+the text tower reads a family and the prior does not, the prior loses it; where both do and the
+stack's drawings (model_quality.py) do not, the decoder does.
 """
 
 from __future__ import annotations
@@ -81,7 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import CLIPImageProcessor, CLIPTokenizer
 
     from bench.clip_probe import embed, prior_embeddings, shipped_tower
-    from engine.builtin.phrasings import HELD_OUT_FAMILIES, TYPO_KINDS, Subject, phrase, typo_of_kind
+    from engine.builtin.phrasings import (
+        HELD_OUT_FAMILIES,
+        HELD_OUT_WORDINGS,
+        TYPO_KINDS,
+        Subject,
+        phrase,
+        phrase_in,
+        typo_of_kind,
+    )
     from engine.builtin.scenes import HELD_OUT_TRIPLES, all_triples, single_object_scene
     from engine.builtin.train import tokenize
 
@@ -119,11 +130,25 @@ def main(argv: list[str] | None = None) -> int:
         ]
         for family in ["template", *HELD_OUT_FAMILIES]
     }
-    families: dict[str, dict[str, float]] = {}
-    for family, texts in prompts.items():
+    # A family's loss is often one wording's: each template of the families that have several
+    # says every held-out triple, so each is scored on as many prompts as a whole family (their
+    # own generator, so the other sections draw the prompts they drew before this one existed).
+    wording_rng = np.random.default_rng([args.seed, 1])
+    worded = {
+        (family, wording): [phrase_in(wording, Subject(c, s, b), wording_rng) for c, s, b in triples]
+        for family, templates in HELD_OUT_WORDINGS.items()
+        for wording in templates
+    }
+
+    def read(texts: list[str]) -> dict[str, float]:
         ids, _ = tokenize(tokenizer, texts)
         with torch.inference_mode():
-            families[family] = scores(text(ids).text_embeds, triples)
+            return scores(text(ids).text_embeds, triples)
+
+    families = {family: read(texts) for family, texts in prompts.items()}
+    wordings: dict[str, dict[str, dict[str, float]]] = {}
+    for (family, wording), texts in worded.items():
+        wordings.setdefault(family, {})[wording] = read(texts)
     # The typos family slips every long word; here only the shape's word slips, one kind at a time
     # (four draws of the slipped letter per triple), so what the tower loses to each kind shows.
     slipped_shapes: dict[str, float] = {}
@@ -142,15 +167,21 @@ def main(argv: list[str] | None = None) -> int:
         "step": step,
         "gallery": args.gallery,
         "families": families,
+        "wordings": wordings,
         "shape_word_slipped": slipped_shapes,
     }
     if args.prior:
-        # One prior run for every family's prompts, each prompt K times (each sample its own seed).
-        asked = [p for texts in prompts.values() for p in texts * args.prior]
+        # One prior run for every family's and wording's prompts, each prompt K times (each sample
+        # its own seed).
+        groups = [*prompts.values(), *worded.values()]
+        asked = [p for texts in groups for p in texts * args.prior]
         embeddings = prior_embeddings(args.model, asked, args.seed).split(len(triples) * args.prior)
-        result["prior_families"] = {
-            family: scores(chunk, triples * args.prior) for family, chunk in zip(prompts, embeddings, strict=True)
-        }
+        read_by_prior = [scores(chunk, triples * args.prior) for chunk in embeddings]
+        result["prior_families"] = dict(zip(prompts, read_by_prior[: len(prompts)], strict=True))
+        prior_wordings: dict[str, dict[str, dict[str, float]]] = {}
+        for (family, wording), read_ in zip(worded, read_by_prior[len(prompts) :], strict=True):
+            prior_wordings.setdefault(family, {})[wording] = read_
+        result["prior_wordings"] = prior_wordings
     print(json.dumps(result, indent=2))
     return 0
 

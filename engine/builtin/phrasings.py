@@ -206,17 +206,6 @@ def _imperative(rng: np.random.Generator, colour: str, shape: str, bg: str) -> s
     return f"{verb} {_a(colour)} {shape} on {bg}"
 
 
-def _background_first(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
-    return _pick(
-        rng,
-        [
-            f"{bg} background with {_a(colour)} {shape}",
-            f"on {_a(bg)} background, {_a(colour)} {shape}",
-            f"{_a(bg)} background and {_a(colour)} {shape} on it",
-        ],
-    )
-
-
 def _filler(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
     adjective = _pick(rng, ["nice", "cool", "simple", "pretty", "lovely"])
     tail = _pick(rng, ["thanks", "if possible", "for my slides", "thank you so much", "for a poster"])
@@ -250,34 +239,45 @@ def _typos(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
     return f"{_a(_typo(colour, rng))} {_typo(shape, rng)} on {_a(_typo(bg, rng))} {_typo('background', rng)}"
 
 
-def _abbreviated(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
-    return _pick(rng, [f"{colour} {shape}, {bg} bg", f"{colour} {shape} w/ {bg} bg", f"{colour} {shape} / {bg} bg"])
-
-
-def _colour_after(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
-    return _pick(
-        rng,
-        [
-            f"{_a(shape)} coloured {colour} on {_a(bg)} background",
-            f"{_a(shape)}, {colour}, on {bg}",
-            f"{_a(shape)} which is {colour}, {bg} behind it",
-        ],
-    )
-
-
-def _there_is(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
-    return _pick(
-        rng,
-        [
-            f"there is {_a(colour)} {shape} on {_a(bg)} background",
-            f"there's {_a(colour)} {shape} and the background is {bg}",
-        ],
-    )
-
-
 def _spelled_number(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
     count = _pick(rng, ["one", "a single", "exactly one", "just one"])
     return f"{count} {colour} {shape} on {_a(bg)} background"
+
+
+#: The held-out families that say their subject in one of several sentence templates (the others
+#: vary words in one order), kept as data so `bench/text_probe.py` can score each template on its
+#: own: a family's loss is often one wording's. Fields: colour, shape, bg, and a_colour, a_shape,
+#: a_bg (the word with its article).
+HELD_OUT_WORDINGS: dict[str, tuple[str, ...]] = {
+    "background_first": (
+        "{bg} background with {a_colour} {shape}",
+        "on {a_bg} background, {a_colour} {shape}",
+        "{a_bg} background and {a_colour} {shape} on it",
+    ),
+    "abbreviated": ("{colour} {shape}, {bg} bg", "{colour} {shape} w/ {bg} bg", "{colour} {shape} / {bg} bg"),
+    "colour_after": (
+        "{a_shape} coloured {colour} on {a_bg} background",
+        "{a_shape}, {colour}, on {bg}",
+        "{a_shape} which is {colour}, {bg} behind it",
+    ),
+    "there_is": (
+        "there is {a_colour} {shape} on {a_bg} background",
+        "there's {a_colour} {shape} and the background is {bg}",
+    ),
+}
+
+
+def _fill(template: str, colour: str, shape: str, bg: str) -> str:
+    return template.format(colour=colour, shape=shape, bg=bg, a_colour=_a(colour), a_shape=_a(shape), a_bg=_a(bg))
+
+
+def _worded(templates: tuple[str, ...]) -> Phrase:
+    """A family saying its subject in one of `templates`, drawn uniformly."""
+
+    def make(rng: np.random.Generator, colour: str, shape: str, bg: str) -> str:
+        return _fill(_pick(rng, templates), colour, shape, bg)
+
+    return make
 
 
 TRAINING_FAMILIES: dict[str, Phrase] = {
@@ -299,12 +299,12 @@ TRAINING_FAMILIES: dict[str, Phrase] = {
 }
 HELD_OUT_FAMILIES: dict[str, Phrase] = {
     "imperative": _imperative,  # "draw a green square on blue"
-    "background_first": _background_first,
+    "background_first": _worded(HELD_OUT_WORDINGS["background_first"]),
     "filler": _filler,
     "typos": _typos,
-    "abbreviated": _abbreviated,
-    "colour_after": _colour_after,
-    "there_is": _there_is,
+    "abbreviated": _worded(HELD_OUT_WORDINGS["abbreviated"]),
+    "colour_after": _worded(HELD_OUT_WORDINGS["colour_after"]),
+    "there_is": _worded(HELD_OUT_WORDINGS["there_is"]),
     "spelled_number": _spelled_number,
 }
 
@@ -429,8 +429,16 @@ def phrase(family: str, subject: Subject, rng: np.random.Generator) -> str:
     make = TRAINING_FAMILIES.get(family) or HELD_OUT_FAMILIES.get(family)
     if make is None:
         raise KeyError(f"unknown phrasing family {family!r}")
-    return make(
-        rng,
+    return make(rng, *_words(subject, rng))
+
+
+def phrase_in(template: str, subject: Subject, rng: np.random.Generator) -> str:
+    """A prompt for `subject` in one of `HELD_OUT_WORDINGS`' templates (synonyms drawn as `phrase` draws them)."""
+    return _fill(template, *_words(subject, rng))
+
+
+def _words(subject: Subject, rng: np.random.Generator) -> tuple[str, str, str]:
+    return (
         _pick(rng, COLOUR_WORDS[subject.colour]),
         _pick(rng, SHAPE_WORDS[subject.shape]),
         _pick(rng, COLOUR_WORDS[subject.background]),

@@ -32,6 +32,24 @@ def test_every_family_names_the_colour_shape_and_background(family):
         assert any(w in text for w in COLOUR_WORDS[background]), text
 
 
+def test_a_worded_family_says_each_prompt_in_one_of_its_templates_and_uses_them_all():
+    """The held-out families with several sentence templates keep them as data, so the text probe
+    can ask in one template at a time (`phrase_in`) what the family asks in all of them."""
+    from engine.builtin.phrasings import HELD_OUT_WORDINGS, phrase_in
+
+    assert set(HELD_OUT_WORDINGS) <= set(HELD_OUT_FAMILIES)
+    subject = Subject("white", "star", "blue")
+    for family, templates in HELD_OUT_WORDINGS.items():
+        said = {phrase_in(t, subject, np.random.default_rng(0)): t for t in templates}
+        assert len(said) == len(templates)
+        rng = np.random.default_rng(1)
+        drawn = {phrase(family, subject, rng) for _ in range(60)}
+        assert drawn == set(said), family
+    assert phrase_in(HELD_OUT_WORDINGS["colour_after"][0], subject, np.random.default_rng(0)) == (
+        "a star coloured white on a blue background"
+    )
+
+
 def test_typos_change_long_words_by_one_slip():
     rng = np.random.default_rng(1)
     texts = [phrase("typos", Subject("purple", "triangle", "orange"), rng) for _ in range(20)]
