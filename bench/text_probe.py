@@ -20,10 +20,11 @@ star on it"; the "red" that ends the tokens of "coloured"). "shape_word_slipped"
 template wording with only the shape's word slipped, one kind of slip at a time ("none", and the
 held-out typos family's "double", "drop", "swap"), and scores the shape — which slips the tower
 cannot read past. The prior and the decoder read the tower's hidden states too, so the stack can
-lose what the tower's embedding got right, or mend part of what it got wrong (the weights shipped before 2026-12-07's looser fine-tune: the tower read 0.44
-of the background-first prompts' backgrounds right, the prior's embeddings 0.72).
+lose what the tower's embedding got right, or mend part of what it got wrong (the weights shipped
+before 2026-12-07's looser fine-tune: the tower read 0.44 of the background-first prompts'
+backgrounds right, the prior's embeddings 0.72).
 
-    python bench/text_probe.py --prior 2 [--model DIR]    # + the diffusion prior, about 3 minutes
+    python bench/text_probe.py --prior 2 [--model DIR]    # + the diffusion prior, about 4 minutes
 
 With --prior K the model's diffusion prior also turns each prompt into K image embeddings (its
 shipped sampling settings, seeded), each picks its nearest image the same way, and
