@@ -141,10 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         for wording in templates
     }
 
-    def read(texts: list[str]) -> dict[str, float]:
+    def read(texts: list[str], asked: list[tuple[str, str, str]] = triples) -> dict[str, float]:
+        """The text tower's scores for `texts`, each asking for its entry of `asked`."""
         ids, _ = tokenize(tokenizer, texts)
         with torch.inference_mode():
-            return scores(text(ids).text_embeds, triples)
+            return scores(text(ids).text_embeds, asked)
 
     families = {family: read(texts) for family, texts in prompts.items()}
     wordings: dict[str, dict[str, dict[str, float]]] = {}
@@ -160,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 word = s if kind == "none" else typo_of_kind(s, kind, int(rng.integers(1, len(s) - 1)))
                 asked.append((c, s, b))
                 texts.append(template(rng, c, word, b))
-        ids, _ = tokenize(tokenizer, texts)
-        with torch.inference_mode():
-            slipped_shapes[kind] = scores(text(ids).text_embeds, asked)["shape"]
+        slipped_shapes[kind] = read(texts, asked)["shape"]
     result: dict = {
         "model": str(args.model),
         "step": step,
