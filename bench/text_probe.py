@@ -57,6 +57,8 @@ def text_tower(model_dir: Path, work: Path | None):
     if state is None:
         raise SystemExit(f"--work {work}: no CLIP checkpoint there")
     weights, step = state
+    # A run with its own tokenizer (`--word-starts`) has a token table of another size.
+    tower.resize_token_embeddings(weights["text_encoder"]["text_model.embeddings.token_embedding.weight"].shape[0])
     tower.load_state_dict(weights["text_encoder"])
     return tower, step
 
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
     import torch
-    from transformers import CLIPImageProcessor, CLIPTokenizer
+    from transformers import AutoTokenizer, CLIPImageProcessor
 
     from bench.clip_probe import embed, prior_embeddings, shipped_tower
     from engine.builtin.phrasings import (
@@ -98,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     from engine.builtin.train import tokenize
 
     torch.set_num_threads(args.threads)
-    tokenizer = CLIPTokenizer.from_pretrained(args.model / "tokenizer")
+    # A training folder's own tokenizer where it has one (`train-builtin --word-starts`).
+    own = args.work / "tokenizer" if args.work is not None and (args.work / "tokenizer").is_dir() else None
+    tokenizer = AutoTokenizer.from_pretrained(own or args.model / "tokenizer")
     processor = CLIPImageProcessor.from_pretrained(args.model / "feature_extractor")
     text, step = text_tower(args.model, args.work)
     triples = sorted(HELD_OUT_TRIPLES)

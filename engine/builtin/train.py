@@ -42,7 +42,6 @@ if TYPE_CHECKING:  # numpy, torch and the model libraries are imported where the
     from torch.utils.data import DataLoader, Dataset
     from transformers import (
         CLIPTextModelWithProjection,
-        CLIPTokenizer,
         CLIPVisionModelWithProjection,
         PreTrainedTokenizerBase,
     )
@@ -332,6 +331,7 @@ class SubwordDropout:
         merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["merges"]]
         self.ranks = {pair: rank for rank, pair in enumerate(merges)}
         self.suffix = spec["end_of_word_suffix"] or ""
+        self.prefix = spec.get("continuing_subword_prefix") or ""  # a word-start tokenizer's mark
         self.backend = tokenizer.backend_tokenizer
         self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
         self.length = tokenizer.model_max_length
@@ -347,7 +347,8 @@ class SubwordDropout:
 
     def split(self, word: str, rng: np.random.Generator | None) -> list[str]:
         """`word`'s BPE pieces, merging the best-ranked pair that survives dropout each time."""
-        pieces = [*word[:-1], word[-1] + self.suffix]
+        pieces = [word[0], *(self.prefix + letter for letter in word[1:])]
+        pieces[-1] += self.suffix
         while len(pieces) > 1:
             candidates = sorted(
                 (self.ranks[pair], i)
@@ -358,7 +359,7 @@ class SubwordDropout:
             if not kept:
                 break
             _, i = kept[0]
-            pieces[i : i + 2] = [pieces[i] + pieces[i + 1]]
+            pieces[i : i + 2] = [pieces[i] + pieces[i + 1].removeprefix(self.prefix)]
         return pieces
 
     def encode(self, caption: str, rng: np.random.Generator | None) -> list[int]:
@@ -382,6 +383,33 @@ def encode_text(
     ids, mask = tokenize(tokenizer, captions)
     device = text_encoder.device
     return embed_text(text_encoder, ids.to(device), mask.to(device))
+
+
+def carried_token_table(
+    old: PreTrainedTokenizerBase, new: PreTrainedTokenizerBase, table: torch.Tensor
+) -> torch.Tensor:
+    """The token-embedding table for `new`'s ids from `table` (for `old`'s): a token keeps the
+    row of the same piece under `old` (a marked inner piece `##x`, the row of `x`, the only form
+    `old` had), else the mean of the rows of the pieces `old` splits it into. The tuned tower
+    then starts out reading every caption as the base did."""
+    import torch
+
+    old_vocab = old.get_vocab()
+    old_split = SubwordDropout(old, 0.0)
+    prefix = SubwordDropout(new, 0.0).prefix
+    rows = torch.empty((len(new), table.shape[1]), dtype=table.dtype)
+    for token, index in new.get_vocab().items():
+        piece = token.removeprefix(prefix) if prefix else token
+        if piece in old_vocab:
+            rows[index] = table[old_vocab[piece]]
+            continue
+        whole = piece.endswith(old_split.suffix)
+        pieces = old_split.split(piece.removesuffix(old_split.suffix) if whole else piece, None)
+        inner = pieces[-1].removesuffix(old_split.suffix)
+        if not whole and inner in old_vocab:  # an inner piece: its last part does not end a word
+            pieces[-1] = inner
+        rows[index] = table[[old_vocab[p] for p in pieces]].mean(0)
+    return rows
 
 
 #: Attribute heads of the CLIP stage's auxiliary loss, and how many values each has.
@@ -577,6 +605,23 @@ class TrainContext:
     #: `--image-tower` (with `--finetune`): the clip stage trains a new image tower against the
     #: base's frozen text tower instead of tuning the text tower; later stages read that tower.
     image_tower: bool = False
+    #: `--word-starts`: the base's own tokenizer, which `tokenizer` replaces. Its text tower (the
+    #: anchor, and the start of the tuned one) reads this one's ids.
+    base_tokenizer: Any = None
+
+    def load_base_text_tower(self, module: CLIPTextModelWithProjection) -> None:
+        """The base's text tower into `module`; with a new tokenizer, its token table carried over."""
+        from safetensors.torch import load_file
+
+        if self.base_tokenizer is None:
+            self.load_base(module, "text_encoder")
+            return
+        assert self.base is not None
+        (weights,) = sorted((self.base / "text_encoder").glob("*.safetensors"))
+        state = {name: tensor.float() for name, tensor in load_file(weights).items()}
+        key = "text_model.embeddings.token_embedding.weight"
+        state[key] = carried_token_table(self.base_tokenizer, self.tokenizer, state[key])
+        module.load_state_dict(state)
 
     def load_base(self, module: torch.nn.Module, part: str) -> None:
         """Load the base folder's `part` (an exported subfolder) into `module`, as float32."""
@@ -599,7 +644,10 @@ class TrainContext:
                 image_encoder.load_state_dict(trained_state(self.work, "clip")["image_encoder"])
             else:
                 image_encoder = CLIPVisionModelWithProjection.from_pretrained(self.base / "image_encoder")
-            if self.finetune and not self.image_tower and (self.work / "clip" / "checkpoint.pt").exists():
+            if self.base_tokenizer is not None:  # the tuned tower of the new tokenizer (main checks it exists)
+                text_encoder = build_text_encoder(self.arch, self.tokenizer)
+                text_encoder.load_state_dict(trained_state(self.work, "clip")["text_encoder"])
+            elif self.finetune and not self.image_tower and (self.work / "clip" / "checkpoint.pt").exists():
                 text_encoder.load_state_dict(trained_state(self.work, "clip")["text_encoder"])
         else:
             weights = trained_state(self.work, "clip")
@@ -660,11 +708,11 @@ class ClipStage(Stage):
             ctx.load_base(self.text_encoder, "text_encoder")
             self.text_encoder.eval().requires_grad_(False)
         elif ctx.finetune:
-            ctx.load_base(self.text_encoder, "text_encoder")
+            ctx.load_base_text_tower(self.text_encoder)
             ctx.load_base(self.image_encoder, "image_encoder")
             # The image tower stays as it is: the prior's targets and the decoder's conditioning.
             self.image_encoder.requires_grad_(False)
-            self.anchor = on(build_text_encoder(ctx.arch, ctx.tokenizer), ctx.device)
+            self.anchor = on(build_text_encoder(ctx.arch, ctx.base_tokenizer or ctx.tokenizer), ctx.device)
             ctx.load_base(self.anchor, "text_encoder")
             self.anchor.eval().requires_grad_(False)
             # The base's scale is not exported; its towers separate a batch best at about 20.
@@ -758,8 +806,13 @@ class ClipStage(Stage):
             ),
         }
         if self.anchor is not None:
-            # The same scenes in the template grammar, whole words: what the anchor holds still.
-            batch["anchor_ids"], _ = tokenize(self.ctx.tokenizer, [caption_scene(rng, scene)[0] for scene in scenes])
+            # The same scenes in the template grammar, whole words: what the anchor holds still
+            # (the anchor reads them with the base's tokenizer, where a new one replaces it).
+            templates = [caption_scene(rng, scene)[0] for scene in scenes]
+            batch["anchor_ids"], mask = tokenize(self.ctx.tokenizer, templates)
+            batch["base_anchor_ids"], base_mask = tokenize(self.ctx.base_tokenizer or self.ctx.tokenizer, templates)
+            # Hidden states are compared position by position only where both give as many tokens.
+            batch["anchor_aligned"] = (base_mask == mask).all(1)
             batch["anchor_weight"] = plan.anchor_weight
         return batch
 
@@ -787,7 +840,7 @@ class ClipStage(Stage):
         if self.anchor is not None:
             # Fine-tuning the text tower alone: the image side's heads have nothing to learn, and
             # fresh text heads would pull the embeddings away from where the prior expects them.
-            anchor = self.anchor_loss(data["anchor_ids"])
+            anchor = self.anchor_loss(data["anchor_ids"], data["base_anchor_ids"], data["anchor_aligned"])
             return contrastive + data["anchor_weight"] * anchor, {
                 "contrastive": contrastive.item(),
                 "anchor": anchor.item(),
@@ -807,18 +860,21 @@ class ClipStage(Stage):
             "scale": self.logit_scale.exp().item(),
         }
 
-    def anchor_loss(self, ids: torch.Tensor) -> torch.Tensor:
-        """How far the tuned tower moved template captions: hidden states and embeddings."""
+    def anchor_loss(self, ids: torch.Tensor, base_ids: torch.Tensor, aligned: torch.Tensor) -> torch.Tensor:
+        """How far the tuned tower moved template captions: hidden states (of the captions whose
+        tokens line up with the base tokenizer's: all of them unless `--word-starts`) and
+        embeddings."""
         import torch
         from torch.nn import functional as F
 
         assert self.anchor is not None
         with torch.no_grad():
-            target = self.anchor(ids)
+            target = self.anchor(base_ids)
         output = self.text_encoder(ids)
-        return F.mse_loss(output.last_hidden_state, target.last_hidden_state) + F.mse_loss(
-            output.text_embeds, target.text_embeds
-        )
+        loss = F.mse_loss(output.text_embeds, target.text_embeds)
+        if aligned.any():
+            loss = loss + F.mse_loss(output.last_hidden_state[aligned], target.last_hidden_state[aligned])
+        return loss
 
 
 def sampled_image_embeddings(
@@ -1425,15 +1481,16 @@ def record_tuning(
     tunings = training.setdefault("tunings", [])
     earlier = [{"kind": key, **training.pop(key)} for key in ("finetune", "image_tower") if key in training]
     tunings[:0] = earlier
-    tunings.append(
-        {
-            "kind": kind,
-            "recipe": TUNING_RECIPES[kind].format(clip_size=ctx.arch.clip_size),
-            "plan_changes": list(plan_changes),
-            "stages": times,
-            "seconds": sum(stage["seconds"] for stage in times.values()),
-        }
-    )
+    record = {
+        "kind": kind,
+        "recipe": TUNING_RECIPES[kind].format(clip_size=ctx.arch.clip_size),
+        "plan_changes": list(plan_changes),
+        "stages": times,
+        "seconds": sum(stage["seconds"] for stage in times.values()),
+    }
+    if ctx.base_tokenizer is not None:
+        record["tokenizer"] = f"new: word starts marked, {len(ctx.tokenizer)} tokens (was {len(ctx.base_tokenizer)})"
+    tunings.append(record)
 
 
 def export_onto_base(
@@ -1453,6 +1510,14 @@ def export_onto_base(
             shutil.rmtree(out)
         shutil.copytree(ctx.base, out)
     index = json.loads((out / "model_index.json").read_text())
+    if ctx.base_tokenizer is not None:
+        # A new tokenizer: it and the text tower that reads it go together, whichever stages ran.
+        shutil.rmtree(out / "tokenizer")
+        ctx.tokenizer.save_pretrained(out / "tokenizer")
+        index["tokenizer"] = ["transformers", "PreTrainedTokenizerFast"]
+        text_encoder = models.build_text_encoder(ctx.arch, ctx.tokenizer)
+        text_encoder.load_state_dict(trained_state(ctx.work, "clip")["text_encoder"])
+        save_part(out, "text_encoder", text_encoder, "transformers")
     for stage in times:
         weights = trained_state(ctx.work, stage)
         if stage == "clip" and ctx.image_tower:
@@ -1501,9 +1566,9 @@ def export_onto_base(
 # --- entry point -------------------------------------------------------------------------------
 
 
-def _tokenizer(ctx: TrainContext, folder: Path) -> CLIPTokenizer:
+def _tokenizer(ctx: TrainContext, folder: Path, word_starts: bool = False) -> PreTrainedTokenizerBase:
     """Build the tokenizer once per work folder (from seeded captions) and reuse it after."""
-    from transformers import CLIPTokenizer
+    from transformers import AutoTokenizer
 
     from engine.builtin.captions import sample_examples
     from engine.builtin.phrasings import training_caption
@@ -1513,11 +1578,13 @@ def _tokenizer(ctx: TrainContext, folder: Path) -> CLIPTokenizer:
     # matters: a rebuild from the same captions numbers some equal-count tokens differently
     # under another `tokenizers` release, and the trained CLIP would then read the wrong ids.
     if (folder / "tokenizer.json").exists() or (folder / "vocab.json").exists():
-        tokenizer = CLIPTokenizer.from_pretrained(folder)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     else:
         rng = batch_rng(ctx.seed, "tokenizer", 0)
         corpus = [e.caption for e in sample_examples(rng, 20000, pair_fraction=0.3, caption=training_caption)]
-        tokenizer = build_clip_tokenizer(corpus, vocab_size=ctx.arch.vocab_size, max_length=ctx.arch.max_tokens)
+        tokenizer = build_clip_tokenizer(
+            corpus, vocab_size=ctx.arch.vocab_size, max_length=ctx.arch.max_tokens, word_starts=word_starts
+        )
         tokenizer.save_pretrained(folder)
     check_tokenizer(tokenizer, folder)
     return tokenizer
@@ -1592,6 +1659,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"with --finetune: clip trains a new image tower at {IMAGE_TOWER_SIZE} px against the base's frozen "
         "text tower, and prior, ar_prior and decoder (all four by default) learn its embedding",
     )
+    parser.add_argument(
+        "--word-starts",
+        action="store_true",
+        help="with --finetune: replace the base's tokenizer by one that marks where words start (built from "
+        "training captions into --work/tokenizer; the text tower's token table is carried over piece by piece); "
+        "give it to every run on that --work",
+    )
     parser.add_argument("--no-export", action="store_true", help="train only, do not write --out")
     return parser.parse_args(argv)
 
@@ -1619,6 +1693,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.image_tower and not args.finetune:
         print("--image-tower: goes with --finetune --base WEIGHTS", file=sys.stderr)
+        return 2
+    if args.word_starts and (not args.finetune or args.image_tower):
+        print("--word-starts: goes with --finetune --base WEIGHTS (and not --image-tower)", file=sys.stderr)
+        return 2
+    if args.word_starts and "clip" not in stages and not (args.work / "clip" / "checkpoint.pt").exists():
+        print(
+            f"--word-starts: no text tower for the new tokenizer in {args.work}: train --stages clip first",
+            file=sys.stderr,
+        )
         return 2
     if args.finetune:
         if args.base is None:
@@ -1702,9 +1785,11 @@ def main(argv: list[str] | None = None) -> int:
         image_tower=args.image_tower,
     )
     if args.base is not None:
-        from transformers import CLIPTokenizer
+        from transformers import AutoTokenizer
 
-        ctx.tokenizer = CLIPTokenizer.from_pretrained(args.base / "tokenizer")
+        ctx.tokenizer = AutoTokenizer.from_pretrained(args.base / "tokenizer")
+        if args.word_starts:
+            ctx.base_tokenizer, ctx.tokenizer = ctx.tokenizer, _tokenizer(ctx, work / "tokenizer", word_starts=True)
     else:
         ctx.tokenizer = _tokenizer(ctx, work / "tokenizer")
     log.info(

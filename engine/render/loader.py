@@ -25,7 +25,9 @@ if TYPE_CHECKING:  # torch and diffusers are imported when a model is loaded, no
 
 # Karlo's components: which class loads each subfolder. Optional ones may be absent.
 UNCLIP_COMPONENTS: dict[str, tuple[str, str]] = {
-    "tokenizer": ("transformers", "CLIPTokenizer"),
+    # CLIPTokenizer for Karlo's folder (its tokenizer_config says so); the built-in model's
+    # word-start tokenizer (engine/render/tokenizer.py) loads as the fast tokenizer it was saved as.
+    "tokenizer": ("transformers", "AutoTokenizer"),
     "text_encoder": ("transformers", "CLIPTextModelWithProjection"),
     "text_proj": ("unclip", "UnCLIPTextProjModel"),
     "decoder": ("diffusers", "UNet2DConditionModel"),
@@ -201,7 +203,7 @@ def load_unclip(spec: ModelSpec, *, device: str = "cpu", dtype: torch.dtype | No
             dtype is not None
             and hasattr(cls, "save_pretrained")
             and "Scheduler" not in class_name
-            and class_name not in ("CLIPTokenizer", "CLIPImageProcessor")
+            and class_name not in ("AutoTokenizer", "CLIPImageProcessor")
         ):
             kwargs["dtype"] = dtype
         try:

@@ -4,6 +4,13 @@ Used by the tiny random test model and by the built-in model's training. The res
 `transformers.CLIPTokenizer` (same normaliser, split pattern and `</w>` suffix as OpenAI's), so it
 saves and loads like any CLIP tokenizer. Every byte and byte+`</w>` is in the vocabulary, so no
 input is ever unknown.
+
+`word_starts=True` builds the same BPE with one difference: a piece that continues a word is
+marked (`##`), as WordPiece does, so a word's *start* is visible, not only its end. CLIP's BPE
+splits an unknown word such as "coloured" into `c o lo u red</w>`, whose last piece is the colour
+red's own token; with the mark it is `c ##o ##lo ##u ##red</w>`, and `red</w>` means only the
+word. `CLIPTokenizer` rebuilds its BPE without that option, so this one is a
+`PreTrainedTokenizerFast` (the same `tokenizer.json`, loaded as written: `AutoTokenizer` loads it).
 """
 
 from __future__ import annotations
@@ -15,18 +22,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # tokenizers and transformers are imported when a tokenizer is built
-    from transformers import CLIPTokenizer, PreTrainedTokenizerBase
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+#: `word_starts`: the mark on every piece but a word's first.
+CONTINUES = "##"
 
 
-def build_clip_tokenizer(corpus: Iterable[str], *, vocab_size: int = 1000, max_length: int = 32) -> CLIPTokenizer:
-    """Train a CLIP-style BPE on `corpus` and return a CLIPTokenizer with `max_length` tokens."""
+def build_clip_tokenizer(
+    corpus: Iterable[str], *, vocab_size: int = 1000, max_length: int = 32, word_starts: bool = False
+) -> PreTrainedTokenizerBase:
+    """Train a CLIP-style BPE on `corpus` and return a tokenizer with `max_length` tokens: a
+    CLIPTokenizer, or with `word_starts` a PreTrainedTokenizerFast whose inner pieces are marked."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import CLIPTokenizer
 
     byte_alphabet = pre_tokenizers.ByteLevel.alphabet()
-    tokenizer = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token=EOS))
+    marks: dict[str, str] = {"continuing_subword_prefix": CONTINUES} if word_starts else {}
+    tokenizer = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token=EOS, **marks))
     # The same normaliser and pre-tokeniser CLIPTokenizer builds, so training sees what use sees.
     tokenizer.normalizer = normalizers.Sequence(
         [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
@@ -50,8 +64,11 @@ def build_clip_tokenizer(corpus: Iterable[str], *, vocab_size: int = 1000, max_l
         initial_alphabet=byte_alphabet,
         end_of_word_suffix="</w>",
         show_progress=False,
+        **marks,
     )
     tokenizer.train_from_iterator(list(corpus), trainer=trainer)
+    if word_starts:
+        return _marked_tokenizer(tokenizer, byte_alphabet, max_length)
 
     with tempfile.TemporaryDirectory() as folder:
         tokenizer.model.save(folder)
@@ -67,6 +84,31 @@ def build_clip_tokenizer(corpus: Iterable[str], *, vocab_size: int = 1000, max_l
                 vocab[token] = len(vocab)
     # transformers annotates `merges` as list[str]; the BPE model it hands them to takes pairs.
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)  # type: ignore[arg-type]
+
+
+def _marked_tokenizer(tokenizer: Tokenizer, byte_alphabet: list[str], max_length: int) -> PreTrainedTokenizerFast:
+    """`word_starts`: every byte in each of its four forms joins the vocabulary, so no input is
+    unknown, and the BPE is rebuilt on it (the trained one keeps its vocabulary fixed)."""
+    from tokenizers import Tokenizer, models, processors
+    from transformers import PreTrainedTokenizerFast
+
+    spec = json.loads(tokenizer.to_str())
+    vocab: dict[str, int] = spec["model"]["vocab"]
+    for symbol in sorted(byte_alphabet):
+        for token in (symbol, symbol + "</w>", CONTINUES + symbol, CONTINUES + symbol + "</w>"):
+            if token not in vocab:
+                vocab[token] = len(vocab)
+    spec["model"]["vocab"] = vocab
+    marked = Tokenizer.from_str(json.dumps(spec))
+    assert isinstance(marked.model, models.BPE)
+    # BOS and EOS around every text, as CLIPTokenizer puts them.
+    bos, eos = vocab[BOS], vocab[EOS]
+    marked.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A {EOS}", pair=f"{BOS} $A {EOS} $B {EOS}", special_tokens=[(BOS, bos), (EOS, eos)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=marked, bos_token=BOS, eos_token=EOS, pad_token=EOS, unk_token=EOS, model_max_length=max_length
+    )
 
 
 def check_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: Path | str) -> None:

@@ -38,8 +38,8 @@ from diffusers.schedulers.scheduling_unclip import UnCLIPScheduler
 from transformers import (
     CLIPImageProcessor,
     CLIPTextModelWithProjection,
-    CLIPTokenizer,
     CLIPVisionModelWithProjection,
+    PreTrainedTokenizerBase,
 )
 
 from engine.render import unclip_sampling as sampling
@@ -77,7 +77,7 @@ class ImagineUnCLIPPipeline(DiffusionPipeline):
 
     def __init__(
         self,
-        tokenizer: CLIPTokenizer,
+        tokenizer: PreTrainedTokenizerBase,  # CLIP's BPE, or the built-in model's word-start one
         text_encoder: CLIPTextModelWithProjection,
         text_proj: UnCLIPTextProjModel,
         decoder: UNet2DConditionModel,

@@ -523,18 +523,24 @@ def test_finetune_refuses_what_it_cannot_do(smoke_run, tmp_path, capsys, args, m
     assert message in capsys.readouterr().err
 
 
-def test_subword_dropout_without_dropout_is_the_tokenizer(smoke_run):
+@pytest.mark.parametrize("word_starts", [False, True], ids=["clip", "word_starts"])
+def test_subword_dropout_without_dropout_is_the_tokenizer(smoke_run, word_starts):
     """The training tokenization with BPE-dropout at 0 gives exactly the tokenizer's ids, long and
     odd captions included; with dropout the pieces still spell the caption, and the same seed
-    splits the same way."""
+    splits the same way. For both tokenizers: CLIP's, and the one that marks word starts."""
     import numpy as np
-    from transformers import CLIPTokenizer
+    from transformers import AutoTokenizer
 
     from engine.builtin.captions import sample_examples
     from engine.builtin.phrasings import training_caption
+    from engine.render.tokenizer import build_clip_tokenizer
 
     work, _ = smoke_run
-    tokenizer = CLIPTokenizer.from_pretrained(work / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(work / "tokenizer")
+    if word_starts:
+        corpus = [e.caption for e in sample_examples(np.random.default_rng(1), 2000, caption=training_caption)]
+        length = tokenizer.model_max_length
+        tokenizer = build_clip_tokenizer(corpus, vocab_size=600, max_length=length, word_starts=True)
     captions = [e.caption for e in sample_examples(np.random.default_rng(0), 200, caption=training_caption)]
     captions += ["A RÉD star!! on blue, w/ bg", "bakcground purpel", "x" * 80, ""]
     exact = train.SubwordDropout(tokenizer, 0.0)
@@ -545,8 +551,106 @@ def test_subword_dropout_without_dropout_is_the_tokenizer(smoke_run):
     dropping = train.SubwordDropout(tokenizer, 0.5)
     word = "triangle"
     splits = {tuple(dropping.split(word, np.random.default_rng(seed))) for seed in range(20)}
-    assert all("".join(pieces) == word + "</w>" for pieces in splits)
+    assert all("".join(pieces).replace("##", "") == word + "</w>" for pieces in splits)
+    if word_starts:  # every piece but the first is marked as the inside of the word
+        assert all(piece.startswith("##") for pieces in splits for piece in pieces[1:])
     assert len(splits) > 3 and (word + "</w>",) != max(splits, key=len)
     first = train.tokenize(tokenizer, captions[:50], np.random.default_rng(7))
     again = train.tokenize(tokenizer, captions[:50], np.random.default_rng(7))
     assert first[0].equal(again[0]) and first[1].equal(again[1])
+
+
+def test_word_starts_replaces_the_tokenizer_and_the_text_tower_carries_over(smoke_run, tmp_path):
+    """`--finetune --word-starts` swaps the base's tokenizer for one that marks word starts: clip
+    tunes the text tower on it from the base's token table, a later run on the same work folder
+    trains the priors on that tower, and each export holds the new tokenizer with the tower that
+    reads it (the decoder, image tower and upsampler as the base's). The result loads and renders."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from engine.render.families.unclip import UnCLIPRenderer
+    from engine.render.loader import load_unclip, resolve_model
+    from engine.render.types import RenderJob
+
+    _, base = smoke_run
+    args = ["--base", str(base), "--finetune", "--word-starts", "--smoke", "--threads", "2"]
+    work, clip_out, out = tmp_path / "work", tmp_path / "clip", tmp_path / "priors"
+    assert train.main([*args, "--stages", "clip", "--work", str(work), "--out", str(clip_out)]) == 0
+    assert train.main([*args, "--stages", "prior,ar_prior", "--work", str(work), "--out", str(out)]) == 0
+
+    def weights(folder: Path, part: str) -> dict:
+        (file,) = sorted((folder / part).glob("*.safetensors"))
+        return load_file(file)
+
+    old, new = AutoTokenizer.from_pretrained(base / "tokenizer"), AutoTokenizer.from_pretrained(out / "tokenizer")
+    assert json.loads((out / "tokenizer" / "tokenizer.json").read_text())["model"]["continuing_subword_prefix"] == "##"
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["tokenizer"] == ["transformers", "PreTrainedTokenizerFast"]
+    table = weights(out, "text_encoder")["text_model.embeddings.token_embedding.weight"]
+    assert table.shape[0] == len(new) > len(old)
+    for part in ("text_encoder", "prior", "ar_prior"):
+        assert any(not t.equal(weights(base, part)[k]) for k, t in weights(out, part).items()), part
+    for part in ("decoder", "text_proj", "image_encoder", "super_res_first"):
+        assert all(t.equal(weights(base, part)[k]) for k, t in weights(out, part).items()), part
+    assert json.loads((out / "imagine.json").read_text())["training"]["tunings"][-1]["tokenizer"].startswith("new")
+    # The priors' run exported the tower the clip run tuned, not the base's.
+    assert all(t.equal(weights(clip_out, "text_encoder")[k]) for k, t in weights(out, "text_encoder").items())
+
+    spec = resolve_model(str(out), tmp_path / "data")
+    pipe = load_unclip(spec, dtype=torch.float32)
+    assert pipe.tokenizer("a colored star").input_ids == new("a colored star").input_ids
+    renderer = UnCLIPRenderer(spec, pipe, device="cpu", dtype=torch.float32)
+    fast = {"prior_steps": 2, "decoder_steps": 2, "super_res_steps": 2}
+    for prior in ("diffusion", "ar"):
+        job = RenderJob(1, "text2image", "a star coloured red", None, 3, 2, {**fast, "prior": prior})
+        assert [(i.width, i.height) for i in renderer.render(job, lambda *_: None).images] == [(64, 64)] * 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--word-starts"], "--word-starts: goes with --finetune"),
+        (["--word-starts", "--finetune", "--image-tower"], "--word-starts: goes with --finetune"),
+        (["--word-starts", "--finetune", "--stages", "prior"], "train --stages clip first"),
+    ],
+)
+def test_word_starts_refuses_what_it_cannot_do(smoke_run, tmp_path, capsys, args, message):
+    """A new tokenizer needs a text tower tuned to it: only --finetune makes one, and a run of the
+    later stages alone needs the clip stage's checkpoint in its work folder. Nothing is written."""
+    _, base = smoke_run
+    out = tmp_path / "out"
+    assert train.main(["--base", str(base), *args, "--work", str(tmp_path / "work"), "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_new_tokenizer_starts_from_the_base_towers_token_table(smoke_run):
+    """`carried_token_table`: a piece both tokenizers have keeps its row, a marked inner piece
+    takes its unmarked form's, and a piece the base never had the mean of the base's pieces
+    for it. So a template caption that both split alike starts out embedded exactly as before."""
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from engine.builtin.captions import sample_examples
+    from engine.builtin.phrasings import training_caption
+    from engine.render.tokenizer import build_clip_tokenizer
+
+    work, _ = smoke_run
+    old = AutoTokenizer.from_pretrained(work / "tokenizer")
+    corpus = [e.caption for e in sample_examples(np.random.default_rng(1), 2000, caption=training_caption)]
+    new = build_clip_tokenizer(corpus, vocab_size=600, max_length=old.model_max_length, word_starts=True)
+    table = torch.randn(len(old), 8)
+    rows = train.carried_token_table(old, new, table)
+    old_vocab, new_vocab = old.get_vocab(), new.get_vocab()
+    assert rows.shape == (len(new), 8)
+    assert rows[new_vocab["red</w>"]].equal(table[old_vocab["red</w>"]])
+    assert rows[new_vocab["##q"]].equal(table[old_vocab["q"]])
+    fresh = next(t for t in new_vocab if t.endswith("</w>") and t.removeprefix("##") not in old_vocab)
+    pieces = train.SubwordDropout(old, 0.0).split(fresh.removeprefix("##").removesuffix("</w>"), None)
+    assert len(pieces) > 1
+    assert torch.allclose(rows[new_vocab[fresh]], table[[old_vocab[p] for p in pieces]].mean(0))
+    caption = "a red star on a blue background"
+    assert old.tokenize(caption) == new.tokenize(caption)
+    assert rows[new(caption).input_ids].equal(table[old(caption).input_ids])
