@@ -55,6 +55,21 @@ def test_shipped_weights_render_64px_images(tmp_path):
     assert result.info["model"] == "builtin"
 
 
+def test_shipped_tokenizer_marks_where_words_start():
+    """The shipped tokenizer marks a word's inner pieces, so an unknown word that ends in a colour's
+    letters ("coloured") does not end in that colour's token, while the colour word itself stays
+    one token; the text tower has a row for every token."""
+    pytest.importorskip("transformers")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(BUILTIN_DIR / "tokenizer")
+    coloured = tokenizer.tokenize("coloured")
+    assert "red</w>" not in coloured and all(piece.startswith("##") for piece in coloured[1:])
+    assert tokenizer.tokenize("a red star") == ["a</w>", "red</w>", "star</w>"]
+    config = json.loads((BUILTIN_DIR / "text_encoder" / "config.json").read_text())
+    assert config["vocab_size"] == len(tokenizer)
+
+
 def test_shipped_model_draws_the_readme_prompt(tmp_path):
     """The README's (and the demo's) prompt, with the shipped sampling defaults, comes out as a
     red object on a blue background in at least 3 of 4 images, judged by pixel statistics
