@@ -1577,6 +1577,7 @@ def _tokenizer(ctx: TrainContext, folder: Path, word_starts: bool = False) -> Pr
     # transformers 5 saves only tokenizer.json (older releases also wrote vocab.json). Reusing it
     # matters: a rebuild from the same captions numbers some equal-count tokens differently
     # under another `tokenizers` release, and the trained CLIP would then read the wrong ids.
+    tokenizer: PreTrainedTokenizerBase
     if (folder / "tokenizer.json").exists() or (folder / "vocab.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(folder)
     else:

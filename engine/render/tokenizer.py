@@ -19,17 +19,29 @@ import json
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 if TYPE_CHECKING:  # tokenizers and transformers are imported when a tokenizer is built
     from tokenizers import Tokenizer
-    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+    from transformers import CLIPTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 #: `word_starts`: the mark on every piece but a word's first.
 CONTINUES = "##"
 
 
+@overload
+def build_clip_tokenizer(
+    corpus: Iterable[str], *, vocab_size: int = ..., max_length: int = ..., word_starts: Literal[False] = ...
+) -> CLIPTokenizer: ...
+@overload
+def build_clip_tokenizer(
+    corpus: Iterable[str], *, vocab_size: int = ..., max_length: int = ..., word_starts: Literal[True]
+) -> PreTrainedTokenizerFast: ...
+@overload
+def build_clip_tokenizer(
+    corpus: Iterable[str], *, vocab_size: int = ..., max_length: int = ..., word_starts: bool
+) -> PreTrainedTokenizerBase: ...
 def build_clip_tokenizer(
     corpus: Iterable[str], *, vocab_size: int = 1000, max_length: int = 32, word_starts: bool = False
 ) -> PreTrainedTokenizerBase:
@@ -39,7 +51,8 @@ def build_clip_tokenizer(
     from transformers import CLIPTokenizer
 
     byte_alphabet = pre_tokenizers.ByteLevel.alphabet()
-    marks: dict[str, str] = {"continuing_subword_prefix": CONTINUES} if word_starts else {}
+    # Given only when wanted: both take a string there, never None.
+    marks: dict[str, Any] = {"continuing_subword_prefix": CONTINUES} if word_starts else {}
     tokenizer = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token=EOS, **marks))
     # The same normaliser and pre-tokeniser CLIPTokenizer builds, so training sees what use sees.
     tokenizer.normalizer = normalizers.Sequence(
