@@ -9,7 +9,7 @@ of prompts whose nearest image has the asked colour, background or shape. The te
 ("a red star on a blue background") is the first row, for comparison.
 
     python bench/text_probe.py [--model engine/builtin/weights]
-    python bench/text_probe.py --work data/finetune     # a training run's latest CLIP checkpoint
+    python bench/text_probe.py --work data/finetune     # a run's latest CLIP checkpoint (its own tokenizer, if any)
 
 Prints {"model": ..., "step": N or null, "gallery": ..., "families": {family: {"foreground_colour",
 "background_colour", "shape", "colours_swapped"}}, "wordings": {family: {template: {...}}},
