@@ -58,7 +58,8 @@ def text_tower(model_dir: Path, work: Path | None):
         raise SystemExit(f"--work {work}: no CLIP checkpoint there")
     weights, step = state
     # A run with its own tokenizer (`--word-starts`) has a token table of another size.
-    tower.resize_token_embeddings(weights["text_encoder"]["text_model.embeddings.token_embedding.weight"].shape[0])
+    rows = weights["text_encoder"]["text_model.embeddings.token_embedding.weight"].shape[0]
+    tower.resize_token_embeddings(rows, mean_resizing=False)  # every row is overwritten just below
     tower.load_state_dict(weights["text_encoder"])
     return tower, step
 
