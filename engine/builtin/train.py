@@ -611,25 +611,23 @@ class TrainContext:
 
     def load_base_text_tower(self, module: CLIPTextModelWithProjection) -> None:
         """The base's text tower into `module`; with a new tokenizer, its token table carried over."""
-        from safetensors.torch import load_file
-
-        if self.base_tokenizer is None:
-            self.load_base(module, "text_encoder")
-            return
-        assert self.base is not None
-        (weights,) = sorted((self.base / "text_encoder").glob("*.safetensors"))
-        state = {name: tensor.float() for name, tensor in load_file(weights).items()}
-        key = "text_model.embeddings.token_embedding.weight"
-        state[key] = carried_token_table(self.base_tokenizer, self.tokenizer, state[key])
+        state = self.base_state("text_encoder")
+        if self.base_tokenizer is not None:
+            key = "text_model.embeddings.token_embedding.weight"
+            state[key] = carried_token_table(self.base_tokenizer, self.tokenizer, state[key])
         module.load_state_dict(state)
 
     def load_base(self, module: torch.nn.Module, part: str) -> None:
         """Load the base folder's `part` (an exported subfolder) into `module`, as float32."""
+        module.load_state_dict(self.base_state(part))
+
+    def base_state(self, part: str) -> dict[str, torch.Tensor]:
+        """The base folder's `part` (an exported subfolder, one fp16 safetensors file) as float32."""
         from safetensors.torch import load_file
 
         assert self.base is not None
         (weights,) = sorted((self.base / part).glob("*.safetensors"))
-        module.load_state_dict({name: tensor.float() for name, tensor in load_file(weights).items()})
+        return {name: tensor.float() for name, tensor in load_file(weights).items()}
 
     def frozen_clip(self) -> tuple[CLIPTextModelWithProjection, CLIPVisionModelWithProjection]:
         """The trained CLIP towers, frozen, for the later stages."""
