@@ -622,7 +622,7 @@ class TrainContext:
         module.load_state_dict(self.base_state(part))
 
     def base_state(self, part: str) -> dict[str, torch.Tensor]:
-        """The base folder's `part` (an exported subfolder, one fp16 safetensors file) as float32."""
+        """The base folder's `part` (an exported subfolder holding one safetensors file) as float32."""
         from safetensors.torch import load_file
 
         assert self.base is not None
