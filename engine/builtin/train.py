@@ -636,16 +636,17 @@ class TrainContext:
         from engine.builtin.models import build_image_encoder, build_text_encoder
 
         if self.base is not None:
-            text_encoder = CLIPTextModelWithProjection.from_pretrained(self.base / "text_encoder")
             if self.image_tower:  # this run's new tower; the base's is not read
                 image_encoder = build_image_encoder(self.arch)
                 image_encoder.load_state_dict(trained_state(self.work, "clip")["image_encoder"])
             else:
                 image_encoder = CLIPVisionModelWithProjection.from_pretrained(self.base / "image_encoder")
-            if self.base_tokenizer is not None:  # the tuned tower of the new tokenizer (main checks it exists)
+            if self.base_tokenizer is not None:  # the new tokenizer's ids: only the tuned tower reads them
                 text_encoder = build_text_encoder(self.arch, self.tokenizer)
-                text_encoder.load_state_dict(trained_state(self.work, "clip")["text_encoder"])
-            elif self.finetune and not self.image_tower and (self.work / "clip" / "checkpoint.pt").exists():
+            else:
+                text_encoder = CLIPTextModelWithProjection.from_pretrained(self.base / "text_encoder")
+            tuned = self.finetune and not self.image_tower and (self.work / "clip" / "checkpoint.pt").exists()
+            if tuned or self.base_tokenizer is not None:  # (main checks the new tokenizer's tower exists)
                 text_encoder.load_state_dict(trained_state(self.work, "clip")["text_encoder"])
         else:
             weights = trained_state(self.work, "clip")
@@ -1508,15 +1509,15 @@ def export_onto_base(
             shutil.rmtree(out)
         shutil.copytree(ctx.base, out)
     index = json.loads((out / "model_index.json").read_text())
+    written = list(times)
     if ctx.base_tokenizer is not None:
         # A new tokenizer: it and the text tower that reads it go together, whichever stages ran.
         shutil.rmtree(out / "tokenizer")
         ctx.tokenizer.save_pretrained(out / "tokenizer")
         index["tokenizer"] = ["transformers", "PreTrainedTokenizerFast"]
-        text_encoder = models.build_text_encoder(ctx.arch, ctx.tokenizer)
-        text_encoder.load_state_dict(trained_state(ctx.work, "clip")["text_encoder"])
-        save_part(out, "text_encoder", text_encoder, "transformers")
-    for stage in times:
+        if "clip" not in written:
+            written.insert(0, "clip")
+    for stage in written:
         weights = trained_state(ctx.work, stage)
         if stage == "clip" and ctx.image_tower:
             image_encoder = models.build_image_encoder(ctx.arch)

@@ -8,8 +8,9 @@ input is ever unknown.
 `word_starts=True` builds the same BPE with one difference: a piece that continues a word is
 marked (`##`), as WordPiece does, so a word's *start* is visible, not only its end. CLIP's BPE
 splits an unknown word such as "coloured" into `c o lo u red</w>`, whose last piece is the colour
-red's own token; with the mark it is `c ##o ##lo ##u ##red</w>`, and `red</w>` means only the
-word. `CLIPTokenizer` rebuilds its BPE without that option, so this one is a
+red's own token; with the mark an inner piece is never a word's own token (the shipped
+tokenizer splits it `co ##lou ##re ##d</w>`), and `red</w>` means only the word.
+`CLIPTokenizer` rebuilds its BPE without that option, so this one is a
 `PreTrainedTokenizerFast` (the same `tokenizer.json`, loaded as written: `AutoTokenizer` loads it).
 """
 
